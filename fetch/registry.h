@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* OCI distribution client: manifest and index resolution, whole-blob downloads with digest checks. */
+#ifndef STRATA_FETCH_REGISTRY_H
+#define STRATA_FETCH_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ref.h"
+
+#define FETCH_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define FETCH_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define FETCH_MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define FETCH_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+
+struct fetch_opts {
+	const char *platform_os;   /* "linux" */
+	const char *platform_arch; /* GOARCH name of this host: "amd64", "arm64", ... */
+	const char *platform_variant; /* "v8", or NULL */
+	long connect_timeout_ms;   /* 0 = default 10 s */
+	long low_speed_timeout_s;  /* abort a transfer slower than 1 byte/s for this long; 0 = 30 s */
+	int max_attempts;          /* per request, for connection errors and 5xx; 0 = 3 */
+};
+
+struct fetch_client;
+
+/* Creates a client. opts is copied. Returns 0 and *out (free with fetch_client_free), or -ENOMEM.
+ * Thread-safe: one client may serve requests from several threads at once. */
+int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out);
+void fetch_client_free(struct fetch_client *c);
+
+/* The GOARCH name for this machine (uname -m mapped: x86_64->amd64, aarch64->arm64, ...). Static. */
+const char *fetch_host_arch(void);
+
+struct fetch_layer {
+	char *digest;     /* "sha256:<hex>" of the compressed blob */
+	char *media_type;
+	uint64_t size;
+	char *diff_id;    /* from the config's rootfs.diff_ids[i], or NULL when the config lacks it */
+};
+
+struct fetch_image {
+	char *manifest_digest; /* digest of the platform manifest (not of the index) */
+	char *index_digest;    /* digest of the index/list it was chosen from, or NULL */
+	char *media_type;      /* of the manifest */
+	char *config_digest;
+	char *platform;        /* "linux/amd64" (from the index entry or the config) */
+	size_t nlayers;
+	struct fetch_layer *layers;
+	char *manifest;        /* the raw manifest bytes, NUL-terminated */
+	size_t manifest_len;
+	char *config;          /* the raw config blob, NUL-terminated */
+	size_t config_len;
+};
+
+/*
+ * Resolves ref to the image manifest for the client's platform: GET /v2/<path>/manifests/<tag or digest>
+ * with an Accept header for all four manifest types; for a list or index, picks the entry matching
+ * os/arch (and variant when set; an entry without variant matches too) and fetches it. Verifies every
+ * manifest's digest (against ref->digest when pinned, and against the index entry), fetches and
+ * verifies the config blob, and fills diff_ids. Rejects schema 1 and unknown media types.
+ * Returns 0 and *out (free with fetch_image_free), or negative errno with strata_err set, one line:
+ * -ENOENT "<ref>: repository not found (NAME_UNKNOWN)" / "manifest unknown" / "no linux/amd64 image in
+ * index (has: linux/arm64, ...)", -EBADMSG for a digest mismatch or malformed JSON, -ENOTSUP for an
+ * unsupported media type, -ECONNREFUSED/-EHOSTUNREACH/-ETIMEDOUT "cannot reach <host>: <curl msg>",
+ * -EACCES for 401/403, -EIO otherwise (with the HTTP status).
+ */
+int fetch_resolve(struct fetch_client *c, const struct fetch_ref *ref, struct fetch_image **out);
+
+void fetch_image_free(struct fetch_image *img);
+
+/* Progress callback: bytes received so far of total (total may be 0 when unknown). Return non-zero to abort. */
+typedef int (*fetch_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/*
+ * Downloads blob `digest` of ref's repository into fd (appending from the fd's current offset; the
+ * caller passes an empty file), following redirects (and dropping Authorization on a redirect to
+ * another host). Verifies the sha256 of the whole body and, when expected_size > 0, the size.
+ * Returns 0, or negative errno with strata_err set: -EBADMSG "blob sha256:... digest mismatch
+ * (got sha256:...)", -ENOENT "blob unknown", and the network errors above. On failure the fd's
+ * content is unspecified (the caller discards it). progress may be NULL.
+ */
+int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+		     uint64_t expected_size, int fd, fetch_progress_fn progress, void *pctx);
+
+#endif

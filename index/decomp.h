@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Streaming decompression of layer blobs: gzip (multi-member), zstd (multi-frame) or none. */
+#ifndef STRATA_INDEX_DECOMP_H
+#define STRATA_INDEX_DECOMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reader.h"
+
+enum index_compression {
+	INDEX_COMP_NONE = 0,
+	INDEX_COMP_GZIP = 1,
+	INDEX_COMP_ZSTD = 2,
+};
+
+/* "none", "gzip" or "zstd". */
+const char *index_compression_name(enum index_compression c);
+
+/* Guesses the compression from the first bytes of a blob (gzip 1f 8b, zstd 28 b5 2f fd, else none). */
+enum index_compression index_compression_detect(const uint8_t *buf, size_t len);
+
+struct index_decomp;
+
+/*
+ * Creates a decompressor that reads compressed bytes from src (borrowed; must outlive it).
+ * Returns 0 and *out, or -ENOMEM.
+ */
+int index_decomp_new(enum index_compression c, struct index_reader src, struct index_decomp **out);
+
+/*
+ * Reads decompressed bytes. Returns >0 bytes, 0 at the clean end of the compressed stream, or a
+ * negative errno with strata_err set: -EBADMSG for corrupt data ("corrupt gzip stream: <zlib msg>"),
+ * -EPIPE when the stream ends inside a member/frame ("truncated gzip stream"), or the source's error.
+ * For gzip, concatenated members are one stream (eStargz relies on this); trailing zero bytes after
+ * the last member are ignored. For zstd, concatenated frames and skippable frames are handled.
+ */
+ssize_t index_decomp_read(struct index_decomp *d, void *buf, size_t len);
+
+/* A reader over the decompressor (ctx = d). */
+struct index_reader index_decomp_reader(struct index_decomp *d);
+
+/* Compressed bytes consumed from src so far. */
+uint64_t index_decomp_consumed(const struct index_decomp *d);
+
+/* Frees d (NULL ok). Does not touch src. */
+void index_decomp_free(struct index_decomp *d);
+
+#endif
