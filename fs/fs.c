@@ -1,3 +1,1090 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_fs_fs_c;
+/* FUSE low-level operations serving MNT/layers/sha256:<hex>/ from layer indexes and store chunks. */
+#include "fs.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+#include "index/layer.h"
+#include "store/store.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+/*
+ * Inode numbers: 1 is the mount root, 2 is layers/. A layer entry is (seq << 32) | index-inode,
+ * where seq is the store's stable number for the layer (>= 1), so inode numbers are derivable from
+ * the store alone and stay the same for the mount's life (and across daemon restarts).
+ */
+#define INO_ROOT FUSE_ROOT_ID
+#define INO_LAYERS 2
+#define LAYERS_NAME "layers"
+
+#define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
+#define VIEW_TIMEOUT 1.0        /* synthetic directories change as images are pulled */
+
+/* ---------------------------------------------------------------- decoded chunk cache */
+
+struct cchunk {
+	uint8_t digest[32];
+	size_t len;
+	int refs;                    /* protected by cache.mu */
+	struct cchunk *hnext;        /* hash chain; protected by cache.mu */
+	struct cchunk *prev, *next;  /* LRU list, most recent first; protected by cache.mu */
+	uint8_t data[];
+};
+
+struct chunk_cache {
+	pthread_mutex_t mu;
+	struct cchunk **buckets;
+	size_t nbuckets;
+	struct cchunk lru; /* sentinel */
+	uint64_t bytes, cap;
+};
+
+static size_t bucket_of(const struct chunk_cache *c, const uint8_t d[32])
+{
+	uint64_t h;
+
+	memcpy(&h, d, sizeof(h));
+	return (size_t)(h % c->nbuckets);
+}
+
+static int cache_init(struct chunk_cache *c, uint64_t cap)
+{
+	pthread_mutex_init(&c->mu, NULL);
+	c->nbuckets = 4096;
+	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
+	c->lru.prev = c->lru.next = &c->lru;
+	c->cap = cap;
+	return c->buckets ? 0 : -ENOMEM;
+}
+
+static void lru_unlink(struct cchunk *e)
+{
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+}
+
+static void lru_push_front(struct chunk_cache *c, struct cchunk *e)
+{
+	e->next = c->lru.next;
+	e->prev = &c->lru;
+	c->lru.next->prev = e;
+	c->lru.next = e;
+}
+
+static void hash_remove(struct chunk_cache *c, struct cchunk *e)
+{
+	struct cchunk **pp = &c->buckets[bucket_of(c, e->digest)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+}
+
+/* Evicts unreferenced entries from the cold end while over capacity. Caller holds mu. */
+static void cache_trim(struct chunk_cache *c)
+{
+	struct cchunk *e = c->lru.prev;
+
+	while (c->bytes > c->cap && e != &c->lru) {
+		struct cchunk *prev = e->prev;
+
+		if (e->refs == 0) {
+			lru_unlink(e);
+			hash_remove(c, e);
+			c->bytes -= e->len;
+			free(e);
+		}
+		e = prev;
+	}
+}
+
+/* Returns a referenced entry or NULL. Release with cache_put. */
+static struct cchunk *cache_get(struct chunk_cache *c, const uint8_t d[32])
+{
+	struct cchunk *e;
+
+	pthread_mutex_lock(&c->mu);
+	for (e = c->buckets[bucket_of(c, d)]; e; e = e->hnext) {
+		if (memcmp(e->digest, d, 32) == 0) {
+			e->refs++;
+			lru_unlink(e);
+			lru_push_front(c, e);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return e;
+}
+
+/* Inserts n (referenced once for the caller) unless an equal entry exists, which is returned
+ * referenced instead (n is then freed). */
+static struct cchunk *cache_insert(struct chunk_cache *c, struct cchunk *n)
+{
+	struct cchunk *e;
+	size_t b = bucket_of(c, n->digest);
+
+	pthread_mutex_lock(&c->mu);
+	for (e = c->buckets[b]; e; e = e->hnext) {
+		if (memcmp(e->digest, n->digest, 32) == 0) {
+			e->refs++;
+			pthread_mutex_unlock(&c->mu);
+			free(n);
+			return e;
+		}
+	}
+	n->refs = 1;
+	n->hnext = c->buckets[b];
+	c->buckets[b] = n;
+	lru_push_front(c, n);
+	c->bytes += n->len;
+	cache_trim(c);
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+static void cache_put(struct chunk_cache *c, struct cchunk *e)
+{
+	pthread_mutex_lock(&c->mu);
+	assert(e->refs > 0);
+	e->refs--;
+	if (c->bytes > c->cap)
+		cache_trim(c);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void cache_destroy(struct chunk_cache *c)
+{
+	struct cchunk *e = c->lru.next;
+
+	while (c->buckets && e != &c->lru) {
+		struct cchunk *next = e->next;
+
+		free(e);
+		e = next;
+	}
+	free(c->buckets);
+	pthread_mutex_destroy(&c->mu);
+}
+
+/* ---------------------------------------------------------------- layers */
+
+struct fs_layer {
+	struct index_layer *idx;
+	uint32_t seq;
+	char digest[STORE_DIGEST_LEN];
+};
+
+struct fs {
+	struct store *store;
+	struct fuse_session *se;
+	char *mountpoint;
+	int mounted;
+	int signals_set;
+	unsigned max_threads;
+	struct timespec start;
+	pthread_rwlock_t layers_lock;
+	struct fs_layer **layers; /* indexed by seq; protected by layers_lock; entries never freed
+				     while mounted */
+	size_t layers_cap;        /* protected by layers_lock */
+	struct chunk_cache cache;
+};
+
+static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
+{
+	struct fs_layer *l = NULL;
+
+	pthread_rwlock_rdlock(&f->layers_lock);
+	if (seq < f->layers_cap)
+		l = f->layers[seq];
+	pthread_rwlock_unlock(&f->layers_lock);
+	return l;
+}
+
+/* Loads the layer with this digest from the store (or returns the loaded one). */
+static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
+{
+	struct store_layer info;
+	struct fs_layer *l;
+	void *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = store_layer_get(f->store, digest, &info, NULL, NULL);
+	if (rc < 0)
+		return rc;
+	l = layer_peek(f, info.seq);
+	if (l) {
+		*out = l;
+		return 0;
+	}
+	rc = store_layer_get(f->store, digest, &info, &buf, &len);
+	if (rc < 0)
+		return rc;
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		free(buf);
+		return -ENOMEM;
+	}
+	rc = index_layer_decode(buf, len, &l->idx);
+	free(buf);
+	if (rc < 0) {
+		strata_log(LOG_ERR, "layer %s: %s", digest, strata_errmsg(rc));
+		free(l);
+		return rc;
+	}
+	l->seq = info.seq;
+	snprintf(l->digest, sizeof(l->digest), "%s", digest);
+
+	pthread_rwlock_wrlock(&f->layers_lock);
+	if (info.seq >= f->layers_cap) {
+		size_t ncap = f->layers_cap ? f->layers_cap : 64;
+		struct fs_layer **nl;
+
+		while (ncap <= info.seq)
+			ncap *= 2;
+		nl = realloc(f->layers, ncap * sizeof(*nl));
+		if (!nl) {
+			pthread_rwlock_unlock(&f->layers_lock);
+			index_layer_free(l->idx);
+			free(l);
+			return -ENOMEM;
+		}
+		memset(nl + f->layers_cap, 0, (ncap - f->layers_cap) * sizeof(*nl));
+		f->layers = nl;
+		f->layers_cap = ncap;
+	}
+	if (f->layers[info.seq]) {
+		index_layer_free(l->idx);
+		free(l);
+	} else {
+		f->layers[info.seq] = l;
+	}
+	*out = f->layers[info.seq];
+	pthread_rwlock_unlock(&f->layers_lock);
+	return 0;
+}
+
+/* Finds the layer for an inode number, loading it by seq if this process has not yet. */
+static int layer_of(struct fs *f, fuse_ino_t ino, struct fs_layer **out, uint32_t *node)
+{
+	uint32_t seq = (uint32_t)(ino >> 32);
+	char digest[STORE_DIGEST_LEN];
+	struct fs_layer *l;
+	int rc;
+
+	if (seq == 0)
+		return -ENOENT;
+	l = layer_peek(f, seq);
+	if (!l) {
+		rc = store_layer_by_seq(f->store, seq, digest);
+		if (rc < 0)
+			return rc == -ENOENT ? -ESTALE : rc;
+		rc = layer_load(f, digest, &l);
+		if (rc < 0)
+			return rc;
+	}
+	if ((uint32_t)ino >= index_layer_ninodes(l->idx))
+		return -ESTALE;
+	*out = l;
+	*node = (uint32_t)ino;
+	return 0;
+}
+
+static fuse_ino_t layer_ino(const struct fs_layer *l, uint32_t node)
+{
+	return ((fuse_ino_t)l->seq << 32) | node;
+}
+
+/* ---------------------------------------------------------------- attributes */
+
+static void view_stat(struct fs *f, fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = S_IFDIR | 0755;
+	st->st_nlink = 2;
+	st->st_blksize = 4096;
+	st->st_mtim = f->start;
+	st->st_ctim = f->start;
+	st->st_atim = f->start;
+}
+
+static void node_stat(const struct fs_layer *l, uint32_t node, struct stat *st)
+{
+	const struct index_inode *in = index_layer_inode(l->idx, node);
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = layer_ino(l, node);
+	st->st_mode = in->mode;
+	st->st_nlink = in->nlink;
+	st->st_uid = in->uid;
+	st->st_gid = in->gid;
+	st->st_size = (off_t)in->size;
+	st->st_rdev = in->rdev;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
+	st->st_mtim.tv_sec = in->mtime_sec;
+	st->st_mtim.tv_nsec = in->mtime_nsec;
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+}
+
+/* Fills st for any inode. Returns 0 or negative errno. */
+static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeout)
+{
+	struct fs_layer *l;
+	uint32_t node;
+	int rc;
+
+	if (ino == INO_ROOT || ino == INO_LAYERS) {
+		view_stat(f, ino, st);
+		if (ino == INO_ROOT)
+			st->st_nlink = 3;
+		*timeout = VIEW_TIMEOUT;
+		return 0;
+	}
+	rc = layer_of(f, ino, &l, &node);
+	if (rc < 0)
+		return rc;
+	node_stat(l, node, st);
+	*timeout = CONTENT_TIMEOUT;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- lookup, getattr, readlink */
+
+static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
+{
+	struct fs_layer *l;
+	uint32_t node;
+	int64_t child;
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	if (parent == INO_ROOT) {
+		if (strcmp(name, LAYERS_NAME) != 0)
+			return -ENOENT;
+		e->ino = INO_LAYERS;
+	} else if (parent == INO_LAYERS) {
+		if (strncmp(name, "sha256:", 7) != 0 || strlen(name) != 71)
+			return -ENOENT;
+		rc = layer_load(f, name, &l);
+		if (rc < 0)
+			return rc == -ENOENT ? -ENOENT : rc;
+		e->ino = layer_ino(l, 0);
+	} else {
+		rc = layer_of(f, parent, &l, &node);
+		if (rc < 0)
+			return rc;
+		child = index_layer_lookup(l->idx, node, name, strlen(name));
+		if (child < 0)
+			return (int)child;
+		e->ino = layer_ino(l, (uint32_t)child);
+	}
+	rc = any_stat(f, e->ino, &e->attr, &e->attr_timeout);
+	e->entry_timeout = e->attr_timeout;
+	return rc;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *f = fuse_req_userdata(req);
+	struct fuse_entry_param e;
+	int rc = do_lookup(f, parent, name, &e);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	struct stat st;
+	double timeout;
+	int rc = any_stat(f, ino, &st, &timeout);
+
+	(void)fi;
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, timeout);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *f = fuse_req_userdata(req);
+	const struct index_inode *in;
+	struct fs_layer *l;
+	uint32_t node;
+	char *target;
+	int rc = layer_of(f, ino, &l, &node);
+
+	if (rc < 0) {
+		fuse_reply_err(req, ino <= INO_LAYERS ? EINVAL : -rc);
+		return;
+	}
+	in = index_layer_inode(l->idx, node);
+	if (!S_ISLNK(in->mode)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	target = strndup(index_layer_str(l->idx, in->first), in->size);
+	if (!target) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_readlink(req, target);
+	free(target);
+}
+
+/* ---------------------------------------------------------------- directories */
+
+/* What opendir snapshots of a synthetic directory (layers/ lists the store at open time). */
+struct dir_snap {
+	size_t n;
+	char (*names)[STORE_DIGEST_LEN];
+};
+
+static int snap_layer_cb(void *ctx, const struct store_layer *sl)
+{
+	struct dir_snap *d = ctx;
+	char(*nn)[STORE_DIGEST_LEN] = realloc(d->names, (d->n + 1) * sizeof(*d->names));
+
+	if (!nn)
+		return -ENOMEM;
+	d->names = nn;
+	snprintf(d->names[d->n++], STORE_DIGEST_LEN, "%s", sl->digest);
+	return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	struct dir_snap *d;
+	struct stat st;
+	double t;
+	int rc;
+
+	if (ino != INO_ROOT && ino != INO_LAYERS) {
+		rc = any_stat(f, ino, &st, &t);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			fuse_reply_err(req, ENOTDIR);
+			return;
+		}
+		fi->fh = 0;
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+		fuse_reply_open(req, fi);
+		return;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (ino == INO_LAYERS) {
+		rc = store_layer_list(f->store, snap_layer_cb, d);
+		if (rc < 0) {
+			free(d->names);
+			free(d);
+			fuse_reply_err(req, -rc);
+			return;
+		}
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dir_snap *d = (struct dir_snap *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	if (d) {
+		free(d->names);
+		free(d);
+	}
+	fuse_reply_err(req, 0);
+}
+
+/*
+ * The idx-th entry of directory ino (0 ".", 1 "..", then children). Returns 1 and fills name/child,
+ * 0 past the end, negative errno on error. name must hold NAME_MAX + 1 bytes.
+ */
+static int dir_entry(struct fs *f, fuse_ino_t ino, struct dir_snap *d, off_t idx, char *name,
+		     fuse_ino_t *child)
+{
+	struct fs_layer *l;
+	uint32_t node;
+	int rc;
+
+	if (idx < 2) {
+		strcpy(name, idx == 0 ? "." : "..");
+		*child = ino; /* the kernel does not use the ".." inode number */
+		return 1;
+	}
+	idx -= 2;
+	if (ino == INO_ROOT) {
+		if (idx > 0)
+			return 0;
+		strcpy(name, LAYERS_NAME);
+		*child = INO_LAYERS;
+		return 1;
+	}
+	if (ino == INO_LAYERS) {
+		if (!d || (size_t)idx >= d->n)
+			return 0;
+		strcpy(name, d->names[idx]);
+		rc = layer_load(f, name, &l);
+		if (rc < 0)
+			return rc;
+		*child = layer_ino(l, 0);
+		return 1;
+	}
+	rc = layer_of(f, ino, &l, &node);
+	if (rc < 0)
+		return rc;
+	{
+		const struct index_inode *in = index_layer_inode(l->idx, node);
+		const struct index_dirent *de;
+
+		if ((uint64_t)idx >= in->count)
+			return 0;
+		de = index_layer_dirent(l->idx, in->first + (uint32_t)idx);
+		if (de->name_len > NAME_MAX)
+			return -ENAMETOOLONG;
+		memcpy(name, index_layer_str(l->idx, de->name_off), de->name_len);
+		name[de->name_len] = '\0';
+		*child = layer_ino(l, de->ino);
+	}
+	return 1;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
+{
+	struct fs *f = fuse_req_userdata(req);
+	struct dir_snap *d = (struct dir_snap *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	char name[NAME_MAX + 1];
+	size_t used = 0;
+	int rc = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (off_t idx = off;; idx++) {
+		fuse_ino_t child;
+		size_t need;
+
+		rc = dir_entry(f, ino, d, idx, name, &child);
+		if (rc <= 0)
+			break;
+		if (plus) {
+			struct fuse_entry_param e;
+
+			memset(&e, 0, sizeof(e));
+			if (idx < 2) {
+				e.attr.st_ino = child;
+				e.attr.st_mode = S_IFDIR;
+			} else {
+				e.ino = child;
+				rc = any_stat(f, child, &e.attr, &e.attr_timeout);
+				if (rc < 0)
+					break;
+				e.entry_timeout = e.attr_timeout;
+			}
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, idx + 1);
+		} else {
+			struct stat st;
+
+			memset(&st, 0, sizeof(st));
+			st.st_ino = child;
+			if (idx < 2 || child <= INO_LAYERS || (child & 0xffffffffu) == 0) {
+				st.st_mode = S_IFDIR;
+			} else {
+				double t;
+
+				rc = any_stat(f, child, &st, &t);
+				if (rc < 0)
+					break;
+			}
+			need = fuse_add_direntry(req, buf + used, size - used, name, &st, idx + 1);
+		}
+		if (need > size - used) {
+			rc = 0;
+			break;
+		}
+		used += need;
+	}
+	if (rc < 0 && used == 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+/* ---------------------------------------------------------------- files */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	struct fs_layer *l;
+	uint32_t node;
+	int rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (ino <= INO_LAYERS) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	rc = layer_of(f, ino, &l, &node);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (S_ISDIR(index_layer_inode(l->idx, node)->mode)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* Returns a referenced decoded chunk (cache, then store). */
+static int chunk_get(struct fs *f, const struct index_chunk *c, struct cchunk **out)
+{
+	struct cchunk *e = cache_get(&f->cache, c->digest);
+	ssize_t n;
+
+	if (e) {
+		*out = e;
+		return 0;
+	}
+	e = malloc(sizeof(*e) + c->size);
+	if (!e)
+		return -ENOMEM;
+	memcpy(e->digest, c->digest, 32);
+	n = store_chunk_get(f->store, c->digest, e->data, c->size);
+	if (n >= 0 && (size_t)n != c->size)
+		n = -EBADMSG;
+	if (n < 0) {
+		char hex[UTIL_DIGEST_STR_LEN];
+
+		util_digest_format(c->digest, hex);
+		strata_log(LOG_ERR, "read: chunk %s: %s", hex, strata_errmsg((int)n));
+		free(e);
+		return n == -ENOENT ? -EIO : (int)n == -EBADMSG ? -EIO : (int)n;
+	}
+	e->len = c->size;
+	*out = cache_insert(&f->cache, e);
+	return 0;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	const struct index_inode *in;
+	struct fs_layer *l;
+	uint32_t node, cs;
+	uint64_t end, pos;
+	char *buf;
+	int rc;
+
+	(void)fi;
+	rc = layer_of(f, ino, &l, &node);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	in = index_layer_inode(l->idx, node);
+	if (!S_ISREG(in->mode)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (off < 0 || (uint64_t)off >= in->size || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	end = (uint64_t)off + size;
+	if (end > in->size)
+		end = in->size;
+	buf = malloc(end - (uint64_t)off);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	cs = index_layer_chunk_size(l->idx);
+	for (pos = (uint64_t)off; pos < end;) {
+		uint32_t ci = (uint32_t)(pos / cs);
+		uint64_t cstart = (uint64_t)ci * cs;
+		uint64_t cend = cstart + cs < end ? cstart + cs : end;
+		struct cchunk *e = NULL;
+
+		assert(ci < in->count);
+		rc = chunk_get(f, index_layer_chunk(l->idx, in->first + ci), &e);
+		if (rc < 0)
+			break;
+		memcpy(buf + (pos - (uint64_t)off), e->data + (pos - cstart), cend - pos);
+		cache_put(&f->cache, e);
+		pos = cend;
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, end - (uint64_t)off);
+	free(buf);
+}
+
+/* ---------------------------------------------------------------- xattrs, statfs */
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *f = fuse_req_userdata(req);
+	const struct index_inode *in;
+	struct fs_layer *l;
+	uint32_t node;
+	size_t nlen = strlen(name);
+	int rc;
+
+	if (ino <= INO_LAYERS) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	rc = layer_of(f, ino, &l, &node);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	in = index_layer_inode(l->idx, node);
+	for (uint32_t i = 0; i < in->nxattrs; i++) {
+		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
+
+		if (x->name_len != nlen || memcmp(index_layer_str(l->idx, x->name_off), name, nlen))
+			continue;
+		if (size == 0)
+			fuse_reply_xattr(req, x->value_len);
+		else if (size < x->value_len)
+			fuse_reply_err(req, ERANGE);
+		else
+			fuse_reply_buf(req, index_layer_str(l->idx, x->value_off), x->value_len);
+		return;
+	}
+	fuse_reply_err(req, ENODATA);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *f = fuse_req_userdata(req);
+	const struct index_inode *in;
+	struct fs_layer *l;
+	uint32_t node;
+	size_t total = 0, pos = 0;
+	char *buf;
+	int rc;
+
+	if (ino <= INO_LAYERS) {
+		if (size == 0)
+			fuse_reply_xattr(req, 0);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	rc = layer_of(f, ino, &l, &node);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	in = index_layer_inode(l->idx, node);
+	for (uint32_t i = 0; i < in->nxattrs; i++)
+		total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
+	if (size == 0) {
+		fuse_reply_xattr(req, total);
+		return;
+	}
+	if (size < total) {
+		fuse_reply_err(req, ERANGE);
+		return;
+	}
+	buf = malloc(total ? total : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (uint32_t i = 0; i < in->nxattrs; i++) {
+		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
+
+		memcpy(buf + pos, index_layer_str(l->idx, x->name_off), x->name_len);
+		pos += x->name_len;
+		buf[pos++] = '\0';
+	}
+	fuse_reply_buf(req, buf, total);
+	free(buf);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *f = fuse_req_userdata(req);
+	struct store_stats ss;
+	struct statvfs sv;
+
+	(void)ino;
+	memset(&sv, 0, sizeof(sv));
+	store_get_stats(f->store, &ss);
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_blocks = (ss.disk_bytes + 4095) / 4096;
+	sv.f_files = ss.chunks;
+	sv.f_namemax = NAME_MAX;
+	sv.f_flag = ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.open = op_open,
+	.read = op_read,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+};
+
+/* ---------------------------------------------------------------- mount */
+
+/* Undoes the octal escapes of /proc/self/mountinfo fields in place. */
+static void unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] && s[3]) {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+int fs_is_fuse_mount(const char *path, char *type, size_t cap)
+{
+	return fs_mount_info(path, type, cap, NULL, 0);
+}
+
+int fs_mount_info(const char *path, char *type, size_t cap, char *source, size_t scap)
+{
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	int found = 0;
+
+	if (!mi)
+		return -errno;
+	/* The last matching line is the mount on top. */
+	while (fgets(line, sizeof(line), mi)) {
+		char *fields[10] = { 0 }, *sep, *save = NULL, *tok;
+		int n = 0;
+
+		sep = strstr(line, " - ");
+		if (!sep)
+			continue;
+		*sep = '\0';
+		for (tok = strtok_r(line, " ", &save); tok && n < 10; tok = strtok_r(NULL, " ", &save))
+			fields[n++] = tok;
+		if (n < 5)
+			continue;
+		unescape(fields[4]);
+		if (strcmp(fields[4], path) != 0)
+			continue;
+		tok = strtok_r(sep + 3, " ", &save);
+		found = tok && strncmp(tok, "fuse", 4) == 0;
+		if (found && type)
+			snprintf(type, cap, "%s", tok);
+		tok = strtok_r(NULL, " ", &save);
+		if (found && source && tok) {
+			unescape(tok);
+			snprintf(source, scap, "%s", tok);
+		}
+	}
+	fclose(mi);
+	return found;
+}
+
+int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
+{
+	struct fs *f;
+	char real[PATH_MAX], type[64], mopts[PATH_MAX + 128];
+	struct stat st;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	int rc;
+
+	*out = NULL;
+	if (stat(opts->mountpoint, &st) < 0) {
+		if (errno == ENOTCONN)
+			return strata_err(ENOTCONN, "%s is a disconnected FUSE mount (run 'strata umount %s')",
+					  opts->mountpoint, opts->mountpoint);
+		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
+	}
+	if (!S_ISDIR(st.st_mode))
+		return strata_err(ENOTDIR, "mountpoint %s is not a directory", opts->mountpoint);
+	if (!realpath(opts->mountpoint, real))
+		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
+	rc = fs_is_fuse_mount(real, type, sizeof(type));
+	if (rc > 0)
+		return strata_err(EBUSY, "%s is already mounted (%s)", real, type);
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	clock_gettime(CLOCK_REALTIME, &f->start);
+	pthread_rwlock_init(&f->layers_lock, NULL);
+	f->store = store;
+	f->max_threads = opts->max_threads ? opts->max_threads : 16;
+	f->mountpoint = strdup(real);
+	if (!f->mountpoint ||
+	    cache_init(&f->cache, opts->chunk_cache_bytes ? opts->chunk_cache_bytes : 64ull << 20) < 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	{
+		/* fuse_opt takes backslash escapes: protect ',' and '\\' in the source. */
+		const char *src = opts->source ? opts->source : "strata";
+		size_t o = 0;
+
+		o = (size_t)snprintf(mopts, sizeof(mopts), "ro,allow_other,default_permissions,subtype=strata,fsname=");
+		for (; *src && o + 3 < sizeof(mopts); src++) {
+			if (*src == ',' || *src == '\\')
+				mopts[o++] = '\\';
+			mopts[o++] = *src;
+		}
+		mopts[o] = '\0';
+	}
+	if (fuse_opt_add_arg(&args, "strata") < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
+	    fuse_opt_add_arg(&args, mopts) < 0 ||
+	    (opts->debug && fuse_opt_add_arg(&args, "-d") < 0)) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	f->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), f);
+	if (!f->se) {
+		rc = strata_err(EIO, "cannot create the FUSE session");
+		goto fail;
+	}
+	if (fuse_session_mount(f->se, f->mountpoint) != 0) {
+		rc = strata_err(EIO, "cannot mount on %s (is /dev/fuse available?)", f->mountpoint);
+		goto fail;
+	}
+	f->mounted = 1;
+	fuse_opt_free_args(&args);
+	*out = f;
+	return 0;
+fail:
+	fuse_opt_free_args(&args);
+	fs_free(f);
+	return rc;
+}
+
+int fs_run(struct fs *f)
+{
+	struct fuse_loop_config *cfg;
+	int rc;
+
+	if (fuse_set_signal_handlers(f->se) != 0)
+		return strata_err(EIO, "cannot install signal handlers");
+	f->signals_set = 1;
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_max_threads(cfg, f->max_threads);
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	rc = fuse_session_loop_mt(f->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc < 0 ? rc : 0;
+}
+
+void fs_stop(struct fs *f)
+{
+	(void)f;
+	/* The loop only notices an exit flag after a request; a signal wakes it at once. */
+	kill(getpid(), SIGTERM);
+}
+
+void fs_free(struct fs *f)
+{
+	if (!f)
+		return;
+	if (f->se) {
+		if (f->signals_set)
+			fuse_remove_signal_handlers(f->se);
+		if (f->mounted)
+			fuse_session_unmount(f->se);
+		fuse_session_destroy(f->se);
+	}
+	for (size_t i = 0; i < f->layers_cap; i++) {
+		if (f->layers[i]) {
+			index_layer_free(f->layers[i]->idx);
+			free(f->layers[i]);
+		}
+	}
+	free(f->layers);
+	cache_destroy(&f->cache);
+	pthread_rwlock_destroy(&f->layers_lock);
+	free(f->mountpoint);
+	free(f);
+}

@@ -1,3 +1,677 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_store_store_c;
+/* The RocksDB-backed store: column families for chunks, layers, images and metadata. */
+#include "store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <rocksdb/c.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "util/log.h"
+#include "util/sha256.h"
+
+enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
+static const char *const cf_names[CF_COUNT] = { "default", "chunks", "layers", "images", "meta" };
+
+enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
+
+#define KEY_FORMAT "format"
+#define KEY_NEXT_SEQ "next_seq"
+#define SEQ_PREFIX "seq/"
+
+struct store {
+	char *dir;
+	int lock_fd;
+	rocksdb_t *db;
+	rocksdb_options_t *opts;
+	rocksdb_options_t *cf_opts[CF_COUNT];
+	rocksdb_block_based_table_options_t *table;
+	rocksdb_cache_t *cache;
+	rocksdb_column_family_handle_t *cf[CF_COUNT];
+	rocksdb_readoptions_t *ro;
+	rocksdb_writeoptions_t *wo;      /* WAL, not synced: chunks */
+	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
+	pthread_mutex_t seq_mutex;       /* serializes seq assignment in store_layer_put */
+};
+
+/* Converts a RocksDB error string (freed here) to -EIO with the message kept, or -ENOSPC. */
+static int db_error(char *err, const char *what)
+{
+	int rc = EIO;
+
+	if (strstr(err, "No space left") || strstr(err, "NoSpace"))
+		rc = ENOSPC;
+	strata_err(rc, "%s: %s", what, err);
+	strata_log(LOG_ERR, "store: %s: %s", what, err);
+	rocksdb_free(err);
+	return -rc;
+}
+
+static int take_lock(struct store *s)
+{
+	char path[4096], pid[32];
+	int n;
+
+	snprintf(path, sizeof(path), "%s/lock", s->dir);
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (s->lock_fd < 0)
+		return strata_err(errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		n = (int)pread(s->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		if (e == EWOULDBLOCK)
+			return strata_err(EBUSY, "store %s is in use by another strata process%s%s%s",
+					  s->dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
+		return strata_err(e, "cannot lock %s: %s", path, strerror(e));
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(s->lock_fd, 0) < 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
+		strata_log(LOG_WARNING, "cannot record pid in %s: %s", path, strerror(errno));
+	return 0;
+}
+
+static int check_format(struct store *s)
+{
+	char *err = NULL;
+	size_t len = 0;
+	char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_FORMAT, strlen(KEY_FORMAT), &len,
+				   &err);
+	char buf[32];
+	int rc = 0;
+
+	if (err)
+		return db_error(err, "read format version");
+	if (!val) {
+		int n = snprintf(buf, sizeof(buf), "%d", STORE_FORMAT_VERSION);
+
+		rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_META], KEY_FORMAT, strlen(KEY_FORMAT), buf,
+			       (size_t)n, &err);
+		return err ? db_error(err, "write format version") : 0;
+	}
+	snprintf(buf, sizeof(buf), "%.*s", (int)(len < 31 ? len : 31), val);
+	if (atoi(buf) != STORE_FORMAT_VERSION)
+		rc = strata_err(EPROTO, "store %s has format version %s; this strata supports version %d",
+				s->dir, buf, STORE_FORMAT_VERSION);
+	rocksdb_free(val);
+	return rc;
+}
+
+int store_open(const char *dir, const struct store_opts *opts, struct store **out)
+{
+	struct store *s;
+	char path[4096];
+	char *err = NULL;
+	const rocksdb_options_t *cfo[CF_COUNT];
+	uint64_t cache = opts && opts->block_cache_bytes ? opts->block_cache_bytes : 32ull << 20;
+	int rc;
+
+	*out = NULL;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return strata_err(errno, "cannot create store %s: %s", dir, strerror(errno));
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->lock_fd = -1;
+	pthread_mutex_init(&s->seq_mutex, NULL);
+	s->dir = strdup(dir);
+	if (!s->dir) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = take_lock(s);
+	if (rc < 0)
+		goto fail;
+
+	s->cache = rocksdb_cache_create_lru(cache);
+	s->table = rocksdb_block_based_options_create();
+	rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+	rocksdb_block_based_options_set_cache_index_and_filter_blocks(s->table, 1);
+	rocksdb_block_based_options_set_filter_policy(s->table,
+						      rocksdb_filterpolicy_create_bloom(10));
+	s->opts = rocksdb_options_create();
+	rocksdb_options_set_create_if_missing(s->opts, 1);
+	rocksdb_options_set_create_missing_column_families(s->opts, 1);
+	rocksdb_options_set_keep_log_file_num(s->opts, 2);
+	rocksdb_options_set_max_log_file_size(s->opts, 1 << 20);
+	rocksdb_options_set_info_log_level(s->opts, 2 /* WARN */);
+	rocksdb_options_set_max_open_files(s->opts, 256);
+	rocksdb_options_increase_parallelism(s->opts, 2);
+	for (int i = 0; i < CF_COUNT; i++) {
+		s->cf_opts[i] = rocksdb_options_create_copy(s->opts);
+		rocksdb_options_set_block_based_table_factory(s->cf_opts[i], s->table);
+		if (i == CF_CHUNKS) {
+			/* Chunk values are already zstd-compressed: keep them out of the LSM tree. */
+			rocksdb_options_set_enable_blob_files(s->cf_opts[i], 1);
+			rocksdb_options_set_min_blob_size(s->cf_opts[i], 1024);
+			rocksdb_options_set_enable_blob_gc(s->cf_opts[i], 1);
+			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_no_compression);
+			rocksdb_options_set_blob_compression_type(s->cf_opts[i], rocksdb_no_compression);
+		} else {
+			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_lz4_compression);
+		}
+		cfo[i] = s->cf_opts[i];
+	}
+	snprintf(path, sizeof(path), "%s/db", dir);
+	s->db = rocksdb_open_column_families(s->opts, path, CF_COUNT, cf_names, cfo, s->cf, &err);
+	if (err) {
+		rc = db_error(err, "cannot open store database");
+		strata_err_prefix(-rc, "store %s", dir);
+		goto fail;
+	}
+	s->ro = rocksdb_readoptions_create();
+	s->wo = rocksdb_writeoptions_create();
+	s->wo_sync = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(s->wo_sync, 1);
+	rc = check_format(s);
+	if (rc < 0)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	store_close(s);
+	return rc;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->db) {
+		char *err = NULL;
+		rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+
+		rocksdb_flushoptions_set_wait(fo, 1);
+		rocksdb_flush_cf(s->db, fo, s->cf[CF_META], &err);
+		if (err)
+			rocksdb_free(err);
+		rocksdb_flushoptions_destroy(fo);
+		for (int i = 0; i < CF_COUNT; i++) {
+			if (s->cf[i])
+				rocksdb_column_family_handle_destroy(s->cf[i]);
+		}
+		rocksdb_close(s->db);
+	}
+	if (s->ro)
+		rocksdb_readoptions_destroy(s->ro);
+	if (s->wo)
+		rocksdb_writeoptions_destroy(s->wo);
+	if (s->wo_sync)
+		rocksdb_writeoptions_destroy(s->wo_sync);
+	for (int i = 0; i < CF_COUNT; i++) {
+		if (s->cf_opts[i])
+			rocksdb_options_destroy(s->cf_opts[i]);
+	}
+	if (s->opts)
+		rocksdb_options_destroy(s->opts);
+	if (s->table)
+		rocksdb_block_based_options_destroy(s->table);
+	if (s->cache)
+		rocksdb_cache_destroy(s->cache);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	pthread_mutex_destroy(&s->seq_mutex);
+	free(s->dir);
+	free(s);
+}
+
+const char *store_dir(const struct store *s)
+{
+	return s->dir;
+}
+
+/* ---------------------------------------------------------------- chunks */
+
+int store_chunk_has(struct store *s, const uint8_t digest[32])
+{
+	char *err = NULL;
+	rocksdb_pinnableslice_t *v =
+		rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)digest, 32, &err);
+
+	if (err)
+		return db_error(err, "chunk lookup");
+	if (!v)
+		return 0;
+	rocksdb_pinnableslice_destroy(v);
+	return 1;
+}
+
+int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len)
+{
+	size_t cap = ZSTD_compressBound(len) + 1;
+	char *val;
+	size_t vlen;
+	char *err = NULL;
+	int rc;
+
+#ifndef NDEBUG
+	{
+		uint8_t check[32];
+
+		util_sha256(data, len, check);
+		assert(memcmp(check, digest, 32) == 0);
+	}
+#endif
+	rc = store_chunk_has(s, digest);
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
+	val = malloc(cap);
+	if (!val)
+		return -ENOMEM;
+	vlen = ZSTD_compress(val + 1, cap - 1, data, len, 1);
+	if (!ZSTD_isError(vlen) && vlen < len) {
+		val[0] = CODEC_ZSTD;
+		vlen += 1;
+	} else {
+		val[0] = CODEC_RAW;
+		memcpy(val + 1, data, len);
+		vlen = len + 1;
+	}
+	rocksdb_put_cf(s->db, s->wo, s->cf[CF_CHUNKS], (const char *)digest, 32, val, vlen, &err);
+	free(val);
+	if (err)
+		return db_error(err, "chunk write");
+	return 1;
+}
+
+ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, size_t cap)
+{
+	char *err = NULL;
+	rocksdb_pinnableslice_t *v =
+		rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)digest, 32, &err);
+	const char *val;
+	size_t vlen, n;
+	uint8_t check[32];
+	char hex[UTIL_DIGEST_STR_LEN];
+	ssize_t rc;
+
+	if (err)
+		return db_error(err, "chunk read");
+	if (!v)
+		return -ENOENT;
+	val = rocksdb_pinnableslice_value(v, &vlen);
+	if (vlen < 1) {
+		rc = -EBADMSG;
+		goto corrupt;
+	}
+	if (val[0] == CODEC_RAW) {
+		n = vlen - 1;
+		if (n > cap) {
+			rc = -ENOBUFS;
+			goto out;
+		}
+		memcpy(buf, val + 1, n);
+	} else if (val[0] == CODEC_ZSTD) {
+		n = ZSTD_decompress(buf, cap, val + 1, vlen - 1);
+		if (ZSTD_isError(n)) {
+			rc = ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOBUFS : -EBADMSG;
+			if (rc == -ENOBUFS)
+				goto out;
+			goto corrupt;
+		}
+	} else {
+		rc = -EBADMSG;
+		goto corrupt;
+	}
+	util_sha256(buf, n, check);
+	if (memcmp(check, digest, 32) != 0) {
+		rc = -EBADMSG;
+		goto corrupt;
+	}
+	rc = (ssize_t)n;
+	goto out;
+corrupt:
+	util_digest_format(digest, hex);
+	strata_err(EBADMSG, "stored chunk %s is corrupt", hex);
+	strata_log(LOG_ERR, "store: stored chunk %s is corrupt (digest mismatch)", hex);
+out:
+	rocksdb_pinnableslice_destroy(v);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- layers */
+
+/* Layer record: u32 LE length of the JSON header, the JSON header, then the encoded index. */
+static char *layer_json(const struct store_layer *l)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "digest", l->digest, "diff_id",
+			      l->diff_id, "media_type", l->media_type, "size", (json_int_t)l->size,
+			      "tar_size", (json_int_t)l->tar_size, "seq", (json_int_t)l->seq,
+			      "chunk_size", (json_int_t)l->chunk_size);
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static int parse_layer(const char *val, size_t vlen, struct store_layer *info, void **index,
+		       size_t *len)
+{
+	uint32_t jlen;
+	json_t *o;
+	json_error_t jerr;
+	const char *digest = NULL, *diff_id = NULL, *mt = NULL;
+	json_int_t size = 0, tar_size = 0, seq = 0, cs = 0;
+
+	if (vlen < 4)
+		return strata_err(EBADMSG, "corrupt layer record");
+	memcpy(&jlen, val, 4);
+	if (jlen > vlen - 4)
+		return strata_err(EBADMSG, "corrupt layer record");
+	o = json_loadb(val + 4, jlen, 0, &jerr);
+	if (!o || json_unpack(o, "{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "digest", &digest, "diff_id",
+			      &diff_id, "media_type", &mt, "size", &size, "tar_size", &tar_size,
+			      "seq", &seq, "chunk_size", &cs) < 0) {
+		json_decref(o);
+		return strata_err(EBADMSG, "corrupt layer record");
+	}
+	if (info) {
+		memset(info, 0, sizeof(*info));
+		copy_str(info->digest, sizeof(info->digest), digest);
+		copy_str(info->diff_id, sizeof(info->diff_id), diff_id);
+		copy_str(info->media_type, sizeof(info->media_type), mt);
+		info->size = (uint64_t)size;
+		info->tar_size = (uint64_t)tar_size;
+		info->seq = (uint32_t)seq;
+		info->chunk_size = (uint32_t)cs;
+	}
+	json_decref(o);
+	if (index) {
+		size_t n = vlen - 4 - jlen;
+
+		*index = malloc(n ? n : 1);
+		if (!*index)
+			return -ENOMEM;
+		memcpy(*index, val + 4 + jlen, n);
+		*len = n;
+	}
+	return 0;
+}
+
+int store_layer_get(struct store *s, const char *digest, struct store_layer *info, void **index,
+		    size_t *len)
+{
+	char *err = NULL;
+	rocksdb_pinnableslice_t *v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_LAYERS], digest,
+							   strlen(digest), &err);
+	const char *val;
+	size_t vlen;
+	int rc;
+
+	if (err)
+		return db_error(err, "layer read");
+	if (!v)
+		return strata_err(ENOENT, "layer %s is not in the store", digest);
+	val = rocksdb_pinnableslice_value(v, &vlen);
+	rc = parse_layer(val, vlen, info, index, len);
+	rocksdb_pinnableslice_destroy(v);
+	return rc;
+}
+
+static void seq_key(uint32_t seq, char key[8])
+{
+	memcpy(key, SEQ_PREFIX, 4);
+	key[4] = (char)(seq >> 24);
+	key[5] = (char)(seq >> 16);
+	key[6] = (char)(seq >> 8);
+	key[7] = (char)seq;
+}
+
+int store_layer_put(struct store *s, struct store_layer *info, const void *index, size_t len)
+{
+	struct store_layer old;
+	char *err = NULL, *json = NULL, *val = NULL, *next = NULL;
+	rocksdb_writebatch_t *wb = NULL;
+	size_t nlen = 0, jlen;
+	uint32_t seq, u32;
+	char key[8];
+	int rc;
+
+	pthread_mutex_lock(&s->seq_mutex);
+	rc = store_layer_get(s, info->digest, &old, NULL, NULL);
+	if (rc == 0) {
+		seq = old.seq;
+	} else if (rc == -ENOENT) {
+		next = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_NEXT_SEQ, strlen(KEY_NEXT_SEQ),
+				      &nlen, &err);
+		if (err) {
+			rc = db_error(err, "read layer sequence");
+			goto out;
+		}
+		seq = 1;
+		if (next && nlen == 4)
+			memcpy(&seq, next, 4);
+	} else {
+		goto out;
+	}
+	strata_err_clear();
+	info->seq = seq;
+	json = layer_json(info);
+	if (!json) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	jlen = strlen(json);
+	val = malloc(4 + jlen + len);
+	if (!val) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	u32 = (uint32_t)jlen;
+	memcpy(val, &u32, 4);
+	memcpy(val + 4, json, jlen);
+	memcpy(val + 4 + jlen, index, len);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_put_cf(wb, s->cf[CF_LAYERS], info->digest, strlen(info->digest), val,
+				  4 + jlen + len);
+	if (rc == -ENOENT) {
+		u32 = seq + 1;
+		seq_key(seq, key);
+		rocksdb_writebatch_put_cf(wb, s->cf[CF_META], key, sizeof(key), info->digest,
+					  strlen(info->digest));
+		rocksdb_writebatch_put_cf(wb, s->cf[CF_META], KEY_NEXT_SEQ, strlen(KEY_NEXT_SEQ),
+					  (const char *)&u32, 4);
+	}
+	rocksdb_write(s->db, s->wo_sync, wb, &err);
+	rc = err ? db_error(err, "layer write") : 0;
+out:
+	pthread_mutex_unlock(&s->seq_mutex);
+	if (wb)
+		rocksdb_writebatch_destroy(wb);
+	if (next)
+		rocksdb_free(next);
+	free(json);
+	free(val);
+	return rc;
+}
+
+int store_layer_by_seq(struct store *s, uint32_t seq, char digest[STORE_DIGEST_LEN])
+{
+	char key[8], *err = NULL;
+	size_t len = 0;
+	char *val;
+
+	seq_key(seq, key);
+	val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], key, sizeof(key), &len, &err);
+	if (err)
+		return db_error(err, "layer sequence read");
+	if (!val)
+		return -ENOENT;
+	snprintf(digest, STORE_DIGEST_LEN, "%.*s", (int)len, val);
+	rocksdb_free(val);
+	return 0;
+}
+
+int store_layer_del(struct store *s, const char *digest)
+{
+	struct store_layer info;
+	rocksdb_writebatch_t *wb;
+	char key[8], *err = NULL;
+	int rc = store_layer_get(s, digest, &info, NULL, NULL);
+
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_delete_cf(wb, s->cf[CF_LAYERS], digest, strlen(digest));
+	seq_key(info.seq, key);
+	rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], key, sizeof(key));
+	rocksdb_write(s->db, s->wo_sync, wb, &err);
+	rocksdb_writebatch_destroy(wb);
+	return err ? db_error(err, "layer delete") : 0;
+}
+
+/* Iterates a column family, calling fn(ctx, key, klen, val, vlen) until it returns non-zero. */
+static int iterate(struct store *s, int cf,
+		   int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl), void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[cf]);
+	char *err = NULL;
+	int rc = 0;
+
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		rc = fn(ctx, k, kl, v, vl);
+		if (rc)
+			break;
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	if (err)
+		return db_error(err, "iterate");
+	return rc;
+}
+
+struct layer_iter {
+	int (*fn)(void *ctx, const struct store_layer *l);
+	void *ctx;
+};
+
+static int layer_iter_cb(void *ctx, const char *k, size_t kl, const char *v, size_t vl)
+{
+	struct layer_iter *li = ctx;
+	struct store_layer info;
+
+	(void)k;
+	(void)kl;
+	if (parse_layer(v, vl, &info, NULL, NULL) < 0) {
+		strata_log(LOG_WARNING, "store: skipping corrupt layer record %.*s", (int)kl, k);
+		return 0;
+	}
+	return li->fn(li->ctx, &info);
+}
+
+int store_layer_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l), void *ctx)
+{
+	struct layer_iter li = { fn, ctx };
+
+	return iterate(s, CF_LAYERS, layer_iter_cb, &li);
+}
+
+/* ---------------------------------------------------------------- images */
+
+int store_image_put(struct store *s, const char *ref, const char *json)
+{
+	char *err = NULL;
+
+	rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_IMAGES], ref, strlen(ref), json, strlen(json),
+		       &err);
+	return err ? db_error(err, "image write") : 0;
+}
+
+int store_image_get(struct store *s, const char *ref, char **json)
+{
+	char *err = NULL;
+	size_t len = 0;
+	char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_IMAGES], ref, strlen(ref), &len, &err);
+
+	if (err)
+		return db_error(err, "image read");
+	if (!val)
+		return -ENOENT;
+	*json = strndup(val, len);
+	rocksdb_free(val);
+	return *json ? 0 : -ENOMEM;
+}
+
+int store_image_del(struct store *s, const char *ref)
+{
+	char *err = NULL;
+
+	rocksdb_delete_cf(s->db, s->wo_sync, s->cf[CF_IMAGES], ref, strlen(ref), &err);
+	return err ? db_error(err, "image delete") : 0;
+}
+
+struct image_iter {
+	int (*fn)(void *ctx, const char *ref, const char *json);
+	void *ctx;
+};
+
+static int image_iter_cb(void *ctx, const char *k, size_t kl, const char *v, size_t vl)
+{
+	struct image_iter *ii = ctx;
+	char *ref = strndup(k, kl), *json = strndup(v, vl);
+	int rc = -ENOMEM;
+
+	if (ref && json)
+		rc = ii->fn(ii->ctx, ref, json);
+	free(ref);
+	free(json);
+	return rc;
+}
+
+int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, const char *json),
+		     void *ctx)
+{
+	struct image_iter ii = { fn, ctx };
+
+	return iterate(s, CF_IMAGES, image_iter_cb, &ii);
+}
+
+/* ---------------------------------------------------------------- stats */
+
+static uint64_t prop(struct store *s, int cf, const char *name)
+{
+	uint64_t v = 0;
+
+	if (rocksdb_property_int_cf(s->db, s->cf[cf], name, &v) != 0)
+		return 0;
+	return v;
+}
+
+int store_get_stats(struct store *s, struct store_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->chunks = prop(s, CF_CHUNKS, "rocksdb.estimate-num-keys");
+	st->chunk_bytes = prop(s, CF_CHUNKS, "rocksdb.total-blob-file-size") +
+			  prop(s, CF_CHUNKS, "rocksdb.total-sst-files-size") +
+			  prop(s, CF_CHUNKS, "rocksdb.cur-size-all-mem-tables");
+	for (int i = 0; i < CF_COUNT; i++)
+		st->disk_bytes += prop(s, i, "rocksdb.total-sst-files-size") +
+				  prop(s, i, "rocksdb.total-blob-file-size");
+	return 0;
+}

@@ -1,3 +1,350 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_tools_cli_c;
+/* Command table, option helpers, and the small commands: ls, stats, rm. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "fetch/ref.h"
+#include "store/store.h"
+#include "util/log.h"
+
+int cli_fail(struct cli *c, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(c->err, "strata: %s: %s\n", c->cmd ? c->cmd : "error", msg);
+	fflush(c->err);
+	return 1;
+}
+
+int cli_usage(struct cli *c, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(c->err, "strata: %s: %s (see 'strata --help')\n", c->cmd ? c->cmd : "usage", msg);
+	fflush(c->err);
+	return 2;
+}
+
+const char *cli_bytes(uint64_t n, char *buf, size_t cap)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, cap, "%llu B", (unsigned long long)n);
+	else
+		snprintf(buf, cap, "%.1f %s", v, units[u]);
+	return buf;
+}
+
+int cli_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default:
+		return -EINVAL;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	cli_cmd_fn fn;
+	int local;
+} commands[] = {
+	{ "pull", cmd_pull, 0 },
+	{ "ls", cmd_ls, 0 },
+	{ "stats", cmd_stats, 0 },
+	{ "rm", cmd_rm, 0 },
+	{ "mount", cmd_mount, 1 },
+	{ "umount", cmd_umount, 1 },
+};
+
+int cli_is_local(const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(commands[i].name, cmd) == 0)
+			return commands[i].local;
+	}
+	return 0;
+}
+
+int cli_run(struct cli *c, int argc, char **argv)
+{
+	c->cmd = argv[0];
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(commands[i].name, argv[0]) == 0)
+			return commands[i].fn(c, argc, argv);
+	}
+	c->cmd = NULL;
+	return cli_usage(c, "unknown command '%s'", argv[0]);
+}
+
+/* ---------------------------------------------------------------- ls */
+
+struct ls_ctx {
+	struct cli *c;
+	json_t *all;
+	int n;
+};
+
+static int ls_cb(void *ctx, const char *ref, const char *json)
+{
+	struct ls_ctx *l = ctx;
+	json_error_t jerr;
+	json_t *o = json_loads(json, 0, &jerr);
+	char size[32];
+	json_int_t total = 0;
+	size_t i;
+	json_t *layer;
+
+	if (!o) {
+		strata_log(LOG_WARNING, "image %s: unreadable record", ref);
+		return 0;
+	}
+	l->n++;
+	if (l->c->json) {
+		json_array_append_new(l->all, o);
+		return 0;
+	}
+	json_array_foreach(json_object_get(o, "layers"), i, layer)
+		total += json_integer_value(json_object_get(layer, "size"));
+	fprintf(l->c->out, "%-50s %-19.19s %-12s %6zu %10s\n", ref,
+		json_string_value(json_object_get(o, "manifest")) ?
+			json_string_value(json_object_get(o, "manifest")) : "-",
+		json_string_value(json_object_get(o, "platform")) ?
+			json_string_value(json_object_get(o, "platform")) : "-",
+		json_array_size(json_object_get(o, "layers")), cli_bytes((uint64_t)total, size, sizeof(size)));
+	json_decref(o);
+	return 0;
+}
+
+int cmd_ls(struct cli *c, int argc, char **argv)
+{
+	struct ls_ctx l = { c, json_array(), 0 };
+	int rc;
+
+	(void)argv;
+	if (argc > 1)
+		return cli_usage(c, "ls takes no arguments");
+	if (!c->json)
+		fprintf(c->out, "%-50s %-19s %-12s %6s %10s\n", "REFERENCE", "MANIFEST", "PLATFORM",
+			"LAYERS", "SIZE");
+	rc = store_image_list(c->store, ls_cb, &l);
+	if (rc < 0) {
+		json_decref(l.all);
+		return cli_fail(c, "%s", strata_errmsg(rc));
+	}
+	if (c->json) {
+		char *s = json_dumps(l.all, JSON_COMPACT);
+
+		fprintf(c->out, "%s\n", s ? s : "[]");
+		free(s);
+	}
+	json_decref(l.all);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- stats */
+
+struct stats_ctx {
+	uint64_t layers, tar_bytes, blob_bytes;
+};
+
+static int stats_layer_cb(void *ctx, const struct store_layer *sl)
+{
+	struct stats_ctx *s = ctx;
+
+	s->layers++;
+	s->tar_bytes += sl->tar_size;
+	s->blob_bytes += sl->size;
+	return 0;
+}
+
+static int count_cb(void *ctx, const char *ref, const char *json)
+{
+	(void)ref;
+	(void)json;
+	(*(uint64_t *)ctx)++;
+	return 0;
+}
+
+int cmd_stats(struct cli *c, int argc, char **argv)
+{
+	struct stats_ctx s = { 0 };
+	struct store_stats ss;
+	uint64_t images = 0;
+	char b1[32], b2[32], b3[32];
+	int rc;
+
+	(void)argv;
+	if (argc > 1)
+		return cli_usage(c, "stats takes no arguments");
+	rc = store_layer_list(c->store, stats_layer_cb, &s);
+	if (rc == 0)
+		rc = store_image_list(c->store, count_cb, &images);
+	if (rc == 0)
+		rc = store_get_stats(c->store, &ss);
+	if (rc < 0)
+		return cli_fail(c, "%s", strata_errmsg(rc));
+	if (c->json) {
+		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "store",
+				      store_dir(c->store), "images", (json_int_t)images, "layers",
+				      (json_int_t)s.layers, "chunks", (json_int_t)ss.chunks,
+				      "logical_bytes", (json_int_t)s.tar_bytes, "stored_bytes",
+				      (json_int_t)ss.disk_bytes, "blob_bytes", (json_int_t)s.blob_bytes,
+				      "daemon", c->in_daemon);
+		char *txt = json_dumps(o, JSON_COMPACT);
+
+		fprintf(c->out, "%s\n", txt ? txt : "{}");
+		free(txt);
+		json_decref(o);
+		return 0;
+	}
+	fprintf(c->out, "store          %s%s\n", store_dir(c->store),
+		c->in_daemon ? " (served by a running daemon)" : "");
+	fprintf(c->out, "images         %llu\n", (unsigned long long)images);
+	fprintf(c->out, "layers         %llu\n", (unsigned long long)s.layers);
+	fprintf(c->out, "chunks         %llu (estimate)\n", (unsigned long long)ss.chunks);
+	fprintf(c->out, "logical bytes  %s (uncompressed layers)\n", cli_bytes(s.tar_bytes, b1, sizeof(b1)));
+	fprintf(c->out, "blob bytes     %s (compressed layers)\n", cli_bytes(s.blob_bytes, b2, sizeof(b2)));
+	fprintf(c->out, "stored bytes   %s (on disk)\n", cli_bytes(ss.disk_bytes, b3, sizeof(b3)));
+	return 0;
+}
+
+/* ---------------------------------------------------------------- rm */
+
+int cmd_rm(struct cli *c, int argc, char **argv)
+{
+	int failed = 0;
+
+	if (argc < 2)
+		return cli_usage(c, "rm needs at least one reference");
+	for (int i = 1; i < argc; i++) {
+		struct fetch_ref *r;
+		char *name, *json = NULL;
+		int rc = fetch_ref_parse(argv[i], &r);
+
+		if (rc < 0) {
+			failed = cli_fail(c, "%s", strata_errmsg(rc));
+			continue;
+		}
+		name = fetch_ref_string(r);
+		fetch_ref_free(r);
+		if (!name)
+			return cli_fail(c, "out of memory");
+		rc = store_image_get(c->store, name, &json);
+		free(json);
+		if (rc == -ENOENT) {
+			failed = cli_fail(c, "%s: no such image in the store", name);
+		} else if (rc < 0 || (rc = store_image_del(c->store, name)) < 0) {
+			failed = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
+		} else if (!c->json) {
+			fprintf(c->out, "removed %s\n", name);
+		}
+		free(name);
+	}
+	return failed;
+}
+
+/* ---------------------------------------------------------------- global options */
+
+int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nrest)
+{
+	int n = 0;
+	int dashdash = 0;
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char **dst = NULL;
+		const char *val = NULL;
+		size_t klen;
+
+		if (dashdash || a[0] != '-') {
+			rest[n++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			dashdash = 1;
+			continue;
+		}
+		if (strcmp(a, "--json") == 0) {
+			c->json = 1;
+			continue;
+		}
+		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+			c->verbose++;
+			continue;
+		}
+		if (strcmp(a, "--strict-cache") == 0) {
+			c->strict_cache = 1;
+			continue;
+		}
+		klen = strcspn(a, "=");
+		if (strncmp(a, "--store", klen) == 0 && klen == 7)
+			dst = &c->store_dir;
+		else if (strncmp(a, "--config", klen) == 0 && klen == 8)
+			dst = &c->config;
+		else if (strncmp(a, "--hosts-dir", klen) == 0 && klen == 11)
+			dst = &c->hosts_dir;
+		else if (!(strncmp(a, "--quota", klen) == 0 && klen == 7)) {
+			rest[n++] = argv[i]; /* a command option */
+			continue;
+		}
+		if (a[klen] == '=') {
+			val = a + klen + 1;
+		} else if (i + 1 < argc) {
+			val = argv[++i];
+		} else {
+			c->cmd = NULL;
+			return cli_usage(c, "option %s needs a value", a);
+		}
+		if (dst) {
+			*dst = val;
+		} else if (cli_parse_size(val, &c->quota) < 0) {
+			return cli_usage(c, "invalid size '%s' for --quota (e.g. 20G)", val);
+		}
+	}
+	rest[n] = NULL;
+	*nrest = n;
+	return 0;
+}

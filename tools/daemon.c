@@ -1,3 +1,672 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_tools_daemon_c;
+/* The daemon: mount and umount, and the control socket through which other commands reach it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fs/fs.h"
+#include "store/store.h"
+#include "util/log.h"
+
+#define SOCK_NAME "strata.sock"
+#define PROTO_MAGIC "STRATA01"
+#define MAX_ARGS 4096
+#define MAX_ARG_LEN 65536
+#define UMOUNT_WAIT_MS 30000
+
+/* ---------------------------------------------------------------- socket paths */
+
+/* Fills addr for <dir>/strata.sock. Paths too long for sun_path go through /proc/self/fd. */
+static int sock_addr(const char *dir, struct sockaddr_un *addr, int *dirfd)
+{
+	*dirfd = -1;
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	if (strlen(dir) + sizeof(SOCK_NAME) + 1 < sizeof(addr->sun_path)) {
+		snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s", dir, SOCK_NAME);
+		return 0;
+	}
+	*dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (*dirfd < 0)
+		return -errno;
+	snprintf(addr->sun_path, sizeof(addr->sun_path), "/proc/self/fd/%d/%s", *dirfd, SOCK_NAME);
+	return 0;
+}
+
+int cli_connect(const char *store_dir)
+{
+	struct sockaddr_un addr;
+	int dirfd, fd, rc, e;
+
+	rc = sock_addr(store_dir, &addr, &dirfd);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		e = errno;
+		close(fd);
+		fd = -1;
+		errno = e;
+	}
+	e = errno;
+	if (dirfd >= 0)
+		close(dirfd);
+	errno = e;
+	return fd;
+}
+
+int cli_listen(const char *store_dir)
+{
+	struct sockaddr_un addr;
+	int dirfd, fd, rc;
+
+	rc = sock_addr(store_dir, &addr, &dirfd);
+	if (rc < 0)
+		return strata_err(-rc, "cannot open store %s: %s", store_dir, strerror(-rc));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = strata_err(errno, "socket: %s", strerror(errno));
+		goto out;
+	}
+	unlink(addr.sun_path); /* we hold the store lock: any socket left is stale */
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(addr.sun_path, 0600) < 0 ||
+	    listen(fd, 64) < 0) {
+		rc = strata_err(errno, "control socket %s/%s: %s", store_dir, SOCK_NAME, strerror(errno));
+		close(fd);
+		goto out;
+	}
+	rc = fd;
+out:
+	if (dirfd >= 0)
+		close(dirfd);
+	return rc;
+}
+
+static void sock_unlink(const char *store_dir)
+{
+	struct sockaddr_un addr;
+	int dirfd;
+
+	if (sock_addr(store_dir, &addr, &dirfd) == 0)
+		unlink(addr.sun_path);
+	if (dirfd >= 0)
+		close(dirfd);
+}
+
+/* ---------------------------------------------------------------- framing */
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int send_u32(int fd, uint32_t v)
+{
+	return write_all(fd, &v, sizeof(v));
+}
+
+static int send_frame(int fd, char type, const void *data, uint32_t len)
+{
+	char hdr[5];
+
+	hdr[0] = type;
+	memcpy(hdr + 1, &len, 4);
+	if (write_all(fd, hdr, sizeof(hdr)) < 0)
+		return -1;
+	return len ? write_all(fd, data, len) : 0;
+}
+
+/* ---------------------------------------------------------------- client side */
+
+int cli_forward(struct cli *c, int argc, char **argv)
+{
+	const char *fwd[16 + MAX_ARGS];
+	char quota[32];
+	int n = 0, fd, code = 1;
+	uint32_t flags = (c->tty ? 1u : 0u);
+
+	fd = cli_connect(c->store_dir);
+	if (fd < 0)
+		return -1;
+	if (argc > MAX_ARGS) {
+		close(fd);
+		c->cmd = argv[0];
+		return cli_usage(c, "too many arguments");
+	}
+	fwd[n++] = "--store";
+	fwd[n++] = c->store_dir;
+	fwd[n++] = "--hosts-dir";
+	fwd[n++] = c->hosts_dir;
+	if (c->config) {
+		fwd[n++] = "--config";
+		fwd[n++] = c->config;
+	}
+	if (c->strict_cache)
+		fwd[n++] = "--strict-cache";
+	if (c->quota) {
+		snprintf(quota, sizeof(quota), "%llu", (unsigned long long)c->quota);
+		fwd[n++] = "--quota";
+		fwd[n++] = quota;
+	}
+	if (c->json)
+		fwd[n++] = "--json";
+	for (int i = 0; i < c->verbose && i < 3; i++)
+		fwd[n++] = "-v";
+	fwd[n++] = "--";
+	for (int i = 0; i < argc; i++)
+		fwd[n++] = argv[i];
+
+	if (write_all(fd, PROTO_MAGIC, 8) < 0 || send_u32(fd, flags) < 0 || send_u32(fd, (uint32_t)n) < 0)
+		goto lost;
+	for (int i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)strlen(fwd[i]);
+
+		if (send_u32(fd, len) < 0 || write_all(fd, fwd[i], len) < 0)
+			goto lost;
+	}
+	for (;;) {
+		char hdr[5];
+		uint32_t len;
+		char buf[65536];
+
+		if (read_all(fd, hdr, sizeof(hdr)) < 0)
+			goto lost;
+		memcpy(&len, hdr + 1, 4);
+		if (hdr[0] == 'x') {
+			int32_t v;
+
+			if (len != 4 || read_all(fd, &v, 4) < 0)
+				goto lost;
+			code = v;
+			break;
+		}
+		while (len > 0) {
+			uint32_t k = len < sizeof(buf) ? len : (uint32_t)sizeof(buf);
+
+			if (read_all(fd, buf, k) < 0)
+				goto lost;
+			fwrite(buf, 1, k, hdr[0] == 'e' ? stderr : stdout);
+			len -= k;
+		}
+		fflush(hdr[0] == 'e' ? stderr : stdout);
+	}
+	close(fd);
+	return code;
+lost:
+	close(fd);
+	c->cmd = argv[0];
+	return cli_fail(c, "lost the connection to the daemon of store %s", c->store_dir);
+}
+
+/* ---------------------------------------------------------------- server side */
+
+struct server {
+	struct store *store;
+	int lfd;
+	int stop_pipe[2];
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t idle;
+	int active;          /* protected by mu */
+	volatile int cancel; /* set at shutdown; long commands poll it */
+};
+
+struct conn {
+	struct server *srv;
+	int fd;
+};
+
+struct frame_cookie {
+	int fd;
+	char type;
+};
+
+static ssize_t cookie_write(void *cookie, const char *buf, size_t len)
+{
+	struct frame_cookie *fc = cookie;
+
+	if (send_frame(fc->fd, fc->type, buf, (uint32_t)len) < 0)
+		return -1;
+	return (ssize_t)len;
+}
+
+static int serve_request(struct server *srv, int fd)
+{
+	struct frame_cookie oc = { fd, 'o' }, ec = { fd, 'e' };
+	cookie_io_functions_t io = { .write = cookie_write };
+	char magic[8];
+	uint32_t flags, argc;
+	char **argv = NULL, **rest = NULL;
+	struct cli c;
+	int nrest = 0, code = 1;
+	int32_t v;
+
+	if (read_all(fd, magic, 8) < 0 || memcmp(magic, PROTO_MAGIC, 8) != 0 ||
+	    read_all(fd, &flags, 4) < 0 || read_all(fd, &argc, 4) < 0 || argc > MAX_ARGS + 16)
+		return -1;
+	argv = calloc(argc + 1, sizeof(*argv));
+	rest = calloc(argc + 1, sizeof(*rest));
+	if (!argv || !rest)
+		goto out;
+	for (uint32_t i = 0; i < argc; i++) {
+		uint32_t len;
+
+		if (read_all(fd, &len, 4) < 0 || len > MAX_ARG_LEN)
+			goto out;
+		argv[i] = malloc(len + 1);
+		if (!argv[i] || read_all(fd, argv[i], len) < 0)
+			goto out;
+		argv[i][len] = '\0';
+	}
+	memset(&c, 0, sizeof(c));
+	c.out = fopencookie(&oc, "w", io);
+	c.err = fopencookie(&ec, "w", io);
+	if (!c.out || !c.err)
+		goto streams;
+	c.tty = flags & 1;
+	c.store = srv->store;
+	c.in_daemon = 1;
+	c.cancel = &srv->cancel;
+	code = cli_parse_globals(&c, (int)argc, argv, rest, &nrest);
+	if (code == 0) {
+		if (nrest == 0) {
+			code = cli_usage(&c, "no command");
+		} else if (cli_is_local(rest[0])) {
+			c.cmd = rest[0];
+			code = cli_fail(&c, "cannot run '%s' through the daemon", rest[0]);
+		} else {
+			code = cli_run(&c, nrest, rest);
+		}
+	}
+streams:
+	if (c.out)
+		fclose(c.out);
+	if (c.err)
+		fclose(c.err);
+	v = code;
+	send_frame(fd, 'x', &v, 4);
+out:
+	for (uint32_t i = 0; argv && i < argc; i++)
+		free(argv[i]);
+	free(argv);
+	free(rest);
+	return 0;
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *cn = arg;
+	struct server *srv = cn->srv;
+
+	serve_request(srv, cn->fd);
+	close(cn->fd);
+	free(cn);
+	pthread_mutex_lock(&srv->mu);
+	if (--srv->active == 0)
+		pthread_cond_broadcast(&srv->idle);
+	pthread_mutex_unlock(&srv->mu);
+	return NULL;
+}
+
+static void *server_main(void *arg)
+{
+	struct server *srv = arg;
+	struct pollfd pfd[2] = { { srv->lfd, POLLIN, 0 }, { srv->stop_pipe[0], POLLIN, 0 } };
+
+	for (;;) {
+		struct conn *cn;
+		pthread_t t;
+		pthread_attr_t attr;
+		int fd;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			strata_log(LOG_ERR, "control socket: poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		cn = malloc(sizeof(*cn));
+		if (!cn) {
+			close(fd);
+			continue;
+		}
+		cn->srv = srv;
+		cn->fd = fd;
+		pthread_mutex_lock(&srv->mu);
+		srv->active++;
+		pthread_mutex_unlock(&srv->mu);
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, conn_main, cn) != 0) {
+			close(fd);
+			free(cn);
+			pthread_mutex_lock(&srv->mu);
+			srv->active--;
+			pthread_mutex_unlock(&srv->mu);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	return NULL;
+}
+
+static int server_start(struct server *srv, struct store *store)
+{
+	sigset_t all, old;
+	int rc;
+
+	memset(srv, 0, sizeof(*srv));
+	srv->store = store;
+	pthread_mutex_init(&srv->mu, NULL);
+	pthread_cond_init(&srv->idle, NULL);
+	srv->lfd = cli_listen(store_dir(store));
+	if (srv->lfd < 0)
+		return srv->lfd;
+	if (pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
+		close(srv->lfd);
+		return strata_err(errno, "pipe: %s", strerror(errno));
+	}
+	/* Worker threads leave signals to the FUSE loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&srv->thread, NULL, server_main, srv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		close(srv->lfd);
+		close(srv->stop_pipe[0]);
+		close(srv->stop_pipe[1]);
+		return strata_err(rc, "cannot start the control thread");
+	}
+	return 0;
+}
+
+static void server_stop(struct server *srv)
+{
+	struct timespec until;
+
+	srv->cancel = 1;
+	if (write(srv->stop_pipe[1], "x", 1) < 0)
+		strata_log(LOG_WARNING, "control socket: stop: %s", strerror(errno));
+	pthread_join(srv->thread, NULL);
+	close(srv->lfd);
+	sock_unlink(store_dir(srv->store));
+	/* Let running commands see cancel and finish before the store closes under them. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 60;
+	pthread_mutex_lock(&srv->mu);
+	while (srv->active > 0) {
+		if (pthread_cond_timedwait(&srv->idle, &srv->mu, &until) == ETIMEDOUT) {
+			strata_log(LOG_ERR, "control socket: %d command(s) still running at exit",
+				   srv->active);
+			pthread_mutex_unlock(&srv->mu);
+			_exit(1); /* closing the store under them would be worse */
+		}
+	}
+	pthread_mutex_unlock(&srv->mu);
+	close(srv->stop_pipe[0]);
+	close(srv->stop_pipe[1]);
+}
+
+/* ---------------------------------------------------------------- mount */
+
+/* Reports the daemon's start-up result to the waiting parent (msg NULL = success). */
+static void report(int fd, const char *msg)
+{
+	if (fd < 0)
+		return;
+	if (msg && write(fd, msg, strlen(msg)) < 0)
+		strata_log(LOG_ERR, "%s", msg);
+	close(fd);
+}
+
+static void detach_stdio(const char *store)
+{
+	char path[PATH_MAX];
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		close(fd);
+	}
+	snprintf(path, sizeof(path), "%s/strata.log", store);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		dup2(fd, STDERR_FILENO);
+		close(fd);
+	}
+}
+
+static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
+{
+	struct store *store = NULL;
+	struct fs *f = NULL;
+	struct server srv;
+	struct fs_opts fo;
+	char source[PATH_MAX + 16], msg[2048];
+	int rc, started = 0;
+
+	rc = store_open(c->store_dir, NULL, &store);
+	if (rc < 0)
+		goto fail;
+	memset(&fo, 0, sizeof(fo));
+	fo.mountpoint = mnt;
+	fo.debug = debug;
+	snprintf(source, sizeof(source), "strata:%s", store_dir(store));
+	fo.source = source;
+	rc = fs_mount(store, &fo, &f);
+	if (rc < 0)
+		goto fail;
+	rc = server_start(&srv, store);
+	if (rc < 0)
+		goto fail;
+	started = 1;
+	strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(store), mnt);
+	if (status_fd >= 0) {
+		report(status_fd, NULL);
+		status_fd = -1;
+		if (!debug)
+			detach_stdio(store_dir(store));
+	}
+	rc = fs_run(f);
+	server_stop(&srv);
+	fs_free(f);
+	store_close(store);
+	if (rc < 0) {
+		strata_log(LOG_ERR, "session ended: %s", strata_errmsg(rc));
+		return 1;
+	}
+	strata_log(LOG_NOTICE, "unmounted %s", mnt);
+	return 0;
+fail:
+	if (started)
+		server_stop(&srv);
+	fs_free(f);
+	store_close(store);
+	snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
+	if (status_fd >= 0) {
+		report(status_fd, msg);
+		return 1;
+	}
+	return cli_fail(c, "%s", msg);
+}
+
+int cmd_mount(struct cli *c, int argc, char **argv)
+{
+	const char *mnt = NULL;
+	int foreground = 0, debug = 0;
+	int pfd[2];
+	pid_t pid;
+	char msg[2048];
+	ssize_t n;
+	int status;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--foreground") == 0)
+			foreground = 1;
+		else if (strcmp(argv[i], "--debug") == 0)
+			debug = foreground = 1;
+		else if (argv[i][0] == '-')
+			return cli_usage(c, "unknown option %s", argv[i]);
+		else if (mnt)
+			return cli_usage(c, "mount takes one mountpoint");
+		else
+			mnt = argv[i];
+	}
+	if (!mnt)
+		return cli_usage(c, "mount needs a mountpoint");
+	if (foreground)
+		return run_daemon(c, mnt, debug, -1);
+
+	/* Fork before the store opens: RocksDB's threads do not survive fork. */
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return cli_fail(c, "pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return cli_fail(c, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(pfd[0]);
+		setsid();
+		if (fork() > 0)
+			_exit(0);
+		_exit(run_daemon(c, mnt, 0, pfd[1]));
+	}
+	close(pfd[1]);
+	waitpid(pid, &status, 0);
+	n = read(pfd[0], msg, sizeof(msg) - 1);
+	close(pfd[0]);
+	if (n > 0) {
+		msg[n] = '\0';
+		return cli_fail(c, "%s", msg);
+	}
+	if (n < 0)
+		return cli_fail(c, "daemon start-up: %s", strerror(errno));
+	/* EOF without a message: success, or the daemon died before saying anything. */
+	if (!fs_is_fuse_mount(mnt, NULL, 0)) {
+		char real[PATH_MAX];
+
+		if (!realpath(mnt, real) || fs_is_fuse_mount(real, NULL, 0) <= 0)
+			return cli_fail(c, "the daemon exited during start-up (see %s/strata.log)",
+					c->store_dir);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- umount */
+
+/* Waits until nobody holds <store>/lock. Returns 0, or -ETIMEDOUT. */
+static int wait_store_released(const char *store, int timeout_ms)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/lock", store);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	for (int waited = 0; waited < timeout_ms; waited += 50) {
+		if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+			close(fd);
+			return 0;
+		}
+		usleep(50 * 1000);
+	}
+	close(fd);
+	return -ETIMEDOUT;
+}
+
+int cmd_umount(struct cli *c, int argc, char **argv)
+{
+	char real[PATH_MAX], type[64], source[PATH_MAX + 16];
+	const char *mnt;
+	int rc;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return cli_usage(c, "umount takes one mountpoint");
+	mnt = argv[1];
+	if (!realpath(mnt, real)) {
+		if (errno != ENOTCONN)
+			return cli_fail(c, "%s: %s", mnt, strerror(errno));
+		snprintf(real, sizeof(real), "%s", mnt);
+	}
+	rc = fs_mount_info(real, type, sizeof(type), source, sizeof(source));
+	if (rc <= 0)
+		return cli_fail(c, "%s is not mounted", real);
+	if (strcmp(type, "fuse.strata") != 0)
+		return cli_fail(c, "%s is a %s mount, not strata", real, type);
+	if (umount2(real, 0) < 0) {
+		int e = errno;
+
+		if (e == EBUSY)
+			return cli_fail(c, "%s is busy (open files, or mounts stacked on it)", real);
+		if (e == EPERM) {
+			pid_t pid = fork();
+			int status = 0;
+
+			if (pid == 0) {
+				execlp("fusermount3", "fusermount3", "-u", real, (char *)NULL);
+				_exit(127);
+			}
+			if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+			    WEXITSTATUS(status) != 0)
+				return cli_fail(c, "cannot unmount %s: %s", real, strerror(e));
+		} else {
+			return cli_fail(c, "cannot unmount %s: %s", real, strerror(e));
+		}
+	}
+	if (strncmp(source, "strata:", 7) == 0 &&
+	    wait_store_released(source + 7, UMOUNT_WAIT_MS) < 0)
+		return cli_fail(c, "unmounted %s, but its daemon still holds store %s after %d s", real,
+				source + 7, UMOUNT_WAIT_MS / 1000);
+	return 0;
+}

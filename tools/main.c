@@ -1,4 +1,113 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_tools_main_c;
-int main(void){return 0;}
+/* strata's entry point: global options, then the command, run here or by the store's daemon. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "store/store.h"
+#include "util/log.h"
+
+#define DEFAULT_STORE "/var/lib/strata"
+#define DEFAULT_HOSTS_DIR "/etc/containerd/certs.d"
+
+static const char usage_text[] =
+	"usage: strata [options] <command> [args]\n"
+	"\n"
+	"commands:\n"
+	"  pull [--chunk-size N] REF...   resolve images, register them and their layers in the store\n"
+	"  mount [-f] [--debug] MNT       serve MNT/layers/sha256:<hex>/ for every layer in the store\n"
+	"  umount MNT                     unmount and wait for the daemon to exit\n"
+	"  ls                             list images in the store\n"
+	"  stats                          store figures\n"
+	"  rm REF...                      forget images\n"
+	"\n"
+	"options (anywhere on the line):\n"
+	"  --store DIR       store directory (default " DEFAULT_STORE ")\n"
+	"  --config FILE     configuration file\n"
+	"  --hosts-dir DIR   containerd certs.d layout for mirrors (default " DEFAULT_HOSTS_DIR ")\n"
+	"  --strict-cache    never fall back to the upstream registry\n"
+	"  --quota SIZE      store size bound (e.g. 20G)\n"
+	"  --json            machine-readable output\n"
+	"  -v, --verbose     more logging (twice for debug)\n"
+	"  -h, --help        this text;  --version  the version\n"
+	"\n"
+	"With a daemon running on the store (strata mount), commands are carried out by it through\n"
+	"<store>/strata.sock; otherwise they open the store directly.\n"
+	"Exit codes: 0 ok, 1 error, 2 usage.\n";
+
+
+
+int main(int argc, char **argv)
+{
+	struct cli c;
+	char **rest = calloc((size_t)argc + 1, sizeof(*rest));
+	char *abs_config = NULL, *abs_hosts = NULL;
+	int nrest = 0, rc;
+
+	if (!rest)
+		return 1;
+	memset(&c, 0, sizeof(c));
+	c.out = stdout;
+	c.err = stderr;
+	c.tty = isatty(STDERR_FILENO);
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			fputs(usage_text, stdout);
+			free(rest);
+			return 0;
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("strata %s\n", STRATA_VERSION);
+			free(rest);
+			return 0;
+		}
+	}
+	rc = cli_parse_globals(&c, argc - 1, argv + 1, rest, &nrest);
+	if (rc)
+		goto out;
+	if (nrest == 0) {
+		fputs(usage_text, stderr);
+		rc = 2;
+		goto out;
+	}
+	if (!c.store_dir)
+		c.store_dir = getenv("STRATA_STORE") ? getenv("STRATA_STORE") : DEFAULT_STORE;
+	if (!c.hosts_dir)
+		c.hosts_dir = DEFAULT_HOSTS_DIR;
+	/* A daemon resolves paths from its own directory: make ours absolute. */
+	if (c.config && !(abs_config = realpath(c.config, NULL))) {
+		c.cmd = rest[0];
+		rc = cli_fail(&c, "config file %s: %s", c.config, strerror(errno));
+		goto out;
+	}
+	c.config = abs_config;
+	if ((abs_hosts = realpath(c.hosts_dir, NULL)))
+		c.hosts_dir = abs_hosts;
+	strata_log_set_level(c.verbose >= 2 ? LOG_DEBUG : c.verbose ? LOG_INFO : LOG_WARNING);
+
+	if (!cli_is_local(rest[0])) {
+		rc = cli_forward(&c, nrest, rest);
+		if (rc >= 0)
+			goto out;
+	}
+	if (cli_is_local(rest[0])) {
+		rc = cli_run(&c, nrest, rest);
+		goto out;
+	}
+	c.cmd = rest[0];
+	rc = store_open(c.store_dir, NULL, &c.store);
+	if (rc < 0) {
+		rc = cli_fail(&c, "%s", strata_errmsg(rc));
+		goto out;
+	}
+	rc = cli_run(&c, nrest, rest);
+	store_close(c.store);
+out:
+	free(abs_config);
+	free(abs_hosts);
+	free(rest);
+	fflush(stdout);
+	return rc;
+}

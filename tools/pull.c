@@ -1,3 +1,371 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_tools_pull_c;
+/* strata pull: resolve images, index their layers into the store, and register them. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "fetch/ref.h"
+#include "fetch/registry.h"
+#include "index/decomp.h"
+#include "index/layer.h"
+#include "store/store.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+static const struct {
+	const char *media_type;
+	enum index_compression comp;
+} layer_types[] = {
+	{ "application/vnd.oci.image.layer.v1.tar", INDEX_COMP_NONE },
+	{ "application/vnd.oci.image.layer.v1.tar+gzip", INDEX_COMP_GZIP },
+	{ "application/vnd.oci.image.layer.v1.tar+zstd", INDEX_COMP_ZSTD },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar", INDEX_COMP_NONE },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", INDEX_COMP_GZIP },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", INDEX_COMP_ZSTD },
+	{ "application/vnd.docker.image.rootfs.diff.tar", INDEX_COMP_NONE },
+	{ "application/vnd.docker.image.rootfs.diff.tar.gzip", INDEX_COMP_GZIP },
+	{ "application/vnd.docker.image.rootfs.diff.tar.zstd", INDEX_COMP_ZSTD },
+	{ "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", INDEX_COMP_GZIP },
+};
+
+/* Maps a layer media type to its compression. Returns 0 or -ENOTSUP. */
+static int layer_compression(const char *mt, enum index_compression *out)
+{
+	for (size_t i = 0; i < sizeof(layer_types) / sizeof(layer_types[0]); i++) {
+		if (mt && strcmp(mt, layer_types[i].media_type) == 0) {
+			*out = layer_types[i].comp;
+			return 0;
+		}
+	}
+	return -ENOTSUP;
+}
+
+struct pull_layer {
+	const struct fetch_layer *fl;
+	struct index_layer *idx;   /* NULL when the store had it already */
+	struct store_layer info;
+	int dup_of;                /* index of an earlier identical layer of this image, or -1 */
+};
+
+struct progress {
+	struct cli *c;
+	const char *ref;
+	size_t layer, nlayers;
+	struct timespec last;
+	uint64_t fetched;
+};
+
+static int on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct progress *p = ctx;
+	struct timespec now;
+	char a[32], b[32];
+
+	if (p->c->cancel && *p->c->cancel)
+		return 1;
+	if (!p->c->tty || p->c->json)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (done != total && (now.tv_sec - p->last.tv_sec) * 1000 + (now.tv_nsec - p->last.tv_nsec) / 1000000 < 100)
+		return 0;
+	p->last = now;
+	fprintf(p->c->err, "\r\033[K%s: layer %zu/%zu %s / %s", p->ref, p->layer + 1, p->nlayers,
+		cli_bytes(done, a, sizeof(a)), cli_bytes(total, b, sizeof(b)));
+	fflush(p->c->err);
+	return 0;
+}
+
+static int put_chunk(void *ctx, const uint8_t digest[32], const void *data, size_t len)
+{
+	int rc = store_chunk_put(ctx, digest, data, len);
+
+	return rc < 0 ? rc : 0;
+}
+
+/* Opens an anonymous temporary file in the store (never visible, gone on close). */
+static int tmp_file(struct store *s)
+{
+	char dir[4096];
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/tmp", store_dir(s));
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return strata_err(errno, "%s: %s", dir, strerror(errno));
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return strata_err(errno, "temporary file in %s: %s", dir, strerror(errno));
+	return fd;
+}
+
+/* Downloads, verifies and indexes one layer; chunks go to the store, the index stays in memory. */
+static int index_one(struct cli *c, struct fetch_client *fc, const struct fetch_ref *ref,
+		     struct pull_layer *pl, uint32_t chunk_size, struct progress *pg)
+{
+	const struct fetch_layer *fl = pl->fl;
+	enum index_compression comp, seen;
+	struct index_decomp *d = NULL;
+	uint8_t magic[4] = { 0 };
+	char diff_id[UTIL_DIGEST_STR_LEN];
+	ssize_t n;
+	int fd, rc;
+
+	rc = layer_compression(fl->media_type, &comp);
+	if (rc < 0)
+		return rc;
+	fd = tmp_file(c->store);
+	if (fd < 0)
+		return fd;
+	rc = fetch_blob_to_fd(fc, ref, fl->digest, fl->size, fd, on_progress, pg);
+	if (rc < 0)
+		goto out;
+	pg->fetched += fl->size;
+	n = pread(fd, magic, sizeof(magic), 0);
+	if (n < 0) {
+		rc = strata_err(errno, "read: %s", strerror(errno));
+		goto out;
+	}
+	seen = index_compression_detect(magic, (size_t)n);
+	if (comp != INDEX_COMP_NONE && seen != comp) {
+		rc = strata_err(EBADMSG, "media type %s says %s, but the blob is not %s", fl->media_type,
+				index_compression_name(comp), index_compression_name(comp));
+		goto out;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		rc = strata_err(errno, "seek: %s", strerror(errno));
+		goto out;
+	}
+	rc = index_decomp_new(comp, index_reader_fd(fd), &d);
+	if (rc < 0)
+		goto out;
+	rc = index_layer_build(index_decomp_reader(d), chunk_size, put_chunk, c->store, &pl->idx);
+	if (rc < 0)
+		goto out;
+	util_digest_format(index_layer_diff_id(pl->idx), diff_id);
+	if (fl->diff_id && strcmp(fl->diff_id, diff_id) != 0) {
+		rc = strata_err(EBADMSG, "uncompressed digest %s does not match the image config's diff_id %s",
+				diff_id, fl->diff_id);
+		goto out;
+	}
+	memset(&pl->info, 0, sizeof(pl->info));
+	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", fl->digest);
+	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s", diff_id);
+	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", fl->media_type);
+	pl->info.size = fl->size;
+	pl->info.tar_size = index_layer_tar_size(pl->idx);
+	pl->info.chunk_size = chunk_size;
+out:
+	index_decomp_free(d);
+	close(fd);
+	if (rc < 0) {
+		index_layer_free(pl->idx);
+		pl->idx = NULL;
+	}
+	return rc;
+}
+
+static char *image_json(const char *name, const struct fetch_image *img, struct pull_layer *pls)
+{
+	json_t *layers = json_array();
+	json_t *o;
+	char *s;
+
+	for (size_t i = 0; i < img->nlayers; i++) {
+		const struct fetch_layer *fl = &img->layers[i];
+
+		json_array_append_new(layers, json_pack("{s:s, s:s, s:I, s:s}", "digest", fl->digest,
+							"media_type", fl->media_type, "size",
+							(json_int_t)fl->size, "diff_id",
+							pls[i].info.diff_id));
+	}
+	o = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:s, s:o, s:I}", "ref", name, "manifest",
+		      img->manifest_digest, "index", img->index_digest, "media_type", img->media_type,
+		      "config", img->config_digest, "platform", img->platform ? img->platform : "",
+		      "layers", layers, "pulled", (json_int_t)time(NULL));
+	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	return s;
+}
+
+static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uint32_t chunk_size)
+{
+	struct fetch_ref *ref = NULL;
+	struct fetch_image *img = NULL;
+	struct pull_layer *pls = NULL;
+	struct progress pg;
+	char *name = NULL, *json = NULL;
+	size_t fresh = 0;
+	int rc;
+
+	memset(&pg, 0, sizeof(pg));
+	rc = fetch_ref_parse(arg, &ref);
+	if (rc < 0)
+		return cli_fail(c, "%s", strata_errmsg(rc));
+	name = fetch_ref_string(ref);
+	if (!name) {
+		rc = cli_fail(c, "out of memory");
+		goto out;
+	}
+	rc = fetch_resolve(fc, ref, &img);
+	if (rc < 0) {
+		rc = cli_fail(c, "%s", strata_errmsg(rc));
+		goto out;
+	}
+	pls = calloc(img->nlayers ? img->nlayers : 1, sizeof(*pls));
+	if (!pls) {
+		rc = cli_fail(c, "out of memory");
+		goto out;
+	}
+	/* Check every layer before fetching any. */
+	for (size_t i = 0; i < img->nlayers; i++) {
+		enum index_compression comp;
+
+		pls[i].fl = &img->layers[i];
+		pls[i].dup_of = -1;
+		if (layer_compression(img->layers[i].media_type, &comp) < 0) {
+			rc = cli_fail(c, "%s: layer %s has unsupported media type %s", name,
+				      img->layers[i].digest, img->layers[i].media_type);
+			goto out;
+		}
+	}
+	pg.c = c;
+	pg.ref = name;
+	pg.nlayers = img->nlayers;
+	for (size_t i = 0; i < img->nlayers; i++) {
+		struct pull_layer *pl = &pls[i];
+
+		pg.layer = i;
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(pls[j].fl->digest, pl->fl->digest) == 0) {
+				pl->dup_of = (int)j;
+				pl->info = pls[j].info;
+				break;
+			}
+		}
+		if (pl->dup_of >= 0)
+			continue;
+		rc = store_layer_get(c->store, pl->fl->digest, &pl->info, NULL, NULL);
+		if (rc == 0)
+			continue; /* already in the store */
+		if (rc != -ENOENT) {
+			rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
+			goto out;
+		}
+		strata_err_clear();
+		rc = index_one(c, fc, ref, pl, chunk_size, &pg);
+		if (rc < 0) {
+			if (c->tty && !c->json)
+				fprintf(c->err, "\n");
+			if (c->cancel && *c->cancel)
+				rc = cli_fail(c, "%s: cancelled: the daemon is shutting down", name);
+			else
+				rc = cli_fail(c, "%s: layer %s: %s", name, pl->fl->digest,
+					      strata_errmsg(rc));
+			goto out;
+		}
+		fresh++;
+	}
+	if (c->tty && !c->json && fresh)
+		fprintf(c->err, "\r\033[K");
+	/* Every layer checked out: only now does anything become visible. */
+	for (size_t i = 0; i < img->nlayers; i++) {
+		void *buf;
+		size_t len;
+
+		if (!pls[i].idx)
+			continue;
+		rc = index_layer_encode(pls[i].idx, &buf, &len);
+		if (rc == 0) {
+			rc = store_layer_put(c->store, &pls[i].info, buf, len);
+			free(buf);
+		}
+		if (rc < 0) {
+			rc = cli_fail(c, "%s: layer %s: %s", name, pls[i].fl->digest, strata_errmsg(rc));
+			goto out;
+		}
+	}
+	json = image_json(name, img, pls);
+	if (!json) {
+		rc = cli_fail(c, "out of memory");
+		goto out;
+	}
+	rc = store_image_put(c->store, name, json);
+	if (rc < 0) {
+		rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
+		goto out;
+	}
+	if (c->json) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:I, s:I}", "ref", name, "manifest",
+				      img->manifest_digest, "platform", img->platform ? img->platform : "",
+				      "layers", "new_layers", (json_int_t)fresh, "bytes_fetched",
+				      (json_int_t)pg.fetched);
+		char *s;
+
+		for (size_t i = 0; o && i < img->nlayers; i++)
+			json_array_append_new(json_object_get(o, "layers"),
+					      json_string(img->layers[i].digest));
+		s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		fprintf(c->out, "%s\n", s ? s : "{}");
+		free(s);
+		json_decref(o);
+	} else {
+		char b[32];
+
+		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new, %s fetched)\n", name,
+			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, fresh,
+			cli_bytes(pg.fetched, b, sizeof(b)));
+	}
+	fflush(c->out);
+	rc = 0;
+out:
+	for (size_t i = 0; pls && img && i < img->nlayers; i++)
+		index_layer_free(pls[i].idx);
+	free(pls);
+	free(json);
+	free(name);
+	fetch_image_free(img);
+	fetch_ref_free(ref);
+	return rc;
+}
+
+int cmd_pull(struct cli *c, int argc, char **argv)
+{
+	struct fetch_opts fo;
+	struct fetch_client *fc = NULL;
+	uint64_t chunk_size = INDEX_DEFAULT_CHUNK_SIZE;
+	int nrefs = 0, failed = 0, rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (strncmp(argv[i], "--chunk-size", 12) == 0) {
+			const char *v = argv[i][12] == '=' ? argv[i] + 13 : (i + 1 < argc ? argv[++i] : NULL);
+
+			if (!v || cli_parse_size(v, &chunk_size) < 0 || chunk_size < INDEX_MIN_CHUNK_SIZE ||
+			    chunk_size > INDEX_MAX_CHUNK_SIZE)
+				return cli_usage(c, "--chunk-size takes a size from 4K to 16M");
+		} else if (argv[i][0] == '-') {
+			return cli_usage(c, "unknown option %s", argv[i]);
+		} else {
+			argv[++nrefs] = argv[i];
+		}
+	}
+	if (nrefs == 0)
+		return cli_usage(c, "pull needs at least one reference");
+	memset(&fo, 0, sizeof(fo));
+	fo.platform_os = "linux";
+	fo.platform_arch = fetch_host_arch();
+	rc = fetch_client_new(&fo, &fc);
+	if (rc < 0)
+		return cli_fail(c, "%s", strata_errmsg(rc));
+	for (int i = 1; i <= nrefs; i++) {
+		if (pull_one(c, fc, argv[i], (uint32_t)chunk_size))
+			failed = 1;
+	}
+	fetch_client_free(fc);
+	return failed;
+}

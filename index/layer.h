@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The strata layer index: a layer's file tree, per-file chunk digests, and its binary encoding. */
+#ifndef STRATA_INDEX_LAYER_H
+#define STRATA_INDEX_LAYER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "reader.h"
+
+#define INDEX_FORMAT_VERSION 1
+#define INDEX_DEFAULT_CHUNK_SIZE (1u << 20)
+#define INDEX_MIN_CHUNK_SIZE 4096u
+#define INDEX_MAX_CHUNK_SIZE (16u << 20)
+
+/* Inode flags. */
+#define INDEX_INODE_IMPLICIT 1u /* a directory the tar never named; made for its children */
+
+/* One inode of a layer. Inode 0 is the layer root. A plain record, read in place. */
+struct index_inode {
+	uint32_t mode;       /* full st_mode: S_IFMT | 07777 */
+	uint32_t uid, gid;
+	uint32_t nlink;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t flags;      /* INDEX_INODE_* */
+	uint64_t size;       /* regular: content bytes; symlink: target length; dir: 0 */
+	uint64_t rdev;       /* makedev(major, minor) for devices; 0:0 for a whiteout */
+	uint32_t first;      /* dir: first dirent; regular: first chunk; symlink: string offset */
+	uint32_t count;      /* dir: dirents; regular: chunks */
+	uint32_t xattr_first, nxattrs;
+};
+
+/* A directory entry; a directory's entries are contiguous and sorted by name (memcmp order). */
+struct index_dirent {
+	uint32_t name_off, name_len;
+	uint32_t ino;
+	uint32_t pad;
+};
+
+/* One chunk of a regular file: its bytes from i * chunk_size on. */
+struct index_chunk {
+	uint8_t digest[32];  /* sha256 of the uncompressed bytes */
+	uint64_t offset;     /* where those bytes start in the uncompressed tar stream */
+	uint32_t size;
+	uint32_t pad;
+};
+
+struct index_xattr {
+	uint32_t name_off, name_len;
+	uint32_t value_off, value_len;
+};
+
+struct index_layer;
+
+/* Called for every chunk as it is cut, before the index is complete. Returns 0 or negative errno
+ * (which aborts the build). data is borrowed for the call. */
+typedef int (*index_chunk_fn)(void *ctx, const uint8_t digest[32], const void *data, size_t len);
+
+/*
+ * Builds the index of the uncompressed tar stream src (borrowed): reads every member, applies tar
+ * semantics (a later member replaces an earlier one at the same path; hard links share the inode of
+ * their target at that moment; parents without entries are made implicit 0755 root-owned dirs),
+ * turns ".wh.NAME" into a whiteout char device 0:0 called NAME and ".wh..wh..opq" into the xattr
+ * trusted.overlay.opaque=y on its directory, and cuts regular files into chunk_size chunks aligned
+ * to the file start, calling chunk_fn for each (may be NULL). Drains src to its end so diff_id (the
+ * sha256 of the whole uncompressed stream) is exact.
+ * Returns 0 and *out (free with index_layer_free), or negative errno with strata_err set (the tar
+ * reader's errors, -EINVAL for a hard link to a missing target, chunk_fn's error, -ENOMEM).
+ */
+int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_fn chunk_fn,
+		      void *ctx, struct index_layer **out);
+
+/* Encodes the index (zstd-compressed). Returns 0 with a malloc'd buffer in *buf and its size in *len, or -ENOMEM. */
+int index_layer_encode(const struct index_layer *l, void **buf, size_t *len);
+
+/*
+ * Decodes an encoded index and validates every offset and count in it (the bytes may come from a
+ * disk or a registry). Returns 0 and *out, -EBADMSG "corrupt layer index: <what>", or -EPROTO for an
+ * unknown format version (message names both versions), or -ENOMEM.
+ */
+int index_layer_decode(const void *buf, size_t len, struct index_layer **out);
+
+void index_layer_free(struct index_layer *l);
+
+/* Accessors. Returned pointers live as long as l. ino/index arguments must be in range (asserted). */
+uint32_t index_layer_ninodes(const struct index_layer *l);
+const struct index_inode *index_layer_inode(const struct index_layer *l, uint32_t ino);
+const struct index_dirent *index_layer_dirent(const struct index_layer *l, uint32_t i);
+const struct index_chunk *index_layer_chunk(const struct index_layer *l, uint32_t i);
+const struct index_xattr *index_layer_xattr(const struct index_layer *l, uint32_t i);
+uint32_t index_layer_nchunks(const struct index_layer *l);
+/* Bytes at a string-table offset (not NUL-terminated; use the recorded length). */
+const char *index_layer_str(const struct index_layer *l, uint32_t off);
+uint32_t index_layer_chunk_size(const struct index_layer *l);
+/* sha256 of the uncompressed tar stream, and its length. */
+const uint8_t *index_layer_diff_id(const struct index_layer *l);
+uint64_t index_layer_tar_size(const struct index_layer *l);
+/* Sum of regular file sizes (each inode once). */
+uint64_t index_layer_content_size(const struct index_layer *l);
+
+/* Finds name in directory dir. Returns the inode number, or -ENOENT / -ENOTDIR. */
+int64_t index_layer_lookup(const struct index_layer *l, uint32_t dir, const char *name, size_t len);
+
+#endif

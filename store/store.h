@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The strata store: one RocksDB per store directory holding chunks, layer indexes and images. */
+#ifndef STRATA_STORE_STORE_H
+#define STRATA_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STORE_FORMAT_VERSION 1
+#define STORE_DIGEST_LEN 72 /* "sha256:" + 64 hex + NUL */
+
+struct store;
+
+struct store_opts {
+	uint64_t block_cache_bytes; /* 0 = 32 MiB */
+	int read_only_ok;           /* reserved */
+};
+
+/*
+ * Opens (creating if missing) the store in dir: takes an exclusive lock on <dir>/lock, opens the
+ * RocksDB in <dir>/db, and checks the format version. opts may be NULL.
+ * Returns 0 and *out (close with store_close), or negative errno with strata_err set:
+ * -EBUSY "store DIR is in use by another strata process (pid N)", -EPROTO "store DIR has format
+ * version N; this strata supports version M", -EIO with RocksDB's message.
+ */
+int store_open(const char *dir, const struct store_opts *opts, struct store **out);
+
+/* Flushes and closes (NULL ok). Releases the lock. */
+void store_close(struct store *s);
+
+/* The directory the store was opened at. Borrowed. */
+const char *store_dir(const struct store *s);
+
+/* ---- chunks (content-addressed by the sha256 of their uncompressed bytes). Thread-safe. */
+
+/* Stores a chunk unless present. digest must be sha256(data); asserted in debug builds.
+ * Returns 1 if it was written, 0 if it existed, negative errno on error (-ENOSPC on a full disk). */
+int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len);
+
+/* Reads a chunk into buf (cap bytes) and verifies its digest. Returns its length, -ENOENT when
+ * absent, -EBADMSG when the stored bytes do not match the digest (logged), -ENOBUFS when cap is too
+ * small, or -EIO. */
+ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, size_t cap);
+
+/* 1 when present, 0 when not, negative errno on error. */
+int store_chunk_has(struct store *s, const uint8_t digest[32]);
+
+/* ---- layers */
+
+struct store_layer {
+	char digest[STORE_DIGEST_LEN];  /* compressed blob digest: the key */
+	char diff_id[STORE_DIGEST_LEN]; /* sha256 of the uncompressed tar */
+	char media_type[128];
+	uint64_t size;                  /* compressed blob size */
+	uint64_t tar_size;              /* uncompressed size */
+	uint32_t seq;                   /* stable per-store number, assigned on first put; never 0 */
+	uint32_t chunk_size;
+};
+
+/* Stores a layer record with its encoded index. Keeps the layer's seq if it exists, else assigns
+ * the next one; info->seq is updated. The write is synced. Returns 0 or negative errno. */
+int store_layer_put(struct store *s, struct store_layer *info, const void *index, size_t len);
+
+/* Reads a layer. index/len may be NULL (info only); otherwise *index is malloc'd (caller frees).
+ * Returns 0, -ENOENT, -EBADMSG (corrupt record) or -EIO. */
+int store_layer_get(struct store *s, const char *digest, struct store_layer *info, void **index,
+		    size_t *len);
+
+/* Finds the digest of the layer with this seq. Returns 0, -ENOENT or -EIO. */
+int store_layer_by_seq(struct store *s, uint32_t seq, char digest[STORE_DIGEST_LEN]);
+
+/* Calls fn for every layer in digest order; stops early when fn returns non-zero and returns that.
+ * Returns 0 when all were visited, or negative errno. */
+int store_layer_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l), void *ctx);
+
+/* Deletes a layer record (not its chunks). Returns 0 or negative errno. */
+int store_layer_del(struct store *s, const char *digest);
+
+/* ---- images: normalized reference -> JSON record (the caller defines the JSON) */
+
+/* Stores (replacing) the record for ref. Synced. Returns 0 or negative errno. */
+int store_image_put(struct store *s, const char *ref, const char *json);
+
+/* Returns 0 and a malloc'd NUL-terminated *json, -ENOENT, or -EIO. */
+int store_image_get(struct store *s, const char *ref, char **json);
+
+/* Returns 0 (also when absent) or negative errno. */
+int store_image_del(struct store *s, const char *ref);
+
+/* Calls fn for every image in reference order; stops early as store_layer_list does. */
+int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, const char *json),
+		     void *ctx);
+
+/* ---- statistics */
+
+struct store_stats {
+	uint64_t chunks;        /* estimated number of chunks */
+	uint64_t chunk_bytes;   /* estimated live bytes on disk for chunks (incl. blob files) */
+	uint64_t disk_bytes;    /* total SST + blob file bytes */
+};
+
+int store_get_stats(struct store *s, struct store_stats *st);
+
+#endif

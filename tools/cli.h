@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The strata command line: shared context, option helpers and the command table. */
+#ifndef STRATA_TOOLS_CLI_H
+#define STRATA_TOOLS_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+struct store;
+
+/* Everything a command needs. Commands run in the CLI process, or inside the daemon on behalf of
+ * a client connected to <store>/strata.sock; they print only through out/err. */
+struct cli {
+	const char *store_dir;
+	const char *config;
+	const char *hosts_dir;
+	int strict_cache;
+	uint64_t quota;
+	int json;
+	int verbose;
+	int tty;                 /* err is a terminal: progress may be drawn */
+	FILE *out, *err;
+	struct store *store;     /* open store (the daemon's, or opened for this command) */
+	int in_daemon;
+	volatile int *cancel;    /* set when the daemon shuts down; long commands stop early */
+	const char *cmd;         /* the command name, for error messages */
+};
+
+/* A command: argv[0] is the command name. Returns the exit code (0, 1 error, 2 usage). */
+typedef int (*cli_cmd_fn)(struct cli *c, int argc, char **argv);
+
+int cmd_pull(struct cli *c, int argc, char **argv);
+int cmd_ls(struct cli *c, int argc, char **argv);
+int cmd_stats(struct cli *c, int argc, char **argv);
+int cmd_rm(struct cli *c, int argc, char **argv);
+int cmd_mount(struct cli *c, int argc, char **argv);
+int cmd_umount(struct cli *c, int argc, char **argv);
+
+/* Prints "strata: <cmd>: <message>" on c->err and returns 1. */
+int cli_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints a usage error and returns 2. */
+int cli_usage(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Formats a byte count as "12.3 MiB". Returns buf. */
+const char *cli_bytes(uint64_t n, char *buf, size_t cap);
+
+/* Parses "123", "64k", "10M", "2G", "1T" (binary units). Returns 0 or -EINVAL. */
+int cli_parse_size(const char *s, uint64_t *out);
+
+/* Runs a command by name in this process with c->store open. Returns the exit code. */
+int cli_run(struct cli *c, int argc, char **argv);
+
+/* 1 when the command must run in the CLI process (mount, umount), never forwarded. */
+int cli_is_local(const char *cmd);
+
+
+
+/* Takes the global options (--store, --config, --hosts-dir, --strict-cache, --quota, -v, --json)
+ * from anywhere in argv into c and copies the other arguments, in order, into rest (argc + 1
+ * slots, NULL-terminated). Returns 0, or 2 after printing a usage error. */
+int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nrest);
+
+/* Connects to the daemon socket of store_dir. Returns a connected fd, or -1 with errno. */
+int cli_connect(const char *store_dir);
+
+/* Sends the command (rest of the arguments, with c's global options) to the daemon serving
+ * c->store_dir and relays its output. Returns the daemon's exit code, or -1 when no daemon listens. */
+int cli_forward(struct cli *c, int argc, char **argv);
+
+/* Binds and listens on <store_dir>/strata.sock. Returns the fd or negative errno. */
+int cli_listen(const char *store_dir);
+#endif
