@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for the layer index: tar semantics, whiteouts, chunking, encode/decode, validation. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "index/layer.h"
+#include "tarw.h"
+#include "util/sha256.h"
+
+#define CS 4096u /* small chunks keep the tests fast */
+
+struct chunk_log {
+	int calls;
+	size_t bytes;
+};
+
+static int count_chunk(void *ctx, const uint8_t digest[32], const void *data, size_t len)
+{
+	struct chunk_log *cl = ctx;
+	uint8_t check[32];
+
+	util_sha256(data, len, check);
+	assert_memory_equal(check, digest, 32);
+	cl->calls++;
+	cl->bytes += len;
+	return 0;
+}
+
+static struct index_layer *build(struct tarw *t, struct chunk_log *cl, int expect_rc)
+{
+	struct memsrc m = { t->buf, t->len, 0 };
+	struct index_layer *l = NULL;
+	int rc = index_layer_build(memsrc_reader(&m), CS, count_chunk, cl, &l);
+
+	assert_int_equal(rc, expect_rc);
+	return l;
+}
+
+static int64_t walk(const struct index_layer *l, const char *path)
+{
+	char buf[512];
+	char *save = NULL, *tok;
+	int64_t ino = 0;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		ino = index_layer_lookup(l, (uint32_t)ino, tok, strlen(tok));
+		if (ino < 0)
+			return ino;
+	}
+	return ino;
+}
+
+static const char *xattr(const struct index_layer *l, uint32_t ino, const char *name, uint32_t *len)
+{
+	const struct index_inode *in = index_layer_inode(l, ino);
+
+	for (uint32_t i = 0; i < in->nxattrs; i++) {
+		const struct index_xattr *x = index_layer_xattr(l, in->xattr_first + i);
+
+		if (x->name_len == strlen(name) && !memcmp(index_layer_str(l, x->name_off), name, x->name_len)) {
+			*len = x->value_len;
+			return index_layer_str(l, x->value_off);
+		}
+	}
+	return NULL;
+}
+
+static void test_tree_semantics(void **state)
+{
+	struct tarw t = { 0 };
+	struct chunk_log cl = { 0 };
+	struct index_layer *l;
+	const struct index_inode *in;
+	int64_t a, b, c;
+	uint32_t len;
+	const char *v;
+	uint8_t data[3 * CS + 1];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	tarw_header(&t, "./", '5', 0755, 0, NULL, 1);
+	tarw_header(&t, "dir/", '5', 0700, 0, NULL, 2);
+	tarw_file(&t, "dir/big", data, sizeof(data));
+	tarw_file(&t, "dir/empty", "", 0);
+	tarw_file(&t, "implicit/deep/f", "x", 1);
+	tarw_header(&t, "dir/link", '1', 0644, 0, "dir/big", 3);
+	tarw_header(&t, "sym", '2', 0777, 0, "../nowhere", 4);
+	tarw_file(&t, "dup", "first", 5);
+	tarw_file(&t, "dup", "second!", 7);
+	tarw_header(&t, "dev", '3', 0600, 0, NULL, 5);
+	tarw_header(&t, "old/", '5', 0755, 0, NULL, 6);
+	tarw_file(&t, "old/.wh.gone", "", 0);
+	tarw_file(&t, "old/.wh..wh..opq", "", 0);
+	tarw_file(&t, ".wh..wh.plnk", "", 0);
+	tarw_pax(&t, "SCHILY.xattr.user.k", "v\0w", 3);
+	tarw_file(&t, "withx", "1", 1);
+	tarw_header(&t, "dir/", '5', 0750, 0, NULL, 9); /* named again: keeps children */
+	tarw_end(&t);
+
+	l = build(&t, &cl, 0);
+	assert_non_null(l);
+	/* chunks: big = 4 chunks, implicit/deep/f 1, dup x2 (first one dead), withx 1 */
+	assert_int_equal(cl.calls, 4 + 1 + 1 + 1 + 1);
+
+	in = index_layer_inode(l, 0);
+	assert_true(S_ISDIR(in->mode));
+	assert_int_equal(in->mode & 07777, 0755);
+	assert_int_equal(in->mtime_sec, 1);
+
+	a = walk(l, "dir/big");
+	b = walk(l, "dir/link");
+	assert_true(a > 0);
+	assert_int_equal(a, b); /* hard link shares the inode */
+	in = index_layer_inode(l, (uint32_t)a);
+	assert_int_equal(in->nlink, 2);
+	assert_int_equal(in->size, sizeof(data));
+	assert_int_equal(in->count, 4);
+	assert_int_equal(index_layer_chunk(l, in->first + 3)->size, 1);
+	assert_int_equal(index_layer_chunk(l, in->first)->size, CS);
+
+	c = walk(l, "dir");
+	assert_int_equal(index_layer_inode(l, (uint32_t)c)->mode & 07777, 0750);
+	assert_int_equal(index_layer_inode(l, (uint32_t)c)->count, 3);
+
+	c = walk(l, "implicit/deep");
+	in = index_layer_inode(l, (uint32_t)c);
+	assert_true(S_ISDIR(in->mode));
+	assert_true(in->flags & INDEX_INODE_IMPLICIT);
+	assert_int_equal(in->mode & 07777, 0755);
+
+	c = walk(l, "sym");
+	in = index_layer_inode(l, (uint32_t)c);
+	assert_true(S_ISLNK(in->mode));
+	assert_int_equal(in->size, 10);
+	assert_memory_equal(index_layer_str(l, in->first), "../nowhere", 10);
+
+	c = walk(l, "dup");
+	in = index_layer_inode(l, (uint32_t)c);
+	assert_int_equal(in->size, 7);
+
+	c = walk(l, "old/gone");
+	in = index_layer_inode(l, (uint32_t)c);
+	assert_true(S_ISCHR(in->mode));
+	assert_int_equal(in->rdev, makedev(0, 0));
+	assert_int_equal(walk(l, "old/.wh.gone"), -ENOENT);
+	assert_int_equal(walk(l, "old/.wh..wh..opq"), -ENOENT);
+	assert_int_equal(walk(l, ".wh..wh.plnk"), -ENOENT);
+	v = xattr(l, (uint32_t)walk(l, "old"), "trusted.overlay.opaque", &len);
+	assert_non_null(v);
+	assert_int_equal(len, 1);
+	assert_int_equal(v[0], 'y');
+
+	v = xattr(l, (uint32_t)walk(l, "withx"), "user.k", &len);
+	assert_non_null(v);
+	assert_int_equal(len, 3);
+	assert_memory_equal(v, "v\0w", 3);
+
+	assert_true(S_ISCHR(index_layer_inode(l, (uint32_t)walk(l, "dev"))->mode));
+	assert_int_equal(walk(l, "nope"), -ENOENT);
+	assert_int_equal(index_layer_lookup(l, (uint32_t)walk(l, "dup"), "x", 1), -ENOTDIR);
+	/* root: dir, implicit, old + 2 = 5 links */
+	assert_int_equal(index_layer_inode(l, 0)->nlink, 5);
+	assert_int_equal(index_layer_tar_size(l), t.len);
+	{
+		uint8_t d[32];
+
+		util_sha256(t.buf, t.len, d);
+		assert_memory_equal(index_layer_diff_id(l), d, 32);
+	}
+	index_layer_free(l);
+	free(t.buf);
+}
+
+static void test_encode_decode(void **state)
+{
+	struct tarw t = { 0 };
+	struct chunk_log cl = { 0 };
+	struct index_layer *l, *l2;
+	void *buf;
+	size_t len;
+	uint8_t data[CS * 2];
+
+	(void)state;
+	memset(data, 'a', sizeof(data));
+	tarw_file(&t, "a/b/c", data, sizeof(data));
+	tarw_header(&t, "a/h", '1', 0644, 0, "a/b/c", 0);
+	tarw_header(&t, "s", '2', 0777, 0, "/abs/target", 0);
+	tarw_end(&t);
+	l = build(&t, &cl, 0);
+	assert_int_equal(index_layer_encode(l, &buf, &len), 0);
+	assert_int_equal(index_layer_decode(buf, len, &l2), 0);
+	assert_int_equal(index_layer_ninodes(l2), index_layer_ninodes(l));
+	assert_int_equal(index_layer_nchunks(l2), 2);
+	assert_int_equal(walk(l2, "a/h"), walk(l, "a/b/c"));
+	assert_int_equal(index_layer_chunk_size(l2), CS);
+	assert_memory_equal(index_layer_diff_id(l2), index_layer_diff_id(l), 32);
+
+	/* Every truncation and a flipped byte in the frame fail cleanly. */
+	for (size_t cut = 0; cut < len; cut += 7) {
+		struct index_layer *bad = NULL;
+
+		assert_int_equal(index_layer_decode(buf, cut, &bad), -EBADMSG);
+		assert_null(bad);
+	}
+	((uint8_t *)buf)[len / 2] ^= 0x55;
+	{
+		struct index_layer *bad = NULL;
+		int rc = index_layer_decode(buf, len, &bad);
+
+		assert_true(rc < 0 || bad != NULL);
+		index_layer_free(bad);
+	}
+	free(buf);
+	index_layer_free(l);
+	index_layer_free(l2);
+	free(t.buf);
+}
+
+static void test_errors(void **state)
+{
+	struct tarw t = { 0 };
+	struct chunk_log cl = { 0 };
+	struct memsrc m;
+	struct index_layer *l = NULL;
+
+	(void)state;
+	tarw_header(&t, "h", '1', 0644, 0, "missing", 0);
+	tarw_end(&t);
+	build(&t, &cl, -EINVAL);
+	t.len = 0;
+	tarw_file(&t, "f", "x", 1);
+	tarw_file(&t, "f/child", "y", 1);
+	tarw_end(&t);
+	build(&t, &cl, -ENOTDIR);
+	/* not a tar */
+	t.len = 0;
+	for (int i = 0; i < 1024; i++)
+		tarw_put(&t, "garbage!", 8);
+	build(&t, &cl, -EINVAL);
+	/* chunk size bounds */
+	m = (struct memsrc){ t.buf, t.len, 0 };
+	assert_int_equal(index_layer_build(memsrc_reader(&m), 100, NULL, NULL, &l), -EINVAL);
+	free(t.buf);
+}
+
+static void test_replace_dir_with_file(void **state)
+{
+	struct tarw t = { 0 };
+	struct chunk_log cl = { 0 };
+	struct index_layer *l;
+
+	(void)state;
+	tarw_header(&t, "d/", '5', 0755, 0, NULL, 0);
+	tarw_file(&t, "d/inner", "1", 1);
+	tarw_file(&t, "d", "now a file", 10);
+	tarw_file(&t, "d2/x", "2", 1);
+	tarw_end(&t);
+	l = build(&t, &cl, 0);
+	assert_true(S_ISREG(index_layer_inode(l, (uint32_t)walk(l, "d"))->mode));
+	assert_int_equal(walk(l, "d/inner"), -ENOTDIR);
+	assert_true(walk(l, "d2/x") > 0);
+	index_layer_free(l);
+	free(t.buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_tree_semantics),
+		cmocka_unit_test(test_encode_decode),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_replace_dir_with_file),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for the RocksDB store: chunks, layers, images, locking and the format version. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rocksdb/c.h>
+
+#include "store/store.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+static char dir[256];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/strata-test-store-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[300];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+static void test_chunks(void **state)
+{
+	struct store *s;
+	uint8_t d[32], d2[32], buf[8192];
+	char text[5000], random_bytes[3000];
+
+	(void)state;
+	memset(text, 'z', sizeof(text));
+	for (size_t i = 0; i < sizeof(random_bytes); i++)
+		random_bytes[i] = (char)(rand() & 0xff);
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	util_sha256(text, sizeof(text), d);
+	util_sha256(random_bytes, sizeof(random_bytes), d2);
+	assert_int_equal(store_chunk_has(s, d), 0);
+	assert_int_equal(store_chunk_get(s, d, buf, sizeof(buf)), -ENOENT);
+	assert_int_equal(store_chunk_put(s, d, text, sizeof(text)), 1);
+	assert_int_equal(store_chunk_put(s, d, text, sizeof(text)), 0); /* dedup */
+	assert_int_equal(store_chunk_put(s, d2, random_bytes, sizeof(random_bytes)), 1);
+	assert_int_equal(store_chunk_has(s, d), 1);
+	assert_int_equal(store_chunk_get(s, d, buf, sizeof(buf)), sizeof(text));
+	assert_memory_equal(buf, text, sizeof(text));
+	assert_int_equal(store_chunk_get(s, d2, buf, sizeof(buf)), sizeof(random_bytes));
+	assert_memory_equal(buf, random_bytes, sizeof(random_bytes));
+	assert_int_equal(store_chunk_get(s, d, buf, 10), -ENOBUFS);
+	store_close(s);
+
+	/* survives a reopen */
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_chunk_get(s, d2, buf, sizeof(buf)), sizeof(random_bytes));
+	store_close(s);
+}
+
+static int count_layers(void *ctx, const struct store_layer *l)
+{
+	(void)l;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int count_images(void *ctx, const char *ref, const char *json)
+{
+	assert_non_null(ref);
+	assert_non_null(json);
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void test_layers_images(void **state)
+{
+	struct store *s;
+	struct store_layer a, b, got;
+	char digest[STORE_DIGEST_LEN];
+	void *idx;
+	size_t len;
+	char *json;
+	int n = 0;
+
+	(void)state;
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	snprintf(a.digest, sizeof(a.digest), "sha256:%064d", 1);
+	snprintf(b.digest, sizeof(b.digest), "sha256:%064d", 2);
+	snprintf(a.media_type, sizeof(a.media_type), "application/vnd.oci.image.layer.v1.tar");
+	a.size = 10;
+	a.tar_size = 20;
+	a.chunk_size = 4096;
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_layer_get(s, a.digest, &got, NULL, NULL), -ENOENT);
+	assert_int_equal(store_layer_put(s, &a, "INDEX", 5), 0);
+	assert_int_equal(store_layer_put(s, &b, "I2", 2), 0);
+	assert_true(a.seq >= 1);
+	assert_int_not_equal(a.seq, b.seq);
+	{
+		uint32_t seq = a.seq;
+
+		/* putting again keeps the seq */
+		assert_int_equal(store_layer_put(s, &a, "INDEX", 5), 0);
+		assert_int_equal(a.seq, seq);
+	}
+	assert_int_equal(store_layer_get(s, a.digest, &got, &idx, &len), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(idx, "INDEX", 5);
+	free(idx);
+	assert_string_equal(got.media_type, a.media_type);
+	assert_int_equal(got.size, 10);
+	assert_int_equal(got.tar_size, 20);
+	assert_int_equal(got.seq, a.seq);
+	assert_int_equal(store_layer_by_seq(s, b.seq, digest), 0);
+	assert_string_equal(digest, b.digest);
+	assert_int_equal(store_layer_list(s, count_layers, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_layer_del(s, b.digest), 0);
+	assert_int_equal(store_layer_by_seq(s, b.seq, digest), -ENOENT);
+
+	assert_int_equal(store_image_put(s, "example.com/a:1", "{\"x\":1}"), 0);
+	assert_int_equal(store_image_get(s, "example.com/a:1", &json), 0);
+	assert_string_equal(json, "{\"x\":1}");
+	free(json);
+	n = 0;
+	assert_int_equal(store_image_list(s, count_images, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_image_del(s, "example.com/a:1"), 0);
+	assert_int_equal(store_image_get(s, "example.com/a:1", &json), -ENOENT);
+	store_close(s);
+
+	/* seq numbers are never reused after a reopen */
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	b.seq = 0;
+	assert_int_equal(store_layer_put(s, &b, "I2", 2), 0);
+	assert_true(b.seq > a.seq);
+	store_close(s);
+}
+
+static void test_lock(void **state)
+{
+	struct store *s, *s2 = NULL;
+	char pid[32];
+
+	(void)state;
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(dir, NULL, &s2), -EBUSY);
+	assert_null(s2);
+	snprintf(pid, sizeof(pid), "pid %d", (int)getpid());
+	assert_non_null(strstr(strata_errmsg(EBUSY), "in use by another strata process"));
+	assert_non_null(strstr(strata_errmsg(EBUSY), pid));
+	store_close(s);
+	assert_int_equal(store_open(dir, NULL, &s2), 0);
+	store_close(s2);
+}
+
+static void test_format_version(void **state)
+{
+	struct store *s = NULL;
+	const char *names[] = { "default", "chunks", "layers", "images", "meta" };
+	rocksdb_options_t *o = rocksdb_options_create();
+	const rocksdb_options_t *cfo[5] = { o, o, o, o, o };
+	rocksdb_column_family_handle_t *cf[5];
+	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+	char path[300], *err = NULL;
+	rocksdb_t *db;
+
+	(void)state;
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	store_close(s);
+	snprintf(path, sizeof(path), "%s/db", dir);
+	db = rocksdb_open_column_families(o, path, 5, names, cfo, cf, &err);
+	assert_null(err);
+	rocksdb_put_cf(db, wo, cf[4], "format", 6, "99", 2, &err);
+	assert_null(err);
+	for (int i = 0; i < 5; i++)
+		rocksdb_column_family_handle_destroy(cf[i]);
+	rocksdb_close(db);
+	rocksdb_writeoptions_destroy(wo);
+	rocksdb_options_destroy(o);
+
+	s = NULL;
+	assert_int_equal(store_open(dir, NULL, &s), -EPROTO);
+	assert_null(s);
+	assert_non_null(strstr(strata_errmsg(EPROTO), "format version 99"));
+	assert_non_null(strstr(strata_errmsg(EPROTO), "supports version 1"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_chunks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_layers_images, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format_version, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
