@@ -548,6 +548,7 @@ static int add_entry(struct builder *b, struct index_tar *t, const struct index_
 			return rc;
 		break;
 	case INDEX_TAR_SYMLINK:
+		n->a.mode = S_IFLNK | 0777; /* Linux symlinks have no mode of their own */
 		n->target = strdup(e->linkname ? e->linkname : "");
 		if (!n->target)
 			return -ENOMEM;

@@ -1,3 +1,1060 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* placeholder */
-typedef int strata_placeholder_index_tar_c;
+/* A streaming tar reader for ustar, v7, GNU and PAX archives, with path cleaning and xattrs. */
+#include "tar.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+#define BLOCK 512
+#define READ_BUF_SIZE (64 * 1024)
+#define MAX_EXT_SIZE (16 * 1024 * 1024) /* PAX / GNU long name data, per member */
+
+/* ustar header field offsets and sizes */
+#define H_NAME 0
+#define H_NAME_LEN 100
+#define H_MODE 100
+#define H_UID 108
+#define H_GID 116
+#define H_SIZE 124
+#define H_MTIME 136
+#define H_CHKSUM 148
+#define H_TYPE 156
+#define H_LINK 157
+#define H_LINK_LEN 100
+#define H_MAGIC 257
+#define H_DEVMAJOR 329
+#define H_DEVMINOR 337
+#define H_PREFIX 345
+#define H_PREFIX_LEN 155
+#define H_STAR_PREFIX_LEN 131
+#define H_STAR_MAGIC 508
+#define H_GNU_ISEXTENDED 482
+
+/* Metadata collected from PAX 'x' and GNU 'L'/'K' headers for the next member. */
+struct ext {
+	bool any;            /* at least one extension header is pending */
+	uint64_t bytes;      /* extension data read for this member (bounded by MAX_EXT_SIZE) */
+	char *path, *linkpath;       /* PAX path, linkpath */
+	char *gnu_name, *gnu_link;   /* GNU 'L', 'K' */
+	bool has_size, has_uid, has_gid, has_mtime, has_devmajor, has_devminor;
+	uint64_t size;
+	uint32_t uid, gid, devmajor, devminor;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	bool sparse;         /* GNU.sparse.* seen */
+	struct index_tar_xattr *xattrs;
+	size_t nxattrs, cap;
+};
+
+struct index_tar {
+	struct index_reader src; /* borrowed */
+	uint8_t *buf;            /* read buffer; unconsumed bytes are buf[pos, len) */
+	size_t pos, len;
+	uint64_t off;            /* stream offset of buf[pos] */
+	bool done;               /* end of archive reached */
+	int err;                 /* sticky negative errno after a fatal error, else 0 */
+	uint64_t remain;         /* readable content left in the current member */
+	uint64_t skip;           /* bytes after the readable content: unreadable content + padding */
+	bool have_entry;
+	struct index_tar_entry ent; /* owns path, linkname, xattrs */
+	struct ext ext;
+};
+
+static void xattrs_free(struct index_tar_xattr *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(x[i].name);
+		free(x[i].value);
+	}
+	free(x);
+}
+
+static void ext_reset(struct ext *x)
+{
+	free(x->path);
+	free(x->linkpath);
+	free(x->gnu_name);
+	free(x->gnu_link);
+	xattrs_free(x->xattrs, x->nxattrs);
+	memset(x, 0, sizeof(*x));
+}
+
+static void entry_reset(struct index_tar *t)
+{
+	free(t->ent.path);
+	free(t->ent.linkname);
+	xattrs_free(t->ent.xattrs, t->ent.nxattrs);
+	memset(&t->ent, 0, sizeof(t->ent));
+	t->have_entry = false;
+}
+
+int index_tar_open(struct index_reader src, struct index_tar **out)
+{
+	struct index_tar *t;
+
+	assert(src.read);
+	*out = NULL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return strata_err(ENOMEM, "out of memory opening tar reader");
+	t->buf = malloc(READ_BUF_SIZE);
+	if (!t->buf) {
+		free(t);
+		return strata_err(ENOMEM, "out of memory opening tar reader");
+	}
+	t->src = src;
+	*out = t;
+	return 0;
+}
+
+void index_tar_free(struct index_tar *t)
+{
+	if (!t)
+		return;
+	entry_reset(t);
+	ext_reset(&t->ext);
+	free(t->buf);
+	free(t);
+}
+
+uint64_t index_tar_offset(const struct index_tar *t)
+{
+	return t->off;
+}
+
+/* ---- buffered input ---- */
+
+/* Copies up to len buffered bytes (refilling once if empty). Returns count, 0 at EOF, or errno. */
+static ssize_t get(struct index_tar *t, void *dst, size_t len)
+{
+	size_t n;
+
+	assert(t->pos <= t->len);
+	if (t->pos == t->len) {
+		ssize_t r = t->src.read(t->src.ctx, t->buf, READ_BUF_SIZE);
+
+		if (r <= 0)
+			return r;
+		assert((size_t)r <= READ_BUF_SIZE);
+		t->pos = 0;
+		t->len = (size_t)r;
+	}
+	n = t->len - t->pos;
+	if (n > len)
+		n = len;
+	if (dst)
+		memcpy(dst, t->buf + t->pos, n);
+	t->pos += n;
+	t->off += n;
+	return (ssize_t)n;
+}
+
+static int truncated(struct index_tar *t)
+{
+	return strata_err(EPIPE, "truncated tar archive at offset %" PRIu64, t->off);
+}
+
+/* Reads len bytes (dst NULL: skips them). Returns the count (less than len only at EOF) or errno. */
+static ssize_t get_full(struct index_tar *t, void *dst, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = get(t, dst ? (uint8_t *)dst + got : NULL, len - got);
+
+		if (n < 0)
+			return n;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* Skips n bytes. Returns 0, -EPIPE at EOF, or the source's error. */
+static int skip_bytes(struct index_tar *t, uint64_t n)
+{
+	while (n > 0) {
+		ssize_t r = get(t, NULL, n > SSIZE_MAX ? SSIZE_MAX : (size_t)n);
+
+		if (r < 0)
+			return (int)r;
+		if (r == 0)
+			return truncated(t);
+		n -= (uint64_t)r;
+	}
+	return 0;
+}
+
+static uint64_t padding(uint64_t size)
+{
+	return (BLOCK - size % BLOCK) % BLOCK;
+}
+
+/* ---- header fields ---- */
+
+/*
+ * Parses a numeric header field: octal (leading spaces allowed, ended by NUL, space or the field end;
+ * an empty field is 0) or GNU base-256 (high bit of the first byte set; two's complement when the
+ * 0x40 bit is also set). Returns 0 and *v, or -1 when malformed or out of int64 range.
+ */
+static int parse_num(const uint8_t *f, size_t len, int64_t *v)
+{
+	uint64_t x = 0;
+	size_t i = 0;
+
+	if (f[0] & 0x80) {
+		uint8_t inv = (f[0] & 0x40) ? 0xff : 0;
+
+		for (i = 0; i < len; i++) {
+			uint8_t c = f[i] ^ inv;
+
+			if (i == 0)
+				c &= 0x7f;
+			if (x >> 56)
+				return -1;
+			x = x << 8 | c;
+		}
+		if (x >> 63)
+			return -1;
+		*v = inv ? -(int64_t)x - 1 : (int64_t)x;
+		return 0;
+	}
+	while (i < len && f[i] == ' ')
+		i++;
+	for (; i < len && f[i] >= '0' && f[i] <= '7'; i++) {
+		if (x >> 60)
+			return -1;
+		x = x << 3 | (uint64_t)(f[i] - '0');
+	}
+	if (i < len && f[i] != '\0' && f[i] != ' ')
+		return -1;
+	if (x >> 63)
+		return -1;
+	*v = (int64_t)x;
+	return 0;
+}
+
+/* Like parse_num, but the value must lie in [0, max]. */
+static int parse_unum(const uint8_t *f, size_t len, uint64_t max, uint64_t *v)
+{
+	int64_t s;
+
+	if (parse_num(f, len, &s) < 0 || s < 0 || (uint64_t)s > max)
+		return -1;
+	*v = (uint64_t)s;
+	return 0;
+}
+
+static bool is_zero_block(const uint8_t *b)
+{
+	for (size_t i = 0; i < BLOCK; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+/* Accepts the unsigned sum (POSIX) or the signed-char sum (some historic tars). */
+static bool checksum_ok(const uint8_t *b)
+{
+	uint64_t want;
+	int64_t usum = 0, ssum = 0;
+
+	if (parse_unum(b + H_CHKSUM, 8, UINT32_MAX, &want) < 0)
+		return false;
+	for (size_t i = 0; i < BLOCK; i++) {
+		uint8_t c = (i >= H_CHKSUM && i < H_CHKSUM + 8) ? ' ' : b[i];
+
+		usum += c;
+		ssum += (signed char)c;
+	}
+	return (int64_t)want == usum || (int64_t)want == ssum;
+}
+
+/* A NUL-terminated copy of the first len bytes (or up to the first NUL). NULL on ENOMEM. */
+static char *dup_field(const void *f, size_t len)
+{
+	return strndup(f, len);
+}
+
+/* Returns a cleaned copy of a path (see tar.h), or NULL on ENOMEM. */
+static char *clean_path(const char *in)
+{
+	size_t o = 0;
+	char *out = malloc(strlen(in) + 1);
+
+	if (!out)
+		return NULL;
+	while (*in) {
+		const char *s = in;
+		size_t n;
+
+		while (*in && *in != '/')
+			in++;
+		n = (size_t)(in - s);
+		if (*in)
+			in++;
+		if (n == 0 || (n == 1 && s[0] == '.'))
+			continue;
+		if (n == 2 && s[0] == '.' && s[1] == '.') {
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--;
+			continue;
+		}
+		if (o > 0)
+			out[o++] = '/';
+		memcpy(out + o, s, n);
+		o += n;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- PAX records ---- */
+
+/* Parses a decimal unsigned value spanning all of [s, s+len). Returns 0 or -1. */
+static int parse_dec(const char *s, size_t len, uint64_t max, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (len == 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		if (x > (UINT64_MAX - 9) / 10)
+			return -1;
+		x = x * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (x > max)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+/* Parses "[-]sec[.frac]" into seconds and non-negative nanoseconds (-1.5 -> -2 s + 500000000 ns). */
+static int parse_time(const char *s, size_t len, int64_t *sec, uint32_t *nsec)
+{
+	bool neg = false;
+	size_t dot;
+	uint64_t whole, frac = 0;
+
+	if (len > 0 && s[0] == '-') {
+		neg = true;
+		s++;
+		len--;
+	}
+	for (dot = 0; dot < len && s[dot] != '.'; dot++)
+		;
+	if (parse_dec(s, dot, INT64_MAX - 1, &whole) < 0)
+		return -1;
+	if (dot < len) {
+		size_t i;
+
+		for (i = dot + 1; i < len; i++) {
+			if (s[i] < '0' || s[i] > '9')
+				return -1;
+			if (i - dot <= 9)
+				frac = frac * 10 + (uint64_t)(s[i] - '0');
+		}
+		for (i = len - dot - 1; i < 9; i++)
+			frac *= 10;
+	}
+	if (!neg) {
+		*sec = (int64_t)whole;
+		*nsec = (uint32_t)frac;
+	} else if (frac == 0) {
+		*sec = -(int64_t)whole;
+		*nsec = 0;
+	} else {
+		*sec = -(int64_t)whole - 1;
+		*nsec = (uint32_t)(1000000000u - frac);
+	}
+	return 0;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes %XX escapes into a new NUL-terminated string. Returns it, or NULL with *bad set for a
+ * malformed escape and clear for ENOMEM. */
+static char *url_decode(const char *s, size_t len, bool *bad)
+{
+	char *out = malloc(len + 1);
+	size_t o = 0;
+
+	*bad = false;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '%') {
+			int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
+			int lo = i + 2 < len ? hexval(s[i + 2]) : -1;
+
+			if (hi < 0 || lo < 0) {
+				*bad = true;
+				free(out);
+				return NULL;
+			}
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			out[o++] = s[i];
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static int b64val(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Decodes base64 (padding optional) into a new buffer. Returns 0, -EINVAL or -ENOMEM. */
+static int b64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len)
+{
+	uint8_t *b;
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t o = 0;
+
+	while (len > 0 && s[len - 1] == '=')
+		len--;
+	b = malloc(len * 3 / 4 + 1);
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < len; i++) {
+		int v = b64val(s[i]);
+
+		if (v < 0) {
+			free(b);
+			return -EINVAL;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			b[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	*out = b;
+	*out_len = o;
+	return 0;
+}
+
+/* Adds or replaces (libarchive writes both SCHILY and LIBARCHIVE forms) an xattr; takes ownership of
+ * name and value on success and on failure. Returns 0 or -ENOMEM. */
+static int ext_add_xattr(struct ext *x, char *name, uint8_t *value, size_t len)
+{
+	for (size_t i = 0; i < x->nxattrs; i++) {
+		if (strcmp(x->xattrs[i].name, name) == 0) {
+			free(name);
+			free(x->xattrs[i].value);
+			x->xattrs[i].value = value;
+			x->xattrs[i].len = len;
+			return 0;
+		}
+	}
+	if (x->nxattrs == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 4;
+		struct index_tar_xattr *n = realloc(x->xattrs, cap * sizeof(*n));
+
+		if (!n) {
+			free(name);
+			free(value);
+			return -ENOMEM;
+		}
+		x->xattrs = n;
+		x->cap = cap;
+	}
+	x->xattrs[x->nxattrs].name = name;
+	x->xattrs[x->nxattrs].value = value;
+	x->xattrs[x->nxattrs].len = len;
+	x->nxattrs++;
+	return 0;
+}
+
+static bool key_is(const char *key, size_t klen, const char *lit)
+{
+	return strlen(lit) == klen && memcmp(key, lit, klen) == 0;
+}
+
+static bool key_has_prefix(const char *key, size_t klen, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return klen >= n && memcmp(key, lit, n) == 0;
+}
+
+/* Replaces *dst with a copy of val (NULL when val is empty: POSIX "unset"). Returns 0 or -ENOMEM. */
+static int set_str(char **dst, const char *val, size_t vlen)
+{
+	char *s = NULL;
+
+	if (vlen > 0) {
+		s = dup_field(val, vlen);
+		if (!s)
+			return -ENOMEM;
+	}
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+/* Sets a decimal PAX number (an empty value unsets it). Returns 0 or -1 when malformed. */
+static int set_num(bool *has, uint64_t *dst, uint64_t max, const char *val, size_t vlen)
+{
+	if (vlen == 0) {
+		*has = false;
+		return 0;
+	}
+	if (parse_dec(val, vlen, max, dst) < 0)
+		return -1;
+	*has = true;
+	return 0;
+}
+
+static int set_num32(bool *has, uint32_t *dst, const char *val, size_t vlen)
+{
+	uint64_t v;
+
+	if (set_num(has, &v, UINT32_MAX, val, vlen) < 0)
+		return -1;
+	if (*has)
+		*dst = (uint32_t)v;
+	return 0;
+}
+
+/* Applies one PAX record. Returns 0, -1 for a malformed value, or -ENOMEM. */
+static int pax_record(struct ext *x, const char *key, size_t klen, const char *val, size_t vlen)
+{
+	int rc;
+
+	if (key_is(key, klen, "path"))
+		return set_str(&x->path, val, vlen);
+	if (key_is(key, klen, "linkpath"))
+		return set_str(&x->linkpath, val, vlen);
+	if (key_is(key, klen, "size"))
+		return set_num(&x->has_size, &x->size, INT64_MAX, val, vlen);
+	if (key_is(key, klen, "uid"))
+		return set_num32(&x->has_uid, &x->uid, val, vlen);
+	if (key_is(key, klen, "gid"))
+		return set_num32(&x->has_gid, &x->gid, val, vlen);
+	if (key_is(key, klen, "SCHILY.devmajor"))
+		return set_num32(&x->has_devmajor, &x->devmajor, val, vlen);
+	if (key_is(key, klen, "SCHILY.devminor"))
+		return set_num32(&x->has_devminor, &x->devminor, val, vlen);
+	if (key_is(key, klen, "mtime")) {
+		if (vlen == 0) {
+			x->has_mtime = false;
+			return 0;
+		}
+		if (parse_time(val, vlen, &x->mtime_sec, &x->mtime_nsec) < 0)
+			return -1;
+		x->has_mtime = true;
+		return 0;
+	}
+	if (key_has_prefix(key, klen, "SCHILY.xattr.")) {
+		size_t p = strlen("SCHILY.xattr.");
+		char *name = dup_field(key + p, klen - p);
+		uint8_t *value = malloc(vlen ? vlen : 1);
+
+		if (!name || !value) {
+			free(name);
+			free(value);
+			return -ENOMEM;
+		}
+		memcpy(value, val, vlen);
+		if (name[0] == '\0') {
+			free(name);
+			free(value);
+			return -1;
+		}
+		return ext_add_xattr(x, name, value, vlen);
+	}
+	if (key_has_prefix(key, klen, "LIBARCHIVE.xattr.")) {
+		size_t p = strlen("LIBARCHIVE.xattr.");
+		uint8_t *value = NULL;
+		size_t len = 0;
+		bool bad;
+		char *name = url_decode(key + p, klen - p, &bad);
+
+		if (!name)
+			return bad ? -1 : -ENOMEM;
+		if (name[0] == '\0') {
+			free(name);
+			return -1;
+		}
+		rc = b64_decode(val, vlen, &value, &len);
+		if (rc < 0) {
+			free(name);
+			return rc == -ENOMEM ? rc : -1;
+		}
+		return ext_add_xattr(x, name, value, len);
+	}
+	if (key_has_prefix(key, klen, "GNU.sparse."))
+		x->sparse = true;
+	/* atime, ctime, uname, gname, comment, charset, hdrcharset and unknown keys are ignored */
+	return 0;
+}
+
+/* Parses PAX records "<len> <key>=<value>\n" from data. Returns 0 or negative errno (strata_err set). */
+static int pax_parse(struct ext *x, const char *data, size_t size, uint64_t hdr_off)
+{
+	size_t pos = 0;
+
+	while (pos < size) {
+		size_t i = pos, rec_len = 0, key, eq, end;
+		int rc;
+
+		if (data[pos] == '\0') {
+			/* tolerate NUL padding after the last record */
+			while (pos < size && data[pos] == '\0')
+				pos++;
+			if (pos == size)
+				break;
+			goto bad;
+		}
+		while (i < size && data[i] >= '0' && data[i] <= '9') {
+			if (rec_len > size)
+				goto bad;
+			rec_len = rec_len * 10 + (size_t)(data[i] - '0');
+			i++;
+		}
+		if (i == pos || i >= size || data[i] != ' ' || rec_len > size - pos ||
+		    rec_len <= i + 1 - pos)
+			goto bad;
+		end = pos + rec_len; /* one past the '\n' */
+		if (data[end - 1] != '\n')
+			goto bad;
+		key = i + 1;
+		for (eq = key; eq < end - 1 && data[eq] != '='; eq++)
+			;
+		if (eq == end - 1 || eq == key)
+			goto bad;
+		rc = pax_record(x, data + key, eq - key, data + eq + 1, end - 1 - (eq + 1));
+		if (rc == -ENOMEM)
+			return strata_err(ENOMEM, "out of memory parsing pax header");
+		if (rc < 0)
+			goto bad;
+		pos = end;
+	}
+	return 0;
+bad:
+	return strata_err(EINVAL, "invalid pax header at offset %" PRIu64, hdr_off);
+}
+
+/* ---- members ---- */
+
+/* Reads the content of an extension header (size bytes + padding) into a new NUL-terminated buffer.
+ * Returns 0 or negative errno (strata_err set); *out is NULL on failure. */
+static int read_ext_data(struct index_tar *t, uint64_t size, char **out)
+{
+	char *data;
+	ssize_t n;
+
+	*out = NULL;
+	if (size > MAX_EXT_SIZE)
+		return strata_err(EINVAL, "tar header too large");
+	data = malloc((size_t)size + 1);
+	if (!data)
+		return strata_err(ENOMEM, "out of memory reading tar header");
+	n = get_full(t, data, (size_t)size);
+	if (n < 0) {
+		free(data);
+		return (int)n;
+	}
+	if ((uint64_t)n < size) {
+		free(data);
+		return truncated(t);
+	}
+	data[size] = '\0';
+	n = skip_bytes(t, padding(size));
+	if (n < 0) {
+		free(data);
+		return (int)n;
+	}
+	*out = data;
+	return 0;
+}
+
+/* GNU 'L'/'K' data: a name with trailing NULs. Replaces *dst. Returns 0 or negative errno. */
+static int read_gnu_name(struct index_tar *t, uint64_t size, char **dst)
+{
+	char *data;
+	int rc = read_ext_data(t, size, &data);
+
+	if (rc < 0)
+		return rc;
+	free(*dst);
+	*dst = data; /* NUL-terminated at size; embedded trailing NULs end the string */
+	return 0;
+}
+
+static int bad_field(uint64_t hdr_off, const char *what)
+{
+	return strata_err(EINVAL, "invalid tar header at offset %" PRIu64 ": bad %s field", hdr_off, what);
+}
+
+static int type_of(uint8_t flag, enum index_tar_type *type)
+{
+	switch (flag) {
+	case '0':
+	case '\0':
+	case '7':
+		*type = INDEX_TAR_REG;
+		return 0;
+	case '1':
+		*type = INDEX_TAR_HARDLINK;
+		return 0;
+	case '2':
+		*type = INDEX_TAR_SYMLINK;
+		return 0;
+	case '3':
+		*type = INDEX_TAR_CHAR;
+		return 0;
+	case '4':
+		*type = INDEX_TAR_BLOCK;
+		return 0;
+	case '5':
+	case 'D': /* GNU dumpdir: a directory followed by a listing we skip */
+		*type = INDEX_TAR_DIR;
+		return 0;
+	case '6':
+		*type = INDEX_TAR_FIFO;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* Builds t->ent from a member header block b and the pending extensions. Sets t->remain, t->skip.
+ * Returns 1, or negative errno (strata_err set). The entry is left partly filled on failure. */
+static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, uint64_t first_off)
+{
+	struct index_tar_entry *e = &t->ent;
+	struct ext *x = &t->ext;
+	uint8_t flag = b[H_TYPE];
+	bool posix = memcmp(b + H_MAGIC, "ustar\0", 6) == 0;
+	bool gnu = memcmp(b + H_MAGIC, "ustar  \0", 8) == 0;
+	const char *raw;
+	char *joined = NULL;
+	uint64_t size, u;
+	int64_t s;
+	int rc = 1;
+
+	e->header_offset = first_off;
+	e->data_offset = t->off;
+
+	/* path: PAX > GNU long name > ustar prefix/name */
+	if (x->path) {
+		raw = x->path;
+	} else if (x->gnu_name) {
+		raw = x->gnu_name;
+	} else {
+		size_t nlen = strnlen((const char *)b + H_NAME, H_NAME_LEN);
+		size_t plen = 0;
+
+		if (posix) {
+			size_t pmax = memcmp(b + H_STAR_MAGIC, "tar\0", 4) == 0 ? H_STAR_PREFIX_LEN
+										 : H_PREFIX_LEN;
+
+			plen = strnlen((const char *)b + H_PREFIX, pmax);
+		}
+		joined = malloc(plen + 1 + nlen + 1);
+		if (!joined)
+			goto nomem;
+		memcpy(joined, b + H_PREFIX, plen);
+		if (plen)
+			joined[plen++] = '/';
+		memcpy(joined + plen, b + H_NAME, nlen);
+		joined[plen + nlen] = '\0';
+		raw = joined;
+	}
+	if (type_of(flag, &e->type) < 0 && flag != 'S') {
+		e->path = clean_path(raw);
+		rc = strata_err(ENOTSUP, "tar member %s has unsupported type '%c'",
+				e->path ? e->path : raw, flag >= 0x20 && flag < 0x7f ? flag : '?');
+		goto skip_member;
+	}
+	/* old tars mark directories with a trailing slash on a regular-file entry */
+	if (flag == '\0' && raw[0] && raw[strlen(raw) - 1] == '/')
+		e->type = INDEX_TAR_DIR;
+	e->path = clean_path(raw);
+	if (!e->path)
+		goto nomem;
+	if (flag == 'S' || x->sparse) {
+		rc = strata_err(ENOTSUP, "sparse file %s is not supported", e->path);
+		if (flag == 'S' && b[H_GNU_ISEXTENDED]) {
+			/* extension sparse maps follow, outside the size: the stream cannot be resumed */
+			t->err = rc;
+			goto out;
+		}
+		goto skip_member;
+	}
+
+	/* link target: PAX > GNU long link > header */
+	if (e->type == INDEX_TAR_HARDLINK || e->type == INDEX_TAR_SYMLINK) {
+		const char *lraw = x->linkpath ? x->linkpath : x->gnu_link;
+		char *lbuf = NULL;
+
+		if (!lraw) {
+			lbuf = dup_field(b + H_LINK, H_LINK_LEN);
+			if (!lbuf)
+				goto nomem;
+			lraw = lbuf;
+		}
+		e->linkname = e->type == INDEX_TAR_HARDLINK ? clean_path(lraw) : strdup(lraw);
+		free(lbuf);
+		if (!e->linkname)
+			goto nomem;
+	}
+
+	if (parse_unum(b + H_MODE, 8, UINT32_MAX, &u) < 0) {
+		rc = bad_field(hdr_off, "mode");
+		goto out;
+	}
+	e->mode = (uint32_t)u & 07777;
+	if (x->has_uid)
+		e->uid = x->uid;
+	else if (parse_unum(b + H_UID, 8, UINT32_MAX, &u) == 0)
+		e->uid = (uint32_t)u;
+	else {
+		rc = bad_field(hdr_off, "uid");
+		goto out;
+	}
+	if (x->has_gid)
+		e->gid = x->gid;
+	else if (parse_unum(b + H_GID, 8, UINT32_MAX, &u) == 0)
+		e->gid = (uint32_t)u;
+	else {
+		rc = bad_field(hdr_off, "gid");
+		goto out;
+	}
+	if (x->has_mtime) {
+		e->mtime_sec = x->mtime_sec;
+		e->mtime_nsec = x->mtime_nsec;
+	} else if (parse_num(b + H_MTIME, 12, &s) == 0) {
+		e->mtime_sec = s;
+	} else {
+		rc = bad_field(hdr_off, "mtime");
+		goto out;
+	}
+	if (e->type == INDEX_TAR_CHAR || e->type == INDEX_TAR_BLOCK) {
+		uint64_t maj = 0, min = 0;
+
+		if (!x->has_devmajor && (posix || gnu) &&
+		    parse_unum(b + H_DEVMAJOR, 8, UINT32_MAX, &maj) < 0) {
+			rc = bad_field(hdr_off, "devmajor");
+			goto out;
+		}
+		if (!x->has_devminor && (posix || gnu) &&
+		    parse_unum(b + H_DEVMINOR, 8, UINT32_MAX, &min) < 0) {
+			rc = bad_field(hdr_off, "devminor");
+			goto out;
+		}
+		e->devmajor = x->has_devmajor ? x->devmajor : (uint32_t)maj;
+		e->devminor = x->has_devminor ? x->devminor : (uint32_t)min;
+	}
+
+	/* xattrs move from the pending extensions to the entry */
+	e->xattrs = x->xattrs;
+	e->nxattrs = x->nxattrs;
+	x->xattrs = NULL;
+	x->nxattrs = x->cap = 0;
+
+skip_member:
+	/* content size; like GNU tar, every type but a directory may carry content (skipped unless
+	 * the member is a regular file) */
+	if (x->has_size) {
+		size = x->size;
+	} else if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
+		rc = bad_field(hdr_off, "size");
+		goto out;
+	}
+	if (flag == '5')
+		size = 0;
+	if (rc == 1 && e->type == INDEX_TAR_REG) {
+		e->size = size;
+		t->remain = size;
+		t->skip = padding(size);
+	} else {
+		t->remain = 0;
+		t->skip = size + padding(size);
+	}
+	if (rc == 1)
+		t->have_entry = true;
+	goto out;
+nomem:
+	rc = strata_err(ENOMEM, "out of memory reading tar header");
+out:
+	free(joined);
+	return rc;
+}
+
+int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
+{
+	uint8_t b[BLOCK];
+	uint64_t first_off;
+	int rc;
+
+	assert(t && e);
+	*e = NULL;
+	if (t->err)
+		return t->err;
+	if (t->done)
+		return 0;
+	rc = skip_bytes(t, t->remain + t->skip);
+	if (rc < 0)
+		goto fail;
+	t->remain = 0;
+	t->skip = 0;
+	entry_reset(t);
+	ext_reset(&t->ext);
+
+	first_off = t->off;
+	for (;;) {
+		uint64_t hdr_off = t->off;
+		ssize_t n = get_full(t, b, BLOCK);
+		uint64_t size;
+		char *data;
+
+		if (n < 0) {
+			rc = (int)n;
+			goto fail;
+		}
+		if (n == 0 && !t->ext.any) {
+			t->done = true;
+			return 0;
+		}
+		if (n < BLOCK) {
+			rc = truncated(t);
+			goto fail;
+		}
+		if (is_zero_block(b)) {
+			if (t->ext.any) {
+				rc = strata_err(EINVAL, "tar extension header at offset %" PRIu64
+						" is not followed by a member", first_off);
+				goto fail;
+			}
+			t->done = true;
+			return 0;
+		}
+		if (!checksum_ok(b)) {
+			rc = strata_err(EINVAL, "not a tar archive: bad header checksum at offset %" PRIu64,
+					hdr_off);
+			goto fail;
+		}
+		if (b[H_TYPE] != 'x' && b[H_TYPE] != 'g' && b[H_TYPE] != 'L' && b[H_TYPE] != 'K') {
+			rc = make_entry(t, b, hdr_off, first_off);
+			if (rc < 0 && rc != -ENOTSUP)
+				goto fail;
+			if (rc < 0)
+				return rc; /* t->skip covers the member: the caller may go on */
+			*e = &t->ent;
+			return 1;
+		}
+		if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
+			rc = bad_field(hdr_off, "size");
+			goto fail;
+		}
+		if (b[H_TYPE] == 'g') {
+			/* global headers are validated and otherwise ignored; they belong to no member */
+			struct ext g = { 0 };
+
+			rc = read_ext_data(t, size, &data);
+			if (rc < 0)
+				goto fail;
+			rc = pax_parse(&g, data, (size_t)size, hdr_off);
+			ext_reset(&g);
+			free(data);
+			if (rc < 0)
+				goto fail;
+			if (!t->ext.any)
+				first_off = t->off;
+			continue;
+		}
+		if (size > MAX_EXT_SIZE || t->ext.bytes + size > MAX_EXT_SIZE) {
+			rc = strata_err(EINVAL, "tar header too large");
+			goto fail;
+		}
+		t->ext.bytes += size;
+		t->ext.any = true;
+		switch (b[H_TYPE]) {
+		case 'x':
+			rc = read_ext_data(t, size, &data);
+			if (rc < 0)
+				goto fail;
+			rc = pax_parse(&t->ext, data, (size_t)size, hdr_off);
+			free(data);
+			if (rc < 0)
+				goto fail;
+			break;
+		case 'L':
+			rc = read_gnu_name(t, size, &t->ext.gnu_name);
+			if (rc < 0)
+				goto fail;
+			break;
+		default: /* 'K' */
+			rc = read_gnu_name(t, size, &t->ext.gnu_link);
+			if (rc < 0)
+				goto fail;
+			break;
+		}
+	}
+fail:
+	t->err = rc;
+	return rc;
+}
+
+ssize_t index_tar_read(struct index_tar *t, void *buf, size_t len)
+{
+	ssize_t n;
+
+	assert(t && (buf || len == 0));
+	if (t->err)
+		return t->err;
+	if (!t->have_entry || t->remain == 0 || len == 0)
+		return 0;
+	if (len > t->remain)
+		len = (size_t)t->remain;
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	n = get(t, buf, len);
+	if (n == 0)
+		n = truncated(t);
+	if (n < 0) {
+		t->err = (int)n;
+		return n;
+	}
+	t->remain -= (uint64_t)n;
+	return n;
+}
