@@ -983,6 +983,29 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 	return 0;
 }
 
+/* Points r at blob `digest` of ref's repository. *url and *what are malloc'd (the caller frees
+ * them, also on failure, where they are NULL). Returns 0 or -ENOMEM. */
+static int blob_req(struct req *r, struct fetch_client *c, const struct fetch_ref *ref,
+		    const char *digest, char **url, char **what)
+{
+	*url = NULL;
+	*what = NULL;
+	if (asprintf(url, "%s://%s/v2/%s/blobs/%s", scheme(ref), fetch_ref_api_host(ref), ref->path,
+		     digest) < 0) {
+		*url = NULL;
+		return -ENOMEM;
+	}
+	if (asprintf(what, "%s/%s@%s", ref->domain, ref->path, digest) < 0) {
+		*what = NULL;
+		return -ENOMEM;
+	}
+	r->c = c;
+	r->url = *url;
+	r->what = *what;
+	r->host = fetch_ref_api_host(ref);
+	return 0;
+}
+
 /* GETs the config blob into img, checking its digest and size. */
 static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const char *refstr,
 		      struct fetch_image *img, uint64_t size)
@@ -993,21 +1016,9 @@ static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const
 	struct req r = { 0 };
 	int rc;
 
-	if (asprintf(&url, "%s://%s/v2/%s/blobs/%s", scheme(ref), fetch_ref_api_host(ref), ref->path,
-		     img->config_digest) < 0) {
-		url = NULL;
-		rc = -ENOMEM;
+	rc = blob_req(&r, c, ref, img->config_digest, &url, &what);
+	if (rc < 0)
 		goto out;
-	}
-	if (asprintf(&what, "%s/%s@%s", ref->domain, ref->path, img->config_digest) < 0) {
-		what = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
-	r.c = c;
-	r.url = url;
-	r.what = what;
-	r.host = fetch_ref_api_host(ref);
 	r.kind = SINK_MEM;
 	r.limit = CONFIG_MAX;
 	r.limit_what = "config";
@@ -1209,21 +1220,9 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	if (rc < 0)
 		return rc;
 	util_digest_format(md, want);
-	if (asprintf(&url, "%s://%s/v2/%s/blobs/%s", scheme(ref), fetch_ref_api_host(ref), ref->path,
-		     want) < 0) {
-		url = NULL;
-		rc = -ENOMEM;
+	rc = blob_req(&r, c, ref, want, &url, &what);
+	if (rc < 0)
 		goto out;
-	}
-	if (asprintf(&what, "%s/%s@%s", ref->domain, ref->path, want) < 0) {
-		what = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
-	r.c = c;
-	r.url = url;
-	r.what = what;
-	r.host = fetch_ref_api_host(ref);
 	r.kind = SINK_FD;
 	r.fd = fd;
 	r.fd_start = lseek(fd, 0, SEEK_CUR); /* -1 for a pipe: then a retry cannot rewind */

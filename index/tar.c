@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "util/log.h"
+#include "util/sha256.h"
 
 #define BLOCK 512
 #define READ_BUF_SIZE (64 * 1024)
@@ -382,17 +383,6 @@ static int parse_time(const char *s, size_t len, int64_t *sec, uint32_t *nsec)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes %XX escapes into a new NUL-terminated string. Returns it, or NULL with *bad set for a
  * malformed escape and clear for ENOMEM. */
 static char *url_decode(const char *s, size_t len, bool *bad)
@@ -405,8 +395,8 @@ static char *url_decode(const char *s, size_t len, bool *bad)
 		return NULL;
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] == '%') {
-			int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-			int lo = i + 2 < len ? hexval(s[i + 2]) : -1;
+			int hi = i + 2 < len ? util_hexval(s[i + 1]) : -1;
+			int lo = i + 2 < len ? util_hexval(s[i + 2]) : -1;
 
 			if (hi < 0 || lo < 0) {
 				*bad = true;

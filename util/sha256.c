@@ -76,7 +76,7 @@ void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_S
 	util_hex(d, UTIL_SHA256_LEN, out + 7);
 }
 
-static int hexval(char c)
+int util_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -92,8 +92,8 @@ int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN])
 	if (strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 2 * UTIL_SHA256_LEN)
 		return strata_err(EINVAL, "invalid digest '%.80s' (want sha256:<64 hex>)", s);
 	for (int i = 0; i < UTIL_SHA256_LEN; i++) {
-		int hi = hexval(s[7 + 2 * i]);
-		int lo = hexval(s[8 + 2 * i]);
+		int hi = util_hexval(s[7 + 2 * i]);
+		int lo = util_hexval(s[8 + 2 * i]);
 
 		if (hi < 0 || lo < 0)
 			return strata_err(EINVAL, "invalid digest '%.80s' (want sha256:<64 hex>)", s);

@@ -28,6 +28,9 @@ void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_S
 /* Parses "sha256:<64 hex>" (lower or upper case hex). Returns 0, or -EINVAL with strata_err set. */
 int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN]);
 
+/* The value of one hex digit (either case), or -1. */
+int util_hexval(char c);
+
 /* Writes 2*len lowercase hex characters and a NUL into out. */
 void util_hex(const uint8_t *in, size_t len, char *out);
 

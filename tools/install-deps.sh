@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Installs the Debian packages strata needs to build, test and run its demo (run as root).
+set -euo pipefail
+packages=(
+	# build
+	gcc pkg-config meson ninja-build
+	libfuse3-dev librocksdb-dev libcurl4-openssl-dev libzstd-dev libssl-dev zlib1g-dev
+	libjansson-dev libcmocka-dev
+	# run
+	fuse3
+	# tests and demo: the real registry, image tools, ground truth extractors
+	python3 python3-pytest docker-registry skopeo umoci tar gzip zstd busybox-static attr
+	util-linux curl
+)
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
