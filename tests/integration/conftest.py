@@ -1,0 +1,669 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fixtures for strata's integration tests.
+
+Everything here runs as root against a local docker-registry (CNCF Distribution) on 127.0.0.1 and
+real FUSE mounts. The whole session is skipped, with the reason, when the strata binary, root or
+/dev/fuse is missing; a missing external tool (docker-registry, umoci, zstd, ...) fails the tests.
+
+Environment:
+  STRATA_BIN             the binary to test (default: <repo>/build/strata)
+  STRATA_TEST_TIMEOUT    seconds after which a test's strata daemons are killed so that a hung FUSE
+                         request fails instead of hanging the run (default 300)
+"""
+
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+MKFIXTURE = REPO / "tools" / "mkfixture.py"
+sys.path.insert(0, str(HERE))
+
+import treecmp  # noqa: E402
+
+CMD_TIMEOUT = 120          # one strata command
+READY_TIMEOUT = 20         # mount readiness, registry readiness
+STOP_TIMEOUT = 10          # daemon exit after umount
+TEST_TIMEOUT = int(os.environ.get("STRATA_TEST_TIMEOUT", "300"))
+REQUIRED_TOOLS = ["docker-registry", "tar", "gzip", "zstd", "fusermount3", "mount", "umount",
+                  "umoci", "chroot"]
+
+
+# ----------------------------------------------------------------------------------------------
+# session-wide skip
+# ----------------------------------------------------------------------------------------------
+
+def strata_binary():
+    return Path(os.environ.get("STRATA_BIN") or REPO / "build" / "strata")
+
+
+def _skip_reason():
+    b = strata_binary()
+    if not b.is_file() or not os.access(b, os.X_OK):
+        return "strata binary not found at %s (build it, or set STRATA_BIN)" % b
+    if os.geteuid() != 0:
+        return "integration tests need root (FUSE mounts, overlayfs, device nodes, foreign owners)"
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    return None
+
+
+def _missing_tools():
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if not os.path.exists("/bin/busybox"):
+        missing.append("/bin/busybox (busybox-static)")
+    return missing
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _skip_reason()
+    if reason:
+        mark = pytest.mark.skip(reason=reason)
+        for item in items:
+            item.add_marker(mark)
+
+
+@pytest.fixture(scope="session")
+def strata_bin():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    missing = _missing_tools()
+    if missing:  # not a skip: CI installs them (tools/install-deps.sh), so this is a real failure
+        pytest.fail("missing test tools: %s" % ", ".join(missing), pytrace=False)
+    return str(strata_binary())
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _unescape_mountinfo(s):
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts_at(path):
+    """[(fstype, mount options + super options)] of the mounts stacked on `path` (no FS access)."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.rstrip("\n").partition(" - ")
+            fields = pre.split(" ")
+            if len(fields) < 6 or _unescape_mountinfo(fields[4]) != path:
+                continue
+            pfields = post.split(" ")
+            fstype = pfields[0]
+            opts = set(fields[5].split(","))
+            if len(pfields) >= 3:
+                opts |= set(pfields[2].split(","))
+            found.append((fstype, opts))
+    return found
+
+
+def is_mountpoint(path):
+    return bool(mounts_at(path))
+
+
+def one_line(stderr):
+    """The stderr of a failed command must be exactly one non-empty line."""
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, "expected one line on stderr, got %d:\n%s" % (len(lines), stderr)
+    return lines[0]
+
+
+def run_bounded(fn, timeout, on_timeout):
+    """Runs fn() in a thread; when it does not finish within timeout, calls on_timeout() (which
+    must unblock it, e.g. by killing a FUSE daemon) and raises TimeoutError."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            result["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        on_timeout()
+        t.join(10)
+        raise TimeoutError("operation did not finish within %ss" % timeout)
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def force_unmount(path, keep=0):
+    """Best-effort: lazily unmounts the topmost mounts on path until at most `keep` remain."""
+    for _ in range(8):
+        if len(mounts_at(path)) <= keep:
+            return
+        for cmd in (["fusermount3", "-u", "-z", str(path)], ["umount", "-l", str(path)]):
+            n = len(mounts_at(path))
+            subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=20)
+            if len(mounts_at(path)) < n:
+                break
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------
+
+class Registry:
+    """docker-registry (Distribution) on 127.0.0.1 with filesystem storage in workdir."""
+
+    def __init__(self, workdir, port=None):
+        self.workdir = Path(workdir)
+        self.storage = self.workdir / "storage"
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        self.config = self.workdir / "config.yml"
+        self.log = self.workdir / "registry.log"
+        self.config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            "http:\n  addr: %s\n  secret: strata-tests\n" % (self.storage, self.host))
+        self.proc = None
+
+    @property
+    def url(self):
+        return "http://" + self.host
+
+    def _ping(self):
+        try:
+            with urllib.request.urlopen(self.url + "/v2/", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return None
+
+    def start(self):
+        if self.proc and self.proc.poll() is None:
+            return
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("docker-registry exited with %s:\n%s" % (self.proc.returncode,
+                                                                           self.log_tail()))
+            if self._ping() == 200:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("docker-registry not ready on %s within %ss:\n%s" %
+                           (self.host, READY_TIMEOUT, self.log_tail()))
+
+    def stop(self):
+        if not self.proc:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        self.proc = None
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and self._ping() is not None:
+            time.sleep(0.1)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=30):
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def ref(self, name):
+        return "%s/%s" % (self.host, name)
+
+
+@pytest.fixture(scope="session")
+def registry(strata_bin, tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+        shutil.rmtree(reg.storage, ignore_errors=True)
+
+
+@pytest.fixture
+def running_registry(registry):
+    """The session registry, guaranteed to be running again after the test (for stop() tests)."""
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.start()
+
+
+# ----------------------------------------------------------------------------------------------
+# fixture images
+# ----------------------------------------------------------------------------------------------
+
+def run_mkfixture(*args, timeout=300):
+    p = subprocess.run([sys.executable, str(MKFIXTURE)] + [str(a) for a in args],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError("mkfixture.py %s failed (%d):\n%s%s" % (" ".join(map(str, args)),
+                                                                   p.returncode, p.stdout, p.stderr))
+    return p
+
+
+class Fixtures:
+    """A built and pushed layout: fixture.json data plus paths."""
+
+    def __init__(self, layout, registry):
+        self.layout = Path(layout)
+        self.registry = registry
+        with open(self.layout / "fixture.json") as f:
+            self.meta = json.load(f)
+        self.layers = self.meta["layers"]
+        self.images = {img["ref"]: img for img in self.meta["images"]}
+        self.paths = self.meta.get("paths", {})
+        self.chunk_size = self.meta["chunk_size"]
+        self.host_arch = self.meta["host_arch"]
+        self.blobs = {name: self.layout / info["blob"] for name, info in self.layers.items()}
+
+    def image(self, ref):
+        return self.images[ref]
+
+    def ref(self, ref):
+        """The pullable reference: 127.0.0.1:PORT/corner:oci."""
+        return self.registry.ref(ref)
+
+    def blob_path(self, layer):
+        """Path of a layer blob, by short name ("base") or digest."""
+        if layer in self.layers:
+            return self.layout / self.layers[layer]["blob"]
+        return self.layout / "blobs" / "sha256" / layer.split(":", 1)[1]
+
+    def layer_by_digest(self, digest):
+        for name, info in self.layers.items():
+            if info["digest"] == digest:
+                return name, info
+        raise KeyError(digest)
+
+    def layer_digests(self, ref):
+        return [l["digest"] for l in self.images[ref]["layers"]]
+
+
+@pytest.fixture(scope="session")
+def fixtures(registry, tmp_path_factory):
+    """mkfixture build + push, once per session."""
+    layout = tmp_path_factory.mktemp("layout")
+    run_mkfixture("build", "--out", layout)
+    run_mkfixture("push", "--layout", layout, "--registry", registry.host)
+    try:
+        yield Fixtures(layout, registry)
+    finally:
+        shutil.rmtree(layout, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bad_fixtures(registry, tmp_path_factory):
+    """mkfixture bad + push, once per session."""
+    layout = tmp_path_factory.mktemp("bad-layout")
+    run_mkfixture("bad", "--out", layout)
+    run_mkfixture("push", "--layout", layout, "--registry", registry.host)
+    try:
+        yield Fixtures(layout, registry)
+    finally:
+        shutil.rmtree(layout, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# layer extraction with GNU tar (the reference)
+# ----------------------------------------------------------------------------------------------
+
+DECOMPRESS = {"gzip": ["gzip", "-dc"], "zstd": ["zstd", "-q", "-dc"], "none": ["cat"]}
+
+
+def extract_blob(blob_path, compression, dest):
+    """Extracts a layer blob with GNU tar as root (xattrs, numeric owners, exact permissions).
+    Parents without a tar entry are created 0755 (umask 022)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(blob_path, "rb") as src:
+        dec = subprocess.Popen(DECOMPRESS[compression], stdin=src, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+        tar = subprocess.run(["tar", "-x", "--xattrs", "--xattrs-include=*", "--numeric-owner",
+                              "-p", "-f", "-", "-C", str(dest)], stdin=dec.stdout,
+                             capture_output=True, timeout=CMD_TIMEOUT,
+                             preexec_fn=lambda: os.umask(0o022))
+        dec.stdout.close()
+        dec_err = dec.stderr.read()
+        dec.stderr.close()
+        dec.wait(timeout=CMD_TIMEOUT)
+    if dec.returncode != 0 or tar.returncode != 0:
+        raise RuntimeError("extracting %s (%s) failed: %s %s" % (
+            blob_path, compression, dec_err.decode(errors="replace"),
+            tar.stderr.decode(errors="replace")))
+    return str(dest)
+
+
+@pytest.fixture(scope="session")
+def extract(tmp_path_factory):
+    """extract(blob_path, compression) -> directory with the GNU tar extraction (session temp)."""
+    base = tmp_path_factory.mktemp("extract")
+    counter = [0]
+
+    def _extract(blob_path, compression):
+        counter[0] += 1
+        return extract_blob(blob_path, compression, base / ("x%d" % counter[0]))
+
+    try:
+        yield _extract
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class LayerTree:
+    def __init__(self, name, info, path, entries):
+        self.name, self.info, self.path, self.entries = name, info, path, entries
+
+    def compare(self, strata_dir, **kw):
+        treecmp.compare_layer(strata_dir, self.path, tar_entries=self.entries, **kw)
+
+
+@pytest.fixture(scope="session")
+def layer_tree(fixtures, extract):
+    """layer_tree(name or digest) -> LayerTree (extraction + member list), cached per session."""
+    cache = {}
+
+    def _get(layer):
+        name = layer if layer in fixtures.layers else fixtures.layer_by_digest(layer)[0]
+        if name not in cache:
+            info = fixtures.layers[name]
+            blob = fixtures.blob_path(name)
+            cache[name] = LayerTree(name, info, extract(blob, info["compression"]),
+                                    treecmp.list_tar_entries(str(blob), info["compression"]))
+        return cache[name]
+
+    return _get
+
+
+# ----------------------------------------------------------------------------------------------
+# strata commands and daemons
+# ----------------------------------------------------------------------------------------------
+
+class Strata:
+    """Runs `strata --store STORE ARGS...`; returns a text CompletedProcess."""
+
+    def __init__(self, binary, store):
+        self.binary = str(binary)
+        self.store = str(store)
+
+    def __call__(self, *args, store=None, check=True, timeout=CMD_TIMEOUT, env=None):
+        cmd = [self.binary, "--store", str(store or self.store)] + [str(a) for a in args]
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           errors="replace", timeout=timeout, env=env)
+        if check and p.returncode != 0:
+            raise AssertionError("%s exited %d\n--- stdout:\n%s--- stderr:\n%s" % (
+                " ".join(cmd), p.returncode, p.stdout, p.stderr))
+        return p
+
+    def raw(self, *args, timeout=CMD_TIMEOUT):
+        """Without --store (e.g. `strata umount MNT`)."""
+        cmd = [self.binary] + [str(a) for a in args]
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace", timeout=timeout)
+
+    def ls(self, store=None):
+        p = self("--json", "ls", store=store)
+        return json.loads(p.stdout)
+
+    def pull_json(self, *refs, store=None):
+        p = self("--json", "pull", *refs, store=store)
+        return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+_ACTIVE_DAEMONS = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+class Mount:
+    """A `strata mount -f --store S MNT` daemon."""
+
+    def __init__(self, binary, store, mnt, log):
+        self.binary = str(binary)
+        self.store = str(store)
+        self.mnt = str(mnt)
+        self.log = str(log)
+        self.proc = None
+        self.returncode = None
+        self.mounts_before = 0
+
+    @property
+    def layers(self):
+        return os.path.join(self.mnt, "layers")
+
+    def layer(self, digest):
+        return os.path.join(self.mnt, "layers", digest)
+
+    def stderr(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def start(self, wait=True, create=True):
+        if create:
+            os.makedirs(self.mnt, exist_ok=True)
+        self.mounts_before = len(mounts_at(self.mnt))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([self.binary, "mount", "-f", "--store", self.store, self.mnt],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+        with _ACTIVE_LOCK:
+            _ACTIVE_DAEMONS.add(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.returncode = rc
+                pytest.fail("strata mount %s exited with %d before the mount was ready; stderr:\n%s"
+                            % (self.mnt, rc, self.stderr()))
+            if self._ours_mounted():
+                try:
+                    if run_bounded(lambda: os.path.isdir(self.layers),
+                                   max(1.0, deadline - time.monotonic()), self.kill):
+                        return
+                except TimeoutError:
+                    pytest.fail("stat(%s) hung; daemon killed; stderr:\n%s" % (self.layers,
+                                                                             self.stderr()))
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail("strata mount %s: %s/layers did not appear within %ss; stderr:\n%s"
+                            % (self.mnt, self.mnt, timeout, self.stderr()))
+            time.sleep(0.05)
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        """Waits for the daemon to exit; returns its exit code, or None if it is still running."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.returncode
+
+    def umount(self, timeout=30):
+        """`strata umount MNT`; returns the CompletedProcess."""
+        return subprocess.run([self.binary, "umount", self.mnt], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", timeout=timeout)
+
+    def _ours_mounted(self):
+        """True while a mount beyond those that were there before start() is on mnt."""
+        return len(mounts_at(self.mnt)) > self.mounts_before
+
+    def cleanup(self):
+        """Unmounts (strata umount, then fusermount3 -u -z / umount -l) what this daemon mounted,
+        and stops it (kill after STOP_TIMEOUT). Mounts that were there before are left alone."""
+        try:
+            if self.proc is not None and self.proc.poll() is None and self._ours_mounted():
+                try:
+                    self.umount(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self._ours_mounted():
+                force_unmount(self.mnt, keep=self.mounts_before)
+            if self.proc is not None and self.proc.returncode is None:
+                if self.wait_exit(STOP_TIMEOUT) is None:
+                    self.proc.kill()
+                    self.proc.wait(STOP_TIMEOUT)
+                    self.returncode = self.proc.returncode
+            # a daemon killed while mounted leaves a dead mount behind
+            if self._ours_mounted():
+                force_unmount(self.mnt, keep=self.mounts_before)
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE_DAEMONS.discard(self)
+
+
+@pytest.fixture(autouse=True)
+def _fuse_watchdog(request):
+    """Kills the strata daemons when a test runs past TEST_TIMEOUT: a hung FUSE request then fails
+    with ENOTCONN instead of blocking the whole run."""
+    def fire():
+        with _ACTIVE_LOCK:
+            daemons = list(_ACTIVE_DAEMONS)
+        for d in daemons:
+            sys.stderr.write("\n[watchdog] %s ran over %ss: killing strata daemon pid %s (%s)\n"
+                             % (request.node.nodeid, TEST_TIMEOUT, d.proc.pid if d.proc else "-",
+                                d.mnt))
+            d.kill()
+
+    t = threading.Timer(TEST_TIMEOUT, fire)
+    t.daemon = True
+    t.start()
+    try:
+        yield
+    finally:
+        t.cancel()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty store directory, removed after the test (after its daemons are stopped)."""
+    d = tmp_path / "store"
+    d.mkdir()
+    try:
+        yield str(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def strata(strata_bin, store):
+    """strata(*args, store=..., check=True) -> CompletedProcess (text); --store defaults to `store`."""
+    return Strata(strata_bin, store)
+
+
+def public_tempdir(prefix):
+    """A directory other users can traverse (pytest's tmp base is 0700): for mountpoints that a
+    non-root test process must reach."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def mount(strata_bin, store, tmp_path):
+    """mount(store_dir=None, mnt=None, wait=True, create=True) -> Mount (started; with wait, ready).
+    All daemons are stopped and their mounts removed at teardown."""
+    mounts = []
+
+    def _mount(store_dir=None, mnt=None, wait=True, create=True):
+        n = len(mounts)
+        mnt = mnt or str(tmp_path / ("mnt%d" % n))
+        m = Mount(strata_bin, store_dir or store, mnt, tmp_path / ("daemon%d.log" % n))
+        mounts.append(m)
+        m.start(wait=wait, create=create)
+        return m
+
+    try:
+        yield _mount
+    finally:
+        for m in reversed(mounts):
+            m.cleanup()
+
+
+class Overlay:
+    """A read-only overlayfs of lowerdirs (top first)."""
+
+    def __init__(self, lowers, target):
+        self.lowers = [str(l) for l in lowers]
+        self.target = str(target)
+        os.makedirs(self.target, exist_ok=True)
+        # "sha256:<hex>" has a colon, overlayfs's lowerdir separator: escape it (and \\ and ,)
+        esc = [l.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+               for l in self.lowers]
+        opts = "ro,lowerdir=" + ":".join(esc)
+        p = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, self.target],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError("mount -t overlay -o %s failed: %s" % (opts, p.stderr.strip()))
+
+    def cleanup(self):
+        if is_mountpoint(self.target):
+            p = subprocess.run(["umount", self.target], capture_output=True, timeout=30)
+            if p.returncode != 0:
+                subprocess.run(["umount", "-l", self.target], capture_output=True, timeout=30)
+
+
+def assert_erofs(fn, *args, **kw):
+    with pytest.raises(OSError) as ei:
+        fn(*args, **kw)
+    assert ei.value.errno == errno.EROFS, "%s%r: expected EROFS, got %s" % (
+        getattr(fn, "__name__", fn), args, ei.value)

@@ -1,0 +1,1031 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Fixture image generator for strata's integration tests (stdlib only).
+
+Subcommands:
+  build --out DIR [--chunk-size N]   the corner-case images (corner:*, demo:latest) as an OCI layout
+  demo  --out DIR                    only demo:latest (busybox + /hello.txt) as an OCI layout
+  bad   --out DIR                    broken images (bad:*) for error tests, as an OCI layout
+  push  --layout DIR --registry 127.0.0.1:PORT
+                                     pushes every tagged image of a layout with a small built-in
+                                     registry client (plain HTTP)
+
+Every layout gets a fixture.json next to index.json that describes its images and layers (see
+FIXTURE_SCHEMA below). `build` must run as root: the base layer is made by GNU tar from a staging
+tree on disk that holds device nodes, foreign owners and security.capability.
+
+The tar writer in this file (TarWriter) is the project's own ustar+PAX writer; the tarfile module is
+deliberately not used for writing, so that the fixtures do not depend on Python's tar dialect.
+"""
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+
+DEFAULT_CHUNK = 1 << 20
+BIG_FILE_SIZE = 50 << 20
+
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MT_UNKNOWN = "application/vnd.example.unknown"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+OCI_LAYER_MT = {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD, "none": MT_OCI_LAYER}
+DOCKER_LAYER_MT = {"gzip": MT_DOCKER_LAYER_GZIP, "none": MT_DOCKER_LAYER}
+
+FIXTURE_SCHEMA = """
+fixture.json (schema 1):
+{
+  "schema": 1,
+  "kind": "build" | "demo" | "bad",
+  "chunk_size": int,                 # C; the base layer has files of 0, 1, C-1, C, C+1 bytes
+  "host_arch": "amd64", "other_arch": "arm64",
+  "layers": {                        # every layer blob of the layout, by short name
+    NAME: {"digest": "sha256:..", "size": int, "diff_id": "sha256:..",
+           "compression": "gzip" | "zstd" | "none",
+           "producer": "gnu-tar-posix" | "gnu-tar-gnu" | "mkfixture-pax" | "raw",
+           "blob": "blobs/sha256/<hex>", "description": str}
+  },
+  "images": [                        # every tag of index.json, in index.json order
+    {"ref": "corner:oci", "repository": "corner", "tag": "oci",
+     "media_type": <media type of what the tag points at: manifest or index>,
+     "digest": <digest of what the tag points at>, "size": int,
+     "manifest": <digest of the manifest for the host platform (== digest unless an index)>,
+     "manifest_media_type": <media type of that manifest>,
+     "platform": "linux/amd64",
+     "config": {"digest", "media_type", "size"},
+     "layers": [{"name", "digest", "size", "media_type", "compression", "producer", "diff_id"}],
+                                     # the host platform's layers, bottom first, as in the manifest
+     "manifests": [{"digest", "media_type", "size", "platform", "config", "layers": [...]}],
+                                     # only for an index: its entries in order
+     "description": str,
+     "exercises": str, "expect_error": regex   # only for bad:* images
+    }
+  ],
+  "paths": {...}                     # well-known paths inside the layers used by the tests
+}
+"""
+
+# --------------------------------------------------------------------------------------------
+# Tar writer (ustar + PAX)
+# --------------------------------------------------------------------------------------------
+
+BLOCK = 512
+TYPE_FLAGS = {"file": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4",
+              "dir": b"5", "fifo": b"6"}
+
+
+def _octal(value, width):
+    """A NUL-terminated octal field of `width` bytes, or None when value does not fit."""
+    if value < 0 or value >= 8 ** (width - 1):
+        return None
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _pax_record(key, value):
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    body = b" " + key.encode("utf-8") + b"=" + value + b"\n"
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n = len(str(n)) + len(body)
+    return str(n).encode() + body
+
+
+def _fmt_mtime(mtime_ns):
+    sec, nsec = divmod(mtime_ns, 10 ** 9)
+    return "%d.%09d" % (sec, nsec)
+
+
+def _split_ustar_name(path_b):
+    """(prefix, name) for ustar, or None when the path cannot be stored in the ustar fields."""
+    if len(path_b) <= 100:
+        return b"", path_b
+    # split at a '/' so that prefix <= 155 and name <= 100 (name may end with the dir slash)
+    for i in range(len(path_b) - 1, 0, -1):
+        if path_b[i:i + 1] == b"/" and i <= 155 and len(path_b) - i - 1 <= 100 and i < len(path_b) - 1:
+            if len(path_b) - i - 1 == 0:
+                continue
+            return path_b[:i], path_b[i + 1:]
+    return None
+
+
+class TarWriter:
+    """Writes a tar stream: every member as a ustar header, preceded by a PAX 'x' header when needed.
+
+    pax="auto": a PAX header only when ustar cannot represent the member exactly (long or non-ASCII
+    names, big ids, nanosecond mtimes, xattrs); pax="always": always, with path, uid, gid, mtime
+    (9-digit fraction), size for regular files, linkpath for links; pax="never": plain ustar (the
+    caller guarantees everything fits).
+    """
+
+    def __init__(self, fileobj):
+        self.f = fileobj
+        self.members = []  # paths in archive order (for the record)
+
+    def _header(self, name_b, prefix_b, mode, uid, gid, size, mtime, typeflag, linkname_b,
+                devmajor=0, devminor=0, uname=b"", gname=b""):
+        h = bytearray(BLOCK)
+
+        def put(off, width, data):
+            data = data[:width]
+            h[off:off + len(data)] = data
+
+        put(0, 100, name_b)
+        put(100, 8, _octal(mode, 8) or _octal(0, 8))
+        put(108, 8, _octal(uid, 8) or _octal(0, 8))
+        put(116, 8, _octal(gid, 8) or _octal(0, 8))
+        put(124, 12, _octal(size, 12) or _octal(0, 12))
+        put(136, 12, _octal(mtime, 12) or _octal(0, 12))
+        put(148, 8, b" " * 8)
+        put(156, 1, typeflag)
+        put(157, 100, linkname_b)
+        put(257, 6, b"ustar\0")
+        put(263, 2, b"00")
+        put(265, 32, uname)
+        put(297, 32, gname)
+        put(329, 8, _octal(devmajor, 8) or _octal(0, 8))
+        put(337, 8, _octal(devminor, 8) or _octal(0, 8))
+        put(345, 155, prefix_b)
+        chksum = sum(h)
+        h[148:156] = b"%06o\0 " % chksum
+        return bytes(h)
+
+    def _write_data(self, data):
+        self.f.write(data)
+        pad = (-len(data)) % BLOCK
+        if pad:
+            self.f.write(b"\0" * pad)
+
+    def add(self, path, kind="file", data=b"", mode=None, uid=0, gid=0, mtime_ns=0,
+            linkname=None, devmajor=0, devminor=0, xattrs=None, pax="auto", uname="", gname=""):
+        if kind not in TYPE_FLAGS:
+            raise ValueError("unknown member kind %r" % kind)
+        if mode is None:
+            mode = {"dir": 0o755, "symlink": 0o777}.get(kind, 0o644)
+        if kind == "dir" and not path.endswith("/"):
+            path += "/"
+        if kind != "file":
+            data = b""
+        xattrs = xattrs or {}
+        path_b = path.encode("utf-8")
+        link_b = (linkname or "").encode("utf-8")
+        size = len(data)
+        mtime_sec = mtime_ns // 10 ** 9
+
+        records = []
+        split = _split_ustar_name(path_b)
+        need_path = split is None or not path.isascii()
+        need_link = len(link_b) > 100 or not (linkname or "").isascii()
+        need_uid = _octal(uid, 8) is None
+        need_gid = _octal(gid, 8) is None
+        need_mtime = mtime_ns % 10 ** 9 != 0 or _octal(mtime_sec, 12) is None
+        need_size = _octal(size, 12) is None
+        if pax == "never":
+            if need_path or need_link or need_uid or need_gid or need_mtime or need_size or xattrs:
+                raise ValueError("%s cannot be stored without PAX" % path)
+        always = pax == "always"
+        if need_path or always:
+            records.append(_pax_record("path", path))
+        if linkname is not None and (need_link or always):
+            records.append(_pax_record("linkpath", linkname))
+        if need_uid or always:
+            records.append(_pax_record("uid", str(uid)))
+        if need_gid or always:
+            records.append(_pax_record("gid", str(gid)))
+        if need_mtime or always:
+            records.append(_pax_record("mtime", _fmt_mtime(mtime_ns)))
+        if need_size or (always and kind == "file"):
+            records.append(_pax_record("size", str(size)))
+        for name in sorted(xattrs):
+            records.append(_pax_record("SCHILY.xattr." + name, xattrs[name]))
+
+        if records:
+            body = b"".join(records)
+            base = path.rstrip("/").rsplit("/", 1)[-1]
+            xname = ("PaxHeaders/" + base).encode("ascii", "replace")[:100]
+            self.f.write(self._header(xname, b"", 0o644, 0, 0, len(body), max(mtime_sec, 0), b"x", b""))
+            self._write_data(body)
+
+        if split is None:
+            prefix_b, name_b = b"", path_b[-100:]
+        else:
+            prefix_b, name_b = split
+        self.f.write(self._header(name_b, prefix_b, mode & 0o7777, uid, gid, size, mtime_sec,
+                                  TYPE_FLAGS[kind], link_b, devmajor, devminor,
+                                  uname.encode(), gname.encode()))
+        if kind == "file":
+            self._write_data(data)
+        self.members.append(path)
+
+    def close(self):
+        self.f.write(b"\0" * (2 * BLOCK))
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def host_arch():
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
+
+
+def other_arch():
+    return "arm64" if host_arch() != "arm64" else "amd64"
+
+
+def sha256_hex(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def prng_bytes(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+def mtime(i, frac=None):
+    """A deterministic nanosecond mtime (2020-09-13 + i hours) with a non-zero fraction."""
+    if frac is None:
+        frac = (123456789 * (i + 1)) % 10 ** 9 or 1
+    return (1_600_000_000 + i * 3600) * 10 ** 9 + frac
+
+
+def gzip_bytes(data):
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def zstd_bytes(data):
+    p = subprocess.run(["zstd", "-q", "-3", "-c", "-"], input=data, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, check=False)
+    if p.returncode != 0:
+        raise RuntimeError("zstd failed: %s" % p.stderr.decode(errors="replace"))
+    return p.stdout
+
+
+def compress(data, compression):
+    if compression == "gzip":
+        return gzip_bytes(data)
+    if compression == "zstd":
+        return zstd_bytes(data)
+    if compression == "none":
+        return data
+    raise ValueError(compression)
+
+
+class Layout:
+    """An OCI image layout being written."""
+
+    def __init__(self, out, kind, chunk_size):
+        self.out = os.path.abspath(out)
+        self.blobdir = os.path.join(self.out, "blobs", "sha256")
+        os.makedirs(self.blobdir, exist_ok=True)
+        self.index = []      # descriptors of index.json
+        self.layers = {}     # name -> info
+        self.images = []     # fixture.json image records
+        self.meta = {"schema": 1, "kind": kind, "chunk_size": chunk_size, "host_arch": host_arch(),
+                     "other_arch": other_arch(), "layers": self.layers, "images": self.images,
+                     "paths": {}}
+
+    def put_blob(self, data):
+        hexd = sha256_hex(data)
+        p = os.path.join(self.blobdir, hexd)
+        if not os.path.exists(p):
+            with open(p + ".tmp", "wb") as f:
+                f.write(data)
+            os.rename(p + ".tmp", p)
+        return "sha256:" + hexd, len(data)
+
+    def add_layer(self, name, tar_bytes, compression, producer, description, blob=None):
+        """Stores a layer blob (tar_bytes compressed, or `blob` as given) and records it."""
+        if blob is None:
+            blob = compress(tar_bytes, compression)
+        digest, size = self.put_blob(blob)
+        self.layers[name] = {"digest": digest, "size": size,
+                             "diff_id": "sha256:" + sha256_hex(tar_bytes),
+                             "compression": compression, "producer": producer,
+                             "blob": "blobs/sha256/" + digest[7:], "description": description}
+        return self.layers[name]
+
+    def put_json(self, obj):
+        data = json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n"
+        digest, size = self.put_blob(data)
+        return digest, size
+
+    def make_config(self, layer_names, arch, docker=False, cmd=None, diff_ids=None):
+        cfg = {
+            "created": "2020-09-13T12:26:40Z",
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                       "WorkingDir": "/"},
+            "rootfs": {"type": "layers",
+                       "diff_ids": diff_ids or [self.layers[n]["diff_id"] for n in layer_names]},
+            "history": [{"created": "2020-09-13T12:26:40Z", "created_by": "mkfixture.py layer " + n}
+                        for n in layer_names],
+        }
+        if cmd:
+            cfg["config"]["Cmd"] = cmd
+        digest, size = self.put_json(cfg)
+        return {"mediaType": MT_DOCKER_CONFIG if docker else MT_OCI_CONFIG, "digest": digest, "size": size}
+
+    def make_manifest(self, layer_names, arch, docker=False, cmd=None, overrides=None):
+        """Writes config + manifest blobs; returns (descriptor, record). overrides: per-layer dicts
+        {index: {"mediaType":..., "size":...}} to build broken manifests."""
+        overrides = overrides or {}
+        config = self.make_config(layer_names, arch, docker=docker, cmd=cmd)
+        layer_descs, layer_recs = [], []
+        for i, n in enumerate(layer_names):
+            info = self.layers[n]
+            comp = info["compression"]
+            mt = (DOCKER_LAYER_MT if docker else OCI_LAYER_MT)[comp]
+            d = {"mediaType": mt, "digest": info["digest"], "size": info["size"]}
+            d.update(overrides.get(i, {}))
+            layer_descs.append(d)
+            layer_recs.append({"name": n, "digest": d["digest"], "size": d["size"],
+                               "media_type": d["mediaType"], "compression": comp,
+                               "producer": info["producer"], "diff_id": info["diff_id"]})
+        mt = MT_DOCKER_MANIFEST if docker else MT_OCI_MANIFEST
+        manifest = {"schemaVersion": 2, "mediaType": mt, "config": config, "layers": layer_descs}
+        digest, size = self.put_json(manifest)
+        desc = {"mediaType": mt, "digest": digest, "size": size}
+        rec = {"digest": digest, "media_type": mt, "size": size, "platform": "linux/" + arch,
+               "config": {"digest": config["digest"], "media_type": config["mediaType"],
+                          "size": config["size"]},
+               "layers": layer_recs}
+        return desc, rec
+
+    def make_index(self, entries):
+        """entries: list of (descriptor, record); returns (descriptor, index JSON)."""
+        manifests = []
+        for desc, rec in entries:
+            d = dict(desc)
+            os_, arch = rec["platform"].split("/", 1)
+            d["platform"] = {"architecture": arch, "os": os_}
+            manifests.append(d)
+        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": manifests}
+        digest, size = self.put_json(index)
+        return {"mediaType": MT_OCI_INDEX, "digest": digest, "size": size}
+
+    def tag(self, ref, desc, rec, description, index_entries=None, **extra):
+        repo, tag = ref.split(":", 1)
+        d = dict(desc)
+        d["annotations"] = {REF_NAME: ref}
+        self.index.append(d)
+        image = {"ref": ref, "repository": repo, "tag": tag, "media_type": desc["mediaType"],
+                 "digest": desc["digest"], "size": desc["size"], "manifest": rec["digest"],
+                 "manifest_media_type": rec["media_type"], "platform": rec["platform"],
+                 "config": rec["config"], "layers": rec["layers"], "description": description}
+        if index_entries is not None:
+            image["manifests"] = [r for _, r in index_entries]
+        image.update(extra)
+        self.images.append(image)
+        return image
+
+    def finish(self):
+        with open(os.path.join(self.out, "oci-layout"), "w") as f:
+            json.dump({"imageLayoutVersion": "1.0.0"}, f)
+        with open(os.path.join(self.out, "index.json"), "w") as f:
+            json.dump({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": self.index}, f,
+                      indent=2)
+        with open(os.path.join(self.out, "fixture.json"), "w") as f:
+            json.dump(self.meta, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+
+# --------------------------------------------------------------------------------------------
+# layer 1: base, GNU tar --format=posix from a staging tree
+# --------------------------------------------------------------------------------------------
+
+CAP_NET_BIND_SERVICE_V2 = bytes([0x01, 0x00, 0x00, 0x02,   # VFS_CAP_REVISION_2 | EFFECTIVE
+                                 0x00, 0x04, 0x00, 0x00,   # permitted[0]: 1 << 10
+                                 0x00, 0x00, 0x00, 0x00,   # inheritable[0]
+                                 0x00, 0x00, 0x00, 0x00,   # permitted[1]
+                                 0x00, 0x00, 0x00, 0x00])  # inheritable[1]
+
+UNICODE_NAME = "héllo-wörld-日本.txt"
+LONG_COMPONENT = "L" * 251 + ".txt"  # 255 bytes: NAME_MAX
+DEEP_DIR = "deep/" + "d" * 60 + "/" + "e" * 60
+DEEP_FILE = DEEP_DIR + "/file-with-a-rather-long-name-" + "x" * 40 + ".txt"
+
+
+class Stager:
+    """Builds a tree on disk with exact metadata (as root). Directory mtimes are set at the end."""
+
+    def __init__(self, root):
+        self.root = root
+        self.dirs = []
+
+    def p(self, rel):
+        return os.path.join(self.root, rel)
+
+    def _meta(self, path, mode, uid, gid, xattrs, mtime_ns, symlink=False):
+        os.lchown(path, uid, gid)
+        if not symlink:
+            os.chmod(path, mode)
+        for k, v in (xattrs or {}).items():
+            os.setxattr(path, k, v, follow_symlinks=False)
+        if mtime_ns is not None:
+            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def dir(self, rel, mode=0o755, uid=0, gid=0, mtime_ns=None, xattrs=None):
+        path = self.p(rel)
+        os.makedirs(path, exist_ok=True)
+        self.dirs.append((rel, mode, uid, gid, xattrs, mtime_ns))
+
+    def file(self, rel, data, mode=0o644, uid=0, gid=0, mtime_ns=None, xattrs=None):
+        path = self.p(rel)
+        with open(path, "wb") as f:
+            f.write(data)
+        self._meta(path, mode, uid, gid, xattrs, mtime_ns)
+
+    def symlink(self, rel, target, uid=0, gid=0, mtime_ns=None):
+        path = self.p(rel)
+        os.symlink(target, path)
+        self._meta(path, 0, uid, gid, None, mtime_ns, symlink=True)
+
+    def hardlink(self, rel, target_rel):
+        os.link(self.p(target_rel), self.p(rel))
+
+    def node(self, rel, kind, major=0, minor=0, mode=0o644, uid=0, gid=0, mtime_ns=None):
+        fmt = {"char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO}[kind]
+        os.mknod(self.p(rel), fmt | mode, os.makedev(major, minor))
+        self._meta(self.p(rel), mode, uid, gid, None, mtime_ns)
+
+    def finish(self):
+        # deepest first, so that setting a child's mtime does not disturb its parent's
+        for rel, mode, uid, gid, xattrs, mtime_ns in sorted(self.dirs, key=lambda d: -d[0].count("/")):
+            self._meta(self.p(rel), mode, uid, gid, xattrs, mtime_ns)
+
+
+def stage_base(root, chunk):
+    s = Stager(root)
+    n = iter(range(1000))
+
+    s.dir("files", mtime_ns=mtime(next(n)))
+    s.file("files/empty", b"", mtime_ns=mtime(next(n)))
+    s.file("files/one", b"1", mtime_ns=mtime(next(n)))
+    s.file("files/size-C-minus-1", prng_bytes(11, chunk - 1), mtime_ns=mtime(next(n)))
+    s.file("files/size-C", prng_bytes(12, chunk), mtime_ns=mtime(next(n)))
+    s.file("files/size-C-plus-1", prng_bytes(13, chunk + 1), mtime_ns=mtime(next(n)))
+    s.file("files/big-50MiB", prng_bytes(14, BIG_FILE_SIZE), mtime_ns=mtime(next(n)))
+    s.file("files/modified.txt", b"original content from the base layer\n", mtime_ns=mtime(next(n)))
+    s.file("files/exec.sh", b"#!/bin/sh\necho hi\n", mode=0o755, mtime_ns=mtime(next(n)))
+    s.file("files/setuid-bin", b"\x7fELF-not-really", mode=0o4755, mtime_ns=mtime(next(n)))
+    s.file("files/setgid-bin", b"setgid", mode=0o2711, mtime_ns=mtime(next(n)))
+    s.file("files/readonly", b"read only\n", mode=0o444, mtime_ns=mtime(next(n)))
+    s.file("files/no-perms", b"nobody may read\n", mode=0o000, mtime_ns=mtime(next(n)))
+    s.file("files/name with spaces & symbols (1).txt", b"spaces\n", mtime_ns=mtime(next(n)))
+    s.file("files/whole-second-mtime", b"whole\n", mtime_ns=mtime(next(n), frac=0))
+    s.file("files/ns-edge-1", b"one ns\n", mtime_ns=mtime(next(n), frac=1))
+    s.file("files/ns-edge-999999999", b"almost a second\n", mtime_ns=mtime(next(n), frac=999999999))
+
+    s.dir("dirs", mtime_ns=mtime(next(n)))
+    s.dir("dirs/private", mode=0o700, mtime_ns=mtime(next(n)))
+    s.file("dirs/private/secret", b"secret\n", mode=0o600, mtime_ns=mtime(next(n)))
+    s.dir("dirs/sticky", mode=0o1777, mtime_ns=mtime(next(n)))
+    s.file("dirs/sticky/tmpfile", b"tmp\n", uid=1000, gid=1000, mtime_ns=mtime(next(n)))
+    s.dir("dirs/setuid", mode=0o4755, mtime_ns=mtime(next(n)))
+    s.dir("dirs/setgid", mode=0o2755, gid=50, mtime_ns=mtime(next(n)))
+    s.file("dirs/setgid/inherits", b"g\n", gid=50, mtime_ns=mtime(next(n)))
+    s.dir("dirs/empty", mtime_ns=mtime(next(n)))
+
+    s.dir("links", mtime_ns=mtime(next(n)))
+    s.symlink("links/relative", "../files/one", mtime_ns=mtime(next(n)))
+    s.symlink("links/absolute", "/files/one", mtime_ns=mtime(next(n)))
+    s.symlink("links/dangling", "../does/not/exist", mtime_ns=mtime(next(n)))
+    s.symlink("links/to-dir", "../dirs", mtime_ns=mtime(next(n)))
+    s.symlink("links/loop", "loop", mtime_ns=mtime(next(n)))
+    s.symlink("links/owned", "files/one", uid=1000, gid=1001, mtime_ns=mtime(next(n)))
+
+    s.dir("hard", mtime_ns=mtime(next(n)))
+    s.dir("hard/sub", mtime_ns=mtime(next(n)))
+    s.dir("hard/deep", mtime_ns=mtime(next(n)))
+    s.dir("hard/deep/er", mtime_ns=mtime(next(n)))
+    s.dir("hard/deep/er/nested", mtime_ns=mtime(next(n)))
+    # three names for one inode, across directories (nlink 3)
+    s.file("hard/a.txt", b"hard linked content\n", mode=0o640, uid=1000, gid=1000,
+           mtime_ns=mtime(next(n)), xattrs={"user.linked": b"shared"})
+    s.hardlink("hard/sub/b.txt", "hard/a.txt")
+    s.hardlink("hard/sub/c.txt", "hard/a.txt")
+    # a shallow name for a file in a deeper directory (archived later: "z" sorts after "deep")
+    s.file("hard/deep/er/nested/target.txt", b"deep target\n", mtime_ns=mtime(next(n)))
+    s.hardlink("hard/z-link-to-deep", "hard/deep/er/nested/target.txt")
+
+    s.dir("dev", mtime_ns=mtime(next(n)))
+    s.node("dev/char", "char", 10, 200, mode=0o620, gid=5, mtime_ns=mtime(next(n)))
+    s.node("dev/block", "block", 7, 77, mode=0o660, gid=6, mtime_ns=mtime(next(n)))
+    s.node("dev/fifo", "fifo", mode=0o644, mtime_ns=mtime(next(n)))
+
+    s.dir("xattr", mtime_ns=mtime(next(n)))
+    s.file("xattr/file", b"has a user xattr\n", mtime_ns=mtime(next(n)),
+           xattrs={"user.demo": b"file value"})
+    s.dir("xattr/dir", mode=0o750, mtime_ns=mtime(next(n)), xattrs={"user.demo": b"dir value"})
+    s.file("xattr/cap-bin", b"\x7fELF-capability", mode=0o755, mtime_ns=mtime(next(n)),
+           xattrs={"security.capability": CAP_NET_BIND_SERVICE_V2})
+    s.file("xattr/multi", b"several\n", mtime_ns=mtime(next(n)),
+           xattrs={"user.a": b"alpha", "user.b": b"beta", "user.bin": b"\x00\x01\x02\xff"})
+    # No empty-valued xattr: in PAX an empty record value means "delete the keyword", so GNU tar
+    # (restores an empty xattr) and Go's archive/tar (drops it; containerd, umoci) disagree.
+
+    s.dir("deep", mtime_ns=mtime(next(n)))
+    s.dir("deep/" + "d" * 60, mtime_ns=mtime(next(n)))
+    s.dir(DEEP_DIR, mtime_ns=mtime(next(n)))
+    s.file(DEEP_FILE, b"deep and long\n", mtime_ns=mtime(next(n)))
+    s.file("deep/" + LONG_COMPONENT, b"255-byte name\n", mtime_ns=mtime(next(n)))
+
+    s.dir("unicode", mtime_ns=mtime(next(n)))
+    s.file("unicode/" + UNICODE_NAME, "unicode content ✓\n".encode(), mtime_ns=mtime(next(n)))
+    s.dir("unicode/ディレクトリ", mtime_ns=mtime(next(n)))
+    s.file("unicode/ディレクトリ/ファイル.txt", b"nihongo\n", mtime_ns=mtime(next(n)))
+    s.symlink("unicode/link-ü", UNICODE_NAME, mtime_ns=mtime(next(n)))
+
+    s.dir("owners", mtime_ns=mtime(next(n)))
+    s.file("owners/big-ids", b"uid 100000 gid 200000\n", uid=100000, gid=200000,
+           mtime_ns=mtime(next(n)))
+    s.file("owners/nobody", b"nobody\n", uid=65534, gid=65534, mtime_ns=mtime(next(n)))
+    s.dir("owners/dir-big", mode=0o750, uid=100000, gid=200000, mtime_ns=mtime(next(n)))
+    s.file("owners/dir-big/inside", b"in\n", uid=100001, gid=200001, mtime_ns=mtime(next(n)))
+
+    # deleted / replaced by the upper layer
+    s.dir("victims", mtime_ns=mtime(next(n)))
+    s.file("victims/gone-file", b"whited out by the upper layer\n", mtime_ns=mtime(next(n)))
+    s.dir("victims/gone-dir", mtime_ns=mtime(next(n)))
+    s.file("victims/gone-dir/inner.txt", b"inner\n", mtime_ns=mtime(next(n)))
+    s.dir("victims/gone-dir/sub", mtime_ns=mtime(next(n)))
+    s.file("victims/gone-dir/sub/x", b"x\n", mtime_ns=mtime(next(n)))
+    s.file("victims/kept.txt", b"kept\n", mtime_ns=mtime(next(n)))
+    s.dir("opaque", mtime_ns=mtime(next(n)))
+    s.file("opaque/old1.txt", b"hidden by the opaque dir\n", mtime_ns=mtime(next(n)))
+    s.file("opaque/keep-name.txt", b"old content\n", mtime_ns=mtime(next(n)))
+    s.dir("opaque/sub", mtime_ns=mtime(next(n)))
+    s.file("opaque/sub/old2.txt", b"hidden too\n", mtime_ns=mtime(next(n)))
+    s.finish()
+    return sorted(os.listdir(root))
+
+
+def gnu_tar_create(root, names, fmt):
+    args = ["tar", "--format=" + fmt, "--numeric-owner", "--sort=name", "-C", root, "-cf", "-"]
+    if fmt == "posix":
+        args[1:1] = ["--xattrs", "--xattrs-include=*",
+                     "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"]
+    p = subprocess.run(args + ["--"] + names, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=dict(os.environ, LC_ALL="C.UTF-8"))
+    if p.returncode != 0:
+        raise RuntimeError("tar failed: %s" % p.stderr.decode(errors="replace"))
+    return p.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# layer 2: GNU tar --format=gnu
+# --------------------------------------------------------------------------------------------
+
+GNU_LONG_NAME = "gnu/" + "long-gnu-name-" + "g" * 120 + ".txt"
+GNU_LONG_TARGET = "../" + "t" * 60 + "/" + "u" * 60 + "/missing-target"
+
+
+def stage_gnu(root):
+    s = Stager(root)
+    sec = lambda i: mtime(200 + i, frac=0)  # GNU format stores whole seconds
+    s.dir("gnu", mtime_ns=sec(0))
+    s.dir("gnu/private", mode=0o700, mtime_ns=sec(1))
+    s.file("gnu/private/secret.txt", b"gnu secret\n", mode=0o600, mtime_ns=sec(2))
+    s.file(GNU_LONG_NAME, b"a GNU long name (././@LongLink 'L')\n", mtime_ns=sec(3))
+    s.dir("gnu/" + "m" * 90, mtime_ns=sec(4))
+    s.file("gnu/" + "m" * 90 + "/" + "n" * 90 + ".bin", prng_bytes(21, 70000), mtime_ns=sec(5))
+    s.symlink("gnu/long-symlink", GNU_LONG_TARGET, mtime_ns=sec(6))
+    s.file("gnu/a.txt", b"plain a\n", mtime_ns=sec(7))
+    s.file("gnu/b.bin", prng_bytes(22, 4096 * 3 + 17), mode=0o600, mtime_ns=sec(8))
+    s.file("gnu/big-uid", b"base-256 uid\n", uid=3000000, gid=3000001, mtime_ns=sec(9))
+    # a hard link whose target name is > 100 bytes (GNU 'K' record); "z" sorts after "long-gnu"
+    s.hardlink("gnu/zz-hardlink-to-long-name", GNU_LONG_NAME)
+    s.finish()
+    return ["gnu"]
+
+
+# --------------------------------------------------------------------------------------------
+# layer 3: own PAX writer, zstd
+# --------------------------------------------------------------------------------------------
+
+PAX_LONG_PATH = "pax/" + "p" * 120 + "/" + "q" * 120 + ".txt"
+PAX_PREFIX_PATH = "pax/" + "s" * 100 + "/file-in-prefix-split.txt"
+PAX_LONG_TARGET = "/" + "/".join(["w" * 50] * 4) + "/target"
+BIG_UID, BIG_GID = 4000000000, 4000000001
+
+
+def build_pax_layer():
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    m = lambda i, frac=None: mtime(300 + i, frac)
+    # no entries for implicit/, implicit/a, implicit/a/b
+    w.add("implicit/a/b/file.txt", data=b"parents are implicit\n", mtime_ns=m(0), pax="always")
+    w.add("dup", "dir", mode=0o755, mtime_ns=m(1), pax="always")
+    w.add("dup/file.txt", data=b"first version\n", mode=0o600, mtime_ns=m(2), pax="always")
+    w.add("dup/file.txt", data=b"second version, which wins\n", mode=0o640, mtime_ns=m(19),
+          pax="always")
+    w.add("dup.txt", data=b"first version of a root file\n", mode=0o600, mtime_ns=m(21))
+    w.add("pax", "dir", mode=0o755, mtime_ns=m(3), pax="always")
+    w.add("pax/ns-mtime-small", data=b"1 ns\n", mtime_ns=m(4, frac=1), pax="always")
+    w.add("pax/ns-mtime-large", data=b"999999999 ns\n", mtime_ns=m(5, frac=999999999), pax="always")
+    w.add("pax/xattrs.txt", data=b"xattrs via SCHILY.xattr\n", mtime_ns=m(6), pax="always",
+          xattrs={"user.one": b"1", "user.binary": b"\x00\x01\xfe\xff",
+                  "user.utf8": "ünïcödé".encode(), "user.long": b"v" * 1000})
+    w.add("pax/xdir", "dir", mode=0o750, mtime_ns=m(7), xattrs={"user.dirattr": b"on a dir"})
+    w.add("pax/bigids.txt", data=b"uid/gid above 2^31\n", uid=BIG_UID, gid=BIG_GID, mtime_ns=m(8),
+          pax="always")
+    w.add(PAX_LONG_PATH, data=b"long name via the PAX path record\n", mtime_ns=m(9))
+    w.add(PAX_PREFIX_PATH, data=b"ustar prefix/name split, no PAX\n", mtime_ns=m(10, frac=0),
+          pax="never")
+    w.add("pax/ustar-only.txt", data=b"plain ustar\n", mode=0o640, uid=12, gid=34,
+          mtime_ns=m(11, frac=0), pax="never")
+    w.add("pax/long-symlink", "symlink", linkname=PAX_LONG_TARGET, mtime_ns=m(12))
+    # a symlink whose header says 0644: Linux shows every symlink as 0777 (tar extraction too)
+    w.add("pax/odd-mode-symlink", "symlink", linkname="xattrs.txt", mode=0o644, mtime_ns=m(20))
+    w.add("pax/fifo", "fifo", mode=0o600, mtime_ns=m(13))
+    w.add("pax/chr", "char", mode=0o600, devmajor=1, devminor=7, mtime_ns=m(14))
+    w.add("pax/" + UNICODE_NAME, data="pax utf-8 name\n".encode(), mtime_ns=m(15))
+    w.add("hl", "dir", mode=0o755, mtime_ns=m(16), pax="always")
+    w.add("hl/target.txt", data=b"target of a hard link\n", mode=0o644, mtime_ns=m(17), pax="always")
+    w.add("hl/link.txt", "hardlink", linkname="hl/target.txt", mode=0o644, mtime_ns=m(17),
+          pax="always")
+    w.add("big/random.bin", data=prng_bytes(31, 3 * 1024 * 1024 + 12345), mtime_ns=m(18))
+    # the same path again, far from the first: the later member wins. (At the root, because
+    # GNU tar, the reference, would give the parent dir the extraction time as mtime.)
+    w.add("dup.txt", data=b"the root file, second version\n", mode=0o644, uid=7, gid=8,
+          mtime_ns=m(22))
+    w.close()
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# layer 4: own PAX writer, gzip, whiteouts on top of the base layer
+# --------------------------------------------------------------------------------------------
+
+def build_upper_layer():
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    m = lambda i, frac=None: mtime(400 + i, frac)
+    w.add("files", "dir", mode=0o755, mtime_ns=m(0))
+    w.add("files/modified.txt", data=b"modified by the upper layer\n", mode=0o600, uid=1000,
+          gid=1000, mtime_ns=m(1))
+    w.add("new-in-upper.txt", data=b"new in the upper layer\n", mtime_ns=m(2))
+    w.add("opaque", "dir", mode=0o755, mtime_ns=m(3))
+    w.add("opaque/.wh..wh..opq", data=b"", mode=0o644, mtime_ns=m(4))
+    w.add("opaque/keep-name.txt", data=b"new content in the opaque dir\n", mtime_ns=m(5))
+    w.add("opaque/new.txt", data=b"new\n", mtime_ns=m(6))
+    w.add("upper-only", "dir", mode=0o711, mtime_ns=m(7))
+    w.add("upper-only/file", data=b"upper only\n", mtime_ns=m(8))
+    w.add("victims", "dir", mode=0o755, mtime_ns=m(9))
+    w.add("victims/.wh.gone-dir", data=b"", mode=0o644, mtime_ns=m(10))
+    w.add("victims/.wh.gone-file", data=b"", mode=0o644, mtime_ns=m(11))
+    w.close()
+    return buf.getvalue()
+
+
+def build_arch_layer(arch):
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add("arch", "dir", mtime_ns=mtime(500))
+    w.add("arch/" + arch + ".txt", data=("only in the %s image\n" % arch).encode(), mtime_ns=mtime(501))
+    w.close()
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# demo image
+# --------------------------------------------------------------------------------------------
+
+DEMO_HELLO = "Hello from the strata demo image!\n"
+
+
+def add_demo(lay):
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    m = lambda i: mtime(600 + i, frac=0)
+    w.add("bin", "dir", mode=0o755, mtime_ns=m(0))
+    w.add("bin/busybox", data=busybox, mode=0o755, mtime_ns=m(1))
+    for i, name in enumerate(["cat", "echo", "ls", "sh"]):
+        w.add("bin/" + name, "symlink", linkname="busybox", mtime_ns=m(2 + i))
+    w.add("etc", "dir", mode=0o755, mtime_ns=m(6))
+    w.add("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+          mtime_ns=m(7))
+    w.add("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n", mtime_ns=m(8))
+    w.add("tmp", "dir", mode=0o1777, mtime_ns=m(9))
+    w.close()
+    lay.add_layer("demo-base", buf.getvalue(), "gzip", "mkfixture-pax",
+                  "demo: /bin/busybox (static) with sh/ls/cat/echo symlinks, /etc/passwd")
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add("hello.txt", data=DEMO_HELLO.encode(), mtime_ns=m(10))
+    w.close()
+    lay.add_layer("demo-hello", buf.getvalue(), "gzip", "mkfixture-pax", "demo: /hello.txt")
+    desc, rec = lay.make_manifest(["demo-base", "demo-hello"], host_arch(),
+                                  cmd=["/bin/sh", "-c", "cat /hello.txt"])
+    lay.tag("demo:latest", desc, rec, "busybox demo; Cmd prints /hello.txt")
+    lay.meta["paths"]["demo_hello"] = "hello.txt"
+    lay.meta["paths"]["demo_hello_text"] = DEMO_HELLO
+    lay.meta["paths"]["demo_cmd"] = ["/bin/sh", "-c", "cat /hello.txt"]
+
+
+# --------------------------------------------------------------------------------------------
+# subcommands
+# --------------------------------------------------------------------------------------------
+
+def require_root(what):
+    if os.geteuid() != 0:
+        sys.exit("mkfixture.py: %s must run as root (device nodes, owners, security.capability)" % what)
+
+
+def prepare_out(out):
+    if os.path.exists(os.path.join(out, "index.json")):
+        for name in ("index.json", "oci-layout", "fixture.json"):
+            try:
+                os.unlink(os.path.join(out, name))
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(os.path.join(out, "blobs"), ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+
+
+def cmd_build(args):
+    require_root("build")
+    chunk = args.chunk_size
+    if chunk < 2:
+        sys.exit("mkfixture.py: --chunk-size must be >= 2")
+    prepare_out(args.out)
+    lay = Layout(args.out, "build", chunk)
+    old_umask = os.umask(0o022)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=lay.out)
+    try:
+        base_root = os.path.join(staging, "base")
+        os.mkdir(base_root)
+        names = stage_base(base_root, chunk)
+        base_tar = gnu_tar_create(base_root, names, "posix")
+        lay.add_layer("base", base_tar, "gzip", "gnu-tar-posix",
+                      "GNU tar --format=posix --xattrs: sizes 0/1/C-1/C/C+1/50MiB, modes, setuid/"
+                      "setgid/sticky dirs, symlinks, hard links, devices, fifo, xattrs incl. "
+                      "security.capability, long and non-ASCII names, big ids, ns mtimes")
+        shutil.rmtree(base_root)
+        gnu_root = os.path.join(staging, "gnu")
+        os.mkdir(gnu_root)
+        gnu_tar = gnu_tar_create(gnu_root, stage_gnu(gnu_root), "gnu")
+        lay.add_layer("gnu", gnu_tar, "none", "gnu-tar-gnu",
+                      "GNU tar --format=gnu, uncompressed: LongLink names and link targets, "
+                      "base-256 uid/gid, a 0700 dir")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.umask(old_umask)
+    lay.add_layer("pax", build_pax_layer(), "zstd", "mkfixture-pax",
+                  "own PAX writer, zstd: implicit parent dirs, a path twice (later wins), ns mtimes, "
+                  "user xattrs, uid/gid 4000000000/4000000001, PAX long path and linkpath, ustar "
+                  "prefix split, hard link")
+    lay.add_layer("upper", build_upper_layer(), "gzip", "mkfixture-pax",
+                  "own PAX writer, gzip, upper layer over base: .wh. whiteouts of a file and a dir, "
+                  "an opaque dir, a modified file, new files")
+    arch = host_arch()
+    other = other_arch()
+    lay.add_layer("other-arch", build_arch_layer(other), "gzip", "mkfixture-pax",
+                  "the only layer of the %s entry of corner:multi" % other)
+
+    oci_desc, oci_rec = lay.make_manifest(["base", "gnu", "pax", "upper"], arch)
+    lay.tag("corner:oci", oci_desc, oci_rec, "OCI manifest, layers base(gzip) gnu(tar) pax(zstd) upper(gzip)")
+    dk_desc, dk_rec = lay.make_manifest(["base", "gnu", "upper"], arch, docker=True)
+    lay.tag("corner:docker", dk_desc, dk_rec, "Docker schema 2 manifest, layers base gnu upper")
+    other_desc, other_rec = lay.make_manifest(["other-arch"], other)
+    entries = [(other_desc, other_rec), (oci_desc, oci_rec)]
+    idx_desc = lay.make_index(entries)
+    lay.tag("corner:multi", idx_desc, oci_rec,
+            "OCI index: first linux/%s (layer other-arch), then linux/%s (= corner:oci)" % (other, arch),
+            index_entries=entries)
+    gz_desc, gz_rec = lay.make_manifest(["base", "upper"], arch)
+    lay.tag("corner:gzip", gz_desc, gz_rec,
+            "OCI manifest, gzip layers only (base, upper): for umoci 0.4.7, which lacks zstd")
+    add_demo(lay)
+    lay.meta["paths"].update({
+        "big_file": "files/big-50MiB",
+        "chunk_files": ["files/empty", "files/one", "files/size-C-minus-1", "files/size-C",
+                        "files/size-C-plus-1"],
+        "unicode_file": "unicode/" + UNICODE_NAME,
+        "deep_file": DEEP_FILE,
+        "cap_file": "xattr/cap-bin",
+        "cap_value_hex": CAP_NET_BIND_SERVICE_V2.hex(),
+        "whiteouts": {"victims/gone-file": "file", "victims/gone-dir": "dir"},
+        "opaque_dir": "opaque",
+        "dup_file": "dup/file.txt",
+        "dup_winner": "second version, which wins\n",
+        "dup_root_file": "dup.txt",
+        "dup_root_winner": "the root file, second version\n",
+        "implicit_dirs": ["implicit", "implicit/a", "implicit/a/b"],
+        "big_ids_file": "pax/bigids.txt", "big_ids": [BIG_UID, BIG_GID],
+    })
+    lay.finish()
+    print("wrote %s: %d images, %d layers" % (lay.out, len(lay.images), len(lay.layers)))
+
+
+def cmd_demo(args):
+    prepare_out(args.out)
+    lay = Layout(args.out, "demo", DEFAULT_CHUNK)
+    add_demo(lay)
+    lay.finish()
+    print("wrote %s: demo:latest" % lay.out)
+
+
+def _small_tar(seed, label):
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add(label, "dir", mtime_ns=mtime(700))
+    w.add(label + "/data.bin", data=prng_bytes(seed, 200 * 1024), mtime_ns=mtime(701))
+    w.close()
+    return buf.getvalue()
+
+
+def cmd_bad(args):
+    prepare_out(args.out)
+    lay = Layout(args.out, "bad", DEFAULT_CHUNK)
+    arch = host_arch()
+    lay.add_layer("bad-good", _small_tar(41, "good"), "gzip", "mkfixture-pax",
+                  "a valid layer placed before the broken one in every bad:* image")
+    lay.add_layer("bad-sized", _small_tar(42, "sized"), "gzip", "mkfixture-pax",
+                  "valid blob, referenced with a wrong size by bad:digest")
+    junk = prng_bytes(43, 64 * 1024)
+    lay.add_layer("bad-nottar", junk, "gzip", "raw", "gzip of random bytes: not a tar archive")
+    full_tar = _small_tar(44, "trunc")
+    full_gz = gzip_bytes(full_tar)
+    lay.add_layer("bad-truncgz", full_tar, "gzip", "raw",
+                  "a gzip stream cut in half (digest is of the cut bytes)",
+                  blob=full_gz[:len(full_gz) // 2])
+    lay.add_layer("bad-unknown", _small_tar(45, "unknown"), "gzip", "mkfixture-pax",
+                  "valid gzip tar, announced with media type %s" % MT_UNKNOWN)
+
+    sized = lay.layers["bad-sized"]
+    desc, rec = lay.make_manifest(["bad-good", "bad-sized"], arch,
+                                  overrides={1: {"size": sized["size"] + 4096}})
+    lay.tag("bad:digest", desc, rec, "size mismatch on the second layer",
+            exercises="the second layer descriptor's digest names an existing blob, but its size is "
+                      "%d bytes larger than the blob: the download must be rejected (a registry "
+                      "verifies digests on upload, so a digest/content mismatch cannot be stored; "
+                      "a size mismatch is the closest)" % 4096,
+            expect_error=r"size|mismatch|length|digest")
+    desc, rec = lay.make_manifest(["bad-good", "bad-nottar"], arch)
+    lay.tag("bad:nottar", desc, rec, "second layer is gzip of random bytes",
+            exercises="a layer whose digest and gzip stream are valid but whose content is not a tar",
+            expect_error=r"tar|checksum|header")
+    desc, rec = lay.make_manifest(["bad-good", "bad-truncgz"], arch)
+    lay.tag("bad:truncgz", desc, rec, "second layer is a truncated gzip stream",
+            exercises="a layer whose digest is valid (of the cut bytes) but whose gzip stream ends "
+                      "in the middle",
+            expect_error=r"truncat|gzip|unexpected end|corrupt")
+    desc, rec = lay.make_manifest(["bad-good", "bad-unknown"], arch,
+                                  overrides={1: {"mediaType": MT_UNKNOWN}})
+    lay.tag("bad:mediatype", desc, rec, "second layer has an unknown media type",
+            exercises="a layer with media type %s must be refused" % MT_UNKNOWN,
+            expect_error=r"media.?type|unsupported|unknown|vnd\.example")
+    lay.finish()
+    print("wrote %s: %d bad images" % (lay.out, len(lay.images)))
+
+
+# --------------------------------------------------------------------------------------------
+# push: a minimal OCI distribution client
+# --------------------------------------------------------------------------------------------
+
+class Registry:
+    def __init__(self, host, timeout=120):
+        self.base = "http://" + host
+        self.timeout = timeout
+
+    def request(self, method, url, data=None, headers=None, ok=(200, 201, 202, 204)):
+        if not url.startswith("http"):
+            url = self.base + url
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            if e.code in ok:
+                return e.code, e.headers, body
+            raise RuntimeError("%s %s: HTTP %d: %s" % (method, url, e.code,
+                                                       body.decode(errors="replace")[:500]))
+
+    def blob_exists(self, repo, digest):
+        try:
+            status, _, _ = self.request("HEAD", "/v2/%s/blobs/%s" % (repo, digest), ok=(200,))
+            return status == 200
+        except RuntimeError:
+            return False
+
+    def push_blob(self, repo, digest, data):
+        if self.blob_exists(repo, digest):
+            return False
+        _, headers, _ = self.request("POST", "/v2/%s/blobs/uploads/" % repo, data=b"",
+                                     headers={"Content-Length": "0"}, ok=(202,))
+        loc = headers.get("Location")
+        if not loc:
+            raise RuntimeError("upload of %s: no Location header" % digest)
+        loc = urllib.parse.urljoin(self.base + "/v2/%s/blobs/uploads/" % repo, loc)
+        parts = urllib.parse.urlsplit(loc)
+        q = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        q.append(("digest", digest))
+        url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q)))
+        self.request("PUT", url, data=data, headers={"Content-Type": "application/octet-stream",
+                                                     "Content-Length": str(len(data))}, ok=(201,))
+        return True
+
+    def push_manifest(self, repo, reference, media_type, data):
+        _, headers, _ = self.request("PUT", "/v2/%s/manifests/%s" % (repo, reference), data=data,
+                                     headers={"Content-Type": media_type}, ok=(201,))
+        return headers.get("Docker-Content-Digest")
+
+
+def cmd_push(args):
+    layout = os.path.abspath(args.layout)
+    reg = Registry(args.registry)
+
+    def blob(digest):
+        with open(os.path.join(layout, "blobs", digest.replace(":", "/", 1)), "rb") as f:
+            return f.read()
+
+    stats = {"blobs": 0, "skipped": 0, "manifests": 0}
+
+    def push_desc(repo, desc, reference):
+        data = blob(desc["digest"])
+        doc = json.loads(data)
+        mt = desc["mediaType"]
+        if mt in (MT_OCI_INDEX, MT_DOCKER_LIST):
+            for child in doc["manifests"]:
+                push_desc(repo, child, child["digest"])
+        else:
+            for d in [doc["config"]] + doc["layers"]:
+                if reg.push_blob(repo, d["digest"], blob(d["digest"])):
+                    stats["blobs"] += 1
+                else:
+                    stats["skipped"] += 1
+        got = reg.push_manifest(repo, reference, mt, data)
+        if got and got != desc["digest"]:
+            raise RuntimeError("registry stored %s as %s" % (desc["digest"], got))
+        stats["manifests"] += 1
+
+    with open(os.path.join(layout, "index.json")) as f:
+        index = json.load(f)
+    for desc in index["manifests"]:
+        ref = desc.get("annotations", {}).get(REF_NAME)
+        if not ref or ":" not in ref:
+            continue
+        repo, tag = ref.split(":", 1)
+        push_desc(repo, desc, tag)
+        print("pushed %s/%s:%s (%s)" % (args.registry, repo, tag, desc["digest"]))
+    print("%d blobs uploaded, %d already present, %d manifests" %
+          (stats["blobs"], stats["skipped"], stats["manifests"]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="mkfixture.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="corner-case images + demo as an OCI layout")
+    b.add_argument("--out", required=True)
+    b.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
+    d = sub.add_parser("demo", help="demo:latest only")
+    d.add_argument("--out", required=True)
+    x = sub.add_parser("bad", help="broken images for error tests")
+    x.add_argument("--out", required=True)
+    p = sub.add_parser("push", help="push every tagged image of a layout")
+    p.add_argument("--layout", required=True)
+    p.add_argument("--registry", required=True, help="HOST:PORT (plain HTTP)")
+    sub.add_parser("schema", help="print the fixture.json schema")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "schema":
+            print(FIXTURE_SCHEMA)
+        else:
+            {"build": cmd_build, "demo": cmd_demo, "bad": cmd_bad, "push": cmd_push}[args.cmd](args)
+    except (RuntimeError, OSError) as e:
+        sys.exit("mkfixture.py %s: %s" % (args.cmd, e))
+
+
+if __name__ == "__main__":
+    main()
