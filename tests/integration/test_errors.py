@@ -102,3 +102,29 @@ def test_failed_pull_keeps_previous_images(strata, fixtures):
     p = strata("pull", fixtures.ref("corner:nosuchtag"), check=False)
     assert p.returncode == 1
     assert strata.ls() == before
+
+
+def test_blob_corrupted_in_registry(strata, mount, fixtures, tmp_path):
+    """A registry serving bytes that do not match the layer digest: exit 1, nothing stored.
+
+    Distribution verifies uploads, so the corruption is done on its disk after the push, in a
+    registry of this test's own (the session registry stays intact)."""
+    from conftest import Registry, run_mkfixture
+
+    reg = Registry(tmp_path / "reg")
+    reg.start()
+    try:
+        run_mkfixture("push", "--layout", fixtures.layout, "--registry", reg.host)
+        layer = fixtures.image("demo:latest")["layers"][-1]["digest"]
+        hexd = layer.split(":", 1)[1]
+        data = reg.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF  # same size, different content
+        data.write_bytes(bytes(raw))
+        p = strata("pull", reg.ref("demo:latest"), check=False)
+        assert p.returncode == 1, p
+        line = one_line(p.stderr)
+        assert "digest mismatch" in line and layer in line, line
+        assert_store_empty(strata, mount)
+    finally:
+        reg.stop()
