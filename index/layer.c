@@ -12,7 +12,9 @@
 
 #include <zstd.h>
 
+#include "decomp.h"
 #include "tar.h"
+#include "zran.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -39,8 +41,12 @@ struct enc_header {
 	uint64_t tar_size;
 	uint64_t content_size;
 	uint8_t diff_id[32];
+	uint32_t ncheckpoints;
+	uint32_t blob_kind;
+	uint64_t blob_size;
 };
-_Static_assert(sizeof(struct enc_header) == 88, "header layout");
+_Static_assert(sizeof(struct enc_header) == 104, "header layout");
+_Static_assert(sizeof(struct index_checkpoint) == 72, "checkpoint record layout");
 
 struct index_layer {
 	void *mem; /* owns everything below */
@@ -49,7 +55,9 @@ struct index_layer {
 	const struct index_dirent *dirents;
 	const struct index_chunk *chunks;
 	const struct index_xattr *xattrs;
+	const struct index_checkpoint *cps;
 	const char *strtab;
+	uint32_t *by_offset; /* chunk indexes in tar-offset order (own allocation) */
 };
 
 static int decode_raw(void *mem, size_t len, struct index_layer **out);
@@ -95,6 +103,11 @@ struct builder {
 	uint8_t *chunk_buf;
 	index_chunk_fn chunk_fn;
 	void *ctx;
+	/* random access: set by the blob builder before finalize */
+	enum index_blob blob_kind;
+	uint64_t blob_size;
+	struct index_checkpoint *cps;
+	size_t ncps;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -250,6 +263,7 @@ static void builder_free(struct builder *b)
 		free(b->map[i].path);
 	free(b->map);
 	free(b->chunk_buf);
+	free(b->cps);
 }
 
 static int is_dir(const struct bnode *n)
@@ -740,8 +754,12 @@ static int finalize(struct builder *b, const uint8_t diff_id[32], uint64_t tar_s
 	hdr.tar_size = tar_size;
 	hdr.content_size = content;
 	memcpy(hdr.diff_id, diff_id, 32);
+	hdr.ncheckpoints = (uint32_t)b->ncps;
+	hdr.blob_kind = b->blob_kind;
+	hdr.blob_size = b->blob_size;
 	total = sizeof(hdr) + ninodes * sizeof(*inodes) + ndirents * sizeof(*dirents) +
-		nchunks * sizeof(*chunks) + nxattrs * sizeof(*xattrs) + strlen_;
+		nchunks * sizeof(*chunks) + nxattrs * sizeof(*xattrs) +
+		b->ncps * sizeof(*b->cps) + strlen_;
 	mem = malloc(total);
 	if (!mem)
 		goto out;
@@ -759,6 +777,7 @@ static int finalize(struct builder *b, const uint8_t diff_id[32], uint64_t tar_s
 		PUT(dirents, ndirents * sizeof(*dirents));
 		PUT(chunks, nchunks * sizeof(*chunks));
 		PUT(xattrs, nxattrs * sizeof(*xattrs));
+		PUT(b->cps, b->ncps * sizeof(*b->cps));
 		PUT(strtab, strlen_);
 #undef PUT
 	}
@@ -775,8 +794,11 @@ out:
 	return rc;
 }
 
-int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_fn chunk_fn,
-		      void *ctx, struct index_layer **out)
+/* Called after the tar stream is fully read, before finalize: fills the random-access fields. */
+typedef int (*finish_fn)(struct builder *b, void *arg);
+
+static int build(struct index_reader src, uint32_t chunk_size, index_chunk_fn chunk_fn, void *ctx,
+		 finish_fn finish, void *farg, struct index_layer **out)
 {
 	struct builder b;
 	struct hash_reader h = { src, NULL, 0 };
@@ -829,11 +851,134 @@ int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_
 			break;
 	}
 	util_sha256_final(h.sha, diff_id);
+	if (finish) {
+		rc = finish(&b, farg);
+		if (rc < 0)
+			goto out;
+	}
 	rc = finalize(&b, diff_id, h.bytes, out);
 out:
 	index_tar_free(t);
 	util_sha256_free(h.sha);
 	builder_free(&b);
+	return rc;
+}
+
+int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_fn chunk_fn,
+		      void *ctx, struct index_layer **out)
+{
+	return build(src, chunk_size, chunk_fn, ctx, NULL, NULL, out);
+}
+
+/* Counts the bytes a reader passes on. */
+struct count_reader {
+	struct index_reader src;
+	uint64_t n;
+};
+
+static ssize_t count_read(void *ctx, void *buf, size_t len)
+{
+	struct count_reader *c = ctx;
+	ssize_t n = c->src.read(c->src.ctx, buf, len);
+
+	if (n > 0)
+		c->n += (uint64_t)n;
+	return n;
+}
+
+struct blob_build {
+	const struct index_build_opts *o;
+	struct count_reader count;
+	struct index_zran *z;
+};
+
+static int blob_finish(struct builder *b, void *arg)
+{
+	struct blob_build *bb = arg;
+	char drain[65536];
+	ssize_t n;
+
+	/* Whatever follows the compressed stream still belongs to the blob. */
+	do {
+		n = count_read(&bb->count, drain, sizeof(drain));
+	} while (n > 0);
+	if (n < 0)
+		return (int)n;
+	b->blob_kind = bb->o->blob;
+	b->blob_size = bb->count.n;
+	if (bb->o->blob == INDEX_BLOB_ZSTD) {
+		b->cps = calloc(1, sizeof(*b->cps));
+		if (!b->cps)
+			return -ENOMEM;
+		b->cps[0].kind = INDEX_CP_ZSTD_FRAME;
+		b->cps[0].woff = UINT64_MAX;
+		b->ncps = 1;
+	} else if (bb->o->blob == INDEX_BLOB_GZIP) {
+		size_t n_cp = index_zran_count(bb->z);
+
+		b->cps = calloc(n_cp ? n_cp : 1, sizeof(*b->cps));
+		if (!b->cps)
+			return -ENOMEM;
+		for (size_t i = 0; i < n_cp; i++) {
+			const struct index_zran_cp *zc = index_zran_cp(bb->z, i);
+			struct index_checkpoint *cp = &b->cps[i];
+
+			cp->uoff = zc->uoff;
+			cp->coff = zc->coff;
+			cp->bits = zc->bits;
+			cp->kind = zc->kind;
+			cp->wlen = zc->wlen;
+			cp->woff = UINT64_MAX;
+			if (cp->wlen) {
+				const uint8_t *w = index_zran_window(bb->z, i);
+				int rc;
+
+				util_sha256(w, cp->wlen, cp->window);
+				if (bb->o->window_fn) {
+					rc = bb->o->window_fn(bb->o->ctx, cp->window, w, cp->wlen);
+					if (rc < 0)
+						return rc;
+				}
+			}
+		}
+		b->ncps = n_cp;
+	}
+	return 0;
+}
+
+int index_layer_build_blob(struct index_reader src, const struct index_build_opts *o,
+			   struct index_layer **out)
+{
+	struct blob_build bb = { o, { src, 0 }, NULL };
+	struct index_reader counted = { count_read, &bb.count };
+	struct index_decomp *d = NULL;
+	struct index_reader tar;
+	uint32_t cs = o->chunk_size ? o->chunk_size : INDEX_DEFAULT_CHUNK_SIZE;
+	int rc;
+
+	*out = NULL;
+	switch (o->blob) {
+	case INDEX_BLOB_TAR:
+		tar = counted;
+		break;
+	case INDEX_BLOB_GZIP:
+		rc = index_zran_new(counted, o->span, &bb.z);
+		if (rc < 0)
+			return rc;
+		tar = index_zran_reader(bb.z);
+		break;
+	case INDEX_BLOB_ZSTD:
+		rc = index_decomp_new(INDEX_COMP_ZSTD, counted, &d);
+		if (rc < 0)
+			return rc;
+		tar = index_decomp_reader(d);
+		break;
+	default:
+		return strata_err(EINVAL, "unknown blob kind %d", (int)o->blob);
+	}
+	rc = build(tar, cs, o->chunk_fn, o->ctx, blob_finish, &bb, out);
+	index_zran_free(bb.z);
+	index_decomp_free(d);
 	return rc;
 }
 
@@ -849,6 +994,14 @@ static int valid_name(const char *s, uint32_t len)
 	if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
 		return 0;
 	return memchr(s, '/', len) == NULL && memchr(s, '\0', len) == NULL;
+}
+
+static int cmp_chunk_offset(const void *a, const void *b, void *arg)
+{
+	const struct index_chunk *chunks = arg;
+	uint64_t x = chunks[*(const uint32_t *)a].offset, y = chunks[*(const uint32_t *)b].offset;
+
+	return (x > y) - (x < y);
 }
 
 static int in_range(uint64_t off, uint64_t len, uint64_t limit)
@@ -878,7 +1031,8 @@ static int decode_raw(void *mem, size_t len, struct index_layer **out)
 	need = sizeof(*h) + (uint64_t)h->ninodes * sizeof(struct index_inode) +
 	       (uint64_t)h->ndirents * sizeof(struct index_dirent) +
 	       (uint64_t)h->nchunks * sizeof(struct index_chunk) +
-	       (uint64_t)h->nxattrs * sizeof(struct index_xattr);
+	       (uint64_t)h->nxattrs * sizeof(struct index_xattr) +
+	       (uint64_t)h->ncheckpoints * sizeof(struct index_checkpoint);
 	if (h->strtab_len > len || need != len - h->strtab_len) {
 		rc = bad("section sizes do not add up");
 		goto fail;
@@ -904,6 +1058,8 @@ static int decode_raw(void *mem, size_t len, struct index_layer **out)
 	p += (size_t)h->nchunks * sizeof(struct index_chunk);
 	l->xattrs = (const void *)p;
 	p += (size_t)h->nxattrs * sizeof(struct index_xattr);
+	l->cps = (const void *)p;
+	p += (size_t)h->ncheckpoints * sizeof(struct index_checkpoint);
 	l->strtab = p;
 
 	if (!S_ISDIR(l->inodes[0].mode)) {
@@ -1012,9 +1168,37 @@ static int decode_raw(void *mem, size_t len, struct index_layer **out)
 		if (rc < 0)
 			goto fail;
 	}
+	if (h->blob_kind > INDEX_BLOB_ZSTD) {
+		rc = bad("unknown blob kind");
+		goto fail;
+	}
+	for (uint32_t i = 0; i < h->ncheckpoints; i++) {
+		const struct index_checkpoint *cp = &l->cps[i];
+
+		if (cp->kind > INDEX_CP_ZSTD_FRAME || cp->bits > 7 || cp->wlen > INDEX_ZRAN_WINDOW ||
+		    cp->coff > h->blob_size || (cp->bits && cp->coff == 0) ||
+		    (i > 0 && cp->uoff <= l->cps[i - 1].uoff) || (i == 0 && cp->uoff != 0)) {
+			rc = bad("invalid checkpoint");
+			goto fail;
+		}
+	}
+	if ((h->blob_kind == INDEX_BLOB_GZIP || h->blob_kind == INDEX_BLOB_ZSTD) && !h->ncheckpoints) {
+		rc = bad("compressed blob without checkpoints");
+		goto fail;
+	}
+	l->by_offset = malloc((h->nchunks ? h->nchunks : 1) * sizeof(*l->by_offset));
+	if (!l->by_offset) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < h->nchunks; i++)
+		l->by_offset[i] = i;
+	qsort_r(l->by_offset, h->nchunks, sizeof(*l->by_offset), cmp_chunk_offset, (void *)l->chunks);
 	*out = l;
 	return 0;
 fail:
+	if (l)
+		free(l->by_offset);
 	free(l);
 	free(mem);
 	return rc;
@@ -1038,6 +1222,17 @@ int index_layer_decode(const void *buf, size_t len, struct index_layer **out)
 		return bad(ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
 	}
 	return decode_raw(mem, n, out);
+}
+
+void index_layer_set_window_location(struct index_layer *l, uint32_t cp, uint64_t woff,
+				     uint32_t wclen)
+{
+	struct index_checkpoint *c;
+
+	assert(cp < l->hdr->ncheckpoints);
+	c = (struct index_checkpoint *)&l->cps[cp]; /* l owns the memory */
+	c->woff = woff;
+	c->wclen = wclen;
 }
 
 int index_layer_encode(const struct index_layer *l, void **buf, size_t *len)
@@ -1064,6 +1259,7 @@ void index_layer_free(struct index_layer *l)
 {
 	if (!l)
 		return;
+	free(l->by_offset);
 	free(l->mem);
 	free(l);
 }
@@ -1154,4 +1350,166 @@ int64_t index_layer_lookup(const struct index_layer *l, uint32_t dir, const char
 			hi = mid;
 	}
 	return -ENOENT;
+}
+
+/* ---------------------------------------------------------------- random access */
+
+enum index_blob index_layer_blob_kind(const struct index_layer *l)
+{
+	return (enum index_blob)l->hdr->blob_kind;
+}
+
+uint64_t index_layer_blob_size(const struct index_layer *l)
+{
+	return l->hdr->blob_size;
+}
+
+uint32_t index_layer_ncheckpoints(const struct index_layer *l)
+{
+	return l->hdr->ncheckpoints;
+}
+
+const struct index_checkpoint *index_layer_checkpoint(const struct index_layer *l, uint32_t i)
+{
+	assert(i < l->hdr->ncheckpoints);
+	return &l->cps[i];
+}
+
+uint32_t index_layer_chunk_by_offset(const struct index_layer *l, uint32_t k)
+{
+	assert(k < l->hdr->nchunks);
+	return l->by_offset[k];
+}
+
+uint32_t index_layer_chunk_rank(const struct index_layer *l, uint64_t uoff)
+{
+	uint32_t lo = 0, hi = l->hdr->nchunks;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (l->chunks[l->by_offset[mid]].offset < uoff)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend, struct index_span *s)
+{
+	uint32_t n = l->hdr->ncheckpoints, lo = 0, hi = n;
+	const struct index_checkpoint *cp;
+
+	assert(uoff < uend);
+	switch (l->hdr->blob_kind) {
+	case INDEX_BLOB_TAR:
+		s->cp = UINT32_MAX;
+		s->cstart = s->ustart = uoff;
+		s->cend = s->uend = uend;
+		return 0;
+	case INDEX_BLOB_GZIP:
+	case INDEX_BLOB_ZSTD:
+		break;
+	default:
+		return strata_err(ENOTSUP, "layer index has no random-access information");
+	}
+	/* last checkpoint at or before uoff (the first one is at 0) */
+	while (lo + 1 < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (l->cps[mid].uoff <= uoff)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	cp = &l->cps[lo];
+	s->cp = lo;
+	s->cstart = cp->coff - (cp->bits ? 1 : 0);
+	s->ustart = cp->uoff;
+	/* the first checkpoint at or after uend bounds what must be fetched */
+	s->cend = l->hdr->blob_size;
+	s->uend = l->hdr->tar_size;
+	for (uint32_t i = lo + 1; i < n; i++) {
+		if (l->cps[i].uoff >= uend) {
+			uint64_t end = l->cps[i].coff + (l->cps[i].kind == INDEX_CP_ZSTD_FRAME ? 0 : 1);
+
+			if (end < s->cend)
+				s->cend = end;
+			s->uend = l->cps[i].uoff;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Decodes [skip, skip + len) of the zstd frames in comp. */
+static int zstd_extract(const uint8_t *comp, size_t clen, uint64_t skip, uint8_t *out, size_t len)
+{
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	ZSTD_inBuffer in = { comp, clen, 0 };
+	uint8_t *scratch = malloc(ZSTD_DStreamOutSize());
+	size_t got = 0;
+	int rc = 0;
+
+	if (!dc || !scratch) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (got < len) {
+		ZSTD_outBuffer ob = { scratch, ZSTD_DStreamOutSize(), 0 };
+		size_t r;
+		size_t pos = 0;
+
+		if (in.pos == in.size) {
+			rc = strata_err(EPIPE, "truncated zstd span");
+			goto out;
+		}
+		r = ZSTD_decompressStream(dc, &ob, &in);
+		if (ZSTD_isError(r)) {
+			rc = strata_err(EBADMSG, "corrupt zstd stream: %s", ZSTD_getErrorName(r));
+			goto out;
+		}
+		if (skip) {
+			pos = ob.pos < skip ? ob.pos : (size_t)skip;
+			skip -= pos;
+		}
+		if (ob.pos > pos) {
+			size_t k = ob.pos - pos < len - got ? ob.pos - pos : len - got;
+
+			memcpy(out + got, scratch + pos, k);
+			got += k;
+		}
+	}
+out:
+	free(scratch);
+	ZSTD_freeDCtx(dc);
+	return rc;
+}
+
+int index_layer_extract(const struct index_layer *l, const struct index_span *s,
+			const uint8_t *window, const uint8_t *comp, size_t clen, uint64_t uoff,
+			void *out, size_t len)
+{
+	const struct index_checkpoint *cp;
+	struct index_zran_cp zc;
+
+	assert(uoff >= s->ustart);
+	if (s->cp == UINT32_MAX) {
+		uint64_t at = uoff - s->cstart;
+
+		if (at > clen || len > clen - at)
+			return strata_err(EPIPE, "span too short");
+		memcpy(out, comp + at, len);
+		return 0;
+	}
+	cp = index_layer_checkpoint(l, s->cp);
+	if (cp->kind == INDEX_CP_ZSTD_FRAME)
+		return zstd_extract(comp, clen, uoff - cp->uoff, out, len);
+	zc.uoff = cp->uoff;
+	zc.coff = cp->coff;
+	zc.bits = cp->bits;
+	zc.kind = cp->kind;
+	zc.wlen = cp->wlen;
+	return index_zran_extract(&zc, window, comp, clen, uoff - cp->uoff, out, len);
 }

@@ -9,7 +9,7 @@
 
 #include "reader.h"
 
-#define INDEX_FORMAT_VERSION 1
+#define INDEX_FORMAT_VERSION 2
 #define INDEX_DEFAULT_CHUNK_SIZE (1u << 20)
 #define INDEX_MIN_CHUNK_SIZE 4096u
 #define INDEX_MAX_CHUNK_SIZE (16u << 20)
@@ -52,6 +52,43 @@ struct index_xattr {
 	uint32_t value_off, value_len;
 };
 
+/* How the layer blob is stored, which decides how a byte range of the tar is fetched. */
+enum index_blob {
+	INDEX_BLOB_UNKNOWN = 0, /* no random access information */
+	INDEX_BLOB_TAR = 1,     /* uncompressed: tar offset == blob offset */
+	INDEX_BLOB_GZIP = 2,    /* gzip: zran checkpoints (member starts and deflate blocks) */
+	INDEX_BLOB_ZSTD = 3,    /* zstd: checkpoints at frame starts */
+};
+
+/* Checkpoint kinds (the first two match enum index_zran_kind). */
+#define INDEX_CP_GZIP_MEMBER 0
+#define INDEX_CP_GZIP_BLOCK 1
+#define INDEX_CP_ZSTD_FRAME 2
+
+/* A place to start decoding the blob: uncompressed offset uoff is produced by decoding from
+ * compressed offset coff (minus one byte when bits > 0) with the window whose sha256 is window. */
+struct index_checkpoint {
+	uint64_t uoff;
+	uint64_t coff;
+	uint8_t bits;
+	uint8_t kind;        /* INDEX_CP_* */
+	uint16_t pad;
+	uint32_t wlen;       /* window bytes (0: none needed) */
+	uint8_t window[32];  /* sha256 of the window; windows are stored as chunks */
+	uint64_t woff;       /* offset of the window in an index artifact's windows blob, or UINT64_MAX */
+	uint32_t wclen;      /* stored length there */
+	uint32_t pad2;
+};
+
+/* What a read must fetch: bytes [cstart, cend) of the blob, decoded from checkpoint cp
+ * (UINT32_MAX for an uncompressed blob), produce the tar from offset ustart on. */
+struct index_span {
+	uint32_t cp;
+	uint64_t cstart, cend;
+	uint64_t ustart;
+	uint64_t uend;       /* tar bytes up to here can be decoded from [cstart, cend) */
+};
+
 struct index_layer;
 
 /* Called for every chunk as it is cut, before the index is complete. Returns 0 or negative errno
@@ -71,6 +108,31 @@ typedef int (*index_chunk_fn)(void *ctx, const uint8_t digest[32], const void *d
  */
 int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_fn chunk_fn,
 		      void *ctx, struct index_layer **out);
+
+/* Called for every checkpoint window as the blob is indexed (wlen bytes, sha256 digest). */
+typedef int (*index_window_fn)(void *ctx, const uint8_t digest[32], const void *data, size_t len);
+
+struct index_build_opts {
+	uint32_t chunk_size;      /* 0 = INDEX_DEFAULT_CHUNK_SIZE */
+	enum index_blob blob;     /* how src is compressed (TAR, GZIP or ZSTD) */
+	uint64_t span;            /* gzip checkpoint spacing in compressed bytes; 0 = 1 MiB */
+	index_chunk_fn chunk_fn;  /* may be NULL: build the index only */
+	index_window_fn window_fn;/* may be NULL */
+	void *ctx;                /* passed to both callbacks */
+};
+
+/*
+ * Builds the index of a layer blob read from src (compressed as o->blob says), with random-access
+ * checkpoints, as index_layer_build does for a tar stream. The index records the blob's size and
+ * kind. Returns 0 and *out, or negative errno with strata_err set.
+ */
+int index_layer_build_blob(struct index_reader src, const struct index_build_opts *o,
+			   struct index_layer **out);
+
+/* Records where checkpoint cp's window lives in an index artifact's windows blob. Not thread-safe
+ * against readers of the same index (use it on a private copy before encoding). */
+void index_layer_set_window_location(struct index_layer *l, uint32_t cp, uint64_t woff,
+				     uint32_t wclen);
 
 /* Encodes the index (zstd-compressed). Returns 0 with a malloc'd buffer in *buf and its size in *len, or -ENOMEM. */
 int index_layer_encode(const struct index_layer *l, void **buf, size_t *len);
@@ -99,6 +161,31 @@ const uint8_t *index_layer_diff_id(const struct index_layer *l);
 uint64_t index_layer_tar_size(const struct index_layer *l);
 /* Sum of regular file sizes (each inode once). */
 uint64_t index_layer_content_size(const struct index_layer *l);
+
+enum index_blob index_layer_blob_kind(const struct index_layer *l);
+uint64_t index_layer_blob_size(const struct index_layer *l);
+uint32_t index_layer_ncheckpoints(const struct index_layer *l);
+const struct index_checkpoint *index_layer_checkpoint(const struct index_layer *l, uint32_t i);
+
+/* The k-th chunk in tar-offset order (k < nchunks), for finding every chunk a span holds. */
+uint32_t index_layer_chunk_by_offset(const struct index_layer *l, uint32_t k);
+/* The smallest k whose chunk starts at or after uoff (nchunks when none). */
+uint32_t index_layer_chunk_rank(const struct index_layer *l, uint64_t uoff);
+
+/*
+ * Plans the fetch of tar bytes [uoff, uend): which compressed range to request and where decoding
+ * starts. Returns 0, or -ENOTSUP when the index has no random-access information.
+ */
+int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend, struct index_span *s);
+
+/*
+ * Decodes tar bytes [uoff, uoff + len) from comp, the blob bytes [s->cstart, s->cstart + clen) of a
+ * span planned by index_layer_span. window is the span checkpoint's window (NULL when wlen is 0).
+ * Returns 0, -EPIPE when comp is too short, -EBADMSG for corrupt data, -ENOMEM. Thread-safe.
+ */
+int index_layer_extract(const struct index_layer *l, const struct index_span *s,
+			const uint8_t *window, const uint8_t *comp, size_t clen, uint64_t uoff,
+			void *out, size_t len);
 
 /* Finds name in directory dir. Returns the inode number, or -ENOENT / -ENOTDIR. */
 int64_t index_layer_lookup(const struct index_layer *l, uint32_t dir, const char *name, size_t len);

@@ -349,10 +349,11 @@ out:
 /* Layer record: u32 LE length of the JSON header, the JSON header, then the encoded index. */
 static char *layer_json(const struct store_layer *l)
 {
-	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "digest", l->digest, "diff_id",
-			      l->diff_id, "media_type", l->media_type, "size", (json_int_t)l->size,
-			      "tar_size", (json_int_t)l->tar_size, "seq", (json_int_t)l->seq,
-			      "chunk_size", (json_int_t)l->chunk_size);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "digest", l->digest,
+			      "diff_id", l->diff_id, "media_type", l->media_type, "size",
+			      (json_int_t)l->size, "tar_size", (json_int_t)l->tar_size, "seq",
+			      (json_int_t)l->seq, "chunk_size", (json_int_t)l->chunk_size, "source",
+			      l->source, "windows", l->windows);
 	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 	json_decref(o);
@@ -370,7 +371,7 @@ static int parse_layer(const char *val, size_t vlen, struct store_layer *info, v
 	uint32_t jlen;
 	json_t *o;
 	json_error_t jerr;
-	const char *digest = NULL, *diff_id = NULL, *mt = NULL;
+	const char *digest = NULL, *diff_id = NULL, *mt = NULL, *source = NULL, *windows = NULL;
 	json_int_t size = 0, tar_size = 0, seq = 0, cs = 0;
 
 	if (vlen < 4)
@@ -381,7 +382,8 @@ static int parse_layer(const char *val, size_t vlen, struct store_layer *info, v
 	o = json_loadb(val + 4, jlen, 0, &jerr);
 	if (!o || json_unpack(o, "{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "digest", &digest, "diff_id",
 			      &diff_id, "media_type", &mt, "size", &size, "tar_size", &tar_size,
-			      "seq", &seq, "chunk_size", &cs) < 0) {
+			      "seq", &seq, "chunk_size", &cs) < 0 ||
+	    json_unpack(o, "{s?s, s?s}", "source", &source, "windows", &windows) < 0) {
 		json_decref(o);
 		return strata_err(EBADMSG, "corrupt layer record");
 	}
@@ -394,6 +396,8 @@ static int parse_layer(const char *val, size_t vlen, struct store_layer *info, v
 		info->tar_size = (uint64_t)tar_size;
 		info->seq = (uint32_t)seq;
 		info->chunk_size = (uint32_t)cs;
+		copy_str(info->source, sizeof(info->source), source);
+		copy_str(info->windows, sizeof(info->windows), windows);
 	}
 	json_decref(o);
 	if (index) {

@@ -56,6 +56,8 @@ struct store_layer {
 	uint64_t tar_size;              /* uncompressed size */
 	uint32_t seq;                   /* stable per-store number, assigned on first put; never 0 */
 	uint32_t chunk_size;
+	char source[512];               /* repository to fetch missing bytes from: "domain/path" */
+	char windows[STORE_DIGEST_LEN]; /* an index artifact's windows blob in source, or "" */
 };
 
 /* Stores a layer record with its encoded index. Keeps the layer's seq if it exists, else assigns

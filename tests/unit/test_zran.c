@@ -1,0 +1,818 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for zran gzip random access: checkpoints, windows, extraction, members and errors. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+#include "index/reader.h"
+#include "index/zran.h"
+#include "util/log.h"
+
+#define KiB (1024u)
+#define MiB (1024u * 1024u)
+
+/* ---- helpers ---- */
+
+struct buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static void buf_cat(struct buf *b, const void *d, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap < 64 ? 64 : b->cap;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		b->p = realloc(b->p, cap);
+		assert_non_null(b->p);
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->p + b->len, d, n);
+	b->len += n;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* One gzip member of data. sync_at > 0 forces a deflate block boundary (Z_SYNC_FLUSH) there. */
+static struct buf gzip_of(const void *data, size_t len, int level, size_t sync_at)
+{
+	struct buf out = { 0 };
+	z_stream z;
+	uint8_t chunk[65536];
+	size_t fed = 0;
+	int rc;
+
+	memset(&z, 0, sizeof(z));
+	assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
+			 Z_OK);
+	z.next_in = (Bytef *)(uintptr_t)data;
+	do {
+		size_t part = len - fed;
+		int flush = Z_FINISH;
+
+		if (sync_at > fed && sync_at < len) {
+			part = sync_at - fed;
+			flush = Z_SYNC_FLUSH;
+		}
+		z.avail_in = (uInt)part;
+		do {
+			z.next_out = chunk;
+			z.avail_out = sizeof(chunk);
+			rc = deflate(&z, flush);
+			assert_true(rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR);
+			buf_cat(&out, chunk, sizeof(chunk) - z.avail_out);
+		} while (flush == Z_FINISH ? rc != Z_STREAM_END : z.avail_out == 0);
+		fed += part;
+	} while (rc != Z_STREAM_END);
+	deflateEnd(&z);
+	return out;
+}
+
+static uint8_t *fill_random(size_t n, uint64_t seed)
+{
+	uint8_t *p = malloc(n ? n : 1);
+
+	assert_non_null(p);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(rnd(&seed) >> 24);
+	return p;
+}
+
+/* Text made of random words from a random 2048-word vocabulary: compresses about 3x. */
+static uint8_t *fill_words(size_t n, uint64_t seed)
+{
+	static char vocab[2048][12];
+	uint8_t *p = malloc(n ? n : 1);
+	size_t i = 0;
+
+	assert_non_null(p);
+	for (size_t w = 0; w < 2048; w++) {
+		size_t wl = 2 + rnd(&seed) % 9;
+
+		for (size_t k = 0; k < wl; k++)
+			vocab[w][k] = (char)('a' + rnd(&seed) % 26);
+		vocab[w][wl] = 0;
+	}
+	while (i < n) {
+		uint64_t r = rnd(&seed);
+		const char *w = vocab[r % 2048];
+		size_t wl = strlen(w);
+
+		for (size_t k = 0; k < wl && i < n; k++)
+			p[i++] = (uint8_t)w[k];
+		if (i < n)
+			p[i++] = (r >> 20) % 13 == 0 ? '\n' : ' ';
+	}
+	return p;
+}
+
+/* A memory source returning reads of varying size: 1..chunk bytes chosen by a PRNG (chunk 0: all). */
+struct mem {
+	const uint8_t *p;
+	size_t len, pos, chunk;
+	uint64_t seed;
+	size_t fail_at; /* > 0: fail with -EIO once pos reaches this */
+};
+
+static ssize_t mem_read(void *ctx, void *buf, size_t len)
+{
+	struct mem *m = ctx;
+	size_t n = m->len - m->pos;
+
+	if (m->fail_at > 0 && m->pos >= m->fail_at)
+		return strata_err(EIO, "mock read error");
+	if (n > len)
+		n = len;
+	if (m->chunk) {
+		size_t c = 1 + rnd(&m->seed) % m->chunk;
+
+		if (n > c)
+			n = c;
+	}
+	if (n)
+		memcpy(buf, m->p + m->pos, n);
+	m->pos += n;
+	return (ssize_t)n;
+}
+
+static struct index_reader mem_reader(struct mem *m, const void *p, size_t len, size_t chunk)
+{
+	struct index_reader r = { mem_read, m };
+
+	memset(m, 0, sizeof(*m));
+	m->p = p;
+	m->len = len;
+	m->chunk = chunk;
+	m->seed = 0x9e3779b97f4a7c15ull ^ len ^ chunk;
+	return r;
+}
+
+/* Reads everything from z with read sizes 1..step. Returns the output; *rc gets the final result. */
+static struct buf drain(struct index_zran *z, size_t step, ssize_t *rc)
+{
+	struct buf out = { 0 };
+	uint8_t *tmp = malloc(step);
+	uint64_t seed = 12345 + step;
+
+	assert_non_null(tmp);
+	for (;;) {
+		size_t want = 1 + rnd(&seed) % step;
+		ssize_t n = index_zran_read(z, tmp, want);
+
+		if (n <= 0) {
+			*rc = n;
+			break;
+		}
+		assert_true((size_t)n <= want);
+		buf_cat(&out, tmp, (size_t)n);
+	}
+	free(tmp);
+	return out;
+}
+
+/* Indexes gz fully (source chunks 1..chunk, read steps 1..step) and checks the output is want. */
+static struct index_zran *index_of(const struct buf *gz, const uint8_t *want, size_t want_len,
+				   uint64_t span, size_t chunk, size_t step, struct mem *m)
+{
+	struct index_zran *z = NULL;
+	struct buf out;
+	ssize_t rc;
+
+	assert_int_equal(index_zran_new(mem_reader(m, gz->p, gz->len, chunk), span, &z), 0);
+	out = drain(z, step, &rc);
+	if (rc != 0)
+		fprintf(stderr, "zran: %s\n", strata_errmsg((int)-rc));
+	assert_int_equal(rc, 0);
+	assert_int_equal(out.len, want_len);
+	if (want_len)
+		assert_memory_equal(out.p, want, want_len);
+	assert_int_equal(index_zran_consumed(z), gz->len);
+	{
+		uint8_t b[4];
+
+		assert_int_equal(index_zran_read(z, b, sizeof(b)), 0); /* stays at the end */
+	}
+	free(out.p);
+	return z;
+}
+
+/* Start of the compressed bytes extract needs for checkpoint cp. */
+static size_t comp_start(const struct index_zran_cp *cp)
+{
+	return (size_t)cp->coff - (cp->bits ? 1 : 0);
+}
+
+/*
+ * Checks the checkpoint invariants: strictly increasing offsets, the span rule, MEMBER checkpoints
+ * at the member starts (uoffs in starts[0..nstarts)), windows equal to the data before them and
+ * 32 KiB long except within 32 KiB of a member start. Returns the number of BLOCK checkpoints.
+ */
+static size_t check_cps(const struct index_zran *z, const uint8_t *in, uint64_t span,
+			const uint64_t *starts, size_t nstarts)
+{
+	size_t n = index_zran_count(z), blocks = 0;
+
+	assert_true(n >= 1);
+	assert_int_equal(index_zran_cp(z, 0)->kind, INDEX_ZRAN_MEMBER);
+	assert_int_equal(index_zran_cp(z, 0)->uoff, 0);
+	assert_int_equal(index_zran_cp(z, 0)->coff, 0);
+	for (size_t i = 0; i < n; i++) {
+		const struct index_zran_cp *cp = index_zran_cp(z, i);
+		const uint8_t *w = index_zran_window(z, i);
+
+		if (i > 0) {
+			const struct index_zran_cp *prev = index_zran_cp(z, i - 1);
+
+			assert_true(cp->uoff > prev->uoff);
+			assert_true(cp->coff > prev->coff);
+			if (cp->kind == INDEX_ZRAN_BLOCK)
+				assert_true(cp->coff - prev->coff >= span ||
+					    cp->uoff - prev->uoff >= 4 * span);
+		}
+		if (cp->kind == INDEX_ZRAN_MEMBER) {
+			int found = 0;
+
+			assert_int_equal(cp->bits, 0);
+			assert_int_equal(cp->wlen, 0);
+			assert_null(w);
+			for (size_t k = 0; k < nstarts; k++)
+				found |= starts[k] == cp->uoff;
+			assert_true(found);
+		} else {
+			uint64_t mstart = 0, expect;
+
+			assert_int_equal(cp->kind, INDEX_ZRAN_BLOCK);
+			assert_true(cp->bits <= 7);
+			blocks++;
+			for (size_t k = 0; k < nstarts; k++)
+				if (starts[k] < cp->uoff)
+					mstart = starts[k];
+			expect = cp->uoff - mstart < INDEX_ZRAN_WINDOW ? cp->uoff - mstart
+								      : INDEX_ZRAN_WINDOW;
+			assert_int_equal(cp->wlen, expect);
+			assert_non_null(w);
+			assert_memory_equal(w, in + cp->uoff - cp->wlen, cp->wlen);
+		}
+	}
+	return blocks;
+}
+
+/* Extracts in[off, off+len) from checkpoint i with comp cut at clen. Returns extract's result. */
+static int extract_at(const struct index_zran *z, size_t i, const struct buf *gz, size_t clen,
+		      uint64_t skip, uint8_t *out, size_t len)
+{
+	const struct index_zran_cp *cp = index_zran_cp(z, i);
+	size_t start = comp_start(cp);
+
+	assert_true(start + clen <= gz->len);
+	return index_zran_extract(cp, index_zran_window(z, i), gz->p + start, clen, skip, out, len);
+}
+
+/*
+ * For every checkpoint and `pairs` random (skip, len) pairs: extract with comp running to the end
+ * of the blob, and with comp cut at the next checkpoint at or past the range's end (a single range
+ * request); both must return exactly the input.
+ */
+static void check_extract(const struct index_zran *z, const struct buf *gz, const uint8_t *in,
+			  size_t in_len, size_t pairs, uint64_t max_skip, size_t max_len, uint64_t seed)
+{
+	size_t n = index_zran_count(z);
+	uint8_t *out = malloc(max_len + 1);
+
+	assert_non_null(out);
+	for (size_t i = 0; i < n; i++) {
+		const struct index_zran_cp *cp = index_zran_cp(z, i);
+		size_t start = comp_start(cp);
+
+		for (size_t k = 0; k < pairs; k++) {
+			uint64_t skip = k == 0 ? 0 : rnd(&seed) % (max_skip + 1);
+			size_t len = 1 + rnd(&seed) % max_len, clen = gz->len - start;
+			uint64_t end;
+
+			if (cp->uoff >= in_len)
+				break;
+			if (cp->uoff + skip >= in_len)
+				skip = in_len - cp->uoff - 1;
+			if (cp->uoff + skip + len > in_len)
+				len = in_len - cp->uoff - skip;
+			end = cp->uoff + skip + len;
+			memset(out, 0xa5, len);
+			assert_int_equal(extract_at(z, i, gz, clen, skip, out, len), 0);
+			assert_memory_equal(out, in + cp->uoff + skip, len);
+
+			/* cut at the first checkpoint at or past the end: bytes [start, coff) suffice */
+			for (size_t j = i + 1; j < n; j++) {
+				if (index_zran_cp(z, j)->uoff >= end) {
+					clen = (size_t)index_zran_cp(z, j)->coff - start;
+					break;
+				}
+			}
+			memset(out, 0xa5, len);
+			assert_int_equal(extract_at(z, i, gz, clen, skip, out, len), 0);
+			assert_memory_equal(out, in + cp->uoff + skip, len);
+		}
+	}
+	free(out);
+}
+
+struct stats {
+	size_t count, blocks;
+	uint64_t window_bytes;
+};
+
+static struct stats stats_of(const struct index_zran *z)
+{
+	struct stats s = { 0 };
+
+	s.count = index_zran_count(z);
+	for (size_t i = 0; i < s.count; i++) {
+		if (index_zran_cp(z, i)->kind == INDEX_ZRAN_BLOCK)
+			s.blocks++;
+		s.window_bytes += index_zran_cp(z, i)->wlen;
+	}
+	return s;
+}
+
+/* ---- tests ---- */
+
+static void test_compressible(void **state)
+{
+	size_t len = 8 * MiB;
+	uint8_t *in = fill_words(len, 1);
+	struct buf gz = gzip_of(in, len, 6, 0);
+	uint64_t starts[] = { 0 };
+	struct index_zran *z, *z1;
+	struct mem m;
+	struct stats s, s1;
+
+	(void)state;
+	assert_true(gz.len < len / 2);
+	z = index_of(&gz, in, len, 64 * KiB, 70000, 300000, &m);
+	s = stats_of(z);
+	assert_int_equal(check_cps(z, in, 64 * KiB, starts, 1), s.blocks);
+	assert_true(s.blocks >= gz.len / (128 * KiB)); /* many: about one per 64 KiB compressed */
+	{
+		size_t primed = 0; /* checkpoints mid-byte: extraction goes through inflatePrime */
+
+		for (size_t i = 0; i < s.count; i++)
+			primed += index_zran_cp(z, i)->bits != 0;
+		assert_true(primed > 0);
+	}
+	check_extract(z, &gz, in, len, 4, 300 * KiB, 200 * KiB, 7);
+
+	/* the same blob at the default span (0 = 1 MiB) */
+	z1 = index_of(&gz, in, len, 0, 0, 1 * MiB, &m);
+	s1 = stats_of(z1);
+	assert_int_equal(check_cps(z1, in, 1 * MiB, starts, 1), s1.blocks);
+	assert_true(s1.blocks >= 1 && s1.blocks < s.blocks);
+	check_extract(z1, &gz, in, len, 2, 2 * MiB, 64 * KiB, 8);
+	print_message("8 MiB text -> %zu compressed: span 64 KiB: %zu checkpoints (%zu block), %llu "
+		      "window bytes; span 1 MiB: %zu checkpoints (%zu block), %llu window bytes\n",
+		      gz.len, s.count, s.blocks, (unsigned long long)s.window_bytes, s1.count,
+		      s1.blocks, (unsigned long long)s1.window_bytes);
+	index_zran_free(z1);
+	index_zran_free(z);
+	free(gz.p);
+	free(in);
+}
+
+static void test_incompressible(void **state)
+{
+	size_t len = 4 * MiB, stored_aligned = 0;
+	uint8_t *in = fill_random(len, 2);
+	struct buf gz = gzip_of(in, len, 6, 0);
+	uint64_t starts[] = { 0 };
+	struct index_zran *z;
+	struct mem m;
+	size_t blocks;
+
+	(void)state;
+	assert_true(gz.len > len); /* stored blocks */
+	z = index_of(&gz, in, len, 64 * KiB, 200000, 100000, &m);
+	blocks = check_cps(z, in, 64 * KiB, starts, 1);
+	assert_true(blocks >= len / (64 * KiB) - 2);
+	for (size_t i = 0; i < index_zran_count(z); i++)
+		stored_aligned += index_zran_cp(z, i)->bits == 0;
+	assert_true(stored_aligned > 0);
+	check_extract(z, &gz, in, len, 3, 200 * KiB, 100 * KiB, 9);
+	index_zran_free(z);
+
+	/* the same through the index_reader adapter */
+	{
+		uint8_t *got = malloc(len + 1);
+		struct index_zran *zr = NULL;
+
+		assert_non_null(got);
+		assert_int_equal(index_zran_new(mem_reader(&m, gz.p, gz.len, 0), 64 * KiB, &zr), 0);
+		assert_int_equal(index_reader_full(index_zran_reader(zr), got, len + 1), (ssize_t)len);
+		assert_memory_equal(got, in, len);
+		assert_int_equal(index_zran_count(zr), blocks + 1);
+		index_zran_free(zr);
+		free(got);
+	}
+	free(gz.p);
+	free(in);
+}
+
+static void test_zeros(void **state)
+{
+	size_t len = 32 * MiB + 5;
+	uint8_t *in = calloc(len, 1);
+	struct buf gz;
+	uint64_t starts[] = { 0 };
+	struct index_zran *z;
+	struct mem m;
+	size_t blocks;
+
+	(void)state;
+	assert_non_null(in);
+	in[10 * MiB] = 'x';
+	in[20 * MiB + 3] = 'y';
+	memcpy(in + len - 5, "tail!", 5);
+	gz = gzip_of(in, len, 6, 0);
+	assert_true(gz.len < 1 * MiB); /* so only the 4 * span uncompressed rule can fire */
+	z = index_of(&gz, in, len, 1 * MiB, 0, 4 * MiB, &m);
+	blocks = check_cps(z, in, 1 * MiB, starts, 1);
+	assert_true(blocks >= 4);
+	for (size_t i = 1; i < index_zran_count(z); i++)
+		assert_true(index_zran_cp(z, i)->uoff - index_zran_cp(z, i - 1)->uoff >= 4 * MiB);
+	check_extract(z, &gz, in, len, 3, 6 * MiB, 1 * MiB, 10);
+	index_zran_free(z);
+	free(gz.p);
+	free(in);
+}
+
+/* Concatenation of members of data split at cuts; returns the blob and the member start coffs. */
+static struct buf members_of(const uint8_t *in, const size_t *sizes, size_t n, size_t *coffs)
+{
+	struct buf all = { 0 };
+	size_t off = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct buf g = gzip_of(in + off, sizes[i], 6, 0);
+
+		coffs[i] = all.len;
+		buf_cat(&all, g.p, g.len);
+		off += sizes[i];
+		free(g.p);
+	}
+	return all;
+}
+
+static void test_members(void **state)
+{
+	static const size_t sizes[] = { 0, 100 * KiB, 3 * MiB };
+	static const uint8_t zeros[512];
+	size_t len = sizes[1] + sizes[2], coffs[3];
+	uint8_t *in = fill_words(len, 3);
+	struct buf gz = members_of(in, sizes, 3, coffs);
+	uint64_t starts[] = { 0, 0, sizes[1] };
+	uint8_t *out = malloc(200 * KiB);
+	struct index_zran *z;
+	struct mem m;
+	size_t member2 = 0, cross = 0;
+
+	(void)state;
+	assert_non_null(out);
+	z = index_of(&gz, in, len, 16 * KiB, 5000, 70000, &m);
+	check_cps(z, in, 16 * KiB, starts, 3);
+	/* the empty first member keeps cp 0 at 0/0; the second member, also at uoff 0, adds none */
+	assert_int_equal(index_zran_cp(z, 0)->coff, 0);
+	for (size_t i = 0; i < index_zran_count(z); i++) {
+		const struct index_zran_cp *cp = index_zran_cp(z, i);
+
+		assert_int_not_equal(cp->coff, coffs[1]);
+		if (cp->kind == INDEX_ZRAN_MEMBER && cp->coff == coffs[2]) {
+			assert_int_equal(cp->uoff, sizes[1]);
+			member2 = i;
+		}
+		if (cp->uoff < sizes[1])
+			cross = i; /* the last checkpoint inside the 100 KiB member */
+	}
+	assert_true(member2 > 0);
+	check_extract(z, &gz, in, len, 3, 150 * KiB, 150 * KiB, 11);
+
+	/* ranges across member boundaries: from cp 0 over the empty member, and over the 2nd end */
+	assert_int_equal(extract_at(z, 0, &gz, gz.len, 0, out, 200 * KiB), 0);
+	assert_memory_equal(out, in, 200 * KiB);
+	{
+		uint64_t cu = index_zran_cp(z, cross)->uoff;
+		uint64_t from = cu > sizes[1] - 5000 ? cu : sizes[1] - 5000;
+
+		assert_int_equal(extract_at(z, cross, &gz, gz.len - comp_start(index_zran_cp(z, cross)),
+					    from - cu, out, 10000),
+				 0);
+		assert_memory_equal(out, in + from, 10000);
+		/* cut right at the next member's first byte: its header is not needed for the range */
+		memset(out, 0, sizes[1] - cu);
+		assert_int_equal(extract_at(z, cross, &gz,
+					    coffs[2] - comp_start(index_zran_cp(z, cross)), 0, out,
+					    sizes[1] - cu),
+				 0);
+		assert_memory_equal(out, in + cu, sizes[1] - cu);
+	}
+	/* past the end of the stream */
+	assert_int_equal(extract_at(z, member2, &gz, gz.len - coffs[2], sizes[2] - 10, out, 20),
+			 -EPIPE);
+	index_zran_free(z);
+
+	/* byte-at-a-time source: headers and trailers split everywhere */
+	{
+		struct buf small = { 0 };
+		size_t small_sizes[] = { 3000, 0, 5000 };
+		size_t small_coffs[3];
+		uint64_t small_starts[] = { 0, 3000, 3000 };
+
+		small = members_of(in, small_sizes, 3, small_coffs);
+		z = index_of(&small, in, 8000, 1 * KiB, 1, 7, &m);
+		check_cps(z, in, 1 * KiB, small_starts, 3);
+		check_extract(z, &small, in, 8000, 3, 4000, 6000, 12);
+		index_zran_free(z);
+		free(small.p);
+	}
+
+	/* trailing zero padding is fine; anything else is not */
+	{
+		struct buf padded = { 0 };
+		struct index_zran *zp = NULL;
+		struct buf got;
+		ssize_t rc;
+
+		buf_cat(&padded, gz.p, gz.len);
+		buf_cat(&padded, zeros, sizeof(zeros));
+		z = index_of(&padded, in, len, 0, 0, 1 * MiB, &m);
+		index_zran_free(z);
+
+		buf_cat(&padded, "junk", 4);
+		assert_int_equal(index_zran_new(mem_reader(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		got = drain(zp, 1 * MiB, &rc);
+		assert_int_equal(rc, -EBADMSG);
+		assert_int_equal(got.len, len);
+		free(got.p);
+		index_zran_free(zp);
+
+		padded.len = gz.len;
+		buf_cat(&padded, "\x1f\x8b\x08garbage", 10);
+		buf_cat(&padded, zeros, 64);
+		assert_int_equal(index_zran_new(mem_reader(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		got = drain(zp, 1 * MiB, &rc);
+		assert_int_equal(rc, -EBADMSG);
+		free(got.p);
+		index_zran_free(zp);
+
+		padded.len = gz.len;
+		buf_cat(&padded, "garbage", 7);
+		assert_int_equal(index_zran_new(mem_reader(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		got = drain(zp, 1 * MiB, &rc);
+		assert_int_equal(rc, -EBADMSG);
+		free(got.p);
+		index_zran_free(zp);
+		free(padded.p);
+	}
+	free(out);
+	free(gz.p);
+	free(in);
+}
+
+/* Reads gz (cut at cut bytes) to the end; returns the final result. Checks the output so far against
+ * in unless in is NULL (corrupt input may decode to wrong bytes before the CRC catches it). */
+static ssize_t read_result(const uint8_t *gzp, size_t cut, const uint8_t *in, size_t chunk)
+{
+	struct index_zran *z = NULL;
+	struct mem m;
+	struct buf got;
+	ssize_t rc;
+	uint8_t b[8];
+
+	assert_int_equal(index_zran_new(mem_reader(&m, gzp, cut, chunk), 4 * KiB, &z), 0);
+	got = drain(z, 50000, &rc);
+	if (in && got.len)
+		assert_memory_equal(got.p, in, got.len);
+	if (rc < 0)
+		assert_int_equal(index_zran_read(z, b, sizeof(b)), rc); /* sticky */
+	free(got.p);
+	index_zran_free(z);
+	return rc;
+}
+
+static void test_errors(void **state)
+{
+	size_t len = 300 * KiB;
+	uint8_t *in = fill_words(len, 4);
+	struct buf gz = gzip_of(in, len, 6, 0);
+	static const size_t cuts[] = { 0, 1, 5, 10, 11, 100, 50000 };
+	struct index_zran *z = NULL;
+	uint8_t *out = malloc(len);
+	struct mem m;
+	uint8_t bad[1];
+
+	(void)state;
+	assert_non_null(out);
+	/* truncation anywhere, including empty input, is -EPIPE */
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++)
+		assert_int_equal(read_result(gz.p, cuts[i], in, 0), -EPIPE);
+	assert_int_equal(read_result(gz.p, gz.len / 2, in, 333), -EPIPE);
+	assert_int_equal(read_result(gz.p, gz.len - 8, in, 0), -EPIPE);
+	assert_int_equal(read_result(gz.p, gz.len - 3, in, 1), -EPIPE);
+	assert_int_equal(read_result(gz.p, gz.len, in, 1000), 0);
+	assert_int_equal(read_result(gz.p, 0, in, 0), -EPIPE);
+	assert_non_null(strstr(strata_errmsg(EPIPE), "truncated gzip stream"));
+
+	/* corruption: deflate data, CRC, ISIZE, magic, flags */
+	gz.p[gz.len / 2] ^= 0x10;
+	assert_int_equal(read_result(gz.p, gz.len, NULL, 0), -EBADMSG);
+	gz.p[gz.len / 2] ^= 0x10;
+	gz.p[gz.len - 8] ^= 1;
+	assert_int_equal(read_result(gz.p, gz.len, NULL, 0), -EBADMSG);
+	assert_non_null(strstr(strata_errmsg(EBADMSG), "crc mismatch"));
+	gz.p[gz.len - 8] ^= 1;
+	gz.p[gz.len - 2] ^= 1;
+	assert_int_equal(read_result(gz.p, gz.len, NULL, 0), -EBADMSG);
+	gz.p[gz.len - 2] ^= 1;
+	gz.p[0] ^= 1;
+	assert_int_equal(read_result(gz.p, gz.len, NULL, 0), -EBADMSG);
+	gz.p[0] ^= 1;
+	gz.p[3] |= 0x80;
+	assert_int_equal(read_result(gz.p, gz.len, NULL, 0), -EBADMSG);
+	gz.p[3] &= 0x7f;
+
+	/* a source error is passed through and sticks */
+	assert_int_equal(index_zran_new(mem_reader(&m, gz.p, gz.len, 4096), 0, &z), 0);
+	m.fail_at = 20000;
+	{
+		struct buf got;
+		ssize_t rc;
+
+		got = drain(z, 4096, &rc);
+		assert_int_equal(rc, -EIO);
+		assert_int_equal(index_zran_read(z, bad, 1), -EIO);
+		free(got.p);
+	}
+	index_zran_free(z);
+
+	/* extraction errors */
+	z = index_of(&gz, in, len, 16 * KiB, 0, 65536, &m);
+	assert_true(index_zran_count(z) >= 3);
+	assert_int_equal(extract_at(z, 0, &gz, gz.len / 2, 0, out, len), -EPIPE);
+	assert_int_equal(extract_at(z, 0, &gz, 5, 0, out, 1), -EPIPE);
+	assert_int_equal(extract_at(z, 0, &gz, 0, 0, out, 1), -EPIPE);
+	assert_int_equal(extract_at(z, 0, &gz, gz.len - 4, 0, out, len), 0); /* trailer not needed */
+	assert_memory_equal(out, in, len);
+	assert_int_equal(extract_at(z, 0, &gz, gz.len, 0, out, 0), 0);
+	{
+		const struct index_zran_cp *cp = index_zran_cp(z, 1);
+		struct index_zran_cp c = *cp;
+		uint8_t junk[64];
+
+		assert_int_equal(cp->kind, INDEX_ZRAN_BLOCK);
+		assert_int_equal(index_zran_extract(cp, index_zran_window(z, 1), gz.p + comp_start(cp),
+						    gz.len - comp_start(cp), len - cp->uoff, out, 1),
+				 -EPIPE);
+		c.bits = 1;
+		assert_int_equal(index_zran_extract(&c, index_zran_window(z, 1), junk, 0, 0, out, 1),
+				 -EPIPE);
+		/* BFINAL 1, BTYPE 11: invalid block type */
+		c.bits = 0;
+		memset(junk, 0x07, sizeof(junk));
+		assert_int_equal(index_zran_extract(&c, index_zran_window(z, 1), junk, sizeof(junk), 0,
+						    out, 16),
+				 -EBADMSG);
+		/* a member checkpoint over bytes that are not a gzip header */
+		c = *index_zran_cp(z, 0);
+		assert_int_equal(index_zran_extract(&c, NULL, junk, sizeof(junk), 0, out, 16),
+				 -EBADMSG);
+	}
+	index_zran_free(z);
+	free(out);
+	free(gz.p);
+	free(in);
+}
+
+static void test_windows(void **state)
+{
+	/* two incompressible members with a forced block boundary 10 KiB in: short windows there */
+	size_t len = 400 * KiB, short_in_second = 0, full = 0;
+	uint8_t *in = fill_random(len, 5);
+	struct buf a = gzip_of(in, 200 * KiB, 6, 10 * KiB);
+	struct buf b = gzip_of(in + 200 * KiB, 200 * KiB, 6, 10 * KiB);
+	uint64_t starts[] = { 0, 200 * KiB };
+	struct index_zran *z;
+	struct mem m;
+
+	(void)state;
+	buf_cat(&a, b.p, b.len);
+	z = index_of(&a, in, len, 4 * KiB, 3000, 20000, &m);
+	check_cps(z, in, 4 * KiB, starts, 2);
+	for (size_t i = 0; i < index_zran_count(z); i++) {
+		const struct index_zran_cp *cp = index_zran_cp(z, i);
+
+		if (cp->kind != INDEX_ZRAN_BLOCK) {
+			assert_null(index_zran_window(z, i));
+			continue;
+		}
+		if (cp->wlen == INDEX_ZRAN_WINDOW)
+			full++;
+		else if (cp->uoff > 200 * KiB)
+			short_in_second++;
+	}
+	assert_true(short_in_second >= 1);
+	assert_true(full >= 4);
+	check_extract(z, &a, in, len, 3, 50 * KiB, 50 * KiB, 13);
+	index_zran_free(z);
+	free(a.p);
+	free(b.p);
+	free(in);
+}
+
+/* Runs cmd (a shell command) with stdout captured. Returns 0 or -1. */
+static int run_capture(const char *cmd, struct buf *out)
+{
+	uint8_t tmp[65536];
+	FILE *f = popen(cmd, "r");
+	size_t n;
+
+	if (!f)
+		return -1;
+	while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+		buf_cat(out, tmp, n);
+	return pclose(f) == 0 ? 0 : -1;
+}
+
+/* Indexes a blob made by an external compressor: `tool path` writes it to stdout. */
+static void check_tool(const char *tool, const char *path, const uint8_t *in, size_t len, int fname)
+{
+	char cmd[512];
+	struct buf gz = { 0 };
+	uint64_t starts[] = { 0 };
+	struct index_zran *z;
+	struct mem m;
+
+	snprintf(cmd, sizeof(cmd), "%s %s", tool, path);
+	assert_int_equal(run_capture(cmd, &gz), 0);
+	assert_true(gz.len > 18);
+	assert_true(gz.p[0] == 0x1f && gz.p[1] == 0x8b);
+	if (fname)
+		assert_true(gz.p[3] & 0x08);
+	z = index_of(&gz, in, len, 64 * KiB, 100000, 200000, &m);
+	if (fname) /* one member */
+		check_cps(z, in, 64 * KiB, starts, 1);
+	assert_true(index_zran_count(z) >= 3);
+	check_extract(z, &gz, in, len, 2, 200 * KiB, 100 * KiB, 14);
+	index_zran_free(z);
+	free(gz.p);
+}
+
+static void test_cli_tools(void **state)
+{
+	size_t len = 2 * MiB;
+	uint8_t *in = fill_words(len, 6);
+	uint8_t *rnd_part = fill_random(512 * KiB, 7);
+	char path[] = "/tmp/strata-test-zran-XXXXXX";
+	int fd;
+
+	(void)state;
+	memcpy(in + 1 * MiB, rnd_part, 512 * KiB);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, in, len), (ssize_t)len);
+	close(fd);
+	check_tool("gzip -c -6", path, in, len, 1);
+	if (system("command -v pigz >/dev/null 2>&1") == 0)
+		check_tool("pigz -c -b 128 -p 4", path, in, len, 1);
+	else
+		print_message("pigz not installed: pigz case skipped\n");
+	unlink(path);
+	free(rnd_part);
+	free(in);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_compressible), cmocka_unit_test(test_incompressible),
+		cmocka_unit_test(test_zeros),	     cmocka_unit_test(test_members),
+		cmocka_unit_test(test_errors),	     cmocka_unit_test(test_windows),
+		cmocka_unit_test(test_cli_tools),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
