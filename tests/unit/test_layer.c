@@ -10,6 +10,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <zlib.h>
+#include <zstd.h>
+
 #include "index/layer.h"
 #include "tarw.h"
 #include "util/sha256.h"
@@ -272,6 +275,171 @@ static void test_replace_dir_with_file(void **state)
 	free(t.buf);
 }
 
+/* gzip-compresses buf (level 6) with zlib. */
+static uint8_t *gzip_buf(const uint8_t *in, size_t len, size_t *out_len)
+{
+	z_stream z;
+	size_t cap = len + len / 10 + 1024;
+	uint8_t *out = malloc(cap);
+
+	memset(&z, 0, sizeof(z));
+	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	z.next_in = (uint8_t *)in;
+	z.avail_in = (uInt)len;
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+	*out_len = z.total_out;
+	deflateEnd(&z);
+	return out;
+}
+
+static int count_window(void *ctx, const uint8_t digest[32], const void *data, size_t len)
+{
+	uint8_t check[32];
+
+	util_sha256(data, len, check);
+	assert_memory_equal(check, digest, 32);
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* For every chunk: plan its span, decode from exactly the planned compressed bytes, check it. */
+static void check_random_access(const struct index_layer *l, const uint8_t *blob, size_t blob_len,
+				const uint8_t *tar)
+{
+	uint8_t *window = NULL;
+
+	assert_int_equal(index_layer_blob_size(l), blob_len);
+	for (uint32_t i = 0; i < index_layer_nchunks(l); i++) {
+		const struct index_chunk *c = index_layer_chunk(l, i);
+		struct index_span sp;
+		uint8_t *out = malloc(c->size);
+		uint8_t d[32];
+
+		assert_int_equal(index_layer_span(l, c->offset, c->offset + c->size, &sp), 0);
+		assert_true(sp.cstart < sp.cend && sp.cend <= blob_len);
+		assert_true(sp.ustart <= c->offset && sp.uend >= c->offset + c->size);
+		if (sp.cp != UINT32_MAX) {
+			const struct index_checkpoint *cp = index_layer_checkpoint(l, sp.cp);
+
+			free(window);
+			window = NULL;
+			if (cp->wlen) {
+				/* the window is the wlen tar bytes before the checkpoint */
+				window = malloc(cp->wlen);
+				memcpy(window, tar + cp->uoff - cp->wlen, cp->wlen);
+				util_sha256(window, cp->wlen, d);
+				assert_memory_equal(d, cp->window, 32);
+			}
+		}
+		assert_int_equal(index_layer_extract(l, &sp, window, blob + sp.cstart,
+						     sp.cend - sp.cstart, c->offset, out, c->size), 0);
+		util_sha256(out, c->size, d);
+		assert_memory_equal(d, c->digest, 32);
+		free(out);
+	}
+	free(window);
+}
+
+static void test_random_access(void **state)
+{
+	struct tarw t = { 0 };
+	size_t big = 3u << 20;
+	uint8_t *data = malloc(big);
+	uint32_t seed = 42;
+	struct index_build_opts o;
+	struct index_layer *l;
+	struct memsrc m;
+	uint8_t *gz, *zs;
+	size_t gzlen, zslen;
+	int windows = 0;
+
+	(void)state;
+	for (size_t i = 0; i < big; i++) {
+		seed = seed * 1103515245u + 12345u;
+		/* half random, half text-like: both stored and compressed deflate blocks */
+		data[i] = i < big / 2 ? (uint8_t)(seed >> 16) : (uint8_t)("strata lazily "[i % 14]);
+	}
+	tarw_file(&t, "small", "hello", 5);
+	tarw_file(&t, "big", data, big);
+	tarw_file(&t, "after", data + 7, 9000);
+	tarw_end(&t);
+
+	memset(&o, 0, sizeof(o));
+	o.chunk_size = 64 * 1024;
+	o.span = 128 * 1024;
+	o.window_fn = count_window;
+	o.ctx = &windows;
+
+	/* uncompressed tar: identity */
+	o.blob = INDEX_BLOB_TAR;
+	m = (struct memsrc){ t.buf, t.len, 0 };
+	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_int_equal(index_layer_blob_kind(l), INDEX_BLOB_TAR);
+	check_random_access(l, t.buf, t.len, t.buf);
+	index_layer_free(l);
+
+	/* gzip: zran checkpoints, windows reported */
+	gz = gzip_buf(t.buf, t.len, &gzlen);
+	o.blob = INDEX_BLOB_GZIP;
+	m = (struct memsrc){ gz, gzlen, 0 };
+	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_true(index_layer_ncheckpoints(l) > 5);
+	assert_true(windows > 4);
+	check_random_access(l, gz, gzlen, t.buf);
+	{
+		/* the index survives encode/decode with its checkpoints */
+		void *enc;
+		size_t elen;
+		struct index_layer *l2;
+
+		assert_int_equal(index_layer_encode(l, &enc, &elen), 0);
+		assert_int_equal(index_layer_decode(enc, elen, &l2), 0);
+		assert_int_equal(index_layer_ncheckpoints(l2), index_layer_ncheckpoints(l));
+		check_random_access(l2, gz, gzlen, t.buf);
+		index_layer_free(l2);
+		free(enc);
+	}
+	/* a span cut short fails cleanly */
+	{
+		const struct index_chunk *c = index_layer_chunk(l, index_layer_nchunks(l) - 1);
+		struct index_span sp;
+		uint8_t out[16];
+
+		assert_int_equal(index_layer_span(l, c->offset, c->offset + 16, &sp), 0);
+		if (index_layer_checkpoint(l, sp.cp)->wlen == 0)
+			assert_int_equal(index_layer_extract(l, &sp, NULL, gz + sp.cstart, 10,
+							     c->offset, out, sizeof(out)), -EPIPE);
+	}
+	index_layer_free(l);
+
+	/* zstd: a frame checkpoint at 0 */
+	zs = malloc(ZSTD_compressBound(t.len));
+	zslen = ZSTD_compress(zs, ZSTD_compressBound(t.len), t.buf, t.len, 3);
+	assert_false(ZSTD_isError(zslen));
+	o.blob = INDEX_BLOB_ZSTD;
+	m = (struct memsrc){ zs, zslen, 0 };
+	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_int_equal(index_layer_ncheckpoints(l), 1);
+	check_random_access(l, zs, zslen, t.buf);
+	index_layer_free(l);
+
+	/* an index built from a plain tar stream has no random access */
+	m = (struct memsrc){ t.buf, t.len, 0 };
+	assert_int_equal(index_layer_build(memsrc_reader(&m), 4096, NULL, NULL, &l), 0);
+	{
+		struct index_span sp;
+
+		assert_int_equal(index_layer_span(l, 0, 10, &sp), -ENOTSUP);
+	}
+	index_layer_free(l);
+	free(gz);
+	free(zs);
+	free(data);
+	free(t.buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -279,6 +447,7 @@ int main(void)
 		cmocka_unit_test(test_encode_decode),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_replace_dir_with_file),
+		cmocka_unit_test(test_random_access),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
