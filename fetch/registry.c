@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* OCI distribution client over libcurl: resolves manifests and indexes and downloads verified blobs. */
+/* OCI distribution client over libcurl: resolves manifests and indexes, downloads verified blobs and
+ * blob byte ranges, and pushes blobs and manifests. */
 #include "registry.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +38,7 @@
 #define POOL_MAX 8
 
 #define ACCEPT_MANIFESTS                                                                          \
-	"Accept: " FETCH_MT_OCI_INDEX ", " FETCH_MT_OCI_MANIFEST ", " FETCH_MT_DOCKER_LIST ", "   \
+	FETCH_MT_OCI_INDEX ", " FETCH_MT_OCI_MANIFEST ", " FETCH_MT_DOCKER_LIST ", "              \
 	FETCH_MT_DOCKER_MANIFEST
 #define SCHEMA1_PREFIX "application/vnd.docker.distribution.manifest.v1+"
 
@@ -51,17 +54,34 @@ struct fetch_client {
 	pthread_mutex_t pool_lock;
 	CURL *pool[POOL_MAX]; /* idle easy handles; protected by pool_lock */
 	size_t npool;         /* protected by pool_lock */
+	/* fetch_client_counters(); updated only by count_attempt(), relaxed (they are statistics) */
+	_Atomic uint64_t n_requests;
+	_Atomic uint64_t n_bytes;
+	_Atomic uint64_t n_retries;
+	_Atomic uint64_t n_range;
 };
 
-enum sink_kind { SINK_MEM, SINK_FD };
+enum method { M_GET, M_HEAD, M_POST, M_PUT };
 
-/* One HTTP GET with its retries: what to fetch, where the 2xx body goes, and what came back. */
+/* Where a 2xx response body goes: nowhere, memory, a file, or a caller's buffer (a byte range). */
+enum sink_kind { SINK_NONE, SINK_MEM, SINK_FD, SINK_BUF };
+
+/* One HTTP request with its retries: what to send, where the 2xx body goes, and what came back. */
 struct req {
 	struct fetch_client *c;
 	const char *url;
+	const char *shown_url; /* printed instead of url when the url may carry secrets; NULL: url */
 	const char *what; /* names the object in error messages: "<ref>" or "<repo>@<digest>" */
 	const char *host; /* for "cannot reach <host>" */
-	int accept_manifests;
+	const char *accept; /* Accept header value, or NULL */
+
+	/* GET follows redirects; the other methods do not, and a 3xx is then the final answer */
+	enum method method;
+	/* M_POST, M_PUT: the request body (borrowed) and its Content-Type (NULL: none sent) */
+	const char *src;
+	size_t src_len;
+	const char *src_type;
+	int want_location; /* keep the Location header in location */
 
 	enum sink_kind kind;
 	/* SINK_MEM: the body, NUL-terminated, at most limit bytes */
@@ -77,13 +97,27 @@ struct req {
 	const char *blob_digest;
 	fetch_progress_fn progress;
 	void *pctx;
+	/* SINK_BUF: bytes [range_off, range_off + range_len) of the blob into buf, sent with a Range
+	 * header; a 206 body starts at range_off, any other 2xx body at 0 (the prefix is skipped) */
+	char *buf;
+	uint64_t range_off;
+	size_t range_len;
+	size_t have;       /* bytes of buf filled */
+	uint64_t body_pos; /* bytes of the current 2xx body seen */
+	int range_done;    /* have == range_len and the callback stopped the transfer on purpose */
 
 	/* the current response; reset at each status line (redirects, retries) */
 	long status;
 	char content_type[256];
 	char docker_digest[128];
+	char *location; /* malloc'd, when want_location; the caller frees it */
+	int64_t content_length; /* -1: not sent */
+	int has_range;          /* a Content-Range "bytes first-last/total" was parsed */
+	uint64_t cr_first, cr_last;
+	int64_t cr_total; /* -1: "*" */
 	char *errbody; /* a non-2xx body, for the registry's error code */
 	size_t errlen;
+	uint64_t rx; /* body bytes of this attempt, all responses */
 
 	int sink_err; /* negative errno, strata_err set, when a callback stopped the transfer */
 	char errbuf[CURL_ERROR_SIZE];
@@ -275,6 +309,12 @@ static int is_2xx(long status)
 	return status >= 200 && status < 300;
 }
 
+/* The URL for messages: an upload location's query may carry a signature or state. */
+static const char *req_url(const struct req *r)
+{
+	return r->shown_url ? r->shown_url : r->url;
+}
+
 /* Copies a header value, trimmed, and for Content-Type without its parameters. */
 static void header_value(char *dst, size_t dstlen, const char *v, size_t n, int strip_params)
 {
@@ -306,12 +346,51 @@ static size_t header_is(const char *line, size_t n, const char *name)
 	return 0;
 }
 
+/* Parses a decimal number that ends at *end (or the end of s). Returns 0, or -1 when s is not one. */
+static int parse_u64(const char *s, char **end, uint64_t *out)
+{
+	unsigned long long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, end, 10);
+	if (errno != 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Parses a Content-Range value "bytes first-last/total" (total may be "*") into r. */
+static void parse_content_range(struct req *r, const char *v)
+{
+	uint64_t first, last, total;
+	char *p;
+
+	r->has_range = 0;
+	if (strncasecmp(v, "bytes ", 6) != 0)
+		return;
+	if (parse_u64(v + 6, &p, &first) != 0 || *p != '-' || parse_u64(p + 1, &p, &last) != 0 ||
+	    *p != '/' || last < first)
+		return;
+	if (strcmp(p + 1, "*") == 0)
+		r->cr_total = -1;
+	else if (parse_u64(p + 1, &p, &total) == 0 && *p == '\0' && total <= INT64_MAX && last < total)
+		r->cr_total = (int64_t)total;
+	else
+		return;
+	r->cr_first = first;
+	r->cr_last = last;
+	r->has_range = 1;
+}
+
 /* Records the status of each response (redirects included) and the headers strata reads. Header
  * values are never logged: Location and auth challenges may carry tokens. */
 static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
 {
 	struct req *r = userp;
 	size_t n = size * nmemb;
+	char tmp[128];
 	size_t v;
 
 	if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
@@ -321,10 +400,36 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
 		r->content_type[0] = '\0';
 		r->docker_digest[0] = '\0';
 		r->errlen = 0;
+		r->content_length = -1;
+		r->has_range = 0;
+		r->body_pos = 0;
+		free(r->location);
+		r->location = NULL;
 	} else if ((v = header_is(line, n, "Content-Type")) != 0) {
 		header_value(r->content_type, sizeof(r->content_type), line + v, n - v, 1);
 	} else if ((v = header_is(line, n, "Docker-Content-Digest")) != 0) {
 		header_value(r->docker_digest, sizeof(r->docker_digest), line + v, n - v, 0);
+	} else if ((v = header_is(line, n, "Content-Length")) != 0) {
+		uint64_t cl;
+		char *end;
+
+		header_value(tmp, sizeof(tmp), line + v, n - v, 0);
+		if (parse_u64(tmp, &end, &cl) == 0 && *end == '\0' && cl <= INT64_MAX)
+			r->content_length = (int64_t)cl;
+	} else if ((v = header_is(line, n, "Content-Range")) != 0) {
+		header_value(tmp, sizeof(tmp), line + v, n - v, 0);
+		parse_content_range(r, tmp);
+	} else if (r->want_location && (v = header_is(line, n, "Location")) != 0) {
+		/* an upload location: bounded by curl's header size limit (100 KiB) */
+		char *loc = malloc(n - v + 1);
+
+		if (!loc) {
+			r->sink_err = -ENOMEM;
+			return 0;
+		}
+		header_value(loc, n - v + 1, line + v, n - v, 0);
+		free(r->location);
+		r->location = loc;
 	}
 	return n;
 }
@@ -391,12 +496,82 @@ static size_t sink_fd(struct req *r, const char *data, size_t n)
 	return n;
 }
 
+/* The last byte offset of the requested range (range_len > 0, checked by fetch_blob_range). */
+static uint64_t range_last(const struct req *r)
+{
+	return r->range_off + r->range_len - 1;
+}
+
+/* Whether a 206 answers the Range sent: it starts at range_off and ends at its last byte, or earlier
+ * where the blob ends. Without a Content-Range header it is taken on trust. */
+static int range_matches(const struct req *r)
+{
+	if (!r->has_range)
+		return 1;
+	if (r->cr_first != r->range_off)
+		return 0;
+	return r->cr_last == range_last(r) ||
+	       (r->cr_last < range_last(r) && r->cr_total >= 0 && r->cr_last + 1 == (uint64_t)r->cr_total);
+}
+
+/*
+ * Copies the requested range out of a 2xx body. A 206 body starts at range_off; any other 2xx body
+ * is the whole blob, whose first range_off bytes are skipped. Once range_len bytes are in, returns a
+ * short count to stop the transfer (range_done tells perform_once() that this is not a failure),
+ * unless the body ends right there anyway, which keeps the connection reusable.
+ */
+static size_t sink_buf(struct req *r, const char *data, size_t n)
+{
+	uint64_t start = r->status == 206 ? r->range_off : 0; /* blob offset of the body's first byte */
+	uint64_t pos = start + r->body_pos;                     /* blob offset of data[0] */
+	uint64_t want = r->range_off + r->have;                 /* blob offset of the next byte needed */
+
+	if (r->body_pos == 0 && r->status == 206) {
+		if (strcasecmp(r->content_type, "multipart/byteranges") == 0) {
+			r->sink_err = strata_err(EIO, "%s: server returned several ranges for request "
+						 "%llu-%llu", r->what, (unsigned long long)r->range_off,
+						 (unsigned long long)range_last(r));
+			return 0;
+		}
+		if (!range_matches(r)) {
+			r->sink_err = strata_err(EIO, "%s: server returned range %llu-%llu for request "
+						 "%llu-%llu", r->what, (unsigned long long)r->cr_first,
+						 (unsigned long long)r->cr_last,
+						 (unsigned long long)r->range_off,
+						 (unsigned long long)range_last(r));
+			return 0;
+		}
+	}
+	if (r->have == r->range_len) { /* more body after its Content-Length said it ended */
+		r->range_done = 1;
+		return 0;
+	}
+	assert(pos <= want);
+	r->body_pos += n;
+	if (pos + n > want) {
+		size_t skip = (size_t)(want - pos);
+		size_t take = n - skip;
+
+		if (take > r->range_len - r->have)
+			take = r->range_len - r->have;
+		memcpy(r->buf + r->have, data + skip, take);
+		r->have += take;
+	}
+	if (r->have < r->range_len)
+		return n;
+	r->range_done = 1;
+	if (r->content_length >= 0 && r->body_pos == (uint64_t)r->content_length)
+		return n;
+	return 0;
+}
+
 /* The body of a 2xx response goes to the sink; any other body is kept (bounded) for its error code. */
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct req *r = userp;
 	size_t n = size * nmemb;
 
+	r->rx += n;
 	if (!is_2xx(r->status)) {
 		size_t room = ERRBODY_MAX - r->errlen;
 
@@ -412,7 +587,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 		r->errbody[r->errlen] = '\0';
 		return n;
 	}
-	return r->kind == SINK_MEM ? sink_mem(r, data, n) : sink_fd(r, data, n);
+	switch (r->kind) {
+	case SINK_MEM:
+		return sink_mem(r, data, n);
+	case SINK_FD:
+		return sink_fd(r, data, n);
+	case SINK_BUF:
+		return sink_buf(r, data, n);
+	case SINK_NONE:
+		break;
+	}
+	return n;
 }
 
 static int on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
@@ -444,6 +629,8 @@ static int sink_reset(struct req *r)
 	r->len = 0;
 	if (r->mem)
 		r->mem[0] = '\0';
+	r->have = 0;
+	r->range_done = 0;
 	if (r->kind != SINK_FD || r->got == 0)
 		return 0;
 	if (r->fd_start < 0)
@@ -455,6 +642,28 @@ static int sink_reset(struct req *r)
 	return 0;
 }
 
+/* Appends one formatted header line to *list. Returns 0 or -ENOMEM (*list is unchanged then). */
+__attribute__((format(printf, 2, 3)))
+static int add_header(struct curl_slist **list, const char *fmt, ...)
+{
+	struct curl_slist *t;
+	char *line;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&line, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	t = curl_slist_append(*list, line);
+	free(line);
+	if (!t)
+		return -ENOMEM;
+	*list = t;
+	return 0;
+}
+
 /*
  * Builds the request headers into *out (NULL when there are none; caller frees with
  * curl_slist_free_all). This is the one place where an "Authorization: Bearer <token>" header will be
@@ -463,16 +672,26 @@ static int sink_reset(struct req *r)
  */
 static int request_headers(const struct req *r, struct curl_slist **out)
 {
-	struct curl_slist *h = NULL, *t;
+	struct curl_slist *h = NULL;
+	int rc = 0;
 
 	*out = NULL;
-	if (r->accept_manifests) {
-		t = curl_slist_append(h, ACCEPT_MANIFESTS);
-		if (!t) {
-			curl_slist_free_all(h);
-			return -ENOMEM;
-		}
-		h = t;
+	if (r->accept)
+		rc = add_header(&h, "Accept: %s", r->accept);
+	if (rc == 0 && r->kind == SINK_BUF)
+		rc = add_header(&h, "Range: bytes=%llu-%llu", (unsigned long long)r->range_off,
+				(unsigned long long)range_last(r));
+	if (rc == 0 && (r->method == M_POST || r->method == M_PUT)) {
+		/* "Content-Type:" with no value stops curl sending its form default */
+		rc = add_header(&h, "Content-Type:%s%s", r->src_type ? " " : "",
+				r->src_type ? r->src_type : "");
+		/* no "Expect: 100-continue" round trip before a large body */
+		if (rc == 0)
+			rc = add_header(&h, "Expect:");
+	}
+	if (rc < 0) {
+		curl_slist_free_all(h);
+		return rc;
 	}
 	*out = h;
 	return 0;
@@ -486,22 +705,38 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 	/* string options are copied and can fail; the others cannot for a known option */
 	if (curl_easy_setopt(h, CURLOPT_URL, r->url) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_USERAGENT, "strata/" STRATA_VERSION) != CURLE_OK)
-		return strata_err(ENOMEM, "%s: cannot set up the request", r->url);
+		return strata_err(ENOMEM, "%s: cannot set up the request", req_url(r));
 #if LIBCURL_VERSION_NUM >= 0x075500
 	cc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	if (cc == CURLE_OK)
 		cc = curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	if (cc != CURLE_OK)
-		return strata_err(EIO, "%s: %s", r->url, curl_easy_strerror(cc));
+		return strata_err(EIO, "%s: %s", req_url(r), curl_easy_strerror(cc));
 #endif
 	curl_easy_setopt(h, CURLOPT_SHARE, c->share);
-	curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	switch (r->method) {
+	case M_GET:
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+		break;
+	case M_HEAD:
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		break;
+	case M_POST:
+	case M_PUT:
+		/* the body from memory: curl resends it itself for a retry on a fresh connection */
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->src_len);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->src_len > 0 ? r->src : "");
+		if (r->method == M_PUT &&
+		    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT") != CURLE_OK)
+			return strata_err(ENOMEM, "%s: cannot set up the request", req_url(r));
+		break;
+	}
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->low_speed_s);
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, MAX_REDIRS);
 	curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -510,7 +745,7 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-	if (r->kind == SINK_FD)
+	if (r->kind == SINK_FD || (r->kind == SINK_BUF && r->range_len >= (size_t)BLOB_BUFFER_SIZE))
 		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, BLOB_BUFFER_SIZE);
 	if (r->progress) {
 		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -543,9 +778,9 @@ static int curl_error(struct req *r, CURLcode cc, int *retry)
 	case CURLE_HTTP2:
 	case CURLE_HTTP2_STREAM:
 		*retry = 1;
-		return strata_err(EIO, "%s: %s", r->url, msg);
+		return strata_err(EIO, "%s: %s", req_url(r), msg);
 	default:
-		return strata_err(EIO, "%s: %s", r->url, msg);
+		return strata_err(EIO, "%s: %s", req_url(r), msg);
 	}
 }
 
@@ -588,14 +823,18 @@ static int http_error(struct req *r, CURL *h, long status, int *retry, long *ret
 		if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 			*retry_after_s = ra > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : (long)ra;
 		if (code[0])
-			return strata_err(EIO, "%s: HTTP %ld (%s: %s)", r->url, status, code, msg);
-		return strata_err(EIO, "%s: HTTP %ld", r->url, status);
+			return strata_err(EIO, "%s: HTTP %ld (%s: %s)", req_url(r), status, code, msg);
+		return strata_err(EIO, "%s: HTTP %ld", req_url(r), status);
 	}
 	if (status == 401 || status == 403) {
 		/* Token auth goes here: read the WWW-Authenticate challenge, get a bearer token, let
 		 * request() retry with it (see request_headers()). */
 		return strata_err(EACCES, "%s: access denied (HTTP %ld)", r->what, status);
 	}
+	if (status == 416 && r->kind == SINK_BUF)
+		return strata_err(EPIPE, "%s: blob is shorter than the requested range (bytes %llu-%llu)",
+				  r->what, (unsigned long long)r->range_off,
+				  (unsigned long long)range_last(r));
 	if (strcmp(code, "NAME_UNKNOWN") == 0)
 		return strata_err(ENOENT, "%s: repository not found (NAME_UNKNOWN)", r->what);
 	if (strcmp(code, "MANIFEST_UNKNOWN") == 0)
@@ -603,14 +842,51 @@ static int http_error(struct req *r, CURL *h, long status, int *retry, long *ret
 	if (strcmp(code, "BLOB_UNKNOWN") == 0)
 		return strata_err(ENOENT, "%s: blob unknown (BLOB_UNKNOWN)", r->what);
 	if (status == 404)
-		return strata_err(ENOENT, "%s: HTTP 404", r->url);
+		return strata_err(ENOENT, "%s: HTTP 404", req_url(r));
 	if (code[0])
-		return strata_err(EIO, "%s: HTTP %ld (%s: %s)", r->url, status, code, msg);
-	return strata_err(EIO, "%s: HTTP %ld", r->url, status);
+		return strata_err(EIO, "%s: HTTP %ld (%s: %s)", req_url(r), status, code, msg);
+	return strata_err(EIO, "%s: HTTP %ld", req_url(r), status);
 }
 
-/* One attempt. Returns 0 for a 2xx response, else negative errno with strata_err set. */
-static int perform_once(struct req *r, CURL *h, int *retry, long *retry_after_s)
+/* Adds one attempt to the client's counters, the only place they change: requests counts the attempt
+ * and the redirects it followed, range_requests each attempt of a range read (retries included). */
+static void count_attempt(const struct req *r, CURL *h, int attempt)
+{
+	struct fetch_client *c = r->c;
+	long redirects = 0;
+
+	if (curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects) != CURLE_OK || redirects < 0)
+		redirects = 0;
+	atomic_fetch_add_explicit(&c->n_requests, 1 + (uint64_t)redirects, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->n_bytes, r->rx, memory_order_relaxed);
+	if (attempt > 0)
+		atomic_fetch_add_explicit(&c->n_retries, 1, memory_order_relaxed);
+	if (r->kind == SINK_BUF)
+		atomic_fetch_add_explicit(&c->n_range, 1, memory_order_relaxed);
+}
+
+/* After a 2xx range response: 0 when the range is complete, else -EPIPE, retried unless the response
+ * itself shows that the blob ends early (a 206 ending at its total, or a whole body that arrived). */
+static int range_finish(struct req *r, int *retry)
+{
+	int proven;
+
+	if (r->have == r->range_len)
+		return 0;
+	if (r->status == 206)
+		proven = r->has_range && r->cr_total >= 0 && r->cr_last + 1 == (uint64_t)r->cr_total &&
+			 r->body_pos == r->cr_last - r->cr_first + 1;
+	else
+		proven = r->content_length >= 0 && r->body_pos == (uint64_t)r->content_length;
+	*retry = !proven;
+	return strata_err(EPIPE, "%s: blob is shorter than the requested range (bytes %llu-%llu)%s",
+			  r->what, (unsigned long long)r->range_off, (unsigned long long)range_last(r),
+			  proven ? "" : " or the response was cut short");
+}
+
+/* One attempt. Returns 0 for a 2xx response (or a 3xx where redirects are not followed), else
+ * negative errno with strata_err set; *retry when another attempt may succeed. */
+static int perform_once(struct req *r, CURL *h, int attempt, int *retry, long *retry_after_s)
 {
 	CURLcode cc;
 	long status = 0;
@@ -621,13 +897,24 @@ static int perform_once(struct req *r, CURL *h, int *retry, long *retry_after_s)
 	r->sink_err = 0;
 	r->status = 0;
 	r->errlen = 0;
+	r->rx = 0;
 	cc = curl_easy_perform(h);
+	count_attempt(r, h, attempt);
 	if (r->sink_err)
 		return r->sink_err;
+	if (cc == CURLE_WRITE_ERROR && r->range_done)
+		cc = CURLE_OK; /* sink_buf() stopped a whole-blob body once the range was in */
+	if (cc == CURLE_PARTIAL_FILE && r->status >= 400)
+		/* an error whose body fell short of its Content-Length (Distribution 2.8 sends a 416
+		 * with the blob's length): the status is the answer */
+		return http_error(r, h, r->status, retry, retry_after_s);
 	if (cc != CURLE_OK)
 		return curl_error(r, cc, retry);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	r->status = status;
 	if (is_2xx(status))
+		return r->kind == SINK_BUF ? range_finish(r, retry) : 0;
+	if (r->method != M_GET && status >= 300 && status < 400)
 		return 0;
 	return http_error(r, h, status, retry, retry_after_s);
 }
@@ -666,7 +953,7 @@ static int request(struct req *r)
 
 	h = handle_get(r->c);
 	if (!h)
-		return strata_err(ENOMEM, "%s: cannot create a curl handle", r->url);
+		return strata_err(ENOMEM, "%s: cannot create a curl handle", req_url(r));
 	rc = request_headers(r, &headers);
 	if (rc < 0)
 		goto out;
@@ -678,16 +965,16 @@ static int request(struct req *r)
 			int rrc = sink_reset(r);
 
 			if (rrc < 0) {
-				strata_debug("%s: cannot rewind the output to retry: %s", r->url,
+				strata_debug("%s: cannot rewind the output to retry: %s", req_url(r),
 					     strerror(-rrc));
 				break; /* keep the transfer's error, it says more */
 			}
 		}
-		rc = perform_once(r, h, &retry, &retry_after_s);
+		rc = perform_once(r, h, attempt, &retry, &retry_after_s);
 		if (rc == 0 || !retry || attempt + 1 >= r->c->max_attempts)
 			break;
 		delay = retry_after_s > 0 ? retry_after_s * 1000 : backoff_ms(attempt);
-		strata_debug("%s: attempt %d failed (%s); retrying in %ld ms", r->url, attempt + 1,
+		strata_debug("%s: attempt %d failed (%s); retrying in %ld ms", req_url(r), attempt + 1,
 			     strata_errmsg(rc), delay);
 		sleep_ms(delay);
 	}
@@ -704,6 +991,36 @@ static const char *scheme(const struct fetch_ref *ref)
 	return fetch_ref_is_loopback(ref) ? "http" : "https";
 }
 
+/*
+ * Points r at "<scheme>://<host>/v2/<path>/<kind>/<x>" of ref's registry (kind: "blobs",
+ * "manifests", "referrers", "blobs/uploads" with x ""). r->what becomes "<domain>/<path>@<x>" for a
+ * digest, "<domain>/<path>:<x>" for a tag, "<domain>/<path>" without x; callers may point it
+ * elsewhere. *url and *what are malloc'd (the caller frees them, also on failure, where they may be
+ * NULL). Returns 0 or -ENOMEM.
+ */
+static int api_req(struct req *r, struct fetch_client *c, const struct fetch_ref *ref,
+		   const char *kind, const char *x, char **url, char **what)
+{
+	const char *sep = !*x ? "" : strchr(x, ':') ? "@" : ":";
+
+	*url = NULL;
+	*what = NULL;
+	if (asprintf(url, "%s://%s/v2/%s/%s/%s", scheme(ref), fetch_ref_api_host(ref), ref->path,
+		     kind, x) < 0) {
+		*url = NULL;
+		return -ENOMEM;
+	}
+	if (asprintf(what, "%s/%s%s%s", ref->domain, ref->path, sep, x) < 0) {
+		*what = NULL;
+		return -ENOMEM;
+	}
+	r->c = c;
+	r->url = *url;
+	r->what = *what;
+	r->host = fetch_ref_api_host(ref);
+	return 0;
+}
+
 static void doc_clear(struct doc *d)
 {
 	free(d->data);
@@ -711,27 +1028,25 @@ static void doc_clear(struct doc *d)
 }
 
 /*
- * GETs the manifest `reference` (a tag or a digest) of ref's repository into d and computes its
- * digest. Checks it against expect_digest when given (and expect_size when > 0), else against the
- * Docker-Content-Digest header when the registry sent a sha256 one.
+ * GETs the manifest `reference` (a tag or a digest) of ref's repository into d, asking for `accept`
+ * (NULL: the four image manifest and index types), and computes its digest. Checks it against
+ * expect_digest when given (and expect_size when > 0), else against the Docker-Content-Digest header
+ * when the registry sent a sha256 one. On failure d owns no memory (the caller clears it either way).
  */
 static int get_manifest(struct fetch_client *c, const struct fetch_ref *ref, const char *refstr,
-			const char *reference, const char *expect_digest, uint64_t expect_size,
-			struct doc *d)
+			const char *reference, const char *accept, const char *expect_digest,
+			uint64_t expect_size, struct doc *d)
 {
 	uint8_t md[UTIL_SHA256_LEN];
-	char *url = NULL;
+	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
 	int rc;
 
-	if (asprintf(&url, "%s://%s/v2/%s/manifests/%s", scheme(ref), fetch_ref_api_host(ref),
-		     ref->path, reference) < 0)
-		return -ENOMEM;
-	r.c = c;
-	r.url = url;
+	rc = api_req(&r, c, ref, "manifests", reference, &url, &what);
+	if (rc < 0)
+		goto out;
 	r.what = refstr;
-	r.host = fetch_ref_api_host(ref);
-	r.accept_manifests = 1;
+	r.accept = accept ? accept : ACCEPT_MANIFESTS;
 	r.kind = SINK_MEM;
 	r.limit = MANIFEST_MAX;
 	r.limit_what = "manifest";
@@ -768,6 +1083,7 @@ static int get_manifest(struct fetch_client *c, const struct fetch_ref *ref, con
 out:
 	free(r.mem);
 	free(r.errbody);
+	free(what);
 	free(url);
 	return rc;
 }
@@ -983,29 +1299,6 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 	return 0;
 }
 
-/* Points r at blob `digest` of ref's repository. *url and *what are malloc'd (the caller frees
- * them, also on failure, where they are NULL). Returns 0 or -ENOMEM. */
-static int blob_req(struct req *r, struct fetch_client *c, const struct fetch_ref *ref,
-		    const char *digest, char **url, char **what)
-{
-	*url = NULL;
-	*what = NULL;
-	if (asprintf(url, "%s://%s/v2/%s/blobs/%s", scheme(ref), fetch_ref_api_host(ref), ref->path,
-		     digest) < 0) {
-		*url = NULL;
-		return -ENOMEM;
-	}
-	if (asprintf(what, "%s/%s@%s", ref->domain, ref->path, digest) < 0) {
-		*what = NULL;
-		return -ENOMEM;
-	}
-	r->c = c;
-	r->url = *url;
-	r->what = *what;
-	r->host = fetch_ref_api_host(ref);
-	return 0;
-}
-
 /* GETs the config blob into img, checking its digest and size. */
 static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const char *refstr,
 		      struct fetch_image *img, uint64_t size)
@@ -1016,7 +1309,7 @@ static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const
 	struct req r = { 0 };
 	int rc;
 
-	rc = blob_req(&r, c, ref, img->config_digest, &url, &what);
+	rc = api_req(&r, c, ref, "blobs", img->config_digest, &url, &what);
 	if (rc < 0)
 		goto out;
 	r.kind = SINK_MEM;
@@ -1140,7 +1433,8 @@ int fetch_resolve(struct fetch_client *c, const struct fetch_ref *ref, struct fe
 		goto out;
 	}
 	/* a pinned digest wins over the tag, as in containerd */
-	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, ref->digest, 0, &d);
+	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, NULL, ref->digest, 0,
+			  &d);
 	if (rc < 0)
 		goto out;
 	rc = parse_json(refstr, "manifest", d.data, d.len, &root);
@@ -1162,7 +1456,7 @@ int fetch_resolve(struct fetch_client *c, const struct fetch_ref *ref, struct fe
 		json_decref(root);
 		root = NULL;
 		doc_clear(&d);
-		rc = get_manifest(c, ref, refstr, entry_digest, entry_digest, entry_size, &d);
+		rc = get_manifest(c, ref, refstr, entry_digest, NULL, entry_digest, entry_size, &d);
 		if (rc < 0)
 			goto out;
 		rc = parse_json(refstr, "manifest", d.data, d.len, &root);
@@ -1220,7 +1514,7 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	if (rc < 0)
 		return rc;
 	util_digest_format(md, want);
-	rc = blob_req(&r, c, ref, want, &url, &what);
+	rc = api_req(&r, c, ref, "blobs", want, &url, &what);
 	if (rc < 0)
 		goto out;
 	r.kind = SINK_FD;
@@ -1255,5 +1549,476 @@ out:
 	free(r.errbody);
 	free(url);
 	free(what);
+	return rc;
+}
+
+/* Byte ranges of a blob: one GET with a Range header into the caller's buffer (see sink_buf()). */
+int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+		     uint64_t off, size_t len, void *buf)
+{
+	uint8_t md[UTIL_SHA256_LEN];
+	char want[UTIL_DIGEST_STR_LEN];
+	char *url = NULL, *what = NULL;
+	struct req r = { 0 };
+	int rc;
+
+	rc = util_digest_parse(digest, md);
+	if (rc < 0)
+		return rc;
+	util_digest_format(md, want);
+	if (len == 0)
+		return 0;
+	if (off > UINT64_MAX - (len - 1))
+		return strata_err(EINVAL, "blob %s: range %llu+%zu is out of bounds", want,
+				  (unsigned long long)off, len);
+	rc = api_req(&r, c, ref, "blobs", want, &url, &what);
+	if (rc < 0)
+		goto out;
+	r.kind = SINK_BUF;
+	r.buf = buf;
+	r.range_off = off;
+	r.range_len = len;
+	rc = request(&r);
+out:
+	free(r.errbody);
+	free(what);
+	free(url);
+	return rc;
+}
+
+/* --- counters --- */
+
+void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!c)
+		return;
+	out->requests = atomic_load_explicit(&c->n_requests, memory_order_relaxed);
+	out->bytes = atomic_load_explicit(&c->n_bytes, memory_order_relaxed);
+	out->retries = atomic_load_explicit(&c->n_retries, memory_order_relaxed);
+	out->range_requests = atomic_load_explicit(&c->n_range, memory_order_relaxed);
+}
+
+/* --- generic manifest GET, pushes, referrers --- */
+
+/* Whether s can go into a header line: no control characters (no CR/LF header injection). */
+static int header_safe(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Whether s is a tag or a digest that can go into a URL path unescaped. */
+static int reference_safe(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		      strchr("_.-:+=", *s)))
+			return 0;
+	return 1;
+}
+
+int fetch_manifest_get(struct fetch_client *c, const struct fetch_ref *ref, const char *accept,
+		       char **body, size_t *len, char **media_type, char **digest)
+{
+	struct doc d = { 0 };
+	char *refstr = NULL, *mt = NULL, *dg = NULL;
+	int rc;
+
+	*body = NULL;
+	*len = 0;
+	if (media_type)
+		*media_type = NULL;
+	if (digest)
+		*digest = NULL;
+	assert(ref->digest || ref->tag);
+	if (accept && !header_safe(accept))
+		return strata_err(EINVAL, "invalid Accept header value");
+	refstr = fetch_ref_string(ref);
+	if (!refstr)
+		return -ENOMEM;
+	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, accept, ref->digest, 0,
+			  &d);
+	if (rc < 0)
+		goto out;
+	if (media_type) {
+		/* any JSON will do here: the caller interprets the document */
+		json_t *root = json_loadb(d.data, d.len, 0, NULL);
+		const char *t = json_string_value(json_object_get(root, "mediaType"));
+
+		mt = strdup(t && *t ? t : d.content_type);
+		json_decref(root);
+	}
+	if (digest)
+		dg = strdup(d.digest);
+	if ((media_type && !mt) || (digest && !dg)) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*body = d.data;
+	*len = d.len;
+	d.data = NULL;
+	if (media_type)
+		*media_type = mt;
+	if (digest)
+		*digest = dg;
+	mt = NULL;
+	dg = NULL;
+	rc = 0;
+out:
+	free(mt);
+	free(dg);
+	doc_clear(&d);
+	free(refstr);
+	return rc;
+}
+
+/* Appends "key=<value, URL-encoded>" to *url's query (replacing *url). Returns 0 or -ENOMEM, or
+ * -EINVAL for a URL libcurl cannot parse. */
+static int url_add_query(char **url, const char *key, const char *value)
+{
+	CURLU *u = curl_url();
+	char *q = NULL, *s = NULL, *copy;
+	int rc;
+
+	if (!u)
+		return -ENOMEM;
+	if (asprintf(&q, "%s=%s", key, value) < 0) {
+		q = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* URLENCODE with APPENDQUERY encodes all but the first '=' */
+	if (curl_url_set(u, CURLUPART_URL, *url, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_QUERY, q, CURLU_APPENDQUERY | CURLU_URLENCODE) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK) {
+		rc = -EINVAL;
+		goto out;
+	}
+	copy = strdup(s);
+	if (!copy) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	free(*url);
+	*url = copy;
+	rc = 0;
+out:
+	curl_free(s);
+	free(q);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* A resolved upload location: where to PUT, what to print instead, and which host it is on. */
+struct upload {
+	char *url;   /* absolute, with digest=<digest> appended to the query */
+	char *shown; /* without query, fragment and user info */
+	char *host;  /* "host" or "host:port" */
+};
+
+static void upload_clear(struct upload *up)
+{
+	free(up->url);
+	free(up->shown);
+	free(up->host);
+	memset(up, 0, sizeof(*up));
+}
+
+/* Resolves an upload Location (absolute, or relative to base, the URL that returned it) into up.
+ * The location's value is never printed: its query may carry a signature. Returns 0, -EIO for an
+ * unusable location, or -ENOMEM; up is cleared by the caller either way. */
+static int upload_resolve(const char *base, const char *location, const char *digest,
+			  struct upload *up)
+{
+	CURLU *u = curl_url();
+	char *sch = NULL, *host = NULL, *port = NULL, *s = NULL;
+	int rc;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_URL, location, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &sch, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		rc = strata_err(EIO, "%s: the registry returned an unusable upload location", base);
+		goto out;
+	}
+	if (strcasecmp(sch, "http") != 0 && strcasecmp(sch, "https") != 0) {
+		rc = strata_err(EIO, "%s: the registry returned a %s:// upload location", base, sch);
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	up->url = strdup(s);
+	curl_free(s);
+	s = NULL;
+	if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+		port = NULL; /* the scheme's default */
+	if (asprintf(&up->host, "%s%s%s", host, port ? ":" : "", port ? port : "") < 0)
+		up->host = NULL;
+	if (curl_url_set(u, CURLUPART_QUERY, NULL, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	up->shown = strdup(s);
+	if (!up->url || !up->host || !up->shown) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = url_add_query(&up->url, "digest", digest);
+	if (rc == -EINVAL)
+		rc = strata_err(EIO, "%s: cannot add the digest to the upload location", up->shown);
+out:
+	curl_free(s);
+	curl_free(port);
+	curl_free(host);
+	curl_free(sch);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* HEAD of blob `digest`: 1 when the registry has it (2xx, or a redirect to its storage, which is
+ * not followed), 0 when it does not (404), or negative errno with strata_err set. */
+static int blob_exists(struct fetch_client *c, const struct fetch_ref *ref, const char *digest)
+{
+	char *url = NULL, *what = NULL;
+	struct req r = { 0 };
+	int rc;
+
+	rc = api_req(&r, c, ref, "blobs", digest, &url, &what);
+	if (rc < 0)
+		goto out;
+	r.method = M_HEAD;
+	rc = request(&r);
+	if (rc == 0) {
+		rc = 1;
+	} else if (rc == -ENOENT) {
+		strata_err_clear();
+		rc = 0;
+	}
+out:
+	free(r.errbody);
+	free(what);
+	free(url);
+	return rc;
+}
+
+/* POST /v2/<path>/blobs/uploads/ (202 with a Location) and resolves where the PUT goes into up. */
+static int upload_start(struct fetch_client *c, const struct fetch_ref *ref, const char *what,
+			const char *digest, struct upload *up)
+{
+	char *url = NULL, *rwhat = NULL;
+	struct req r = { 0 };
+	int rc;
+
+	rc = api_req(&r, c, ref, "blobs/uploads", "", &url, &rwhat);
+	if (rc < 0)
+		goto out;
+	r.what = what;
+	r.method = M_POST;
+	r.want_location = 1;
+	rc = request(&r);
+	if (rc < 0)
+		goto out;
+	if (r.status != 202) {
+		rc = strata_err(EIO, "%s: starting an upload: HTTP %ld (want 202)", url, r.status);
+		goto out;
+	}
+	if (!r.location || !*r.location) {
+		rc = strata_err(EIO, "%s: HTTP 202 without a Location header", url);
+		goto out;
+	}
+	rc = upload_resolve(url, r.location, digest, up);
+out:
+	free(r.location);
+	free(r.errbody);
+	free(rwhat);
+	free(url);
+	return rc;
+}
+
+/* PUTs the whole blob to an upload location, closing the upload (201). */
+static int upload_put(struct fetch_client *c, const struct upload *up, const char *what,
+		      const char *digest, const void *data, size_t len)
+{
+	struct req r = { 0 };
+	int rc;
+
+	r.c = c;
+	r.url = up->url;
+	r.shown_url = up->shown;
+	r.what = what;
+	r.host = up->host;
+	r.method = M_PUT;
+	r.src = data;
+	r.src_len = len;
+	r.src_type = "application/octet-stream";
+	rc = request(&r);
+	if (rc < 0)
+		goto out;
+	if (r.status != 201) {
+		rc = strata_err(EIO, "%s: finishing the upload: HTTP %ld (want 201)", up->shown,
+				r.status);
+		goto out;
+	}
+	if (strncmp(r.docker_digest, "sha256:", 7) == 0 && strcasecmp(r.docker_digest, digest) != 0) {
+		rc = strata_err(EBADMSG, "%s: the registry stored the blob as %s", what,
+				r.docker_digest);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(r.errbody);
+	return rc;
+}
+
+int fetch_blob_push(struct fetch_client *c, const struct fetch_ref *ref, const void *data,
+		    size_t len, const char *digest)
+{
+	uint8_t md[UTIL_SHA256_LEN];
+	char want[UTIL_DIGEST_STR_LEN];
+	struct upload up = { 0 };
+	char *what = NULL;
+	int rc;
+
+	rc = util_digest_parse(digest, md);
+	if (rc < 0)
+		return rc;
+	util_digest_format(md, want);
+	if (asprintf(&what, "%s/%s@%s", ref->domain, ref->path, want) < 0)
+		return -ENOMEM;
+	rc = blob_exists(c, ref, want);
+	if (rc != 0) {
+		if (rc > 0) {
+			strata_debug("%s: already in the registry", what);
+			rc = 0;
+		}
+		goto out;
+	}
+	rc = upload_start(c, ref, what, want, &up);
+	if (rc < 0)
+		goto out;
+	rc = upload_put(c, &up, what, want, data, len);
+out:
+	upload_clear(&up);
+	free(what);
+	return rc;
+}
+
+int fetch_manifest_push(struct fetch_client *c, const struct fetch_ref *ref,
+			const char *tag_or_digest, const char *media_type, const void *body, size_t len)
+{
+	char *url = NULL, *what = NULL;
+	struct req r = { 0 };
+	int rc;
+
+	if (!reference_safe(tag_or_digest))
+		return strata_err(EINVAL, "invalid tag or digest '%.80s'", tag_or_digest);
+	if (!media_type || !*media_type || !header_safe(media_type))
+		return strata_err(EINVAL, "invalid manifest media type");
+	rc = api_req(&r, c, ref, "manifests", tag_or_digest, &url, &what);
+	if (rc < 0)
+		goto out;
+	r.method = M_PUT;
+	r.src = body;
+	r.src_len = len;
+	r.src_type = media_type;
+	rc = request(&r);
+	if (rc < 0)
+		goto out;
+	if (r.status != 201) {
+		rc = strata_err(EIO, "%s: HTTP %ld (want 201)", url, r.status);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(r.errbody);
+	free(what);
+	free(url);
+	return rc;
+}
+
+/* Whether data is an OCI image index: a JSON object with a manifests array, and when it names its
+ * mediaType, the index type. */
+static int is_oci_index(const char *data, size_t len)
+{
+	json_t *root = json_loadb(data, len, 0, NULL);
+	const char *mt = json_string_value(json_object_get(root, "mediaType"));
+	int ok = json_is_object(root) && json_is_array(json_object_get(root, "manifests")) &&
+		 (!mt || strcmp(mt, FETCH_MT_OCI_INDEX) == 0);
+
+	json_decref(root);
+	return ok;
+}
+
+int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+		    const char *artifact_type, char **body, size_t *len)
+{
+	uint8_t md[UTIL_SHA256_LEN];
+	char want[UTIL_DIGEST_STR_LEN];
+	char *url = NULL, *what = NULL;
+	struct req r = { 0 };
+	int rc;
+
+	*body = NULL;
+	*len = 0;
+	rc = util_digest_parse(digest, md);
+	if (rc < 0)
+		return rc;
+	util_digest_format(md, want);
+	rc = api_req(&r, c, ref, "referrers", want, &url, &what);
+	if (rc < 0)
+		goto out;
+	if (artifact_type) {
+		rc = url_add_query(&url, "artifactType", artifact_type);
+		if (rc < 0)
+			goto out;
+		r.url = url;
+	}
+	r.accept = FETCH_MT_OCI_INDEX;
+	r.kind = SINK_MEM;
+	r.limit = MANIFEST_MAX;
+	r.limit_what = "referrers index";
+	rc = request(&r);
+	if (rc < 0 && (r.status == 404 || r.status == 405)) {
+		/* a registry with the API answers 200 even for an unknown subject */
+		if (!r.errbody || !is_oci_index(r.errbody, r.errlen)) {
+			rc = strata_err(ENOTSUP, "%s: the registry does not support the referrers API "
+					"(HTTP %ld)", what, r.status);
+			goto out;
+		}
+		strata_err_clear();
+		free(r.mem);
+		r.mem = r.errbody;
+		r.len = r.errlen;
+		r.errbody = NULL;
+		rc = 0;
+	}
+	if (rc < 0)
+		goto out;
+	if (!r.mem || !is_oci_index(r.mem, r.len)) {
+		rc = strata_err(EBADMSG, "%s: the referrers response is not an OCI image index", what);
+		goto out;
+	}
+	*body = r.mem;
+	*len = r.len;
+	r.mem = NULL;
+	rc = 0;
+out:
+	free(r.mem);
+	free(r.errbody);
+	free(what);
+	free(url);
 	return rc;
 }

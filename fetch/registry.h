@@ -83,4 +83,56 @@ typedef int (*fetch_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t expected_size, int fd, fetch_progress_fn progress, void *pctx);
 
+/*
+ * Reads bytes [off, off + len) of blob `digest` into buf with one HTTP Range request (following
+ * redirects, with the client's retries). A server that ignores Range and answers 200 with the whole
+ * body is handled: the prefix is discarded and the transfer stops once len bytes arrived.
+ * The bytes are not digest-verified here: the caller verifies what it decodes from them.
+ * Returns 0 (exactly len bytes in buf), -EPIPE when the blob ends before off + len, -ENOENT
+ * "blob unknown", or the network errors of fetch_resolve, with strata_err set. Thread-safe.
+ */
+int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+		     uint64_t off, size_t len, void *buf);
+
+/* Counters since the client was created (all requests, including manifests and retries). */
+struct fetch_counters {
+	uint64_t requests;   /* HTTP requests sent (each retry counts) */
+	uint64_t bytes;      /* response body bytes received */
+	uint64_t retries;
+	uint64_t range_requests;
+};
+
+void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out);
+
+/*
+ * GETs the manifest at ref (its digest if pinned, else its tag) with an Accept header of `accept`
+ * (comma-separated; NULL = the four image manifest and index types).
+ * Verifies the digest when pinned. Returns 0 with malloc'd *body (NUL-terminated, *len bytes),
+ * *media_type and *digest ("sha256:..." of the body) — any of media_type/digest may be NULL —
+ * or -ENOENT when the tag or manifest does not exist, or the errors of fetch_resolve.
+ */
+int fetch_manifest_get(struct fetch_client *c, const struct fetch_ref *ref, const char *accept,
+		       char **body, size_t *len, char **media_type, char **digest);
+
+/*
+ * Uploads blob data (len bytes, whose digest is `digest`) to ref's repository: HEAD first and skip
+ * when present, else POST /v2/<name>/blobs/uploads/ and PUT <location>?digest=... (monolithic).
+ * Returns 0, or negative errno with strata_err set (-EACCES, -EIO with the HTTP status, network).
+ */
+int fetch_blob_push(struct fetch_client *c, const struct fetch_ref *ref, const void *data,
+		    size_t len, const char *digest);
+
+/* PUTs a manifest body under `tag_or_digest` in ref's repository with Content-Type media_type.
+ * Returns 0, or negative errno with strata_err set. */
+int fetch_manifest_push(struct fetch_client *c, const struct fetch_ref *ref,
+			const char *tag_or_digest, const char *media_type, const void *body, size_t len);
+
+/*
+ * OCI referrers API: GET /v2/<name>/referrers/<digest>[?artifactType=<type>]. Returns 0 with the
+ * malloc'd image index JSON in *body (*len bytes), -ENOTSUP when the registry does not implement the API
+ * (404 or 405 without an OCI index body), or other negative errno.
+ */
+int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+		    const char *artifact_type, char **body, size_t *len);
+
 #endif
