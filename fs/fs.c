@@ -17,8 +17,12 @@
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
+#include <zstd.h>
 
+#include "fetch/ref.h"
+#include "fetch/registry.h"
 #include "index/layer.h"
+#include "index/zran.h"
 #include "store/store.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -33,6 +37,7 @@
 #define LAYERS_NAME "layers"
 
 #define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
+#define MAX_DECODE (16u << 20)   /* decode at most this much of a span beyond what a read needs */
 #define VIEW_TIMEOUT 1.0        /* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- decoded chunk cache */
@@ -187,6 +192,18 @@ struct fs_layer {
 	struct index_layer *idx;
 	uint32_t seq;
 	char digest[STORE_DIGEST_LEN];
+	struct fetch_ref *src;             /* where missing bytes come from; NULL: nowhere */
+	char windows[STORE_DIGEST_LEN];    /* index artifact windows blob, or "" */
+	int warned;                        /* a fetch failure was logged (log once per layer) */
+};
+
+/* A span being fetched; readers that need the same span wait for it instead of fetching again. */
+struct inflight {
+	uint32_t seq;
+	uint64_t cstart, cend;
+	int done, rc;  /* protected by fs.inflight_mu */
+	int refs;      /* protected by fs.inflight_mu */
+	struct inflight *next;
 };
 
 struct fs {
@@ -202,6 +219,10 @@ struct fs {
 				     while mounted */
 	size_t layers_cap;        /* protected by layers_lock */
 	struct chunk_cache cache;
+	struct fetch_client *fetch;
+	pthread_mutex_t inflight_mu;
+	pthread_cond_t inflight_cv;
+	struct inflight *inflight; /* protected by inflight_mu */
 };
 
 static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
@@ -249,6 +270,12 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	}
 	l->seq = info.seq;
 	snprintf(l->digest, sizeof(l->digest), "%s", digest);
+	snprintf(l->windows, sizeof(l->windows), "%s", info.windows);
+	if (info.source[0] && fetch_ref_parse(info.source, &l->src) < 0) {
+		strata_log(LOG_WARNING, "layer %s: unusable source '%s': %s", digest, info.source,
+			   strata_errmsg(EINVAL));
+		l->src = NULL;
+	}
 
 	pthread_rwlock_wrlock(&f->layers_lock);
 	if (info.seq >= f->layers_cap) {
@@ -261,6 +288,7 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 		if (!nl) {
 			pthread_rwlock_unlock(&f->layers_lock);
 			index_layer_free(l->idx);
+			fetch_ref_free(l->src);
 			free(l);
 			return -ENOMEM;
 		}
@@ -270,6 +298,7 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	}
 	if (f->layers[info.seq]) {
 		index_layer_free(l->idx);
+		fetch_ref_free(l->src);
 		free(l);
 	} else {
 		f->layers[info.seq] = l;
@@ -688,10 +717,185 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-/* Returns a referenced decoded chunk (cache, then store). */
-static int chunk_get(struct fs *f, const struct index_chunk *c, struct cchunk **out)
+/* ---------------------------------------------------------------- fetching missing chunks */
+
+/* Gets the window of checkpoint cp: from the store, else from the layer's index artifact. */
+static int get_window(struct fs *f, struct fs_layer *l, const struct index_checkpoint *cp,
+		      uint8_t *window)
+{
+	char hex[UTIL_DIGEST_STR_LEN];
+	uint8_t *raw, digest[32];
+	ssize_t n = store_chunk_get(f->store, cp->window, window, INDEX_ZRAN_WINDOW);
+	int rc;
+
+	if (n >= 0)
+		return n == cp->wlen ? 0 : strata_err(EBADMSG, "checkpoint window has the wrong size");
+	if (n != -ENOENT)
+		return (int)n;
+	util_digest_format(cp->window, hex);
+	if (!l->windows[0] || cp->woff == UINT64_MAX)
+		return strata_err(EIO, "checkpoint window %s is missing", hex);
+	raw = malloc(cp->wclen ? cp->wclen : 1);
+	if (!raw)
+		return -ENOMEM;
+	rc = fetch_blob_range(f->fetch, l->src, l->windows, cp->woff, cp->wclen, raw);
+	if (rc == 0) {
+		if (cp->wclen == cp->wlen) {
+			memcpy(window, raw, cp->wlen);
+		} else {
+			size_t d = ZSTD_decompress(window, cp->wlen, raw, cp->wclen);
+
+			if (ZSTD_isError(d) || d != cp->wlen)
+				rc = strata_err(EBADMSG, "window %s does not decompress", hex);
+		}
+	}
+	free(raw);
+	if (rc < 0)
+		return rc;
+	util_sha256(window, cp->wlen, digest);
+	if (memcmp(digest, cp->window, 32) != 0)
+		return strata_err(EBADMSG, "window %s digest mismatch", hex);
+	rc = store_chunk_put(f->store, cp->window, window, cp->wlen);
+	return rc < 0 ? rc : 0;
+}
+
+/*
+ * Fetches the span holding chunk c of layer l, decodes it, verifies every whole chunk it yields
+ * against its digest, and stores those chunks. Only bytes that matched a digest are stored.
+ */
+static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk *c)
+{
+	struct index_span sp;
+	uint8_t *comp = NULL, *plain = NULL, *window = NULL;
+	uint64_t dec_end, need_end = c->offset + c->size;
+	char hex[UTIL_DIGEST_STR_LEN];
+	int rc, found_needed = 0;
+
+	rc = index_layer_span(l->idx, c->offset, need_end, &sp);
+	if (rc < 0)
+		return rc;
+	dec_end = sp.uend;
+	if (dec_end > need_end && dec_end - sp.ustart > MAX_DECODE)
+		dec_end = need_end > sp.ustart + MAX_DECODE ? need_end : sp.ustart + MAX_DECODE;
+	comp = malloc(sp.cend - sp.cstart ? sp.cend - sp.cstart : 1);
+	plain = malloc(dec_end - sp.ustart ? dec_end - sp.ustart : 1);
+	if (!comp || !plain) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (sp.cp != UINT32_MAX && index_layer_checkpoint(l->idx, sp.cp)->wlen) {
+		window = malloc(INDEX_ZRAN_WINDOW);
+		if (!window) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = get_window(f, l, index_layer_checkpoint(l->idx, sp.cp), window);
+		if (rc < 0)
+			goto out;
+	}
+	rc = fetch_blob_range(f->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart, comp);
+	if (rc < 0)
+		goto out;
+	rc = index_layer_extract(l->idx, &sp, window, comp, sp.cend - sp.cstart, sp.ustart, plain,
+				 dec_end - sp.ustart);
+	if (rc < 0)
+		goto out;
+	/* Store every whole chunk of the decoded range whose bytes match its digest. */
+	for (uint32_t k = index_layer_chunk_rank(l->idx, sp.ustart);
+	     k < index_layer_nchunks(l->idx); k++) {
+		const struct index_chunk *o = index_layer_chunk(l->idx, index_layer_chunk_by_offset(l->idx, k));
+		uint8_t digest[32];
+		int put;
+
+		if (o->offset + o->size > dec_end)
+			break;
+		util_sha256(plain + (o->offset - sp.ustart), o->size, digest);
+		if (memcmp(digest, o->digest, 32) != 0) {
+			util_digest_format(o->digest, hex);
+			rc = strata_err(EBADMSG, "chunk %s from %s does not match its digest", hex,
+					l->digest);
+			goto out;
+		}
+		put = store_chunk_put(f->store, o->digest, plain + (o->offset - sp.ustart), o->size);
+		if (put < 0) {
+			rc = put;
+			goto out;
+		}
+		if (o == c)
+			found_needed = 1;
+	}
+	if (!found_needed)
+		rc = strata_err(EIO, "span of %s did not yield the chunk at offset %llu", l->digest,
+				(unsigned long long)c->offset);
+out:
+	free(comp);
+	free(plain);
+	free(window);
+	return rc;
+}
+
+/* Fetches the span for chunk c unless another thread is fetching it already, then waits. */
+static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_chunk *c)
+{
+	struct index_span sp;
+	struct inflight *in;
+	int rc;
+
+	rc = index_layer_span(l->idx, c->offset, c->offset + c->size, &sp);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&f->inflight_mu);
+	for (in = f->inflight; in; in = in->next) {
+		if (in->seq == l->seq && in->cstart == sp.cstart && in->cend >= sp.cend)
+			break;
+	}
+	if (in) {
+		in->refs++;
+		while (!in->done)
+			pthread_cond_wait(&f->inflight_cv, &f->inflight_mu);
+		rc = in->rc;
+		if (--in->refs == 0)
+			free(in);
+		pthread_mutex_unlock(&f->inflight_mu);
+		return rc;
+	}
+	in = calloc(1, sizeof(*in));
+	if (!in) {
+		pthread_mutex_unlock(&f->inflight_mu);
+		return -ENOMEM;
+	}
+	in->seq = l->seq;
+	in->cstart = sp.cstart;
+	in->cend = sp.cend;
+	in->refs = 1;
+	in->next = f->inflight;
+	f->inflight = in;
+	pthread_mutex_unlock(&f->inflight_mu);
+
+	rc = fetch_span(f, l, c);
+
+	pthread_mutex_lock(&f->inflight_mu);
+	for (struct inflight **pp = &f->inflight; *pp; pp = &(*pp)->next) {
+		if (*pp == in) {
+			*pp = in->next;
+			break;
+		}
+	}
+	in->rc = rc;
+	in->done = 1;
+	pthread_cond_broadcast(&f->inflight_cv);
+	if (--in->refs == 0)
+		free(in);
+	pthread_mutex_unlock(&f->inflight_mu);
+	return rc;
+}
+
+/* Returns a referenced decoded chunk: cache, then store, then the registry. */
+static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_chunk *c,
+		     struct cchunk **out)
 {
 	struct cchunk *e = cache_get(&f->cache, c->digest);
+	char hex[UTIL_DIGEST_STR_LEN];
 	ssize_t n;
 
 	if (e) {
@@ -703,16 +907,23 @@ static int chunk_get(struct fs *f, const struct index_chunk *c, struct cchunk **
 		return -ENOMEM;
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(f->store, c->digest, e->data, c->size);
-	if (n >= 0 && (size_t)n != c->size)
-		n = -EBADMSG;
-	if (n < 0) {
-		char hex[UTIL_DIGEST_STR_LEN];
-
-		util_digest_format(c->digest, hex);
-		strata_log(LOG_ERR, "read: chunk %s: %s", hex, strata_errmsg((int)n));
-		free(e);
-		return n == -ENOENT ? -EIO : (int)n == -EBADMSG ? -EIO : (int)n;
+	if (n == -ENOENT && f->fetch && l->src) {
+		n = fetch_shared(f, l, c);
+		if (n == 0)
+			n = store_chunk_get(f->store, c->digest, e->data, c->size);
 	}
+	if (n >= 0 && (size_t)n != c->size)
+		n = strata_err(EBADMSG, "chunk has the wrong size");
+	if (n < 0) {
+		util_digest_format(c->digest, hex);
+		if (!__atomic_exchange_n(&l->warned, 1, __ATOMIC_RELAXED))
+			strata_log(LOG_ERR, "read: layer %s chunk %s: %s%s", l->digest, hex,
+				   strata_errmsg((int)n),
+				   l->src ? "" : " (the layer has no source to fetch from)");
+		free(e);
+		return n == -ENOMEM ? -ENOMEM : -EIO;
+	}
+	__atomic_store_n(&l->warned, 0, __ATOMIC_RELAXED);
 	e->len = c->size;
 	*out = cache_insert(&f->cache, e);
 	return 0;
@@ -760,7 +971,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct cchunk *e = NULL;
 
 		assert(ci < in->count);
-		rc = chunk_get(f, index_layer_chunk(l->idx, in->first + ci), &e);
+		rc = chunk_get(f, l, index_layer_chunk(l->idx, in->first + ci), &e);
 		if (rc < 0)
 			break;
 		memcpy(buf + (pos - (uint64_t)off), e->data + (pos - cstart), cend - pos);
@@ -995,6 +1206,9 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
 	clock_gettime(CLOCK_REALTIME, &f->start);
 	pthread_rwlock_init(&f->layers_lock, NULL);
 	f->store = store;
+	f->fetch = opts->fetch;
+	pthread_mutex_init(&f->inflight_mu, NULL);
+	pthread_cond_init(&f->inflight_cv, NULL);
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
 	f->mountpoint = strdup(real);
 	if (!f->mountpoint ||
@@ -1079,12 +1293,15 @@ void fs_free(struct fs *f)
 	for (size_t i = 0; i < f->layers_cap; i++) {
 		if (f->layers[i]) {
 			index_layer_free(f->layers[i]->idx);
+			fetch_ref_free(f->layers[i]->src);
 			free(f->layers[i]);
 		}
 	}
 	free(f->layers);
 	cache_destroy(&f->cache);
 	pthread_rwlock_destroy(&f->layers_lock);
+	pthread_mutex_destroy(&f->inflight_mu);
+	pthread_cond_destroy(&f->inflight_cv);
 	free(f->mountpoint);
 	free(f);
 }

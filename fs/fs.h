@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct store;
+struct fetch_client;
 struct fs;
 
 struct fs_opts {
@@ -15,6 +16,7 @@ struct fs_opts {
 	int debug;                  /* libfuse request tracing */
 	unsigned max_threads;       /* 0 = 16 */
 	uint64_t chunk_cache_bytes; /* decoded-chunk cache; 0 = 64 MiB */
+	struct fetch_client *fetch; /* fetches missing chunks (borrowed); NULL: misses fail with EIO */
 };
 
 /*

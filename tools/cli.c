@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "fetch/ref.h"
+#include "fetch/registry.h"
 #include "store/store.h"
 #include "util/log.h"
 
@@ -92,6 +93,7 @@ static const struct {
 	int local;
 } commands[] = {
 	{ "pull", cmd_pull, 0 },
+	{ "index", cmd_index, 0 },
 	{ "ls", cmd_ls, 0 },
 	{ "stats", cmd_stats, 0 },
 	{ "rm", cmd_rm, 0 },
@@ -211,6 +213,7 @@ static int count_cb(void *ctx, const char *ref, const char *json)
 int cmd_stats(struct cli *c, int argc, char **argv)
 {
 	struct stats_ctx s = { 0 };
+	struct fetch_counters fcnt = { 0 };
 	struct store_stats ss;
 	uint64_t images = 0;
 	char b1[32], b2[32], b3[32];
@@ -226,13 +229,18 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 		rc = store_get_stats(c->store, &ss);
 	if (rc < 0)
 		return cli_fail(c, "%s", strata_errmsg(rc));
+	if (c->fetch)
+		fetch_client_counters(c->fetch, &fcnt);
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "store",
-				      store_dir(c->store), "images", (json_int_t)images, "layers",
-				      (json_int_t)s.layers, "chunks", (json_int_t)ss.chunks,
+		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:{s:I, s:I, s:I, s:I}}",
+				      "store", store_dir(c->store), "images", (json_int_t)images,
+				      "layers", (json_int_t)s.layers, "chunks", (json_int_t)ss.chunks,
 				      "logical_bytes", (json_int_t)s.tar_bytes, "stored_bytes",
 				      (json_int_t)ss.disk_bytes, "blob_bytes", (json_int_t)s.blob_bytes,
-				      "daemon", c->in_daemon);
+				      "daemon", c->in_daemon, "read_fetch", "requests",
+				      (json_int_t)fcnt.requests, "range_requests",
+				      (json_int_t)fcnt.range_requests, "bytes", (json_int_t)fcnt.bytes,
+				      "retries", (json_int_t)fcnt.retries);
 		char *txt = json_dumps(o, JSON_COMPACT);
 
 		fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -248,6 +256,10 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	fprintf(c->out, "logical bytes  %s (uncompressed layers)\n", cli_bytes(s.tar_bytes, b1, sizeof(b1)));
 	fprintf(c->out, "blob bytes     %s (compressed layers)\n", cli_bytes(s.blob_bytes, b2, sizeof(b2)));
 	fprintf(c->out, "stored bytes   %s (on disk)\n", cli_bytes(ss.disk_bytes, b3, sizeof(b3)));
+	if (c->fetch)
+		fprintf(c->out, "read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
+			cli_bytes(fcnt.bytes, b1, sizeof(b1)), (unsigned long long)fcnt.requests,
+			(unsigned long long)fcnt.range_requests, (unsigned long long)fcnt.retries);
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 struct store;
+struct fetch_client;
 
 /* Everything a command needs. Commands run in the CLI process, or inside the daemon on behalf of
  * a client connected to <store>/strata.sock; they print only through out/err. */
@@ -21,6 +22,7 @@ struct cli {
 	int tty;                 /* err is a terminal: progress may be drawn */
 	FILE *out, *err;
 	struct store *store;     /* open store (the daemon's, or opened for this command) */
+	struct fetch_client *fetch; /* the daemon's registry client (its counters), or NULL */
 	int in_daemon;
 	volatile int *cancel;    /* set when the daemon shuts down; long commands stop early */
 	const char *cmd;         /* the command name, for error messages */
@@ -30,6 +32,7 @@ struct cli {
 typedef int (*cli_cmd_fn)(struct cli *c, int argc, char **argv);
 
 int cmd_pull(struct cli *c, int argc, char **argv);
+int cmd_index(struct cli *c, int argc, char **argv);
 int cmd_ls(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_rm(struct cli *c, int argc, char **argv);

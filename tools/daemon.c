@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fetch/registry.h"
 #include "fs/fs.h"
 #include "store/store.h"
 #include "util/log.h"
@@ -247,6 +248,7 @@ lost:
 
 struct server {
 	struct store *store;
+	struct fetch_client *fetch;
 	int lfd;
 	int stop_pipe[2];
 	pthread_t thread;
@@ -310,6 +312,7 @@ static int serve_request(struct server *srv, int fd)
 		goto streams;
 	c.tty = flags & 1;
 	c.store = srv->store;
+	c.fetch = srv->fetch;
 	c.in_daemon = 1;
 	c.cancel = &srv->cancel;
 	code = cli_parse_globals(&c, (int)argc, argv, rest, &nrest);
@@ -399,13 +402,14 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
-static int server_start(struct server *srv, struct store *store)
+static int server_start(struct server *srv, struct store *store, struct fetch_client *fc)
 {
 	sigset_t all, old;
 	int rc;
 
 	memset(srv, 0, sizeof(*srv));
 	srv->store = store;
+	srv->fetch = fc;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	srv->lfd = cli_listen(store_dir(store));
@@ -489,6 +493,8 @@ static void detach_stdio(const char *store)
 static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
 {
 	struct store *store = NULL;
+	struct fetch_client *fc = NULL;
+	struct fetch_opts fopts;
 	struct fs *f = NULL;
 	struct server srv;
 	struct fs_opts fo;
@@ -498,7 +504,14 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
 	rc = store_open(c->store_dir, NULL, &store);
 	if (rc < 0)
 		goto fail;
+	memset(&fopts, 0, sizeof(fopts));
+	fopts.platform_os = "linux";
+	fopts.platform_arch = fetch_host_arch();
+	rc = fetch_client_new(&fopts, &fc);
+	if (rc < 0)
+		goto fail;
 	memset(&fo, 0, sizeof(fo));
+	fo.fetch = fc;
 	fo.mountpoint = mnt;
 	fo.debug = debug;
 	snprintf(source, sizeof(source), "strata:%s", store_dir(store));
@@ -506,7 +519,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
 	rc = fs_mount(store, &fo, &f);
 	if (rc < 0)
 		goto fail;
-	rc = server_start(&srv, store);
+	rc = server_start(&srv, store, fc);
 	if (rc < 0)
 		goto fail;
 	started = 1;
@@ -520,6 +533,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
 	rc = fs_run(f);
 	server_stop(&srv);
 	fs_free(f);
+	fetch_client_free(fc);
 	store_close(store);
 	if (rc < 0) {
 		strata_log(LOG_ERR, "session ended: %s", strata_errmsg(rc));
@@ -531,6 +545,7 @@ fail:
 	if (started)
 		server_stop(&srv);
 	fs_free(f);
+	fetch_client_free(fc);
 	store_close(store);
 	snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
 	if (status_fd >= 0) {

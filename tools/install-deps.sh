@@ -11,7 +11,7 @@ packages=(
 	fuse3
 	# tests and demo: the real registry, image tools, ground truth extractors
 	python3 python3-pytest docker-registry skopeo umoci tar gzip zstd busybox-static attr
-	util-linux curl
+	util-linux curl nginx
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

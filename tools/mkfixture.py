@@ -6,6 +6,9 @@ Subcommands:
   build --out DIR [--chunk-size N]   the corner-case images (corner:*, demo:latest) as an OCI layout
   demo  --out DIR                    only demo:latest (busybox + /hello.txt) as an OCI layout
   bad   --out DIR                    broken images (bad:*) for error tests, as an OCI layout
+  big   --out DIR [--size-mib N]     big:latest, one gzip -1 layer of ~N MiB of incompressible data
+                                     with a small text file and a 3 MiB file in the middle (lazy
+                                     loading tests), as an OCI layout
   push  --layout DIR --registry 127.0.0.1:PORT
                                      pushes every tagged image of a layout with a small built-in
                                      registry client (plain HTTP)
@@ -59,7 +62,7 @@ FIXTURE_SCHEMA = """
 fixture.json (schema 1):
 {
   "schema": 1,
-  "kind": "build" | "demo" | "bad",
+  "kind": "build" | "demo" | "bad" | "big",
   "chunk_size": int,                 # C; the base layer has files of 0, 1, C-1, C, C+1 bytes
   "host_arch": "amd64", "other_arch": "arm64",
   "layers": {                        # every layer blob of the layout, by short name
@@ -86,6 +89,16 @@ fixture.json (schema 1):
   ],
   "paths": {...}                     # well-known paths inside the layers used by the tests
 }
+
+For kind "big" (one image big:latest, one layer "big": GNU `gzip -1 -n` of a tar written by
+TarWriter), "paths" is:
+  {"size_mib": N,
+   "hello_file": "app/hello.txt", "hello_text": str (exactly 4096 ASCII bytes),
+   "multi_file": "app/multi.bin", "multi_size": 3 MiB + 123, "multi_sha256": hex,
+   "files": {PATH: {"size": int, "sha256": hex, "tar_offset": int}}}
+                                     # every regular file, in archive order: data/a.bin (N/2 MiB),
+                                     # app/hello.txt, app/multi.bin, data/b.bin (N/2 MiB);
+                                     # tar_offset = offset of its data in the uncompressed tar
 """
 
 # --------------------------------------------------------------------------------------------
@@ -908,6 +921,99 @@ def cmd_bad(args):
     print("wrote %s: %d bad images" % (lay.out, len(lay.images)))
 
 
+BIG_DEFAULT_MIB = 200
+BIG_HELLO = "app/hello.txt"
+BIG_MULTI = "app/multi.bin"
+BIG_MULTI_SIZE = 3 * 1024 * 1024 + 123
+BIG_HELLO_SIZE = 4096
+
+
+def big_hello_text():
+    """Exactly 4096 bytes of known ASCII text, every line numbered."""
+    lines, n, i = [], 0, 0
+    while n < BIG_HELLO_SIZE:
+        line = "strata lazy-loading fixture, %s, line %04d: the quick brown fox\n" % (BIG_HELLO, i)
+        lines.append(line)
+        n += len(line)
+        i += 1
+    text = "".join(lines)[:BIG_HELLO_SIZE - 1] + "\n"
+    assert len(text.encode()) == BIG_HELLO_SIZE
+    return text
+
+
+class _TeeHash:
+    """A write-only file object that hashes and counts what goes through it."""
+
+    def __init__(self, f):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b):
+        self.h.update(b)
+        self.n += len(b)
+        self.f.write(b)
+        return len(b)
+
+
+def cmd_big(args):
+    mib = args.size_mib
+    if mib < 2:
+        sys.exit("mkfixture.py: --size-mib must be >= 2")
+    prepare_out(args.out)
+    lay = Layout(args.out, "big", DEFAULT_CHUNK)
+    half = (mib << 20) // 2
+    text = big_hello_text()
+    tmp = os.path.join(lay.blobdir, ".big-layer.tmp")
+    files = {}
+    with open(tmp, "wb") as out:
+        gz = subprocess.Popen(["gzip", "-1", "-n", "-c"], stdin=subprocess.PIPE, stdout=out)
+        try:
+            tee = _TeeHash(gz.stdin)
+            w = TarWriter(tee)
+
+            def add_file(path, data, i):
+                # the data follows the header block(s): the TarWriter writes no PAX header here
+                w.add(path, data=data, mtime_ns=mtime(800 + i, frac=0), pax="never")
+                files[path] = {"size": len(data), "sha256": sha256_hex(data),
+                               "tar_offset": tee.n - len(data) - ((-len(data)) % BLOCK)}
+
+            w.add("data", "dir", mtime_ns=mtime(800, frac=0), pax="never")
+            add_file("data/a.bin", prng_bytes(81, half), 1)
+            w.add("app", "dir", mtime_ns=mtime(802, frac=0), pax="never")
+            add_file(BIG_HELLO, text.encode(), 3)
+            add_file(BIG_MULTI, prng_bytes(82, BIG_MULTI_SIZE), 4)
+            add_file("data/b.bin", prng_bytes(83, half), 5)
+            w.close()
+            gz.stdin.close()
+        finally:
+            if gz.stdin and not gz.stdin.closed:
+                gz.stdin.close()
+            rc = gz.wait()
+        if rc != 0:
+            raise RuntimeError("gzip -1 exited %d" % rc)
+    h = hashlib.sha256()
+    size = 0
+    with open(tmp, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+            size += len(b)
+    digest = "sha256:" + h.hexdigest()
+    os.rename(tmp, os.path.join(lay.blobdir, h.hexdigest()))
+    lay.layers["big"] = {"digest": digest, "size": size, "diff_id": "sha256:" + tee.h.hexdigest(),
+                         "compression": "gzip", "producer": "mkfixture-pax",
+                         "blob": "blobs/sha256/" + h.hexdigest(),
+                         "description": "gzip -1 of own-PAX-writer tar: data/a.bin (%d random "
+                                        "bytes), app/hello.txt (4096 bytes of text), app/multi.bin "
+                                        "(%d random bytes), data/b.bin (%d random bytes)"
+                                        % (half, BIG_MULTI_SIZE, half)}
+    desc, rec = lay.make_manifest(["big"], host_arch())
+    lay.tag("big:latest", desc, rec, "one %d MiB gzip layer for the lazy-loading tests" % mib)
+    lay.meta["paths"].update({"size_mib": mib, "hello_file": BIG_HELLO, "hello_text": text,
+                              "multi_file": BIG_MULTI, "multi_size": BIG_MULTI_SIZE,
+                              "multi_sha256": files[BIG_MULTI]["sha256"], "files": files})
+    lay.finish()
+    print("wrote %s: big:latest, layer %s (%d bytes)" % (lay.out, digest, size))
+
+
 # --------------------------------------------------------------------------------------------
 # push: a minimal OCI distribution client
 # --------------------------------------------------------------------------------------------
@@ -1013,6 +1119,10 @@ def main(argv=None):
     d.add_argument("--out", required=True)
     x = sub.add_parser("bad", help="broken images for error tests")
     x.add_argument("--out", required=True)
+    g = sub.add_parser("big", help="big:latest, one big gzip layer for the lazy-loading tests")
+    g.add_argument("--out", required=True)
+    g.add_argument("--size-mib", type=int, default=BIG_DEFAULT_MIB,
+                   help="approximate uncompressed size (default %(default)s)")
     p = sub.add_parser("push", help="push every tagged image of a layout")
     p.add_argument("--layout", required=True)
     p.add_argument("--registry", required=True, help="HOST:PORT (plain HTTP)")
@@ -1022,7 +1132,8 @@ def main(argv=None):
         if args.cmd == "schema":
             print(FIXTURE_SCHEMA)
         else:
-            {"build": cmd_build, "demo": cmd_demo, "bad": cmd_bad, "push": cmd_push}[args.cmd](args)
+            {"build": cmd_build, "demo": cmd_demo, "bad": cmd_bad, "big": cmd_big,
+             "push": cmd_push}[args.cmd](args)
     except (RuntimeError, OSError) as e:
         sys.exit("mkfixture.py %s: %s" % (args.cmd, e))
 

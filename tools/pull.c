@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "artifact.h"
 #include "cli.h"
 #include "fetch/ref.h"
 #include "fetch/registry.h"
@@ -47,11 +48,22 @@ static int layer_compression(const char *mt, enum index_compression *out)
 	return -ENOTSUP;
 }
 
+enum index_mode { MODE_AUTO, MODE_ARTIFACT, MODE_BUILD };
+
+struct pull_opts {
+	uint32_t chunk_size;
+	enum index_mode mode;
+	int push;                  /* strata index --push */
+};
+
 struct pull_layer {
 	const struct fetch_layer *fl;
 	struct index_layer *idx;   /* NULL when the store had it already */
+	void *enc;                 /* the encoded index when it came from an artifact */
+	size_t enc_len;
 	struct store_layer info;
 	int dup_of;                /* index of an earlier identical layer of this image, or -1 */
+	const char *how;           /* "store", "artifact" or "build" */
 };
 
 struct progress {
@@ -109,8 +121,13 @@ static int index_one(struct cli *c, struct fetch_client *fc, const struct fetch_
 		     struct pull_layer *pl, uint32_t chunk_size, struct progress *pg)
 {
 	const struct fetch_layer *fl = pl->fl;
+	static const enum index_blob blob_kind[] = {
+		[INDEX_COMP_NONE] = INDEX_BLOB_TAR,
+		[INDEX_COMP_GZIP] = INDEX_BLOB_GZIP,
+		[INDEX_COMP_ZSTD] = INDEX_BLOB_ZSTD,
+	};
 	enum index_compression comp, seen;
-	struct index_decomp *d = NULL;
+	struct index_build_opts bo;
 	uint8_t magic[4] = { 0 };
 	char diff_id[UTIL_DIGEST_STR_LEN];
 	ssize_t n;
@@ -141,10 +158,13 @@ static int index_one(struct cli *c, struct fetch_client *fc, const struct fetch_
 		rc = strata_err(errno, "seek: %s", strerror(errno));
 		goto out;
 	}
-	rc = index_decomp_new(comp, index_reader_fd(fd), &d);
-	if (rc < 0)
-		goto out;
-	rc = index_layer_build(index_decomp_reader(d), chunk_size, put_chunk, c->store, &pl->idx);
+	memset(&bo, 0, sizeof(bo));
+	bo.chunk_size = chunk_size;
+	bo.blob = blob_kind[comp];
+	bo.chunk_fn = put_chunk;
+	bo.window_fn = put_chunk; /* windows are content-addressed chunks too */
+	bo.ctx = c->store;
+	rc = index_layer_build_blob(index_reader_fd(fd), &bo, &pl->idx);
 	if (rc < 0)
 		goto out;
 	util_digest_format(index_layer_diff_id(pl->idx), diff_id);
@@ -160,14 +180,70 @@ static int index_one(struct cli *c, struct fetch_client *fc, const struct fetch_
 	pl->info.size = fl->size;
 	pl->info.tar_size = index_layer_tar_size(pl->idx);
 	pl->info.chunk_size = chunk_size;
+	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
 out:
-	index_decomp_free(d);
 	close(fd);
 	if (rc < 0) {
 		index_layer_free(pl->idx);
 		pl->idx = NULL;
 	}
 	return rc;
+}
+
+/* Checks that an index from an artifact fits the layer the manifest and config describe. */
+static int check_artifact_index(const struct pull_layer *pl, const struct index_layer *idx)
+{
+	static const enum index_blob want[] = {
+		[INDEX_COMP_NONE] = INDEX_BLOB_TAR,
+		[INDEX_COMP_GZIP] = INDEX_BLOB_GZIP,
+		[INDEX_COMP_ZSTD] = INDEX_BLOB_ZSTD,
+	};
+	enum index_compression comp = INDEX_COMP_NONE;
+	char diff_id[UTIL_DIGEST_STR_LEN];
+
+	layer_compression(pl->fl->media_type, &comp);
+	util_digest_format(index_layer_diff_id(idx), diff_id);
+	if (index_layer_blob_size(idx) != pl->fl->size)
+		return strata_err(EBADMSG, "its index describes a blob of %llu bytes, not %llu",
+				  (unsigned long long)index_layer_blob_size(idx),
+				  (unsigned long long)pl->fl->size);
+	if (index_layer_blob_kind(idx) != want[comp])
+		return strata_err(EBADMSG, "its index is for another compression than %s",
+				  pl->fl->media_type);
+	if (pl->fl->diff_id && strcmp(pl->fl->diff_id, diff_id) != 0)
+		return strata_err(EBADMSG, "its index has diff_id %s, the config says %s", diff_id,
+				  pl->fl->diff_id);
+	return 0;
+}
+
+/* Takes layer pl's index from artifact a. Returns 0, -ENOENT when a lacks it, or an error. */
+static int use_artifact(struct fetch_client *fc, const struct fetch_ref *ref,
+			const struct artifact *a, struct pull_layer *pl)
+{
+	char windows[STORE_DIGEST_LEN];
+	int rc = artifact_layer(fc, ref, a, pl->fl->digest, &pl->idx, &pl->enc, &pl->enc_len,
+				windows);
+
+	if (rc == 0)
+		rc = check_artifact_index(pl, pl->idx);
+	if (rc < 0) {
+		index_layer_free(pl->idx);
+		pl->idx = NULL;
+		free(pl->enc);
+		pl->enc = NULL;
+		return rc;
+	}
+	memset(&pl->info, 0, sizeof(pl->info));
+	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
+	util_digest_format(index_layer_diff_id(pl->idx), pl->info.diff_id);
+	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", pl->fl->media_type);
+	pl->info.size = pl->fl->size;
+	pl->info.tar_size = index_layer_tar_size(pl->idx);
+	pl->info.chunk_size = index_layer_chunk_size(pl->idx);
+	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
+	snprintf(pl->info.windows, sizeof(pl->info.windows), "%s", windows);
+	pl->how = "artifact";
+	return 0;
 }
 
 static char *image_json(const char *name, const struct fetch_image *img, struct pull_layer *pls)
@@ -184,25 +260,31 @@ static char *image_json(const char *name, const struct fetch_image *img, struct 
 							(json_int_t)fl->size, "diff_id",
 							pls[i].info.diff_id));
 	}
-	o = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:s, s:o, s:I}", "ref", name, "manifest",
-		      img->manifest_digest, "index", img->index_digest, "media_type", img->media_type,
-		      "config", img->config_digest, "platform", img->platform ? img->platform : "",
-		      "layers", layers, "pulled", (json_int_t)time(NULL));
+	o = json_pack("{s:s, s:s, s:I, s:s?, s:s, s:s, s:s, s:o, s:I}", "ref", name, "manifest",
+		      img->manifest_digest, "manifest_size", (json_int_t)img->manifest_len, "index",
+		      img->index_digest, "media_type", img->media_type, "config", img->config_digest,
+		      "platform", img->platform ? img->platform : "", "layers", layers, "pulled",
+		      (json_int_t)time(NULL));
 	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return s;
 }
 
-static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uint32_t chunk_size)
+static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
+		    const struct pull_opts *po)
 {
 	struct fetch_ref *ref = NULL;
 	struct fetch_image *img = NULL;
 	struct pull_layer *pls = NULL;
+	struct artifact *art = NULL;
+	struct fetch_counters before, after;
 	struct progress pg;
 	char *name = NULL, *json = NULL;
-	size_t fresh = 0;
+	char art_digest[STORE_DIGEST_LEN] = "";
+	size_t fresh = 0, missing = 0;
 	int rc;
 
+	fetch_client_counters(fc, &before);
 	memset(&pg, 0, sizeof(pg));
 	rc = fetch_ref_parse(arg, &ref);
 	if (rc < 0)
@@ -234,6 +316,27 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uin
 			goto out;
 		}
 	}
+	for (size_t i = 0; i < img->nlayers; i++) {
+		struct store_layer tmp;
+
+		if (store_layer_get(c->store, img->layers[i].digest, &tmp, NULL, NULL) == -ENOENT)
+			missing++;
+	}
+	strata_err_clear();
+	if (missing && po->mode != MODE_BUILD) {
+		rc = artifact_find(fc, ref, img->manifest_digest, &art);
+		if (rc < 0 && (po->mode == MODE_ARTIFACT || rc != -ENOENT)) {
+			if (po->mode == MODE_ARTIFACT) {
+				rc = cli_fail(c, "%s: %s", name,
+					      rc == -ENOENT ? "no index artifact in the registry "
+							      "(push one with 'strata index --push')" :
+							      strata_errmsg(rc));
+				goto out;
+			}
+			strata_log(LOG_WARNING, "%s: ignoring the index artifact: %s", name,
+				   strata_errmsg(rc));
+		}
+	}
 	pg.c = c;
 	pg.ref = name;
 	pg.nlayers = img->nlayers;
@@ -241,6 +344,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uin
 		struct pull_layer *pl = &pls[i];
 
 		pg.layer = i;
+		pl->how = "store";
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(pls[j].fl->digest, pl->fl->digest) == 0) {
 				pl->dup_of = (int)j;
@@ -258,7 +362,26 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uin
 			goto out;
 		}
 		strata_err_clear();
-		rc = index_one(c, fc, ref, pl, chunk_size, &pg);
+		if (art) {
+			rc = use_artifact(fc, ref, art, pl);
+			if (rc == 0) {
+				fresh++;
+				continue;
+			}
+			if (po->mode == MODE_ARTIFACT) {
+				rc = cli_fail(c, "%s: layer %s: index artifact %s: %s", name,
+					      pl->fl->digest, artifact_digest(art),
+					      rc == -ENOENT ? "does not cover this layer" :
+							      strata_errmsg(rc));
+				goto out;
+			}
+			strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
+				   pl->fl->digest, artifact_digest(art),
+				   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
+			strata_err_clear();
+		}
+		pl->how = "build";
+		rc = index_one(c, fc, ref, pl, po->chunk_size, &pg);
 		if (rc < 0) {
 			if (c->tty && !c->json)
 				fprintf(c->err, "\n");
@@ -280,10 +403,14 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uin
 
 		if (!pls[i].idx)
 			continue;
-		rc = index_layer_encode(pls[i].idx, &buf, &len);
-		if (rc == 0) {
-			rc = store_layer_put(c->store, &pls[i].info, buf, len);
-			free(buf);
+		if (pls[i].enc) {
+			rc = store_layer_put(c->store, &pls[i].info, pls[i].enc, pls[i].enc_len);
+		} else {
+			rc = index_layer_encode(pls[i].idx, &buf, &len);
+			if (rc == 0) {
+				rc = store_layer_put(c->store, &pls[i].info, buf, len);
+				free(buf);
+			}
 		}
 		if (rc < 0) {
 			rc = cli_fail(c, "%s: layer %s: %s", name, pls[i].fl->digest, strata_errmsg(rc));
@@ -300,16 +427,38 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uin
 		rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 		goto out;
 	}
+	if (po->push) {
+		const char **digests = calloc(img->nlayers ? img->nlayers : 1, sizeof(*digests));
+
+		for (size_t i = 0; digests && i < img->nlayers; i++)
+			digests[i] = img->layers[i].digest;
+		rc = digests ? artifact_push(c->store, fc, ref, img->manifest_digest,
+					     img->media_type, img->manifest_len, digests,
+					     img->nlayers, art_digest) : -ENOMEM;
+		free(digests);
+		if (rc < 0) {
+			rc = cli_fail(c, "%s: pushing the index artifact: %s", name,
+				      strata_errmsg(rc));
+			goto out;
+		}
+	}
+	fetch_client_counters(fc, &after);
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:I, s:I}", "ref", name, "manifest",
-				      img->manifest_digest, "platform", img->platform ? img->platform : "",
-				      "layers", "new_layers", (json_int_t)fresh, "bytes_fetched",
-				      (json_int_t)pg.fetched);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:[], s:I, s:I, s:I, s:s?}", "ref", name,
+				      "manifest", img->manifest_digest, "platform",
+				      img->platform ? img->platform : "", "layers", "index_sources",
+				      "new_layers", (json_int_t)fresh, "bytes_fetched",
+				      (json_int_t)(after.bytes - before.bytes), "requests",
+				      (json_int_t)(after.requests - before.requests), "artifact",
+				      art_digest[0] ? art_digest : NULL);
 		char *s;
 
-		for (size_t i = 0; o && i < img->nlayers; i++)
+		for (size_t i = 0; o && i < img->nlayers; i++) {
 			json_array_append_new(json_object_get(o, "layers"),
 					      json_string(img->layers[i].digest));
+			json_array_append_new(json_object_get(o, "index_sources"),
+					      json_string(pls[i].how));
+		}
 		s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		fprintf(c->out, "%s\n", s ? s : "{}");
 		free(s);
@@ -317,15 +466,21 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg, uin
 	} else {
 		char b[32];
 
-		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new, %s fetched)\n", name,
+		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s, %s fetched)\n", name,
 			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, fresh,
-			cli_bytes(pg.fetched, b, sizeof(b)));
+			art ? " from an index artifact" : "",
+			cli_bytes(after.bytes - before.bytes, b, sizeof(b)));
+		if (art_digest[0])
+			fprintf(c->out, "pushed index artifact %s\n", art_digest);
 	}
 	fflush(c->out);
 	rc = 0;
 out:
-	for (size_t i = 0; pls && img && i < img->nlayers; i++)
+	for (size_t i = 0; pls && img && i < img->nlayers; i++) {
 		index_layer_free(pls[i].idx);
+		free(pls[i].enc);
+	}
+	artifact_free(art);
 	free(pls);
 	free(json);
 	free(name);
@@ -334,7 +489,8 @@ out:
 	return rc;
 }
 
-int cmd_pull(struct cli *c, int argc, char **argv)
+/* Shared by pull and index: options, then each reference. */
+static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
 {
 	struct fetch_opts fo;
 	struct fetch_client *fc = NULL;
@@ -342,12 +498,25 @@ int cmd_pull(struct cli *c, int argc, char **argv)
 	int nrefs = 0, failed = 0, rc;
 
 	for (int i = 1; i < argc; i++) {
-		if (strncmp(argv[i], "--chunk-size", 12) == 0) {
+		if (strncmp(argv[i], "--chunk-size", 12) == 0 && (!argv[i][12] || argv[i][12] == '=')) {
 			const char *v = argv[i][12] == '=' ? argv[i] + 13 : (i + 1 < argc ? argv[++i] : NULL);
 
 			if (!v || cli_parse_size(v, &chunk_size) < 0 || chunk_size < INDEX_MIN_CHUNK_SIZE ||
 			    chunk_size > INDEX_MAX_CHUNK_SIZE)
 				return cli_usage(c, "--chunk-size takes a size from 4K to 16M");
+		} else if (strcmp(c->cmd, "pull") == 0 && strncmp(argv[i], "--index=", 8) == 0) {
+			const char *v = argv[i] + 8;
+
+			if (strcmp(v, "auto") == 0)
+				po->mode = MODE_AUTO;
+			else if (strcmp(v, "artifact") == 0)
+				po->mode = MODE_ARTIFACT;
+			else if (strcmp(v, "build") == 0)
+				po->mode = MODE_BUILD;
+			else
+				return cli_usage(c, "--index takes auto, artifact or build");
+		} else if (strcmp(c->cmd, "index") == 0 && strcmp(argv[i], "--push") == 0) {
+			po->push = 1;
 		} else if (argv[i][0] == '-') {
 			return cli_usage(c, "unknown option %s", argv[i]);
 		} else {
@@ -355,7 +524,8 @@ int cmd_pull(struct cli *c, int argc, char **argv)
 		}
 	}
 	if (nrefs == 0)
-		return cli_usage(c, "pull needs at least one reference");
+		return cli_usage(c, "%s needs at least one reference", c->cmd);
+	po->chunk_size = (uint32_t)chunk_size;
 	memset(&fo, 0, sizeof(fo));
 	fo.platform_os = "linux";
 	fo.platform_arch = fetch_host_arch();
@@ -363,9 +533,23 @@ int cmd_pull(struct cli *c, int argc, char **argv)
 	if (rc < 0)
 		return cli_fail(c, "%s", strata_errmsg(rc));
 	for (int i = 1; i <= nrefs; i++) {
-		if (pull_one(c, fc, argv[i], (uint32_t)chunk_size))
+		if (pull_one(c, fc, argv[i], po))
 			failed = 1;
 	}
 	fetch_client_free(fc);
 	return failed;
+}
+
+int cmd_pull(struct cli *c, int argc, char **argv)
+{
+	struct pull_opts po = { 0, MODE_AUTO, 0 };
+
+	return run_pull(c, argc, argv, &po);
+}
+
+int cmd_index(struct cli *c, int argc, char **argv)
+{
+	struct pull_opts po = { 0, MODE_BUILD, 0 };
+
+	return run_pull(c, argc, argv, &po);
 }
