@@ -1510,10 +1510,9 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	struct req r = { 0 };
 	int rc;
 
-	rc = util_digest_parse(digest, md);
+	rc = util_digest_normalize(digest, want);
 	if (rc < 0)
 		return rc;
-	util_digest_format(md, want);
 	rc = api_req(&r, c, ref, "blobs", want, &url, &what);
 	if (rc < 0)
 		goto out;
@@ -1556,16 +1555,14 @@ out:
 int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t off, size_t len, void *buf)
 {
-	uint8_t md[UTIL_SHA256_LEN];
 	char want[UTIL_DIGEST_STR_LEN];
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
 	int rc;
 
-	rc = util_digest_parse(digest, md);
+	rc = util_digest_normalize(digest, want);
 	if (rc < 0)
 		return rc;
-	util_digest_format(md, want);
 	if (len == 0)
 		return 0;
 	if (off > UINT64_MAX - (len - 1))
@@ -1886,16 +1883,14 @@ out:
 int fetch_blob_push(struct fetch_client *c, const struct fetch_ref *ref, const void *data,
 		    size_t len, const char *digest)
 {
-	uint8_t md[UTIL_SHA256_LEN];
 	char want[UTIL_DIGEST_STR_LEN];
 	struct upload up = { 0 };
 	char *what = NULL;
 	int rc;
 
-	rc = util_digest_parse(digest, md);
+	rc = util_digest_normalize(digest, want);
 	if (rc < 0)
 		return rc;
-	util_digest_format(md, want);
 	if (asprintf(&what, "%s/%s@%s", ref->domain, ref->path, want) < 0)
 		return -ENOMEM;
 	rc = blob_exists(c, ref, want);
@@ -1965,7 +1960,6 @@ static int is_oci_index(const char *data, size_t len)
 int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		    const char *artifact_type, char **body, size_t *len)
 {
-	uint8_t md[UTIL_SHA256_LEN];
 	char want[UTIL_DIGEST_STR_LEN];
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
@@ -1973,10 +1967,9 @@ int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const c
 
 	*body = NULL;
 	*len = 0;
-	rc = util_digest_parse(digest, md);
+	rc = util_digest_normalize(digest, want);
 	if (rc < 0)
 		return rc;
-	util_digest_format(md, want);
 	rc = api_req(&r, c, ref, "referrers", want, &url, &what);
 	if (rc < 0)
 		goto out;

@@ -101,3 +101,13 @@ int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN])
 	}
 	return 0;
 }
+
+int util_digest_normalize(const char *s, char out[UTIL_DIGEST_STR_LEN])
+{
+	uint8_t d[UTIL_SHA256_LEN];
+	int rc = util_digest_parse(s, d);
+
+	if (rc == 0)
+		util_digest_format(d, out);
+	return rc;
+}

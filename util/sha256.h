@@ -28,6 +28,10 @@ void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_S
 /* Parses "sha256:<64 hex>" (lower or upper case hex). Returns 0, or -EINVAL with strata_err set. */
 int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN]);
 
+/* Parses digest s and writes its canonical form (lowercase hex) into out. Returns 0 or -EINVAL
+ * with strata_err set. */
+int util_digest_normalize(const char *s, char out[UTIL_DIGEST_STR_LEN]);
+
 /* The value of one hex digit (either case), or -1. */
 int util_hexval(char c);
 
