@@ -41,7 +41,16 @@ struct index_decomp {
 	/* zstd */
 	ZSTD_DCtx *zd;
 	bool zstd_frame_end; /* the last decoder call finished a frame and flushed it */
+	uint64_t produced;   /* decompressed bytes so far */
+	index_frame_fn on_frame;
+	void *frame_ctx;
 };
+
+void index_decomp_on_frame(struct index_decomp *d, index_frame_fn fn, void *ctx)
+{
+	d->on_frame = fn;
+	d->frame_ctx = ctx;
+}
 
 const char *index_compression_name(enum index_compression c)
 {
@@ -240,7 +249,10 @@ static ssize_t zstd_read(struct index_decomp *d, uint8_t *buf, size_t len)
 		made = out.pos - made;
 		d->in_pos = in.pos;
 		d->consumed += used_in;
+		d->produced += made;
 		d->zstd_frame_end = zrc == 0;
+		if (zrc == 0 && used_in > 0 && d->on_frame)
+			d->on_frame(d->frame_ctx, d->consumed, d->produced);
 		if (out.pos == len)
 			return (ssize_t)out.pos;
 		if (used_in == 0 && made == 0 && d->in_pos == d->in_len && d->src_eof &&

@@ -43,6 +43,11 @@ struct index_reader index_decomp_reader(struct index_decomp *d);
 /* Compressed bytes consumed from src so far. */
 uint64_t index_decomp_consumed(const struct index_decomp *d);
 
+/* Called (zstd only) each time a frame ends, with the compressed and uncompressed offsets just
+ * past it: where the next frame, if any, starts. Lets an index checkpoint frame starts. */
+typedef void (*index_frame_fn)(void *ctx, uint64_t coff, uint64_t uoff);
+void index_decomp_on_frame(struct index_decomp *d, index_frame_fn fn, void *ctx);
+
 /* Frees d (NULL ok). Does not touch src. */
 void index_decomp_free(struct index_decomp *d);
 

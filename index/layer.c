@@ -890,7 +890,30 @@ struct blob_build {
 	const struct index_build_opts *o;
 	struct count_reader count;
 	struct index_zran *z;
+	struct index_checkpoint *frames; /* zstd frame starts after the first */
+	size_t nframes, cap_frames;
+	int err;
 };
+
+/* Records a zstd frame boundary as a checkpoint candidate. */
+static void on_frame(void *ctx, uint64_t coff, uint64_t uoff)
+{
+	struct blob_build *bb = ctx;
+	struct index_checkpoint *cp;
+
+	if (bb->err || (bb->nframes && bb->frames[bb->nframes - 1].uoff >= uoff) || uoff == 0)
+		return;
+	if (grow((void **)&bb->frames, &bb->cap_frames, bb->nframes + 1, sizeof(*bb->frames)) < 0) {
+		bb->err = -ENOMEM;
+		return;
+	}
+	cp = &bb->frames[bb->nframes++];
+	memset(cp, 0, sizeof(*cp));
+	cp->uoff = uoff;
+	cp->coff = coff;
+	cp->kind = INDEX_CP_ZSTD_FRAME;
+	cp->woff = UINT64_MAX;
+}
 
 static int blob_finish(struct builder *b, void *arg)
 {
@@ -907,12 +930,18 @@ static int blob_finish(struct builder *b, void *arg)
 	b->blob_kind = bb->o->blob;
 	b->blob_size = bb->count.n;
 	if (bb->o->blob == INDEX_BLOB_ZSTD) {
-		b->cps = calloc(1, sizeof(*b->cps));
+		if (bb->err)
+			return bb->err;
+		b->cps = calloc(1 + bb->nframes, sizeof(*b->cps));
 		if (!b->cps)
 			return -ENOMEM;
 		b->cps[0].kind = INDEX_CP_ZSTD_FRAME;
 		b->cps[0].woff = UINT64_MAX;
 		b->ncps = 1;
+		for (size_t i = 0; i < bb->nframes; i++) {
+			if (bb->frames[i].coff < b->blob_size) /* not the end of the stream */
+				b->cps[b->ncps++] = bb->frames[i];
+		}
 	} else if (bb->o->blob == INDEX_BLOB_GZIP) {
 		size_t n_cp = index_zran_count(bb->z);
 
@@ -949,7 +978,7 @@ static int blob_finish(struct builder *b, void *arg)
 int index_layer_build_blob(struct index_reader src, const struct index_build_opts *o,
 			   struct index_layer **out)
 {
-	struct blob_build bb = { o, { src, 0 }, NULL };
+	struct blob_build bb = { o, { src, 0 }, NULL, NULL, 0, 0, 0 };
 	struct index_reader counted = { count_read, &bb.count };
 	struct index_decomp *d = NULL;
 	struct index_reader tar;
@@ -971,6 +1000,7 @@ int index_layer_build_blob(struct index_reader src, const struct index_build_opt
 		rc = index_decomp_new(INDEX_COMP_ZSTD, counted, &d);
 		if (rc < 0)
 			return rc;
+		index_decomp_on_frame(d, on_frame, &bb);
 		tar = index_decomp_reader(d);
 		break;
 	default:
@@ -979,6 +1009,7 @@ int index_layer_build_blob(struct index_reader src, const struct index_build_opt
 	rc = build(tar, cs, o->chunk_fn, o->ctx, blob_finish, &bb, out);
 	index_zran_free(bb.z);
 	index_decomp_free(d);
+	free(bb.frames);
 	return rc;
 }
 

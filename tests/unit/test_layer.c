@@ -414,8 +414,8 @@ static void test_random_access(void **state)
 	}
 	index_layer_free(l);
 
-	/* zstd: a frame checkpoint at 0 */
-	zs = malloc(ZSTD_compressBound(t.len));
+	/* zstd: one frame (a checkpoint at 0), then four frames (a checkpoint at each start) */
+	zs = malloc(ZSTD_compressBound(t.len) + 4 * 64);
 	zslen = ZSTD_compress(zs, ZSTD_compressBound(t.len), t.buf, t.len, 3);
 	assert_false(ZSTD_isError(zslen));
 	o.blob = INDEX_BLOB_ZSTD;
@@ -423,6 +423,29 @@ static void test_random_access(void **state)
 	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
 	assert_int_equal(index_layer_ncheckpoints(l), 1);
 	check_random_access(l, zs, zslen, t.buf);
+	index_layer_free(l);
+	zslen = 0;
+	for (size_t off = 0, part = t.len / 4 + 1; off < t.len; off += part) {
+		size_t n = t.len - off < part ? t.len - off : part;
+		size_t z = ZSTD_compress(zs + zslen, ZSTD_compressBound(n), t.buf + off, n, 3);
+
+		assert_false(ZSTD_isError(z));
+		zslen += z;
+	}
+	m = (struct memsrc){ zs, zslen, 0 };
+	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_true(index_layer_ncheckpoints(l) >= 4);
+	assert_true(index_layer_checkpoint(l, 1)->coff > 0);
+	check_random_access(l, zs, zslen, t.buf);
+	{
+		/* the chunk last in the tar is fetched from its own frame, not from the blob start */
+		const struct index_chunk *c = index_layer_chunk(
+			l, index_layer_chunk_by_offset(l, index_layer_nchunks(l) - 1));
+		struct index_span sp;
+
+		assert_int_equal(index_layer_span(l, c->offset, c->offset + c->size, &sp), 0);
+		assert_true(sp.cstart > 0);
+	}
 	index_layer_free(l);
 
 	/* an index built from a plain tar stream has no random access */
