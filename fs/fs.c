@@ -38,6 +38,7 @@
 
 #define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
 #define MAX_DECODE (16u << 20)   /* decode at most this much of a span beyond what a read needs */
+#define READAHEAD_CHUNKS 8       /* a miss fetches this many chunks of the file at most, in one span */
 #define VIEW_TIMEOUT 1.0        /* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- decoded chunk cache */
@@ -759,19 +760,44 @@ static int get_window(struct fs *f, struct fs_layer *l, const struct index_check
 	return rc < 0 ? rc : 0;
 }
 
+/* The tar range a miss on chunk ci of file in fetches: the chunk and the next ones of the same
+ * file that are not stored yet, up to READAHEAD_CHUNKS, so that a file read in order costs one
+ * request per few chunks instead of one per chunk (consecutive chunk spans would share a
+ * checkpoint interval each). Called with inflight_mu held; does store lookups only. */
+static void miss_range(struct fs *f, const struct index_layer *idx, const struct index_inode *in,
+		       uint32_t ci, uint64_t *uoff, uint64_t *uend)
+{
+	const struct index_chunk *a = index_layer_chunk(idx, in->first + ci);
+	uint32_t last = ci;
+
+	/* Take the previous chunk too when it is missing: concurrent readers of a file arrive in any
+	 * order, and its tail shares this chunk's first checkpoint interval. */
+	if (ci > 0 && store_chunk_has(f->store, index_layer_chunk(idx, in->first + ci - 1)->digest) == 0)
+		a = index_layer_chunk(idx, in->first + ci - 1);
+	/* extend over the following chunks that are not stored yet */
+	while (last + 1 < in->count && last + 1 < ci + READAHEAD_CHUNKS &&
+	       store_chunk_has(f->store, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
+		last++;
+	*uoff = a->offset;
+	*uend = index_layer_chunk(idx, in->first + last)->offset +
+		index_layer_chunk(idx, in->first + last)->size;
+}
+
 /*
- * Fetches the span holding chunk c of layer l, decodes it, verifies every whole chunk it yields
- * against its digest, and stores those chunks. Only bytes that matched a digest are stored.
+ * Fetches the span holding tar bytes [uoff, need_end) of layer l (which contain chunk c), decodes
+ * it, verifies every whole chunk it yields against its digest, and stores those chunks. Only bytes
+ * that matched a digest are stored.
  */
-static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk *c)
+static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk *c, uint64_t uoff,
+		      uint64_t need_end)
 {
 	struct index_span sp;
 	uint8_t *comp = NULL, *plain = NULL, *window = NULL;
-	uint64_t dec_end, need_end = c->offset + c->size;
+	uint64_t dec_end;
 	char hex[UTIL_DIGEST_STR_LEN];
 	int rc, found_needed = 0;
 
-	rc = index_layer_span(l->idx, c->offset, need_end, &sp);
+	rc = index_layer_span(l->idx, uoff, need_end, &sp);
 	if (rc < 0)
 		return rc;
 	dec_end = sp.uend;
@@ -834,28 +860,49 @@ out:
 	return rc;
 }
 
-/* Fetches the span for chunk c unless another thread is fetching it already, then waits. */
-static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_chunk *c)
+/* Fetches the span for chunk ci of file ino unless another thread is fetching it already, then
+ * waits for that fetch. */
+static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_inode *ino,
+			uint32_t ci)
 {
-	struct index_span sp;
+	const struct index_chunk *c = index_layer_chunk(l->idx, ino->first + ci);
+	struct index_span need, sp;
 	struct inflight *in;
+	uint64_t uoff, uend;
 	int rc;
 
-	rc = index_layer_span(l->idx, c->offset, c->offset + c->size, &sp);
+	/* Wait for fetches under way whose spans overlap this chunk's own span: they may bring it,
+	 * and one that does not still leaves less to fetch. Bounded: each wait is for a fetch that
+	 * started before this reader looked. */
+	rc = index_layer_span(l->idx, c->offset, c->offset + c->size, &need);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&f->inflight_mu);
-	for (in = f->inflight; in; in = in->next) {
-		if (in->seq == l->seq && in->cstart == sp.cstart && in->cend >= sp.cend)
+	for (int round = 0; round < 8; round++) {
+		for (in = f->inflight; in; in = in->next) {
+			if (in->seq == l->seq && in->cstart < need.cend && need.cstart < in->cend)
+				break;
+		}
+		if (!in)
 			break;
-	}
-	if (in) {
 		in->refs++;
 		while (!in->done)
 			pthread_cond_wait(&f->inflight_cv, &f->inflight_mu);
 		rc = in->rc;
 		if (--in->refs == 0)
 			free(in);
+		pthread_mutex_unlock(&f->inflight_mu);
+		if (store_chunk_has(f->store, c->digest) == 1)
+			return 0;
+		if (rc < 0)
+			return rc; /* that fetch failed: do not retry at once on this reader's behalf */
+		pthread_mutex_lock(&f->inflight_mu);
+	}
+	/* Still holding the lock: no other reader can start an overlapping fetch before ours is
+	 * registered. */
+	miss_range(f, l->idx, ino, ci, &uoff, &uend);
+	rc = index_layer_span(l->idx, uoff, uend, &sp);
+	if (rc < 0) {
 		pthread_mutex_unlock(&f->inflight_mu);
 		return rc;
 	}
@@ -872,7 +919,7 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_chu
 	f->inflight = in;
 	pthread_mutex_unlock(&f->inflight_mu);
 
-	rc = fetch_span(f, l, c);
+	rc = fetch_span(f, l, c, uoff, uend);
 
 	pthread_mutex_lock(&f->inflight_mu);
 	for (struct inflight **pp = &f->inflight; *pp; pp = &(*pp)->next) {
@@ -890,10 +937,11 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_chu
 	return rc;
 }
 
-/* Returns a referenced decoded chunk: cache, then store, then the registry. */
-static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_chunk *c,
+/* Returns a referenced decoded chunk ci of file ino: cache, then store, then the registry. */
+static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode *ino, uint32_t ci,
 		     struct cchunk **out)
 {
+	const struct index_chunk *c = index_layer_chunk(l->idx, ino->first + ci);
 	struct cchunk *e = cache_get(&f->cache, c->digest);
 	char hex[UTIL_DIGEST_STR_LEN];
 	ssize_t n;
@@ -908,7 +956,7 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_chunk 
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(f->store, c->digest, e->data, c->size);
 	if (n == -ENOENT && f->fetch && l->src) {
-		n = fetch_shared(f, l, c);
+		n = fetch_shared(f, l, ino, ci);
 		if (n == 0)
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
 	}
@@ -971,7 +1019,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct cchunk *e = NULL;
 
 		assert(ci < in->count);
-		rc = chunk_get(f, l, index_layer_chunk(l->idx, in->first + ci), &e);
+		rc = chunk_get(f, l, in, ci, &e);
 		if (rc < 0)
 			break;
 		memcpy(buf + (pos - (uint64_t)off), e->data + (pos - cstart), cend - pos);

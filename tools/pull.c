@@ -427,6 +427,8 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 		rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 		goto out;
 	}
+	if (art)
+		snprintf(art_digest, sizeof(art_digest), "%s", artifact_digest(art));
 	if (po->push) {
 		const char **digests = calloc(img->nlayers ? img->nlayers : 1, sizeof(*digests));
 
@@ -470,8 +472,10 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, fresh,
 			art ? " from an index artifact" : "",
 			cli_bytes(after.bytes - before.bytes, b, sizeof(b)));
-		if (art_digest[0])
+		if (po->push)
 			fprintf(c->out, "pushed index artifact %s\n", art_digest);
+		else if (art)
+			fprintf(c->out, "used index artifact %s\n", art_digest);
 	}
 	fflush(c->out);
 	rc = 0;
