@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Builds a layer index from a tar stream, and encodes, decodes and queries it. */
 #include "layer.h"
+#include "layer_i.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -469,7 +470,41 @@ static int cut_chunks(struct builder *b, struct index_tar *t, const struct index
 	return 0;
 }
 
-static int add_entry(struct builder *b, struct index_tar *t, const struct index_tar_entry *e)
+/* Records precomputed chunks (copied) as node's content; they must cut e->size like cut_chunks. */
+static int put_chunks(struct builder *b, const struct index_tar_entry *e, uint32_t node,
+		      const struct index_chunk *pre, size_t npre)
+{
+	uint64_t left = e->size;
+	int rc;
+
+	for (size_t i = 0; i < npre; i++) {
+		uint64_t want = left < b->chunk_size ? left : b->chunk_size;
+
+		if (pre[i].size == 0 || pre[i].size != want)
+			return strata_err(EINVAL, "chunk %zu of '%s' is %u bytes, not %llu", i, e->path,
+					  pre[i].size, (unsigned long long)want);
+		left -= want;
+	}
+	if (left)
+		return strata_err(EINVAL, "chunks of '%s' cover %llu of its %llu bytes", e->path,
+				  (unsigned long long)(e->size - left), (unsigned long long)e->size);
+	if (npre > UINT32_MAX - b->nchunks)
+		return strata_err(EFBIG, "layer has too many chunks");
+	rc = grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + npre, sizeof(*b->chunks));
+	if (rc < 0)
+		return rc;
+	b->nodes[node].chunk_first = (uint32_t)b->nchunks;
+	b->nodes[node].nchunks = (uint32_t)npre;
+	if (npre)
+		memcpy(&b->chunks[b->nchunks], pre, npre * sizeof(*pre));
+	b->nchunks += npre;
+	return 0;
+}
+
+/* Adds tar entry e. A regular file's content comes from t (cut into chunks), or, when t is NULL,
+ * from the precomputed chunks pre[0..npre). */
+static int add_entry(struct builder *b, struct index_tar *t, const struct index_tar_entry *e,
+		     const struct index_chunk *pre, size_t npre)
 {
 	const char *base = strrchr(e->path, '/');
 	static const uint32_t types[] = {
@@ -557,7 +592,7 @@ static int add_entry(struct builder *b, struct index_tar *t, const struct index_
 	switch (e->type) {
 	case INDEX_TAR_REG:
 		n->a.size = e->size;
-		rc = cut_chunks(b, t, e, (uint32_t)node);
+		rc = t ? cut_chunks(b, t, e, (uint32_t)node) : put_chunks(b, e, (uint32_t)node, pre, npre);
 		if (rc < 0)
 			return rc;
 		break;
@@ -573,6 +608,9 @@ static int add_entry(struct builder *b, struct index_tar *t, const struct index_
 		n->a.rdev = makedev(e->devmajor, e->devminor);
 		break;
 	default:
+		if (npre)
+			return strata_err(EINVAL, "chunks given for '%s', which is not a regular file",
+					  e->path);
 		break;
 	}
 	if (!*e->path)
@@ -650,7 +688,8 @@ static int finalize(struct builder *b, const uint8_t diff_id[32], uint64_t tar_s
 
 		if (!is_dir(n))
 			continue;
-		qsort(n->children, n->nchildren, sizeof(*n->children), cmp_child);
+		if (n->nchildren) /* children is NULL in an empty directory */
+			qsort(n->children, n->nchildren, sizeof(*n->children), cmp_child);
 		n->a.first = (uint32_t)ndirents;
 		n->a.count = (uint32_t)n->nchildren;
 		for (size_t i = 0; i < n->nchildren; i++) {
@@ -797,6 +836,33 @@ out:
 /* Called after the tar stream is fully read, before finalize: fills the random-access fields. */
 typedef int (*finish_fn)(struct builder *b, void *arg);
 
+/* Sets up an empty builder holding only the root; cut = 1 allocates the buffer cut_chunks needs.
+ * On failure b still needs builder_free. */
+static int builder_init(struct builder *b, uint32_t chunk_size, int cut)
+{
+	int64_t root;
+
+	memset(b, 0, sizeof(*b));
+	if (chunk_size < INDEX_MIN_CHUNK_SIZE || chunk_size > INDEX_MAX_CHUNK_SIZE)
+		return strata_err(EINVAL, "chunk size %u out of range [%u, %u]", chunk_size,
+				  INDEX_MIN_CHUNK_SIZE, INDEX_MAX_CHUNK_SIZE);
+	b->chunk_size = chunk_size;
+	if (cut) {
+		b->chunk_buf = malloc(chunk_size);
+		if (!b->chunk_buf)
+			return -ENOMEM;
+	}
+	if (map_rehash(b) < 0)
+		return -ENOMEM;
+	root = new_node(b, S_IFDIR | 0755);
+	if (root < 0)
+		return (int)root;
+	if (map_set(b, "", (uint32_t)root) < 0)
+		return -ENOMEM;
+	b->nodes[root].a.flags = INDEX_INODE_IMPLICIT;
+	return 0;
+}
+
 static int build(struct index_reader src, uint32_t chunk_size, index_chunk_fn chunk_fn, void *ctx,
 		 finish_fn finish, void *farg, struct index_layer **out)
 {
@@ -806,26 +872,19 @@ static int build(struct index_reader src, uint32_t chunk_size, index_chunk_fn ch
 	const struct index_tar_entry *e;
 	uint8_t diff_id[32];
 	char drain[65536];
-	int64_t root;
 	int rc;
 
 	*out = NULL;
-	if (chunk_size < INDEX_MIN_CHUNK_SIZE || chunk_size > INDEX_MAX_CHUNK_SIZE)
-		return strata_err(EINVAL, "chunk size %u out of range [%u, %u]", chunk_size,
-				  INDEX_MIN_CHUNK_SIZE, INDEX_MAX_CHUNK_SIZE);
-	memset(&b, 0, sizeof(b));
-	b.chunk_size = chunk_size;
+	rc = builder_init(&b, chunk_size, 1);
+	if (rc < 0)
+		goto out;
 	b.chunk_fn = chunk_fn;
 	b.ctx = ctx;
-	rc = -ENOMEM;
-	b.chunk_buf = malloc(chunk_size);
 	h.sha = util_sha256_new();
-	if (!b.chunk_buf || !h.sha || map_rehash(&b) < 0)
+	if (!h.sha) {
+		rc = -ENOMEM;
 		goto out;
-	root = new_node(&b, S_IFDIR | 0755);
-	if (root < 0 || map_set(&b, "", (uint32_t)root) < 0)
-		goto out;
-	b.nodes[root].a.flags = INDEX_INODE_IMPLICIT;
+	}
 	rc = index_tar_open((struct index_reader){ hash_read, &h }, &t);
 	if (rc < 0)
 		goto out;
@@ -833,7 +892,7 @@ static int build(struct index_reader src, uint32_t chunk_size, index_chunk_fn ch
 		rc = index_tar_next(t, &e);
 		if (rc <= 0)
 			break;
-		rc = add_entry(&b, t, e);
+		rc = add_entry(&b, t, e, NULL, 0);
 		if (rc < 0)
 			goto out;
 	}
@@ -868,6 +927,71 @@ int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_
 		      void *ctx, struct index_layer **out)
 {
 	return build(src, chunk_size, chunk_fn, ctx, NULL, NULL, out);
+}
+
+/* ---------------------------------------------------------------- builder API (layer_i.h) */
+
+struct index_builder {
+	struct builder b;
+};
+
+int index_builder_new(uint32_t chunk_size, struct index_builder **out)
+{
+	struct index_builder *ib = malloc(sizeof(*ib));
+	int rc;
+
+	*out = NULL;
+	if (!ib)
+		return -ENOMEM;
+	rc = builder_init(&ib->b, chunk_size, 0);
+	if (rc < 0) {
+		index_builder_free(ib);
+		return rc;
+	}
+	*out = ib;
+	return 0;
+}
+
+int index_builder_add(struct index_builder *ib, const struct index_tar_entry *e,
+		      const struct index_chunk *chunks, size_t nchunks)
+{
+	return add_entry(&ib->b, NULL, e, chunks, nchunks);
+}
+
+int index_builder_set_blob(struct index_builder *ib, enum index_blob kind, uint64_t blob_size,
+			   const struct index_checkpoint *cps, size_t ncps)
+{
+	struct index_checkpoint *copy = malloc((ncps ? ncps : 1) * sizeof(*copy));
+
+	if (!copy)
+		return -ENOMEM;
+	if (ncps)
+		memcpy(copy, cps, ncps * sizeof(*copy));
+	free(ib->b.cps);
+	ib->b.cps = copy;
+	ib->b.ncps = ncps;
+	ib->b.blob_kind = kind;
+	ib->b.blob_size = blob_size;
+	return 0;
+}
+
+int index_builder_finish(struct index_builder *ib, const uint8_t diff_id[32], uint64_t tar_size,
+			 struct index_layer **out)
+{
+	int rc;
+
+	*out = NULL;
+	rc = finalize(&ib->b, diff_id, tar_size, out);
+	index_builder_free(ib);
+	return rc;
+}
+
+void index_builder_free(struct index_builder *ib)
+{
+	if (!ib)
+		return;
+	builder_free(&ib->b);
+	free(ib);
 }
 
 /* Counts the bytes a reader passes on. */
