@@ -15,6 +15,7 @@
 #include "fetch/ref.h"
 #include "fetch/registry.h"
 #include "index/decomp.h"
+#include "index/estargz.h"
 #include "index/layer.h"
 #include "store/store.h"
 #include "util/log.h"
@@ -246,6 +247,51 @@ static int use_artifact(struct fetch_client *fc, const struct fetch_ref *ref,
 	return 0;
 }
 
+/*
+ * Takes layer pl's index from its eStargz footer and TOC: two range reads, no layer download.
+ * Returns 0, -ENOENT when the blob is not eStargz, or an error.
+ */
+static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, struct pull_layer *pl)
+{
+	uint8_t tail[INDEX_ESTARGZ_TAIL];
+	uint64_t size = pl->fl->size, toc_off = 0;
+	size_t footer = 0, tlen = size < sizeof(tail) ? (size_t)size : sizeof(tail);
+	uint8_t *toc = NULL;
+	int rc;
+
+	if (size < INDEX_ESTARGZ_LEGACY_FOOTER_SIZE)
+		return -ENOENT;
+	rc = fetch_blob_range(fc, ref, pl->fl->digest, size - tlen, tlen, tail);
+	if (rc < 0)
+		return rc;
+	rc = index_estargz_footer(tail, tlen, size, &toc_off, &footer);
+	if (rc < 0)
+		return rc;
+	if (size - footer - toc_off > (256u << 20))
+		return strata_err(EFBIG, "eStargz TOC of %llu bytes is too large",
+				  (unsigned long long)(size - footer - toc_off));
+	toc = malloc(size - footer - toc_off + 1);
+	if (!toc)
+		return -ENOMEM;
+	rc = fetch_blob_range(fc, ref, pl->fl->digest, toc_off, size - footer - toc_off, toc);
+	if (rc == 0)
+		rc = index_estargz_build(toc, size - footer - toc_off, toc_off, size, &pl->idx);
+	free(toc);
+	if (rc < 0)
+		return strata_err_prefix(-rc, "eStargz TOC");
+	memset(&pl->info, 0, sizeof(pl->info));
+	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
+	/* The TOC cannot prove the uncompressed digest: keep the config's (chunks are verified). */
+	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s", pl->fl->diff_id ? pl->fl->diff_id : "");
+	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", pl->fl->media_type);
+	pl->info.size = size;
+	pl->info.tar_size = index_layer_content_size(pl->idx); /* the real tar size is not known */
+	pl->info.chunk_size = index_layer_chunk_size(pl->idx);
+	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
+	pl->how = "estargz";
+	return 0;
+}
+
 static char *image_json(const char *name, const struct fetch_image *img, struct pull_layer *pls)
 {
 	json_t *layers = json_array();
@@ -378,6 +424,20 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 			strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
 				   pl->fl->digest, artifact_digest(art),
 				   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
+			strata_err_clear();
+		}
+		if (po->mode == MODE_AUTO) {
+			enum index_compression comp = INDEX_COMP_NONE;
+
+			layer_compression(pl->fl->media_type, &comp);
+			rc = comp == INDEX_COMP_GZIP ? use_estargz(fc, ref, pl) : -ENOENT;
+			if (rc == 0) {
+				fresh++;
+				continue;
+			}
+			if (rc != -ENOENT)
+				strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming",
+					   name, pl->fl->digest, strata_errmsg(rc));
 			strata_err_clear();
 		}
 		pl->how = "build";
