@@ -224,6 +224,10 @@ struct fs {
 	pthread_mutex_t inflight_mu;
 	pthread_cond_t inflight_cv;
 	struct inflight *inflight; /* protected by inflight_mu */
+	int foreground;            /* reader fetches under way; protected by inflight_mu */
+	pthread_t bg_thread;
+	int bg_wanted, bg_started;
+	volatile int bg_stop;
 };
 
 static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
@@ -956,7 +960,13 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(f->store, c->digest, e->data, c->size);
 	if (n == -ENOENT && f->fetch && l->src) {
+		pthread_mutex_lock(&f->inflight_mu);
+		f->foreground++;
+		pthread_mutex_unlock(&f->inflight_mu);
 		n = fetch_shared(f, l, ino, ci);
+		pthread_mutex_lock(&f->inflight_mu);
+		f->foreground--;
+		pthread_mutex_unlock(&f->inflight_mu);
 		if (n == 0)
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
 	}
@@ -975,6 +985,93 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 	e->len = c->size;
 	*out = cache_insert(&f->cache, e);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- background completion */
+
+struct bg_list {
+	size_t n;
+	char (*digests)[STORE_DIGEST_LEN];
+};
+
+static int bg_collect(void *ctx, const struct store_layer *sl)
+{
+	struct bg_list *b = ctx;
+	char(*nd)[STORE_DIGEST_LEN] = realloc(b->digests, (b->n + 1) * sizeof(*b->digests));
+
+	if (!nd)
+		return -ENOMEM;
+	b->digests = nd;
+	snprintf(b->digests[b->n++], STORE_DIGEST_LEN, "%s", sl->digest);
+	return 0;
+}
+
+/* Sleeps while readers are fetching: the background never competes with a waiting program. */
+static void bg_yield(struct fs *f)
+{
+	for (;;) {
+		int busy;
+
+		pthread_mutex_lock(&f->inflight_mu);
+		busy = f->foreground > 0;
+		pthread_mutex_unlock(&f->inflight_mu);
+		if (!busy || f->bg_stop)
+			return;
+		usleep(20 * 1000);
+	}
+}
+
+/* Completes one layer: every missing chunk, in tar order, a span at a time. */
+static int bg_layer(struct fs *f, struct fs_layer *l)
+{
+	uint32_t n = index_layer_ninodes(l->idx);
+	int failed = 0;
+
+	for (uint32_t i = 0; i < n && !f->bg_stop; i++) {
+		const struct index_inode *in = index_layer_inode(l->idx, i);
+
+		if (!S_ISREG(in->mode))
+			continue;
+		for (uint32_t ci = 0; ci < in->count && !f->bg_stop; ci++) {
+			const struct index_chunk *c = index_layer_chunk(l->idx, in->first + ci);
+			int rc;
+
+			if (store_chunk_has(f->store, c->digest) != 0)
+				continue;
+			bg_yield(f);
+			rc = fetch_shared(f, l, in, ci);
+			if (rc < 0 && !failed++)
+				strata_log(LOG_WARNING, "background: layer %s: %s (will retry later)",
+					   l->digest, strata_errmsg(rc));
+		}
+	}
+	return failed ? -EIO : 0;
+}
+
+static void *bg_main(void *arg)
+{
+	struct fs *f = arg;
+
+	/* Passes over every layer until all are complete; new layers are picked up on the next pass. */
+	while (!f->bg_stop) {
+		struct bg_list b = { 0, NULL };
+		int incomplete = 0;
+
+		if (store_layer_list(f->store, bg_collect, &b) == 0) {
+			for (size_t i = 0; i < b.n && !f->bg_stop; i++) {
+				struct fs_layer *l;
+
+				if (layer_load(f, b.digests[i], &l) < 0 || !l->src)
+					continue;
+				if (bg_layer(f, l) < 0)
+					incomplete = 1;
+			}
+		}
+		free(b.digests);
+		for (int t = 0; t < (incomplete ? 100 : 20) && !f->bg_stop; t++)
+			usleep(50 * 1000); /* 5 s after a failure, else 1 s between passes */
+	}
+	return NULL;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1255,6 +1352,7 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
 	pthread_rwlock_init(&f->layers_lock, NULL);
 	f->store = store;
 	f->fetch = opts->fetch;
+	f->bg_wanted = opts->background;
 	pthread_mutex_init(&f->inflight_mu, NULL);
 	pthread_cond_init(&f->inflight_cv, NULL);
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
@@ -1307,6 +1405,17 @@ int fs_run(struct fs *f)
 	struct fuse_loop_config *cfg;
 	int rc;
 
+	if (f->bg_wanted && f->fetch) {
+		sigset_t all, old;
+
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		f->bg_started = pthread_create(&f->bg_thread, NULL, bg_main, f) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!f->bg_started)
+			strata_log(LOG_ERR, "cannot start the background completion thread");
+	}
+
 	if (fuse_set_signal_handlers(f->se) != 0)
 		return strata_err(EIO, "cannot install signal handlers");
 	f->signals_set = 1;
@@ -1331,6 +1440,10 @@ void fs_free(struct fs *f)
 {
 	if (!f)
 		return;
+	if (f->bg_started) {
+		f->bg_stop = 1;
+		pthread_join(f->bg_thread, NULL);
+	}
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);

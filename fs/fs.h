@@ -17,6 +17,7 @@ struct fs_opts {
 	unsigned max_threads;       /* 0 = 16 */
 	uint64_t chunk_cache_bytes; /* decoded-chunk cache; 0 = 64 MiB */
 	struct fetch_client *fetch; /* fetches missing chunks (borrowed); NULL: misses fail with EIO */
+	int background;             /* fetch every missing chunk at low priority while serving */
 };
 
 /*

@@ -11,6 +11,7 @@
 
 #include "fetch/ref.h"
 #include "fetch/registry.h"
+#include "index/layer.h"
 #include "store/store.h"
 #include "util/log.h"
 
@@ -189,16 +190,33 @@ int cmd_ls(struct cli *c, int argc, char **argv)
 /* ---------------------------------------------------------------- stats */
 
 struct stats_ctx {
+	struct store *store;
 	uint64_t layers, tar_bytes, blob_bytes;
+	uint64_t content_bytes, local_bytes; /* file content, and how much of it is in the store */
 };
 
 static int stats_layer_cb(void *ctx, const struct store_layer *sl)
 {
 	struct stats_ctx *s = ctx;
+	struct index_layer *l = NULL;
+	void *enc = NULL;
+	size_t len = 0;
 
 	s->layers++;
 	s->tar_bytes += sl->tar_size;
 	s->blob_bytes += sl->size;
+	if (store_layer_get(s->store, sl->digest, NULL, &enc, &len) == 0 &&
+	    index_layer_decode(enc, len, &l) == 0) {
+		for (uint32_t i = 0; i < index_layer_nchunks(l); i++) {
+			const struct index_chunk *c = index_layer_chunk(l, i);
+
+			s->content_bytes += c->size;
+			if (store_chunk_has(s->store, c->digest) == 1)
+				s->local_bytes += c->size;
+		}
+	}
+	index_layer_free(l);
+	free(enc);
 	return 0;
 }
 
@@ -212,7 +230,7 @@ static int count_cb(void *ctx, const char *ref, const char *json)
 
 int cmd_stats(struct cli *c, int argc, char **argv)
 {
-	struct stats_ctx s = { 0 };
+	struct stats_ctx s = { c->store, 0, 0, 0, 0, 0 };
 	struct fetch_counters fcnt = { 0 };
 	struct store_stats ss;
 	uint64_t images = 0;
@@ -232,11 +250,13 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	if (c->fetch)
 		fetch_client_counters(c->fetch, &fcnt);
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:{s:I, s:I, s:I, s:I}}",
+		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:{s:I, s:I, s:I, s:I}}",
 				      "store", store_dir(c->store), "images", (json_int_t)images,
 				      "layers", (json_int_t)s.layers, "chunks", (json_int_t)ss.chunks,
 				      "logical_bytes", (json_int_t)s.tar_bytes, "stored_bytes",
 				      (json_int_t)ss.disk_bytes, "blob_bytes", (json_int_t)s.blob_bytes,
+				      "content_bytes", (json_int_t)s.content_bytes, "local_bytes",
+				      (json_int_t)s.local_bytes,
 				      "daemon", c->in_daemon, "read_fetch", "requests",
 				      (json_int_t)fcnt.requests, "range_requests",
 				      (json_int_t)fcnt.range_requests, "bytes", (json_int_t)fcnt.bytes,
@@ -256,6 +276,8 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	fprintf(c->out, "logical bytes  %s (uncompressed layers)\n", cli_bytes(s.tar_bytes, b1, sizeof(b1)));
 	fprintf(c->out, "blob bytes     %s (compressed layers)\n", cli_bytes(s.blob_bytes, b2, sizeof(b2)));
 	fprintf(c->out, "stored bytes   %s (on disk)\n", cli_bytes(ss.disk_bytes, b3, sizeof(b3)));
+	fprintf(c->out, "local content  %s of %s (the rest is fetched when read)\n",
+		cli_bytes(s.local_bytes, b1, sizeof(b1)), cli_bytes(s.content_bytes, b2, sizeof(b2)));
 	if (c->fetch)
 		fprintf(c->out, "read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
 			cli_bytes(fcnt.bytes, b1, sizeof(b1)), (unsigned long long)fcnt.requests,

@@ -490,7 +490,7 @@ static void detach_stdio(const char *store)
 	}
 }
 
-static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
+static int run_daemon(struct cli *c, const char *mnt, int debug, int background, int status_fd)
 {
 	struct store *store = NULL;
 	struct fetch_client *fc = NULL;
@@ -512,6 +512,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int status_fd)
 		goto fail;
 	memset(&fo, 0, sizeof(fo));
 	fo.fetch = fc;
+	fo.background = background;
 	fo.mountpoint = mnt;
 	fo.debug = debug;
 	snprintf(source, sizeof(source), "strata:%s", store_dir(store));
@@ -558,7 +559,7 @@ fail:
 int cmd_mount(struct cli *c, int argc, char **argv)
 {
 	const char *mnt = NULL;
-	int foreground = 0, debug = 0;
+	int foreground = 0, debug = 0, background = 0;
 	int pfd[2];
 	pid_t pid;
 	char msg[2048];
@@ -570,6 +571,8 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			foreground = 1;
 		else if (strcmp(argv[i], "--debug") == 0)
 			debug = foreground = 1;
+		else if (strcmp(argv[i], "--background") == 0)
+			background = 1;
 		else if (argv[i][0] == '-')
 			return cli_usage(c, "unknown option %s", argv[i]);
 		else if (mnt)
@@ -580,7 +583,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 	if (!mnt)
 		return cli_usage(c, "mount needs a mountpoint");
 	if (foreground)
-		return run_daemon(c, mnt, debug, -1);
+		return run_daemon(c, mnt, debug, background, -1);
 
 	/* Fork before the store opens: RocksDB's threads do not survive fork. */
 	if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -594,7 +597,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 		setsid();
 		if (fork() > 0)
 			_exit(0);
-		_exit(run_daemon(c, mnt, 0, pfd[1]));
+		_exit(run_daemon(c, mnt, 0, background, pfd[1]));
 	}
 	close(pfd[1]);
 	waitpid(pid, &status, 0);

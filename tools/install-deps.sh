@@ -11,7 +11,11 @@ packages=(
 	fuse3
 	# tests and demo: the real registry, image tools, ground truth extractors
 	python3 python3-pytest docker-registry skopeo umoci tar gzip zstd busybox-static attr
-	util-linux curl nginx
+	util-linux curl nginx pigz
+	# eStargz images for tests: ctr-remote converts with a private containerd
+	stargz-snapshotter
+	# bench/cold-start: the containerd baseline, namespaces and traffic shaping, read tracing
+	containerd runc iproute2 strace
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

@@ -9,6 +9,11 @@ Subcommands:
   big   --out DIR [--size-mib N]     big:latest, one gzip -1 layer of ~N MiB of incompressible data
                                      with a small text file and a 3 MiB file in the middle (lazy
                                      loading tests), as an OCI layout
+  coldstart --out DIR [--data-mib N]
+                                     cold:latest for bench/cold-start: the host's python3.11 with
+                                     its stdlib and shared libraries (gzip layer), and /app/start.py
+                                     (prints "ready") with /data/model.bin, N MiB (default 300) of
+                                     random bytes it never reads (gzip -1 layer), as an OCI layout
   push  --layout DIR --registry 127.0.0.1:PORT
                                      pushes every tagged image of a layout with a small built-in
                                      registry client (plain HTTP)
@@ -62,7 +67,7 @@ FIXTURE_SCHEMA = """
 fixture.json (schema 1):
 {
   "schema": 1,
-  "kind": "build" | "demo" | "bad" | "big",
+  "kind": "build" | "demo" | "bad" | "big" | "coldstart",
   "chunk_size": int,                 # C; the base layer has files of 0, 1, C-1, C, C+1 bytes
   "host_arch": "amd64", "other_arch": "arm64",
   "layers": {                        # every layer blob of the layout, by short name
@@ -99,6 +104,11 @@ TarWriter), "paths" is:
                                      # every regular file, in archive order: data/a.bin (N/2 MiB),
                                      # app/hello.txt, app/multi.bin, data/b.bin (N/2 MiB);
                                      # tar_offset = offset of its data in the uncompressed tar
+
+For kind "coldstart" (one image cold:latest, layers "cold-runtime" and "cold-app"), "paths" is:
+  {"data_mib": N, "cmd": [...], "env": [...], "ready": "ready", "start_file": "app/start.py",
+   "model_file": "data/model.bin", "model_size": int, "model_sha256": hex,
+   "runtime_files": int, "runtime_bytes": int}
 """
 
 # --------------------------------------------------------------------------------------------
@@ -1015,6 +1025,228 @@ def cmd_big(args):
 
 
 # --------------------------------------------------------------------------------------------
+# coldstart: a Python runtime + an unread 300 MiB data file, for bench/cold-start
+# --------------------------------------------------------------------------------------------
+
+COLD_DEFAULT_MIB = 300
+COLD_PYTHON = "/usr/bin/python3.11"
+COLD_STDLIB = "/usr/lib/python3.11"
+COLD_START = "app/start.py"
+COLD_MODEL = "data/model.bin"
+COLD_CMD = [COLD_PYTHON, "/" + COLD_START]
+COLD_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PYTHONDONTWRITEBYTECODE=1"]
+COLD_READY = "ready"
+COLD_MTIME = 1_600_000_000 * 10 ** 9
+# stdlib directories left out: test suites, bytecode caches, the static-build configuration and
+# the host's site packages
+COLD_SKIP_DIRS = {"__pycache__", "test", "tests", "idle_test", "site-packages", "dist-packages"}
+COLD_SKIP_PREFIXES = ("config-3.",)
+COLD_SKIP_DYNLOAD = ("_test", "_xxtest", "_ctypes_test", "xxlimited", "xxsubtype")
+COLD_START_PY = '''\
+# strata cold-start benchmark app: starts, proves the runtime works, says "ready", exits.
+# It never opens /data/model.bin (the 300 MiB the image carries but the program does not need).
+import json
+import os
+import sys
+
+print("ready", flush=True)
+'''
+
+
+class _ColdTree:
+    """The runtime layer's entries, as replicated from the host: rel path -> entry dict."""
+
+    def __init__(self):
+        self.entries = {}
+
+    def _dir(self, rel, host):
+        if rel and rel not in self.entries:
+            self.entries[rel] = {"kind": "dir", "mode": stat.S_IMODE(os.stat(host).st_mode)}
+
+    def host_path(self, path, depth=0):
+        """Adds `path` as the host resolves it: every directory on the way, every symlink met
+        (kept as a symlink with its target as-is) and the final regular file."""
+        if depth > 40:
+            raise RuntimeError("coldstart: symlink loop at %s" % path)
+        parts = [p for p in path.split("/") if p]
+        cur = ""
+        for i, part in enumerate(parts):
+            cur += "/" + part
+            st = os.lstat(cur)
+            rel = cur[1:]
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(cur)
+                self.entries[rel] = {"kind": "symlink", "linkname": target}
+                rest = "/".join(parts[i + 1:])
+                nxt = os.path.normpath(os.path.join(os.path.dirname(cur), target))
+                return self.host_path(nxt + ("/" + rest if rest else ""), depth + 1)
+            if stat.S_ISDIR(st.st_mode):
+                self._dir(rel, cur)
+            elif stat.S_ISREG(st.st_mode) and i == len(parts) - 1:
+                self.entries[rel] = {"kind": "file", "mode": stat.S_IMODE(st.st_mode), "src": cur}
+            else:
+                raise RuntimeError("coldstart: %s is neither a directory, a file nor a symlink" % cur)
+        return cur
+
+    def stdlib(self, root):
+        """Adds the stdlib tree: files as they are, symlinks to files as copies of their target
+        (dangling ones and symlinked directories are left out)."""
+        self.host_path(root)
+        for d, dirs, files in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if x not in COLD_SKIP_DIRS
+                             and not x.startswith(COLD_SKIP_PREFIXES)
+                             and not os.path.islink(os.path.join(d, x)))
+            self._dir(os.path.relpath(d, "/"), d)
+            for name in sorted(files):
+                host = os.path.join(d, name)
+                if os.path.basename(d) == "lib-dynload" and name.startswith(COLD_SKIP_DYNLOAD):
+                    continue
+                if not os.path.isfile(host):
+                    continue  # dangling symlink, socket, ...
+                real = os.path.realpath(host)
+                self.entries[os.path.relpath(host, "/")] = {
+                    "kind": "file", "mode": stat.S_IMODE(os.stat(real).st_mode), "src": real}
+
+
+def _ldd(paths):
+    """Absolute paths of the shared libraries (and the loader) that ldd lists for `paths`."""
+    libs = set()
+    for i in range(0, len(paths), 64):
+        p = subprocess.run(["ldd"] + paths[i:i + 64], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           check=False)
+        for line in p.stdout.decode(errors="replace").splitlines():
+            line = line.strip()
+            if "=>" in line:
+                target = line.split("=>", 1)[1].strip().split(" (", 1)[0].strip()
+                if target.startswith("/"):
+                    libs.add(target)
+                elif target == "not found":
+                    raise RuntimeError("coldstart: ldd: %s" % line)
+            elif line.startswith("/") and not line.endswith(":"):  # the loader, not a header
+                libs.add(line.split(" (", 1)[0].strip())
+    return sorted(libs)
+
+
+def _cold_runtime_tar(tree):
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    nbytes = 0
+    for rel in sorted(tree.entries):
+        e = tree.entries[rel]
+        if e["kind"] == "dir":
+            w.add(rel, "dir", mode=e["mode"], mtime_ns=COLD_MTIME)
+        elif e["kind"] == "symlink":
+            w.add(rel, "symlink", linkname=e["linkname"], mtime_ns=COLD_MTIME)
+        else:
+            with open(e["src"], "rb") as f:
+                data = f.read()
+            nbytes += len(data)
+            w.add(rel, data=data, mode=e["mode"], mtime_ns=COLD_MTIME)
+    w.close()
+    return buf.getvalue(), nbytes
+
+
+def _cold_app_layer(lay, name, data_mib):
+    """Streams the app layer (app/start.py, data/model.bin) through `gzip -1 -n` into the layout."""
+    rng, model = random.Random(1), bytearray()
+    for _ in range(data_mib):  # randbytes of more than 256 MiB at once overflows getrandbits
+        model += rng.randbytes(1 << 20)
+    model_sha = sha256_hex(model)
+    tmp = os.path.join(lay.blobdir, ".cold-app.tmp")
+    with open(tmp, "wb") as out:
+        gz = subprocess.Popen(["gzip", "-1", "-n", "-c"], stdin=subprocess.PIPE, stdout=out)
+        try:
+            tee = _TeeHash(gz.stdin)
+            w = TarWriter(tee)
+            w.add("app", "dir", mtime_ns=COLD_MTIME)
+            w.add(COLD_START, data=COLD_START_PY.encode(), mtime_ns=COLD_MTIME)
+            w.add("data", "dir", mtime_ns=COLD_MTIME)
+            w.add(COLD_MODEL, data=model, mtime_ns=COLD_MTIME)
+            w.close()
+            gz.stdin.close()
+        finally:
+            if gz.stdin and not gz.stdin.closed:
+                gz.stdin.close()
+            rc = gz.wait()
+    if rc != 0:
+        raise RuntimeError("gzip -1 exited %d" % rc)
+    del model
+    h, size = hashlib.sha256(), 0
+    with open(tmp, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+            size += len(b)
+    os.rename(tmp, os.path.join(lay.blobdir, h.hexdigest()))
+    lay.layers[name] = {"digest": "sha256:" + h.hexdigest(), "size": size,
+                        "diff_id": "sha256:" + tee.h.hexdigest(), "compression": "gzip",
+                        "producer": "mkfixture-pax", "blob": "blobs/sha256/" + h.hexdigest(),
+                        "description": "gzip -1: /app/start.py and /data/model.bin (%d MiB of "
+                                       "random.Random(1).randbytes, never read at start)" % data_mib}
+    return model_sha
+
+
+def cmd_coldstart(args):
+    if args.data_mib < 1:
+        sys.exit("mkfixture.py: --data-mib must be >= 1")
+    if not os.access(COLD_PYTHON, os.X_OK) or not os.path.isdir(COLD_STDLIB):
+        sys.exit("mkfixture.py coldstart: needs the host's %s and %s" % (COLD_PYTHON, COLD_STDLIB))
+    prepare_out(args.out)
+    lay = Layout(args.out, "coldstart", DEFAULT_CHUNK)
+    arch = host_arch()
+
+    tree = _ColdTree()
+    tree.host_path(COLD_PYTHON)
+    tree.stdlib(COLD_STDLIB)
+    elves = [COLD_PYTHON] + sorted(e["src"] for rel, e in tree.entries.items()
+                                   if e["kind"] == "file" and rel.endswith(".so"))
+    for lib in _ldd(elves):
+        tree.host_path(lib)
+    tree.entries["usr/bin/python3"] = {"kind": "symlink", "linkname": os.path.basename(COLD_PYTHON)}
+    for d in ("etc", "tmp"):
+        tree.entries.setdefault(d, {"kind": "dir", "mode": 0o1777 if d == "tmp" else 0o755})
+    runtime_tar, runtime_bytes = _cold_runtime_tar(tree)
+    lay.add_layer("cold-runtime", runtime_tar, "gzip", "mkfixture-pax",
+                  "%s, its stdlib (no tests, no __pycache__) and the shared libraries ldd lists, "
+                  "gzip -6" % COLD_PYTHON)
+    nfiles = sum(1 for e in tree.entries.values() if e["kind"] == "file")
+    del runtime_tar
+
+    model_sha = _cold_app_layer(lay, "cold-app", args.data_mib)
+
+    names = ["cold-runtime", "cold-app"]
+    cfg = {"created": "2020-09-13T12:26:40Z", "architecture": arch, "os": "linux",
+           "config": {"Env": COLD_ENV, "Cmd": COLD_CMD, "WorkingDir": "/"},
+           "rootfs": {"type": "layers", "diff_ids": [lay.layers[n]["diff_id"] for n in names]},
+           "history": [{"created": "2020-09-13T12:26:40Z", "created_by": "mkfixture.py layer " + n}
+                       for n in names]}
+    cdigest, csize = lay.put_json(cfg)
+    config = {"mediaType": MT_OCI_CONFIG, "digest": cdigest, "size": csize}
+    ldescs = [{"mediaType": MT_OCI_LAYER_GZIP, "digest": lay.layers[n]["digest"],
+               "size": lay.layers[n]["size"]} for n in names]
+    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "config": config, "layers": ldescs}
+    mdigest, msize = lay.put_json(manifest)
+    desc = {"mediaType": MT_OCI_MANIFEST, "digest": mdigest, "size": msize}
+    rec = {"digest": mdigest, "media_type": MT_OCI_MANIFEST, "size": msize, "platform": "linux/" + arch,
+           "config": {"digest": cdigest, "media_type": MT_OCI_CONFIG, "size": csize},
+           "layers": [{"name": n, "digest": lay.layers[n]["digest"], "size": lay.layers[n]["size"],
+                       "media_type": MT_OCI_LAYER_GZIP, "compression": "gzip",
+                       "producer": "mkfixture-pax", "diff_id": lay.layers[n]["diff_id"]}
+                      for n in names]}
+    lay.tag("cold:latest", desc, rec, "Python runtime + %d MiB of data the program never reads; "
+            "Cmd prints %r" % (args.data_mib, COLD_READY))
+    lay.meta["paths"].update({"data_mib": args.data_mib, "cmd": COLD_CMD, "env": COLD_ENV,
+                              "ready": COLD_READY, "start_file": COLD_START,
+                              "model_file": COLD_MODEL, "model_size": args.data_mib << 20,
+                              "model_sha256": model_sha, "runtime_files": nfiles,
+                              "runtime_bytes": runtime_bytes})
+    lay.finish()
+    print("wrote %s: cold:latest, runtime layer %s (%d files, %d bytes), app layer %s (%d bytes)"
+          % (lay.out, lay.layers["cold-runtime"]["digest"], nfiles, lay.layers["cold-runtime"]["size"],
+             lay.layers["cold-app"]["digest"], lay.layers["cold-app"]["size"]))
+
+
+# --------------------------------------------------------------------------------------------
 # push: a minimal OCI distribution client
 # --------------------------------------------------------------------------------------------
 
@@ -1123,6 +1355,10 @@ def main(argv=None):
     g.add_argument("--out", required=True)
     g.add_argument("--size-mib", type=int, default=BIG_DEFAULT_MIB,
                    help="approximate uncompressed size (default %(default)s)")
+    c = sub.add_parser("coldstart", help="cold:latest, a Python runtime + unread data (bench)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--data-mib", type=int, default=COLD_DEFAULT_MIB,
+                   help="size of /data/model.bin in MiB (default %(default)s)")
     p = sub.add_parser("push", help="push every tagged image of a layout")
     p.add_argument("--layout", required=True)
     p.add_argument("--registry", required=True, help="HOST:PORT (plain HTTP)")
@@ -1133,7 +1369,7 @@ def main(argv=None):
             print(FIXTURE_SCHEMA)
         else:
             {"build": cmd_build, "demo": cmd_demo, "bad": cmd_bad, "big": cmd_big,
-             "push": cmd_push}[args.cmd](args)
+             "coldstart": cmd_coldstart, "push": cmd_push}[args.cmd](args)
     except (RuntimeError, OSError) as e:
         sys.exit("mkfixture.py %s: %s" % (args.cmd, e))
 

@@ -469,8 +469,9 @@ _ACTIVE_LOCK = threading.Lock()
 class Mount:
     """A `strata mount -f --store S MNT` daemon."""
 
-    def __init__(self, binary, store, mnt, log):
+    def __init__(self, binary, store, mnt, log, args=()):
         self.binary = str(binary)
+        self.args = [str(a) for a in args]
         self.store = str(store)
         self.mnt = str(mnt)
         self.log = str(log)
@@ -497,7 +498,8 @@ class Mount:
             os.makedirs(self.mnt, exist_ok=True)
         self.mounts_before = len(mounts_at(self.mnt))
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([self.binary, "mount", "-f", "--store", self.store, self.mnt],
+            self.proc = subprocess.Popen([self.binary, "mount", "-f", "--store", self.store] +
+                                         self.args + [self.mnt],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
         with _ACTIVE_LOCK:
@@ -622,14 +624,15 @@ def public_tempdir(prefix):
 
 @pytest.fixture
 def mount(strata_bin, store, tmp_path):
-    """mount(store_dir=None, mnt=None, wait=True, create=True) -> Mount (started; with wait, ready).
-    All daemons are stopped and their mounts removed at teardown."""
+    """mount(store_dir=None, mnt=None, wait=True, create=True, args=()) -> Mount (started; with
+    wait, ready). args are extra `strata mount` options. All daemons are stopped and their mounts
+    removed at teardown."""
     mounts = []
 
-    def _mount(store_dir=None, mnt=None, wait=True, create=True):
+    def _mount(store_dir=None, mnt=None, wait=True, create=True, args=()):
         n = len(mounts)
         mnt = mnt or str(tmp_path / ("mnt%d" % n))
-        m = Mount(strata_bin, store_dir or store, mnt, tmp_path / ("daemon%d.log" % n))
+        m = Mount(strata_bin, store_dir or store, mnt, tmp_path / ("daemon%d.log" % n), args)
         mounts.append(m)
         m.start(wait=wait, create=create)
         return m

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -441,3 +442,38 @@ def test_lazy_layers_match_tar(strata_bin, lazy_corner, corner_artifact, layer_t
             "come from?\n%s" % (name, info["compression"], context(ng, reqs, m))
         assert not bad_range_gets(gets), "layer %s (%s): requests that are not ranged GETs\n%s" % (
             name, info["compression"], context(ng, gets, m))
+
+
+def test_background_completion_makes_the_image_local(strata_bin, lazy_corner, corner_artifact,
+                                                     layer_tree, mount, tmp_path):
+    """mount --background fetches every missing chunk by itself; afterwards every layer reads
+    byte-exact without a single request to the registry."""
+    fx = lazy_corner
+    ng = fx.nginx
+    store = new_store(tmp_path, "BG")
+    run = Strata(strata_bin, store)
+    digests = fx.layer_digests("corner:oci")
+    assert run.pull_json("--index=artifact", ng.ref("corner:oci"))[0]["index_sources"] == \
+        ["artifact"] * len(digests)
+    before = json.loads(run("--json", "stats").stdout)
+    assert before["content_bytes"] > 0 and before["local_bytes"] < before["content_bytes"], before
+
+    m = mount(store_dir=store, args=("--background",))
+    deadline = time.monotonic() + 120
+    while True:
+        st = json.loads(run("--json", "stats").stdout)
+        if st["local_bytes"] == st["content_bytes"]:
+            break
+        assert time.monotonic() < deadline, "background completion stalled at %s\n%s" % (
+            st, m.stderr())
+        time.sleep(0.5)
+    assert st["read_fetch"]["range_requests"] > 0, st
+
+    ng.clear()
+    for d in digests:
+        tree = layer_tree(d)
+        run_bounded(lambda: tree.compare(m.layer(d), right_name="tar[%s]" % tree.name),
+                    READ_TIMEOUT * 2, m.kill)
+    reqs = ng.requests()
+    assert not [r for r in reqs if "/blobs/" in r["uri"]], \
+        "reads after background completion still went to the registry\n" + context(ng, reqs, m)
