@@ -261,12 +261,15 @@ static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, str
 
 	if (size < INDEX_ESTARGZ_LEGACY_FOOTER_SIZE)
 		return -ENOENT;
+	/* A failed probe is not worth a warning: streaming the layer reports what is wrong with it. */
 	rc = fetch_blob_range(fc, ref, pl->fl->digest, size - tlen, tlen, tail);
-	if (rc < 0)
-		return rc;
-	rc = index_estargz_footer(tail, tlen, size, &toc_off, &footer);
-	if (rc < 0)
-		return rc;
+	if (rc == 0)
+		rc = index_estargz_footer(tail, tlen, size, &toc_off, &footer);
+	if (rc < 0) {
+		strata_log(LOG_INFO, "layer %s: no eStargz footer: %s", pl->fl->digest,
+			   strata_errmsg(rc));
+		return -ENOENT;
+	}
 	if (size - footer - toc_off > (256u << 20))
 		return strata_err(EFBIG, "eStargz TOC of %llu bytes is too large",
 				  (unsigned long long)(size - footer - toc_off));
