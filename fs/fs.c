@@ -39,6 +39,7 @@
 #define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
 #define MAX_DECODE (16u << 20)   /* decode at most this much of a span beyond what a read needs */
 #define READAHEAD_CHUNKS 8       /* a miss fetches this many chunks of the file at most, in one span */
+#define READAHEAD_BYTES (8u << 20) /* ... and no more than this many bytes of them */
 #define VIEW_TIMEOUT 1.0        /* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- decoded chunk cache */
@@ -780,6 +781,8 @@ static void miss_range(struct fs *f, const struct index_layer *idx, const struct
 		a = index_layer_chunk(idx, in->first + ci - 1);
 	/* extend over the following chunks that are not stored yet */
 	while (last + 1 < in->count && last + 1 < ci + READAHEAD_CHUNKS &&
+	       index_layer_chunk(idx, in->first + last + 1)->offset + index_layer_chunk_size(idx) - a->offset <=
+		       READAHEAD_BYTES &&
 	       store_chunk_has(f->store, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
 		last++;
 	*uoff = a->offset;
@@ -797,18 +800,20 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 {
 	struct index_span sp;
 	uint8_t *comp = NULL, *plain = NULL, *window = NULL;
-	uint64_t dec_end;
+	uint64_t dec_start = uoff, dec_end;
 	char hex[UTIL_DIGEST_STR_LEN];
 	int rc, found_needed = 0;
 
 	rc = index_layer_span(l->idx, uoff, need_end, &sp);
 	if (rc < 0)
 		return rc;
+	/* Decode from the first wanted chunk (what precedes it in the span is skipped, not kept) to the
+	 * end of the span, keeping at most MAX_DECODE beyond what was asked for. */
 	dec_end = sp.uend;
-	if (dec_end > need_end && dec_end - sp.ustart > MAX_DECODE)
-		dec_end = need_end > sp.ustart + MAX_DECODE ? need_end : sp.ustart + MAX_DECODE;
+	if (dec_end - need_end > MAX_DECODE)
+		dec_end = need_end + MAX_DECODE;
 	comp = malloc(sp.cend - sp.cstart ? sp.cend - sp.cstart : 1);
-	plain = malloc(dec_end - sp.ustart ? dec_end - sp.ustart : 1);
+	plain = malloc(dec_end - dec_start ? dec_end - dec_start : 1);
 	if (!comp || !plain) {
 		rc = -ENOMEM;
 		goto out;
@@ -826,12 +831,19 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 	rc = fetch_blob_range(f->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart, comp);
 	if (rc < 0)
 		goto out;
-	rc = index_layer_extract(l->idx, &sp, window, comp, sp.cend - sp.cstart, sp.ustart, plain,
-				 dec_end - sp.ustart);
+	rc = index_layer_extract(l->idx, &sp, window, comp, sp.cend - sp.cstart, dec_start, plain,
+				 dec_end - dec_start);
+	if (rc == -EPIPE && dec_end > need_end) {
+		/* The span ends in data the index does not describe (eStargz member tails): keep what
+		 * was asked for. */
+		dec_end = need_end;
+		rc = index_layer_extract(l->idx, &sp, window, comp, sp.cend - sp.cstart, dec_start,
+					 plain, dec_end - dec_start);
+	}
 	if (rc < 0)
 		goto out;
 	/* Store every whole chunk of the decoded range whose bytes match its digest. */
-	for (uint32_t k = index_layer_chunk_rank(l->idx, sp.ustart);
+	for (uint32_t k = index_layer_chunk_rank(l->idx, dec_start);
 	     k < index_layer_nchunks(l->idx); k++) {
 		const struct index_chunk *o = index_layer_chunk(l->idx, index_layer_chunk_by_offset(l->idx, k));
 		uint8_t digest[32];
@@ -839,14 +851,20 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 
 		if (o->offset + o->size > dec_end)
 			break;
-		util_sha256(plain + (o->offset - sp.ustart), o->size, digest);
+		util_sha256(plain + (o->offset - dec_start), o->size, digest);
 		if (memcmp(digest, o->digest, 32) != 0) {
 			util_digest_format(o->digest, hex);
-			rc = strata_err(EBADMSG, "chunk %s from %s does not match its digest", hex,
-					l->digest);
-			goto out;
+			if (o->offset >= uoff && o->offset + o->size <= need_end) {
+				rc = strata_err(EBADMSG, "chunk %s from %s does not match its digest",
+						hex, l->digest);
+				goto out;
+			}
+			/* beyond what was asked for: not stored, fetched again if ever read */
+			strata_log(LOG_WARNING, "layer %s: chunk %s decoded beside a read does not "
+				   "match its digest; not stored", l->digest, hex);
+			continue;
 		}
-		put = store_chunk_put(f->store, o->digest, plain + (o->offset - sp.ustart), o->size);
+		put = store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
 		if (put < 0) {
 			rc = put;
 			goto out;
