@@ -491,15 +491,16 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---------------------------------------------------------------- directories */
 
-/* What opendir snapshots of a synthetic directory (layers/ lists the store at open time). */
-struct dir_snap {
+/* The digests of the store's layers at one moment: what opendir of layers/ lists, and what the
+ * background completion walks. */
+struct digest_list {
 	size_t n;
 	char (*names)[STORE_DIGEST_LEN];
 };
 
-static int snap_layer_cb(void *ctx, const struct store_layer *sl)
+static int collect_layer_cb(void *ctx, const struct store_layer *sl)
 {
-	struct dir_snap *d = ctx;
+	struct digest_list *d = ctx;
 	char(*nn)[STORE_DIGEST_LEN] = realloc(d->names, (d->n + 1) * sizeof(*d->names));
 
 	if (!nn)
@@ -512,7 +513,7 @@ static int snap_layer_cb(void *ctx, const struct store_layer *sl)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
-	struct dir_snap *d;
+	struct digest_list *d;
 	struct stat st;
 	double t;
 	int rc;
@@ -539,7 +540,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	if (ino == INO_LAYERS) {
-		rc = store_layer_list(f->store, snap_layer_cb, d);
+		rc = store_layer_list(f->store, collect_layer_cb, d);
 		if (rc < 0) {
 			free(d->names);
 			free(d);
@@ -553,7 +554,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dir_snap *d = (struct dir_snap *)(uintptr_t)fi->fh;
+	struct digest_list *d = (struct digest_list *)(uintptr_t)fi->fh;
 
 	(void)ino;
 	if (d) {
@@ -567,7 +568,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
  * The idx-th entry of directory ino (0 ".", 1 "..", then children). Returns 1 and fills name/child,
  * 0 past the end, negative errno on error. name must hold NAME_MAX + 1 bytes.
  */
-static int dir_entry(struct fs *f, fuse_ino_t ino, struct dir_snap *d, off_t idx, char *name,
+static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, off_t idx, char *name,
 		     fuse_ino_t *child)
 {
 	struct fs_layer *l;
@@ -620,7 +621,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, int plus)
 {
 	struct fs *f = fuse_req_userdata(req);
-	struct dir_snap *d = (struct dir_snap *)(uintptr_t)fi->fh;
+	struct digest_list *d = (struct digest_list *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
 	char name[NAME_MAX + 1];
 	size_t used = 0;
@@ -1007,23 +1008,6 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 
 /* ---------------------------------------------------------------- background completion */
 
-struct bg_list {
-	size_t n;
-	char (*digests)[STORE_DIGEST_LEN];
-};
-
-static int bg_collect(void *ctx, const struct store_layer *sl)
-{
-	struct bg_list *b = ctx;
-	char(*nd)[STORE_DIGEST_LEN] = realloc(b->digests, (b->n + 1) * sizeof(*b->digests));
-
-	if (!nd)
-		return -ENOMEM;
-	b->digests = nd;
-	snprintf(b->digests[b->n++], STORE_DIGEST_LEN, "%s", sl->digest);
-	return 0;
-}
-
 /* Sleeps while readers are fetching: the background never competes with a waiting program. */
 static void bg_yield(struct fs *f)
 {
@@ -1072,20 +1056,20 @@ static void *bg_main(void *arg)
 
 	/* Passes over every layer until all are complete; new layers are picked up on the next pass. */
 	while (!f->bg_stop) {
-		struct bg_list b = { 0, NULL };
+		struct digest_list b = { 0, NULL };
 		int incomplete = 0;
 
-		if (store_layer_list(f->store, bg_collect, &b) == 0) {
+		if (store_layer_list(f->store, collect_layer_cb, &b) == 0) {
 			for (size_t i = 0; i < b.n && !f->bg_stop; i++) {
 				struct fs_layer *l;
 
-				if (layer_load(f, b.digests[i], &l) < 0 || !l->src)
+				if (layer_load(f, b.names[i], &l) < 0 || !l->src)
 					continue;
 				if (bg_layer(f, l) < 0)
 					incomplete = 1;
 			}
 		}
-		free(b.digests);
+		free(b.names);
 		for (int t = 0; t < (incomplete ? 100 : 20) && !f->bg_stop; t++)
 			usleep(50 * 1000); /* 5 s after a failure, else 1 s between passes */
 	}

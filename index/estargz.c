@@ -15,6 +15,7 @@
 #include "layer_i.h"
 #include "tar.h"
 #include "util/log.h"
+#include "util/mem.h"
 #include "util/sha256.h"
 
 #define TOC_NAME "stargz.index.json"
@@ -265,55 +266,6 @@ static int parse_rfc3339(const char *s, int64_t *sec, uint32_t *nsec)
 	return 0;
 }
 
-static int b64val(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes standard base64 (padding optional) into a malloc'd buffer. Returns 0, -1 bad, -ENOMEM. */
-static int b64decode(const char *s, uint8_t **out, size_t *out_len)
-{
-	size_t n = strlen(s), len = 0;
-	uint8_t *buf;
-	uint32_t acc = 0;
-	int bits = 0;
-
-	while (n > 0 && s[n - 1] == '=')
-		n--;
-	if (strlen(s) - n > 2 || n % 4 == 1)
-		return -1;
-	buf = malloc(n * 3 / 4 + 1);
-	if (!buf)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64val(s[i]);
-
-		if (v < 0) {
-			free(buf);
-			return -1;
-		}
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf[len++] = (uint8_t)(acc >> bits);
-		}
-	}
-	*out = buf;
-	*out_len = len;
-	return 0;
-}
-
 /* Reads optional non-negative integer key (absent or null = 0) bounded by max. Returns 0 or -1. */
 static int get_uint(json_t *o, const char *key, uint64_t max, uint64_t *v)
 {
@@ -380,24 +332,6 @@ struct layout {
 	size_t nmembers;
 };
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap;
-	void *np;
-
-	if (need <= *cap)
-		return 0;
-	ncap = *cap ? *cap * 2 : 64;
-	while (ncap < need)
-		ncap *= 2;
-	np = realloc(*p, ncap * elem);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = ncap;
-	return 0;
-}
-
 static int bad_entry(size_t i, const char *what)
 {
 	return strata_err(EBADMSG, "malformed eStargz TOC: entry %zu: %s", i, what);
@@ -435,7 +369,7 @@ static int add_piece(struct layout *lo, struct tfile *f, json_t *ent, size_t i, 
 		return strata_err(EBADMSG, "malformed eStargz TOC: entry %zu: chunk at compressed "
 				  "offset %llu is not before the TOC at %llu", i,
 				  (unsigned long long)coff, (unsigned long long)toc_off);
-	if (grow((void **)&lo->chunks, &lo->cap_chunks, lo->nchunks + 1, sizeof(*lo->chunks)) < 0)
+	if (util_grow((void **)&lo->chunks, &lo->cap_chunks, lo->nchunks + 1, sizeof(*lo->chunks)) < 0)
 		return -ENOMEM;
 	c = &lo->chunks[lo->nchunks++];
 	memset(c, 0, sizeof(*c));
@@ -503,7 +437,7 @@ static int collect(struct layout *lo, json_t *entries, uint64_t toc_off)
 
 			if (!path)
 				return -ENOMEM;
-			if (grow((void **)&lo->files, &lo->cap_files, lo->nfiles + 1,
+			if (util_grow((void **)&lo->files, &lo->cap_files, lo->nfiles + 1,
 				 sizeof(*lo->files)) < 0) {
 				free(path);
 				return -ENOMEM;
@@ -755,7 +689,9 @@ static int to_tar_entry(json_t *ent, size_t i, struct index_tar_entry *e)
 			if (!x->name)
 				return -ENOMEM;
 			e->nxattrs++;
-			rc = b64decode(json_string_value(val), &x->value, &x->len);
+			rc = util_base64_decode(json_string_value(val),
+						strlen(json_string_value(val)), &x->value,
+						&x->len);
 			if (rc == -ENOMEM)
 				return rc;
 			if (rc < 0)
@@ -786,7 +722,7 @@ static int add_entries(struct index_builder *ib, const struct layout *lo, json_t
 			continue;
 		rc = to_tar_entry(ent, i, &e);
 		if (rc == 0 && f) {
-			rc = grow((void **)&chunks, &cap, f->n, sizeof(*chunks));
+			rc = util_grow((void **)&chunks, &cap, f->n, sizeof(*chunks));
 			for (size_t k = 0; rc == 0 && k < f->n; k++) {
 				const struct tchunk *c = &lo->chunks[f->first + k];
 

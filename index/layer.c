@@ -17,6 +17,7 @@
 #include "tar.h"
 #include "zran.h"
 #include "util/log.h"
+#include "util/mem.h"
 #include "util/sha256.h"
 
 #define MAGIC "STRATAIX"
@@ -110,24 +111,6 @@ struct builder {
 	struct index_checkpoint *cps;
 	size_t ncps;
 };
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap;
-	void *np;
-
-	if (need <= *cap)
-		return 0;
-	ncap = *cap ? *cap * 2 : 16;
-	while (ncap < need)
-		ncap *= 2;
-	np = realloc(*p, ncap * elem);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = ncap;
-	return 0;
-}
 
 static uint64_t hash_str(const char *s)
 {
@@ -227,7 +210,7 @@ static int64_t new_node(struct builder *b, uint32_t mode)
 
 	if (b->nnodes >= UINT32_MAX - 1)
 		return strata_err(EFBIG, "layer has too many entries");
-	if (grow((void **)&b->nodes, &b->cap_nodes, b->nnodes + 1, sizeof(*b->nodes)) < 0)
+	if (util_grow((void **)&b->nodes, &b->cap_nodes, b->nnodes + 1, sizeof(*b->nodes)) < 0)
 		return -ENOMEM;
 	n = &b->nodes[b->nnodes];
 	memset(n, 0, sizeof(*n));
@@ -326,7 +309,7 @@ static int64_t ensure_dir(struct builder *b, const char *path)
 		return node;
 	b->nodes[node].a.flags = INDEX_INODE_IMPLICIT;
 	p = &b->nodes[parent];
-	if (grow((void **)&p->children, &p->cap_children, p->nchildren + 1, sizeof(*p->children)) < 0)
+	if (util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1, sizeof(*p->children)) < 0)
 		return -ENOMEM;
 	p->children[p->nchildren].name = strdup(slash ? slash + 1 : path);
 	if (!p->children[p->nchildren].name)
@@ -375,7 +358,7 @@ static int link_child(struct builder *b, const char *path, uint32_t node)
 			}
 		}
 	} else {
-		rc = grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
+		rc = util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
 			  sizeof(*p->children));
 		if (rc < 0)
 			goto out;
@@ -450,7 +433,7 @@ static int cut_chunks(struct builder *b, struct index_tar *t, const struct index
 				return strata_err(EPIPE, "truncated tar archive in '%s'", e->path);
 			got += (size_t)n;
 		}
-		rc = grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + 1, sizeof(*b->chunks));
+		rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + 1, sizeof(*b->chunks));
 		if (rc < 0)
 			return rc;
 		c = &b->chunks[b->nchunks++];
@@ -490,7 +473,7 @@ static int put_chunks(struct builder *b, const struct index_tar_entry *e, uint32
 				  (unsigned long long)(e->size - left), (unsigned long long)e->size);
 	if (npre > UINT32_MAX - b->nchunks)
 		return strata_err(EFBIG, "layer has too many chunks");
-	rc = grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + npre, sizeof(*b->chunks));
+	rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + npre, sizeof(*b->chunks));
 	if (rc < 0)
 		return rc;
 	b->nodes[node].chunk_first = (uint32_t)b->nchunks;
@@ -650,7 +633,7 @@ static int str_append(char **tab, size_t *len, size_t *cap, const void *data, si
 {
 	if (*len + n > UINT32_MAX)
 		return strata_err(EFBIG, "layer index string table too large");
-	if (grow((void **)tab, cap, *len + n + 1, 1) < 0)
+	if (util_grow((void **)tab, cap, *len + n + 1, 1) < 0)
 		return -ENOMEM;
 	memcpy(*tab + *len, data, n);
 	*off = (uint32_t)*len;
@@ -678,7 +661,7 @@ static int finalize(struct builder *b, const uint8_t diff_id[32], uint64_t tar_s
 	int64_t root = map_get(b, "");
 
 	assert(root >= 0);
-	if (grow((void **)&order, &cap_o, 1, sizeof(*order)) < 0)
+	if (util_grow((void **)&order, &cap_o, 1, sizeof(*order)) < 0)
 		goto out;
 	order[ninodes++] = (uint32_t)root;
 	b->nodes[root].new_ino = 0;
@@ -697,13 +680,13 @@ static int finalize(struct builder *b, const uint8_t diff_id[32], uint64_t tar_s
 			struct index_dirent *d;
 
 			if (c->new_ino == UINT32_MAX) {
-				if (grow((void **)&order, &cap_o, ninodes + 1, sizeof(*order)) < 0)
+				if (util_grow((void **)&order, &cap_o, ninodes + 1, sizeof(*order)) < 0)
 					goto out;
 				c->new_ino = (uint32_t)ninodes;
 				order[ninodes++] = n->children[i].node;
 				n = &b->nodes[order[q]];
 			}
-			if (grow((void **)&dirents, &cap_d, ndirents + 1, sizeof(*dirents)) < 0)
+			if (util_grow((void **)&dirents, &cap_d, ndirents + 1, sizeof(*dirents)) < 0)
 				goto out;
 			d = &dirents[ndirents++];
 			memset(d, 0, sizeof(*d));
@@ -745,7 +728,7 @@ static int finalize(struct builder *b, const uint8_t diff_id[32], uint64_t tar_s
 			size_t vlen = j < n->nxattrs ? n->xattrs[j].len : 1;
 			struct index_xattr *x;
 
-			if (grow((void **)&xattrs, &cap_x, nxattrs + 1, sizeof(*xattrs)) < 0)
+			if (util_grow((void **)&xattrs, &cap_x, nxattrs + 1, sizeof(*xattrs)) < 0)
 				goto out;
 			x = &xattrs[nxattrs++];
 			x->name_len = (uint32_t)strlen(name);
@@ -1027,7 +1010,7 @@ static void on_frame(void *ctx, uint64_t coff, uint64_t uoff)
 
 	if (bb->err || (bb->nframes && bb->frames[bb->nframes - 1].uoff >= uoff) || uoff == 0)
 		return;
-	if (grow((void **)&bb->frames, &bb->cap_frames, bb->nframes + 1, sizeof(*bb->frames)) < 0) {
+	if (util_grow((void **)&bb->frames, &bb->cap_frames, bb->nframes + 1, sizeof(*bb->frames)) < 0) {
 		bb->err = -ENOMEM;
 		return;
 	}

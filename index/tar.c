@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "util/log.h"
+#include "util/mem.h"
 #include "util/sha256.h"
 
 #define BLOCK 512
@@ -413,53 +414,6 @@ static char *url_decode(const char *s, size_t len, bool *bad)
 	return out;
 }
 
-static int b64val(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes base64 (padding optional) into a new buffer. Returns 0, -EINVAL or -ENOMEM. */
-static int b64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len)
-{
-	uint8_t *b;
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t o = 0;
-
-	while (len > 0 && s[len - 1] == '=')
-		len--;
-	b = malloc(len * 3 / 4 + 1);
-	if (!b)
-		return -ENOMEM;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64val(s[i]);
-
-		if (v < 0) {
-			free(b);
-			return -EINVAL;
-		}
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			b[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	*out = b;
-	*out_len = o;
-	return 0;
-}
-
 /* Adds or replaces (libarchive writes both SCHILY and LIBARCHIVE forms) an xattr; takes ownership of
  * name and value on success and on failure. Returns 0 or -ENOMEM. */
 static int ext_add_xattr(struct ext *x, char *name, uint8_t *value, size_t len)
@@ -603,7 +557,7 @@ static int pax_record(struct ext *x, const char *key, size_t klen, const char *v
 			free(name);
 			return -1;
 		}
-		rc = b64_decode(val, vlen, &value, &len);
+		rc = util_base64_decode(val, vlen, &value, &len);
 		if (rc < 0) {
 			free(name);
 			return rc == -ENOMEM ? rc : -1;
