@@ -38,8 +38,10 @@
 
 #define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
 #define MAX_DECODE (16u << 20)   /* decode at most this much of a span beyond what a read needs */
+#define MAX_BEHIND (4u << 20)    /* ... and this much before it */
 #define READAHEAD_CHUNKS 8       /* a miss fetches this many chunks of the file at most, in one span */
 #define READAHEAD_BYTES (8u << 20) /* ... and no more than this many bytes of them */
+#define BACK_OVERLAP (64u << 10)  /* spans sharing more than this make a miss take the chunk before */
 #define VIEW_TIMEOUT 1.0        /* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- decoded chunk cache */
@@ -776,10 +778,18 @@ static void miss_range(struct fs *f, const struct index_layer *idx, const struct
 	const struct index_chunk *a = index_layer_chunk(idx, in->first + ci);
 	uint32_t last = ci;
 
-	/* Take the previous chunk too when it is missing: concurrent readers of a file arrive in any
-	 * order, and its tail shares this chunk's first checkpoint interval. */
-	if (ci > 0 && store_chunk_has(f->store, index_layer_chunk(idx, in->first + ci - 1)->digest) == 0)
-		a = index_layer_chunk(idx, in->first + ci - 1);
+	/* Take the previous chunk too when it is missing and its span overlaps this one's much (a
+	 * gzip checkpoint interval holding both): concurrent readers of a file arrive in any order.
+	 * Not when each chunk has its own gzip member (eStargz): that would only fetch more. */
+	if (ci > 0) {
+		const struct index_chunk *p = index_layer_chunk(idx, in->first + ci - 1);
+		struct index_span ps, cs;
+
+		if (index_layer_span(idx, p->offset, p->offset + p->size, &ps) == 0 &&
+		    index_layer_span(idx, a->offset, a->offset + a->size, &cs) == 0 &&
+		    ps.cend > cs.cstart + BACK_OVERLAP && store_chunk_has(f->store, p->digest) == 0)
+			a = p;
+	}
 	/* extend over the following chunks that are not stored yet */
 	while (last + 1 < in->count && last + 1 < ci + READAHEAD_CHUNKS &&
 	       index_layer_chunk(idx, in->first + last + 1)->offset + index_layer_chunk_size(idx) - a->offset <=
@@ -808,8 +818,12 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 	rc = index_layer_span(l->idx, uoff, need_end, &sp);
 	if (rc < 0)
 		return rc;
-	/* Decode from the first wanted chunk (what precedes it in the span is skipped, not kept) to the
-	 * end of the span, keeping at most MAX_DECODE beyond what was asked for. */
+	/* Decode the span from its start, so the chunks before the wanted ones are stored too (reads
+	 * come out of tar order: a program's imports, concurrent readers), but skip what lies more
+	 * than MAX_BEHIND before them (a single zstd frame starts at the layer's first byte), and keep
+	 * at most MAX_DECODE beyond what was asked for. */
+	if (uoff - sp.ustart <= MAX_BEHIND)
+		dec_start = sp.ustart;
 	dec_end = sp.uend;
 	if (dec_end - need_end > MAX_DECODE)
 		dec_end = need_end + MAX_DECODE;

@@ -23,7 +23,6 @@
 #define MAX_INNER (1ull << 48)    /* innerOffset bound; keeps virtual offsets far from overflow */
 #define MAX_SIZE (1ull << 48)     /* file size bound, likewise */
 
-static const char *const landmarks[] = { ".prefetch.landmark", ".no.prefetch.landmark" };
 
 /* ---------------------------------------------------------------- footer */
 
@@ -109,8 +108,18 @@ static int malformed(int rc)
 	return rc == -ENOMEM ? rc : strata_err_prefix(EBADMSG, "malformed eStargz TOC");
 }
 
-/* Inflates the TOC member and returns the JSON bytes of its tar's first entry (malloc'd, NUL-ended). */
-static int read_toc_json(const uint8_t *toc, size_t len, char **json, size_t *json_len)
+/* The TOC's own tar entry, shown in the layer as tar -x shows it. */
+struct toc_file {
+	uint32_t mode, uid, gid;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t data_offset; /* where the JSON starts in the TOC member's decompressed bytes */
+};
+
+/* Inflates the TOC member and returns the JSON bytes of its tar's first entry (malloc'd, NUL-ended)
+ * and that entry's header in tf. */
+static int read_toc_json(const uint8_t *toc, size_t len, char **json, size_t *json_len,
+			 struct toc_file *tf)
 {
 	struct memsrc m = { toc, len, 0 };
 	struct index_decomp *d = NULL;
@@ -141,6 +150,12 @@ static int read_toc_json(const uint8_t *toc, size_t len, char **json, size_t *js
 				(unsigned long long)e->size);
 		goto out;
 	}
+	tf->mode = e->mode;
+	tf->uid = e->uid;
+	tf->gid = e->gid;
+	tf->mtime_sec = e->mtime_sec;
+	tf->mtime_nsec = e->mtime_nsec;
+	tf->data_offset = e->data_offset;
 	buf = malloc((size_t)e->size + 1);
 	if (!buf) {
 		rc = -ENOMEM;
@@ -312,7 +327,6 @@ struct tfile {
 	size_t first, n; /* into the tchunk array */
 	uint64_t size;
 	uint64_t done;  /* bytes covered by its chunks so far */
-	bool landmark;
 	bool whole_digest; /* "digest" given (used when chunkDigest is missing) */
 	uint8_t digest[32];
 };
@@ -335,15 +349,6 @@ struct layout {
 static int bad_entry(size_t i, const char *what)
 {
 	return strata_err(EBADMSG, "malformed eStargz TOC: entry %zu: %s", i, what);
-}
-
-static bool is_landmark(const char *path)
-{
-	for (size_t i = 0; i < sizeof(landmarks) / sizeof(landmarks[0]); i++) {
-		if (strcmp(path, landmarks[i]) == 0)
-			return true;
-	}
-	return false;
 }
 
 /* Appends the data piece of TOC entry ent (a "reg" with content, or a "chunk") to file f. */
@@ -446,7 +451,6 @@ static int collect(struct layout *lo, json_t *entries, uint64_t toc_off)
 			memset(cur, 0, sizeof(*cur));
 			cur->entry = i;
 			cur->first = lo->nchunks;
-			cur->landmark = is_landmark(path);
 			free(path);
 			if (get_uint(ent, "size", MAX_SIZE, &cur->size) < 0)
 				return bad_entry(i, "bad size");
@@ -476,8 +480,6 @@ static int check_chunks(struct layout *lo, uint32_t *chunk_size)
 	for (size_t f = 0; f < lo->nfiles; f++) {
 		struct tfile *tf = &lo->files[f];
 
-		if (tf->landmark)
-			continue;
 		for (size_t k = tf->first; k < tf->first + tf->n; k++) {
 			struct tchunk *c = &lo->chunks[k];
 
@@ -701,7 +703,7 @@ static int to_tar_entry(json_t *ent, size_t i, struct index_tar_entry *e)
 	return 0;
 }
 
-/* Second pass: feeds every entry but chunks and landmarks to the builder. */
+/* Second pass: feeds every entry but chunks to the builder. */
 static int add_entries(struct index_builder *ib, const struct layout *lo, json_t *entries)
 {
 	struct index_chunk *chunks = NULL;
@@ -718,8 +720,6 @@ static int add_entries(struct index_builder *ib, const struct layout *lo, json_t
 			continue;
 		if (next_file < lo->nfiles && lo->files[next_file].entry == i)
 			f = &lo->files[next_file++];
-		if (f && f->landmark)
-			continue;
 		rc = to_tar_entry(ent, i, &e);
 		if (rc == 0 && f) {
 			rc = util_grow((void **)&chunks, &cap, f->n, sizeof(*chunks));
@@ -746,6 +746,59 @@ static int add_entries(struct index_builder *ib, const struct layout *lo, json_t
 	return rc;
 }
 
+/* Places the TOC JSON's content as chunks of the TOC member (cut at chunk_size). */
+static int add_toc_pieces(struct layout *lo, const char *json, size_t json_len, uint64_t toc_off,
+			  const struct toc_file *tf, uint32_t chunk_size)
+{
+	for (size_t off = 0; off < json_len; off += chunk_size) {
+		size_t n = json_len - off < chunk_size ? json_len - off : chunk_size;
+		struct tchunk *c;
+
+		if (util_grow((void **)&lo->chunks, &lo->cap_chunks, lo->nchunks + 1,
+			      sizeof(*lo->chunks)) < 0)
+			return -ENOMEM;
+		c = &lo->chunks[lo->nchunks++];
+		memset(c, 0, sizeof(*c));
+		c->coff = toc_off;
+		c->inner = tf->data_offset + off;
+		c->size = n;
+		util_sha256(json + off, n, c->digest);
+		c->has_digest = true;
+	}
+	return 0;
+}
+
+/* Adds stargz.index.json itself: the last entry of the layer's tar. */
+static int add_toc_entry(struct index_builder *ib, const struct layout *lo, size_t first,
+			 size_t json_len, const struct toc_file *tf)
+{
+	struct index_tar_entry e;
+	struct index_chunk *chunks = calloc(lo->nchunks - first + 1, sizeof(*chunks));
+	size_t n = 0;
+	int rc;
+
+	if (!chunks)
+		return -ENOMEM;
+	memset(&e, 0, sizeof(e));
+	e.path = (char *)TOC_NAME;
+	e.type = INDEX_TAR_REG;
+	e.mode = tf->mode;
+	e.uid = tf->uid;
+	e.gid = tf->gid;
+	e.mtime_sec = tf->mtime_sec;
+	e.mtime_nsec = tf->mtime_nsec;
+	e.size = json_len;
+	for (size_t k = first; k < lo->nchunks; k++) {
+		memcpy(chunks[n].digest, lo->chunks[k].digest, 32);
+		chunks[n].offset = find_member(lo, lo->chunks[k].coff)->uoff + lo->chunks[k].inner;
+		chunks[n].size = (uint32_t)lo->chunks[k].size;
+		n++;
+	}
+	rc = index_builder_add(ib, &e, chunks, n);
+	free(chunks);
+	return rc;
+}
+
 int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64_t blob_size,
 			struct index_layer **out)
 {
@@ -758,16 +811,19 @@ int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64
 	size_t json_len = 0;
 	uint32_t chunk_size = 0;
 	static const uint8_t no_diff_id[32];
+	struct toc_file tf;
+	size_t toc_first = 0;
 	int rc;
 
 	*out = NULL;
 	memset(&lo, 0, sizeof(lo));
+	memset(&tf, 0, sizeof(tf));
 	if (toc_off > blob_size || len > blob_size - toc_off) {
 		rc = strata_err(EINVAL, "eStargz TOC [%llu, +%zu) outside the %llu-byte blob",
 				(unsigned long long)toc_off, len, (unsigned long long)blob_size);
 		goto out;
 	}
-	rc = read_toc_json(toc, len, &json, &json_len);
+	rc = read_toc_json(toc, len, &json, &json_len, &tf);
 	if (rc < 0)
 		goto out;
 	root = json_loadb(json, json_len, 0, &jerr);
@@ -787,6 +843,10 @@ int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64
 	rc = check_chunks(&lo, &chunk_size);
 	if (rc < 0)
 		goto out;
+	toc_first = lo.nchunks;
+	rc = add_toc_pieces(&lo, json, json_len, toc_off, &tf, chunk_size);
+	if (rc < 0)
+		goto out;
 	rc = plan_members(&lo, toc_off);
 	if (rc < 0)
 		goto out;
@@ -794,6 +854,8 @@ int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64
 	if (rc < 0)
 		goto out;
 	rc = add_entries(ib, &lo, entries);
+	if (rc == 0)
+		rc = add_toc_entry(ib, &lo, toc_first, json_len, &tf);
 	if (rc < 0)
 		goto out;
 	cps = calloc(lo.nmembers, sizeof(*cps));
@@ -810,8 +872,10 @@ int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64
 	rc = index_builder_set_blob(ib, INDEX_BLOB_GZIP, blob_size, cps, lo.nmembers);
 	if (rc < 0)
 		goto out;
-	/* the TOC member is the last one; nothing decodes past its virtual start */
-	rc = index_builder_finish(ib, no_diff_id, lo.members[lo.nmembers - 1].uoff, out);
+	/* the TOC member is the last one: the virtual stream ends with the TOC JSON */
+	rc = index_builder_finish(ib, no_diff_id,
+				  lo.members[lo.nmembers - 1].uoff + lo.members[lo.nmembers - 1].end,
+				  out);
 	ib = NULL;
 out:
 	index_builder_free(ib);

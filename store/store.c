@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -667,6 +668,33 @@ static uint64_t prop(struct store *s, int cf, const char *name)
 	return v;
 }
 
+/* Bytes allocated on disk under path (SST and blob files, the WAL, manifests, temporaries). */
+static uint64_t dir_bytes(const char *path, int depth)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	uint64_t total = 0;
+
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		char sub[4096];
+		struct stat st;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+		if (lstat(sub, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth < 4)
+			total += dir_bytes(sub, depth + 1);
+		else if (S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_blocks * 512;
+	}
+	closedir(d);
+	return total;
+}
+
 int store_get_stats(struct store *s, struct store_stats *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -674,8 +702,6 @@ int store_get_stats(struct store *s, struct store_stats *st)
 	st->chunk_bytes = prop(s, CF_CHUNKS, "rocksdb.total-blob-file-size") +
 			  prop(s, CF_CHUNKS, "rocksdb.total-sst-files-size") +
 			  prop(s, CF_CHUNKS, "rocksdb.cur-size-all-mem-tables");
-	for (int i = 0; i < CF_COUNT; i++)
-		st->disk_bytes += prop(s, i, "rocksdb.total-sst-files-size") +
-				  prop(s, i, "rocksdb.total-blob-file-size");
+	st->disk_bytes = dir_bytes(s->dir, 0);
 	return 0;
 }

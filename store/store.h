@@ -99,7 +99,7 @@ int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, cons
 struct store_stats {
 	uint64_t chunks;        /* estimated number of chunks */
 	uint64_t chunk_bytes;   /* estimated live bytes on disk for chunks (incl. blob files) */
-	uint64_t disk_bytes;    /* total SST + blob file bytes */
+	uint64_t disk_bytes;    /* bytes allocated under the store directory (WAL included) */
 };
 
 int store_get_stats(struct store *s, struct store_stats *st);

@@ -967,3 +967,130 @@ def big(lazy_registry, nginx_proxy, tmp_path_factory):
         yield BigFixtures(layout, lazy_registry, nginx_proxy(lazy_registry))
     finally:
         shutil.rmtree(layout, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# a private containerd, for ctr-remote (stargz-snapshotter): eStargz conversion of fixture images
+# ----------------------------------------------------------------------------------------------
+
+CONTAINERD_NAMESPACE = "strata-test"
+CTR_TIMEOUT = 120      # one ctr-remote command (convert of a ~50 MiB layer takes a few seconds)
+
+
+def _local_no_proxy_env():
+    """The environment for Go clients talking to 127.0.0.1: never through a proxy."""
+    env = dict(os.environ)
+    for k in ("NO_PROXY", "no_proxy"):
+        env[k] = ",".join(x for x in (env.get(k, ""), "127.0.0.1,localhost") if x)
+    return env
+
+
+class Containerd:
+    """`containerd --config CFG --root R --state S --address A` in a directory of its own under /tmp
+    (/tmp/strata-ctd-XXXXXXXX: a unix socket path must stay below 108 bytes, pytest's tmp paths can
+    be longer), with the CRI plugin disabled. ctr() runs `ctr-remote --address A -n strata-test`."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="strata-ctd-", dir="/tmp"))
+        self.root = self.dir / "root"
+        self.state = self.dir / "state"
+        self.address = str(self.dir / "c.sock")
+        self.config = self.dir / "config.toml"
+        self.log = self.dir / "containerd.log"
+        self.proc = None
+        # opt: the plugin otherwise creates /opt/containerd; the debug/metrics endpoints are off
+        self.config.write_text(
+            'version = 2\n'
+            'root = "%s"\n'
+            'state = "%s"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            '[grpc]\n'
+            '  address = "%s"\n'
+            '[plugins."io.containerd.internal.v1.opt"]\n'
+            '  path = "%s"\n' % (self.root, self.state, self.address, self.dir / "opt"))
+
+    def log_tail(self, n=20):
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def start(self):
+        """Starts containerd and waits (bounded) until `ctr-remote version` answers. Returns None,
+        or the reason why containerd cannot run here (its own last log lines)."""
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["containerd", "--config", str(self.config), "--root", str(self.root), "--state",
+                 str(self.state), "--address", self.address],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return "containerd exited with %s at startup:\n%s" % (self.proc.returncode,
+                                                                     self.log_tail())
+            if os.path.exists(self.address):
+                try:
+                    p = self.ctr("version", timeout=10, check=False)
+                except subprocess.TimeoutExpired:
+                    p = None
+                if p is not None and p.returncode == 0 and "Server:" in p.stdout:
+                    return None
+            time.sleep(0.1)
+        return "containerd did not answer on %s within %ss:\n%s" % (self.address, READY_TIMEOUT,
+                                                                    self.log_tail())
+
+    def ctr(self, *args, timeout=CTR_TIMEOUT, check=True):
+        cmd = ["ctr-remote", "--address", self.address, "-n", CONTAINERD_NAMESPACE] + \
+            [str(a) for a in args]
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           errors="replace", timeout=timeout, env=_local_no_proxy_env())
+        if check and p.returncode != 0:
+            raise AssertionError("%s exited %d\n--- stdout:\n%s--- stderr:\n%s--- containerd log:\n"
+                                 "%s" % (" ".join(cmd), p.returncode, p.stdout[-3000:],
+                                         p.stderr[-3000:], self.log_tail()))
+        return p
+
+    def stop(self):
+        """terminate, bounded wait, kill; then removes its directory (after unmounting anything
+        left mounted under it: a snapshot mount must not be deleted through)."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(STOP_TIMEOUT)
+        finally:
+            self.proc = None
+            prefix = str(self.dir) + "/"
+            with open("/proc/self/mountinfo") as f:
+                left = [_unescape_mountinfo(l.split(" ")[4]) for l in f]
+            left = [m for m in left if m.startswith(prefix)]
+            for m in sorted(left, key=len, reverse=True):
+                subprocess.run(["umount", "-l", m], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=30)
+            with open("/proc/self/mountinfo") as f:
+                still = [l for l in f if _unescape_mountinfo(l.split(" ")[4]).startswith(prefix)]
+            if not still:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def containerd(strata_bin):
+    """A private containerd for ctr-remote (stargz-snapshotter 0.12: `ctr-remote images convert
+    --estargz`), stopped and removed at the end of the session. A missing binary fails (tools/
+    install-deps.sh installs containerd and stargz-snapshotter); a containerd that cannot start
+    here skips, with its own error."""
+    missing = [t for t in ("containerd", "ctr-remote") if shutil.which(t) is None]
+    if missing:
+        pytest.fail("missing test tools: %s (apt-get install containerd stargz-snapshotter; "
+                    "tools/install-deps.sh installs them)" % ", ".join(missing), pytrace=False)
+    ctd = Containerd()
+    try:
+        reason = ctd.start()
+        if reason:
+            pytest.skip("a private containerd cannot run here: " + reason)
+        yield ctd
+    finally:
+        ctd.stop()

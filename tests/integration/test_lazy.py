@@ -377,10 +377,12 @@ def test_parallel_readers_share_one_request_per_span(strata_bin, big, big_artifa
     assert not dups, "a blob range was fetched more than once: %s\n%s" % (dups,
                                                                          context(ng, reqs, m))
     # A file read in order is fetched in spans that cover several of its chunks, not one span per
-    # chunk (consecutive chunk spans would each fetch the checkpoint interval they share). The
-    # file is incompressible: its compressed bytes are about its size.
+    # chunk: consecutive chunk spans would each fetch the checkpoint interval they share, 2x the
+    # file (it is incompressible: its compressed bytes are about its size). Which chunk the 16
+    # readers ask for first varies; when it is not the first one, the chunks before it come in a
+    # second span that shares one interval with the first: about 1.7x here, so the bound is 1.9x.
     fetched = sum(r["bytes"] for r in gets)
-    assert fetched < 1.6 * size, "%d bytes fetched for a %d-byte file\n%s" % (
+    assert fetched < 1.9 * size, "%d bytes fetched for a %d-byte file\n%s" % (
         fetched, size, context(ng, reqs, m))
 
 
