@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Growing arrays and base64 decoding. */
+/* Growing arrays and base64 encoding and decoding. */
 #include "mem.h"
 
 #include <errno.h>
@@ -69,4 +69,32 @@ int util_base64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len
 	*out = buf;
 	*out_len = o;
 	return 0;
+}
+
+char *util_base64_encode(const void *data, size_t len)
+{
+	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const uint8_t *in = data;
+	size_t o = 0;
+	char *out;
+
+	if (len > (SIZE_MAX - 1) / 4 * 3 - 2)
+		return NULL;
+	out = malloc((len + 2) / 3 * 4 + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16;
+
+		if (i + 1 < len)
+			v |= (uint32_t)in[i + 1] << 8;
+		if (i + 2 < len)
+			v |= in[i + 2];
+		out[o++] = alphabet[v >> 18 & 63];
+		out[o++] = alphabet[v >> 12 & 63];
+		out[o++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < len ? alphabet[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return out;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Small memory helpers: growing arrays and base64 decoding. */
+/* Small memory helpers: growing arrays and base64 encoding and decoding. */
 #ifndef STRATA_UTIL_MEM_H
 #define STRATA_UTIL_MEM_H
 
@@ -18,5 +18,11 @@ int util_grow(void **p, size_t *cap, size_t need, size_t elem);
  * the alphabet or an impossible length, or -ENOMEM.
  */
 int util_base64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len);
+
+/*
+ * Encodes len bytes of data as standard base64 with '=' padding. Returns a malloc'd NUL-terminated
+ * string (the caller frees it), or NULL when out of memory.
+ */
+char *util_base64_encode(const void *data, size_t len);
 
 #endif
