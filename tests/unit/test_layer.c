@@ -14,6 +14,7 @@
 #include <zstd.h>
 
 #include "index/layer.h"
+#include "layerq.h"
 #include "tarw.h"
 #include "util/sha256.h"
 
@@ -44,36 +45,6 @@ static struct index_layer *build(struct tarw *t, struct chunk_log *cl, int expec
 
 	assert_int_equal(rc, expect_rc);
 	return l;
-}
-
-static int64_t walk(const struct index_layer *l, const char *path)
-{
-	char buf[512];
-	char *save = NULL, *tok;
-	int64_t ino = 0;
-
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
-		ino = index_layer_lookup(l, (uint32_t)ino, tok, strlen(tok));
-		if (ino < 0)
-			return ino;
-	}
-	return ino;
-}
-
-static const char *xattr(const struct index_layer *l, uint32_t ino, const char *name, uint32_t *len)
-{
-	const struct index_inode *in = index_layer_inode(l, ino);
-
-	for (uint32_t i = 0; i < in->nxattrs; i++) {
-		const struct index_xattr *x = index_layer_xattr(l, in->xattr_first + i);
-
-		if (x->name_len == strlen(name) && !memcmp(index_layer_str(l, x->name_off), name, x->name_len)) {
-			*len = x->value_len;
-			return index_layer_str(l, x->value_off);
-		}
-	}
-	return NULL;
 }
 
 static void test_tree_semantics(void **state)
