@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "hosts.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -42,6 +43,24 @@
 	FETCH_MT_DOCKER_MANIFEST
 #define SCHEMA1_PREFIX "application/vnd.docker.distribution.manifest.v1+"
 
+/* One host of a registry's list with what its requests need, read once: its `ca` files
+ * concatenated (PEM), or the error reading them. */
+struct host_cfg {
+	const struct fetch_host *host; /* borrowed from the owning reg_hosts' list */
+	char *ca_pem;                  /* NULL: no ca files (or ca_err) */
+	size_t ca_len;
+	int ca_err;                    /* negative errno when a ca file could not be read */
+	char ca_errmsg[256];
+};
+
+/* The host list of one registry domain, loaded on first use and kept until the client is freed. */
+struct reg_hosts {
+	char *domain;
+	struct fetch_hosts *hosts;
+	struct host_cfg *cfg; /* fetch_hosts_count(hosts) entries, in order */
+	struct reg_hosts *next;
+};
+
 struct fetch_client {
 	char *os;
 	char *arch;
@@ -49,6 +68,10 @@ struct fetch_client {
 	long connect_timeout_ms;
 	long low_speed_s;
 	int max_attempts;
+	char *hosts_dir; /* NULL: built-in defaults only */
+	int strict_cache;
+	pthread_mutex_t hosts_lock;
+	struct reg_hosts *reg; /* protected by hosts_lock; entries are immutable once listed */
 	CURLSH *share; /* DNS and TLS session caches, locked through share_locks */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_lock;
@@ -59,6 +82,7 @@ struct fetch_client {
 	_Atomic uint64_t n_bytes;
 	_Atomic uint64_t n_retries;
 	_Atomic uint64_t n_range;
+	_Atomic uint64_t n_fallbacks;
 };
 
 enum method { M_GET, M_HEAD, M_POST, M_PUT };
@@ -120,7 +144,21 @@ struct req {
 	uint64_t rx; /* body bytes of this attempt, all responses */
 
 	int sink_err; /* negative errno, strata_err set, when a callback stopped the transfer */
+	int transport_err; /* the last attempt failed below HTTP (connection, TLS, cut transfer) */
 	char errbuf[CURL_ERROR_SIZE];
+
+	/* Set by api_req(): the request goes to the eligible hosts of ref's registry in turn (see
+	 * request_hosts()), each with its own URL kept in *urlp (the caller frees it). */
+	const struct fetch_ref *ref;
+	const char *api_kind;
+	const char *api_x;
+	char **urlp;
+	unsigned need_cap; /* FETCH_CAP_* a host needs; 0: derived from the method and the reference */
+	const char *query_key, *query_value; /* one more query parameter, or NULL */
+	const struct host_cfg *hc; /* the host being tried (TLS, headers), or NULL */
+	/* Called after a host answered 2xx; -EBADMSG makes request_hosts() try the next host. */
+	int (*check)(struct req *r);
+	void *check_ctx;
 };
 
 /* A fetched manifest: the bytes, their digest, and the Content-Type they came with. */
@@ -216,6 +254,19 @@ void fetch_client_free(struct fetch_client *c)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&c->share_locks[i]);
 	pthread_mutex_destroy(&c->pool_lock);
+	while (c->reg) {
+		struct reg_hosts *rh = c->reg;
+
+		c->reg = rh->next;
+		for (size_t i = 0; rh->cfg && i < fetch_hosts_count(rh->hosts); i++)
+			free(rh->cfg[i].ca_pem);
+		free(rh->cfg);
+		fetch_hosts_free(rh->hosts);
+		free(rh->domain);
+		free(rh);
+	}
+	pthread_mutex_destroy(&c->hosts_lock);
+	free(c->hosts_dir);
 	free(c->os);
 	free(c->arch);
 	free(c->variant);
@@ -241,6 +292,9 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_locks[i], NULL);
 	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_mutex_init(&c->hosts_lock, NULL);
+	c->strict_cache = opts->strict_cache;
+	c->hosts_dir = opts->hosts_dir && *opts->hosts_dir ? strdup(opts->hosts_dir) : NULL;
 	c->os = strdup(opts->platform_os ? opts->platform_os : "linux");
 	c->arch = strdup(opts->platform_arch ? opts->platform_arch : fetch_host_arch());
 	c->variant = opts->platform_variant ? strdup(opts->platform_variant) : NULL;
@@ -248,7 +302,8 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 		opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	c->low_speed_s = opts->low_speed_timeout_s > 0 ? opts->low_speed_timeout_s : DEFAULT_LOW_SPEED_S;
 	c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_ATTEMPTS;
-	if (!c->os || !c->arch || (opts->platform_variant && !c->variant)) {
+	if (!c->os || !c->arch || (opts->platform_variant && !c->variant) ||
+	    (opts->hosts_dir && *opts->hosts_dir && !c->hosts_dir)) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -678,6 +733,9 @@ static int request_headers(const struct req *r, struct curl_slist **out)
 	*out = NULL;
 	if (r->accept)
 		rc = add_header(&h, "Accept: %s", r->accept);
+	for (size_t i = 0; rc == 0 && r->hc && i < r->hc->host->nheaders; i++)
+		rc = add_header(&h, "%s: %s", r->hc->host->headers[i].name,
+				r->hc->host->headers[i].value);
 	if (rc == 0 && r->kind == SINK_BUF)
 		rc = add_header(&h, "Range: bytes=%llu-%llu", (unsigned long long)r->range_off,
 				(unsigned long long)range_last(r));
@@ -747,6 +805,30 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
 	if (r->kind == SINK_FD || (r->kind == SINK_BUF && r->range_len >= (size_t)BLOB_BUFFER_SIZE))
 		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, BLOB_BUFFER_SIZE);
+	if (r->hc) {
+		const struct fetch_host *fh = r->hc->host;
+
+		if (r->hc->ca_pem) {
+			struct curl_blob blob = { .data = r->hc->ca_pem, .len = r->hc->ca_len,
+						  .flags = CURL_BLOB_COPY };
+
+			cc = curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+		}
+		if (cc == CURLE_OK && fh->nclient > 0)
+			cc = curl_easy_setopt(h, CURLOPT_SSLCERT, fh->client[0].cert);
+		if (cc == CURLE_OK && fh->nclient > 0 && fh->client[0].key)
+			cc = curl_easy_setopt(h, CURLOPT_SSLKEY, fh->client[0].key);
+		if (cc == CURLE_OK && fh->proxy)
+			cc = curl_easy_setopt(h, CURLOPT_PROXY, fh->proxy);
+		if (cc != CURLE_OK)
+			return strata_err(EIO, "%s: %s", req_url(r), curl_easy_strerror(cc));
+		if (fh->skip_verify == 1) {
+			curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+			curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+		}
+		if (fh->dial_timeout_ms > 0)
+			curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)fh->dial_timeout_ms);
+	}
 	if (r->progress) {
 		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 		curl_easy_setopt(h, CURLOPT_XFERINFODATA, r);
@@ -760,6 +842,7 @@ static int curl_error(struct req *r, CURLcode cc, int *retry)
 {
 	const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
 
+	r->transport_err = 1;
 	switch (cc) {
 	case CURLE_COULDNT_CONNECT:
 		*retry = 1;
@@ -895,6 +978,7 @@ static int perform_once(struct req *r, CURL *h, int attempt, int *retry, long *r
 	*retry_after_s = 0;
 	r->errbuf[0] = '\0';
 	r->sink_err = 0;
+	r->transport_err = 0;
 	r->status = 0;
 	r->errlen = 0;
 	r->rx = 0;
@@ -984,19 +1068,264 @@ out:
 	return rc;
 }
 
-/* --- manifests --- */
+static int url_add_query(char **url, const char *key, const char *value);
 
-static const char *scheme(const struct fetch_ref *ref)
+/* --- hosts (hosts.toml): which endpoints serve a registry, in order --- */
+
+/* Appends file path to *buf (reallocating). Returns 0, or negative errno with strata_err set. */
+static int read_append(const char *path, char **buf, size_t *len)
 {
-	return fetch_ref_is_loopback(ref) ? "http" : "https";
+	FILE *fp = fopen(path, "rb");
+	char chunk[16384];
+	size_t n;
+	int rc = 0;
+
+	if (!fp)
+		return strata_err(errno, "cannot read %s: %s", path, strerror(errno));
+	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
+		char *p = realloc(*buf, *len + n + 2);
+
+		if (!p) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		*buf = p;
+		memcpy(*buf + *len, chunk, n);
+		*len += n;
+	}
+	if (ferror(fp)) {
+		rc = strata_err(EIO, "cannot read %s", path);
+		goto out;
+	}
+	if (*buf) { /* PEM files need not end in a newline */
+		(*buf)[(*len)++] = '\n';
+		(*buf)[*len] = '\0';
+	}
+out:
+	fclose(fp);
+	return rc;
+}
+
+/* Reads a host's `ca` files into cfg: the system bundle libcurl would use first (hosts.toml CAs
+ * are added to the system roots, as in containerd), then each file. A failure is kept in cfg and
+ * reported when the host is tried. Returns 0 or -ENOMEM. */
+static int host_cfg_init(struct host_cfg *cfg, const struct fetch_host *host)
+{
+	char *sys = NULL;
+	CURL *h;
+	int rc = 0;
+
+	cfg->host = host;
+	if (host->nca == 0)
+		return 0;
+	h = curl_easy_init();
+	if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &sys) == CURLE_OK && sys &&
+	    access(sys, R_OK) == 0)
+		rc = read_append(sys, &cfg->ca_pem, &cfg->ca_len);
+	curl_easy_cleanup(h);
+	if (rc == -ENOMEM)
+		return rc;
+	strata_err_clear(); /* an unreadable system bundle leaves just the host's own CAs */
+	rc = 0;
+	for (size_t i = 0; i < host->nca && rc == 0; i++)
+		rc = read_append(host->ca[i], &cfg->ca_pem, &cfg->ca_len);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc < 0) {
+		cfg->ca_err = rc;
+		snprintf(cfg->ca_errmsg, sizeof(cfg->ca_errmsg), "%s: %s", host->host,
+			 strata_errmsg(rc));
+		free(cfg->ca_pem);
+		cfg->ca_pem = NULL;
+		cfg->ca_len = 0;
+	}
+	return 0;
+}
+
+/* The host list of registry `domain`, loaded from the client's hosts dir on first use. Returns 0
+ * with *out borrowed from the client (valid until fetch_client_free), or negative errno with
+ * strata_err set (an invalid hosts.toml). Thread-safe. */
+static int reg_hosts_get(struct fetch_client *c, const char *domain, const struct reg_hosts **out)
+{
+	struct reg_hosts *rh;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->hosts_lock);
+	for (rh = c->reg; rh; rh = rh->next)
+		if (strcmp(rh->domain, domain) == 0)
+			goto out;
+	rh = calloc(1, sizeof(*rh));
+	if (!rh) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rh->domain = strdup(domain);
+	rc = rh->domain ? fetch_hosts_load(c->hosts_dir, domain, &rh->hosts) : -ENOMEM;
+	if (rc == 0) {
+		rh->cfg = calloc(fetch_hosts_count(rh->hosts), sizeof(*rh->cfg));
+		if (!rh->cfg)
+			rc = -ENOMEM;
+	}
+	for (size_t i = 0; rc == 0 && i < fetch_hosts_count(rh->hosts); i++)
+		rc = host_cfg_init(&rh->cfg[i], fetch_hosts_get(rh->hosts, i));
+	if (rc < 0) {
+		if (rh->cfg)
+			for (size_t i = 0; i < fetch_hosts_count(rh->hosts); i++)
+				free(rh->cfg[i].ca_pem);
+		free(rh->cfg);
+		fetch_hosts_free(rh->hosts);
+		free(rh->domain);
+		free(rh);
+		rh = NULL;
+		goto out;
+	}
+	for (size_t i = 0; i < fetch_hosts_warning_count(rh->hosts); i++)
+		strata_log(LOG_WARNING, "%s", fetch_hosts_warning(rh->hosts, i));
+	if (fetch_hosts_source(rh->hosts))
+		strata_log(LOG_INFO, "%s: %zu host(s) from %s", domain, fetch_hosts_count(rh->hosts),
+			   fetch_hosts_source(rh->hosts));
+	rh->next = c->reg;
+	c->reg = rh;
+out:
+	pthread_mutex_unlock(&c->hosts_lock);
+	*out = rh;
+	return rc;
+}
+
+/* Points r at host hc: "<base>/<path>/<kind>/<x>[?ns=<registry>][&<query>]" in *r->urlp. */
+static int host_url(struct req *r, const struct host_cfg *hc)
+{
+	char *base = fetch_host_base_url(hc->host);
+	char *url = NULL;
+	int rc = 0;
+
+	if (!base)
+		return -ENOMEM;
+	if (asprintf(&url, "%s/%s/%s/%s", base, r->ref->path, r->api_kind, r->api_x) < 0) {
+		url = NULL;
+		rc = -ENOMEM;
+	}
+	free(base);
+	if (rc == 0 && fetch_host_is_mirror(hc->host, r->ref->domain))
+		rc = url_add_query(&url, "ns", r->ref->domain);
+	if (rc == 0 && r->query_key)
+		rc = url_add_query(&url, r->query_key, r->query_value);
+	if (rc == -EINVAL)
+		rc = strata_err(EINVAL, "%s: cannot build a URL for host %s", r->what, hc->host->host);
+	free(*r->urlp);
+	*r->urlp = url;
+	r->url = url;
+	r->host = hc->host->host;
+	r->hc = hc;
+	return rc;
+}
+
+/* Whether a failure on one host lets the next host try. As in containerd, any answer but success
+ * does (unreachable, TLS, 4xx, 5xx after the retries, bytes that do not verify): a mirror may be
+ * down, lack the object or refuse the client. Only local failures stop the list. The server is
+ * always the last host, so its errors end the list anyway. */
+static int may_fall_back(int rc)
+{
+	return rc != -ENOMEM && rc != -ECANCELED;
 }
 
 /*
- * Points r at "<scheme>://<host>/v2/<path>/<kind>/<x>" of ref's registry (kind: "blobs",
- * "manifests", "referrers", "blobs/uploads" with x ""). r->what becomes "<domain>/<path>@<x>" for a
+ * Runs r on each host of its registry that has the capability it needs, in hosts.toml order, until
+ * one succeeds (request() with its retries, then r->check). A host that fails in a way
+ * may_fall_back() accepts hands over to the next; the error returned names the last host tried.
+ * With strict_cache the upstream server is never contacted. Requests without r->ref (an upload
+ * location) go to r->url as they are.
+ */
+static int request_hosts(struct req *r)
+{
+	struct fetch_client *c = r->c;
+	const struct reg_hosts *rh;
+	const struct fetch_host *skipped = NULL;
+	unsigned cap = r->need_cap;
+	int rc, tried = 0, n_mirrors = 0;
+	size_t n;
+
+	if (!r->ref) {
+		rc = request(r);
+		return rc == 0 && r->check ? r->check(r) : rc;
+	}
+	if (!cap) {
+		if (r->method == M_POST || r->method == M_PUT)
+			cap = FETCH_CAP_PUSH;
+		else if (strcmp(r->api_kind, "manifests") == 0 && !strchr(r->api_x, ':'))
+			cap = FETCH_CAP_RESOLVE;
+		else
+			cap = FETCH_CAP_PULL;
+	}
+	rc = reg_hosts_get(c, r->ref->domain, &rh);
+	if (rc < 0)
+		return rc;
+	n = fetch_hosts_count(rh->hosts);
+	rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct host_cfg *hc = &rh->cfg[i];
+		int mirror = !hc->host->is_server;
+
+		if (!fetch_host_has_cap(hc->host, cap))
+			continue;
+		if (!mirror && c->strict_cache) {
+			skipped = hc->host;
+			continue;
+		}
+		if (tried) {
+			int rrc = sink_reset(r);
+
+			if (rrc < 0)
+				break; /* cannot rewind the output: keep the last host's error */
+			/* bytes that do not verify are worth a warning; a mirror that is down or
+			 * lacks the object is what mirrors do */
+			strata_log(rc == -EBADMSG ? LOG_WARNING : LOG_NOTICE, "%s: %s failed (%s); "
+				   "trying %s", r->what, r->host, strata_errmsg(rc), hc->host->host);
+			atomic_fetch_add_explicit(&c->n_fallbacks, 1, memory_order_relaxed);
+		}
+		rc = host_url(r, hc);
+		if (rc < 0)
+			return rc;
+		tried = 1;
+		n_mirrors += mirror;
+		if (hc->ca_err) {
+			rc = strata_err(-hc->ca_err, "%s", hc->ca_errmsg);
+			r->transport_err = 1;
+			continue;
+		}
+		rc = request(r);
+		if (rc == 0 && r->check)
+			rc = r->check(r);
+		if (rc == 0 || !may_fall_back(rc))
+			return rc;
+	}
+	if (skipped) {
+		char last[512] = "";
+
+		if (n_mirrors > 0)
+			snprintf(last, sizeof(last), " (last error: %s)", strata_errmsg(rc));
+		/* -ENOENT when the (last) mirror does not have it: callers tell a missing object
+		 * (an optional artifact) from a failure by it */
+		return strata_err(rc == -ENOENT ? ENOENT : EHOSTUNREACH, "%s: no mirror could serve it "
+				  "and --strict-cache forbids the upstream registry %s%s", r->what,
+				  skipped->host, last);
+	}
+	if (!tried)
+		return strata_err(EACCES, "%s: no host configured for %s has the %s capability", r->what,
+				  r->ref->domain, cap == FETCH_CAP_PUSH ? "push" :
+				  cap == FETCH_CAP_RESOLVE ? "resolve" : "pull");
+	return rc;
+}
+
+/* --- manifests --- */
+
+/*
+ * Prepares r for "<host base>/<path>/<kind>/<x>" of ref's registry (kind: "blobs", "manifests",
+ * "referrers", "blobs/uploads" with x ""), sent by request_hosts() to each eligible host in turn;
+ * *url receives the URL of the host tried last. r->what becomes "<domain>/<path>@<x>" for a
  * digest, "<domain>/<path>:<x>" for a tag, "<domain>/<path>" without x; callers may point it
  * elsewhere. *url and *what are malloc'd (the caller frees them, also on failure, where they may be
- * NULL). Returns 0 or -ENOMEM.
+ * NULL). x is borrowed until the request ends. Returns 0 or -ENOMEM.
  */
 static int api_req(struct req *r, struct fetch_client *c, const struct fetch_ref *ref,
 		   const char *kind, const char *x, char **url, char **what)
@@ -1005,17 +1334,16 @@ static int api_req(struct req *r, struct fetch_client *c, const struct fetch_ref
 
 	*url = NULL;
 	*what = NULL;
-	if (asprintf(url, "%s://%s/v2/%s/%s/%s", scheme(ref), fetch_ref_api_host(ref), ref->path,
-		     kind, x) < 0) {
-		*url = NULL;
-		return -ENOMEM;
-	}
 	if (asprintf(what, "%s/%s%s%s", ref->domain, ref->path, sep, x) < 0) {
 		*what = NULL;
 		return -ENOMEM;
 	}
 	r->c = c;
-	r->url = *url;
+	r->ref = ref;
+	r->api_kind = kind;
+	r->api_x = x;
+	r->urlp = url;
+	r->url = "";
 	r->what = *what;
 	r->host = fetch_ref_api_host(ref);
 	return 0;
@@ -1033,11 +1361,43 @@ static void doc_clear(struct doc *d)
  * expect_digest when given (and expect_size when > 0), else against the Docker-Content-Digest header
  * when the registry sent a sha256 one. On failure d owns no memory (the caller clears it either way).
  */
+/* What get_manifest() checks a host's answer against. */
+struct manifest_check {
+	const char *refstr;
+	const char *expect_digest;
+	uint64_t expect_size;
+	struct doc *d;
+};
+
+/* req.check of get_manifest(): the digest (into d->digest) and size. -EBADMSG tries the next host. */
+static int manifest_check(struct req *r)
+{
+	const struct manifest_check *mc = r->check_ctx;
+	uint8_t md[UTIL_SHA256_LEN];
+
+	if (!r->mem)
+		return strata_err(EBADMSG, "%s: empty manifest from %s", mc->refstr, r->url);
+	util_sha256(r->mem, r->len, md);
+	util_digest_format(md, mc->d->digest);
+	if (mc->expect_digest && strcmp(mc->expect_digest, mc->d->digest) != 0)
+		return strata_err(EBADMSG, "%s: manifest %s from %s digest mismatch (got %s)",
+				  mc->refstr, mc->expect_digest, r->host, mc->d->digest);
+	if (mc->expect_size > 0 && r->len != mc->expect_size)
+		return strata_err(EBADMSG, "%s: manifest %s from %s is %zu bytes, its descriptor says "
+				  "%llu", mc->refstr, mc->d->digest, r->host, r->len,
+				  (unsigned long long)mc->expect_size);
+	if (!mc->expect_digest && strncmp(r->docker_digest, "sha256:", 7) == 0 &&
+	    strcasecmp(r->docker_digest, mc->d->digest) != 0)
+		return strata_err(EBADMSG, "%s: manifest digest mismatch from %s (Docker-Content-Digest "
+				  "%s, got %s)", mc->refstr, r->host, r->docker_digest, mc->d->digest);
+	return 0;
+}
+
 static int get_manifest(struct fetch_client *c, const struct fetch_ref *ref, const char *refstr,
 			const char *reference, const char *accept, const char *expect_digest,
 			uint64_t expect_size, struct doc *d)
 {
-	uint8_t md[UTIL_SHA256_LEN];
+	struct manifest_check mc = { refstr, expect_digest, expect_size, d };
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
 	int rc;
@@ -1050,31 +1410,11 @@ static int get_manifest(struct fetch_client *c, const struct fetch_ref *ref, con
 	r.kind = SINK_MEM;
 	r.limit = MANIFEST_MAX;
 	r.limit_what = "manifest";
-	rc = request(&r);
+	r.check = manifest_check;
+	r.check_ctx = &mc;
+	rc = request_hosts(&r);
 	if (rc < 0)
 		goto out;
-	if (!r.mem) {
-		rc = strata_err(EBADMSG, "%s: empty manifest from %s", refstr, url);
-		goto out;
-	}
-	util_sha256(r.mem, r.len, md);
-	util_digest_format(md, d->digest);
-	if (expect_digest && strcmp(expect_digest, d->digest) != 0) {
-		rc = strata_err(EBADMSG, "%s: manifest %s digest mismatch (got %s)", refstr, expect_digest,
-				d->digest);
-		goto out;
-	}
-	if (expect_size > 0 && r.len != expect_size) {
-		rc = strata_err(EBADMSG, "%s: manifest %s is %zu bytes, its descriptor says %llu", refstr,
-				d->digest, r.len, (unsigned long long)expect_size);
-		goto out;
-	}
-	if (!expect_digest && strncmp(r.docker_digest, "sha256:", 7) == 0 &&
-	    strcasecmp(r.docker_digest, d->digest) != 0) {
-		rc = strata_err(EBADMSG, "%s: manifest digest mismatch (Docker-Content-Digest %s, got %s)",
-				refstr, r.docker_digest, d->digest);
-		goto out;
-	}
 	d->data = r.mem;
 	d->len = r.len;
 	r.mem = NULL;
@@ -1299,12 +1639,37 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 	return 0;
 }
 
+/* What get_config() checks a host's answer against. */
+struct config_check {
+	const char *refstr;
+	const char *digest;
+	uint64_t size;
+};
+
+/* req.check of get_config(): digest and size. -EBADMSG tries the next host. */
+static int config_check(struct req *r)
+{
+	const struct config_check *cc = r->check_ctx;
+	uint8_t md[UTIL_SHA256_LEN];
+	char got[UTIL_DIGEST_STR_LEN];
+
+	util_sha256(r->mem ? r->mem : "", r->len, md);
+	util_digest_format(md, got);
+	if (strcmp(got, cc->digest) != 0)
+		return strata_err(EBADMSG, "%s: config blob %s from %s digest mismatch (got %s)",
+				  cc->refstr, cc->digest, r->host, got);
+	if (r->len != cc->size)
+		return strata_err(EBADMSG, "%s: config blob %s from %s is %zu bytes, its descriptor "
+				  "says %llu", cc->refstr, cc->digest, r->host, r->len,
+				  (unsigned long long)cc->size);
+	return 0;
+}
+
 /* GETs the config blob into img, checking its digest and size. */
 static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const char *refstr,
 		      struct fetch_image *img, uint64_t size)
 {
-	uint8_t md[UTIL_SHA256_LEN];
-	char got[UTIL_DIGEST_STR_LEN];
+	struct config_check chk = { refstr, img->config_digest, size };
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
 	int rc;
@@ -1315,21 +1680,11 @@ static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const
 	r.kind = SINK_MEM;
 	r.limit = CONFIG_MAX;
 	r.limit_what = "config";
-	rc = request(&r);
+	r.check = config_check;
+	r.check_ctx = &chk;
+	rc = request_hosts(&r);
 	if (rc < 0)
 		goto out;
-	util_sha256(r.mem ? r.mem : "", r.len, md);
-	util_digest_format(md, got);
-	if (strcmp(got, img->config_digest) != 0) {
-		rc = strata_err(EBADMSG, "%s: config blob %s digest mismatch (got %s)", refstr,
-				img->config_digest, got);
-		goto out;
-	}
-	if (r.len != size) {
-		rc = strata_err(EBADMSG, "%s: config blob %s is %zu bytes, its descriptor says %llu",
-				refstr, img->config_digest, r.len, (unsigned long long)size);
-		goto out;
-	}
 	if (!r.mem) {
 		rc = strata_err(EBADMSG, "%s: empty config", what);
 		goto out;
@@ -1501,11 +1856,29 @@ out:
 
 /* --- blobs --- */
 
+/* req.check of fetch_blob_to_fd(): size and sha256 of what one host sent. -EBADMSG tries the
+ * next host. */
+static int blob_check(struct req *r)
+{
+	uint8_t md[UTIL_SHA256_LEN];
+	char got[UTIL_DIGEST_STR_LEN];
+
+	util_sha256_final(r->sha, md); /* also resets the context for another host */
+	util_digest_format(md, got);
+	if (r->expected > 0 && r->got != r->expected)
+		return strata_err(EBADMSG, "blob %s from %s is %llu bytes, its descriptor says %llu",
+				  r->blob_digest, r->host, (unsigned long long)r->got,
+				  (unsigned long long)r->expected);
+	if (strcmp(got, r->blob_digest) != 0)
+		return strata_err(EBADMSG, "blob %s from %s digest mismatch (got %s)", r->blob_digest,
+				  r->host, got);
+	return 0;
+}
+
 int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t expected_size, int fd, fetch_progress_fn progress, void *pctx)
 {
-	uint8_t md[UTIL_SHA256_LEN];
-	char want[UTIL_DIGEST_STR_LEN], got[UTIL_DIGEST_STR_LEN];
+	char want[UTIL_DIGEST_STR_LEN];
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
 	int rc;
@@ -1523,26 +1896,13 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	r.blob_digest = want;
 	r.progress = progress;
 	r.pctx = pctx;
+	r.check = blob_check;
 	r.sha = util_sha256_new();
 	if (!r.sha) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = request(&r);
-	if (rc < 0)
-		goto out;
-	util_sha256_final(r.sha, md);
-	util_digest_format(md, got);
-	if (expected_size > 0 && r.got != expected_size) {
-		rc = strata_err(EBADMSG, "blob %s is %llu bytes, its descriptor says %llu", want,
-				(unsigned long long)r.got, (unsigned long long)expected_size);
-		goto out;
-	}
-	if (strcmp(got, want) != 0) {
-		rc = strata_err(EBADMSG, "blob %s digest mismatch (got %s)", want, got);
-		goto out;
-	}
-	rc = 0;
+	rc = request_hosts(&r);
 out:
 	util_sha256_free(r.sha);
 	free(r.errbody);
@@ -1551,10 +1911,31 @@ out:
 	return rc;
 }
 
-/* Byte ranges of a blob: one GET with a Range header into the caller's buffer (see sink_buf()). */
-int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
-		     uint64_t off, size_t len, void *buf)
+/* The caller's verifier of fetch_blob_range_verify(). */
+struct range_check {
+	int (*verify)(void *ctx, const void *buf, size_t len);
+	void *ctx;
+};
+
+/* req.check of a verified range read: the caller's verify on the bytes one host sent. */
+static int range_check(struct req *r)
 {
+	const struct range_check *rc = r->check_ctx;
+	int v = rc->verify(rc->ctx, r->buf, r->range_len);
+
+	if (v == -EBADMSG)
+		return strata_err(EBADMSG, "%s: bytes %llu-%llu from %s do not verify", r->what,
+				  (unsigned long long)r->range_off, (unsigned long long)range_last(r),
+				  r->host);
+	return v;
+}
+
+/* Byte ranges of a blob: one GET with a Range header into the caller's buffer (see sink_buf()). */
+int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+			    uint64_t off, size_t len, void *buf,
+			    int (*verify)(void *ctx, const void *buf, size_t len), void *vctx)
+{
+	struct range_check chk = { verify, vctx };
 	char want[UTIL_DIGEST_STR_LEN];
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
@@ -1564,7 +1945,7 @@ int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const 
 	if (rc < 0)
 		return rc;
 	if (len == 0)
-		return 0;
+		return verify ? verify(vctx, buf, 0) : 0;
 	if (off > UINT64_MAX - (len - 1))
 		return strata_err(EINVAL, "blob %s: range %llu+%zu is out of bounds", want,
 				  (unsigned long long)off, len);
@@ -1575,12 +1956,22 @@ int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const 
 	r.buf = buf;
 	r.range_off = off;
 	r.range_len = len;
-	rc = request(&r);
+	if (verify) {
+		r.check = range_check;
+		r.check_ctx = &chk;
+	}
+	rc = request_hosts(&r);
 out:
 	free(r.errbody);
 	free(what);
 	free(url);
 	return rc;
+}
+
+int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+		     uint64_t off, size_t len, void *buf)
+{
+	return fetch_blob_range_verify(c, ref, digest, off, len, buf, NULL, NULL);
 }
 
 /* --- counters --- */
@@ -1594,6 +1985,7 @@ void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out)
 	out->bytes = atomic_load_explicit(&c->n_bytes, memory_order_relaxed);
 	out->retries = atomic_load_explicit(&c->n_retries, memory_order_relaxed);
 	out->range_requests = atomic_load_explicit(&c->n_range, memory_order_relaxed);
+	out->fallbacks = atomic_load_explicit(&c->n_fallbacks, memory_order_relaxed);
 }
 
 /* --- generic manifest GET, pushes, referrers --- */
@@ -1716,6 +2108,7 @@ struct upload {
 	char *url;   /* absolute, with digest=<digest> appended to the query */
 	char *shown; /* without query, fragment and user info */
 	char *host;  /* "host" or "host:port" */
+	const struct host_cfg *hc; /* the host that started the upload (TLS, headers) */
 };
 
 static void upload_clear(struct upload *up)
@@ -1797,7 +2190,8 @@ static int blob_exists(struct fetch_client *c, const struct fetch_ref *ref, cons
 	if (rc < 0)
 		goto out;
 	r.method = M_HEAD;
-	rc = request(&r);
+	r.need_cap = FETCH_CAP_PUSH; /* asks the registry it will push to */
+	rc = request_hosts(&r);
 	if (rc == 0) {
 		rc = 1;
 	} else if (rc == -ENOENT) {
@@ -1825,7 +2219,7 @@ static int upload_start(struct fetch_client *c, const struct fetch_ref *ref, con
 	r.what = what;
 	r.method = M_POST;
 	r.want_location = 1;
-	rc = request(&r);
+	rc = request_hosts(&r);
 	if (rc < 0)
 		goto out;
 	if (r.status != 202) {
@@ -1837,6 +2231,7 @@ static int upload_start(struct fetch_client *c, const struct fetch_ref *ref, con
 		goto out;
 	}
 	rc = upload_resolve(url, r.location, digest, up);
+	up->hc = r.hc;
 out:
 	free(r.location);
 	free(r.errbody);
@@ -1857,11 +2252,12 @@ static int upload_put(struct fetch_client *c, const struct upload *up, const cha
 	r.shown_url = up->shown;
 	r.what = what;
 	r.host = up->host;
+	r.hc = up->hc;
 	r.method = M_PUT;
 	r.src = data;
 	r.src_len = len;
 	r.src_type = "application/octet-stream";
-	rc = request(&r);
+	rc = request_hosts(&r);
 	if (rc < 0)
 		goto out;
 	if (r.status != 201) {
@@ -1929,7 +2325,7 @@ int fetch_manifest_push(struct fetch_client *c, const struct fetch_ref *ref,
 	r.src = body;
 	r.src_len = len;
 	r.src_type = media_type;
-	rc = request(&r);
+	rc = request_hosts(&r);
 	if (rc < 0)
 		goto out;
 	if (r.status != 201) {
@@ -1974,16 +2370,14 @@ int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const c
 	if (rc < 0)
 		goto out;
 	if (artifact_type) {
-		rc = url_add_query(&url, "artifactType", artifact_type);
-		if (rc < 0)
-			goto out;
-		r.url = url;
+		r.query_key = "artifactType";
+		r.query_value = artifact_type;
 	}
 	r.accept = FETCH_MT_OCI_INDEX;
 	r.kind = SINK_MEM;
 	r.limit = MANIFEST_MAX;
 	r.limit_what = "referrers index";
-	rc = request(&r);
+	rc = request_hosts(&r);
 	if (rc < 0 && (r.status == 404 || r.status == 405)) {
 		/* a registry with the API answers 200 even for an unknown subject */
 		if (!r.errbody || !is_oci_index(r.errbody, r.errlen)) {

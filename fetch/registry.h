@@ -19,12 +19,22 @@ struct fetch_opts {
 	const char *platform_variant; /* "v8", or NULL */
 	long connect_timeout_ms;   /* 0 = default 10 s */
 	long low_speed_timeout_s;  /* abort a transfer slower than 1 byte/s for this long; 0 = 30 s */
-	int max_attempts;          /* per request, for connection errors and 5xx; 0 = 3 */
+	int max_attempts;          /* per request and host, for connection errors and 5xx; 0 = 3 */
+	const char *hosts_dir;     /* containerd certs.d layout (hosts.toml per registry); NULL or
+				    * "": each registry alone, with the defaults of fetch_hosts_load */
+	int strict_cache;          /* never contact a registry's upstream `server`: mirrors only */
 };
 
 struct fetch_client;
 
-/* Creates a client. opts is copied. Returns 0 and *out (free with fetch_client_free), or -ENOMEM.
+/* Creates a client. opts is copied (strings too).
+ * Every request for a reference goes to the hosts of its registry (fetch/hosts.h, loaded once per
+ * registry domain from opts->hosts_dir and kept): mirrors in hosts.toml order, then the upstream
+ * server, each only for what its capabilities allow (tag -> resolve, digest -> pull, uploads ->
+ * push). Mirrors get "?ns=<registry>". A host that cannot be reached, fails TLS, answers 429 or 5xx
+ * after its retries, or sends bytes that do not verify, and a mirror answering 404/401/403, hands
+ * the request to the next host; errors name the host tried last. With strict_cache the server is
+ * skipped and the error says so. Returns 0 and *out (free with fetch_client_free), or -ENOMEM.
  * Thread-safe: one client may serve requests from several threads at once. */
 int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out);
 void fetch_client_free(struct fetch_client *c);
@@ -74,7 +84,8 @@ typedef int (*fetch_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 /*
  * Downloads blob `digest` of ref's repository into fd (appending from the fd's current offset; the
- * caller passes an empty file), following redirects (and dropping Authorization on a redirect to
+ * caller passes an empty file; a host whose bytes do not match is followed by the next host, which
+ * needs a seekable fd), following redirects (and dropping Authorization on a redirect to
  * another host). Verifies the sha256 of the whole body and, when expected_size > 0, the size.
  * Returns 0, or negative errno with strata_err set: -EBADMSG "blob sha256:... digest mismatch
  * (got sha256:...)", -ENOENT "blob unknown", and the network errors above. On failure the fd's
@@ -94,12 +105,24 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t off, size_t len, void *buf);
 
+/*
+ * fetch_blob_range, then verify(vctx, buf, len) on the bytes of each host that answered: 0 accepts
+ * them, -EBADMSG tries the next host (another negative errno is returned as it is, with strata_err
+ * set by verify); for len 0 verify is called once, without a request. verify NULL is
+ * fetch_blob_range. Returns what fetch_blob_range returns, or
+ * -EBADMSG when no host sent bytes that verify. Thread-safe when verify is.
+ */
+int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+			    uint64_t off, size_t len, void *buf,
+			    int (*verify)(void *vctx, const void *buf, size_t len), void *vctx);
+
 /* Counters since the client was created (all requests, including manifests and retries). */
 struct fetch_counters {
 	uint64_t requests;   /* HTTP requests sent (each retry counts) */
 	uint64_t bytes;      /* response body bytes received */
 	uint64_t retries;
 	uint64_t range_requests;
+	uint64_t fallbacks;  /* requests handed from one host to the next */
 };
 
 void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out);

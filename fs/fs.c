@@ -728,12 +728,41 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* ---------------------------------------------------------------- fetching missing chunks */
 
+/* get_window()'s verifier: the window of checkpoint cp, decompressed into window. */
+struct window_check {
+	const struct index_checkpoint *cp;
+	uint8_t *window;
+	const char *hex;
+};
+
+/* Returns 0 when raw (the window's bytes in the artifact) decompresses to the window's digest,
+ * else -EBADMSG with strata_err set (fetch_blob_range_verify then tries the next host). */
+static int window_verify(void *ctx, const void *raw, size_t len)
+{
+	const struct window_check *wc = ctx;
+	uint8_t digest[32];
+
+	if (len == wc->cp->wlen) {
+		memcpy(wc->window, raw, len);
+	} else {
+		size_t d = ZSTD_decompress(wc->window, wc->cp->wlen, raw, len);
+
+		if (ZSTD_isError(d) || d != wc->cp->wlen)
+			return strata_err(EBADMSG, "window %s does not decompress", wc->hex);
+	}
+	util_sha256(wc->window, wc->cp->wlen, digest);
+	if (memcmp(digest, wc->cp->window, 32) != 0)
+		return strata_err(EBADMSG, "window %s digest mismatch", wc->hex);
+	return 0;
+}
+
 /* Gets the window of checkpoint cp: from the store, else from the layer's index artifact. */
 static int get_window(struct fs *f, struct fs_layer *l, const struct index_checkpoint *cp,
 		      uint8_t *window)
 {
 	char hex[UTIL_DIGEST_STR_LEN];
-	uint8_t *raw, digest[32];
+	struct window_check wc = { cp, window, hex };
+	uint8_t *raw;
 	ssize_t n = store_chunk_get(f->store, cp->window, window, INDEX_ZRAN_WINDOW);
 	int rc;
 
@@ -747,23 +776,11 @@ static int get_window(struct fs *f, struct fs_layer *l, const struct index_check
 	raw = malloc(cp->wclen ? cp->wclen : 1);
 	if (!raw)
 		return -ENOMEM;
-	rc = fetch_blob_range(f->fetch, l->src, l->windows, cp->woff, cp->wclen, raw);
-	if (rc == 0) {
-		if (cp->wclen == cp->wlen) {
-			memcpy(window, raw, cp->wlen);
-		} else {
-			size_t d = ZSTD_decompress(window, cp->wlen, raw, cp->wclen);
-
-			if (ZSTD_isError(d) || d != cp->wlen)
-				rc = strata_err(EBADMSG, "window %s does not decompress", hex);
-		}
-	}
+	rc = fetch_blob_range_verify(f->fetch, l->src, l->windows, cp->woff, cp->wclen, raw,
+				     window_verify, &wc);
 	free(raw);
 	if (rc < 0)
 		return rc;
-	util_sha256(window, cp->wlen, digest);
-	if (memcmp(digest, cp->window, 32) != 0)
-		return strata_err(EBADMSG, "window %s digest mismatch", hex);
 	rc = store_chunk_put(f->store, cp->window, window, cp->wlen);
 	return rc < 0 ? rc : 0;
 }
@@ -801,6 +818,59 @@ static void miss_range(struct fs *f, const struct index_layer *idx, const struct
 		index_layer_chunk(idx, in->first + last)->size;
 }
 
+/* fetch_span()'s verifier: decodes a host's compressed bytes into plain and checks the chunks that
+ * were asked for, so that a host sending bad bytes is followed by the next host. */
+struct span_check {
+	const struct fs_layer *l;
+	const struct index_span *sp;
+	const uint8_t *window;
+	uint64_t uoff, need_end, dec_start;
+	uint64_t dec_end_max; /* what to decode at most */
+	uint64_t dec_end;     /* what was decoded: dec_end_max, or need_end for an eStargz tail */
+	uint8_t *plain;
+};
+
+/* Returns 0 when comp decodes and every whole chunk inside [uoff, need_end) matches its digest,
+ * -EBADMSG (strata_err set) when not, or another negative errno. */
+static int span_verify(void *ctx, const void *comp, size_t clen)
+{
+	struct span_check *sc = ctx;
+	const struct index_layer *idx = sc->l->idx;
+	char hex[UTIL_DIGEST_STR_LEN];
+	int rc;
+
+	sc->dec_end = sc->dec_end_max;
+	rc = index_layer_extract(idx, sc->sp, sc->window, comp, clen, sc->dec_start, sc->plain,
+				 sc->dec_end - sc->dec_start);
+	if (rc == -EPIPE && sc->dec_end > sc->need_end) {
+		/* The span ends in data the index does not describe (eStargz member tails): keep what
+		 * was asked for. */
+		sc->dec_end = sc->need_end;
+		rc = index_layer_extract(idx, sc->sp, sc->window, comp, clen, sc->dec_start, sc->plain,
+					 sc->dec_end - sc->dec_start);
+	}
+	if (rc == -EPIPE)
+		return strata_err(EBADMSG, "span of %s does not decode", sc->l->digest);
+	if (rc < 0)
+		return rc;
+	for (uint32_t k = index_layer_chunk_rank(idx, sc->uoff); k < index_layer_nchunks(idx); k++) {
+		const struct index_chunk *o = index_layer_chunk(idx, index_layer_chunk_by_offset(idx, k));
+		uint8_t digest[32];
+
+		if (o->offset + o->size > sc->need_end)
+			break;
+		if (o->offset < sc->uoff)
+			continue;
+		util_sha256(sc->plain + (o->offset - sc->dec_start), o->size, digest);
+		if (memcmp(digest, o->digest, 32) != 0) {
+			util_digest_format(o->digest, hex);
+			return strata_err(EBADMSG, "chunk %s from %s does not match its digest", hex,
+					  sc->l->digest);
+		}
+	}
+	return 0;
+}
+
 /*
  * Fetches the span holding tar bytes [uoff, need_end) of layer l (which contain chunk c), decodes
  * it, verifies every whole chunk it yields against its digest, and stores those chunks. Only bytes
@@ -810,6 +880,7 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 		      uint64_t need_end)
 {
 	struct index_span sp;
+	struct span_check sc;
 	uint8_t *comp = NULL, *plain = NULL, *window = NULL;
 	uint64_t dec_start = uoff, dec_end;
 	char hex[UTIL_DIGEST_STR_LEN];
@@ -843,20 +914,15 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 		if (rc < 0)
 			goto out;
 	}
-	rc = fetch_blob_range(f->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart, comp);
+	sc = (struct span_check){ .l = l, .sp = &sp, .window = window, .uoff = uoff,
+				  .need_end = need_end, .dec_start = dec_start, .dec_end_max = dec_end,
+				  .plain = plain };
+	/* decoded and the wanted chunks checked per host: bad bytes from a mirror go to the next */
+	rc = fetch_blob_range_verify(f->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart,
+				     comp, span_verify, &sc);
 	if (rc < 0)
 		goto out;
-	rc = index_layer_extract(l->idx, &sp, window, comp, sp.cend - sp.cstart, dec_start, plain,
-				 dec_end - dec_start);
-	if (rc == -EPIPE && dec_end > need_end) {
-		/* The span ends in data the index does not describe (eStargz member tails): keep what
-		 * was asked for. */
-		dec_end = need_end;
-		rc = index_layer_extract(l->idx, &sp, window, comp, sp.cend - sp.cstart, dec_start,
-					 plain, dec_end - dec_start);
-	}
-	if (rc < 0)
-		goto out;
+	dec_end = sc.dec_end;
 	/* Store every whole chunk of the decoded range whose bytes match its digest. */
 	for (uint32_t k = index_layer_chunk_rank(l->idx, dec_start);
 	     k < index_layer_nchunks(l->idx); k++) {

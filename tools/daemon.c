@@ -507,6 +507,8 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	memset(&fopts, 0, sizeof(fopts));
 	fopts.platform_os = "linux";
 	fopts.platform_arch = fetch_host_arch();
+	fopts.hosts_dir = c->hosts_dir;
+	fopts.strict_cache = c->strict_cache;
 	rc = fetch_client_new(&fopts, &fc);
 	if (rc < 0)
 		goto fail;

@@ -596,6 +596,8 @@ static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
 	memset(&fo, 0, sizeof(fo));
 	fo.platform_os = "linux";
 	fo.platform_arch = fetch_host_arch();
+	fo.hosts_dir = c->hosts_dir;
+	fo.strict_cache = c->strict_cache;
 	rc = fetch_client_new(&fo, &fc);
 	if (rc < 0)
 		return cli_fail(c, "%s", strata_errmsg(rc));
