@@ -1094,3 +1094,136 @@ def containerd(strata_bin):
         yield ctd
     finally:
         ctd.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# mirrors (hosts.toml): TLS nginx, a corrupting proxy, certificates
+# ----------------------------------------------------------------------------------------------
+
+class Pki:
+    """A test CA, a server certificate for IP 127.0.0.1 and a client certificate, made with the
+    openssl CLI in workdir: ca.crt, server.crt/.key, client.crt/.key."""
+
+    def __init__(self, workdir):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = self.dir / "ca.crt"
+        self.server_cert, self.server_key = self.dir / "server.crt", self.dir / "server.key"
+        self.client_cert, self.client_key = self.dir / "client.crt", self.dir / "client.key"
+        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                      "-keyout", self.dir / "ca.key", "-out", self.ca,
+                      "-subj", "/CN=strata test CA",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self._leaf("server", "/CN=127.0.0.1",
+                   "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        self._leaf("client", "/CN=strata test client", "extendedKeyUsage=clientAuth\n")
+
+    def _openssl(self, *args):
+        p = subprocess.run(["openssl"] + [str(a) for a in args], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("openssl %s failed:\n%s" % (args[0], p.stderr))
+
+    def _leaf(self, name, subj, ext):
+        ext_file = self.dir / (name + ".ext")
+        ext_file.write_text(ext)
+        csr = self.dir / (name + ".csr")
+        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.dir / (name + ".key"),
+                      "-out", csr, "-subj", subj)
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.dir / "ca.key",
+                      "-CAcreateserial", "-days", "2", "-out", self.dir / (name + ".crt"),
+                      "-extfile", ext_file)
+
+
+class TlsNginx(Nginx):
+    """An Nginx that serves HTTPS with pki's server certificate; with verify_client, it requires a
+    client certificate signed by pki's CA."""
+
+    def __init__(self, workdir, registry, pki, verify_client=False):
+        super().__init__(workdir, registry)
+        tls = ("    listen %s ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n" %
+               (self.host, pki.server_cert, pki.server_key))
+        if verify_client:
+            tls += "    ssl_client_certificate %s;\n    ssl_verify_client on;\n" % pki.ca
+        conf = self.conf.read_text()
+        plain = "    listen %s;\n" % self.host
+        assert plain in conf
+        self.conf.write_text(conf.replace(plain, tls))
+
+    @property
+    def url(self):
+        return "https://" + self.host
+
+
+class CorruptingProxy:
+    """A small HTTP reverse proxy on 127.0.0.1 to upstream ("127.0.0.1:PORT") that flips one byte
+    in the middle of every 2xx GET body of a blob in `corrupt` (digests), for mirror tests: what it
+    serves must never be stored or served by strata. Counts the bodies it corrupted."""
+
+    def __init__(self, upstream, corrupt):
+        import http.client
+        import http.server
+
+        self.upstream = upstream
+        self.corrupt = set(corrupt)
+        self.corrupted = 0
+        self.requests = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _forward(self):
+                host, port = proxy.upstream.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                hdrs = {k: v for k, v in self.headers.items()
+                        if k.lower() in ("range", "accept", "authorization")}
+                try:
+                    conn.request(self.command, self.path, headers=hdrs)
+                    resp = conn.getresponse()
+                    body = resp.read()
+                finally:
+                    conn.close()
+                path = self.path.split("?", 1)[0]
+                digest = path.rsplit("/blobs/", 1)[1] if "/blobs/" in path else None
+                proxy.requests.append((self.command, self.path, resp.status))
+                if (self.command == "GET" and digest in proxy.corrupt and
+                        200 <= resp.status < 300 and body):
+                    b = bytearray(body)
+                    b[len(b) // 2] ^= 0xFF
+                    body = bytes(b)
+                    proxy.corrupted += 1
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = _forward
+            do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = "127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(STOP_TIMEOUT)
+
+
+def write_hosts_toml(hosts_dir, registry_host, text):
+    """Writes <hosts_dir>/<registry_host>/hosts.toml (replacing any) and returns hosts_dir."""
+    d = Path(hosts_dir) / registry_host
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "hosts.toml").write_text(text)
+    return str(hosts_dir)
