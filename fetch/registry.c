@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "auth.h"
 #include "hosts.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -53,6 +54,27 @@ struct host_cfg {
 	char ca_errmsg[256];
 };
 
+/* The credentials for one registry host (the reference's domain for its server, a mirror's own host
+ * for a mirror), looked up once, and the bearer tokens obtained with them (one token cache per set of
+ * credentials). Kept until the client is freed; immutable once listed. */
+struct reg_auth {
+	char *key;
+	int have_creds; /* 0: anonymous (no credentials, or they could not be read) */
+	struct fetch_creds creds;
+	struct fetch_tokens *tokens;
+	struct reg_auth *next;
+};
+
+/* The last challenge a host sent for a repository (pull or push), so that later requests send a
+ * token up front instead of collecting a 401 first. */
+struct auth_memo {
+	char *host;
+	char *path;
+	int push;
+	struct fetch_challenge ch; /* with the scope that was asked for */
+	struct auth_memo *next;
+};
+
 /* The host list of one registry domain, loaded on first use and kept until the client is freed. */
 struct reg_hosts {
 	char *domain;
@@ -72,6 +94,9 @@ struct fetch_client {
 	int strict_cache;
 	pthread_mutex_t hosts_lock;
 	struct reg_hosts *reg; /* protected by hosts_lock; entries are immutable once listed */
+	pthread_mutex_t auth_lock;
+	struct reg_auth *auth;  /* protected by auth_lock; entries are immutable once listed */
+	struct auth_memo *memo; /* protected by auth_lock */
 	CURLSH *share; /* DNS and TLS session caches, locked through share_locks */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_lock;
@@ -156,6 +181,14 @@ struct req {
 	unsigned need_cap; /* FETCH_CAP_* a host needs; 0: derived from the method and the reference */
 	const char *query_key, *query_value; /* one more query parameter, or NULL */
 	const struct host_cfg *hc; /* the host being tried (TLS, headers), or NULL */
+	/* Authentication (see request_auth()): the repository requests are authorized for (ref, or
+	 * set by the caller for an upload location), the last WWW-Authenticate of the final response
+	 * (malloc'd), and what the current attempt sends: a bearer token (malloc'd, a secret) or
+	 * Basic credentials (borrowed from the client). */
+	const struct fetch_ref *auth_ref;
+	char *www_auth;
+	char *bearer;
+	const struct fetch_creds *basic;
 	/* Called after a host answered 2xx; -EBADMSG makes request_hosts() try the next host. */
 	int (*check)(struct req *r);
 	void *check_ctx;
@@ -266,6 +299,25 @@ void fetch_client_free(struct fetch_client *c)
 		free(rh);
 	}
 	pthread_mutex_destroy(&c->hosts_lock);
+	while (c->auth) {
+		struct reg_auth *ra = c->auth;
+
+		c->auth = ra->next;
+		fetch_tokens_free(ra->tokens);
+		fetch_creds_clear(&ra->creds);
+		free(ra->key);
+		free(ra);
+	}
+	while (c->memo) {
+		struct auth_memo *m = c->memo;
+
+		c->memo = m->next;
+		fetch_challenge_clear(&m->ch);
+		free(m->host);
+		free(m->path);
+		free(m);
+	}
+	pthread_mutex_destroy(&c->auth_lock);
 	free(c->hosts_dir);
 	free(c->os);
 	free(c->arch);
@@ -293,6 +345,7 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 		pthread_mutex_init(&c->share_locks[i], NULL);
 	pthread_mutex_init(&c->pool_lock, NULL);
 	pthread_mutex_init(&c->hosts_lock, NULL);
+	pthread_mutex_init(&c->auth_lock, NULL);
 	c->strict_cache = opts->strict_cache;
 	c->hosts_dir = opts->hosts_dir && *opts->hosts_dir ? strdup(opts->hosts_dir) : NULL;
 	c->os = strdup(opts->platform_os ? opts->platform_os : "linux");
@@ -460,6 +513,18 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
 		r->body_pos = 0;
 		free(r->location);
 		r->location = NULL;
+		free(r->www_auth);
+		r->www_auth = NULL;
+	} else if ((v = header_is(line, n, "WWW-Authenticate")) != 0) {
+		/* the first challenge header is kept (registries send one) */
+		if (!r->www_auth) {
+			r->www_auth = malloc(n - v + 1);
+			if (!r->www_auth) {
+				r->sink_err = -ENOMEM;
+				return 0;
+			}
+			header_value(r->www_auth, n - v + 1, line + v, n - v, 0);
+		}
 	} else if ((v = header_is(line, n, "Content-Type")) != 0) {
 		header_value(r->content_type, sizeof(r->content_type), line + v, n - v, 1);
 	} else if ((v = header_is(line, n, "Docker-Content-Digest")) != 0) {
@@ -721,9 +786,8 @@ static int add_header(struct curl_slist **list, const char *fmt, ...)
 
 /*
  * Builds the request headers into *out (NULL when there are none; caller frees with
- * curl_slist_free_all). This is the one place where an "Authorization: Bearer <token>" header will be
- * added once token auth exists (a 401 answered in http_error() fetches the token, then request()
- * retries). Returns 0 or -ENOMEM.
+ * curl_slist_free_all). Authorization is not among them: set_options() hands it to curl as auth
+ * options, which curl drops on a redirect to another host. Returns 0 or -ENOMEM.
  */
 static int request_headers(const struct req *r, struct curl_slist **out)
 {
@@ -797,6 +861,19 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->low_speed_s);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, MAX_REDIRS);
 	curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
+	/* credentials through curl's auth options, never as a custom header: curl sends these only
+	 * to the host of the URL and drops them on a redirect elsewhere (UNRESTRICTED_AUTH 0) */
+	if (r->bearer) {
+		curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+		if (curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, r->bearer) != CURLE_OK)
+			return strata_err(ENOMEM, "%s: cannot set up the request", req_url(r));
+	} else if (r->basic) {
+		curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		if (curl_easy_setopt(h, CURLOPT_USERNAME, r->basic->username ? r->basic->username : "") !=
+			    CURLE_OK ||
+		    curl_easy_setopt(h, CURLOPT_PASSWORD, r->basic->secret) != CURLE_OK)
+			return strata_err(ENOMEM, "%s: cannot set up the request", req_url(r));
+	}
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -909,11 +986,9 @@ static int http_error(struct req *r, CURL *h, long status, int *retry, long *ret
 			return strata_err(EIO, "%s: HTTP %ld (%s: %s)", req_url(r), status, code, msg);
 		return strata_err(EIO, "%s: HTTP %ld", req_url(r), status);
 	}
-	if (status == 401 || status == 403) {
-		/* Token auth goes here: read the WWW-Authenticate challenge, get a bearer token, let
-		 * request() retry with it (see request_headers()). */
-		return strata_err(EACCES, "%s: access denied (HTTP %ld)", r->what, status);
-	}
+	if (status == 401 || status == 403) /* request_auth() answers a 401 challenge */
+		return strata_err(EACCES, "%s: access denied (HTTP %ld from %s)", r->what, status,
+				  r->host);
 	if (status == 416 && r->kind == SINK_BUF)
 		return strata_err(EPIPE, "%s: blob is shorter than the requested range (bytes %llu-%llu)",
 				  r->what, (unsigned long long)r->range_off,
@@ -1069,6 +1144,312 @@ out:
 }
 
 static int url_add_query(char **url, const char *key, const char *value);
+
+/* --- authentication: challenges, credentials, tokens --- */
+
+/* Copies a challenge. Returns 0 or -ENOMEM (dst zeroed then). */
+static int challenge_dup(struct fetch_challenge *dst, const struct fetch_challenge *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->scheme = strdup(src->scheme);
+	dst->realm = src->realm ? strdup(src->realm) : NULL;
+	dst->service = src->service ? strdup(src->service) : NULL;
+	dst->scope = src->scope ? strdup(src->scope) : NULL;
+	if (!dst->scheme || (src->realm && !dst->realm) || (src->service && !dst->service) ||
+	    (src->scope && !dst->scope)) {
+		fetch_challenge_clear(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Whether r writes to the repository (its token needs the push action). */
+static int req_is_push(const struct req *r)
+{
+	return r->method == M_POST || r->method == M_PUT;
+}
+
+/* The credential key of the host r is on: the reference's domain for the registry's own server
+ * (docker config keys name registries that way), the host itself for a mirror or an upload
+ * location elsewhere. */
+static const char *auth_key(const struct req *r)
+{
+	if (r->hc && r->hc->host->is_server && strcmp(r->host, r->hc->host->host) == 0)
+		return r->auth_ref->domain;
+	return r->host;
+}
+
+/* The credentials and token cache for key, looked up on first use (fetch_creds_lookup; a failure
+ * other than "none" is logged once, without secrets, and means anonymous). Returns 0 with *out
+ * borrowed from the client, or -ENOMEM. Thread-safe. */
+static int reg_auth_get(struct fetch_client *c, const char *key, const struct reg_auth **out)
+{
+	struct reg_auth *ra;
+	int rc = 0;
+
+	*out = NULL;
+	pthread_mutex_lock(&c->auth_lock);
+	for (ra = c->auth; ra; ra = ra->next)
+		if (strcmp(ra->key, key) == 0)
+			goto out;
+	ra = calloc(1, sizeof(*ra));
+	if (!ra) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	ra->key = strdup(key);
+	rc = ra->key ? fetch_tokens_new(&ra->tokens) : -ENOMEM;
+	if (rc < 0) {
+		free(ra->key);
+		free(ra);
+		ra = NULL;
+		goto out;
+	}
+	rc = fetch_creds_lookup(NULL, key, &ra->creds);
+	if (rc == 0) {
+		ra->have_creds = 1;
+		strata_debug("%s: using credentials from the docker config", key);
+	} else if (rc == -ENOMEM) {
+		fetch_tokens_free(ra->tokens);
+		free(ra->key);
+		free(ra);
+		ra = NULL;
+		goto out;
+	} else if (rc == -ENOENT) {
+		strata_debug("%s: no credentials (%s); anonymous", key, strata_errmsg(rc));
+	} else {
+		strata_log(LOG_WARNING, "%s: cannot read credentials (%s); continuing anonymously", key,
+			   strata_errmsg(rc));
+	}
+	strata_err_clear();
+	rc = 0;
+	ra->next = c->auth;
+	c->auth = ra;
+out:
+	pthread_mutex_unlock(&c->auth_lock);
+	*out = ra;
+	return rc;
+}
+
+/* The challenge remembered for r's (host, repository, push), copied into *ch. Returns 1 when there
+ * is one, 0 when not, or -ENOMEM. */
+static int memo_get(struct req *r, struct fetch_challenge *ch)
+{
+	struct fetch_client *c = r->c;
+	int push = req_is_push(r), rc = 0;
+
+	pthread_mutex_lock(&c->auth_lock);
+	for (struct auth_memo *m = c->memo; m; m = m->next) {
+		if (m->push == push && strcmp(m->host, r->host) == 0 &&
+		    strcmp(m->path, r->auth_ref->path) == 0) {
+			rc = challenge_dup(ch, &m->ch) < 0 ? -ENOMEM : 1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->auth_lock);
+	return rc;
+}
+
+/* Remembers ch for r's (host, repository, push), replacing an older one. Returns 0 or -ENOMEM. */
+static int memo_put(struct req *r, const struct fetch_challenge *ch)
+{
+	struct fetch_client *c = r->c;
+	struct fetch_challenge copy;
+	struct auth_memo *m;
+	int push = req_is_push(r), rc = 0;
+
+	if (challenge_dup(&copy, ch) < 0)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->auth_lock);
+	for (m = c->memo; m; m = m->next)
+		if (m->push == push && strcmp(m->host, r->host) == 0 &&
+		    strcmp(m->path, r->auth_ref->path) == 0)
+			break;
+	if (!m) {
+		m = calloc(1, sizeof(*m));
+		if (m) {
+			m->host = strdup(r->host);
+			m->path = strdup(r->auth_ref->path);
+			m->push = push;
+		}
+		if (!m || !m->host || !m->path) {
+			if (m) {
+				free(m->host);
+				free(m->path);
+				free(m);
+			}
+			fetch_challenge_clear(&copy);
+			rc = -ENOMEM;
+			goto out;
+		}
+		m->next = c->memo;
+		c->memo = m;
+	}
+	fetch_challenge_clear(&m->ch);
+	m->ch = copy;
+out:
+	pthread_mutex_unlock(&c->auth_lock);
+	return rc;
+}
+
+/* Drops the secrets of the current attempt. */
+static void auth_reset(struct req *r)
+{
+	if (r->bearer) {
+		explicit_bzero(r->bearer, strlen(r->bearer));
+		free(r->bearer);
+	}
+	r->bearer = NULL;
+	r->basic = NULL;
+}
+
+/* Prepares r to authenticate against challenge ch with ra's credentials: Basic sends them as they
+ * are, Bearer a token from the cache or the issuer. Returns 0, or negative errno with strata_err
+ * set (the errors of fetch_tokens_get). */
+static int auth_apply(struct req *r, const struct reg_auth *ra, const struct fetch_challenge *ch)
+{
+	char *value = NULL;
+	int rc;
+
+	auth_reset(r);
+	if (strcmp(ch->scheme, "basic") == 0) {
+		if (!ra->have_creds || !ra->creds.username || ra->creds.identity_token)
+			return strata_err(EACCES, "the host asks for a username and password");
+		r->basic = &ra->creds;
+		return 0;
+	}
+	rc = fetch_tokens_get(ra->tokens, ch, ra->have_creds ? &ra->creds : NULL, &value);
+	if (rc < 0)
+		return rc;
+	if (strncasecmp(value, "Bearer ", 7) != 0) { /* fetch_tokens_get's contract */
+		explicit_bzero(value, strlen(value));
+		free(value);
+		return strata_err(EIO, "%s: unexpected authorization from the token cache", r->what);
+	}
+	r->bearer = strdup(value + 7);
+	explicit_bzero(value, strlen(value));
+	free(value);
+	return r->bearer ? 0 : -ENOMEM;
+}
+
+/* The message of a final 401: which host refused, and with what credentials. rc is the error of
+ * auth_apply() (the token issuer's own message is kept, after the host's), or 0 when the registry
+ * refused a token or credentials. Returns -EACCES, or rc when it is not about access. */
+static int auth_denied(const struct req *r, const struct reg_auth *ra, int rc)
+{
+	char cause[512] = "";
+
+	if (rc < 0 && rc != -EACCES)
+		return rc; /* the issuer could not be asked: its own message */
+	if (rc == -EACCES)
+		snprintf(cause, sizeof(cause), ": %s", strata_errmsg(rc));
+	return strata_err(EACCES, "%s: access denied (HTTP 401 from %s; %s)%s", r->what, r->host,
+			  ra->have_creds ? "credentials from the docker config for this registry" :
+			  "anonymous: no credentials in the docker config for this registry", cause);
+}
+
+/*
+ * request() with registry authentication. A token remembered for this (host, repository) is sent
+ * up front. A 401 with a Bearer or Basic challenge gets a token (or sends the credentials) and the
+ * request is repeated: the first 401 with a token makes its cache forget it and fetch a fresh one
+ * (a token that expired mid-read), a 401 after that, any 403 and an issuer's refusal are final
+ * (-EACCES, naming the host; no secrets in any message). Requests without auth_ref are plain.
+ */
+static int request_auth(struct req *r)
+{
+	const struct reg_auth *ra = NULL;
+	struct fetch_challenge ch = { 0 };
+	int rc, have_ch, rounds = 0;
+
+	if (!r->auth_ref) {
+		rc = request(r);
+		goto out;
+	}
+	have_ch = memo_get(r, &ch);
+	if (have_ch < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (have_ch) {
+		rc = reg_auth_get(r->c, auth_key(r), &ra);
+		if (rc < 0)
+			goto out;
+		rc = auth_apply(r, ra, &ch);
+		rounds = 1; /* a cached token refused: one fresh token, then the answer is final */
+		if (rc < 0) { /* a remembered challenge that does not work now: ask without */
+			strata_debug("%s: cannot authorize up front (%s)", r->what, strata_errmsg(rc));
+			strata_err_clear();
+			auth_reset(r);
+			fetch_challenge_clear(&ch);
+			have_ch = 0;
+			rounds = 0;
+		}
+	}
+	for (;;) {
+		int sent = r->bearer || r->basic;
+
+		rc = request(r);
+		if (rc != -EACCES || r->status != 401 || !r->www_auth)
+			break;
+		if (sent && rounds >= 2) { /* a fresh token refused as well */
+			rc = auth_denied(r, ra, 0);
+			break;
+		}
+		if (sent && r->bearer && have_ch)
+			fetch_tokens_invalidate(ra->tokens, &ch);
+		fetch_challenge_clear(&ch);
+		have_ch = 0;
+		rc = fetch_challenge_parse(r->www_auth, &ch);
+		if (rc < 0) {
+			char msg[256];
+
+			snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
+			rc = strata_err(EACCES, "%s: access denied (HTTP 401 from %s; unusable "
+					"challenge: %s)", r->what, r->host, msg);
+			break;
+		}
+		have_ch = 1;
+		if (!ch.scope && strcmp(ch.scheme, "bearer") == 0 &&
+		    asprintf(&ch.scope, "repository:%s:%s", r->auth_ref->path,
+			     req_is_push(r) ? "pull,push" : "pull") < 0) {
+			ch.scope = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		if (!ra) {
+			rc = reg_auth_get(r->c, auth_key(r), &ra);
+			if (rc < 0)
+				break;
+		}
+		if (sent && strcmp(ch.scheme, "basic") == 0) { /* the credentials were refused */
+			rc = auth_denied(r, ra, 0);
+			break;
+		}
+		rc = auth_apply(r, ra, &ch);
+		if (rc < 0) {
+			rc = auth_denied(r, ra, rc);
+			break;
+		}
+		rc = memo_put(r, &ch);
+		if (rc < 0)
+			break;
+		rounds++;
+		strata_debug("%s: HTTP 401 from %s; retrying with %s", r->what, r->host,
+			     r->bearer ? "a bearer token" : "basic credentials");
+		if (sink_reset(r) < 0) {
+			rc = strata_err(EIO, "%s: cannot rewind the output to retry with credentials",
+					r->what);
+			break;
+		}
+	}
+out:
+	auth_reset(r);
+	fetch_challenge_clear(&ch);
+	free(r->www_auth);
+	r->www_auth = NULL;
+	return rc;
+}
+
 
 /* --- hosts (hosts.toml): which endpoints serve a registry, in order --- */
 
@@ -1246,7 +1627,7 @@ static int request_hosts(struct req *r)
 	size_t n;
 
 	if (!r->ref) {
-		rc = request(r);
+		rc = request_auth(r);
 		return rc == 0 && r->check ? r->check(r) : rc;
 	}
 	if (!cap) {
@@ -1293,7 +1674,7 @@ static int request_hosts(struct req *r)
 			r->transport_err = 1;
 			continue;
 		}
-		rc = request(r);
+		rc = request_auth(r);
 		if (rc == 0 && r->check)
 			rc = r->check(r);
 		if (rc == 0 || !may_fall_back(rc))
@@ -1340,6 +1721,7 @@ static int api_req(struct req *r, struct fetch_client *c, const struct fetch_ref
 	}
 	r->c = c;
 	r->ref = ref;
+	r->auth_ref = ref;
 	r->api_kind = kind;
 	r->api_x = x;
 	r->urlp = url;
@@ -2241,8 +2623,8 @@ out:
 }
 
 /* PUTs the whole blob to an upload location, closing the upload (201). */
-static int upload_put(struct fetch_client *c, const struct upload *up, const char *what,
-		      const char *digest, const void *data, size_t len)
+static int upload_put(struct fetch_client *c, const struct fetch_ref *ref, const struct upload *up,
+		      const char *what, const char *digest, const void *data, size_t len)
 {
 	struct req r = { 0 };
 	int rc;
@@ -2253,6 +2635,7 @@ static int upload_put(struct fetch_client *c, const struct upload *up, const cha
 	r.what = what;
 	r.host = up->host;
 	r.hc = up->hc;
+	r.auth_ref = ref; /* the location is on the registry that started the upload */
 	r.method = M_PUT;
 	r.src = data;
 	r.src_len = len;
@@ -2300,7 +2683,7 @@ int fetch_blob_push(struct fetch_client *c, const struct fetch_ref *ref, const v
 	rc = upload_start(c, ref, what, want, &up);
 	if (rc < 0)
 		goto out;
-	rc = upload_put(c, &up, what, want, data, len);
+	rc = upload_put(c, ref, &up, what, want, data, len);
 out:
 	upload_clear(&up);
 	free(what);

@@ -34,7 +34,19 @@ struct fetch_client;
  * push). Mirrors get "?ns=<registry>". A host that cannot be reached, fails TLS, answers 429 or 5xx
  * after its retries, or sends bytes that do not verify, and a mirror answering 404/401/403, hands
  * the request to the next host; errors name the host tried last. With strict_cache the server is
- * skipped and the error says so. Returns 0 and *out (free with fetch_client_free), or -ENOMEM.
+ * skipped and the error says so.
+ * Authentication (fetch/auth.h): a host answering 401 with a Bearer or Basic WWW-Authenticate
+ * challenge gets credentials from the docker config ($DOCKER_CONFIG/config.json, else
+ * ~/.docker/config.json: credHelpers, credsStore, auths), looked up once per registry host (the
+ * reference's domain for its server, a mirror's own host for a mirror; none or unreadable:
+ * anonymous, the latter logged once), and the request is repeated with a bearer token from the
+ * challenge's issuer (scope "repository:<path>:pull" or ":pull,push" when the challenge names none)
+ * or the Basic credentials. Tokens are cached per registry host; the last challenge of each (host,
+ * repository) is remembered so that later requests send their token up front. A token refused with
+ * 401 is forgotten and a fresh one fetched once; a further 401, a 403 or an issuer's refusal is
+ * -EACCES "<ref>: access denied (HTTP 401 from <host>; ...)". Credentials go through curl's auth
+ * options, so a redirect to another host does not carry them. No secret is ever logged.
+ * Returns 0 and *out (free with fetch_client_free), or -ENOMEM.
  * Thread-safe: one client may serve requests from several threads at once. */
 int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out);
 void fetch_client_free(struct fetch_client *c);
