@@ -33,6 +33,12 @@
 #define BACKOFF_BASE_MS 200L
 #define BACKOFF_MAX_SHIFT 8
 #define RETRY_AFTER_MAX_S 10L
+#define RETRY_AFTER_LIMIT_S 86400L /* a host's "not before" is kept at most this far ahead */
+#define DEFAULT_PER_HOST 8
+#define MAX_THROTTLED 8 /* 429 answers one request waits out, beyond its max_attempts */
+#define DEFAULT_BREAKER_FAILURES 5
+#define DEFAULT_BREAKER_COOLDOWN_MS 10000L
+#define BREAKER_COOLDOWN_MAX_MS 120000L
 #define MAX_REDIRS 10L
 #define BLOB_BUFFER_SIZE (256L << 10)
 /* Idle easy handles kept per client: each keeps its own connection cache, so reusing one reuses its
@@ -75,6 +81,22 @@ struct auth_memo {
 	struct auth_memo *next;
 };
 
+/* What the client knows about one host (by "host[:port]"), shared by every thread: the Retry-After
+ * it asked for, its in-flight requests (a counting semaphore), its circuit breaker and counters.
+ * Listed on first use and kept until the client is freed. */
+struct host_state {
+	char *host;              /* immutable */
+	int inflight;            /* protected by fetch_client.hs_lock */
+	int64_t not_before_ms;   /* CLOCK_MONOTONIC; no request before it; protected by hs_lock */
+	unsigned fails;          /* consecutive failures; protected by hs_lock */
+	int64_t open_until_ms;   /* breaker: 0 closed, else open until then, half-open after it;
+				  * protected by hs_lock */
+	long cooldown_ms;        /* the current open period; protected by hs_lock */
+	int probing;             /* a half-open probe is in flight; protected by hs_lock */
+	_Atomic uint64_t n_requests, n_bytes, n_retries, n_429, n_fallbacks; /* relaxed */
+	struct host_state *next; /* immutable once listed */
+};
+
 /* The host list of one registry domain, loaded on first use and kept until the client is freed. */
 struct reg_hosts {
 	char *domain;
@@ -108,6 +130,14 @@ struct fetch_client {
 	_Atomic uint64_t n_retries;
 	_Atomic uint64_t n_range;
 	_Atomic uint64_t n_fallbacks;
+	long read_timeout_ms;
+	long retry_after_max_ms;
+	int max_per_host;
+	unsigned breaker_failures;
+	long breaker_cooldown_ms;
+	pthread_mutex_t hs_lock;
+	pthread_cond_t hs_cond;   /* signalled when a slot frees up; CLOCK_MONOTONIC */
+	struct host_state *hosts; /* protected by hs_lock (list links); see struct host_state */
 };
 
 enum method { M_GET, M_HEAD, M_POST, M_PUT };
@@ -170,6 +200,10 @@ struct req {
 
 	int sink_err; /* negative errno, strata_err set, when a callback stopped the transfer */
 	int transport_err; /* the last attempt failed below HTTP (connection, TLS, cut transfer) */
+	char retry_after[64]; /* the current response's Retry-After value, or "" */
+	struct host_state *hs; /* the state of r->host, set by request() */
+	int64_t deadline_ms;   /* CLOCK_MONOTONIC end of the whole call, or 0 */
+	long timeout_ms;       /* what the deadline was set from, for messages */
 	char errbuf[CURL_ERROR_SIZE];
 
 	/* Set by api_req(): the request goes to the eligible hosts of ref's registry in turn (see
@@ -318,6 +352,15 @@ void fetch_client_free(struct fetch_client *c)
 		free(m);
 	}
 	pthread_mutex_destroy(&c->auth_lock);
+	while (c->hosts) {
+		struct host_state *hs = c->hosts;
+
+		c->hosts = hs->next;
+		free(hs->host);
+		free(hs);
+	}
+	pthread_cond_destroy(&c->hs_cond);
+	pthread_mutex_destroy(&c->hs_lock);
 	free(c->hosts_dir);
 	free(c->os);
 	free(c->arch);
@@ -346,6 +389,23 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 	pthread_mutex_init(&c->pool_lock, NULL);
 	pthread_mutex_init(&c->hosts_lock, NULL);
 	pthread_mutex_init(&c->auth_lock, NULL);
+	pthread_mutex_init(&c->hs_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&c->hs_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	c->read_timeout_ms = opts->read_timeout_ms > 0 ? opts->read_timeout_ms : 0;
+	c->retry_after_max_ms = 1000L * (opts->retry_after_max_s > 0 ? opts->retry_after_max_s
+								    : RETRY_AFTER_MAX_S);
+	c->max_per_host = opts->max_per_host > 0 ? opts->max_per_host : DEFAULT_PER_HOST;
+	c->breaker_failures = opts->breaker_failures > 0 ? (unsigned)opts->breaker_failures
+							 : DEFAULT_BREAKER_FAILURES;
+	c->breaker_cooldown_ms = opts->breaker_cooldown_ms > 0 ? opts->breaker_cooldown_ms
+							       : DEFAULT_BREAKER_COOLDOWN_MS;
 	c->strict_cache = opts->strict_cache;
 	c->hosts_dir = opts->hosts_dir && *opts->hosts_dir ? strdup(opts->hosts_dir) : NULL;
 	c->os = strdup(opts->platform_os ? opts->platform_os : "linux");
@@ -515,6 +575,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
 		r->location = NULL;
 		free(r->www_auth);
 		r->www_auth = NULL;
+		r->retry_after[0] = '\0';
+	} else if ((v = header_is(line, n, "Retry-After")) != 0) {
+		header_value(r->retry_after, sizeof(r->retry_after), line + v, n - v, 0);
 	} else if ((v = header_is(line, n, "WWW-Authenticate")) != 0) {
 		/* the first challenge header is kept (registries send one) */
 		if (!r->www_auth) {
@@ -971,17 +1034,37 @@ static void registry_error(const struct req *r, char *code, size_t codelen, char
 	json_decref(root);
 }
 
+/* A Retry-After value in seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3), at most
+ * RETRY_AFTER_LIMIT_S; 0 when absent, malformed or in the past. */
+static long parse_retry_after(const char *v)
+{
+	uint64_t secs;
+	char *end;
+	time_t t;
+
+	if (!v[0])
+		return 0;
+	if (parse_u64(v, &end, &secs) == 0 && *end == '\0')
+		return secs > (uint64_t)RETRY_AFTER_LIMIT_S ? RETRY_AFTER_LIMIT_S : (long)secs;
+	t = curl_getdate(v, NULL);
+	if (t == (time_t)-1)
+		return 0;
+	t -= time(NULL);
+	if (t <= 0)
+		return 0;
+	return t > RETRY_AFTER_LIMIT_S ? RETRY_AFTER_LIMIT_S : (long)t;
+}
+
 /* Converts a non-2xx final status to an errno; *retry for 429 and 5xx, with the server's delay. */
 static int http_error(struct req *r, CURL *h, long status, int *retry, long *retry_after_s)
 {
 	char code[64], msg[160];
-	curl_off_t ra = 0;
 
+	(void)h;
 	registry_error(r, code, sizeof(code), msg, sizeof(msg));
 	if (status == 429 || status >= 500) {
 		*retry = 1;
-		if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
-			*retry_after_s = ra > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : (long)ra;
+		*retry_after_s = parse_retry_after(r->retry_after);
 		if (code[0])
 			return strata_err(EIO, "%s: HTTP %ld (%s: %s)", req_url(r), status, code, msg);
 		return strata_err(EIO, "%s: HTTP %ld", req_url(r), status);
@@ -1021,6 +1104,13 @@ static void count_attempt(const struct req *r, CURL *h, int attempt)
 		atomic_fetch_add_explicit(&c->n_retries, 1, memory_order_relaxed);
 	if (r->kind == SINK_BUF)
 		atomic_fetch_add_explicit(&c->n_range, 1, memory_order_relaxed);
+	if (r->hs) {
+		atomic_fetch_add_explicit(&r->hs->n_requests, 1 + (uint64_t)redirects,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->hs->n_bytes, r->rx, memory_order_relaxed);
+		if (attempt > 0)
+			atomic_fetch_add_explicit(&r->hs->n_retries, 1, memory_order_relaxed);
+	}
 }
 
 /* After a 2xx range response: 0 when the range is complete, else -EPIPE, retried unless the response
@@ -1078,11 +1168,10 @@ static int perform_once(struct req *r, CURL *h, int attempt, int *retry, long *r
 	return http_error(r, h, status, retry, retry_after_s);
 }
 
-/* Full-jitter backoff: a random delay in [0, 200 ms * 2^attempt]. */
-static long backoff_ms(int attempt)
+/* A random delay in [0, cap] ms. */
+static long jitter_ms(long cap)
 {
 	static _Thread_local unsigned int seed;
-	long cap = BACKOFF_BASE_MS << (attempt < BACKOFF_MAX_SHIFT ? attempt : BACKOFF_MAX_SHIFT);
 
 	if (seed == 0) {
 		struct timespec ts;
@@ -1093,6 +1182,12 @@ static long backoff_ms(int attempt)
 	return (long)((double)rand_r(&seed) / RAND_MAX * (double)cap);
 }
 
+/* Full-jitter backoff: a random delay in [0, 200 ms * 2^attempt]. */
+static long backoff_ms(int attempt)
+{
+	return jitter_ms(BACKOFF_BASE_MS << (attempt < BACKOFF_MAX_SHIFT ? attempt : BACKOFF_MAX_SHIFT));
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
@@ -1101,15 +1196,203 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* Runs r to completion with retries. Returns 0 with the body in the sink, or negative errno with
- * strata_err set. r->mem and r->errbody stay owned by the caller either way. */
+/* --- per-host state: Retry-After, concurrency, circuit breaker --- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The state of host, listed on first use. Returns it (owned by the client), or NULL without memory. */
+static struct host_state *host_state_get(struct fetch_client *c, const char *host)
+{
+	struct host_state *hs;
+
+	pthread_mutex_lock(&c->hs_lock);
+	for (hs = c->hosts; hs; hs = hs->next)
+		if (strcmp(hs->host, host) == 0)
+			goto out;
+	hs = calloc(1, sizeof(*hs));
+	if (hs && !(hs->host = strdup(host))) {
+		free(hs);
+		hs = NULL;
+	}
+	if (hs) {
+		struct host_state **tail = &c->hosts;
+
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = hs;
+	}
+out:
+	pthread_mutex_unlock(&c->hs_lock);
+	return hs;
+}
+
+/* "cannot try" error for an open circuit. Caller holds hs_lock. */
+static int breaker_err(const struct host_state *hs, int64_t now)
+{
+	int64_t left = hs->open_until_ms > now ? hs->open_until_ms - now : 0;
+
+	return strata_err(EHOSTUNREACH, "%s: circuit open after %u failures, retrying after %llds",
+			  hs->host, hs->fails, (long long)((left + 999) / 1000));
+}
+
+/* The error for a call whose deadline passed, with the failure that used up the time (rc, may be 0). */
+static int deadline_err(const struct req *r, int rc)
+{
+	char last[512] = "";
+
+	if (rc < 0)
+		snprintf(last, sizeof(last), " (last error: %s)", strata_errmsg(rc));
+	return strata_err(ETIMEDOUT, "%s: read timeout of %lds expired%s", r->what,
+			  (r->timeout_ms + 999) / 1000, last);
+}
+
+/*
+ * Admits one attempt of r to its host: fails fast while the host's circuit is open (during the
+ * half-open period one request, *probe set, goes through), then waits for a free slot of the host's
+ * semaphore and for the host's Retry-After to pass. A wait longer than the client's Retry-After
+ * bound, or past r's deadline, fails instead (the host is not asked early). Returns 0 holding a
+ * slot (give it back with slot_release()), or negative errno with strata_err set.
+ */
+static int slot_acquire(struct req *r, int *probe, int prev_rc)
+{
+	struct fetch_client *c = r->c;
+	struct host_state *hs = r->hs;
+	int rc = 0;
+
+	*probe = 0;
+	pthread_mutex_lock(&c->hs_lock);
+	for (;;) {
+		int64_t now = now_ms(), until;
+		struct timespec ts;
+
+		if (hs->open_until_ms) {
+			if (now < hs->open_until_ms || hs->probing) {
+				rc = breaker_err(hs, now);
+				break;
+			}
+		}
+		if (r->deadline_ms && now >= r->deadline_ms) {
+			rc = deadline_err(r, prev_rc);
+			break;
+		}
+		if (hs->not_before_ms > now) {
+			if (hs->not_before_ms - now > c->retry_after_max_ms * 5 / 4) { /* + jitter */
+				rc = strata_err(EAGAIN, "%s: rate limited, retry after %llds (more than "
+						"the %lds wait bound)", hs->host,
+						(long long)((hs->not_before_ms - now + 999) / 1000),
+						c->retry_after_max_ms / 1000);
+				break;
+			}
+			if (r->deadline_ms && hs->not_before_ms > r->deadline_ms) {
+				rc = deadline_err(r, prev_rc);
+				break;
+			}
+			until = hs->not_before_ms;
+		} else if (hs->inflight >= c->max_per_host) {
+			until = now + 1000;
+			if (r->deadline_ms && until > r->deadline_ms)
+				until = r->deadline_ms;
+		} else {
+			hs->inflight++;
+			if (hs->open_until_ms) {
+				hs->probing = 1;
+				*probe = 1;
+			}
+			break;
+		}
+		ts.tv_sec = until / 1000;
+		ts.tv_nsec = (until % 1000) * 1000000L;
+		pthread_cond_timedwait(&c->hs_cond, &c->hs_lock, &ts);
+	}
+	pthread_mutex_unlock(&c->hs_lock);
+	return rc;
+}
+
+enum outcome { O_OK, O_FAIL, O_NEUTRAL };
+
+/* Gives back the slot of slot_acquire() and feeds the attempt's outcome to the host's breaker:
+ * O_OK (an HTTP answer that is not 429 or 5xx) closes it; O_FAIL (connection error, timeout, 5xx)
+ * counts towards opening it, and a failed probe opens it again for twice as long; O_NEUTRAL (429,
+ * local errors) only ends a probe. retry_after_s > 0 moves the host's "not before" time. */
+static void slot_release(struct req *r, int probe, enum outcome o, long retry_after_s)
+{
+	struct fetch_client *c = r->c;
+	struct host_state *hs = r->hs;
+	int64_t now = now_ms();
+	int opened = 0;
+
+	pthread_mutex_lock(&c->hs_lock);
+	assert(hs->inflight > 0);
+	hs->inflight--;
+	if (retry_after_s > 0) {
+		/* never before Retry-After; a little after it, at random, so that the clients a
+		 * host throttled at once do not all come back at once */
+		int64_t nb = now + retry_after_s * 1000 + jitter_ms(retry_after_s * 250);
+
+		if (nb > hs->not_before_ms)
+			hs->not_before_ms = nb;
+	}
+	if (probe)
+		hs->probing = 0;
+	if (o == O_OK) {
+		if (hs->open_until_ms)
+			strata_log(LOG_NOTICE, "%s: circuit closed (probe succeeded)", hs->host);
+		hs->fails = 0;
+		hs->open_until_ms = 0;
+		hs->cooldown_ms = 0;
+	} else if (o == O_FAIL) {
+		hs->fails++;
+		if (probe) {
+			hs->cooldown_ms = hs->cooldown_ms * 2 > BREAKER_COOLDOWN_MAX_MS
+						  ? BREAKER_COOLDOWN_MAX_MS : hs->cooldown_ms * 2;
+			hs->open_until_ms = now + hs->cooldown_ms;
+			opened = 1;
+		} else if (!hs->open_until_ms && hs->fails >= c->breaker_failures) {
+			hs->cooldown_ms = c->breaker_cooldown_ms;
+			hs->open_until_ms = now + hs->cooldown_ms;
+			opened = 1;
+		}
+	}
+	if (opened)
+		strata_log(LOG_WARNING, "%s: circuit open after %u failures, retrying after %lds",
+			   hs->host, hs->fails, (hs->cooldown_ms + 999) / 1000);
+	pthread_cond_broadcast(&c->hs_cond);
+	pthread_mutex_unlock(&c->hs_lock);
+}
+
+/* How an attempt's result counts for the breaker. */
+static enum outcome attempt_outcome(const struct req *r, int rc)
+{
+	if (rc == 0)
+		return O_OK;
+	if (r->transport_err)
+		return O_FAIL;
+	if (r->status >= 500)
+		return O_FAIL;
+	if (r->status == 429 || r->status == 0)
+		return O_NEUTRAL;
+	return O_OK; /* 4xx, short range: the host answered */
+}
+
+/* Runs r to completion with retries, each attempt admitted by slot_acquire(). Returns 0 with the
+ * body in the sink, or negative errno with strata_err set. r->mem and r->errbody stay owned by the
+ * caller either way. */
 static int request(struct req *r)
 {
 	struct curl_slist *headers = NULL;
 	CURL *h;
-	int rc, retry;
+	int rc, retry, probe = 0, throttled = 0;
 	long retry_after_s, delay;
 
+	r->hs = r->host ? host_state_get(r->c, r->host) : NULL;
+	if (r->host && !r->hs)
+		return -ENOMEM;
 	h = handle_get(r->c);
 	if (!h)
 		return strata_err(ENOMEM, "%s: cannot create a curl handle", req_url(r));
@@ -1129,10 +1412,48 @@ static int request(struct req *r)
 				break; /* keep the transfer's error, it says more */
 			}
 		}
+		if (r->hs) {
+			int arc = slot_acquire(r, &probe, attempt > 0 ? rc : 0);
+
+			if (arc < 0) {
+				rc = arc;
+				break;
+			}
+		}
+		if (r->deadline_ms) {
+			int64_t left = r->deadline_ms - now_ms();
+
+			curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(left > 1 ? left : 1));
+		}
+		r->retry_after[0] = '\0';
 		rc = perform_once(r, h, attempt, &retry, &retry_after_s);
-		if (rc == 0 || !retry || attempt + 1 >= r->c->max_attempts)
+		if (r->status == 429 && rc < 0)
+			throttled++;
+		if (r->hs) {
+			if (r->status == 429)
+				atomic_fetch_add_explicit(&r->hs->n_429, 1, memory_order_relaxed);
+			slot_release(r, probe, attempt_outcome(r, rc), retry_after_s);
+		}
+		/* a 429 is the host pacing its clients, not a failure: it does not use up an attempt
+		 * (up to MAX_THROTTLED of them) */
+		if (rc == 0 || !retry || attempt + 1 - throttled >= r->c->max_attempts ||
+		    throttled > MAX_THROTTLED)
 			break;
-		delay = retry_after_s > 0 ? retry_after_s * 1000 : backoff_ms(attempt);
+		/* a Retry-After is waited for in slot_acquire(), for every request to the host */
+		delay = retry_after_s > 0 && r->hs ? 0 : backoff_ms(attempt);
+		if (retry_after_s > 0 && !r->hs)
+			delay = retry_after_s * 1000 > r->c->retry_after_max_ms
+					? r->c->retry_after_max_ms : retry_after_s * 1000;
+		if (r->deadline_ms) {
+			int64_t left = r->deadline_ms - now_ms();
+
+			if (left <= 0) {
+				rc = deadline_err(r, rc);
+				break;
+			}
+			if (delay > left)
+				delay = (long)left;
+		}
 		strata_debug("%s: attempt %d failed (%s); retrying in %ld ms", req_url(r), attempt + 1,
 			     strata_errmsg(rc), delay);
 		sleep_ms(delay);
@@ -1654,8 +1975,13 @@ static int request_hosts(struct req *r)
 			continue;
 		}
 		if (tried) {
-			int rrc = sink_reset(r);
+			int rrc;
 
+			if (r->deadline_ms && now_ms() >= r->deadline_ms) {
+				rc = deadline_err(r, rc);
+				break;
+			}
+			rrc = sink_reset(r);
 			if (rrc < 0)
 				break; /* cannot rewind the output: keep the last host's error */
 			/* bytes that do not verify are worth a warning; a mirror that is down or
@@ -1663,6 +1989,8 @@ static int request_hosts(struct req *r)
 			strata_log(rc == -EBADMSG ? LOG_WARNING : LOG_NOTICE, "%s: %s failed (%s); "
 				   "trying %s", r->what, r->host, strata_errmsg(rc), hc->host->host);
 			atomic_fetch_add_explicit(&c->n_fallbacks, 1, memory_order_relaxed);
+			if (r->hs)
+				atomic_fetch_add_explicit(&r->hs->n_fallbacks, 1, memory_order_relaxed);
 		}
 		rc = host_url(r, hc);
 		if (rc < 0)
@@ -2335,6 +2663,10 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 	if (rc < 0)
 		goto out;
 	r.kind = SINK_BUF;
+	if (c->read_timeout_ms > 0) {
+		r.timeout_ms = c->read_timeout_ms;
+		r.deadline_ms = now_ms() + c->read_timeout_ms;
+	}
 	r.buf = buf;
 	r.range_off = off;
 	r.range_len = len;
@@ -2368,6 +2700,32 @@ void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out)
 	out->retries = atomic_load_explicit(&c->n_retries, memory_order_relaxed);
 	out->range_requests = atomic_load_explicit(&c->n_range, memory_order_relaxed);
 	out->fallbacks = atomic_load_explicit(&c->n_fallbacks, memory_order_relaxed);
+}
+
+void fetch_client_hosts(struct fetch_client *c,
+			void (*fn)(void *ctx, const struct fetch_host_stats *s), void *ctx)
+{
+	int64_t now = now_ms();
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->hs_lock);
+	for (const struct host_state *hs = c->hosts; hs; hs = hs->next) {
+		struct fetch_host_stats st = {
+			.host = hs->host,
+			.requests = atomic_load_explicit(&hs->n_requests, memory_order_relaxed),
+			.bytes = atomic_load_explicit(&hs->n_bytes, memory_order_relaxed),
+			.retries = atomic_load_explicit(&hs->n_retries, memory_order_relaxed),
+			.throttled = atomic_load_explicit(&hs->n_429, memory_order_relaxed),
+			.fallbacks = atomic_load_explicit(&hs->n_fallbacks, memory_order_relaxed),
+			.breaker = !hs->open_until_ms ? "closed"
+				   : now < hs->open_until_ms ? "open" : "half-open",
+			.failures = hs->fails,
+		};
+
+		fn(ctx, &st);
+	}
+	pthread_mutex_unlock(&c->hs_lock);
 }
 
 /* --- generic manifest GET, pushes, referrers --- */

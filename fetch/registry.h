@@ -23,6 +23,15 @@ struct fetch_opts {
 	const char *hosts_dir;     /* containerd certs.d layout (hosts.toml per registry); NULL or
 				    * "": each registry alone, with the defaults of fetch_hosts_load */
 	int strict_cache;          /* never contact a registry's upstream `server`: mirrors only */
+	long read_timeout_ms;      /* overall deadline of one fetch_blob_range[_verify] call, across
+				    * hosts, retries and waits (curl's timeout is capped by what is
+				    * left); past it the call fails with -ETIMEDOUT. 0 = none */
+	long retry_after_max_s;    /* longest wait for a host's Retry-After; a longer one fails the
+				    * request on that host instead of sending early. 0 = 10 s */
+	int max_per_host;          /* in-flight requests per host, all threads; 0 = 8 */
+	int breaker_failures;      /* consecutive failures (connect errors, timeouts, 5xx) that open a
+				    * host's circuit; 0 = 5 */
+	long breaker_cooldown_ms;  /* first open period, doubling up to 2 min; 0 = 10 s */
 };
 
 struct fetch_client;
@@ -138,6 +147,26 @@ struct fetch_counters {
 };
 
 void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out);
+
+/* One host's share of the counters, and its circuit breaker ("closed", "open", "half-open"). */
+struct fetch_host_stats {
+	const char *host;    /* "host[:port]" as in hosts.toml or the reference (no credentials) */
+	uint64_t requests;   /* attempts sent to it (redirects followed count too) */
+	uint64_t bytes;
+	uint64_t retries;
+	uint64_t throttled;  /* HTTP 429 answers */
+	uint64_t fallbacks;  /* requests handed from it to the next host */
+	const char *breaker; /* static string */
+	unsigned failures;   /* consecutive failures now */
+};
+
+/*
+ * Calls fn once per host the client has sent (or tried to send) a request to, in first-use order.
+ * s and its strings are valid during the call only. fn runs under the client's host lock: it must
+ * not call into the client. Thread-safe. c NULL: no call.
+ */
+void fetch_client_hosts(struct fetch_client *c,
+			void (*fn)(void *ctx, const struct fetch_host_stats *s), void *ctx);
 
 /*
  * GETs the manifest at ref (its digest if pinned, else its tag) with an Accept header of `accept`

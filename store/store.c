@@ -348,6 +348,119 @@ out:
 	return rc;
 }
 
+int store_chunk_del(struct store *s, const uint8_t (*digests)[32], size_t n)
+{
+	rocksdb_writebatch_t *wb;
+	char *err = NULL;
+
+	if (n == 0)
+		return 0;
+	wb = rocksdb_writebatch_create();
+	for (size_t i = 0; i < n; i++)
+		rocksdb_writebatch_delete_cf(wb, s->cf[CF_CHUNKS], (const char *)digests[i], 32);
+	rocksdb_write(s->db, s->wo, wb, &err);
+	rocksdb_writebatch_destroy(wb);
+	return err ? db_error(err, "chunk delete") : 0;
+}
+
+/* Verifies one stored chunk value against its key, using *buf (grown as needed) for the
+ * decompressed bytes. Returns 0, -EBADMSG or -ENOMEM. */
+static int verify_chunk(const uint8_t digest[32], const char *val, size_t vlen, void **buf,
+			size_t *cap)
+{
+	uint8_t check[32];
+	unsigned long long n;
+	size_t got;
+
+	if (vlen < 1)
+		return -EBADMSG;
+	if (val[0] == CODEC_RAW) {
+		util_sha256(val + 1, vlen - 1, check);
+		return memcmp(check, digest, 32) == 0 ? 0 : -EBADMSG;
+	}
+	if (val[0] != CODEC_ZSTD)
+		return -EBADMSG;
+	n = ZSTD_getFrameContentSize(val + 1, vlen - 1);
+	if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN || n > (1ull << 30))
+		return -EBADMSG;
+	if (n > *cap || !*buf) {
+		void *nb = realloc(*buf, n ? (size_t)n : 1);
+
+		if (!nb)
+			return -ENOMEM;
+		*buf = nb;
+		*cap = n ? (size_t)n : 1;
+	}
+	got = ZSTD_decompress(*buf, *cap, val + 1, vlen - 1);
+	if (ZSTD_isError(got) || got != n)
+		return -EBADMSG;
+	util_sha256(*buf, got, check);
+	return memcmp(check, digest, 32) == 0 ? 0 : -EBADMSG;
+}
+
+int store_chunk_scan(struct store *s, int verify,
+		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len, int verified),
+		     void *ctx)
+{
+	const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(s->db);
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	rocksdb_iterator_t *it;
+	void *buf = NULL;
+	size_t cap = 0;
+	char *err = NULL;
+	int rc = 0;
+
+	rocksdb_readoptions_set_snapshot(ro, snap);
+	rocksdb_readoptions_set_fill_cache(ro, 0);
+	it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_CHUNKS]);
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		uint8_t digest[32] = { 0 };
+		int ok;
+
+		memcpy(digest, k, kl < 32 ? kl : 32);
+		ok = kl != 32 ? -EBADMSG : verify ? verify_chunk(digest, v, vl, &buf, &cap) : 0;
+		if (ok == -ENOMEM) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = fn(ctx, digest, vl, ok);
+		if (rc)
+			break;
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+	rocksdb_release_snapshot(s->db, snap);
+	free(buf);
+	if (err)
+		return db_error(err, "chunk scan");
+	return rc;
+}
+
+int store_chunk_compact(struct store *s)
+{
+	static const char *const key[] = { "blob_garbage_collection_age_cutoff" };
+	static const char *const full[] = { "1.0" }, *const dflt[] = { "0.25" };
+	char *err = NULL;
+
+	/* Relocate every blob file's live values during this compaction, not just the oldest
+	 * quarter, so the space of deleted chunks is returned now. */
+	rocksdb_set_options_cf(s->db, s->cf[CF_CHUNKS], 1, key, full, &err);
+	if (err) {
+		strata_log(LOG_WARNING, "store: cannot widen blob GC for compaction: %s", err);
+		rocksdb_free(err);
+		err = NULL;
+	}
+	rocksdb_compact_range_cf(s->db, s->cf[CF_CHUNKS], NULL, 0, NULL, 0);
+	rocksdb_set_options_cf(s->db, s->cf[CF_CHUNKS], 1, key, dflt, &err);
+	if (err)
+		return db_error(err, "restore blob GC options");
+	return 0;
+}
+
 /* ---------------------------------------------------------------- layers */
 
 /* Layer record: u32 LE length of the JSON header, the JSON header, then the encoded index. */
@@ -539,12 +652,20 @@ int store_layer_del(struct store *s, const char *digest)
 
 	if (rc == -ENOENT)
 		return 0;
-	if (rc < 0)
+	if (rc < 0 && rc != -EBADMSG)
 		return rc;
 	wb = rocksdb_writebatch_create();
 	rocksdb_writebatch_delete_cf(wb, s->cf[CF_LAYERS], digest, strlen(digest));
-	seq_key(info.seq, key);
-	rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], key, sizeof(key));
+	if (rc == 0) {
+		char other[STORE_DIGEST_LEN];
+
+		/* Only drop the seq entry when it points back at this layer. */
+		if (store_layer_by_seq(s, info.seq, other) == 0 && strcmp(other, digest) == 0) {
+			seq_key(info.seq, key);
+			rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], key, sizeof(key));
+		}
+	}
+	strata_err_clear();
 	rocksdb_write(s->db, s->wo_sync, wb, &err);
 	rocksdb_writebatch_destroy(wb);
 	return err ? db_error(err, "layer delete") : 0;
@@ -598,6 +719,32 @@ int store_layer_list(struct store *s, int (*fn)(void *ctx, const struct store_la
 	struct layer_iter li = { fn, ctx };
 
 	return iterate(s, CF_LAYERS, layer_iter_cb, &li);
+}
+
+struct key_iter {
+	int (*fn)(void *ctx, const char *key);
+	void *ctx;
+};
+
+static int key_iter_cb(void *ctx, const char *k, size_t kl, const char *v, size_t vl)
+{
+	struct key_iter *ki = ctx;
+	char *key = strndup(k, kl);
+	int rc = -ENOMEM;
+
+	(void)v;
+	(void)vl;
+	if (key)
+		rc = ki->fn(ki->ctx, key);
+	free(key);
+	return rc;
+}
+
+int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), void *ctx)
+{
+	struct key_iter ki = { fn, ctx };
+
+	return iterate(s, CF_LAYERS, key_iter_cb, &ki);
 }
 
 /* ---------------------------------------------------------------- images */

@@ -46,6 +46,25 @@ ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, si
 /* 1 when present, 0 when not, negative errno on error. */
 int store_chunk_has(struct store *s, const uint8_t digest[32]);
 
+/* Deletes n chunks (absent ones are fine) in one write batch. A deleted chunk that is still
+ * referenced is fetched again when read. digests is borrowed. Thread-safe. Returns 0 or negative
+ * errno. */
+int store_chunk_del(struct store *s, const uint8_t (*digests)[32], size_t n);
+
+/* Calls fn for every stored chunk in digest order with its stored (encoded) size and, when verify
+ * is set, the result of verifying it (otherwise 0): 0 when its bytes decode and hash to its key,
+ * -EBADMSG when they do not (also for a key that is not 32 bytes long, even without verify: digest
+ * then holds its first bytes, zero-padded). A bad chunk never stops the scan. digest is borrowed
+ * for the call. Stops early when fn returns non-zero and returns that; returns 0 when all were
+ * visited, or negative errno (-ENOMEM, -EIO). Reads a consistent snapshot; thread-safe. */
+int store_chunk_scan(struct store *s, int verify,
+		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len, int verified),
+		     void *ctx);
+
+/* Compacts the chunks column family (and garbage-collects its blob files) so deleted chunks give
+ * their space back. Blocks until done; thread-safe. Returns 0 or negative errno. */
+int store_chunk_compact(struct store *s);
+
 /* ---- layers */
 
 struct store_layer {
@@ -76,7 +95,13 @@ int store_layer_by_seq(struct store *s, uint32_t seq, char digest[STORE_DIGEST_L
  * Returns 0 when all were visited, or negative errno. */
 int store_layer_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l), void *ctx);
 
-/* Deletes a layer record (not its chunks). Returns 0 or negative errno. */
+/* Calls fn for the key of every layer record, also records that do not parse (store_layer_get
+ * then returns -EBADMSG for them). key is borrowed for the call. Stops early as store_layer_list
+ * does. Returns 0 when all were visited, or negative errno. */
+int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), void *ctx);
+
+/* Deletes a layer record (not its chunks) and its seq entry; a record that does not parse is
+ * deleted without one. Returns 0 (also when absent) or negative errno. */
 int store_layer_del(struct store *s, const char *digest);
 
 /* ---- images: normalized reference -> JSON record (the caller defines the JSON) */

@@ -97,7 +97,7 @@ static const struct {
 	{ "index", cmd_index, 0 },
 	{ "ls", cmd_ls, 0 },
 	{ "stats", cmd_stats, 0 },
-	{ "rm", cmd_rm, 0 },
+	{ "rm", cmd_rm, 0 }, { "fsck", cmd_fsck, 0 }, { "gc", cmd_gc, 0 },
 	{ "mount", cmd_mount, 1 },
 	{ "umount", cmd_umount, 1 },
 };
@@ -220,6 +220,27 @@ static int stats_layer_cb(void *ctx, const struct store_layer *sl)
 	return 0;
 }
 
+/* fetch_client_hosts() callbacks of cmd_stats: one JSON object per host, or one table line. */
+static void host_json_cb(void *ctx, const struct fetch_host_stats *h)
+{
+	json_object_set_new(ctx, h->host,
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "requests",
+				      (json_int_t)h->requests, "bytes", (json_int_t)h->bytes,
+				      "retries", (json_int_t)h->retries, "http_429",
+				      (json_int_t)h->throttled, "fallbacks", (json_int_t)h->fallbacks,
+				      "breaker", h->breaker, "failures", (json_int_t)h->failures));
+}
+
+static void host_line_cb(void *ctx, const struct fetch_host_stats *h)
+{
+	char b[32];
+
+	fprintf(ctx, "  %-28s %9llu %10s %7llu %5llu %9llu  %s\n", h->host,
+		(unsigned long long)h->requests, cli_bytes(h->bytes, b, sizeof(b)),
+		(unsigned long long)h->retries, (unsigned long long)h->throttled,
+		(unsigned long long)h->fallbacks, h->breaker);
+}
+
 static int count_cb(void *ctx, const char *ref, const char *json)
 {
 	(void)ref;
@@ -261,6 +282,11 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 				      (json_int_t)fcnt.requests, "range_requests",
 				      (json_int_t)fcnt.range_requests, "bytes", (json_int_t)fcnt.bytes,
 				      "retries", (json_int_t)fcnt.retries);
+		json_t *hosts = json_object();
+
+		if (c->fetch)
+			fetch_client_hosts(c->fetch, host_json_cb, hosts);
+		json_object_set_new(o, "hosts", hosts);
 		char *txt = json_dumps(o, JSON_COMPACT);
 
 		fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -282,6 +308,11 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 		fprintf(c->out, "read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
 			cli_bytes(fcnt.bytes, b1, sizeof(b1)), (unsigned long long)fcnt.requests,
 			(unsigned long long)fcnt.range_requests, (unsigned long long)fcnt.retries);
+	if (c->fetch) {
+		fprintf(c->out, "  %-28s %9s %10s %7s %5s %9s  %s\n", "host", "requests", "bytes",
+			"retries", "429s", "fallbacks", "breaker");
+		fetch_client_hosts(c->fetch, host_line_cb, c->out);
+	}
 	return 0;
 }
 

@@ -490,7 +490,12 @@ static void detach_stdio(const char *store)
 	}
 }
 
-static int run_daemon(struct cli *c, const char *mnt, int debug, int background, int status_fd)
+#define DEFAULT_READ_TIMEOUT_S 30L
+
+/* Serves the store on mnt until unmounted. read_timeout_s bounds each fetch of a FUSE read (across
+ * hosts, retries and Retry-After waits); past it the read fails with EIO. */
+static int run_daemon(struct cli *c, const char *mnt, int debug, int background, int status_fd,
+		      long read_timeout_s)
 {
 	struct store *store = NULL;
 	struct fetch_client *fc = NULL;
@@ -509,6 +514,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	fopts.platform_arch = fetch_host_arch();
 	fopts.hosts_dir = c->hosts_dir;
 	fopts.strict_cache = c->strict_cache;
+	fopts.read_timeout_ms = read_timeout_s * 1000;
 	rc = fetch_client_new(&fopts, &fc);
 	if (rc < 0)
 		goto fail;
@@ -562,6 +568,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 {
 	const char *mnt = NULL;
 	int foreground = 0, debug = 0, background = 0;
+	long read_timeout_s = DEFAULT_READ_TIMEOUT_S;
 	int pfd[2];
 	pid_t pid;
 	char msg[2048];
@@ -575,7 +582,16 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			debug = foreground = 1;
 		else if (strcmp(argv[i], "--background") == 0)
 			background = 1;
-		else if (argv[i][0] == '-')
+		else if (strcmp(argv[i], "--read-timeout") == 0 ||
+			 strncmp(argv[i], "--read-timeout=", 15) == 0) {
+			const char *v = argv[i][14] == '=' ? argv[i] + 15 : i + 1 < argc ? argv[++i] : "";
+			char *end;
+
+			errno = 0;
+			read_timeout_s = strtol(v, &end, 10);
+			if (!*v || *end || errno || read_timeout_s <= 0 || read_timeout_s > 86400)
+				return cli_usage(c, "--read-timeout needs a number of seconds (1-86400)");
+		} else if (argv[i][0] == '-')
 			return cli_usage(c, "unknown option %s", argv[i]);
 		else if (mnt)
 			return cli_usage(c, "mount takes one mountpoint");
@@ -585,7 +601,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 	if (!mnt)
 		return cli_usage(c, "mount needs a mountpoint");
 	if (foreground)
-		return run_daemon(c, mnt, debug, background, -1);
+		return run_daemon(c, mnt, debug, background, -1, read_timeout_s);
 
 	/* Fork before the store opens: RocksDB's threads do not survive fork. */
 	if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -599,7 +615,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 		setsid();
 		if (fork() > 0)
 			_exit(0);
-		_exit(run_daemon(c, mnt, 0, background, pfd[1]));
+		_exit(run_daemon(c, mnt, 0, background, pfd[1], read_timeout_s));
 	}
 	close(pfd[1]);
 	waitpid(pid, &status, 0);
