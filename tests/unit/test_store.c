@@ -200,6 +200,142 @@ static void test_format_version(void **state)
 	assert_non_null(strstr(strata_errmsg(EPROTO), "supports version 1"));
 }
 
+/* Writes key -> val into column family cfi (1 chunks, 2 layers) of the closed store directly. */
+static void raw_put(int cfi, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	const char *names[] = { "default", "chunks", "layers", "images", "meta" };
+	rocksdb_options_t *o = rocksdb_options_create();
+	const rocksdb_options_t *cfo[5] = { o, o, o, o, o };
+	rocksdb_column_family_handle_t *cf[5];
+	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+	char path[300], *err = NULL;
+	rocksdb_t *db;
+
+	snprintf(path, sizeof(path), "%s/db", dir);
+	db = rocksdb_open_column_families(o, path, 5, names, cfo, cf, &err);
+	assert_null(err);
+	rocksdb_put_cf(db, wo, cf[cfi], key, klen, val, vlen, &err);
+	assert_null(err);
+	for (int i = 0; i < 5; i++)
+		rocksdb_column_family_handle_destroy(cf[i]);
+	rocksdb_close(db);
+	rocksdb_writeoptions_destroy(wo);
+	rocksdb_options_destroy(o);
+}
+
+struct scan_seen {
+	int n, bad, bad_is_d3, bad_is_d4;
+	size_t bytes;
+	uint8_t d3[32], d4[32];
+};
+
+static int scan_cb(void *ctx, const uint8_t digest[32], size_t stored_len, int verified)
+{
+	struct scan_seen *ss = ctx;
+
+	ss->n++;
+	ss->bytes += stored_len;
+	assert_true(verified == 0 || verified == -EBADMSG);
+	if (verified < 0) {
+		ss->bad++;
+		ss->bad_is_d3 += memcmp(digest, ss->d3, 32) == 0;
+		ss->bad_is_d4 += memcmp(digest, ss->d4, 32) == 0;
+	}
+	return 0;
+}
+
+static int stop_cb(void *ctx, const uint8_t digest[32], size_t stored_len, int verified)
+{
+	(void)digest;
+	(void)stored_len;
+	(void)verified;
+	return ++*(int *)ctx == 2 ? 42 : 0;
+}
+
+static int key_cb(void *ctx, const char *key)
+{
+	if (strcmp(key, "sha256:bad") == 0)
+		++*(int *)ctx;
+	return 0;
+}
+
+static void test_chunk_scan_del(void **state)
+{
+	struct store *s;
+	struct scan_seen ss = { 0 };
+	uint8_t d1[32], d2[32], dels[2][32], buf[8192];
+	char text[5000], noise[3000], wrong[600];
+	uint8_t zbad[64];
+	int n = 0;
+
+	(void)state;
+	memset(text, 'q', sizeof(text));
+	for (size_t i = 0; i < sizeof(noise); i++)
+		noise[i] = (char)(rand() & 0xff);
+	memset(wrong, 'w', sizeof(wrong));
+	util_sha256(text, sizeof(text), d1);
+	util_sha256(noise, sizeof(noise), d2);
+	util_sha256("three", 5, ss.d3);
+	util_sha256("four", 4, ss.d4);
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
+	assert_int_equal(ss.n, 0);
+	assert_int_equal(store_chunk_put(s, d1, text, sizeof(text)), 1); /* zstd */
+	assert_int_equal(store_chunk_put(s, d2, noise, sizeof(noise)), 1); /* raw */
+	store_close(s);
+
+	/* d3: raw codec with bytes of another content; d4: zstd codec with garbage. */
+	wrong[0] = 0;
+	raw_put(1, ss.d3, 32, wrong, sizeof(wrong));
+	memset(zbad, 0xab, sizeof(zbad));
+	zbad[0] = 1;
+	raw_put(1, ss.d4, 32, zbad, sizeof(zbad));
+	raw_put(2, "sha256:bad", 10, "\xff\xff", 2);
+
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
+	assert_int_equal(ss.n, 4);              /* a bad chunk does not stop the scan */
+	assert_int_equal(ss.bad, 2);
+	assert_int_equal(ss.bad_is_d3, 1);
+	assert_int_equal(ss.bad_is_d4, 1);
+	assert_true(ss.bytes > sizeof(noise));
+	assert_int_equal(store_chunk_get(s, ss.d3, buf, sizeof(buf)), -EBADMSG);
+
+	memset(&ss.n, 0, sizeof(int) * 4);
+	assert_int_equal(store_chunk_scan(s, 0, scan_cb, &ss), 0); /* no verification */
+	assert_int_equal(ss.n, 4);
+	assert_int_equal(ss.bad, 0);
+	assert_int_equal(store_chunk_scan(s, 1, stop_cb, &n), 42);
+	assert_int_equal(n, 2);
+
+	memcpy(dels[0], ss.d3, 32);
+	memcpy(dels[1], ss.d4, 32);
+	assert_int_equal(store_chunk_del(s, dels, 2), 0);
+	assert_int_equal(store_chunk_del(s, dels, 2), 0); /* absent is fine */
+	assert_int_equal(store_chunk_del(s, dels, 0), 0);
+	assert_int_equal(store_chunk_has(s, ss.d3), 0);
+	assert_int_equal(store_chunk_compact(s), 0);
+	memset(&ss.n, 0, sizeof(int) * 4);
+	ss.bytes = 0;
+	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
+	assert_int_equal(ss.n, 2);
+	assert_int_equal(ss.bad, 0);
+	assert_int_equal(store_chunk_get(s, d1, buf, sizeof(buf)), sizeof(text));
+	assert_int_equal(store_chunk_get(s, d2, buf, sizeof(buf)), sizeof(noise));
+
+	/* A layer record that does not parse is listed by key, and can be deleted. */
+	n = 0;
+	assert_int_equal(store_layer_keys(s, key_cb, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_layer_get(s, "sha256:bad", NULL, NULL, NULL), -EBADMSG);
+	assert_int_equal(store_layer_del(s, "sha256:bad"), 0);
+	assert_int_equal(store_layer_get(s, "sha256:bad", NULL, NULL, NULL), -ENOENT);
+	n = 0;
+	assert_int_equal(store_layer_keys(s, key_cb, &n), 0);
+	assert_int_equal(n, 0);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -207,6 +343,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_layers_images, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_scan_del, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
