@@ -23,7 +23,7 @@ static const char usage_text[] =
 	"  index [--push] [--chunk-size N] REF...\n"
 	"                                 build the layer indexes here; --push stores them in the\n"
 	"                                 registry as an artifact tagged sha256-<manifest hex>.strata\n"
-	"  mount [-f] [--debug] [--background] MNT\n"
+	"  mount [-f] [--debug] [--background] [--read-timeout S] MNT\n"
 	"                                 serve MNT/layers/sha256:<hex>/ for every layer in the store;\n"
 	"                                 --background fetches every missing chunk at low priority\n"
 	"  umount MNT                     unmount and wait for the daemon to exit\n"
