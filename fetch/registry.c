@@ -202,6 +202,8 @@ struct req {
 	int transport_err; /* the last attempt failed below HTTP (connection, TLS, cut transfer) */
 	char retry_after[64]; /* the current response's Retry-After value, or "" */
 	struct host_state *hs; /* the state of r->host, set by request() */
+	int last_endpoint;     /* no later hosts.toml endpoint could take r: an open breaker must
+				  not fail it fast (set by request_hosts()) */
 	int64_t deadline_ms;   /* CLOCK_MONOTONIC end of the whole call, or 0 */
 	long timeout_ms;       /* what the deadline was set from, for messages */
 	char errbuf[CURL_ERROR_SIZE];
@@ -1254,7 +1256,9 @@ static int deadline_err(const struct req *r, int rc)
 
 /*
  * Admits one attempt of r to its host: fails fast while the host's circuit is open (during the
- * half-open period one request, *probe set, goes through), then waits for a free slot of the host's
+ * half-open period one request, *probe set, goes through) unless the host is the last endpoint
+ * that could take r (then the request goes through, bounded by its deadline, so the first
+ * request after the registry recovered succeeds and closes the circuit), then waits for a free slot of the host's
  * semaphore and for the host's Retry-After to pass. A wait longer than the client's Retry-After
  * bound, or past r's deadline, fails instead (the host is not asked early). Returns 0 holding a
  * slot (give it back with slot_release()), or negative errno with strata_err set.
@@ -1271,7 +1275,7 @@ static int slot_acquire(struct req *r, int *probe, int prev_rc)
 		int64_t now = now_ms(), until;
 		struct timespec ts;
 
-		if (hs->open_until_ms) {
+		if (hs->open_until_ms && !r->last_endpoint) {
 			if (now < hs->open_until_ms || hs->probing) {
 				rc = breaker_err(hs, now);
 				break;
@@ -1300,7 +1304,7 @@ static int slot_acquire(struct req *r, int *probe, int prev_rc)
 				until = r->deadline_ms;
 		} else {
 			hs->inflight++;
-			if (hs->open_until_ms) {
+			if (hs->open_until_ms && !hs->probing) {
 				hs->probing = 1;
 				*probe = 1;
 			}
@@ -1973,6 +1977,12 @@ static int request_hosts(struct req *r)
 		if (!mirror && c->strict_cache) {
 			skipped = hc->host;
 			continue;
+		}
+		r->last_endpoint = 1;
+		for (size_t j = i + 1; j < n; j++) {
+			if (fetch_host_has_cap(rh->cfg[j].host, cap) &&
+			    (!rh->cfg[j].host->is_server || !c->strict_cache))
+				r->last_endpoint = 0;
 		}
 		if (tried) {
 			int rrc;
