@@ -923,7 +923,8 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 	if (rc < 0)
 		goto out;
 	dec_end = sc.dec_end;
-	/* Store every whole chunk of the decoded range whose bytes match its digest. */
+	/* Store every whole chunk of the decoded range whose bytes match its digest. The wanted
+	 * chunks, [uoff, need_end), were checked by span_verify() on these very bytes. */
 	for (uint32_t k = index_layer_chunk_rank(l->idx, dec_start);
 	     k < index_layer_nchunks(l->idx); k++) {
 		const struct index_chunk *o = index_layer_chunk(l->idx, index_layer_chunk_by_offset(l->idx, k));
@@ -932,18 +933,15 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 
 		if (o->offset + o->size > dec_end)
 			break;
-		util_sha256(plain + (o->offset - dec_start), o->size, digest);
-		if (memcmp(digest, o->digest, 32) != 0) {
-			util_digest_format(o->digest, hex);
-			if (o->offset >= uoff && o->offset + o->size <= need_end) {
-				rc = strata_err(EBADMSG, "chunk %s from %s does not match its digest",
-						hex, l->digest);
-				goto out;
+		if (o->offset < uoff || o->offset + o->size > need_end) {
+			util_sha256(plain + (o->offset - dec_start), o->size, digest);
+			if (memcmp(digest, o->digest, 32) != 0) {
+				/* beside the read: not stored, fetched again if ever read */
+				util_digest_format(o->digest, hex);
+				strata_log(LOG_WARNING, "layer %s: chunk %s decoded beside a read does "
+					   "not match its digest; not stored", l->digest, hex);
+				continue;
 			}
-			/* beyond what was asked for: not stored, fetched again if ever read */
-			strata_log(LOG_WARNING, "layer %s: chunk %s decoded beside a read does not "
-				   "match its digest; not stored", l->digest, hex);
-			continue;
 		}
 		put = store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
 		if (put < 0) {
