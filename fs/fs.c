@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* FUSE low-level operations serving MNT/layers/sha256:<hex>/ from layer indexes and store chunks. */
 #include "fs.h"
+#include "stream.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -231,6 +232,8 @@ struct fs {
 	pthread_t bg_thread;
 	int bg_wanted, bg_started;
 	volatile int bg_stop;
+	struct fs_streamer *streamer; /* streams pending layers; NULL without fetch */
+	int read_timeout_ms;
 };
 
 static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
@@ -314,6 +317,20 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	*out = f->layers[info.seq];
 	pthread_rwlock_unlock(&f->layers_lock);
 	return 0;
+}
+
+/* layer_load(), waiting for a pending layer (recorded by a pull, its blob streaming) to be
+ * streamed, verified and indexed: bounded while the stream makes progress. */
+static int layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out)
+{
+	int rc = layer_load(f, digest, out);
+
+	if (rc == -ENOENT && f->streamer) {
+		rc = fs_streamer_wait(f->streamer, digest);
+		if (rc == 0)
+			rc = layer_load(f, digest, out);
+	}
+	return rc;
 }
 
 /* Finds the layer for an inode number, loading it by seq if this process has not yet. */
@@ -420,7 +437,7 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 	} else if (parent == INO_LAYERS) {
 		if (strncmp(name, "sha256:", 7) != 0 || strlen(name) != 71)
 			return -ENOENT;
-		rc = layer_load(f, name, &l);
+		rc = layer_load_wait(f, name, &l);
 		if (rc < 0)
 			return rc == -ENOENT ? -ENOENT : rc;
 		e->ino = layer_ino(l, 0);
@@ -542,7 +559,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	if (ino == INO_LAYERS) {
+		/* Pending layers too: their entries wait until they have streamed. */
 		rc = store_layer_list(f->store, collect_layer_cb, d);
+		if (rc == 0 && f->streamer)
+			rc = store_pending_list(f->store, collect_layer_cb, d);
 		if (rc < 0) {
 			free(d->names);
 			free(d);
@@ -594,7 +614,7 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, off_t 
 		if (!d || (size_t)idx >= d->n)
 			return 0;
 		strcpy(name, d->names[idx]);
-		rc = layer_load(f, name, &l);
+		rc = layer_load_wait(f, name, &l);
 		if (rc < 0)
 			return rc;
 		*child = layer_ino(l, 0);
@@ -1433,6 +1453,7 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
 	f->store = store;
 	f->fetch = opts->fetch;
 	f->bg_wanted = opts->background;
+	f->read_timeout_ms = opts->read_timeout_ms;
 	pthread_mutex_init(&f->inflight_mu, NULL);
 	pthread_cond_init(&f->inflight_cv, NULL);
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
@@ -1496,6 +1517,11 @@ int fs_run(struct fs *f)
 			strata_log(LOG_ERR, "cannot start the background completion thread");
 	}
 
+	if (f->fetch && !f->streamer) {
+		rc = fs_streamer_start(f->store, f->fetch, 2, f->read_timeout_ms, &f->streamer);
+		if (rc < 0)
+			strata_log(LOG_ERR, "%s", strata_errmsg(rc));
+	}
 	if (fuse_set_signal_handlers(f->se) != 0)
 		return strata_err(EIO, "cannot install signal handlers");
 	f->signals_set = 1;
@@ -1524,6 +1550,7 @@ void fs_free(struct fs *f)
 		f->bg_stop = 1;
 		pthread_join(f->bg_thread, NULL);
 	}
+	fs_streamer_stop(f->streamer);
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);

@@ -18,6 +18,8 @@ struct fs_opts {
 	uint64_t chunk_cache_bytes; /* decoded-chunk cache; 0 = 64 MiB */
 	struct fetch_client *fetch; /* fetches missing chunks (borrowed); NULL: misses fail with EIO */
 	int background;             /* fetch every missing chunk at low priority while serving */
+	int read_timeout_ms;        /* how long a lookup of a streaming layer waits without
+				       progress; 0 = 30 s */
 };
 
 /*

@@ -52,6 +52,33 @@ void index_decomp_on_frame(struct index_decomp *d, index_frame_fn fn, void *ctx)
 	d->frame_ctx = ctx;
 }
 
+static const struct {
+	const char *media_type;
+	enum index_compression comp;
+} layer_types[] = {
+	{ "application/vnd.oci.image.layer.v1.tar", INDEX_COMP_NONE },
+	{ "application/vnd.oci.image.layer.v1.tar+gzip", INDEX_COMP_GZIP },
+	{ "application/vnd.oci.image.layer.v1.tar+zstd", INDEX_COMP_ZSTD },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar", INDEX_COMP_NONE },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", INDEX_COMP_GZIP },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", INDEX_COMP_ZSTD },
+	{ "application/vnd.docker.image.rootfs.diff.tar", INDEX_COMP_NONE },
+	{ "application/vnd.docker.image.rootfs.diff.tar.gzip", INDEX_COMP_GZIP },
+	{ "application/vnd.docker.image.rootfs.diff.tar.zstd", INDEX_COMP_ZSTD },
+	{ "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", INDEX_COMP_GZIP },
+};
+
+int index_compression_of_media_type(const char *media_type, enum index_compression *out)
+{
+	for (size_t i = 0; media_type && i < sizeof(layer_types) / sizeof(layer_types[0]); i++) {
+		if (strcmp(media_type, layer_types[i].media_type) == 0) {
+			*out = layer_types[i].comp;
+			return 0;
+		}
+	}
+	return -ENOTSUP;
+}
+
 const char *index_compression_name(enum index_compression c)
 {
 	switch (c) {

@@ -17,6 +17,10 @@ enum index_compression {
 /* "none", "gzip" or "zstd". */
 const char *index_compression_name(enum index_compression c);
 
+/* Maps an OCI or Docker layer media type (tar, tar+gzip, tar+zstd, nondistributable and foreign
+ * forms) to its compression. Returns 0, or -ENOTSUP for anything else (also NULL). */
+int index_compression_of_media_type(const char *media_type, enum index_compression *out);
+
 /* Guesses the compression from the first bytes of a blob (gzip 1f 8b, zstd 28 b5 2f fd, else none). */
 enum index_compression index_compression_detect(const uint8_t *buf, size_t len);
 

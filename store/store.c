@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -30,6 +31,7 @@ enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
 #define KEY_FORMAT "format"
 #define KEY_NEXT_SEQ "next_seq"
 #define SEQ_PREFIX "seq/"
+#define PENDING_PREFIX "pending/"
 
 struct store {
 	char *dir;
@@ -44,6 +46,9 @@ struct store {
 	rocksdb_writeoptions_t *wo;      /* no WAL: chunks (refetched if lost) */
 	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
 	pthread_mutex_t seq_mutex;       /* serializes seq assignment in store_layer_put */
+	pthread_mutex_t pending_mu;
+	pthread_cond_t pending_cv;
+	uint64_t pending_gen;            /* pending-record writes; protected by pending_mu */
 };
 
 /* Converts a RocksDB error string (freed here) to -EIO with the message kept, or -ENOSPC. */
@@ -130,6 +135,8 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 		return -ENOMEM;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->seq_mutex, NULL);
+	pthread_mutex_init(&s->pending_mu, NULL);
+	pthread_cond_init(&s->pending_cv, NULL);
 	s->dir = strdup(dir);
 	if (!s->dir) {
 		rc = -ENOMEM;
@@ -230,6 +237,8 @@ void store_close(struct store *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	pthread_mutex_destroy(&s->seq_mutex);
+	pthread_mutex_destroy(&s->pending_mu);
+	pthread_cond_destroy(&s->pending_cv);
 	free(s->dir);
 	free(s);
 }
@@ -605,6 +614,12 @@ int store_layer_put(struct store *s, struct store_layer *info, const void *index
 	wb = rocksdb_writebatch_create();
 	rocksdb_writebatch_put_cf(wb, s->cf[CF_LAYERS], info->digest, strlen(info->digest), val,
 				  4 + jlen + len);
+	{
+		char pkey[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN];
+		int n = snprintf(pkey, sizeof(pkey), PENDING_PREFIX "%s", info->digest);
+
+		rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], pkey, (size_t)n);
+	}
 	if (rc == -ENOENT) {
 		u32 = seq + 1;
 		seq_key(seq, key);
@@ -745,6 +760,132 @@ int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), voi
 	struct key_iter ki = { fn, ctx };
 
 	return iterate(s, CF_LAYERS, key_iter_cb, &ki);
+}
+
+/* ---------------------------------------------------------------- pending layers */
+
+static void pending_bump(struct store *s)
+{
+	pthread_mutex_lock(&s->pending_mu);
+	s->pending_gen++;
+	pthread_cond_broadcast(&s->pending_cv);
+	pthread_mutex_unlock(&s->pending_mu);
+}
+
+static int pending_key(const char *digest, char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN])
+{
+	return snprintf(key, sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN, PENDING_PREFIX "%s", digest);
+}
+
+int store_pending_put(struct store *s, const struct store_layer *info)
+{
+	char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], *err = NULL, *json, *val;
+	int klen = pending_key(info->digest, key);
+	size_t jlen;
+	uint32_t u32;
+
+	json = layer_json(info);
+	if (!json)
+		return -ENOMEM;
+	jlen = strlen(json);
+	val = malloc(4 + jlen);
+	if (!val) {
+		free(json);
+		return -ENOMEM;
+	}
+	u32 = (uint32_t)jlen;
+	memcpy(val, &u32, 4);
+	memcpy(val + 4, json, jlen);
+	rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)klen, val, 4 + jlen, &err);
+	free(json);
+	free(val);
+	if (err)
+		return db_error(err, "pending layer write");
+	pending_bump(s);
+	return 0;
+}
+
+int store_pending_get(struct store *s, const char *digest, struct store_layer *info)
+{
+	char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], *err = NULL, *val;
+	int klen = pending_key(digest, key);
+	size_t len = 0;
+	int rc;
+
+	val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], key, (size_t)klen, &len, &err);
+	if (err)
+		return db_error(err, "pending layer read");
+	if (!val)
+		return -ENOENT;
+	rc = parse_layer(val, len, info, NULL, NULL);
+	rocksdb_free(val);
+	return rc;
+}
+
+int store_pending_del(struct store *s, const char *digest)
+{
+	char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], *err = NULL;
+	int klen = pending_key(digest, key);
+
+	rocksdb_delete_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)klen, &err);
+	if (err)
+		return db_error(err, "pending layer delete");
+	pending_bump(s);
+	return 0;
+}
+
+int store_pending_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l),
+		       void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_META]);
+	const size_t plen = strlen(PENDING_PREFIX);
+	char *err = NULL;
+	int rc = 0;
+
+	for (rocksdb_iter_seek(it, PENDING_PREFIX, plen); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		struct store_layer info;
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < plen || memcmp(k, PENDING_PREFIX, plen) != 0)
+			break;
+		if (parse_layer(v, vl, &info, NULL, NULL) < 0) {
+			strata_log(LOG_WARNING, "store: skipping corrupt pending record %.*s", (int)kl, k);
+			continue;
+		}
+		rc = fn(ctx, &info);
+		if (rc)
+			break;
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	if (err)
+		return db_error(err, "pending layer list");
+	return rc;
+}
+
+uint64_t store_pending_wait(struct store *s, uint64_t seen, int timeout_ms)
+{
+	struct timespec until;
+	uint64_t gen;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->pending_mu);
+	while (s->pending_gen == seen) {
+		if (pthread_cond_timedwait(&s->pending_cv, &s->pending_mu, &until) == ETIMEDOUT)
+			break;
+	}
+	gen = s->pending_gen;
+	pthread_mutex_unlock(&s->pending_mu);
+	return gen;
 }
 
 /* ---------------------------------------------------------------- images */

@@ -104,6 +104,28 @@ int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), voi
  * deleted without one. Returns 0 (also when absent) or negative errno. */
 int store_layer_del(struct store *s, const char *digest);
 
+/* ---- pending layers: registered by a pull, their index not built yet (a daemon streams them).
+ * A record holds the layer's info (digest, media_type, size, diff_id if known, source,
+ * chunk_size); store_layer_put of the same digest deletes it in the same write. */
+
+/* Records (replacing) a pending layer. Synced. Wakes store_pending_wait. Returns 0 or negative
+ * errno. */
+int store_pending_put(struct store *s, const struct store_layer *info);
+
+/* Reads a pending layer's info (info may be NULL). Returns 0, -ENOENT, -EBADMSG or -EIO. */
+int store_pending_get(struct store *s, const char *digest, struct store_layer *info);
+
+/* Deletes a pending record. Returns 0 (also when absent) or negative errno. */
+int store_pending_del(struct store *s, const char *digest);
+
+/* Calls fn for every pending layer in digest order; stops early as store_layer_list does. */
+int store_pending_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l),
+		       void *ctx);
+
+/* Returns the number of pending-record writes so far in this process; when it equals seen, waits
+ * up to timeout_ms for the next one first. Thread-safe. */
+uint64_t store_pending_wait(struct store *s, uint64_t seen, int timeout_ms);
+
 /* ---- images: normalized reference -> JSON record (the caller defines the JSON) */
 
 /* Stores (replacing) the record for ref. Synced. Returns 0 or negative errno. */

@@ -15,6 +15,8 @@
 #include "store/store.h"
 #include "util/log.h"
 
+pthread_rwlock_t cli_layers_lock = PTHREAD_RWLOCK_INITIALIZER;
+
 int cli_fail(struct cli *c, const char *fmt, ...)
 {
 	char msg[2048];

@@ -521,6 +521,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	memset(&fo, 0, sizeof(fo));
 	fo.fetch = fc;
 	fo.background = background;
+	fo.read_timeout_ms = (int)(read_timeout_s * 1000);
 	fo.mountpoint = mnt;
 	fo.debug = debug;
 	snprintf(source, sizeof(source), "strata:%s", store_dir(store));

@@ -270,7 +270,9 @@ static int fsck_image_cb(void *ctx, const char *ref, const char *json)
 			continue;
 		}
 		rc = store_layer_get(f->c->store, d, NULL, NULL, NULL);
-		if (rc == -ENOENT) {
+		if (rc == -ENOENT && store_pending_get(f->c->store, d, NULL) == 0) {
+			rc = 0; /* recorded by a pull, streamed by the daemon */
+		} else if (rc == -ENOENT) {
 			problem(f, "image %s: layer %s is missing", ref, d);
 			missing = 1;
 		} else if (rc == -EIO || rc == -ENOMEM) {
@@ -370,6 +372,7 @@ struct gc {
 	uint64_t chunks, chunk_bytes, layers, layers_kept;
 	json_t *layer_keys;    /* array: every layer record when gc started */
 	json_t *freed_layers;  /* array of digests */
+	json_t *pending_keys;  /* array: every pending layer when gc started */
 	char bad_layer[STORE_DIGEST_LEN];
 };
 
@@ -403,6 +406,13 @@ static int gc_key_cb(void *ctx, const char *key)
 	struct gc *g = ctx;
 
 	return json_array_append_new(g->layer_keys, json_string(key)) < 0 ? -ENOMEM : 0;
+}
+
+static int gc_pending_cb(void *ctx, const struct store_layer *l)
+{
+	struct gc *g = ctx;
+
+	return json_array_append_new(g->pending_keys, json_string(l->digest)) < 0 ? -ENOMEM : 0;
 }
 
 static int gc_layer(struct gc *g, const char *key)
@@ -467,7 +477,7 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	struct store_stats before, after;
 	size_t i;
 	json_t *d;
-	int rc;
+	int locked = 0, rc;
 
 	(void)argv;
 	if (argc > 1)
@@ -476,7 +486,8 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	g.keep_layers = json_object();
 	g.layer_keys = json_array();
 	g.freed_layers = json_array();
-	if (!g.keep_layers || !g.layer_keys || !g.freed_layers) {
+	g.pending_keys = json_array();
+	if (!g.keep_layers || !g.layer_keys || !g.freed_layers || !g.pending_keys) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -484,8 +495,12 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	/* Layer keys, then images, then chunks. A layer a concurrent pull writes after the first
 	 * pass is never deleted (its image may not be written yet); at worst some of its chunks are
 	 * deleted and fetched again when read. */
+	pthread_rwlock_wrlock(&cli_layers_lock);
+	locked = 1;
 	if (rc == 0)
 		rc = store_layer_keys(c->store, gc_key_cb, &g);
+	if (rc == 0)
+		rc = store_pending_list(c->store, gc_pending_cb, &g);
 	if (rc == 0)
 		rc = store_image_list(c->store, gc_image_cb, &g);
 	json_array_foreach(g.layer_keys, i, d) {
@@ -497,11 +512,23 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	progress(c, "gc", g.chunks, 1);
 	if (rc < 0)
 		goto out;
+	json_array_foreach(g.pending_keys, i, d) {
+		/* A pending layer no image names: nothing to stream any more. */
+		if (!json_object_get(g.keep_layers, json_string_value(d)) &&
+		    json_array_append(g.freed_layers, d) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
 	json_array_foreach(g.freed_layers, i, d) {
 		rc = store_layer_del(c->store, json_string_value(d));
+		if (rc == 0)
+			rc = store_pending_del(c->store, json_string_value(d));
 		if (rc < 0)
 			goto out;
 	}
+	pthread_rwlock_unlock(&cli_layers_lock);
+	locked = 0;
 	for (size_t off = 0; off < g.ndel; off += 1024) {
 		rc = store_chunk_del(c->store, g.del + off, g.ndel - off < 1024 ? g.ndel - off : 1024);
 		if (rc < 0)
@@ -535,11 +562,14 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 			cli_bytes(after.disk_bytes, b3, sizeof(b3)));
 	}
 out:
+	if (locked)
+		pthread_rwlock_unlock(&cli_layers_lock);
 	free(g.del);
 	dset_free(&g.refs);
 	json_decref(g.keep_layers);
 	json_decref(g.layer_keys);
 	json_decref(g.freed_layers);
+	json_decref(g.pending_keys);
 	if (rc == -ECANCELED)
 		return cli_fail(c, "cancelled: the daemon is shutting down");
 	if (rc == -EBADMSG)

@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "fetch/ref.h"
 #include "fetch/registry.h"
+#include "fs/stream.h"
 #include "index/decomp.h"
 #include "index/estargz.h"
 #include "index/layer.h"
@@ -21,32 +22,10 @@
 #include "util/log.h"
 #include "util/sha256.h"
 
-static const struct {
-	const char *media_type;
-	enum index_compression comp;
-} layer_types[] = {
-	{ "application/vnd.oci.image.layer.v1.tar", INDEX_COMP_NONE },
-	{ "application/vnd.oci.image.layer.v1.tar+gzip", INDEX_COMP_GZIP },
-	{ "application/vnd.oci.image.layer.v1.tar+zstd", INDEX_COMP_ZSTD },
-	{ "application/vnd.oci.image.layer.nondistributable.v1.tar", INDEX_COMP_NONE },
-	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", INDEX_COMP_GZIP },
-	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", INDEX_COMP_ZSTD },
-	{ "application/vnd.docker.image.rootfs.diff.tar", INDEX_COMP_NONE },
-	{ "application/vnd.docker.image.rootfs.diff.tar.gzip", INDEX_COMP_GZIP },
-	{ "application/vnd.docker.image.rootfs.diff.tar.zstd", INDEX_COMP_ZSTD },
-	{ "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", INDEX_COMP_GZIP },
-};
-
 /* Maps a layer media type to its compression. Returns 0 or -ENOTSUP. */
 static int layer_compression(const char *mt, enum index_compression *out)
 {
-	for (size_t i = 0; i < sizeof(layer_types) / sizeof(layer_types[0]); i++) {
-		if (mt && strcmp(mt, layer_types[i].media_type) == 0) {
-			*out = layer_types[i].comp;
-			return 0;
-		}
-	}
-	return -ENOTSUP;
+	return index_compression_of_media_type(mt, out);
 }
 
 enum index_mode { MODE_AUTO, MODE_ARTIFACT, MODE_BUILD };
@@ -64,7 +43,8 @@ struct pull_layer {
 	size_t enc_len;
 	struct store_layer info;
 	int dup_of;                /* index of an earlier identical layer of this image, or -1 */
-	const char *how;           /* "store", "artifact" or "build" */
+	const char *how;           /* "store", "artifact", "estargz", "build" or "stream" */
+	int record_pending;        /* to be streamed by the daemon: record it as pending */
 };
 
 struct progress {
@@ -95,99 +75,28 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	return 0;
 }
 
-static int put_chunk(void *ctx, const uint8_t digest[32], const void *data, size_t len)
+/* Fills pl->info with what the manifest and config say of the layer, and where it comes from. */
+static void layer_info(struct pull_layer *pl, const struct fetch_ref *ref)
 {
-	int rc = store_chunk_put(ctx, digest, data, len);
-
-	return rc < 0 ? rc : 0;
-}
-
-/* Opens an anonymous temporary file in the store (never visible, gone on close). */
-static int tmp_file(struct store *s)
-{
-	char dir[4096];
-	int fd;
-
-	snprintf(dir, sizeof(dir), "%s/tmp", store_dir(s));
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return strata_err(errno, "%s: %s", dir, strerror(errno));
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return strata_err(errno, "temporary file in %s: %s", dir, strerror(errno));
-	return fd;
+	memset(&pl->info, 0, sizeof(pl->info));
+	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
+	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s", pl->fl->diff_id ? pl->fl->diff_id : "");
+	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", pl->fl->media_type);
+	pl->info.size = pl->fl->size;
+	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
 }
 
 /* Downloads, verifies and indexes one layer; chunks go to the store, the index stays in memory. */
 static int index_one(struct cli *c, struct fetch_client *fc, const struct fetch_ref *ref,
 		     struct pull_layer *pl, uint32_t chunk_size, struct progress *pg)
 {
-	const struct fetch_layer *fl = pl->fl;
-	static const enum index_blob blob_kind[] = {
-		[INDEX_COMP_NONE] = INDEX_BLOB_TAR,
-		[INDEX_COMP_GZIP] = INDEX_BLOB_GZIP,
-		[INDEX_COMP_ZSTD] = INDEX_BLOB_ZSTD,
-	};
-	enum index_compression comp, seen;
-	struct index_build_opts bo;
-	uint8_t magic[4] = { 0 };
-	char diff_id[UTIL_DIGEST_STR_LEN];
-	ssize_t n;
-	int fd, rc;
+	int rc;
 
-	rc = layer_compression(fl->media_type, &comp);
-	if (rc < 0)
-		return rc;
-	fd = tmp_file(c->store);
-	if (fd < 0)
-		return fd;
-	rc = fetch_blob_to_fd(fc, ref, fl->digest, fl->size, fd, on_progress, pg);
-	if (rc < 0)
-		goto out;
-	pg->fetched += fl->size;
-	n = pread(fd, magic, sizeof(magic), 0);
-	if (n < 0) {
-		rc = strata_err(errno, "read: %s", strerror(errno));
-		goto out;
-	}
-	seen = index_compression_detect(magic, (size_t)n);
-	if (comp != INDEX_COMP_NONE && seen != comp) {
-		rc = strata_err(EBADMSG, "media type %s says %s, but the blob is not %s", fl->media_type,
-				index_compression_name(comp), index_compression_name(comp));
-		goto out;
-	}
-	if (lseek(fd, 0, SEEK_SET) < 0) {
-		rc = strata_err(errno, "seek: %s", strerror(errno));
-		goto out;
-	}
-	memset(&bo, 0, sizeof(bo));
-	bo.chunk_size = chunk_size;
-	bo.blob = blob_kind[comp];
-	bo.chunk_fn = put_chunk;
-	bo.window_fn = put_chunk; /* windows are content-addressed chunks too */
-	bo.ctx = c->store;
-	rc = index_layer_build_blob(index_reader_fd(fd), &bo, &pl->idx);
-	if (rc < 0)
-		goto out;
-	util_digest_format(index_layer_diff_id(pl->idx), diff_id);
-	if (fl->diff_id && strcmp(fl->diff_id, diff_id) != 0) {
-		rc = strata_err(EBADMSG, "uncompressed digest %s does not match the image config's diff_id %s",
-				diff_id, fl->diff_id);
-		goto out;
-	}
-	memset(&pl->info, 0, sizeof(pl->info));
-	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", fl->digest);
-	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s", diff_id);
-	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", fl->media_type);
-	pl->info.size = fl->size;
-	pl->info.tar_size = index_layer_tar_size(pl->idx);
+	layer_info(pl, ref);
 	pl->info.chunk_size = chunk_size;
-	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
-out:
-	close(fd);
-	if (rc < 0) {
-		index_layer_free(pl->idx);
-		pl->idx = NULL;
-	}
+	rc = fs_layer_build(c->store, fc, ref, &pl->info, on_progress, pg, &pl->idx);
+	if (rc == 0)
+		pg->fetched += pl->fl->size;
 	return rc;
 }
 
@@ -330,8 +239,10 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	struct progress pg;
 	char *name = NULL, *json = NULL;
 	char art_digest[STORE_DIGEST_LEN] = "";
-	size_t fresh = 0, missing = 0;
-	int rc;
+	size_t fresh = 0, missing = 0, streaming = 0;
+	/* Inside the daemon, layers without an index stream in the background. */
+	int stream = c->in_daemon && po->mode == MODE_AUTO;
+	int locked = 0, rc;
 
 	fetch_client_counters(fc, &before);
 	memset(&pg, 0, sizeof(pg));
@@ -411,6 +322,12 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 			goto out;
 		}
 		strata_err_clear();
+		if (stream && store_pending_get(c->store, pl->fl->digest, &pl->info) == 0) {
+			pl->how = "stream"; /* the daemon streams it already */
+			streaming++;
+			continue;
+		}
+		strata_err_clear();
 		if (art) {
 			rc = use_artifact(fc, ref, art, pl);
 			if (rc == 0) {
@@ -443,6 +360,16 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 					   name, pl->fl->digest, strata_errmsg(rc));
 			strata_err_clear();
 		}
+		if (stream) {
+			/* No index anywhere: the daemon streams the blob once in the background,
+			 * lookups of the layer wait for it; this pull returns now. */
+			layer_info(pl, ref);
+			pl->info.chunk_size = po->chunk_size;
+			pl->how = "stream";
+			pl->record_pending = 1;
+			streaming++;
+			continue;
+		}
 		pl->how = "build";
 		rc = index_one(c, fc, ref, pl, po->chunk_size, &pg);
 		if (rc < 0) {
@@ -460,10 +387,21 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	if (c->tty && !c->json && fresh)
 		fprintf(c->err, "\r\033[K");
 	/* Every layer checked out: only now does anything become visible. */
+	pthread_rwlock_rdlock(&cli_layers_lock);
+	locked = 1;
 	for (size_t i = 0; i < img->nlayers; i++) {
 		void *buf;
 		size_t len;
 
+		if (pls[i].record_pending) {
+			rc = store_pending_put(c->store, &pls[i].info);
+			if (rc < 0) {
+				rc = cli_fail(c, "%s: layer %s: %s", name, pls[i].fl->digest,
+					      strata_errmsg(rc));
+				goto out;
+			}
+			continue;
+		}
 		if (!pls[i].idx)
 			continue;
 		if (pls[i].enc) {
@@ -486,6 +424,8 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 		goto out;
 	}
 	rc = store_image_put(c->store, name, json);
+	pthread_rwlock_unlock(&cli_layers_lock);
+	locked = 0;
 	if (rc < 0) {
 		rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 		goto out;
@@ -509,10 +449,11 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	}
 	fetch_client_counters(fc, &after);
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:[], s:I, s:I, s:I, s:s?}", "ref", name,
-				      "manifest", img->manifest_digest, "platform",
+		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:[], s:I, s:I, s:I, s:I, s:s?}", "ref",
+				      name, "manifest", img->manifest_digest, "platform",
 				      img->platform ? img->platform : "", "layers", "index_sources",
-				      "new_layers", (json_int_t)fresh, "bytes_fetched",
+				      "new_layers", (json_int_t)fresh, "streaming",
+				      (json_int_t)streaming, "bytes_fetched",
 				      (json_int_t)(after.bytes - before.bytes), "requests",
 				      (json_int_t)(after.requests - before.requests), "artifact",
 				      art_digest[0] ? art_digest : NULL);
@@ -531,9 +472,13 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	} else {
 		char b[32];
 
-		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s, %s fetched)\n", name,
+		char sbuf[48] = "";
+
+		if (streaming)
+			snprintf(sbuf, sizeof(sbuf), ", %zu streaming in the background", streaming);
+		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s%s, %s fetched)\n", name,
 			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, fresh,
-			art ? " from an index artifact" : "",
+			art ? " from an index artifact" : "", sbuf,
 			cli_bytes(after.bytes - before.bytes, b, sizeof(b)));
 		if (po->push)
 			fprintf(c->out, "pushed index artifact %s\n", art_digest);
@@ -543,6 +488,8 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	fflush(c->out);
 	rc = 0;
 out:
+	if (locked)
+		pthread_rwlock_unlock(&cli_layers_lock);
 	for (size_t i = 0; pls && img && i < img->nlayers; i++) {
 		index_layer_free(pls[i].idx);
 		free(pls[i].enc);
