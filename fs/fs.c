@@ -216,8 +216,8 @@ struct inflight {
 	struct inflight *next;
 };
 
-/* The kernel's FUSE_INIT request as saved for a handover: the header and fuse_init_in (up to 64 bytes
- * in 7.36+); more is not expected. */
+/* The kernel's FUSE_INIT request as saved for a handover: the header and fuse_init_in (up to 64
+ * bytes in 7.36+); more is not expected. */
 #define INIT_MAX 256
 #define FUSE_OPCODE_INIT 26
 
@@ -1584,12 +1584,12 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct fs *f = userdata;
 	struct fs_io *io = &f->io;
-	const struct out_header *oh = iov[0].iov_base;
+	const struct out_header *oh = count > 0 ? iov[0].iov_base : NULL;
 	ssize_t total = 0;
 	int swallow;
 
 	pthread_mutex_lock(&io->mu);
-	swallow = io->init_wait && count > 0 && iov[0].iov_len >= sizeof(*oh) &&
+	swallow = io->init_wait && oh && iov[0].iov_len >= sizeof(*oh) &&
 		  oh->unique == io->init_unique;
 	if (swallow) {
 		/* The answer to the replayed INIT: the kernel had its answer from the first process. */
@@ -2081,6 +2081,8 @@ int fs_run(struct fs *f)
 		return -ENOMEM;
 	fuse_loop_cfg_set_max_threads(cfg, f->max_threads);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	/* Cloned descriptors would be read outside io_read, and a handover would not stop them. */
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	rc = fuse_session_loop_mt(f->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return rc < 0 ? rc : 0;

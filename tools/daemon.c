@@ -303,7 +303,8 @@ static int serve_request(struct server *srv, int fd)
 		return -1;
 	if (memcmp(magic, HANDOVER_MAGIC, 8) == 0)
 		return handover_serve(srv, fd);
-	if (memcmp(magic, PROTO_MAGIC, 8) != 0 || read_all(fd, &flags, 4) < 0 || read_all(fd, &argc, 4) < 0 || argc > MAX_ARGS + 16)
+	if (memcmp(magic, PROTO_MAGIC, 8) != 0 || read_all(fd, &flags, 4) < 0 ||
+	    read_all(fd, &argc, 4) < 0 || argc > MAX_ARGS + 16)
 		return -1;
 	argv = calloc(argc + 1, sizeof(*argv));
 	rest = calloc(argc + 1, sizeof(*rest));
@@ -605,8 +606,8 @@ out:
 
 /*
  * The new daemon's side: takes mnt (absolute) over from the daemon of store_dir. Returns 0 with
- * *fuse_fd and *state (malloc'd, *len bytes) after confirming, or negative errno with strata_err set
- * (then nothing changed: the old daemon serves on). wait_s bounds the wait for the answer.
+ * *fuse_fd and *state (malloc'd, *len bytes) after confirming, or negative errno with strata_err
+ * set (then nothing changed: the old daemon serves on). wait_s bounds the wait for the answer.
  */
 static int takeover_receive(const char *store_dir, const char *mnt, long wait_s, int *fuse_fd,
 			    char **state, uint32_t *len)

@@ -395,3 +395,51 @@ def test_takeover_errors(strata_bin, fixtures, daemons, tmp_path):
     with open(os.path.join(d.layer(top), "files/modified.txt")) as f:
         assert f.read() == "modified by the upper layer\n"
     assert [e["ref"] for e in run.ls()] == [fixtures.ref(CORNER)]
+
+
+def test_unconfirmed_handover_leaves_the_old_daemon_serving(strata_bin, fixtures, daemons,
+                                                            tmp_path):
+    """A new daemon that dies after receiving the descriptor (never confirms), and a malformed
+    handover request: the old daemon serves on, and a real takeover works afterwards."""
+    store = tmp_path / "store"
+    store.mkdir()
+    run = Strata(strata_bin, store)
+    run("pull", fixtures.ref(CORNER))
+    d = daemons(str(store))
+    first = d.start()
+    top = fixtures.layer_digests(CORNER)[-1]
+    mod = os.path.join(d.layer(top), "files/modified.txt")
+    want = "modified by the upper layer\n"
+    mnt = os.path.realpath(d.mnt).encode()
+    f = open(mod)
+    try:
+        # malformed: a mountpoint length past the limit
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(CMD_TIMEOUT)
+        s.connect(os.path.join(str(store), "strata.sock"))
+        s.sendall(b"STRATAHO" + (1 << 30).to_bytes(4, "little"))
+        assert s.recv(16) == b""  # closed without an answer
+        s.close()
+
+        # a peer that takes the descriptor and goes away without confirming
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(CMD_TIMEOUT)
+        s.connect(os.path.join(str(store), "strata.sock"))
+        s.sendall(b"STRATAHO" + len(mnt).to_bytes(4, "little") + mnt)
+        msg, anc, _, _ = s.recvmsg(5, socket.CMSG_SPACE(4))
+        assert msg[:1] == b"h", msg
+        fds = [int.from_bytes(data[:4], "little") for level, typ, data in anc
+               if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS]
+        assert len(fds) == 1, anc
+        os.close(fds[0])
+        s.close()
+
+        assert bounded(d, lambda: open(mod).read(), "a read after the failed handover") == want
+        assert f.read() == want
+    finally:
+        f.close()
+    assert first.proc.poll() is None, "the old daemon exited: " + first.stderr()
+    assert [e["ref"] for e in run.ls()] == [fixtures.ref(CORNER)]
+    d.takeover()
+    with open(mod) as g:
+        assert g.read() == want
