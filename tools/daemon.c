@@ -699,12 +699,12 @@ out:
 /* store_open, waiting up to timeout_ms while another process (the daemon handing over) holds it. */
 static int store_open_wait(const char *dir, long timeout_ms, struct store **out)
 {
-	for (long waited = 0;; waited += 50) {
+	for (long waited = 0;; waited += 10) {
 		int rc = store_open(dir, NULL, out);
 
 		if (rc != -EBUSY || waited >= timeout_ms)
 			return rc;
-		usleep(50 * 1000);
+		usleep(10 * 1000); /* reads are paused meanwhile: poll often */
 	}
 }
 
@@ -760,6 +760,16 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	uint32_t slen = 0;
 	int rc, started = 0, fuse_fd = -1;
 
+	/* Before the takeover: the less the new daemon does after it, the shorter reads pause. */
+	memset(&fopts, 0, sizeof(fopts));
+	fopts.platform_os = "linux";
+	fopts.platform_arch = fetch_host_arch();
+	fopts.hosts_dir = c->hosts_dir;
+	fopts.strict_cache = c->strict_cache;
+	fopts.read_timeout_ms = read_timeout_s * 1000;
+	rc = fetch_client_new(&fopts, &fc);
+	if (rc < 0)
+		goto fail;
 	if (takeover) {
 		if (!realpath(mnt, real))
 			snprintf(real, sizeof(real), "%s", mnt);
@@ -770,15 +780,6 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	} else {
 		rc = store_open(c->store_dir, NULL, &store);
 	}
-	if (rc < 0)
-		goto fail;
-	memset(&fopts, 0, sizeof(fopts));
-	fopts.platform_os = "linux";
-	fopts.platform_arch = fetch_host_arch();
-	fopts.hosts_dir = c->hosts_dir;
-	fopts.strict_cache = c->strict_cache;
-	fopts.read_timeout_ms = read_timeout_s * 1000;
-	rc = fetch_client_new(&fopts, &fc);
 	if (rc < 0)
 		goto fail;
 	memset(&fo, 0, sizeof(fo));

@@ -443,3 +443,63 @@ def test_unconfirmed_handover_leaves_the_old_daemon_serving(strata_bin, fixtures
     d.takeover()
     with open(mod) as g:
         assert g.read() == want
+
+
+def test_busy_mount_through_repeated_takeovers(strata_bin, fixtures, daemons, tmp_path):
+    """Eight threads stat, list and read all the time through five takeovers in a row: no
+    operation fails and none hangs (a request read by a daemon that then exits would hang)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    run = Strata(strata_bin, store)
+    run("pull", fixtures.ref(CORNER))
+    d = daemons(str(store))
+    d.start()
+    top = fixtures.layer_digests(CORNER)[-1]
+    root = d.layer(top)
+    expect = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    expect[p] = hashlib.sha256(f.read()).hexdigest()
+    listing = sorted(os.listdir(root))
+    assert expect, "no regular file in the top layer of " + CORNER
+    stop = threading.Event()
+    errors, counts = [], [0] * 8
+
+    def worker(i):
+        paths = sorted(expect)
+        k = i
+        while not stop.is_set():
+            p = paths[k % len(paths)]
+            k += 1
+            try:
+                with open(p, "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() != expect[p]:
+                        errors.append("%s: content differs" % p)
+                os.stat(p)
+                if sorted(os.listdir(root)) != listing:
+                    errors.append("listing differs")
+                os.listdir(d.current.layers)
+                counts[i] += 1
+            except OSError as e:
+                errors.append("%s: %s" % (p, e))
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(5):
+            d.takeover()
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(READ_TIMEOUT)
+    if any(t.is_alive() for t in threads):
+        d.kill_all()
+        pytest.fail("a worker hung; logs:\n" + d.logs())
+    note("%d loops of open/read/stat/listdir by 8 threads through 5 takeovers" % sum(counts))
+    assert not errors, errors[:5]
+    assert all(counts), counts
