@@ -1734,7 +1734,7 @@ static int get_field(const uint8_t *buf, size_t len, size_t *o, const uint8_t **
 	return 0;
 }
 
-long fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap)
+ssize_t fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap)
 {
 	const char *src = f->source ? f->source : "strata";
 	uint32_t version = STATE_VERSION;
@@ -1756,7 +1756,7 @@ long fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap)
 		rc = put_field(buf, cap, &o, f->mountpoint, strlen(f->mountpoint));
 	if (rc == 0)
 		rc = put_field(buf, cap, &o, src, strlen(src));
-	return rc < 0 ? rc : (long)o;
+	return rc < 0 ? rc : (ssize_t)o;
 }
 
 /* Parses a state; the strings are copied NUL-terminated into mnt/src (cap bytes each, NULL to

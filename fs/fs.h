@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct store;
 struct fetch_client;
@@ -63,7 +64,7 @@ void fs_resume(struct fs *f);
 /* After fs_pause: *fd is the /dev/fuse descriptor (borrowed) and buf receives the state (the kernel's
  * FUSE_INIT request, the mountpoint, the source). Returns its length, -ENOSPC when cap is too small,
  * -EAGAIN when the kernel's INIT has not been seen yet (strata_err set). */
-long fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap);
+ssize_t fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap);
 
 /* Validates a received state; fills mnt (cap bytes) with its mountpoint. Returns 0 or -EINVAL
  * with strata_err set. */

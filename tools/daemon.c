@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The daemon: mount and umount, and the control socket through which other commands reach it. */
+/* The daemon: mount, takeover and umount, and the control socket through which other commands
+ * reach it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -546,7 +547,7 @@ static int handover_serve(struct server *srv, int fd)
 	char *state = NULL;
 	uint32_t len;
 	int fuse_fd, rc;
-	long n;
+	ssize_t n;
 
 	if (read_all(fd, &len, 4) < 0 || len == 0 || len >= sizeof(mnt) || read_all(fd, mnt, len) < 0)
 		return -1;
