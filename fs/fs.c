@@ -12,8 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -211,6 +217,29 @@ struct inflight {
 	struct inflight *next;
 };
 
+/* The kernel's FUSE_INIT request as saved for a handover: the header and fuse_init_in (up to 64
+ * bytes in 7.36+); more is not expected. */
+#define INIT_MAX 256
+#define FUSE_OPCODE_INIT 26
+
+/* What the FUSE workers read through (see io_read). */
+struct fs_io {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_key_t holding;   /* a worker's: it returned a request and has not asked for the next */
+	int key_ok;
+	int wake;                /* eventfd, readable while readers must not poll /dev/fuse */
+	int paused;              /* no new reads; protected by mu */
+	int closing;             /* handed over: readers end the loop; protected by mu */
+	int handed_over;         /* protected by mu */
+	int busy;                /* requests read and not yet finished; protected by mu */
+	uint8_t init[INIT_MAX];  /* the kernel's FUSE_INIT; protected by mu */
+	size_t init_len;         /* protected by mu */
+	int replay;              /* adopted: the next read returns init; protected by mu */
+	int init_wait;           /* a replayed INIT is being processed; protected by mu */
+	uint64_t init_unique;
+};
+
 struct fs {
 	struct store *store;
 	struct fuse_session *se;
@@ -234,6 +263,12 @@ struct fs {
 	volatile int bg_stop;
 	struct fs_streamer *streamer; /* streams pending layers; NULL without fetch */
 	int read_timeout_ms;
+	pthread_mutex_t dh_mu;
+	struct dir_handle *dh;     /* handles of layers/; protected by dh_mu */
+	uint64_t dh_next;          /* the last handle number given (atomic) */
+	struct fs_io io;
+	int adopted;               /* serves a mount another process made (fs_adopt) */
+	char *source;              /* mount source, for a handover */
 };
 
 static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
@@ -529,10 +564,80 @@ static int collect_layer_cb(void *ctx, const struct store_layer *sl)
 	return 0;
 }
 
+/*
+ * Handles of layers/ name a snapshot of the store's layer list, kept in a table here: fi->fh is a
+ * number, never a pointer, so a handle issued by a process that handed the mount over to this one
+ * is only a number we do not know. Such a handle gets a fresh snapshot on its first readdir (the
+ * list is in the store's order, so offsets keep their meaning) and is forgotten on releasedir.
+ */
+struct dir_handle {
+	uint64_t fh;
+	struct digest_list list;
+	struct dir_handle *next;
+};
+
+/* Returns the handle fh of layers/, creating it (a fresh snapshot) when create is set and this
+ * process does not know it. NULL on error (strata_err set) or when absent. The kernel does not
+ * release a handle while a readdir on it runs, so the result stays valid for the request. */
+static struct dir_handle *dh_get(struct fs *f, uint64_t fh, int create, int *err)
+{
+	struct dir_handle *h;
+	int rc;
+
+	*err = 0;
+	pthread_mutex_lock(&f->dh_mu);
+	for (h = f->dh; h; h = h->next) {
+		if (h->fh == fh)
+			break;
+	}
+	pthread_mutex_unlock(&f->dh_mu);
+	if (h || !create)
+		return h;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	h->fh = fh;
+	/* Pending layers too: their entries wait until they have streamed. */
+	rc = store_layer_list(f->store, collect_layer_cb, &h->list);
+	if (rc == 0 && f->streamer)
+		rc = store_pending_list(f->store, collect_layer_cb, &h->list);
+	if (rc < 0) {
+		free(h->list.names);
+		free(h);
+		*err = rc;
+		return NULL;
+	}
+	pthread_mutex_lock(&f->dh_mu);
+	h->next = f->dh;
+	f->dh = h;
+	pthread_mutex_unlock(&f->dh_mu);
+	return h;
+}
+
+static void dh_drop(struct fs *f, uint64_t fh)
+{
+	struct dir_handle *h = NULL;
+
+	pthread_mutex_lock(&f->dh_mu);
+	for (struct dir_handle **pp = &f->dh; *pp; pp = &(*pp)->next) {
+		if ((*pp)->fh == fh) {
+			h = *pp;
+			*pp = h->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->dh_mu);
+	if (h) {
+		free(h->list.names);
+		free(h);
+	}
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
-	struct digest_list *d;
 	struct stat st;
 	double t;
 	int rc;
@@ -553,36 +658,24 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_open(req, fi);
 		return;
 	}
-	d = calloc(1, sizeof(*d));
-	if (!d) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	fi->fh = 0;
 	if (ino == INO_LAYERS) {
-		/* Pending layers too: their entries wait until they have streamed. */
-		rc = store_layer_list(f->store, collect_layer_cb, d);
-		if (rc == 0 && f->streamer)
-			rc = store_pending_list(f->store, collect_layer_cb, d);
-		if (rc < 0) {
-			free(d->names);
-			free(d);
+		/* Numbers from a random base: they do not repeat those of the process before us. */
+		fi->fh = __atomic_add_fetch(&f->dh_next, 1, __ATOMIC_RELAXED);
+		if (!dh_get(f, fi->fh, 1, &rc)) {
 			fuse_reply_err(req, -rc);
 			return;
 		}
 	}
-	fi->fh = (uint64_t)(uintptr_t)d;
 	fuse_reply_open(req, fi);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct digest_list *d = (struct digest_list *)(uintptr_t)fi->fh;
+	struct fs *f = fuse_req_userdata(req);
 
-	(void)ino;
-	if (d) {
-		free(d->names);
-		free(d);
-	}
+	if (ino == INO_LAYERS)
+		dh_drop(f, fi->fh); /* unknown (an earlier process's, never read here): nothing */
 	fuse_reply_err(req, 0);
 }
 
@@ -643,12 +736,22 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, int plus)
 {
 	struct fs *f = fuse_req_userdata(req);
-	struct digest_list *d = (struct digest_list *)(uintptr_t)fi->fh;
-	char *buf = malloc(size);
+	struct digest_list *d = NULL;
+	char *buf;
 	char name[NAME_MAX + 1];
 	size_t used = 0;
 	int rc = 0;
 
+	if (ino == INO_LAYERS) {
+		struct dir_handle *h = dh_get(f, fi->fh, 1, &rc);
+
+		if (!h) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		d = &h->list;
+	}
+	buf = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -1361,6 +1464,380 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.listxattr = op_listxattr,
 };
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define lsan_disable() __lsan_disable()
+#define lsan_enable() __lsan_enable()
+#else
+#define lsan_disable() ((void)0)
+#define lsan_enable() ((void)0)
+#endif
+
+/* ---------------------------------------------------------------- device io */
+
+/*
+ * The FUSE workers read /dev/fuse through io_read, so that a handover can stop them cleanly: a
+ * request read by a process that then exits is lost and its caller hangs forever. Reads are
+ * nonblocking and made under io.mu after checking that the fs is not paused; a worker blocks in
+ * poll() (a cancellation point, holding nothing) or on io.cv, never inside read(). A request counts
+ * as busy from the read that returns it until its worker asks for the next one (or exits): then
+ * it has been answered. libfuse drops a request it read after the session was flagged as exited,
+ * so readers end the loop (ENODEV) only once nothing is busy.
+ */
+
+struct in_header {  /* struct fuse_in_header of <linux/fuse.h> (not installed with fuse3) */
+	uint32_t len, opcode;
+	uint64_t unique, nodeid;
+	uint32_t uid, gid, pid;
+	uint16_t total_extlen, padding;
+};
+
+struct out_header { /* struct fuse_out_header */
+	uint32_t len;
+	int32_t error;
+	uint64_t unique;
+};
+
+/* A request is finished. Caller holds io->mu. */
+static void io_done_locked(struct fs_io *io)
+{
+	assert(io->busy > 0);
+	if (--io->busy == 0)
+		pthread_cond_broadcast(&io->cv);
+}
+
+/* A worker thread ends (libfuse retires idle workers after their request). */
+static void io_thread_gone(void *arg)
+{
+	struct fs *f = arg;
+
+	pthread_mutex_lock(&f->io.mu);
+	io_done_locked(&f->io);
+	pthread_mutex_unlock(&f->io.mu);
+}
+
+static void io_wait(struct fs_io *io, int ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += (long)ms * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(&io->cv, &io->mu, &until);
+}
+
+static void io_hold(struct fs *f)
+{
+	f->io.busy++;
+	pthread_setspecific(f->io.holding, f);
+}
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	struct fs *f = userdata;
+	struct fs_io *io = &f->io;
+	struct pollfd pfd[2] = { { fd, POLLIN, 0 }, { io->wake, POLLIN, 0 } };
+	ssize_t n = -1;
+	int cs, e = 0;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+	pthread_mutex_lock(&io->mu);
+	if (pthread_getspecific(io->holding)) {
+		pthread_setspecific(io->holding, NULL);
+		io_done_locked(io);
+	}
+	for (;;) {
+		if (fuse_session_exited(f->se)) {
+			e = EINTR; /* a signal ends the loop */
+			break;
+		}
+		if (io->closing && io->busy == 0) {
+			e = ENODEV;
+			break;
+		}
+		if (io->replay) {
+			assert(len >= io->init_len);
+			memcpy(buf, io->init, io->init_len);
+			n = (ssize_t)io->init_len;
+			io->replay = 0;
+			io->init_wait = 1;
+			io_hold(f);
+			break;
+		}
+		if (io->paused || io->closing || io->init_wait) {
+			io_wait(io, 200);
+			continue;
+		}
+		pthread_mutex_unlock(&io->mu);
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			strata_log(LOG_ERR, "poll /dev/fuse: %s", strerror(errno));
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		pthread_mutex_lock(&io->mu);
+		if (io->paused || io->closing || io->init_wait || io->replay ||
+		    fuse_session_exited(f->se))
+			continue;
+		n = read(fd, buf, len);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR || errno == ENOENT)
+				continue; /* another worker took it; or interrupted: nothing was read */
+			e = errno;
+			break;
+		}
+		if (io->init_len == 0 && (size_t)n >= sizeof(struct in_header) && (size_t)n <= INIT_MAX &&
+		    ((const struct in_header *)buf)->opcode == FUSE_OPCODE_INIT) {
+			memcpy(io->init, buf, (size_t)n);
+			io->init_len = (size_t)n;
+		}
+		io_hold(f);
+		break;
+	}
+	pthread_mutex_unlock(&io->mu);
+	pthread_setcancelstate(cs, NULL);
+	if (n < 0)
+		errno = e;
+	return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct fs *f = userdata;
+	struct fs_io *io = &f->io;
+	const struct out_header *oh = count > 0 ? iov[0].iov_base : NULL;
+	ssize_t total = 0;
+	int swallow;
+
+	pthread_mutex_lock(&io->mu);
+	swallow = io->init_wait && oh && iov[0].iov_len >= sizeof(*oh) &&
+		  oh->unique == io->init_unique;
+	if (swallow) {
+		/* The answer to the replayed INIT: the kernel had its answer from the first process. */
+		io->init_wait = 0;
+		pthread_cond_broadcast(&io->cv);
+	}
+	pthread_mutex_unlock(&io->mu);
+	if (!swallow)
+		return writev(fd, iov, count);
+	if (oh->error != 0)
+		strata_log(LOG_ERR, "the handed-over FUSE session cannot be resumed: INIT: %s",
+			   strerror(-oh->error));
+	for (int i = 0; i < count; i++)
+		total += (ssize_t)iov[i].iov_len;
+	return total;
+}
+
+static int io_init(struct fs *f)
+{
+	struct fs_io *io = &f->io;
+	int rc;
+
+	pthread_mutex_init(&io->mu, NULL);
+	pthread_cond_init(&io->cv, NULL);
+	io->wake = -1;
+	rc = pthread_key_create(&io->holding, io_thread_gone);
+	if (rc != 0)
+		return -rc;
+	io->key_ok = 1;
+	io->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return io->wake < 0 ? -errno : 0;
+}
+
+/* Serves fd through io_read/io_writev. fd becomes the session's (closed by fuse_session_destroy)
+ * only on success. */
+static int io_attach(struct fs *f, int fd)
+{
+	static const struct fuse_custom_io ops = { .writev = io_writev, .read = io_read };
+	int fl = fcntl(fd, F_GETFL);
+	int rc;
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return strata_err(errno, "/dev/fuse: %s", strerror(errno));
+	rc = fuse_session_custom_io(f->se, &ops, fd);
+	if (rc < 0)
+		return strata_err(-rc, "cannot attach the FUSE session to /dev/fuse: %s", strerror(-rc));
+	return 0;
+}
+
+static void io_destroy(struct fs_io *io)
+{
+	if (io->wake >= 0)
+		close(io->wake);
+	if (io->key_ok)
+		pthread_key_delete(io->holding);
+	pthread_mutex_destroy(&io->mu);
+	pthread_cond_destroy(&io->cv);
+}
+
+static void io_kick(struct fs_io *io)
+{
+	uint64_t one = 1;
+
+	if (write(io->wake, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		strata_log(LOG_WARNING, "wake FUSE workers: %s", strerror(errno));
+	pthread_cond_broadcast(&io->cv);
+}
+
+int fs_pause(struct fs *f, int timeout_ms)
+{
+	struct fs_io *io = &f->io;
+	struct timespec now, until;
+	int rc = 0;
+
+	pthread_mutex_lock(&io->mu);
+	io->paused = 1;
+	io_kick(io);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	while (io->busy > 0 && rc == 0) {
+		pthread_cond_timedwait(&io->cv, &io->mu, &until);
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (io->busy > 0 && (now.tv_sec > until.tv_sec ||
+				     (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec)))
+			rc = strata_err(ETIMEDOUT, "%d request(s) still running after %d s", io->busy,
+					timeout_ms / 1000);
+	}
+	pthread_mutex_unlock(&io->mu);
+	return rc;
+}
+
+void fs_resume(struct fs *f)
+{
+	struct fs_io *io = &f->io;
+	uint64_t v;
+
+	pthread_mutex_lock(&io->mu);
+	io->paused = 0;
+	while (read(io->wake, &v, sizeof(v)) > 0)
+		;
+	pthread_cond_broadcast(&io->cv);
+	pthread_mutex_unlock(&io->mu);
+}
+
+/* ---------------------------------------------------------------- handover state */
+
+/*
+ * The state travels as: "STRATAHS", u32 version (1), then three u32-length-prefixed fields: the
+ * kernel's FUSE_INIT request, the mountpoint, the mount source. Host byte order: both ends run on
+ * one machine.
+ */
+#define STATE_MAGIC "STRATAHS"
+#define STATE_VERSION 1u
+
+static int put_field(uint8_t *buf, size_t cap, size_t *o, const void *p, size_t len)
+{
+	uint32_t l = (uint32_t)len;
+
+	if (*o + 4 + len > cap)
+		return -ENOSPC;
+	memcpy(buf + *o, &l, 4);
+	memcpy(buf + *o + 4, p, len);
+	*o += 4 + len;
+	return 0;
+}
+
+static int get_field(const uint8_t *buf, size_t len, size_t *o, const uint8_t **p, size_t *flen)
+{
+	uint32_t l;
+
+	if (*o + 4 > len)
+		return -EINVAL;
+	memcpy(&l, buf + *o, 4);
+	if (l > len - *o - 4)
+		return -EINVAL;
+	*p = buf + *o + 4;
+	*flen = l;
+	*o += 4 + l;
+	return 0;
+}
+
+ssize_t fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap)
+{
+	const char *src = f->source ? f->source : "strata";
+	uint32_t version = STATE_VERSION;
+	size_t o = 12;
+	int rc;
+
+	*fd = fuse_session_fd(f->se);
+	if (cap < o)
+		return -ENOSPC;
+	memcpy(buf, STATE_MAGIC, 8);
+	memcpy((uint8_t *)buf + 8, &version, 4);
+	pthread_mutex_lock(&f->io.mu);
+	if (f->io.init_len == 0)
+		rc = strata_err(EAGAIN, "the kernel's INIT request has not been seen yet");
+	else
+		rc = put_field(buf, cap, &o, f->io.init, f->io.init_len);
+	pthread_mutex_unlock(&f->io.mu);
+	if (rc == 0)
+		rc = put_field(buf, cap, &o, f->mountpoint, strlen(f->mountpoint));
+	if (rc == 0)
+		rc = put_field(buf, cap, &o, src, strlen(src));
+	return rc < 0 ? rc : (ssize_t)o;
+}
+
+/* Parses a state; the strings are copied NUL-terminated into mnt/src (cap bytes each, NULL to
+ * skip). */
+static int state_parse(const void *state, size_t len, const uint8_t **init, size_t *init_len,
+		       char *mnt, char *src, size_t cap)
+{
+	const uint8_t *b = state, *p;
+	const struct in_header *h;
+	uint32_t version;
+	size_t o = 12, l;
+
+	if (len < o || memcmp(b, STATE_MAGIC, 8) != 0)
+		return strata_err(EINVAL, "not a strata handover state");
+	memcpy(&version, b + 8, 4);
+	if (version != STATE_VERSION)
+		return strata_err(EINVAL, "handover state version %u, this strata reads %u", version,
+				  STATE_VERSION);
+	if (get_field(b, len, &o, init, init_len) < 0 || *init_len < sizeof(*h) ||
+	    *init_len > INIT_MAX)
+		return strata_err(EINVAL, "bad INIT in the handover state");
+	h = (const struct in_header *)*init;
+	if (h->opcode != FUSE_OPCODE_INIT || h->len != *init_len)
+		return strata_err(EINVAL, "bad INIT in the handover state");
+	if (get_field(b, len, &o, &p, &l) < 0 || l == 0 || l >= cap || p[0] != '/')
+		return strata_err(EINVAL, "bad mountpoint in the handover state");
+	if (mnt) {
+		memcpy(mnt, p, l);
+		mnt[l] = '\0';
+	}
+	if (get_field(b, len, &o, &p, &l) < 0 || l >= cap)
+		return strata_err(EINVAL, "bad source in the handover state");
+	if (src) {
+		memcpy(src, p, l);
+		src[l] = '\0';
+	}
+	return 0;
+}
+
+int fs_handover_check(const void *state, size_t len, char *mnt, size_t cap)
+{
+	const uint8_t *init;
+	size_t init_len;
+
+	return state_parse(state, len, &init, &init_len, mnt, NULL, cap);
+}
+
+void fs_handed_over(struct fs *f)
+{
+	pthread_mutex_lock(&f->io.mu);
+	f->io.closing = 1;
+	f->io.handed_over = 1;
+	io_kick(&f->io);
+	pthread_mutex_unlock(&f->io.mu);
+}
+
+const char *fs_mountpoint(const struct fs *f)
+{
+	return f->mountpoint;
+}
+
 /* ---------------------------------------------------------------- mount */
 
 /* Undoes the octal escapes of /proc/self/mountinfo fields in place. */
@@ -1422,32 +1899,21 @@ int fs_mount_info(const char *path, char *type, size_t cap, char *source, size_t
 	return found;
 }
 
-int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
+/* Allocates the fs for mountpoint real (absolute) and creates its session, unmounted. Returns 0 and
+ * *out, or negative errno (everything freed). */
+static int fs_create(struct store *store, const struct fs_opts *opts, const char *real,
+		     struct fs **out)
 {
-	struct fs *f;
-	char real[PATH_MAX], type[64], mopts[PATH_MAX + 128];
-	struct stat st;
+	char mopts[PATH_MAX + 128];
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fs *f;
 	int rc;
 
 	*out = NULL;
-	if (stat(opts->mountpoint, &st) < 0) {
-		if (errno == ENOTCONN)
-			return strata_err(ENOTCONN, "%s is a disconnected FUSE mount (run 'strata umount %s')",
-					  opts->mountpoint, opts->mountpoint);
-		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
-	}
-	if (!S_ISDIR(st.st_mode))
-		return strata_err(ENOTDIR, "mountpoint %s is not a directory", opts->mountpoint);
-	if (!realpath(opts->mountpoint, real))
-		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
-	rc = fs_is_fuse_mount(real, type, sizeof(type));
-	if (rc > 0)
-		return strata_err(EBUSY, "%s is already mounted (%s)", real, type);
-
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
+	f->io.wake = -1;
 	clock_gettime(CLOCK_REALTIME, &f->start);
 	pthread_rwlock_init(&f->layers_lock, NULL);
 	f->store = store;
@@ -1456,16 +1922,26 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
 	f->read_timeout_ms = opts->read_timeout_ms;
 	pthread_mutex_init(&f->inflight_mu, NULL);
 	pthread_cond_init(&f->inflight_cv, NULL);
+	pthread_mutex_init(&f->dh_mu, NULL);
+	if (getrandom(&f->dh_next, sizeof(f->dh_next), 0) != sizeof(f->dh_next))
+		f->dh_next = ((uint64_t)getpid() << 40) ^ (uint64_t)f->start.tv_nsec;
+	f->dh_next = (f->dh_next >> 1) | 1; /* counts up without wrapping to 0 */
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
 	f->mountpoint = strdup(real);
-	if (!f->mountpoint ||
+	f->source = strdup(opts->source ? opts->source : "strata");
+	if (!f->mountpoint || !f->source ||
 	    cache_init(&f->cache, opts->chunk_cache_bytes ? opts->chunk_cache_bytes : 64ull << 20) < 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
+	rc = io_init(f);
+	if (rc < 0) {
+		rc = strata_err(-rc, "FUSE io set-up: %s", strerror(-rc));
+		goto fail;
+	}
 	{
 		/* fuse_opt takes backslash escapes: protect ',' and '\\' in the source. */
-		const char *src = opts->source ? opts->source : "strata";
+		const char *src = f->source;
 		size_t o = 0;
 
 		o = (size_t)snprintf(mopts, sizeof(mopts), "ro,allow_other,default_permissions,subtype=strata,fsname=");
@@ -1487,11 +1963,6 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
 		rc = strata_err(EIO, "cannot create the FUSE session");
 		goto fail;
 	}
-	if (fuse_session_mount(f->se, f->mountpoint) != 0) {
-		rc = strata_err(EIO, "cannot mount on %s (is /dev/fuse available?)", f->mountpoint);
-		goto fail;
-	}
-	f->mounted = 1;
 	fuse_opt_free_args(&args);
 	*out = f;
 	return 0;
@@ -1499,6 +1970,112 @@ fail:
 	fuse_opt_free_args(&args);
 	fs_free(f);
 	return rc;
+}
+
+int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
+{
+	struct fs *f;
+	char real[PATH_MAX], type[64];
+	struct stat st;
+	int rc;
+
+	*out = NULL;
+	if (stat(opts->mountpoint, &st) < 0) {
+		if (errno == ENOTCONN)
+			return strata_err(ENOTCONN, "%s is a disconnected FUSE mount (run 'strata umount %s')",
+					  opts->mountpoint, opts->mountpoint);
+		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
+	}
+	if (!S_ISDIR(st.st_mode))
+		return strata_err(ENOTDIR, "mountpoint %s is not a directory", opts->mountpoint);
+	if (!realpath(opts->mountpoint, real))
+		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
+	rc = fs_is_fuse_mount(real, type, sizeof(type));
+	if (rc > 0)
+		return strata_err(EBUSY, "%s is already mounted (%s)", real, type);
+
+	rc = fs_create(store, opts, real, &f);
+	if (rc < 0)
+		return rc;
+	/* libfuse keeps a copy of the mountpoint that only fuse_session_unmount frees: after a
+	 * handover that is never called (it would unmount), so LeakSanitizer is told to expect it. */
+	lsan_disable();
+	rc = fuse_session_mount(f->se, f->mountpoint);
+	lsan_enable();
+	if (rc != 0) {
+		rc = strata_err(EIO, "cannot mount on %s (is /dev/fuse available?)", f->mountpoint);
+		goto fail;
+	}
+	f->mounted = 1;
+	/* The same descriptor, read through io_read so that a handover can stop the workers. */
+	rc = io_attach(f, fuse_session_fd(f->se));
+	if (rc < 0)
+		goto fail;
+	*out = f;
+	return 0;
+fail:
+	fs_free(f);
+	return rc;
+}
+
+int fs_adopt(struct store *store, const struct fs_opts *opts, int fd, const void *state, size_t len,
+	     struct fs **out)
+{
+	char mnt[PATH_MAX], src[PATH_MAX + 16];
+	const uint8_t *init;
+	size_t init_len;
+	struct fs_opts o = *opts;
+	struct fs *f = NULL;
+	int rc;
+
+	*out = NULL;
+	rc = state_parse(state, len, &init, &init_len, mnt, src, sizeof(mnt));
+	if (rc < 0)
+		goto fail;
+	o.source = src;
+	rc = fs_create(store, &o, mnt, &f);
+	if (rc < 0)
+		goto fail;
+	f->adopted = 1;
+	memcpy(f->io.init, init, init_len);
+	f->io.init_len = init_len;
+	f->io.init_unique = ((const struct in_header *)init)->unique;
+	f->io.replay = 1;
+	rc = io_attach(f, fd);
+	if (rc < 0)
+		goto fail;
+	*out = f;
+	return 0;
+fail:
+	close(fd);
+	fs_free(f);
+	return rc;
+}
+
+/* Detaches the mount this process adopted (it never called fuse_session_mount), unless the kernel
+ * already ended it. Only the fuse.strata mount on top of the mountpoint is touched. */
+static void adopted_unmount(struct fs *f)
+{
+	struct pollfd p = { fuse_session_fd(f->se), 0, 0 };
+	char type[64];
+	pid_t pid;
+	int status;
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & POLLERR))
+		return; /* unmounted, or the connection was aborted */
+	if (fs_is_fuse_mount(f->mountpoint, type, sizeof(type)) <= 0 ||
+	    strcmp(type, "fuse.strata") != 0)
+		return;
+	if (umount2(f->mountpoint, MNT_DETACH) == 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", f->mountpoint, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0)
+		strata_log(LOG_ERR, "cannot unmount %s", f->mountpoint);
 }
 
 int fs_run(struct fs *f)
@@ -1530,6 +2107,8 @@ int fs_run(struct fs *f)
 		return -ENOMEM;
 	fuse_loop_cfg_set_max_threads(cfg, f->max_threads);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	/* Cloned descriptors would be read outside io_read, and a handover would not stop them. */
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	rc = fuse_session_loop_mt(f->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return rc < 0 ? rc : 0;
@@ -1554,10 +2133,23 @@ void fs_free(struct fs *f)
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);
-		if (f->mounted)
+		/* Handed over: the mount lives on in the new process. */
+		if (f->mounted && !f->io.handed_over)
 			fuse_session_unmount(f->se);
+		else if (f->adopted && !f->io.handed_over)
+			adopted_unmount(f);
 		fuse_session_destroy(f->se);
 	}
+	while (f->dh) {
+		struct dir_handle *h = f->dh;
+
+		f->dh = h->next;
+		free(h->list.names);
+		free(h);
+	}
+	pthread_mutex_destroy(&f->dh_mu);
+	io_destroy(&f->io);
+	free(f->source);
 	for (size_t i = 0; i < f->layers_cap; i++) {
 		if (f->layers[i]) {
 			index_layer_free(f->layers[i]->idx);

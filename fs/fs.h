@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct store;
 struct fetch_client;
@@ -38,6 +39,53 @@ void fs_stop(struct fs *f);
 
 /* Unmounts (if still mounted) and frees (NULL ok). */
 void fs_free(struct fs *f);
+
+/* The absolute path the fs is mounted on. Borrowed, valid until fs_free. */
+const char *fs_mountpoint(const struct fs *f);
+
+/*
+ * Handing the mount over to a new process (daemon restart or upgrade) without unmounting.
+ *
+ * Old process: fs_pause() stops reading new requests from /dev/fuse and waits until every request
+ * already read has been answered; fs_handover_state() then gives the /dev/fuse descriptor and the
+ * state a new process needs; once the new process has both, fs_handed_over() makes fs_run return
+ * without unmounting (fs_free then leaves the mount alone). If the handover fails before that,
+ * fs_resume() serves on: requests only waited. Requests the kernel queued meanwhile stay queued
+ * for whoever reads next.
+ *
+ * New process: fs_adopt() serves the received descriptor in place of fs_mount().
+ */
+
+/* Stops reading requests and waits up to timeout_ms for those being processed. Returns 0, or
+ * -ETIMEDOUT (still paused: call fs_resume). Thread-safe; not from a FUSE request thread. */
+int fs_pause(struct fs *f, int timeout_ms);
+
+/* Reads requests again after fs_pause. */
+void fs_resume(struct fs *f);
+
+/* After fs_pause: *fd is the /dev/fuse descriptor (borrowed) and buf receives the state (the kernel's
+ * FUSE_INIT request, the mountpoint, the source). Returns its length, -ENOSPC when cap is too small,
+ * -EAGAIN when the kernel's INIT has not been seen yet (strata_err set). */
+ssize_t fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap);
+
+/* Validates a received state; fills mnt (cap bytes) with its mountpoint. Returns 0 or -EINVAL
+ * with strata_err set. */
+int fs_handover_check(const void *state, size_t len, char *mnt, size_t cap);
+
+/* The state was delivered: fs_run returns (after fs_pause, no request is in flight) and fs_free
+ * will not unmount. */
+void fs_handed_over(struct fs *f);
+
+/*
+ * Serves the /dev/fuse descriptor fd of a mount handed over by another process, described by state
+ * (from fs_handover_state). fd is owned by the fs from the call on (closed on failure too). The
+ * kernel's INIT is replayed to libfuse so that the session starts initialised; nothing is sent to
+ * the kernel for it. opts->mountpoint is ignored (the state's is used). On fs_free after a signal,
+ * the fs detaches the mount itself (umount2 MNT_DETACH as root, else fusermount3 -u -z).
+ * Returns 0 and *out, or negative errno with strata_err set.
+ */
+int fs_adopt(struct store *store, const struct fs_opts *opts, int fd, const void *state, size_t len,
+	     struct fs **out);
 
 /* Checks whether path is a mountpoint of a FUSE filesystem. Returns 1 with its fstype in type (cap
  * bytes), 0 when it is not, negative errno on error. */

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The daemon: mount and umount, and the control socket through which other commands reach it. */
+/* The daemon: mount, takeover and umount, and the control socket through which other commands
+ * reach it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -25,6 +28,9 @@
 
 #define SOCK_NAME "strata.sock"
 #define PROTO_MAGIC "STRATA01"
+#define HANDOVER_MAGIC "STRATAHO"
+#define HANDOVER_STATE_MAX 8192
+#define HANDOVER_ACK_MS 30000
 #define MAX_ARGS 4096
 #define MAX_ARG_LEN 65536
 #define UMOUNT_WAIT_MS 30000
@@ -256,6 +262,10 @@ struct server {
 	pthread_cond_t idle;
 	int active;          /* protected by mu */
 	volatile int cancel; /* set at shutdown; long commands poll it */
+	struct fs *fs;       /* the mount this daemon serves */
+	int drain_ms;        /* a handover waits this long for requests being processed */
+	pthread_mutex_t ho_mu;   /* one handover at a time */
+	volatile int handed_over; /* the mount went to a new daemon: exit without unmounting */
 };
 
 struct conn {
@@ -277,6 +287,8 @@ static ssize_t cookie_write(void *cookie, const char *buf, size_t len)
 	return (ssize_t)len;
 }
 
+static int handover_serve(struct server *srv, int fd);
+
 static int serve_request(struct server *srv, int fd)
 {
 	struct frame_cookie oc = { fd, 'o' }, ec = { fd, 'e' };
@@ -288,8 +300,12 @@ static int serve_request(struct server *srv, int fd)
 	int nrest = 0, code = 1;
 	int32_t v;
 
-	if (read_all(fd, magic, 8) < 0 || memcmp(magic, PROTO_MAGIC, 8) != 0 ||
-	    read_all(fd, &flags, 4) < 0 || read_all(fd, &argc, 4) < 0 || argc > MAX_ARGS + 16)
+	if (read_all(fd, magic, 8) < 0)
+		return -1;
+	if (memcmp(magic, HANDOVER_MAGIC, 8) == 0)
+		return handover_serve(srv, fd);
+	if (memcmp(magic, PROTO_MAGIC, 8) != 0 || read_all(fd, &flags, 4) < 0 ||
+	    read_all(fd, &argc, 4) < 0 || argc > MAX_ARGS + 16)
 		return -1;
 	argv = calloc(argc + 1, sizeof(*argv));
 	rest = calloc(argc + 1, sizeof(*rest));
@@ -402,7 +418,8 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
-static int server_start(struct server *srv, struct store *store, struct fetch_client *fc)
+static int server_start(struct server *srv, struct store *store, struct fetch_client *fc,
+			struct fs *f, int drain_ms)
 {
 	sigset_t all, old;
 	int rc;
@@ -410,6 +427,9 @@ static int server_start(struct server *srv, struct store *store, struct fetch_cl
 	memset(srv, 0, sizeof(*srv));
 	srv->store = store;
 	srv->fetch = fc;
+	srv->fs = f;
+	srv->drain_ms = drain_ms;
+	pthread_mutex_init(&srv->ho_mu, NULL);
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	srv->lfd = cli_listen(store_dir(store));
@@ -460,6 +480,235 @@ static void server_stop(struct server *srv)
 	close(srv->stop_pipe[1]);
 }
 
+/* ---------------------------------------------------------------- handover */
+
+/*
+ * strata mount --takeover: the new daemon connects and sends HANDOVER_MAGIC, u32 length, the
+ * mountpoint. The old daemon pauses its FUSE workers (fs_pause), then answers with one frame:
+ * 'h' + u32 length + the fs state, with the /dev/fuse descriptor attached (SCM_RIGHTS), or
+ * 'e' + u32 length + an error message. The new daemon checks the state and confirms with one byte
+ * 'k'; only then is the mount the new daemon's: the old one exits without unmounting. Until the
+ * confirmation, any failure leaves the old daemon serving.
+ */
+
+static int send_ho_frame(int sock, char type, const void *data, uint32_t len, int fuse_fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	char hdr[5];
+	struct iovec iov = { hdr, sizeof(hdr) };
+	struct msghdr mh;
+	ssize_t n;
+
+	hdr[0] = type;
+	memcpy(hdr + 1, &len, 4);
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (fuse_fd >= 0) {
+		struct cmsghdr *ch;
+
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = sizeof(cm.buf);
+		ch = CMSG_FIRSTHDR(&mh);
+		ch->cmsg_level = SOL_SOCKET;
+		ch->cmsg_type = SCM_RIGHTS;
+		ch->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(ch), &fuse_fd, sizeof(int));
+	}
+	do {
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr))
+		return -1;
+	return len ? write_all(sock, data, len) : 0;
+}
+
+static void __attribute__((format(printf, 2, 3))) ho_refuse(int sock, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	strata_log(LOG_WARNING, "takeover refused: %s", msg);
+	send_ho_frame(sock, 'e', msg, (uint32_t)strlen(msg), -1);
+}
+
+/* The old daemon's side. Returns 0 (the outcome went to the peer), -1 on a malformed request. */
+static int handover_serve(struct server *srv, int fd)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	char mnt[PATH_MAX], ack = 0;
+	char *state = NULL;
+	uint32_t len;
+	int fuse_fd, rc;
+	ssize_t n;
+
+	if (read_all(fd, &len, 4) < 0 || len == 0 || len >= sizeof(mnt) || read_all(fd, mnt, len) < 0)
+		return -1;
+	mnt[len] = '\0';
+	if (!srv->fs) {
+		ho_refuse(fd, "the daemon of store %s serves no mount", store_dir(srv->store));
+		return 0;
+	}
+	if (strcmp(mnt, fs_mountpoint(srv->fs)) != 0) {
+		ho_refuse(fd, "the daemon of store %s serves %s, not %s", store_dir(srv->store),
+			  fs_mountpoint(srv->fs), mnt);
+		return 0;
+	}
+	if (pthread_mutex_trylock(&srv->ho_mu) != 0) {
+		ho_refuse(fd, "another takeover of %s is under way", mnt);
+		return 0;
+	}
+	if (srv->handed_over) {
+		ho_refuse(fd, "%s was already handed over", mnt);
+		goto out;
+	}
+	state = malloc(HANDOVER_STATE_MAX);
+	if (!state) {
+		ho_refuse(fd, "out of memory");
+		goto out;
+	}
+	strata_log(LOG_NOTICE, "takeover of %s: pausing FUSE requests", mnt);
+	rc = fs_pause(srv->fs, srv->drain_ms);
+	if (rc < 0) {
+		ho_refuse(fd, "%s; not handing %s over", strata_errmsg(rc), mnt);
+		goto resume;
+	}
+	n = fs_handover_state(srv->fs, &fuse_fd, state, HANDOVER_STATE_MAX);
+	if (n < 0) {
+		ho_refuse(fd, "%s", strata_errmsg((int)n));
+		goto resume;
+	}
+	if (send_ho_frame(fd, 'h', state, (uint32_t)n, fuse_fd) < 0) {
+		strata_log(LOG_ERR, "takeover of %s: the new daemon went away; serving on", mnt);
+		goto resume;
+	}
+	if (poll(&p, 1, HANDOVER_ACK_MS) != 1 || read_all(fd, &ack, 1) < 0 || ack != 'k') {
+		strata_log(LOG_ERR, "takeover of %s: the new daemon did not confirm; serving on", mnt);
+		goto resume;
+	}
+	srv->handed_over = 1;
+	fs_handed_over(srv->fs);
+	strata_log(LOG_NOTICE, "handed %s over to the new daemon; exiting without unmounting", mnt);
+	goto out;
+resume:
+	fs_resume(srv->fs);
+out:
+	pthread_mutex_unlock(&srv->ho_mu);
+	free(state);
+	return 0;
+}
+
+/*
+ * The new daemon's side: takes mnt (absolute) over from the daemon of store_dir. Returns 0 with
+ * *fuse_fd and *state (malloc'd, *len bytes) after confirming, or negative errno with strata_err
+ * set (then nothing changed: the old daemon serves on). wait_s bounds the wait for the answer.
+ */
+static int takeover_receive(const char *store_dir, const char *mnt, long wait_s, int *fuse_fd,
+			    char **state, uint32_t *len)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct timeval tv = { wait_s, 0 };
+	char hdr[5], smnt[PATH_MAX];
+	struct iovec iov = { hdr, sizeof(hdr) };
+	struct msghdr mh;
+	struct cmsghdr *ch;
+	uint32_t l = (uint32_t)strlen(mnt);
+	char *buf = NULL;
+	int fd, rfd = -1, rc;
+	ssize_t n;
+
+	*fuse_fd = -1;
+	*state = NULL;
+	fd = cli_connect(store_dir);
+	if (fd < 0)
+		return strata_err(ESRCH, "no daemon serves store %s: nothing to take over", store_dir);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (write_all(fd, HANDOVER_MAGIC, 8) < 0 || send_u32(fd, l) < 0 || write_all(fd, mnt, l) < 0)
+		goto lost;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cm.buf;
+	mh.msg_controllen = sizeof(cm.buf);
+	do {
+		n = recvmsg(fd, &mh, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	for (ch = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; ch; ch = CMSG_NXTHDR(&mh, ch)) {
+		if (ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_RIGHTS &&
+		    ch->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&rfd, CMSG_DATA(ch), sizeof(int));
+	}
+	if (n != (ssize_t)sizeof(hdr) || (mh.msg_flags & MSG_CTRUNC))
+		goto lost;
+	memcpy(&l, hdr + 1, 4);
+	if ((hdr[0] != 'e' && hdr[0] != 'h') || l > HANDOVER_STATE_MAX)
+		goto lost;
+	buf = malloc(l + 1);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (read_all(fd, buf, l) < 0)
+		goto lost;
+	buf[l] = '\0';
+	if (hdr[0] == 'e') {
+		rc = strata_err(EPERM, "%s", buf);
+		goto out;
+	}
+	if (rfd < 0) {
+		rc = strata_err(EPROTO, "the daemon of store %s sent no /dev/fuse descriptor", store_dir);
+		goto out;
+	}
+	rc = fs_handover_check(buf, l, smnt, sizeof(smnt));
+	if (rc < 0)
+		goto out;
+	if (strcmp(smnt, mnt) != 0) {
+		rc = strata_err(EPROTO, "the daemon of store %s handed over %s, not %s", store_dir, smnt,
+				mnt);
+		goto out;
+	}
+	if (write_all(fd, "k", 1) < 0)
+		goto lost;
+	*fuse_fd = rfd;
+	rfd = -1;
+	*state = buf;
+	buf = NULL;
+	*len = l;
+	rc = 0;
+	goto out;
+lost:
+	rc = strata_err(EPROTO, "the daemon of store %s did not hand %s over (it exited, or its strata "
+			"has no takeover); it serves on if it is still running", store_dir, mnt);
+out:
+	if (rfd >= 0)
+		close(rfd);
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* store_open, waiting up to timeout_ms while another process (the daemon handing over) holds it. */
+static int store_open_wait(const char *dir, long timeout_ms, struct store **out)
+{
+	for (long waited = 0;; waited += 10) {
+		int rc = store_open(dir, NULL, out);
+
+		if (rc != -EBUSY || waited >= timeout_ms)
+			return rc;
+		usleep(10 * 1000); /* reads are paused meanwhile: poll often */
+	}
+}
+
 /* ---------------------------------------------------------------- mount */
 
 /* Reports the daemon's start-up result to the waiting parent (msg NULL = success). */
@@ -491,11 +740,15 @@ static void detach_stdio(const char *store)
 }
 
 #define DEFAULT_READ_TIMEOUT_S 30L
+/* A takeover waits this long (plus the read timeout) for the old daemon to release the store: it
+ * lets its running commands finish (server_stop) and its background fetches stop. */
+#define TAKEOVER_STORE_WAIT_MS 90000L
 
 /* Serves the store on mnt until unmounted. read_timeout_s bounds each fetch of a FUSE read (across
- * hosts, retries and Retry-After waits); past it the read fails with EIO. */
+ * hosts, retries and Retry-After waits); past it the read fails with EIO. With takeover, the mount
+ * is taken over from the daemon serving it (see handover above) instead of mounted. */
 static int run_daemon(struct cli *c, const char *mnt, int debug, int background, int status_fd,
-		      long read_timeout_s)
+		      long read_timeout_s, int takeover)
 {
 	struct store *store = NULL;
 	struct fetch_client *fc = NULL;
@@ -503,12 +756,12 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	struct fs *f = NULL;
 	struct server srv;
 	struct fs_opts fo;
-	char source[PATH_MAX + 16], msg[2048];
-	int rc, started = 0;
+	char source[PATH_MAX + 16], msg[2048], real[PATH_MAX];
+	char *state = NULL;
+	uint32_t slen = 0;
+	int rc, started = 0, fuse_fd = -1;
 
-	rc = store_open(c->store_dir, NULL, &store);
-	if (rc < 0)
-		goto fail;
+	/* Before the takeover: the less the new daemon does after it, the shorter reads pause. */
 	memset(&fopts, 0, sizeof(fopts));
 	fopts.platform_os = "linux";
 	fopts.platform_arch = fetch_host_arch();
@@ -516,6 +769,18 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	fopts.strict_cache = c->strict_cache;
 	fopts.read_timeout_ms = read_timeout_s * 1000;
 	rc = fetch_client_new(&fopts, &fc);
+	if (rc < 0)
+		goto fail;
+	if (takeover) {
+		if (!realpath(mnt, real))
+			snprintf(real, sizeof(real), "%s", mnt);
+		rc = takeover_receive(c->store_dir, real, read_timeout_s + 60, &fuse_fd, &state, &slen);
+		if (rc < 0)
+			goto fail;
+		rc = store_open_wait(c->store_dir, TAKEOVER_STORE_WAIT_MS + read_timeout_s * 1000, &store);
+	} else {
+		rc = store_open(c->store_dir, NULL, &store);
+	}
 	if (rc < 0)
 		goto fail;
 	memset(&fo, 0, sizeof(fo));
@@ -526,25 +791,40 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	fo.debug = debug;
 	snprintf(source, sizeof(source), "strata:%s", store_dir(store));
 	fo.source = source;
-	rc = fs_mount(store, &fo, &f);
+	if (takeover) {
+		rc = fs_adopt(store, &fo, fuse_fd, state, slen, &f);
+		fuse_fd = -1; /* the fs's now, closed on failure too */
+	} else {
+		rc = fs_mount(store, &fo, &f);
+	}
 	if (rc < 0)
 		goto fail;
-	rc = server_start(&srv, store, fc);
+	rc = server_start(&srv, store, fc, f, (int)(read_timeout_s * 1000 + 10000));
 	if (rc < 0)
 		goto fail;
 	started = 1;
-	strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(store), mnt);
+	if (takeover)
+		strata_log(LOG_NOTICE, "took over %s: serving store %s", fs_mountpoint(f),
+			   store_dir(store));
+	else
+		strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(store), mnt);
 	if (status_fd >= 0) {
 		report(status_fd, NULL);
 		status_fd = -1;
 		if (!debug)
 			detach_stdio(store_dir(store));
 	}
+	free(state);
+	state = NULL;
 	rc = fs_run(f);
 	server_stop(&srv);
 	fs_free(f);
 	fetch_client_free(fc);
 	store_close(store);
+	if (srv.handed_over) {
+		strata_log(LOG_NOTICE, "handed %s over; the mount stays", mnt);
+		return 0;
+	}
 	if (rc < 0) {
 		strata_log(LOG_ERR, "session ended: %s", strata_errmsg(rc));
 		return 1;
@@ -557,7 +837,17 @@ fail:
 	fs_free(f);
 	fetch_client_free(fc);
 	store_close(store);
-	snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
+	if (state) {
+		/* Past the confirmation: the old daemon is gone, and so will the mount be with us. */
+		snprintf(msg, sizeof(msg), "took %s over, but: %s. The mount is now disconnected: run "
+			 "'strata umount %s' and mount again", real, strata_errmsg(rc), real);
+		strata_log(LOG_CRIT, "%s", msg);
+		if (fuse_fd >= 0)
+			close(fuse_fd);
+		free(state);
+	} else {
+		snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
+	}
 	if (status_fd >= 0) {
 		report(status_fd, msg);
 		return 1;
@@ -568,7 +858,7 @@ fail:
 int cmd_mount(struct cli *c, int argc, char **argv)
 {
 	const char *mnt = NULL;
-	int foreground = 0, debug = 0, background = 0;
+	int foreground = 0, debug = 0, background = 0, takeover = 0;
 	long read_timeout_s = DEFAULT_READ_TIMEOUT_S;
 	int pfd[2];
 	pid_t pid;
@@ -583,6 +873,8 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			debug = foreground = 1;
 		else if (strcmp(argv[i], "--background") == 0)
 			background = 1;
+		else if (strcmp(argv[i], "--takeover") == 0)
+			takeover = 1;
 		else if (strcmp(argv[i], "--read-timeout") == 0 ||
 			 strncmp(argv[i], "--read-timeout=", 15) == 0) {
 			const char *v = argv[i][14] == '=' ? argv[i] + 15 : i + 1 < argc ? argv[++i] : "";
@@ -602,7 +894,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 	if (!mnt)
 		return cli_usage(c, "mount needs a mountpoint");
 	if (foreground)
-		return run_daemon(c, mnt, debug, background, -1, read_timeout_s);
+		return run_daemon(c, mnt, debug, background, -1, read_timeout_s, takeover);
 
 	/* Fork before the store opens: RocksDB's threads do not survive fork. */
 	if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -616,7 +908,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 		setsid();
 		if (fork() > 0)
 			_exit(0);
-		_exit(run_daemon(c, mnt, 0, background, pfd[1], read_timeout_s));
+		_exit(run_daemon(c, mnt, 0, background, pfd[1], read_timeout_s, takeover));
 	}
 	close(pfd[1]);
 	waitpid(pid, &status, 0);

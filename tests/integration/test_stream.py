@@ -197,3 +197,23 @@ def test_rm_and_gc_forget_a_pending_layer(strata, mount, sbig):
         fsck_clean(strata)
     finally:
         ng.start()
+
+
+def test_takeover_while_streaming(strata_bin, strata, sbig, sbig_tree, store, tmp_path):
+    """A daemon taking over (strata mount --takeover) finishes the stream its predecessor began."""
+    from test_restart import Daemons
+
+    d = Daemons(strata_bin, store, tmp_path / "mnt", tmp_path)
+    try:
+        d.start()
+        o = pull_json(strata, sbig.ref())
+        assert o["index_sources"] == ["stream"], o
+        time.sleep(0.5)  # the old daemon is streaming (the blob takes seconds at RATE)
+        d.takeover()
+        layer = d.layer(sbig.digest)
+        assert bounded(d.current, os.path.isdir, layer), d.logs()
+        for rel in sbig.files:
+            assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
+        fsck_clean(strata)
+    finally:
+        d.cleanup()
