@@ -1935,6 +1935,43 @@ static int may_fall_back(int rc)
 	return rc != -ENOMEM && rc != -ECANCELED;
 }
 
+/* The error for a push that only the upstream server could take, under --strict-cache. */
+static int push_refused(const char *what, const struct fetch_host *server)
+{
+	return strata_err(EACCES, "%s: --strict-cache forbids pushing to the upstream registry %s "
+			  "(pushes go to the upstream; no mirror in hosts.toml has the push capability)",
+			  what, server->host);
+}
+
+int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref)
+{
+	const struct reg_hosts *rh;
+	const struct fetch_host *server = NULL;
+	char *what = NULL;
+	int rc;
+
+	rc = reg_hosts_get(c, ref->domain, &rh);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < fetch_hosts_count(rh->hosts); i++) {
+		const struct fetch_host *h = rh->cfg[i].host;
+
+		if (!fetch_host_has_cap(h, FETCH_CAP_PUSH))
+			continue;
+		if (!h->is_server || !c->strict_cache)
+			return 0;
+		server = h;
+	}
+	if (!server)
+		return strata_err(EACCES, "%s/%s: no host configured for %s has the push capability",
+				  ref->domain, ref->path, ref->domain);
+	if (asprintf(&what, "%s/%s", ref->domain, ref->path) < 0)
+		return -ENOMEM;
+	rc = push_refused(what, server);
+	free(what);
+	return rc;
+}
+
 /*
  * Runs r on each host of its registry that has the capability it needs, in hosts.toml order, until
  * one succeeds (request() with its retries, then r->check). A host that fails in a way
@@ -2018,6 +2055,8 @@ static int request_hosts(struct req *r)
 		if (rc == 0 || !may_fall_back(rc))
 			return rc;
 	}
+	if (skipped && cap == FETCH_CAP_PUSH && !tried)
+		return push_refused(r->what, skipped);
 	if (skipped) {
 		char last[512] = "";
 

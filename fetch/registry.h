@@ -186,6 +186,15 @@ int fetch_manifest_get(struct fetch_client *c, const struct fetch_ref *ref, cons
 int fetch_blob_push(struct fetch_client *c, const struct fetch_ref *ref, const void *data,
 		    size_t len, const char *digest);
 
+/*
+ * Whether a push to ref's repository has a host to go to, without sending any request: a host of
+ * the registry's hosts.toml list with the push capability (by default only the upstream server;
+ * mirrors do not take pushes unless their capabilities say so), the server not counting under
+ * strict_cache. Returns 0, or -EACCES with strata_err set ("<ref>: --strict-cache forbids pushing
+ * to the upstream registry <host> (...)"), or the errors of loading hosts.toml. Thread-safe.
+ */
+int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref);
+
 /* PUTs a manifest body under `tag_or_digest` in ref's repository with Content-Type media_type.
  * Returns 0, or negative errno with strata_err set. */
 int fetch_manifest_push(struct fetch_client *c, const struct fetch_ref *ref,

@@ -343,6 +343,13 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 		rc = cli_fail(c, "out of memory");
 		goto out;
 	}
+	if (po->push) { /* before any work: a push nowhere may go (--strict-cache) sends nothing */
+		rc = fetch_push_check(fc, ref);
+		if (rc < 0) {
+			rc = cli_fail(c, "%s", strata_errmsg(rc));
+			goto out;
+		}
+	}
 	rc = fetch_resolve(fc, ref, &img);
 	if (rc < 0) {
 		rc = cli_fail(c, "%s", strata_errmsg(rc));
