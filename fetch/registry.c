@@ -2382,6 +2382,7 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 	json_array_foreach(layers, i, e) {
 		struct fetch_layer *l = &img->layers[i];
 		const char *mt = json_string_value(json_object_get(e, "mediaType"));
+		const char *toc;
 		char what[32];
 
 		snprintf(what, sizeof(what), "layer %zu", i);
@@ -2394,6 +2395,17 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 		l->media_type = strdup(mt);
 		if (!l->digest || !l->media_type)
 			return -ENOMEM;
+		toc = json_string_value(json_object_get(json_object_get(e, "annotations"),
+							FETCH_ANNOTATION_TOC_DIGEST));
+		if (toc && util_digest_normalize(toc, digest) == 0) {
+			l->toc_digest = strdup(digest);
+			if (!l->toc_digest)
+				return -ENOMEM;
+		} else if (toc) {
+			strata_err_clear();
+			strata_log(LOG_WARNING, "%s: layer %zu: ignoring its %s annotation: not a sha256 "
+				   "digest", refstr, i, FETCH_ANNOTATION_TOC_DIGEST);
+		}
 	}
 	return 0;
 }
@@ -2515,6 +2527,7 @@ void fetch_image_free(struct fetch_image *img)
 		free(img->layers[i].digest);
 		free(img->layers[i].media_type);
 		free(img->layers[i].diff_id);
+		free(img->layers[i].toc_digest);
 	}
 	free(img->layers);
 	free(img->manifest_digest);

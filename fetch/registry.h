@@ -68,7 +68,13 @@ struct fetch_layer {
 	char *media_type;
 	uint64_t size;
 	char *diff_id;    /* from the config's rootfs.diff_ids[i], or NULL when the config lacks it */
+	char *toc_digest; /* the descriptor's FETCH_ANNOTATION_TOC_DIGEST ("sha256:<hex>", the digest
+			   * of an eStargz layer's stargz.index.json), or NULL when it has none or
+			   * one that is no sha256 digest */
 };
+
+/* The layer descriptor annotation ctr-remote / stargz-snapshotter write for an eStargz layer. */
+#define FETCH_ANNOTATION_TOC_DIGEST "containerd.io/snapshot/stargz/toc.digest"
 
 struct fetch_image {
 	char *manifest_digest; /* digest of the platform manifest (not of the index) */
