@@ -143,6 +143,18 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 			    uint64_t off, size_t len, void *buf,
 			    int (*verify)(void *vctx, const void *buf, size_t len), void *vctx);
 
+/*
+ * One deadline for all the fetches of one read: between fetch_read_begin(c) and fetch_read_end()
+ * on the same thread, every fetch_blob_range[_verify] call ends by begin + the client's
+ * read_timeout_ms (or by its own deadline when that is earlier), so a read that needs several
+ * fetches (a checkpoint window, then spans of several chunks) fails with -ETIMEDOUT once the read
+ * timeout has passed since it began. Everything such a call waits for is bounded by it: range
+ * GETs, retries' sleeps, Retry-After and per-host slot waits, token requests and credential
+ * helpers. No effect when the client has no read timeout. Thread-local; no nesting.
+ */
+void fetch_read_begin(struct fetch_client *c);
+void fetch_read_end(void);
+
 /* Counters since the client was created (all requests, including manifests and retries). */
 struct fetch_counters {
 	uint64_t requests;   /* HTTP requests sent (each retry counts) */

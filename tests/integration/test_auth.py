@@ -7,6 +7,7 @@ redirect to another host, and no secret in any strata output.
 """
 
 import base64
+import errno
 import http.client
 import json
 import os
@@ -33,6 +34,7 @@ READ_TIMEOUT = 60
 # so that a token of lifetime L is refused L seconds after it was issued
 REGISTRY_LEEWAY = 60
 CMD_TIMEOUT = 120
+HANG_MAX = 90               # longest a hanging token issuer holds a request
 
 
 def b64url(data):
@@ -59,6 +61,9 @@ class TokenIssuer:
         self.lock = threading.Lock()
         self.requests = []         # (user or None, [scopes], status)
         self.tokens = []
+        self.hang = False          # token requests wait (up to HANG_MAX s) for `unhang`
+        self.unhang = threading.Event()
+        self.hung = 0              # token requests that hung
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +93,12 @@ class TokenIssuer:
         return p.stdout
 
     def _handle(self, h):
+        with self.lock:
+            hang = self.hang
+            if hang:
+                self.hung += 1
+        if hang:   # an issuer that accepted the connection and does not answer
+            self.unhang.wait(HANG_MAX)
         u = urllib.parse.urlsplit(h.path)
         q = urllib.parse.parse_qs(u.query)
         scopes = q.get("scope", [])
@@ -344,6 +355,50 @@ def test_token_expires_during_lazy_reads(authreg, strata_bin, mount, tmp_path, m
     finally:
         with issuer.lock:
             issuer.lifetime, issuer.advertised = 300, None
+
+
+def test_hanging_token_issuer_fails_the_read_within_the_read_timeout(authreg, strata_bin, mount,
+                                                                       layer_tree, tmp_path,
+                                                                       monkeypatch):
+    """The daemon's first lazy read needs a token and the issuer hangs: the read fails with EIO
+    once --read-timeout has passed (not after the issuer request's own 30 s timeout), and the next
+    read after the issuer recovered succeeds with the right bytes."""
+    cfg = docker_config(tmp_path, "auths", {"auths": {authreg.reg.host: {"auth": BASIC}}})
+    env = run_env(cfg)
+    ref = authreg.reg.ref(PRIVATE_REPO + ":oci")
+    run(authreg, strata_bin, tmp_path / "A", "--json", "index", "--push", ref, env=env,
+        timeout=300)
+    store = tmp_path / "B"
+    o = pulled(run(authreg, strata_bin, store, "--json", "pull", "--index=artifact", ref,
+                   env=env))
+    monkeypatch.setenv("DOCKER_CONFIG", cfg)
+    read_timeout = 3
+    m = mount(store_dir=str(store), args=["-v", "--read-timeout", str(read_timeout)])
+    path = _files(m.layer(o["layers"][0]))[0]
+    issuer = authreg.issuer
+    with issuer.lock:
+        issuer.hang = True
+        issuer.unhang.clear()
+    try:
+        # bounded well below the issuer request's own 30 s timeout: a read that waited for it
+        # would be killed here and fail the test
+        try:
+            run_bounded(lambda: open(path, "rb").read(), read_timeout + 12, m.kill)
+            pytest.fail("the read succeeded although the token issuer hangs")
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+        assert issuer.hung > 0, "the read did not ask the issuer: the test proves nothing"
+    finally:
+        with issuer.lock:
+            issuer.hang = False
+        issuer.unhang.set()
+    data = _read(m, path)
+    tree = layer_tree(o["layers"][0])
+    with open(os.path.join(tree.path, os.path.relpath(path, m.layer(o["layers"][0]))), "rb") as f:
+        assert data == f.read(), path
+    log = m.stderr()
+    authreg.outputs.append(log)
+    assert "read timeout of %ds expired" % read_timeout in log, log[-3000:]
 
 
 class RedirectingFront:
