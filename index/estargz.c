@@ -782,7 +782,9 @@ static int add_toc_entry(struct index_builder *ib, const struct layout *lo, size
 	memset(&e, 0, sizeof(e));
 	e.path = (char *)TOC_NAME;
 	e.type = INDEX_TAR_REG;
-	e.mode = tf->mode;
+	/* this tar header is outside what the TOC digest covers (the JSON): no setuid, setgid or
+	 * sticky bit from it */
+	e.mode = tf->mode & 0777;
 	e.uid = tf->uid;
 	e.gid = tf->gid;
 	e.mtime_sec = tf->mtime_sec;
