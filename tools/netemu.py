@@ -18,6 +18,7 @@ Used by bench/cold-start (delay and rate) and by the integration tests (loss and
 or, for tests, netemu.Link (namespaces, wire and relay in one object). Run as root.
 On SIGTERM the wire prints one JSON line of counters on stdout:
     {"forwarded": N, "lost": N, "reordered": N, "backlog_drops": N}
+and with --stats FILE it also keeps them in FILE (rewritten twice a second while it runs).
 """
 
 import argparse
@@ -52,6 +53,13 @@ def tun_open(name):
     return fd
 
 
+def save_counters(path, n):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(n, f)
+    os.replace(tmp, path)
+
+
 def wire_main(args):
     """The forwarder: sets up sbc<tag> (client side) and sbs<tag> (server side), prints "up",
     forwards until SIGTERM/SIGINT, then prints its counters as one JSON line."""
@@ -75,6 +83,7 @@ def wire_main(args):
     busy = {fd: 0.0 for fd in other}    # by destination: end of serialization
     n = {"forwarded": 0, "lost": 0, "reordered": 0, "backlog_drops": 0}
     seq = 0
+    saved = 0.0
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
@@ -119,6 +128,11 @@ def wire_main(args):
                     n["forwarded"] += 1
                 except OSError:
                     pass
+        if args.stats and now - saved >= 0.5:
+            save_counters(args.stats, n)
+            saved = now
+    if args.stats:
+        save_counters(args.stats, n)
     print(json.dumps(n), flush=True)
     print("wire: %d packets dropped (backlog), %d lost at random, %d reordered"
           % (n["backlog_drops"], n["lost"], n["reordered"]), file=sys.stderr, flush=True)
@@ -173,7 +187,7 @@ def relay_main(args):
 
 
 def wire_command(ns_c, ns_s, tag, delay_ms, rate_mbit, mtu=1500, loss=0.0, reorder=0.0,
-                 reorder_gap_ms=None, seed=None, net=WIRE_NET):
+                 reorder_gap_ms=None, seed=None, net=WIRE_NET, stats=None):
     """argv of a wire process between namespaces ns_c and ns_s (tag: <= 12 characters, names
     the tun devices sbc<tag> and sbs<tag>)."""
     cmd = [PY, NETEMU, "wire", "--ns-c", ns_c, "--ns-s", ns_s, "--tag", tag,
@@ -183,6 +197,8 @@ def wire_command(ns_c, ns_s, tag, delay_ms, rate_mbit, mtu=1500, loss=0.0, reord
         cmd += ["--reorder-gap-ms", str(reorder_gap_ms)]
     if seed is not None:
         cmd += ["--seed", str(seed)]
+    if stats:
+        cmd += ["--stats", stats]
     return cmd
 
 
@@ -238,6 +254,7 @@ class Link:
         self.procs = []
         self.wire = None
         self.counters = None
+        self.stats = None
         self.namespaces = []
         try:
             for ns in (self.ns_c, self.ns_s):
@@ -247,16 +264,27 @@ class Link:
                 subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True,
                                timeout=T_SHORT, capture_output=True)
             self.wire_log = os.path.join(logdir, "wire-%s.log" % self.tag)
+            self.stats = os.path.join(logdir, "wire-%s.json" % self.tag)
             with open(self.wire_log, "wb") as log:
                 self.wire = subprocess.Popen(
                     wire_command(self.ns_c, self.ns_s, self.tag, delay_ms, rate_mbit, mtu, loss,
-                                 reorder, reorder_gap_ms, seed),
+                                 reorder, reorder_gap_ms, seed, stats=self.stats),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                     start_new_session=True)
             wait_line(self.wire, "up", T_SHORT, "the wire")
         except BaseException:
             self.stop()
             raise
+
+    def read_counters(self):
+        """The wire's counters so far (at most half a second old), or None before the first."""
+        if not self.stats:
+            return None
+        try:
+            with open(self.stats) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
 
     @property
     def server_addr(self):
@@ -325,6 +353,7 @@ def main(argv=None):
     w.add_argument("--reorder-gap-ms", type=float, default=None,
                    help="how much longer a reordered packet takes (default: 2 x delay, >= 1 ms)")
     w.add_argument("--seed", type=int, default=None)
+    w.add_argument("--stats", help="keep the counters in this file (JSON)")
     w.add_argument("--net", default=WIRE_NET, help="addresses, '%%d' is 1 (client), 2 (server)")
     r = sub.add_parser("relay", help="TCP relay listen -> upstream")
     r.add_argument("--listen", required=True)

@@ -112,6 +112,23 @@ def test_pull_and_lazy_reads_across_a_lossy_link(lossy, fixtures, layer_tree, tm
         assert "read: layer" not in log, log[-3000:]   # fs.c's line for a failed read
     finally:
         m.cleanup()
-    counters = lossy.link.stop()
+    counters = lossy.link.read_counters()
     assert counters and counters["lost"] > 0 and counters["forwarded"] > 0, counters
+    print("wire: %s" % counters)
+
+
+def test_whole_layer_pull_across_a_lossy_link(lossy, fixtures, tmp_path):
+    """pull --index=build streams every layer across the link (whole blobs, digest-checked) and
+    registers the image."""
+    before = lossy.link.read_counters() or {"lost": 0}
+    store = tmp_path / "store"
+    run = Strata(lossy.strata, store)
+    p = run("--json", "pull", "--index=build", lossy.ref, timeout=600)
+    o = json.loads(p.stdout.strip().splitlines()[-1])
+    assert o["manifest"] == fixtures.image(REF)["manifest"], o
+    assert set(o["index_sources"]) == {"build"}, o
+    assert [i["ref"] for i in run.ls()] == [lossy.ref], run.ls()
+    time.sleep(0.6)   # the wire rewrites its counters twice a second
+    counters = lossy.link.read_counters()
+    assert counters and counters["lost"] > before["lost"], (before, counters)
     print("wire: %s" % counters)
