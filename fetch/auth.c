@@ -288,6 +288,11 @@ void fetch_auth_set_helper_timeout_ms(long ms)
 	atomic_store(&helper_timeout_ms, ms > 0 ? ms : HELPER_TIMEOUT_MS);
 }
 
+long fetch_auth_helper_timeout_ms(void)
+{
+	return atomic_load(&helper_timeout_ms);
+}
+
 void fetch_creds_clear(struct fetch_creds *c)
 {
 	if (!c)
@@ -429,7 +434,8 @@ static int reap(pid_t pid, int64_t deadline, int kill_now)
  * *out; -ENOENT when the helper says it has no credentials; -ETIMEDOUT, -EIO, -EINVAL, -ENOMEM with
  * strata_err (never quoting the helper's output).
  */
-static int run_helper(const char *helper, const char *server, struct fetch_creds *out)
+static int run_helper(const char *helper, const char *server, long limit_ms,
+		      struct fetch_creds *out)
 {
 	char prog[256];
 	char *argv[3];
@@ -438,13 +444,17 @@ static int run_helper(const char *helper, const char *server, struct fetch_creds
 	int in_sv[2] = { -1, -1 }, out_p[2] = { -1, -1 };
 	int fa_ok = 0, attr_ok = 0, rc = 0, status;
 	pid_t pid = -1;
-	int64_t deadline = now_ms() + atomic_load(&helper_timeout_ms);
+	long timeout_ms = atomic_load(&helper_timeout_ms);
+	int64_t deadline;
 	char *buf = NULL;
 	ssize_t len = 0;
 	json_t *root = NULL;
 	const char *user, *secret;
 	size_t off = 0, slen = strlen(server);
 
+	if (limit_ms > 0 && limit_ms < timeout_ms)
+		timeout_ms = limit_ms;
+	deadline = now_ms() + timeout_ms;
 	if (helper[0] == '\0' || strchr(helper, '/') ||
 	    (size_t)snprintf(prog, sizeof(prog), HELPER_PREFIX "%s", helper) >= sizeof(prog))
 		return strata_err(EINVAL, "invalid credential helper name in the docker config");
@@ -501,7 +511,7 @@ static int run_helper(const char *helper, const char *server, struct fetch_creds
 	pid = -1;
 	if (len == -ETIMEDOUT || status == -ETIMEDOUT) {
 		rc = strata_err(ETIMEDOUT, "credential helper %s did not finish within %ld ms", prog,
-				atomic_load(&helper_timeout_ms));
+				timeout_ms);
 		goto out;
 	}
 	if (len < 0) {
@@ -663,6 +673,12 @@ static char *default_config_path(void)
 
 int fetch_creds_lookup(const char *config_path, const char *host, struct fetch_creds *out)
 {
+	return fetch_creds_lookup_within(config_path, host, 0, out);
+}
+
+int fetch_creds_lookup_within(const char *config_path, const char *host, long limit_ms,
+			      struct fetch_creds *out)
+{
 	char *path = NULL;
 	const char *server;
 	const char *helper = NULL;
@@ -712,7 +728,7 @@ int fetch_creds_lookup(const char *config_path, const char *host, struct fetch_c
 		from_store = 1;
 	}
 	if (helper) {
-		rc = run_helper(helper, server, out);
+		rc = run_helper(helper, server, limit_ms, out);
 		/* a credsStore that has nothing falls back to the file, as docker's native store does */
 		if (rc != -ENOENT || !from_store)
 			goto out;
@@ -928,8 +944,8 @@ static int token_ok(const char *s)
 
 /* Asks the issuer for a token. Returns 0 with a malloc'd "Bearer <token>" in *auth and its lifetime in
  * *life_s, or a negative errno with strata_err. */
-static int fetch_token(const struct fetch_challenge *ch, const struct fetch_creds *creds, char **auth,
-		       long *life_s)
+static int fetch_token(const struct fetch_challenge *ch, const struct fetch_creds *creds,
+		       long limit_ms, char **auth, long *life_s)
 {
 	char host[256], errbuf[CURL_ERROR_SIZE] = "";
 	struct body b = { 0 };
@@ -972,8 +988,10 @@ static int fetch_token(const struct fetch_challenge *ch, const struct fetch_cred
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "strata/" STRATA_VERSION);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, TOKEN_CONNECT_MS);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, TOKEN_TIMEOUT_MS);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+			 limit_ms > 0 && limit_ms < TOKEN_CONNECT_MS ? limit_ms : TOKEN_CONNECT_MS);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+			 limit_ms > 0 && limit_ms < TOKEN_TIMEOUT_MS ? limit_ms : TOKEN_TIMEOUT_MS);
 	/* a redirected POST (307/308) would carry the refresh token to wherever it points */
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, post ? 0L : 1L);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, TOKEN_MAX_REDIRS);
@@ -1067,6 +1085,12 @@ static int basic_authorization(const struct fetch_creds *creds, char **authoriza
 int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch, const struct fetch_creds *creds,
 		     char **authorization)
 {
+	return fetch_tokens_get_within(t, ch, creds, 0, authorization);
+}
+
+int fetch_tokens_get_within(struct fetch_tokens *t, const struct fetch_challenge *ch,
+			    const struct fetch_creds *creds, long limit_ms, char **authorization)
+{
 	struct token *k = NULL;
 	char *auth = NULL;
 	long life_s = 0;
@@ -1096,7 +1120,7 @@ int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch, c
 	pthread_mutex_unlock(&t->mu);
 
 	/* not under the lock: the request may take seconds */
-	rc = fetch_token(ch, creds, &auth, &life_s);
+	rc = fetch_token(ch, creds, limit_ms, &auth, &life_s);
 	if (rc < 0)
 		goto out;
 	*authorization = strdup(auth);

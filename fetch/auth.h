@@ -59,11 +59,19 @@ struct fetch_creds {
  */
 int fetch_creds_lookup(const char *config_path, const char *host, struct fetch_creds *out);
 
+/* fetch_creds_lookup, with a credential helper given at most limit_ms (when > 0 and shorter than
+ * the helper timeout): for a lookup inside a read with a deadline. */
+int fetch_creds_lookup_within(const char *config_path, const char *host, long limit_ms,
+			      struct fetch_creds *out);
+
 /* Wipes and frees the strings in c and zeroes it. Accepts NULL and a zeroed struct. */
 void fetch_creds_clear(struct fetch_creds *c);
 
 /* For tests: the credential helper timeout in milliseconds (default 10000; <= 0 restores it). */
 void fetch_auth_set_helper_timeout_ms(long ms);
+
+/* The credential helper timeout in force, in milliseconds. */
+long fetch_auth_helper_timeout_ms(void);
 
 /* A thread-safe cache of bearer tokens keyed by (realm, service, scope). */
 struct fetch_tokens;
@@ -102,6 +110,12 @@ void fetch_tokens_free(struct fetch_tokens *t);
  */
 int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch, const struct fetch_creds *creds,
 		     char **authorization);
+
+/* fetch_tokens_get, with an issuer request (connect and whole transfer) of at most limit_ms when
+ * > 0 and shorter than the defaults: for a token needed by a read with a deadline. A request cut
+ * by the limit fails with -EIO "token request to <host> failed: <curl's timeout message>". */
+int fetch_tokens_get_within(struct fetch_tokens *t, const struct fetch_challenge *ch,
+			    const struct fetch_creds *creds, long limit_ms, char **authorization);
 
 /*
  * Forgets the cached token for ch's (realm, service, scope), e.g. after the registry answered 401 to

@@ -1504,42 +1504,68 @@ static const char *auth_key(const struct req *r)
 	return r->host;
 }
 
-/* The credentials and token cache for key, looked up on first use (fetch_creds_lookup; a failure
- * other than "none" is logged once, without secrets, and means anonymous). Returns 0 with *out
- * borrowed from the client, or -ENOMEM. Thread-safe. */
-static int reg_auth_get(struct fetch_client *c, const char *key, const struct reg_auth **out)
+/* What is left of r's deadline in ms (at least 1), or 0 when r has none. */
+static long req_left_ms(const struct req *r)
 {
-	struct reg_auth *ra;
-	int rc = 0;
+	int64_t left;
+
+	if (!r->deadline_ms)
+		return 0;
+	left = r->deadline_ms - now_ms();
+	return left > 1 ? (long)left : 1;
+}
+
+static void reg_auth_free(struct reg_auth *ra)
+{
+	if (!ra)
+		return;
+	fetch_creds_clear(&ra->creds);
+	fetch_tokens_free(ra->tokens);
+	free(ra->key);
+	free(ra);
+}
+
+/* The credentials and token cache for key, looked up on first use (fetch_creds_lookup, outside the
+ * client's lock: a credential helper may take seconds; a failure other than "none" is logged once,
+ * without secrets, and means anonymous). limit_ms > 0 bounds a credential helper (a read's
+ * deadline): a helper cut short by it is not remembered, so that a later request asks again.
+ * Returns 0 with *out borrowed from the client, or -ENOMEM, or -ETIMEDOUT with strata_err set.
+ * Thread-safe. */
+static int reg_auth_get(struct fetch_client *c, const char *key, long limit_ms,
+			const struct reg_auth **out)
+{
+	struct reg_auth *ra, *fresh;
+	int rc;
 
 	*out = NULL;
 	pthread_mutex_lock(&c->auth_lock);
 	for (ra = c->auth; ra; ra = ra->next)
 		if (strcmp(ra->key, key) == 0)
-			goto out;
-	ra = calloc(1, sizeof(*ra));
-	if (!ra) {
-		rc = -ENOMEM;
-		goto out;
+			break;
+	pthread_mutex_unlock(&c->auth_lock);
+	if (ra) {
+		*out = ra;
+		return 0;
 	}
-	ra->key = strdup(key);
-	rc = ra->key ? fetch_tokens_new(&ra->tokens) : -ENOMEM;
+	fresh = calloc(1, sizeof(*fresh));
+	if (!fresh)
+		return -ENOMEM;
+	fresh->key = strdup(key);
+	rc = fresh->key ? fetch_tokens_new(&fresh->tokens) : -ENOMEM;
 	if (rc < 0) {
-		free(ra->key);
-		free(ra);
-		ra = NULL;
-		goto out;
+		reg_auth_free(fresh);
+		return rc;
 	}
-	rc = fetch_creds_lookup(NULL, key, &ra->creds);
+	rc = fetch_creds_lookup_within(NULL, key, limit_ms, &fresh->creds);
 	if (rc == 0) {
-		ra->have_creds = 1;
+		fresh->have_creds = 1;
 		strata_debug("%s: using credentials from the docker config", key);
 	} else if (rc == -ENOMEM) {
-		fetch_tokens_free(ra->tokens);
-		free(ra->key);
-		free(ra);
-		ra = NULL;
-		goto out;
+		reg_auth_free(fresh);
+		return rc;
+	} else if (rc == -ETIMEDOUT && limit_ms > 0 && limit_ms < fetch_auth_helper_timeout_ms()) {
+		reg_auth_free(fresh);
+		return rc; /* cut short by the caller's deadline: ask again next time */
 	} else if (rc == -ENOENT) {
 		strata_debug("%s: no credentials (%s); anonymous", key, strata_errmsg(rc));
 	} else {
@@ -1547,12 +1573,29 @@ static int reg_auth_get(struct fetch_client *c, const char *key, const struct re
 			   strata_errmsg(rc));
 	}
 	strata_err_clear();
-	rc = 0;
-	ra->next = c->auth;
-	c->auth = ra;
-out:
+	pthread_mutex_lock(&c->auth_lock);
+	for (ra = c->auth; ra; ra = ra->next) /* another thread may have been quicker */
+		if (strcmp(ra->key, key) == 0)
+			break;
+	if (!ra) {
+		fresh->next = c->auth;
+		c->auth = fresh;
+		ra = fresh;
+		fresh = NULL;
+	}
 	pthread_mutex_unlock(&c->auth_lock);
+	reg_auth_free(fresh);
 	*out = ra;
+	return 0;
+}
+
+/* reg_auth_get() for r's host within r's deadline (its expiry is the read timeout's error). */
+static int req_auth_get(struct req *r, const struct reg_auth **ra)
+{
+	int rc = reg_auth_get(r->c, auth_key(r), req_left_ms(r), ra);
+
+	if (rc == -ETIMEDOUT && r->deadline_ms)
+		rc = deadline_err(r, rc);
 	return rc;
 }
 
@@ -1643,7 +1686,10 @@ static int auth_apply(struct req *r, const struct reg_auth *ra, const struct fet
 		r->basic = &ra->creds;
 		return 0;
 	}
-	rc = fetch_tokens_get(ra->tokens, ch, ra->have_creds ? &ra->creds : NULL, &value);
+	rc = fetch_tokens_get_within(ra->tokens, ch, ra->have_creds ? &ra->creds : NULL,
+				     req_left_ms(r), &value);
+	if (rc < 0 && r->deadline_ms && now_ms() >= r->deadline_ms)
+		return deadline_err(r, rc); /* the issuer did not answer within the read's time */
 	if (rc < 0)
 		return rc;
 	if (strncasecmp(value, "Bearer ", 7) != 0) { /* fetch_tokens_get's contract */
@@ -1696,7 +1742,7 @@ static int request_auth(struct req *r)
 		goto out;
 	}
 	if (have_ch) {
-		rc = reg_auth_get(r->c, auth_key(r), &ra);
+		rc = req_auth_get(r, &ra);
 		if (rc < 0)
 			goto out;
 		rc = auth_apply(r, ra, &ch);
@@ -1742,7 +1788,7 @@ static int request_auth(struct req *r)
 			break;
 		}
 		if (!ra) {
-			rc = reg_auth_get(r->c, auth_key(r), &ra);
+			rc = req_auth_get(r, &ra);
 			if (rc < 0)
 				break;
 		}
@@ -1935,6 +1981,43 @@ static int may_fall_back(int rc)
 	return rc != -ENOMEM && rc != -ECANCELED;
 }
 
+/* The error for a push that only the upstream server could take, under --strict-cache. */
+static int push_refused(const char *what, const struct fetch_host *server)
+{
+	return strata_err(EACCES, "%s: --strict-cache forbids pushing to the upstream registry %s "
+			  "(pushes go to the upstream; no mirror in hosts.toml has the push capability)",
+			  what, server->host);
+}
+
+int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref)
+{
+	const struct reg_hosts *rh;
+	const struct fetch_host *server = NULL;
+	char *what = NULL;
+	int rc;
+
+	rc = reg_hosts_get(c, ref->domain, &rh);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < fetch_hosts_count(rh->hosts); i++) {
+		const struct fetch_host *h = rh->cfg[i].host;
+
+		if (!fetch_host_has_cap(h, FETCH_CAP_PUSH))
+			continue;
+		if (!h->is_server || !c->strict_cache)
+			return 0;
+		server = h;
+	}
+	if (!server)
+		return strata_err(EACCES, "%s/%s: no host configured for %s has the push capability",
+				  ref->domain, ref->path, ref->domain);
+	if (asprintf(&what, "%s/%s", ref->domain, ref->path) < 0)
+		return -ENOMEM;
+	rc = push_refused(what, server);
+	free(what);
+	return rc;
+}
+
 /*
  * Runs r on each host of its registry that has the capability it needs, in hosts.toml order, until
  * one succeeds (request() with its retries, then r->check). A host that fails in a way
@@ -2018,6 +2101,8 @@ static int request_hosts(struct req *r)
 		if (rc == 0 || !may_fall_back(rc))
 			return rc;
 	}
+	if (skipped && cap == FETCH_CAP_PUSH && !tried)
+		return push_refused(r->what, skipped);
 	if (skipped) {
 		char last[512] = "";
 
@@ -2343,6 +2428,7 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 	json_array_foreach(layers, i, e) {
 		struct fetch_layer *l = &img->layers[i];
 		const char *mt = json_string_value(json_object_get(e, "mediaType"));
+		const char *toc;
 		char what[32];
 
 		snprintf(what, sizeof(what), "layer %zu", i);
@@ -2355,6 +2441,17 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 		l->media_type = strdup(mt);
 		if (!l->digest || !l->media_type)
 			return -ENOMEM;
+		toc = json_string_value(json_object_get(json_object_get(e, "annotations"),
+							FETCH_ANNOTATION_TOC_DIGEST));
+		if (toc && util_digest_normalize(toc, digest) == 0) {
+			l->toc_digest = strdup(digest);
+			if (!l->toc_digest)
+				return -ENOMEM;
+		} else if (toc) {
+			strata_err_clear();
+			strata_log(LOG_WARNING, "%s: layer %zu: ignoring its %s annotation: not a sha256 "
+				   "digest", refstr, i, FETCH_ANNOTATION_TOC_DIGEST);
+		}
 	}
 	return 0;
 }
@@ -2476,6 +2573,7 @@ void fetch_image_free(struct fetch_image *img)
 		free(img->layers[i].digest);
 		free(img->layers[i].media_type);
 		free(img->layers[i].diff_id);
+		free(img->layers[i].toc_digest);
 	}
 	free(img->layers);
 	free(img->manifest_digest);
@@ -2650,6 +2748,25 @@ static int range_check(struct req *r)
 	return v;
 }
 
+/* The deadline of the caller's current read (fetch_read_begin()), or 0. */
+static _Thread_local int64_t tl_read_deadline_ms;
+static _Thread_local long tl_read_timeout_ms;
+
+void fetch_read_begin(struct fetch_client *c)
+{
+	if (c && c->read_timeout_ms > 0) {
+		tl_read_deadline_ms = now_ms() + c->read_timeout_ms;
+		tl_read_timeout_ms = c->read_timeout_ms;
+	} else {
+		tl_read_deadline_ms = 0;
+	}
+}
+
+void fetch_read_end(void)
+{
+	tl_read_deadline_ms = 0;
+}
+
 /* Byte ranges of a blob: one GET with a Range header into the caller's buffer (see sink_buf()). */
 int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 			    uint64_t off, size_t len, void *buf,
@@ -2676,6 +2793,10 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 	if (c->read_timeout_ms > 0) {
 		r.timeout_ms = c->read_timeout_ms;
 		r.deadline_ms = now_ms() + c->read_timeout_ms;
+	}
+	if (tl_read_deadline_ms && (!r.deadline_ms || tl_read_deadline_ms < r.deadline_ms)) {
+		r.timeout_ms = tl_read_timeout_ms; /* the read's earlier fetches used up some of it */
+		r.deadline_ms = tl_read_deadline_ms;
 	}
 	r.buf = buf;
 	r.range_off = off;

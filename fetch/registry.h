@@ -68,7 +68,13 @@ struct fetch_layer {
 	char *media_type;
 	uint64_t size;
 	char *diff_id;    /* from the config's rootfs.diff_ids[i], or NULL when the config lacks it */
+	char *toc_digest; /* the descriptor's FETCH_ANNOTATION_TOC_DIGEST ("sha256:<hex>", the digest
+			   * of an eStargz layer's stargz.index.json), or NULL when it has none or
+			   * one that is no sha256 digest */
 };
+
+/* The layer descriptor annotation ctr-remote / stargz-snapshotter write for an eStargz layer. */
+#define FETCH_ANNOTATION_TOC_DIGEST "containerd.io/snapshot/stargz/toc.digest"
 
 struct fetch_image {
 	char *manifest_digest; /* digest of the platform manifest (not of the index) */
@@ -137,6 +143,18 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 			    uint64_t off, size_t len, void *buf,
 			    int (*verify)(void *vctx, const void *buf, size_t len), void *vctx);
 
+/*
+ * One deadline for all the fetches of one read: between fetch_read_begin(c) and fetch_read_end()
+ * on the same thread, every fetch_blob_range[_verify] call ends by begin + the client's
+ * read_timeout_ms (or by its own deadline when that is earlier), so a read that needs several
+ * fetches (a checkpoint window, then spans of several chunks) fails with -ETIMEDOUT once the read
+ * timeout has passed since it began. Everything such a call waits for is bounded by it: range
+ * GETs, retries' sleeps, Retry-After and per-host slot waits, token requests and credential
+ * helpers. No effect when the client has no read timeout. Thread-local; no nesting.
+ */
+void fetch_read_begin(struct fetch_client *c);
+void fetch_read_end(void);
+
 /* Counters since the client was created (all requests, including manifests and retries). */
 struct fetch_counters {
 	uint64_t requests;   /* HTTP requests sent (each retry counts) */
@@ -185,6 +203,15 @@ int fetch_manifest_get(struct fetch_client *c, const struct fetch_ref *ref, cons
  */
 int fetch_blob_push(struct fetch_client *c, const struct fetch_ref *ref, const void *data,
 		    size_t len, const char *digest);
+
+/*
+ * Whether a push to ref's repository has a host to go to, without sending any request: a host of
+ * the registry's hosts.toml list with the push capability (by default only the upstream server;
+ * mirrors do not take pushes unless their capabilities say so), the server not counting under
+ * strict_cache. Returns 0, or -EACCES with strata_err set ("<ref>: --strict-cache forbids pushing
+ * to the upstream registry <host> (...)"), or the errors of loading hosts.toml. Thread-safe.
+ */
+int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref);
 
 /* PUTs a manifest body under `tag_or_digest` in ref's repository with Content-Type media_type.
  * Returns 0, or negative errno with strata_err set. */

@@ -1312,6 +1312,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	cs = index_layer_chunk_size(l->idx);
+	fetch_read_begin(f->fetch); /* one read timeout for all the fetches of this read */
 	for (pos = (uint64_t)off; pos < end;) {
 		uint32_t ci = (uint32_t)(pos / cs);
 		uint64_t cstart = (uint64_t)ci * cs;
@@ -1326,6 +1327,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		cache_put(&f->cache, e);
 		pos = cend;
 	}
+	fetch_read_end();
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else

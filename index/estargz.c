@@ -782,7 +782,9 @@ static int add_toc_entry(struct index_builder *ib, const struct layout *lo, size
 	memset(&e, 0, sizeof(e));
 	e.path = (char *)TOC_NAME;
 	e.type = INDEX_TAR_REG;
-	e.mode = tf->mode;
+	/* this tar header is outside what the TOC digest covers (the JSON): no setuid, setgid or
+	 * sticky bit from it */
+	e.mode = tf->mode & 0777;
 	e.uid = tf->uid;
 	e.gid = tf->gid;
 	e.mtime_sec = tf->mtime_sec;
@@ -799,8 +801,35 @@ static int add_toc_entry(struct index_builder *ib, const struct layout *lo, size
 	return rc;
 }
 
+/* Checks the TOC JSON against toc_digest ("sha256:<hex>"). Returns 0, -EBADMSG or -EINVAL with
+ * strata_err set. */
+static int check_toc_digest(const char *json, size_t json_len, const char *toc_digest)
+{
+	uint8_t want[UTIL_SHA256_LEN], got[UTIL_SHA256_LEN];
+	char shown[UTIL_DIGEST_STR_LEN];
+	int rc;
+
+	rc = util_digest_parse(toc_digest, want);
+	if (rc < 0)
+		return rc;
+	util_sha256(json, json_len, got);
+	if (memcmp(want, got, sizeof(got)) != 0) {
+		util_digest_format(got, shown);
+		return strata_err(EBADMSG, "eStargz TOC digest mismatch: %s is %s, the layer "
+				  "descriptor says %s", TOC_NAME, shown, toc_digest);
+	}
+	return 0;
+}
+
 int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64_t blob_size,
 			struct index_layer **out)
+{
+	return index_estargz_build_verified(toc, len, toc_off, blob_size, NULL, out);
+}
+
+int index_estargz_build_verified(const uint8_t *toc, size_t len, uint64_t toc_off,
+				 uint64_t blob_size, const char *toc_digest,
+				 struct index_layer **out)
 {
 	struct layout lo;
 	struct index_builder *ib = NULL;
@@ -824,6 +853,8 @@ int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64
 		goto out;
 	}
 	rc = read_toc_json(toc, len, &json, &json_len, &tf);
+	if (rc == 0 && toc_digest)
+		rc = check_toc_digest(json, json_len, toc_digest);
 	if (rc < 0)
 		goto out;
 	root = json_loadb(json, json_len, 0, &jerr);

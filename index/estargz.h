@@ -64,4 +64,16 @@ int index_estargz_footer(const uint8_t *tail, size_t len, uint64_t blob_size, ui
 int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64_t blob_size,
 			struct index_layer **out);
 
+/*
+ * index_estargz_build, trusting the TOC only when the sha256 of its stargz.index.json bytes (the
+ * JSON as stored in the TOC member's tar, which is what ctr-remote / stargz-snapshotter put in the
+ * layer descriptor's "containerd.io/snapshot/stargz/toc.digest" annotation) equals toc_digest
+ * ("sha256:<hex>"): else -EBADMSG "eStargz TOC digest mismatch: ...", before anything else in the
+ * JSON is looked at. toc_digest NULL: no check (index_estargz_build). -EINVAL for a toc_digest that
+ * is no sha256 digest.
+ */
+int index_estargz_build_verified(const uint8_t *toc, size_t len, uint64_t toc_off,
+				 uint64_t blob_size, const char *toc_digest,
+				 struct index_layer **out);
+
 #endif

@@ -12,6 +12,8 @@ packages=(
 	# tests and demo: the real registry, image tools, ground truth extractors
 	python3 python3-pytest docker-registry skopeo umoci tar gzip zstd busybox-static attr
 	util-linux curl nginx pigz
+	# Basic auth tests: bcrypt htpasswd entries for Distribution
+	apache2-utils
 	# eStargz images for tests: ctr-remote converts with a private containerd
 	stargz-snapshotter
 	# bench/cold-start: the containerd baseline, namespaces and traffic shaping, read tracing

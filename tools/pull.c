@@ -156,12 +156,39 @@ static int use_artifact(struct fetch_client *fc, const struct fetch_ref *ref,
 	return 0;
 }
 
+/* fetch_blob_range_verify()'s check of an eStargz TOC member: builds the index, trusting the TOC
+ * only when its JSON matches the layer descriptor's TOC digest; bytes that do not (a corrupting
+ * mirror) or do not parse are -EBADMSG, so that the next host is tried. */
+struct toc_verify {
+	uint64_t toc_off, blob_size;
+	const char *toc_digest;
+	struct index_layer *idx; /* the index built from the bytes that verified */
+};
+
+static int toc_verify(void *ctx, const void *buf, size_t len)
+{
+	struct toc_verify *tv = ctx;
+	int rc;
+
+	index_layer_free(tv->idx);
+	tv->idx = NULL;
+	rc = index_estargz_build_verified(buf, len, tv->toc_off, tv->blob_size, tv->toc_digest,
+					  &tv->idx);
+	if (rc == -EBADMSG)
+		strata_log(LOG_WARNING, "eStargz TOC: %s", strata_errmsg(rc));
+	return rc;
+}
+
 /*
- * Takes layer pl's index from its eStargz footer and TOC: two range reads, no layer download.
- * Returns 0, -ENOENT when the blob is not eStargz, or an error.
+ * Takes layer pl's index from its eStargz footer and TOC: two range reads, no layer download. The
+ * TOC is trusted only when it matches the descriptor's FETCH_ANNOTATION_TOC_DIGEST (a host whose
+ * TOC does not is followed by the next host); a layer without the annotation has no trustworthy
+ * TOC and is indexed another way.
+ * Returns 0, -ENOENT when the blob is not eStargz or its TOC cannot be verified, or an error.
  */
 static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, struct pull_layer *pl)
 {
+	struct toc_verify tv = { 0 };
 	uint8_t tail[INDEX_ESTARGZ_TAIL];
 	uint64_t size = pl->fl->size, toc_off = 0;
 	size_t footer = 0, tlen = size < sizeof(tail) ? (size_t)size : sizeof(tail);
@@ -179,18 +206,29 @@ static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, str
 			   strata_errmsg(rc));
 		return -ENOENT;
 	}
+	if (!pl->fl->toc_digest) {
+		strata_log(LOG_WARNING, "layer %s: eStargz, but its descriptor has no %s annotation: "
+			   "its TOC cannot be verified; indexing the layer by streaming it",
+			   pl->fl->digest, FETCH_ANNOTATION_TOC_DIGEST);
+		return -ENOENT;
+	}
 	if (size - footer - toc_off > (256u << 20))
 		return strata_err(EFBIG, "eStargz TOC of %llu bytes is too large",
 				  (unsigned long long)(size - footer - toc_off));
 	toc = malloc(size - footer - toc_off + 1);
 	if (!toc)
 		return -ENOMEM;
-	rc = fetch_blob_range(fc, ref, pl->fl->digest, toc_off, size - footer - toc_off, toc);
-	if (rc == 0)
-		rc = index_estargz_build(toc, size - footer - toc_off, toc_off, size, &pl->idx);
+	tv.toc_off = toc_off;
+	tv.blob_size = size;
+	tv.toc_digest = pl->fl->toc_digest;
+	rc = fetch_blob_range_verify(fc, ref, pl->fl->digest, toc_off, size - footer - toc_off, toc,
+				     toc_verify, &tv);
 	free(toc);
-	if (rc < 0)
+	if (rc < 0) {
+		index_layer_free(tv.idx);
 		return strata_err_prefix(-rc, "eStargz TOC");
+	}
+	pl->idx = tv.idx;
 	memset(&pl->info, 0, sizeof(pl->info));
 	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
 	/* The TOC cannot prove the uncompressed digest: keep the config's (chunks are verified). */
@@ -253,6 +291,13 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	if (!name) {
 		rc = cli_fail(c, "out of memory");
 		goto out;
+	}
+	if (po->push) { /* before any work: a push nowhere may go (--strict-cache) sends nothing */
+		rc = fetch_push_check(fc, ref);
+		if (rc < 0) {
+			rc = cli_fail(c, "%s", strata_errmsg(rc));
+			goto out;
+		}
 	}
 	rc = fetch_resolve(fc, ref, &img);
 	if (rc < 0) {

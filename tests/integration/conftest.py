@@ -1156,19 +1156,35 @@ class TlsNginx(Nginx):
         return "https://" + self.host
 
 
-class CorruptingProxy:
-    """A small HTTP reverse proxy on 127.0.0.1 to upstream ("127.0.0.1:PORT") that flips one byte
-    in the middle of every 2xx GET body of a blob in `corrupt` (digests), for mirror tests: what it
-    serves must never be stored or served by strata. Counts the bodies it corrupted."""
+class ProxiedRequest:
+    """What a ForwardingProxy's body hook gets about one request and its upstream response."""
 
-    def __init__(self, upstream, corrupt):
+    def __init__(self, command, path, headers, status, resp_headers):
+        self.command = command
+        self.path = path                              # with the query
+        self.bare_path = path.split("?", 1)[0]
+        self.digest = (self.bare_path.rsplit("/blobs/", 1)[1]
+                       if "/blobs/" in self.bare_path else None)
+        self.range = headers.get("Range")
+        self.status = status
+        self.resp_headers = resp_headers
+
+
+class ForwardingProxy:
+    """A small HTTP reverse proxy on 127.0.0.1 to upstream ("127.0.0.1:PORT") for GET and HEAD
+    (Range, Accept and Authorization are forwarded). Each response body goes through
+    on_body(req, body) (a ProxiedRequest) before it is sent, which returns the body to send, or
+    (body, n) to send the full body's Content-Length but only its first n bytes and then close the
+    connection (a body cut short). Subclasses override on_body; it runs on the proxy's threads
+    (take self.lock for shared state). Records (command, path, status) in requests."""
+
+    def __init__(self, upstream):
         import http.client
         import http.server
 
         self.upstream = upstream
-        self.corrupt = set(corrupt)
-        self.corrupted = 0
         self.requests = []
+        self.lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -1188,23 +1204,30 @@ class CorruptingProxy:
                     body = resp.read()
                 finally:
                     conn.close()
-                path = self.path.split("?", 1)[0]
-                digest = path.rsplit("/blobs/", 1)[1] if "/blobs/" in path else None
-                proxy.requests.append((self.command, self.path, resp.status))
-                if (self.command == "GET" and digest in proxy.corrupt and
-                        200 <= resp.status < 300 and body):
-                    b = bytearray(body)
-                    b[len(b) // 2] ^= 0xFF
-                    body = bytes(b)
-                    proxy.corrupted += 1
+                req = ProxiedRequest(self.command, self.path, hdrs, resp.status,
+                                     resp.getheaders())
+                with proxy.lock:
+                    proxy.requests.append((self.command, self.path, resp.status))
+                out = proxy.on_body(req, body)
+                cut = None
+                if isinstance(out, tuple):
+                    out, cut = out
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(out)))
+                if cut is not None:
+                    self.send_header("Connection", "close")
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                if self.command == "HEAD":
+                    return
+                if cut is not None:
+                    self.wfile.write(out[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(out)
 
             do_GET = _forward
             do_HEAD = _forward
@@ -1215,10 +1238,35 @@ class CorruptingProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def on_body(self, req, body):
+        return body
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(STOP_TIMEOUT)
+
+
+class CorruptingProxy(ForwardingProxy):
+    """A ForwardingProxy that flips one byte in the middle of every 2xx GET body of a blob in
+    `corrupt` (digests) for which when(req, body) holds (default: always), for mirror tests: what
+    it serves must never be stored or served by strata. Counts the bodies it corrupted."""
+
+    def __init__(self, upstream, corrupt, when=None):
+        self.corrupt = set(corrupt)
+        self.when = when
+        self.corrupted = 0
+        super().__init__(upstream)
+
+    def on_body(self, req, body):
+        if (req.command == "GET" and req.digest in self.corrupt and 200 <= req.status < 300 and
+                body and (self.when is None or self.when(req, body))):
+            b = bytearray(body)
+            b[len(b) // 2] ^= 0xFF
+            with self.lock:
+                self.corrupted += 1
+            return bytes(b)
+        return body
 
 
 def write_hosts_toml(hosts_dir, registry_host, text):

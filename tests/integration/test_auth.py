@@ -7,6 +7,7 @@ redirect to another host, and no secret in any strata output.
 """
 
 import base64
+import errno
 import http.client
 import json
 import os
@@ -33,6 +34,7 @@ READ_TIMEOUT = 60
 # so that a token of lifetime L is refused L seconds after it was issued
 REGISTRY_LEEWAY = 60
 CMD_TIMEOUT = 120
+HANG_MAX = 90               # longest a hanging token issuer holds a request
 
 
 def b64url(data):
@@ -59,6 +61,9 @@ class TokenIssuer:
         self.lock = threading.Lock()
         self.requests = []         # (user or None, [scopes], status)
         self.tokens = []
+        self.hang = False          # token requests wait (up to HANG_MAX s) for `unhang`
+        self.unhang = threading.Event()
+        self.hung = 0              # token requests that hung
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +93,12 @@ class TokenIssuer:
         return p.stdout
 
     def _handle(self, h):
+        with self.lock:
+            hang = self.hang
+            if hang:
+                self.hung += 1
+        if hang:   # an issuer that accepted the connection and does not answer
+            self.unhang.wait(HANG_MAX)
         u = urllib.parse.urlsplit(h.path)
         q = urllib.parse.parse_qs(u.query)
         scopes = q.get("scope", [])
@@ -346,6 +357,50 @@ def test_token_expires_during_lazy_reads(authreg, strata_bin, mount, tmp_path, m
             issuer.lifetime, issuer.advertised = 300, None
 
 
+def test_hanging_token_issuer_fails_the_read_within_the_read_timeout(authreg, strata_bin, mount,
+                                                                       layer_tree, tmp_path,
+                                                                       monkeypatch):
+    """The daemon's first lazy read needs a token and the issuer hangs: the read fails with EIO
+    once --read-timeout has passed (not after the issuer request's own 30 s timeout), and the next
+    read after the issuer recovered succeeds with the right bytes."""
+    cfg = docker_config(tmp_path, "auths", {"auths": {authreg.reg.host: {"auth": BASIC}}})
+    env = run_env(cfg)
+    ref = authreg.reg.ref(PRIVATE_REPO + ":oci")
+    run(authreg, strata_bin, tmp_path / "A", "--json", "index", "--push", ref, env=env,
+        timeout=300)
+    store = tmp_path / "B"
+    o = pulled(run(authreg, strata_bin, store, "--json", "pull", "--index=artifact", ref,
+                   env=env))
+    monkeypatch.setenv("DOCKER_CONFIG", cfg)
+    read_timeout = 3
+    m = mount(store_dir=str(store), args=["-v", "--read-timeout", str(read_timeout)])
+    path = _files(m.layer(o["layers"][0]))[0]
+    issuer = authreg.issuer
+    with issuer.lock:
+        issuer.hang = True
+        issuer.unhang.clear()
+    try:
+        # bounded well below the issuer request's own 30 s timeout: a read that waited for it
+        # would be killed here and fail the test
+        try:
+            run_bounded(lambda: open(path, "rb").read(), read_timeout + 12, m.kill)
+            pytest.fail("the read succeeded although the token issuer hangs")
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+        assert issuer.hung > 0, "the read did not ask the issuer: the test proves nothing"
+    finally:
+        with issuer.lock:
+            issuer.hang = False
+        issuer.unhang.set()
+    data = _read(m, path)
+    tree = layer_tree(o["layers"][0])
+    with open(os.path.join(tree.path, os.path.relpath(path, m.layer(o["layers"][0]))), "rb") as f:
+        assert data == f.read(), path
+    log = m.stderr()
+    authreg.outputs.append(log)
+    assert "read timeout of %ds expired" % read_timeout in log, log[-3000:]
+
+
 class RedirectingFront:
     """127.0.0.1:P in front of the registry that answers an authorized blob GET with a 307 to
     http://localhost:Q/ (another host, like a registry's object storage), where the blob is
@@ -447,3 +502,133 @@ def test_no_secret_in_any_output(authreg):
     for i, out in enumerate(authreg.outputs):
         for s in secrets:
             assert s not in out, "output %d contains a secret (%s...):\n%s" % (i, s[:6], out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Basic auth: Distribution with an htpasswd file (bcrypt entries made by `htpasswd -B`).
+# Distribution 2.8 serves htpasswd auth over plain HTTP too (its docs only advise TLS), so the
+# registry runs without TLS here, on 127.0.0.1.
+# ----------------------------------------------------------------------------------------------
+
+BASIC_REALM = "strata-basic-test"
+
+
+class HtpasswdRegistry(Registry):
+    """The same storage served with htpasswd (Basic) auth: alice may pull and push."""
+
+    def __init__(self, workdir, htpasswd):
+        super().__init__(workdir)
+        self.config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            "auth:\n  htpasswd:\n    realm: %s\n    path: %s\n"
+            "http:\n  addr: %s\n  secret: strata-tests\n" % (
+                self.storage, BASIC_REALM, htpasswd, self.host))
+
+    def _ping(self):
+        code = super()._ping()
+        return 200 if code == 401 else code
+
+
+@pytest.fixture(scope="module")
+def basicreg(strata_bin, fixtures, tmp_path_factory):
+    if not shutil.which("htpasswd"):
+        pytest.skip("htpasswd (apache2-utils) is not installed")
+    work = tmp_path_factory.mktemp("basic")
+    plain = Registry(work / "reg")
+    plain.start()
+    try:
+        run_mkfixture("push", "--layout", fixtures.layout, "--registry", plain.host)
+    finally:
+        plain.stop()
+    htpasswd = work / "htpasswd"
+    p = subprocess.run(["htpasswd", "-B", "-i", "-n", USER], input=PASSWORD, text=True,
+                       capture_output=True, timeout=60, check=True)
+    assert p.stdout.startswith(USER + ":$2"), "not a bcrypt entry: %r" % p.stdout[:12]
+    htpasswd.write_text(p.stdout)
+    reg = HtpasswdRegistry(work / "reg", htpasswd)
+    try:
+        reg.start()
+        env = AuthEnv()
+        env.reg, env.work, env.fixtures = reg, work, fixtures
+        env.outputs = []
+        yield env
+    finally:
+        reg.stop()
+        shutil.rmtree(plain.storage, ignore_errors=True)
+
+
+def test_basic_auth_registry_refuses_anonymous(basicreg):
+    """The registry itself: /v2/ asks for Basic credentials, and takes alice's."""
+    conn = http.client.HTTPConnection("127.0.0.1", basicreg.reg.port, timeout=30)
+    conn.request("GET", "/v2/")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 401 and r.getheader("WWW-Authenticate", "").startswith("Basic "), r.status
+    conn.request("GET", "/v2/", headers={"Authorization": "Basic " + BASIC})
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    assert r.status == 200, r.status
+
+
+def test_basic_auth_pull_and_lazy_read(basicreg, strata_bin, mount, layer_tree, tmp_path,
+                                       monkeypatch):
+    cfg = docker_config(tmp_path, "auths", {"auths": {basicreg.reg.host: {"auth": BASIC}}})
+    env = run_env(cfg)
+    store = tmp_path / "store"
+    ref = basicreg.reg.ref(PRIVATE_REPO + ":gzip")
+    # store A builds the indexes and pushes them (Basic credentials on POST/PUT too); store B
+    # pulls only the indexes, so that every file read through FUSE fetches ranges lazily
+    run(basicreg, strata_bin, tmp_path / "A", "--json", "index", "--push", ref, env=env,
+        timeout=300)
+    o = pulled(run(basicreg, strata_bin, store, "--json", "pull", "--index=artifact", ref,
+                   env=env))
+    assert o["index_sources"] and set(o["index_sources"]) == {"artifact"}, o
+    want = basicreg.fixtures.image("corner:gzip")
+    assert o["manifest"] == want["manifest"], o
+    monkeypatch.setenv("DOCKER_CONFIG", cfg)   # the daemon inherits it
+    m = mount(store_dir=str(store), args=["-v", "-v"])
+    try:
+        for digest in o["layers"]:
+            # every file read through FUSE: lazy range reads with Basic credentials
+            layer_tree(digest).compare(m.layer(digest))
+    finally:
+        basicreg.outputs.append(m.stderr())
+    p = Strata(strata_bin, store)("--json", "stats", env=env)   # served by the daemon
+    basicreg.outputs.append(p.stdout + p.stderr)
+    st = json.loads(p.stdout)
+    assert st["daemon"] and st["read_fetch"]["range_requests"] > 0, st
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "no-credentials"])
+def test_basic_auth_refused(basicreg, strata_bin, tmp_path, case):
+    if case == "wrong-password":
+        bad = base64.b64encode(("%s:wrong-pw" % USER).encode()).decode()
+        cfg = {"auths": {basicreg.reg.host: {"auth": bad}}}
+    else:
+        cfg = {"auths": {"127.0.0.1:1": {"auth": BASIC}}}   # credentials for another registry
+    env = run_env(docker_config(tmp_path, case, cfg))
+    store = tmp_path / "store"
+    ref = basicreg.reg.ref(PRIVATE_REPO + ":gzip")
+    p = Strata(strata_bin, store)("pull", ref, env=env, check=False)
+    basicreg.outputs.append(p.stdout + p.stderr)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    line = one_line(p.stderr)
+    assert "access denied" in line and "401" in line and basicreg.reg.host in line, line
+    assert "wrong-pw" not in p.stdout + p.stderr
+    if case == "wrong-password":
+        assert bad not in p.stdout + p.stderr
+    if os.path.isdir(store):   # nothing registered
+        assert not Strata(strata_bin, store).ls(), "an image was registered"
+
+
+def test_basic_auth_no_secret_in_any_output(basicreg):
+    """Runs last among the Basic auth tests: everything strata printed (commands, daemon log,
+    stats --json)."""
+    assert len(basicreg.outputs) >= 3, "no output collected"
+    for i, out in enumerate(basicreg.outputs):
+        for s in (PASSWORD, BASIC):
+            assert s not in out, "output %d contains a secret (%s...):\n%s" % (i, s[:3], out)

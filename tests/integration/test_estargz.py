@@ -245,16 +245,26 @@ def new_store(tmp_path, name):
     return str(d)
 
 
-def pull(strata_bin, store, ng, img):
+def expected_sources(img):
+    """How strata indexes each layer of img: from its TOC when the descriptor carries the TOC
+    digest that verifies it, else by streaming the layer (an unverifiable TOC is not used)."""
+    return ["estargz" if TOC_DIGEST_ANNOTATION in l.annotations else "build"
+            for l in img.layers]
+
+
+def pull(strata_bin, store, ng, img, *opts):
     """`strata --json pull` of img through nginx into store (must be empty of its layers): one
-    object whose layers are the manifest's, every one indexed from its eStargz TOC."""
-    objs = Strata(strata_bin, store).pull_json(ng.ref(img.name))
+    object whose layers are the manifest's, indexed as expected_sources() says."""
+    objs = Strata(strata_bin, store).pull_json(*opts, ng.ref(img.name))
     assert len(objs) == 1, objs
     o = objs[0]
     assert o["manifest"] == img.manifest_digest, (o, img.manifest_digest)
     assert o["layers"] == img.digests, o
-    assert o["index_sources"] == ["estargz"] * len(img.layers), o
+    assert o["index_sources"] == expected_sources(img), o
     return o
+
+
+ANNOTATED = [k for k in CONVERSIONS if k != "docker"]   # ctr-remote without --oci annotates none
 
 
 def round_s(ns):
@@ -300,7 +310,7 @@ def read_file(m, path, offset=0, size=-1):
 # tests
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key", list(CONVERSIONS))
+@pytest.mark.parametrize("key", ANNOTATED)
 def test_estargz_pull_uses_toc(strata_bin, esgz, key, tmp_path):
     """A pull into an empty store reads each layer's footer (51 bytes) and TOC, with Range
     requests inside the blob's tail, and never GETs a whole layer blob."""
@@ -343,7 +353,7 @@ def test_estargz_pull_uses_toc(strata_bin, esgz, key, tmp_path):
     assert all(r["uri"].endswith("/" + config) for r in others), context(others)
 
 
-@pytest.mark.parametrize("key", list(CONVERSIONS))
+@pytest.mark.parametrize("key", ANNOTATED)
 def test_estargz_layers_match_tar(strata_bin, esgz, key, mount, tmp_path):
     """Every layer, read lazily through Range requests only, is exactly what GNU tar extracts
     from its eStargz blob (but for the two allowances in the module docstring)."""
@@ -368,9 +378,10 @@ def test_estargz_layers_match_tar(strata_bin, esgz, key, mount, tmp_path):
 
 
 def test_estargz_plain_and_oci(strata_bin, esgz, mount, tmp_path):
-    """Both conversions: OCI (annotated with the TOC digest) and Docker media types (no
-    annotations, only the footer says eStargz) are pulled from their TOC and served; strata keeps
-    the manifests' media types; a few files, a whiteout and the opaque dir."""
+    """Both conversions: OCI (annotated with the TOC digest: indexed from the TOC) and Docker media
+    types (no annotations, only the footer says eStargz: the TOC cannot be verified, so the layers
+    are indexed by streaming them) are served; strata keeps the manifests' media types; a few
+    files, a whiteout and the opaque dir."""
     oci, docker = esgz.images["oci"], esgz.images["docker"]
     # what ctr-remote made of them (the premise of this test)
     assert oci.manifest["mediaType"] == OCI_MANIFEST, oci.manifest
@@ -474,3 +485,102 @@ def test_estargz_small_read_fetches_little(strata_bin, esgz, mount, tmp_path):
     assert fetched <= 2 * ESTARGZ_CHUNK + 64 * 1024, \
         "%d bytes for 4 KiB of a file stored in %d-byte chunks\n%s" % (fetched, ESTARGZ_CHUNK,
                                                                      context(reqs, m))
+
+
+# ----------------------------------------------------------------------------------------------
+# trusting the TOC: only when it matches the descriptor's TOC digest
+# ----------------------------------------------------------------------------------------------
+
+def test_toc_digest_annotation_is_the_toc_json_digest(esgz):
+    """The premise of the check: ctr-remote's containerd.io/snapshot/stargz/toc.digest is the
+    sha256 of stargz.index.json as stored in the TOC member (what tar -x extracts)."""
+    img = esgz.images["oci"]
+    for l in img.layers:
+        ref = esgz.reference(l)[0]
+        with open(os.path.join(ref, "stargz.index.json"), "rb") as f:
+            got = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+        assert l.annotations[TOC_DIGEST_ANNOTATION] == got, (l.digest, l.annotations, got)
+
+
+def test_estargz_without_toc_digest_is_built(strata_bin, esgz, mount, tmp_path):
+    """The Docker-typed conversion has no TOC digest annotations: its TOCs cannot be trusted, so
+    each layer is indexed by streaming it (one clear warning line per eStargz layer), and the
+    layers still equal tar -x."""
+    img = esgz.images["docker"]
+    assert not any(TOC_DIGEST_ANNOTATION in l.annotations for l in img.layers)
+    ng = esgz.nginx
+    ng.clear()
+    store = new_store(tmp_path, "noannot")
+    p = Strata(strata_bin, store)("--json", "pull", ng.ref(img.name))
+    o = json.loads(p.stdout.strip().splitlines()[-1])
+    assert o["index_sources"] == ["build"] * len(img.layers), o
+    warned = [line for line in p.stderr.splitlines() if TOC_DIGEST_ANNOTATION in line]
+    assert len(warned) == len(img.layers), p.stderr
+    assert all("cannot be verified" in w and "streaming" in w for w in warned), warned
+    reqs = ng.requests()
+    for l in img.layers:
+        whole = [r for r in ng.blob_requests(l.digest, reqs) if r["method"] == "GET" and
+                 not r["range"] and r["status"] == 200]
+        assert whole, "layer %s was not streamed\n%s" % (l.digest, context(reqs))
+    m = mount(store_dir=store)
+    for i, l in enumerate(img.layers):
+        compare_layer(esgz, m, l, "%s layer %d %s" % (img.name, i, l.short()))
+
+
+def test_estargz_corrupt_toc_from_mirror_is_not_trusted(strata_bin, esgz, mount, tmp_path):
+    """A mirror that serves the footers intact but corrupts every other range (the TOCs, then
+    the data): each TOC fails its check on the mirror and is read again from the registry; the
+    layers are indexed from their TOC all the same and equal tar -x."""
+    from conftest import CorruptingProxy, write_hosts_toml
+
+    img = esgz.images["oci"]
+    ng = esgz.nginx
+    proxy = CorruptingProxy(esgz.registry.host, img.digests,
+                            when=lambda req, body: len(body) > FOOTER_SIZE)
+    try:
+        hd = write_hosts_toml(tmp_path / "certs.d", ng.host,
+                              '[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n'
+                              % proxy.host)
+        ng.clear()
+        store = new_store(tmp_path, "corrupt-toc")
+        p = Strata(strata_bin, store)("--hosts-dir", hd, "--json", "pull", ng.ref(img.name))
+        o = json.loads(p.stdout.strip().splitlines()[-1])
+        assert o["index_sources"] == ["estargz"] * len(img.layers), (o, p.stderr)
+        assert proxy.corrupted >= len(img.layers), proxy.requests
+        assert "eStargz TOC" in p.stderr, p.stderr   # the warning about the mirror's TOC
+        reqs = ng.requests()
+        for l in img.layers:
+            tocs = [r for r in ng.blob_requests(l.digest, reqs)
+                    if r["range"] and parse_range(r["range"], l.size)[0] == l.toc_offset]
+            assert tocs, "layer %s: the TOC was not read again from the registry\n%s" % (
+                l.digest, context(reqs))
+        m = mount(store_dir=store, args=("--hosts-dir", hd))
+        for i, l in enumerate(img.layers):
+            compare_layer(esgz, m, l, "%s layer %d %s" % (img.name, i, l.short()))
+    finally:
+        proxy.stop()
+
+
+def test_estargz_wrong_toc_digest_falls_back_to_streaming(strata_bin, esgz, mount, tmp_path):
+    """A manifest whose first layer names another TOC digest: no host's TOC matches it, so that
+    layer is indexed by streaming it (a warning names the mismatch); the others still come from
+    their TOC; every layer equals tar -x."""
+    img = esgz.images["oci"]
+    manifest = json.loads(json.dumps(img.manifest))
+    manifest["layers"][0]["annotations"][TOC_DIGEST_ANNOTATION] = \
+        "sha256:" + hashlib.sha256(b"not this TOC").hexdigest()
+    body = json.dumps(manifest).encode()
+    repo = img.name.split(":")[0]
+    req = urllib.request.Request(esgz.registry.url + "/v2/%s/manifests/esgz-badtoc" % repo,
+                                 data=body, method="PUT",
+                                 headers={"Content-Type": OCI_MANIFEST})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 201, r.status
+    store = new_store(tmp_path, "badtoc")
+    p = Strata(strata_bin, store)("--json", "pull", esgz.nginx.ref(repo + ":esgz-badtoc"))
+    o = json.loads(p.stdout.strip().splitlines()[-1])
+    assert o["index_sources"] == ["build"] + ["estargz"] * (len(img.layers) - 1), (o, p.stderr)
+    assert "TOC digest mismatch" in p.stderr, p.stderr
+    m = mount(store_dir=store)
+    for i, l in enumerate(img.layers):
+        compare_layer(esgz, m, l, "esgz-badtoc layer %d %s" % (i, l.short()))

@@ -167,6 +167,28 @@ def test_strict_cache_artifact_lookup_miss_still_pulls(strata_bin, upstream, mir
     assert not upstream.requests()
 
 
+def test_strict_cache_refuses_index_push(strata_bin, upstream, mirror, hosts_dir, tmp_path):
+    """Pushes go to the upstream server (mirrors take pulls and resolves, as in containerd):
+    with --strict-cache, `index --push` fails up front with one line and asks no host at all."""
+    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(mirror.url))
+    upstream.clear()
+    mirror.clear()
+    store = tmp_path / "store"
+    store.mkdir()
+    run = Strata(strata_bin, store)
+    p = run("--hosts-dir", hd, "--strict-cache", "index", "--push", upstream.ref(IMAGE),
+            check=False, timeout=INDEX_TIMEOUT)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    line = one_line(p.stderr)
+    assert "--strict-cache forbids pushing to the upstream registry %s" % upstream.host in line, \
+        line
+    assert not upstream.requests(), "--strict-cache contacted the upstream\n" + \
+        format_requests(upstream.requests())
+    assert not mirror.requests(), "work was done for a push that cannot happen\n" + \
+        format_requests(mirror.requests())
+    assert run.ls() == []
+
+
 def test_tls_mirror_with_ca(strata_bin, upstream, tls_mirror, pki, hosts_dir, tmp_path):
     hd = write_hosts_toml(hosts_dir, upstream.host,
                           mirror_toml(tls_mirror.url, '  ca = "%s"\n' % pki.ca))

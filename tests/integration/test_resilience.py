@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (Fixtures, Nginx, Registry, Strata, format_requests, run_bounded,
+from conftest import (Fixtures, ForwardingProxy, Nginx, Registry, Strata, format_requests, run_bounded,
                       run_mkfixture, write_hosts_toml)
 
 IMAGE = "corner:oci"
@@ -86,72 +86,24 @@ class CountingListener:
         self.thread.join(5)
 
 
-class CuttingProxy:
+class CuttingProxy(ForwardingProxy):
     """An HTTP proxy to upstream that cuts the first response of every blob GET after `cut` body
     bytes (the Content-Length promises the whole body) and closes the connection."""
 
     def __init__(self, upstream, cut=100):
-        import http.client
-        import http.server
-
-        self.upstream = upstream
         self.cut = cut
         self.seen = set()
         self.cuts = 0
-        proxy = self
+        super().__init__(upstream)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _forward(self):
-                host, port = proxy.upstream.rsplit(":", 1)
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-                hdrs = {k: v for k, v in self.headers.items()
-                        if k.lower() in ("range", "accept", "authorization")}
-                try:
-                    conn.request(self.command, self.path, headers=hdrs)
-                    resp = conn.getresponse()
-                    body = resp.read()
-                finally:
-                    conn.close()
-                path = self.path.split("?", 1)[0]
-                cut = (self.command == "GET" and "/blobs/" in path and resp.status in (200, 206) and
-                       len(body) > proxy.cut and path not in proxy.seen)
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                if cut:
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                if self.command == "HEAD":
-                    return
-                if cut:
-                    proxy.seen.add(path)
-                    proxy.cuts += 1
-                    self.wfile.write(body[:proxy.cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-            do_GET = _forward
-            do_HEAD = _forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = "127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+    def on_body(self, req, body):
+        with self.lock:
+            if (req.command == "GET" and req.digest and req.status in (200, 206) and
+                    len(body) > self.cut and req.bare_path not in self.seen):
+                self.seen.add(req.bare_path)
+                self.cuts += 1
+                return body, self.cut
+        return body
 
 
 def new_store(tmp_path, name):

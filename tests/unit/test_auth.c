@@ -449,7 +449,7 @@ static void test_helper_timeout(void **state)
 /* ---- token cache against a real issuer ---- */
 
 static const char issuer_py[] =
-	"import base64, json, sys, threading\n"
+	"import base64, json, sys, threading, time\n"
 	"from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer\n"
 	"from urllib.parse import urlparse, parse_qs\n"
 	"count = {}\n"
@@ -486,6 +486,10 @@ static const char issuer_py[] =
 	"            if 'Authorization' in self.headers: return self.reply(400, {})\n"
 	"            return self.reply(200, {'access_token': 'anon-%d-%d' % (n, len(q.get('scope', [])))})\n"
 	"        if u.path == '/deny': return self.reply(401, {})\n"
+	"        if u.path == '/hang':\n"
+	"            time.sleep(3)\n"
+	"            try: return self.reply(200, {'token': 'late'})\n"
+	"            except OSError: return  # the client gave up\n"
 	"        if u.path == '/forbid': return self.reply(403, {})\n"
 	"        if u.path == '/broken': return self.reply(200, {'nothing': 1})\n"
 	"        if u.path == '/badtoken': return self.reply(200, {'token': 'a b\\r\\nX-Evil: 1'})\n"
@@ -635,6 +639,34 @@ static void get_fails(struct fetch_tokens *t, const struct fetch_challenge *ch, 
 		fail_msg("fetch_tokens_get %s: expected %d, got %d: %s", ch->realm, want, rc, strata_errmsg(rc));
 	assert_null(auth);
 	assert_no_secret(rc, token_secrets);
+}
+
+/* A caller's limit (what is left of a read's deadline) cuts a slow helper and a slow issuer short. */
+static void test_limits(void **state)
+{
+	struct fetch_challenge ch = { 0 };
+	struct fetch_tokens *t = NULL;
+	struct fetch_creds c;
+	char *auth = (char *)"x";
+
+	(void)state;
+	write_config("{\"credHelpers\": {\"slow.example\": \"slow\"}}");
+	assert_int_equal(fetch_creds_lookup_within(NULL, "slow.example", 300, &c), -ETIMEDOUT);
+	assert_non_null(strstr(strata_errmsg(-ETIMEDOUT), "did not finish within 300 ms"));
+	assert_null(c.secret);
+	if (issuer.pid <= 0)
+		skip();
+	assert_int_equal(fetch_tokens_new(&t), 0);
+	challenge_for(&ch, "/hang", NULL);
+	/* the issuer answers after 3 s: 300 ms is not enough, no limit is */
+	assert_int_equal(fetch_tokens_get_within(t, &ch, NULL, 300, &auth), -EIO);
+	assert_null(auth);
+	assert_non_null(strstr(strata_errmsg(-EIO), "token request to 127.0.0.1:"));
+	assert_int_equal(fetch_tokens_get_within(t, &ch, NULL, 0, &auth), 0);
+	assert_string_equal(auth, "Bearer late");
+	free(auth);
+	fetch_challenge_clear(&ch);
+	fetch_tokens_free(t);
 }
 
 static void test_tokens_cache(void **state)
@@ -861,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_helper_timeout),
 		cmocka_unit_test(test_tokens_cache),
 		cmocka_unit_test(test_tokens_errors),
+		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_tokens_threads),
 	};
 

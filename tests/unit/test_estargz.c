@@ -17,6 +17,7 @@
 #include "index/layer.h"
 #include "layerq.h"
 #include "tarw.h"
+#include "util/log.h"
 #include "util/sha256.h"
 
 #define CS 4096u /* the converter's chunk size in these blobs */
@@ -746,6 +747,40 @@ static void test_semantics(void **state)
 	free(t.buf);
 }
 
+/* The TOC is trusted only when its JSON bytes match the descriptor's TOC digest. */
+static void test_toc_digest(void **state)
+{
+	struct index_layer *l = NULL;
+	struct tarw t = { 0 };
+	const char *json = "{\"version\":1,\"entries\":[{\"name\":\"d/\",\"type\":\"dir\"}]}";
+	uint8_t md[32];
+	char good[80], bad[80];
+
+	(void)state;
+	toc_member(&t, "stargz.index.json", json);
+	util_sha256(json, strlen(json), md);
+	util_digest_format(md, good);
+	md[0] ^= 1;
+	util_digest_format(md, bad);
+	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51, good,
+						      &l), 0);
+	assert_true(walk(l, "d") > 0);
+	index_layer_free(l);
+	l = NULL;
+	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51, bad,
+						      &l), -EBADMSG);
+	assert_null(l);
+	assert_non_null(strstr(strata_errmsg(-EBADMSG), "TOC digest mismatch"));
+	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51,
+						      "sha256:xyz", &l), -EINVAL);
+	assert_null(l);
+	/* NULL: not checked */
+	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51, NULL,
+						      &l), 0);
+	index_layer_free(l);
+	free(t.buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -754,6 +789,7 @@ int main(void)
 		cmocka_unit_test(test_chunk_size),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_semantics),
+		cmocka_unit_test(test_toc_digest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
