@@ -2767,6 +2767,16 @@ void fetch_read_end(void)
 	tl_read_deadline_ms = 0;
 }
 
+int64_t fetch_read_remaining_ms(void)
+{
+	int64_t left;
+
+	if (!tl_read_deadline_ms)
+		return -1;
+	left = tl_read_deadline_ms - now_ms();
+	return left > 0 ? left : 0;
+}
+
 /* Byte ranges of a blob: one GET with a Range header into the caller's buffer (see sink_buf()). */
 int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 			    uint64_t off, size_t len, void *buf,

@@ -155,6 +155,11 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 void fetch_read_begin(struct fetch_client *c);
 void fetch_read_end(void);
 
+/* Milliseconds left until the calling thread's read deadline (0 when it passed), or -1 when the
+ * thread is in no read with a timeout. For waits outside the fetch calls (e.g. for another
+ * reader's fetch of the same span). */
+int64_t fetch_read_remaining_ms(void);
+
 /* Counters since the client was created (all requests, including manifests and retries). */
 struct fetch_counters {
 	uint64_t requests;   /* HTTP requests sent (each retry counts) */

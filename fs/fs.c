@@ -1086,6 +1086,31 @@ out:
 
 /* Fetches the span for chunk ci of file ino unless another thread is fetching it already, then
  * waits for that fetch. */
+/* Waits (inflight_mu held) until fetch in is done, bounded by the caller's read deadline.
+ * Returns 0, or -ETIMEDOUT (strata_err set) when the read's time ran out first. */
+static int wait_inflight(struct fs *f, struct inflight *in)
+{
+	while (!in->done) {
+		int64_t left = fetch_read_remaining_ms();
+		struct timespec until;
+
+		if (left < 0) {
+			pthread_cond_wait(&f->inflight_cv, &f->inflight_mu);
+			continue;
+		}
+		if (left == 0)
+			return strata_err(ETIMEDOUT, "read timeout while another read fetched the "
+					  "same span");
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += left / 1000;
+		until.tv_nsec += (long)(left % 1000) * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&f->inflight_cv, &f->inflight_mu, &until);
+	}
+	return 0;
+}
+
 static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_inode *ino,
 			uint32_t ci)
 {
@@ -1110,9 +1135,9 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_ino
 		if (!in)
 			break;
 		in->refs++;
-		while (!in->done)
-			pthread_cond_wait(&f->inflight_cv, &f->inflight_mu);
-		rc = in->rc;
+		rc = wait_inflight(f, in);
+		if (rc == 0)
+			rc = in->rc;
 		if (--in->refs == 0)
 			free(in);
 		pthread_mutex_unlock(&f->inflight_mu);
