@@ -119,6 +119,43 @@ int store_image_del(struct store *s, const char *ref);
 int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, const char *json),
 		     void *ctx);
 
+/* Stored (encoded) size of a chunk: its value length in the chunks column family, which is what
+ * deleting it gives back after a compaction. Returns the size, -ENOENT when absent, or -EIO. */
+ssize_t store_chunk_stored_len(struct store *s, const uint8_t digest[32]);
+
+/* ---- meta: pins, per-layer last access, store-wide counters (the meta column family) */
+
+/* Pins the image ref (a normalized reference): quota eviction never touches its layers' chunks.
+ * Synced. Returns 0 or negative errno. */
+int store_pin_put(struct store *s, const char *ref);
+
+/* Unpins ref. Returns 0 (also when it was not pinned) or negative errno. */
+int store_pin_del(struct store *s, const char *ref);
+
+/* 1 when ref is pinned, 0 when not, negative errno on error. */
+int store_pin_has(struct store *s, const char *ref);
+
+/* Calls fn for every pinned reference in order (ref borrowed for the call); stops early as
+ * store_layer_list does. Returns 0 when all were visited, or negative errno. */
+int store_pin_list(struct store *s, int (*fn)(void *ctx, const char *ref), void *ctx);
+
+/* Records that the layer was used at time now (seconds since the epoch). Cheap and thread-safe:
+ * the time is kept in memory and written to the meta column family at most once a minute per
+ * layer (and at store_close), so a crash loses at most a minute of access times. Returns 0 or
+ * negative errno (-ENOMEM; a failed write is logged once and retried at the next touch). */
+int store_layer_touch(struct store *s, const char *digest, uint64_t now);
+
+/* The layer's last access time (seconds), the newest of memory and store; 0 when it was never
+ * touched. Thread-safe. Returns 0 or negative errno (-EIO). */
+int store_layer_atime(struct store *s, const char *digest, uint64_t *when);
+
+/* Adds delta to the persistent counter name (e.g. "evicted_chunks"). Serialized internally;
+ * written without sync (a crash may lose the last additions). Returns 0 or negative errno. */
+int store_counter_add(struct store *s, const char *name, uint64_t delta);
+
+/* Reads counter name (0 when never written). Returns 0 or negative errno. */
+int store_counter_get(struct store *s, const char *name, uint64_t *value);
+
 /* ---- statistics */
 
 struct store_stats {
