@@ -171,6 +171,22 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 	rocksdb_options_set_info_log_level(s->opts, 2 /* WARN */);
 	rocksdb_options_set_max_open_files(s->opts, 256);
 	rocksdb_options_increase_parallelism(s->opts, 2);
+	/* No preallocation (the WAL would take 1.1 write buffers, ~70 MiB, from the start): the
+	 * directory's size is what the store holds, which is what the quota bounds. */
+	{
+		rocksdb_options_t *o = rocksdb_options_create();
+
+		rocksdb_get_options_from_string(s->opts, "allow_fallocate=false", o, &err);
+		if (err) {
+			strata_log(LOG_WARNING, "store: cannot turn preallocation off: %s", err);
+			rocksdb_free(err);
+			err = NULL;
+			rocksdb_options_destroy(o);
+		} else {
+			rocksdb_options_destroy(s->opts);
+			s->opts = o;
+		}
+	}
 	for (int i = 0; i < CF_COUNT; i++) {
 		s->cf_opts[i] = rocksdb_options_create_copy(s->opts);
 		rocksdb_options_set_block_based_table_factory(s->cf_opts[i], s->table);
@@ -181,6 +197,9 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 			rocksdb_options_set_enable_blob_gc(s->cf_opts[i], 1);
 			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_no_compression);
 			rocksdb_options_set_blob_compression_type(s->cf_opts[i], rocksdb_no_compression);
+			/* Chunks skip the WAL: bound what a crash loses and what the quota cannot see
+			 * on disk yet (RocksDB's default is 64 MiB). */
+			rocksdb_options_set_write_buffer_size(s->cf_opts[i], 16u << 20);
 		} else {
 			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_lz4_compression);
 		}
@@ -952,7 +971,7 @@ static int atime_write(struct store *s, struct atime *a)
 	if (err) {
 		int rc = db_error(err, "access time write");
 
-		if (!s->atime_warned++)
+		if (rc != -ENOSPC && !s->atime_warned++)
 			strata_log(LOG_WARNING, "store: cannot record layer access times: %s",
 				   strata_errmsg(rc));
 		return rc;
@@ -1132,5 +1151,6 @@ int store_get_stats(struct store *s, struct store_stats *st)
 			  prop(s, CF_CHUNKS, "rocksdb.total-sst-files-size") +
 			  prop(s, CF_CHUNKS, "rocksdb.cur-size-all-mem-tables");
 	st->disk_bytes = dir_bytes(s->dir, 0);
+	st->memtable_bytes = prop(s, CF_CHUNKS, "rocksdb.cur-size-all-mem-tables");
 	return 0;
 }

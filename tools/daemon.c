@@ -21,6 +21,7 @@
 #include "fetch/registry.h"
 #include "fs/fs.h"
 #include "store/store.h"
+#include "tools/quota.h"
 #include "util/log.h"
 
 #define SOCK_NAME "strata.sock"
@@ -249,6 +250,7 @@ lost:
 struct server {
 	struct store *store;
 	struct fetch_client *fetch;
+	struct fs *fs;
 	int lfd;
 	int stop_pipe[2];
 	pthread_t thread;
@@ -313,9 +315,12 @@ static int serve_request(struct server *srv, int fd)
 	c.tty = flags & 1;
 	c.store = srv->store;
 	c.fetch = srv->fetch;
+	c.fs = srv->fs;
 	c.in_daemon = 1;
 	c.cancel = &srv->cancel;
 	code = cli_parse_globals(&c, (int)argc, argv, rest, &nrest);
+	if (code == 0)
+		code = cli_apply_config(&c);
 	if (code == 0) {
 		if (nrest == 0) {
 			code = cli_usage(&c, "no command");
@@ -402,7 +407,8 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
-static int server_start(struct server *srv, struct store *store, struct fetch_client *fc)
+static int server_start(struct server *srv, struct store *store, struct fetch_client *fc,
+			struct fs *fs)
 {
 	sigset_t all, old;
 	int rc;
@@ -410,6 +416,7 @@ static int server_start(struct server *srv, struct store *store, struct fetch_cl
 	memset(srv, 0, sizeof(*srv));
 	srv->store = store;
 	srv->fetch = fc;
+	srv->fs = fs;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	srv->lfd = cli_listen(store_dir(store));
@@ -501,6 +508,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	struct fetch_client *fc = NULL;
 	struct fetch_opts fopts;
 	struct fs *f = NULL;
+	struct quota *evictor = NULL;
 	struct server srv;
 	struct fs_opts fo;
 	char source[PATH_MAX + 16], msg[2048];
@@ -528,10 +536,15 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	rc = fs_mount(store, &fo, &f);
 	if (rc < 0)
 		goto fail;
-	rc = server_start(&srv, store, fc);
+	rc = server_start(&srv, store, fc, f);
 	if (rc < 0)
 		goto fail;
 	started = 1;
+	if (c->quota) {
+		rc = quota_start(store, f, c->quota, c->low_water, &evictor);
+		if (rc < 0)
+			goto fail;
+	}
 	strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(store), mnt);
 	if (status_fd >= 0) {
 		report(status_fd, NULL);
@@ -540,6 +553,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 			detach_stdio(store_dir(store));
 	}
 	rc = fs_run(f);
+	quota_stop(evictor);
 	server_stop(&srv);
 	fs_free(f);
 	fetch_client_free(fc);
@@ -568,7 +582,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 {
 	const char *mnt = NULL;
 	int foreground = 0, debug = 0, background = 0;
-	long read_timeout_s = DEFAULT_READ_TIMEOUT_S;
+	long read_timeout_s = c->read_timeout_s > 0 ? c->read_timeout_s : DEFAULT_READ_TIMEOUT_S;
 	int pfd[2];
 	pid_t pid;
 	char msg[2048];

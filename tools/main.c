@@ -84,10 +84,6 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	if (!c.store_dir)
-		c.store_dir = getenv("STRATA_STORE") ? getenv("STRATA_STORE") : DEFAULT_STORE;
-	if (!c.hosts_dir)
-		c.hosts_dir = DEFAULT_HOSTS_DIR;
 	/* A daemon resolves paths from its own directory: make ours absolute. */
 	if (c.config && !(abs_config = realpath(c.config, NULL))) {
 		c.cmd = rest[0];
@@ -95,6 +91,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	c.config = abs_config;
+	/* Flags override the file: it only fills what they left unset. */
+	rc = cli_apply_config(&c);
+	if (rc)
+		goto out;
+	if (!c.store_dir)
+		c.store_dir = getenv("STRATA_STORE") ? getenv("STRATA_STORE") : DEFAULT_STORE;
+	if (!c.hosts_dir)
+		c.hosts_dir = DEFAULT_HOSTS_DIR;
 	if ((abs_hosts = realpath(c.hosts_dir, NULL)))
 		c.hosts_dir = abs_hosts;
 	strata_log_set_level(c.verbose >= 2 ? LOG_DEBUG : c.verbose ? LOG_INFO : LOG_WARNING);
