@@ -14,6 +14,7 @@
 #include "index/layer.h"
 #include "store/store.h"
 #include "tools/config.h"
+#include "tools/quota.h"
 #include "util/log.h"
 
 int cli_fail(struct cli *c, const char *fmt, ...)
@@ -288,7 +289,8 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	struct fetch_counters fcnt = { 0 };
 	struct store_stats ss;
 	struct quota_figures q;
-	uint64_t images = 0;
+	uint64_t images = 0, quota;
+	unsigned low_water;
 	char b1[32], b2[32], b3[32];
 	int rc;
 
@@ -304,6 +306,10 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 		rc = quota_figures(c->store, &q);
 	if (rc < 0)
 		return cli_fail(c, "%s", strata_errmsg(rc));
+	/* the daemon's evictor applies its quota; a command's own --quota only its gc */
+	quota = c->evictor ? quota_bytes(c->evictor) : c->quota;
+	low_water = c->evictor ? quota_low_water(c->evictor) :
+		    c->low_water ? c->low_water : QUOTA_LOW_WATER_DEFAULT;
 	if (c->fetch)
 		fetch_client_counters(c->fetch, &fcnt);
 	if (c->json) {
@@ -324,7 +330,7 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 			fetch_client_hosts(c->fetch, host_json_cb, hosts);
 		json_object_set_new(o, "hosts", hosts);
 		json_object_set_new(o, "quota", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "bytes",
-			(json_int_t)c->quota, "low_water_percent", (json_int_t)(c->low_water ? c->low_water : 90),
+			(json_int_t)quota, "low_water_percent", (json_int_t)low_water,
 			"pins", (json_int_t)q.pins, "evictions", (json_int_t)q.evictions,
 			"evicted_chunks", (json_int_t)q.chunks, "evicted_bytes", (json_int_t)q.bytes));
 		char *txt = json_dumps(o, JSON_COMPACT);
@@ -344,9 +350,9 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	fprintf(c->out, "stored bytes   %s (on disk)\n", cli_bytes(ss.disk_bytes, b3, sizeof(b3)));
 	fprintf(c->out, "local content  %s of %s (the rest is fetched when read)\n",
 		cli_bytes(s.local_bytes, b1, sizeof(b1)), cli_bytes(s.content_bytes, b2, sizeof(b2)));
-	fprintf(c->out, "quota          %s%s%s\n", c->quota ? cli_bytes(c->quota, b1, sizeof(b1)) : "none",
-		c->quota ? ", evicting down to " : "", c->quota ? cli_bytes(c->quota / 100 *
-		(c->low_water ? c->low_water : 90), b2, sizeof(b2)) : "");
+	fprintf(c->out, "quota          %s%s%s\n", quota ? cli_bytes(quota, b1, sizeof(b1)) : "none",
+		quota ? ", evicting down to " : "",
+		quota ? cli_bytes(quota / 100 * low_water, b2, sizeof(b2)) : "");
 	fprintf(c->out, "pinned images  %llu\n", (unsigned long long)q.pins);
 	fprintf(c->out, "evictions      %llu (%llu chunks, %s)\n", (unsigned long long)q.evictions,
 		(unsigned long long)q.chunks, cli_bytes(q.bytes, b3, sizeof(b3)));

@@ -251,6 +251,7 @@ struct server {
 	struct store *store;
 	struct fetch_client *fetch;
 	struct fs *fs;
+	struct quota *evictor;
 	int lfd;
 	int stop_pipe[2];
 	pthread_t thread;
@@ -316,6 +317,7 @@ static int serve_request(struct server *srv, int fd)
 	c.store = srv->store;
 	c.fetch = srv->fetch;
 	c.fs = srv->fs;
+	c.evictor = srv->evictor;
 	c.in_daemon = 1;
 	c.cancel = &srv->cancel;
 	code = cli_parse_globals(&c, (int)argc, argv, rest, &nrest);
@@ -408,7 +410,7 @@ static void *server_main(void *arg)
 }
 
 static int server_start(struct server *srv, struct store *store, struct fetch_client *fc,
-			struct fs *fs)
+			struct fs *fs, struct quota *evictor)
 {
 	sigset_t all, old;
 	int rc;
@@ -417,6 +419,7 @@ static int server_start(struct server *srv, struct store *store, struct fetch_cl
 	srv->store = store;
 	srv->fetch = fc;
 	srv->fs = fs;
+	srv->evictor = evictor;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	srv->lfd = cli_listen(store_dir(store));
@@ -536,15 +539,15 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	rc = fs_mount(store, &fo, &f);
 	if (rc < 0)
 		goto fail;
-	rc = server_start(&srv, store, fc, f);
-	if (rc < 0)
-		goto fail;
-	started = 1;
 	if (c->quota) {
 		rc = quota_start(store, f, c->quota, c->low_water, &evictor);
 		if (rc < 0)
 			goto fail;
 	}
+	rc = server_start(&srv, store, fc, f, evictor);
+	if (rc < 0)
+		goto fail;
+	started = 1;
 	strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(store), mnt);
 	if (status_fd >= 0) {
 		report(status_fd, NULL);
@@ -567,6 +570,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 fail:
 	if (started)
 		server_stop(&srv);
+	quota_stop(evictor);
 	fs_free(f);
 	fetch_client_free(fc);
 	store_close(store);

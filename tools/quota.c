@@ -460,6 +460,16 @@ int quota_start(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 	return 0;
 }
 
+uint64_t quota_bytes(const struct quota *q)
+{
+	return q->quota;
+}
+
+unsigned quota_low_water(const struct quota *q)
+{
+	return q->low_water ? q->low_water : QUOTA_LOW_WATER_DEFAULT;
+}
+
 void quota_stop(struct quota *q)
 {
 	if (!q)

@@ -54,6 +54,10 @@ int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 int quota_start(struct store *s, struct fs *fs, uint64_t quota, unsigned low_water,
 		struct quota **out);
 
+/* The evictor's quota (bytes) and low-water percentage. */
+uint64_t quota_bytes(const struct quota *q);
+unsigned quota_low_water(const struct quota *q);
+
 /* Stops and joins the evictor (waits for a pass under way to finish its batch); NULL ok. */
 void quota_stop(struct quota *q);
 
