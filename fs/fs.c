@@ -1796,6 +1796,8 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		rc = l->src && f->fetch ? get_window(f, l, cp, w) :
 					  strata_err(EIO, "layer %s has no source to fetch from", digest);
 		free(w);
+		if (rc == 0 && store_chunk_has(f->store, cp->window) != 1) /* served, not stored */
+			rc = strata_err(ENOSPC, "store %s is full", store_dir(f->store));
 	}
 out:
 	fs_free(tmp);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -242,6 +243,15 @@ void store_close(struct store *s)
 		rocksdb_flush_cf(s->db, fo, s->cf[CF_META], &err);
 		if (err)
 			rocksdb_free(err);
+		/* Chunks skip the WAL: what is still in memory is written now, or lost (and fetched
+		 * again when read) when that fails. */
+		err = NULL;
+		rocksdb_flush_cf(s->db, fo, s->cf[CF_CHUNKS], &err);
+		if (err) {
+			strata_log(LOG_WARNING, "store %s: chunks not written at close (fetched again "
+				   "when read): %s", s->dir, err);
+			rocksdb_free(err);
+		}
 		rocksdb_flushoptions_destroy(fo);
 		for (int i = 0; i < CF_COUNT; i++) {
 			if (s->cf[i])
@@ -295,6 +305,19 @@ int store_chunk_has(struct store *s, const uint8_t digest[32])
 	return 1;
 }
 
+/* Whether the store's filesystem keeps STORE_SPACE_RESERVE free after len more bytes. RocksDB
+ * needs that room to flush memtables and compact; a flush that fails for lack of space puts it in
+ * a hard error state that a running process does not reliably leave (chunks written without WAL
+ * meanwhile can be lost), so chunk writes stop before that. */
+static int space_left(struct store *s, size_t len)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(s->lock_fd, &sv) < 0)
+		return 1;
+	return (uint64_t)sv.f_bavail * sv.f_frsize >= STORE_SPACE_RESERVE + len;
+}
+
 int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len)
 {
 	size_t cap = ZSTD_compressBound(len) + 1;
@@ -314,6 +337,9 @@ int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data,
 	rc = store_chunk_has(s, digest);
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
+	if (!space_left(s, len))
+		return strata_err(ENOSPC, "store %s is full (less than %llu MiB free)", s->dir,
+				  (unsigned long long)(STORE_SPACE_RESERVE >> 20));
 	val = malloc(cap);
 	if (!val)
 		return -ENOMEM;

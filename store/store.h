@@ -34,8 +34,14 @@ const char *store_dir(const struct store *s);
 
 /* ---- chunks (content-addressed by the sha256 of their uncompressed bytes). Thread-safe. */
 
+/* Chunk writes stop while the store's filesystem has less than this free (RocksDB's room to flush
+ * and compact): store_chunk_put then returns -ENOSPC without writing. */
+#define STORE_SPACE_RESERVE (48ull << 20)
+
 /* Stores a chunk unless present. digest must be sha256(data); asserted in debug builds.
- * Returns 1 if it was written, 0 if it existed, negative errno on error (-ENOSPC on a full disk). */
+ * Returns 1 if it was written, 0 if it existed, negative errno on error: -ENOSPC (strata_err set,
+ * not logged) when fewer than STORE_SPACE_RESERVE bytes would be left free, or RocksDB reports a
+ * full disk; writes resume by themselves when space is freed. */
 int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len);
 
 /* Reads a chunk into buf (cap bytes) and verifies its digest. Returns its length, -ENOENT when

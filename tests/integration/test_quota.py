@@ -301,8 +301,9 @@ FULL_LINE = "is full: serving without caching"
 
 
 def test_disk_full(qenv, strata_bin, small_tmpfs, mount, tmp_path):
-    """A store on an 8 MiB tmpfs, a 24 MiB image read whole: byte-exact, one log line, fsck
-    clean; once the filesystem has room again, pin stores everything."""
+    """A store on an 8 MiB tmpfs (below STORE_SPACE_RESERVE, 48 MiB, from the start), a 24 MiB
+    image read whole: byte-exact, one log line, fsck clean; once the filesystem has room again the
+    running daemon stores chunks again (pin), and they survive a restart."""
     store = str(small_tmpfs / "store")
     run = Strata(strata_bin, store)
     run("pull", qenv.ref)
@@ -317,9 +318,15 @@ def test_disk_full(qenv, strata_bin, small_tmpfs, mount, tmp_path):
     fsck = json.loads(run("--json", "fsck", check=False).stdout)
     assert fsck["problems"] == 0, fsck
 
-    # Room again: the running daemon caches fetched chunks again.
+    # Room again: RocksDB notices and resumes writing; the running daemon caches chunks again.
     subprocess.run(["mount", "-o", "remount,size=128m", str(small_tmpfs)], check=True, timeout=30)
-    p = run("--json", "pin", qenv.ref, check=False, timeout=300)
+    t0 = time.monotonic()
+    for _ in range(60):
+        p = run("--json", "pin", qenv.ref, check=False, timeout=300)
+        if p.returncode == 0:
+            break
+        time.sleep(1)
+    print("[quota] pin stored everything %.1fs after the remount" % (time.monotonic() - t0))
     assert p.returncode == 0, (p.stdout, p.stderr, m.stderr()[-3000:])
     s = json.loads(run("--json", "stats").stdout)
     assert s["local_bytes"] == s["content_bytes"], s
