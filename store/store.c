@@ -66,13 +66,14 @@ static void atime_flush(struct store *s);
 /* Converts a RocksDB error string (freed here) to -EIO with the message kept, or -ENOSPC. */
 static int db_error(char *err, const char *what)
 {
+	const char *msg = err ? err : "unknown error";
 	int rc = EIO;
 
-	if (strstr(err, "No space left") || strstr(err, "NoSpace"))
+	if (strstr(msg, "No space left") || strstr(msg, "NoSpace"))
 		rc = ENOSPC;
-	strata_err(rc, "%s: %s", what, err);
+	strata_err(rc, "%s: %s", what, msg);
 	if (rc != ENOSPC) /* a full disk is reported once, by whoever handles it */
-		strata_log(LOG_ERR, "store: %s: %s", what, err);
+		strata_log(LOG_ERR, "store: %s: %s", what, msg);
 	rocksdb_free(err);
 	return -rc;
 }

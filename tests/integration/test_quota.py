@@ -318,7 +318,7 @@ def test_disk_full(qenv, strata_bin, small_tmpfs, mount, tmp_path):
     fsck = json.loads(run("--json", "fsck", check=False).stdout)
     assert fsck["problems"] == 0, fsck
 
-    # Room again: RocksDB notices and resumes writing; the running daemon caches chunks again.
+    # Room again: chunk writes resume by themselves; the running daemon caches chunks again.
     subprocess.run(["mount", "-o", "remount,size=128m", str(small_tmpfs)], check=True, timeout=30)
     t0 = time.monotonic()
     for _ in range(60):
