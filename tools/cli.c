@@ -393,7 +393,7 @@ int cmd_rm(struct cli *c, int argc, char **argv)
 		free(json);
 		if (rc == -ENOENT) {
 			failed = cli_fail(c, "%s: no such image in the store", name);
-		} else if (rc == 0 && store_pin_has(c->store, name) != 0) {
+		} else if (rc == 0 && (rc = store_pin_has(c->store, name)) == 1) {
 			failed = cli_fail(c, "%s is pinned; run 'strata unpin %s' first", name, name);
 		} else if (rc < 0 || (rc = store_image_del(c->store, name)) < 0) {
 			failed = cli_fail(c, "%s: %s", name, strata_errmsg(rc));

@@ -271,15 +271,21 @@ def test_config_file(qenv, strata, store, tmp_path):
     p = strata("--config", tmp_path / "missing.toml", "ls", check=False)
     assert p.returncode == 1 and "missing.toml" in p.stderr, p.stderr
 
-    # hosts_dir from the file: a mirror that does not answer, strict_cache: the pull fails
-    hosts = tmp_path / "certs.d" / qenv.nginx.host
+    # hosts_dir from the file: a registry that does not answer, with nginx as its mirror
+    dead = "127.0.0.1:9"
+    hosts = tmp_path / "certs.d" / dead
     hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text('server = "http://%s"\n[host."http://127.0.0.1:9"]\n'
-                                      '  capabilities = ["pull", "resolve"]\n' % qenv.nginx.host)
-    cfg.write_text('hosts_dir = "%s"\nstrict_cache = true\n' % (tmp_path / "certs.d"))
-    p = strata("--config", cfg, "pull", qenv.ref, check=False)
+    (hosts / "hosts.toml").write_text('server = "http://%s"\n[host."http://%s"]\n'
+                                      '  capabilities = ["pull", "resolve"]\n'
+                                      % (dead, qenv.nginx.host))
+    p = strata("pull", dead + "/big:latest", check=False)
+    assert p.returncode == 1, p  # without the file: no mirror
+    cfg.write_text('hosts_dir = "%s"\nread_timeout = 5\n' % (tmp_path / "certs.d"))
+    strata("--config", cfg, "pull", dead + "/big:latest")
+    assert dead + "/big:latest" in {i["ref"] for i in strata.ls()}
+    cfg.write_text('hosts_dir = "%s"\nstrict_cache = true\n' % (tmp_path / "nowhere"))
+    p = strata("--config", cfg, "pull", dead + "/big:latest", check=False)
     assert p.returncode == 1, p
-    strata("pull", qenv.ref)  # without the file it works
 
 
 @pytest.fixture
