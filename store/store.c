@@ -521,7 +521,15 @@ int store_chunk_compact(struct store *s)
 		rocksdb_free(err);
 		err = NULL;
 	}
-	rocksdb_compact_range_cf(s->db, s->cf[CF_CHUNKS], NULL, 0, NULL, 0);
+	{
+		rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+
+		/* kForce: rewrite the bottommost files too; they hold the references to the blob
+		 * files that an automatic compaction (with the default cutoff) left behind */
+		rocksdb_compactoptions_set_bottommost_level_compaction(co, 2);
+		rocksdb_compact_range_cf_opt(s->db, s->cf[CF_CHUNKS], co, NULL, 0, NULL, 0);
+		rocksdb_compactoptions_destroy(co);
+	}
 	rocksdb_set_options_cf(s->db, s->cf[CF_CHUNKS], 1, key, dflt, &err);
 	if (err)
 		return db_error(err, "restore blob GC options");

@@ -485,7 +485,9 @@ int cli_apply_config(struct cli *c)
 	if (!c->low_water)
 		c->low_water = cfg.low_water;
 	if (!c->hosts_dir && cfg.hosts_dir) {
-		c->hosts_dir = cfg.hosts_dir; /* kept for the process's life */
+		free(c->config_hosts_dir);
+		c->config_hosts_dir = cfg.hosts_dir;
+		c->hosts_dir = cfg.hosts_dir;
 		cfg.hosts_dir = NULL;
 	}
 	if (!c->strict_cache && cfg.has_strict_cache)

@@ -19,6 +19,7 @@ struct cli {
 	uint64_t quota;          /* bytes; 0 = no quota (flag, else the config file) */
 	unsigned low_water;      /* percent of the quota eviction goes down to; 0 = default */
 	long read_timeout_s;     /* mount's read timeout from the config file; 0 = default */
+	char *config_hosts_dir;  /* owned: hosts_dir as the config file set it (free it) */
 	int json;
 	int verbose;
 	int tty;                 /* err is a terminal: progress may be drawn */
@@ -76,7 +77,7 @@ int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nr
 
 /* Reads c->config (when set) and fills what no flag set: quota, low water, hosts_dir,
  * strict_cache, read timeout. On an error prints "strata: FILE:LINE: message" on c->err and
- * returns 1; returns 0 otherwise. Strings it sets live until the process exits. */
+ * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
 int cli_apply_config(struct cli *c);
 
 /* Connects to the daemon socket of store_dir. Returns a connected fd, or -1 with errno. */

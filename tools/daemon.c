@@ -334,6 +334,7 @@ static int serve_request(struct server *srv, int fd)
 		}
 	}
 streams:
+	free(c.config_hosts_dir);
 	if (c.out)
 		fclose(c.out);
 	if (c.err)

@@ -125,6 +125,7 @@ int main(int argc, char **argv)
 	rc = cli_run(&c, nrest, rest);
 	store_close(c.store);
 out:
+	free(c.config_hosts_dir);
 	free(abs_config);
 	free(abs_hosts);
 	free(rest);
