@@ -185,6 +185,36 @@ def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
         qenv.nginx.start()
 
 
+def test_least_recently_used_go_first(qenv, strata, store, mount, fixtures, tmp_path):
+    """corner:oci's layers (built here, all local, never read) go before big's, which were read
+    through the mount: gc under a quota that needs half of corner's bytes keeps big whole."""
+    strata("pull", fixtures.ref("corner:oci"))
+    corner_local = stats(strata)["local_bytes"]
+    strata("pull", qenv.ref)
+    m = mount()
+    compare(m, qenv)
+    assert m.umount().returncode == 0 and m.wait_exit() == 0, m.stderr()
+    big_content = sum(f["size"] for f in qenv.files.values())
+    assert stats(strata)["local_bytes"] == corner_local + big_content
+    assert corner_local > 64 * 1024, corner_local
+
+    cfg = tmp_path / "lw.toml"
+    cfg.write_text("quota_low_water = 100\n")
+    quota = du(store) - corner_local // 2
+    g = json.loads(strata("--config", cfg, "--quota", str(quota), "--json", "gc").stdout)
+    assert g["quota"]["over"] and g["quota"]["evicted_bytes"] > 0, g
+    assert g["quota"]["low_water_bytes"] == quota, g
+    after = stats(strata)["local_bytes"]
+    assert after < corner_local + big_content, (after, g)
+    # big, read most recently, is whole: readable with the registry down
+    qenv.nginx.stop()
+    try:
+        m2 = mount(mnt=str(tmp_path / "mnt-lru"), args=("--read-timeout", "5"))
+        compare(m2, qenv)
+    finally:
+        qenv.nginx.start()
+
+
 def test_pin(qenv, strata, store, mount, fixtures, tmp_path):
     """pin fetches the whole image; with the registry down it is read byte-exact even after gc under
     a quota smaller than it; rm refuses a pinned image; unpin + gc frees it."""
