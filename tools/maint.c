@@ -441,9 +441,13 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 			goto out;
 	}
 	rc = store_chunk_compact(c->store);
-	/* Then the quota policy, as the daemon's evictor applies it (nothing when under quota). */
+	/* Then the quota policy, as the daemon's evictor applies it (nothing when under quota):
+	 * with this command's quota, else the daemon's. */
 	if (rc == 0)
-		rc = quota_evict(c->store, c->fs, c->quota, c->low_water, c->cancel, &q);
+		rc = quota_evict(c->store, c->fs,
+				 c->quota ? c->quota : c->evictor ? quota_bytes(c->evictor) : 0,
+				 c->quota || !c->evictor ? c->low_water : quota_low_water(c->evictor),
+				 c->cancel, &q);
 	if (rc == 0)
 		rc = store_get_stats(c->store, &after);
 	if (rc < 0)

@@ -187,15 +187,17 @@ static int delete_batch(struct evict *e, uint8_t (*batch)[32], const uint64_t *s
 	return rc < 0 ? rc : (int)k;
 }
 
-/* Evicts the chunks of candidate layer ci that are neither kept nor gone already. Adds to res. */
+/* Evicts the chunks of candidate layer ci that are neither kept nor gone already, in index order,
+ * until want stored bytes are freed. Adds to res. */
 static int evict_layer(struct evict *e, size_t ci, const struct dset *kept, struct dset *gone,
-		       volatile int *cancel, struct quota_result *res)
+		       uint64_t want, volatile int *cancel, struct quota_result *res)
 {
 	struct index_layer *l = NULL;
 	uint8_t (*batch)[32] = malloc(BATCH * sizeof(*batch));
 	uint64_t *sizes = malloc(BATCH * sizeof(*sizes));
 	uint32_t nchunks, nwin;
 	size_t n = 0;
+	uint64_t pending = 0, start = res->bytes;
 	int rc, touched = 0;
 
 	if (!batch || !sizes) {
@@ -241,7 +243,8 @@ static int evict_layer(struct evict *e, size_t ci, const struct dset *kept, stru
 		}
 		memcpy(batch[n], d, 32);
 		sizes[n++] = (uint64_t)len;
-		if (n < BATCH && i + 1 < nchunks + nwin)
+		pending += (uint64_t)len;
+		if (n < BATCH && i + 1 < nchunks + nwin && res->bytes - start + pending < want)
 			continue;
 		if (cancel && *cancel) {
 			rc = -ECANCELED;
@@ -254,6 +257,9 @@ static int evict_layer(struct evict *e, size_t ci, const struct dset *kept, stru
 			touched = 1;
 		}
 		n = 0;
+		pending = 0;
+		if (res->bytes - start >= want)
+			break;
 	}
 	if (rc >= 0 && n > 0) {
 		uint64_t freed;
@@ -335,7 +341,10 @@ int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 		uint64_t need = disk - res->target, start = res->bytes;
 
 		while (next < e.n && res->bytes - start < need) {
-			rc = evict_layer(&e, next++, &kept, &gone, cancel, res);
+			rc = evict_layer(&e, next, &kept, &gone, need - (res->bytes - start),
+					 cancel, res);
+			if (rc == 0 && res->bytes - start < need)
+				next++; /* done with it; else it may have more to give */
 			if (rc < 0)
 				goto compact;
 		}

@@ -17,8 +17,8 @@ struct quota;
  *   kept       = every chunk and window of the layers of pinned images, and (with fs) every chunk
  *                of a file open on the mount and the windows of its layer;
  *   candidates = the other layers, least recently used first (store_layer_atime; never used = 0);
- * a candidate's chunks that are not kept are deleted, layer after layer, until the stored bytes
- * deleted cover the excess; then the chunk column family is compacted (so the space really
+ * a candidate's chunks that are not kept are deleted, layer after layer (each in index order),
+ * until the stored bytes deleted cover the excess, so the last layer may lose only some; then the chunk column family is compacted (so the space really
  * returns), the directory is measured again, and eviction goes on with the next layers while it
  * is still above the low-water mark. A chunk a more recently used unpinned layer shares is
  * evicted with the older layer (it is fetched again when read). Layer records and images stay:

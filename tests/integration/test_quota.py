@@ -142,6 +142,10 @@ def test_quota_smaller_than_the_image(qenv, strata, store, mount):
     assert len(blob_gets(qenv)) >= before
     wait_for(lambda: (du(store) <= quota + SLACK, du(store)), "the store back under the quota", m)
 
+    # gc through the daemon applies the daemon's quota
+    g = json.loads(strata("--json", "gc").stdout)
+    assert g["quota"]["bytes"] == quota and g["quota"]["low_water_bytes"] == quota * 90 // 100, g
+
 
 def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
     """a.bin (first in the layer: the first chunks eviction would take) held open while reading
