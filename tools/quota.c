@@ -602,6 +602,11 @@ static int pin_one(struct cli *c, struct fetch_client *fc, const char *arg)
 	/* Pin first, so eviction keeps what this fetches; undone when the fetch fails. */
 	was = store_pin_has(c->store, name);
 	rc = was < 0 ? was : store_pin_put(c->store, name);
+	if (rc == 0) {
+		/* An eviction pass under way chose its kept set before the pin: let it end. */
+		pthread_mutex_lock(&evict_mu);
+		pthread_mutex_unlock(&evict_mu);
+	}
 	if (rc == 0)
 		rc = pin_fetch(c, fc, name, json_object_get(o, "layers"), &content);
 	if (rc < 0) {
