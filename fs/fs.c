@@ -1016,8 +1016,8 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 		} else if (put < 0) {
 			rc = put;
 			goto out;
-		} else {
-			store_full(f, 0);
+		} else if (put > 0) {
+			store_full(f, 0); /* written: there is room again */
 		}
 		if (o == c)
 			found_needed = 1;
@@ -1141,7 +1141,10 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		pthread_mutex_unlock(&f->inflight_mu);
 		if (n == 0)
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
-		if (n == -ENOENT && (got = cache_get(&f->cache, c->digest))) {
+		if (n != -ENOENT)
+			continue;
+		got = cache_get(&f->cache, c->digest);
+		if (got) {
 			free(e);
 			*out = got;
 			return 0;
