@@ -130,6 +130,8 @@ def test_quota_smaller_than_the_image(qenv, strata, store, mount):
         return s["quota"]["evictions"] > 0 and size <= quota + SLACK, (size, s["quota"])
 
     size, q = wait_for(settled, "eviction down to the quota", m)
+    print("[quota] 24 MiB image read under an 8 MiB quota: store %d bytes after eviction, %s"
+          % (size, q))
     assert q["bytes"] == quota and q["evicted_bytes"] > 0 and q["evicted_chunks"] > 0, q
     s = stats(strata)
     assert s["local_bytes"] < s["content_bytes"], s  # some content is remote again
