@@ -206,6 +206,13 @@ struct fs_layer {
 	struct fetch_ref *src;             /* where missing bytes come from; NULL: nowhere */
 	char windows[STORE_DIGEST_LEN];    /* index artifact windows blob, or "" */
 	int warned;                        /* a fetch failure was logged (log once per layer) */
+	uint64_t touched;                  /* last access second passed to the store (atomic) */
+};
+
+/* An inode open on the mount, and how many times. */
+struct open_ino {
+	fuse_ino_t ino;
+	unsigned count;
 };
 
 /* A span being fetched; readers that need the same span wait for it instead of fetching again. */
@@ -269,7 +276,15 @@ struct fs {
 	struct fs_io io;
 	int adopted;               /* serves a mount another process made (fs_adopt) */
 	char *source;              /* mount source, for a handover */
+	pthread_mutex_t open_mu;   /* held by op_open/op_release briefly, by an eviction batch */
+	struct open_ino *opens;    /* files open on the mount; protected by open_mu */
+	size_t nopens, capopens;   /* protected by open_mu */
+	int store_full;            /* chunk writes fail for lack of space (atomic) */
 };
+
+static void layer_touch(struct fs *f, struct fs_layer *l);
+static void store_full(struct fs *f, int full);
+static int open_count(struct fs *f, fuse_ino_t ino, int delta);
 
 static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
 {
@@ -845,8 +860,24 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
+	rc = open_count(f, ino, 1);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	layer_touch(f, l);
 	fi->keep_cache = 1;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: no release will come */
+		open_count(f, ino, -1);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+
+	(void)fi;
+	open_count(f, ino, -1);
+	fuse_reply_err(req, 0);
 }
 
 /* ---------------------------------------------------------------- fetching missing chunks */
@@ -905,6 +936,11 @@ static int get_window(struct fs *f, struct fs_layer *l, const struct index_check
 	if (rc < 0)
 		return rc;
 	rc = store_chunk_put(f->store, cp->window, window, cp->wlen);
+	if (rc == -ENOSPC) { /* the verified window is in the caller's buffer: serve anyway */
+		store_full(f, 1);
+		strata_err_clear();
+		return 0;
+	}
 	return rc < 0 ? rc : 0;
 }
 
@@ -994,6 +1030,33 @@ static int span_verify(void *ctx, const void *comp, size_t clen)
 	return 0;
 }
 
+/* Notes whether chunk writes fail for lack of space, logging each change once. */
+static void store_full(struct fs *f, int full)
+{
+	if (__atomic_load_n(&f->store_full, __ATOMIC_RELAXED) == full)
+		return;
+	if (__atomic_exchange_n(&f->store_full, full, __ATOMIC_RELAXED) == full)
+		return;
+	if (full)
+		strata_log(LOG_ERR, "store %s is full: serving without caching", store_dir(f->store));
+	else
+		strata_log(LOG_NOTICE, "store %s has space again: caching fetched chunks",
+			   store_dir(f->store));
+}
+
+/* Puts a verified chunk into the decoded-chunk cache (unreferenced: it may be trimmed). */
+static void cache_verified(struct fs *f, const struct index_chunk *o, const uint8_t *data)
+{
+	struct cchunk *e = malloc(sizeof(*e) + o->size);
+
+	if (!e)
+		return;
+	memcpy(e->digest, o->digest, 32);
+	memcpy(e->data, data, o->size);
+	e->len = o->size;
+	cache_put(&f->cache, cache_insert(&f->cache, e));
+}
+
 /*
  * Fetches the span holding tar bytes [uoff, need_end) of layer l (which contain chunk c), decodes
  * it, verifies every whole chunk it yields against its digest, and stores those chunks. Only bytes
@@ -1067,9 +1130,17 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 			}
 		}
 		put = store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
-		if (put < 0) {
+		if (put == -ENOSPC) {
+			/* Serve the verified bytes without caching them. */
+			store_full(f, 1);
+			if (o->offset >= uoff && o->offset + o->size <= need_end)
+				cache_verified(f, o, plain + (o->offset - dec_start));
+			strata_err_clear();
+		} else if (put < 0) {
 			rc = put;
 			goto out;
+		} else if (put > 0) {
+			store_full(f, 0); /* written: there is room again */
 		}
 		if (o == c)
 			found_needed = 1;
@@ -1204,7 +1275,11 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		return -ENOMEM;
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(f->store, c->digest, e->data, c->size);
-	if (n == -ENOENT && f->fetch && l->src) {
+	/* Twice at most: a full store hands fetched chunks over in the cache only, which may trim
+	 * them before this reader looks. */
+	for (int attempt = 0; attempt < 2 && n == -ENOENT && f->fetch && l->src; attempt++) {
+		struct cchunk *got;
+
 		pthread_mutex_lock(&f->inflight_mu);
 		f->foreground++;
 		pthread_mutex_unlock(&f->inflight_mu);
@@ -1214,6 +1289,14 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		pthread_mutex_unlock(&f->inflight_mu);
 		if (n == 0)
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
+		if (n != -ENOENT)
+			continue;
+		got = cache_get(&f->cache, c->digest);
+		if (got) {
+			free(e);
+			*out = got;
+			return 0;
+		}
 	}
 	if (n >= 0 && (size_t)n != c->size)
 		n = strata_err(EBADMSG, "chunk has the wrong size");
@@ -1319,6 +1402,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	layer_touch(f, l);
 	in = index_layer_inode(l->idx, node);
 	if (!S_ISREG(in->mode)) {
 		fuse_reply_err(req, EISDIR);
@@ -1481,6 +1565,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.getattr = op_getattr,
 	.readlink = op_readlink,
 	.open = op_open,
+	.release = op_release,
 	.read = op_read,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
@@ -1953,6 +2038,7 @@ static int fs_create(struct store *store, const struct fs_opts *opts, const char
 	if (getrandom(&f->dh_next, sizeof(f->dh_next), 0) != sizeof(f->dh_next))
 		f->dh_next = ((uint64_t)getpid() << 40) ^ (uint64_t)f->start.tv_nsec;
 	f->dh_next = (f->dh_next >> 1) | 1; /* counts up without wrapping to 0 */
+	pthread_mutex_init(&f->open_mu, NULL);
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
 	f->mountpoint = strdup(real);
 	f->source = strdup(opts->source ? opts->source : "strata");
@@ -2189,6 +2275,180 @@ void fs_free(struct fs *f)
 	pthread_rwlock_destroy(&f->layers_lock);
 	pthread_mutex_destroy(&f->inflight_mu);
 	pthread_cond_destroy(&f->inflight_cv);
+	pthread_mutex_destroy(&f->open_mu);
+	free(f->opens);
 	free(f->mountpoint);
 	free(f);
+}
+
+/* ---------------------------------------------------------------- quota support */
+
+/* Tells the store the layer was used now; at most once a second per layer. */
+static void layer_touch(struct fs *f, struct fs_layer *l)
+{
+	uint64_t now = (uint64_t)time(NULL);
+
+	if (__atomic_exchange_n(&l->touched, now, __ATOMIC_RELAXED) != now)
+		store_layer_touch(f->store, l->digest, now);
+}
+
+/* Adds delta (+1 open, -1 release) to ino's open count. Returns 0 or -ENOMEM. */
+static int open_count(struct fs *f, fuse_ino_t ino, int delta)
+{
+	size_t i;
+
+	pthread_mutex_lock(&f->open_mu);
+	for (i = 0; i < f->nopens && f->opens[i].ino != ino; i++)
+		;
+	if (i == f->nopens) {
+		if (delta < 0) {
+			pthread_mutex_unlock(&f->open_mu);
+			return 0;
+		}
+		if (f->nopens == f->capopens) {
+			size_t cap = f->capopens ? f->capopens * 2 : 64;
+			struct open_ino *n = realloc(f->opens, cap * sizeof(*n));
+
+			if (!n) {
+				pthread_mutex_unlock(&f->open_mu);
+				return -ENOMEM;
+			}
+			f->opens = n;
+			f->capopens = cap;
+		}
+		f->opens[f->nopens].ino = ino;
+		f->opens[f->nopens++].count = 0;
+	}
+	if (delta > 0)
+		f->opens[i].count++;
+	else if (--f->opens[i].count == 0)
+		f->opens[i] = f->opens[--f->nopens];
+	pthread_mutex_unlock(&f->open_mu);
+	return 0;
+}
+
+void fs_open_lock(struct fs *f)
+{
+	pthread_mutex_lock(&f->open_mu);
+}
+
+void fs_open_unlock(struct fs *f)
+{
+	pthread_mutex_unlock(&f->open_mu);
+}
+
+int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]), void *ctx)
+{
+	for (size_t i = 0; i < f->nopens; i++) {
+		uint32_t seq = (uint32_t)(f->opens[i].ino >> 32), node = (uint32_t)f->opens[i].ino;
+		struct fs_layer *l = layer_peek(f, seq); /* loaded by the open */
+		const struct index_inode *in;
+		int rc;
+
+		if (!l || node >= index_layer_ninodes(l->idx))
+			continue;
+		in = index_layer_inode(l->idx, node);
+		for (uint32_t ci = 0; ci < in->count; ci++) {
+			rc = fn(ctx, index_layer_chunk(l->idx, in->first + ci)->digest);
+			if (rc)
+				return rc;
+		}
+		/* the windows its spans may start from: all of the layer's, they are small */
+		for (uint32_t k = 0; k < index_layer_ncheckpoints(l->idx); k++) {
+			const struct index_checkpoint *cp = index_layer_checkpoint(l->idx, k);
+
+			if (cp->wlen == 0)
+				continue;
+			rc = fn(ctx, cp->window);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, const char *digest,
+		   void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
+		   volatile int *cancel)
+{
+	struct fs *tmp = NULL;
+	struct fs_layer *l;
+	uint64_t total = 0, done = 0;
+	int rc;
+
+	if (!f) {
+		/* no mount: a session-less fs just for its fetch path */
+		tmp = calloc(1, sizeof(*tmp));
+		if (!tmp)
+			return -ENOMEM;
+		pthread_rwlock_init(&tmp->layers_lock, NULL);
+		pthread_mutex_init(&tmp->inflight_mu, NULL);
+		pthread_cond_init(&tmp->inflight_cv, NULL);
+		pthread_mutex_init(&tmp->open_mu, NULL);
+		tmp->store = store;
+		tmp->fetch = fc;
+		if (cache_init(&tmp->cache, 16ull << 20) < 0) {
+			fs_free(tmp);
+			return -ENOMEM;
+		}
+		f = tmp;
+	}
+	rc = layer_load(f, digest, &l);
+	if (rc < 0)
+		goto out;
+	for (uint32_t i = 0; i < index_layer_nchunks(l->idx); i++)
+		total += index_layer_chunk(l->idx, i)->size;
+	if (progress)
+		progress(ctx, 0, total);
+	for (uint32_t i = 0; i < index_layer_ninodes(l->idx) && rc == 0; i++) {
+		const struct index_inode *in = index_layer_inode(l->idx, i);
+
+		if (!S_ISREG(in->mode))
+			continue;
+		for (uint32_t ci = 0; ci < in->count && rc == 0; ci++) {
+			const struct index_chunk *c = index_layer_chunk(l->idx, in->first + ci);
+
+			if (cancel && *cancel) {
+				rc = -ECANCELED;
+				break;
+			}
+			rc = store_chunk_has(f->store, c->digest);
+			if (rc == 0) {
+				if (!f->fetch || !l->src)
+					rc = strata_err(EIO, "layer %s has no source to fetch from", digest);
+				else
+					rc = fetch_shared(f, l, in, ci);
+				if (rc == 0 && store_chunk_has(f->store, c->digest) != 1)
+					rc = __atomic_load_n(&f->store_full, __ATOMIC_RELAXED) ?
+						     strata_err(ENOSPC, "store %s is full", store_dir(f->store)) :
+						     strata_err(EIO, "a fetched chunk of %s was not stored", digest);
+			}
+			if (rc > 0)
+				rc = 0;
+			done += c->size;
+			if (progress && rc == 0)
+				progress(ctx, done, total);
+		}
+	}
+	/* the checkpoint windows every span needs */
+	for (uint32_t k = 0; k < index_layer_ncheckpoints(l->idx) && rc == 0; k++) {
+		const struct index_checkpoint *cp = index_layer_checkpoint(l->idx, k);
+		uint8_t *w;
+
+		if (cp->wlen == 0 || store_chunk_has(f->store, cp->window) == 1)
+			continue;
+		w = malloc(INDEX_ZRAN_WINDOW);
+		if (!w) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = l->src && f->fetch ? get_window(f, l, cp, w) :
+					  strata_err(EIO, "layer %s has no source to fetch from", digest);
+		free(w);
+		if (rc == 0 && store_chunk_has(f->store, cp->window) != 1) /* served, not stored */
+			rc = strata_err(ENOSPC, "store %s is full", store_dir(f->store));
+	}
+out:
+	fs_free(tmp);
+	return rc;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,16 @@ enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
 #define KEY_NEXT_SEQ "next_seq"
 #define SEQ_PREFIX "seq/"
 #define PENDING_PREFIX "pending/"
+#define PIN_PREFIX "pin/"
+#define ATIME_PREFIX "atime/"
+#define COUNTER_PREFIX "counter/"
+#define ATIME_WRITE_EVERY 60 /* seconds between writes of one layer's access time */
+
+/* A layer's access time as last touched and as last written to the meta column family. */
+struct atime {
+	char digest[STORE_DIGEST_LEN];
+	uint64_t mem, written;
+};
 
 struct store {
 	char *dir;
@@ -49,17 +60,25 @@ struct store {
 	pthread_mutex_t pending_mu;
 	pthread_cond_t pending_cv;
 	uint64_t pending_gen;            /* pending-record writes; protected by pending_mu */
+	pthread_mutex_t meta_mutex;      /* serializes counter updates; guards atimes */
+	struct atime *atimes;            /* protected by meta_mutex */
+	size_t natimes, capatimes;       /* protected by meta_mutex */
+	int atime_warned;                /* protected by meta_mutex */
 };
+
+static void atime_flush(struct store *s);
 
 /* Converts a RocksDB error string (freed here) to -EIO with the message kept, or -ENOSPC. */
 static int db_error(char *err, const char *what)
 {
+	const char *msg = err ? err : "unknown error";
 	int rc = EIO;
 
-	if (strstr(err, "No space left") || strstr(err, "NoSpace"))
+	if (strstr(msg, "No space left") || strstr(msg, "NoSpace"))
 		rc = ENOSPC;
-	strata_err(rc, "%s: %s", what, err);
-	strata_log(LOG_ERR, "store: %s: %s", what, err);
+	strata_err(rc, "%s: %s", what, msg);
+	if (rc != ENOSPC) /* a full disk is reported once, by whoever handles it */
+		strata_log(LOG_ERR, "store: %s: %s", what, msg);
 	rocksdb_free(err);
 	return -rc;
 }
@@ -137,6 +156,7 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 	pthread_mutex_init(&s->seq_mutex, NULL);
 	pthread_mutex_init(&s->pending_mu, NULL);
 	pthread_cond_init(&s->pending_cv, NULL);
+	pthread_mutex_init(&s->meta_mutex, NULL);
 	s->dir = strdup(dir);
 	if (!s->dir) {
 		rc = -ENOMEM;
@@ -160,6 +180,22 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 	rocksdb_options_set_info_log_level(s->opts, 2 /* WARN */);
 	rocksdb_options_set_max_open_files(s->opts, 256);
 	rocksdb_options_increase_parallelism(s->opts, 2);
+	/* No preallocation (the WAL would take 1.1 write buffers, ~70 MiB, from the start): the
+	 * directory's size is what the store holds, which is what the quota bounds. */
+	{
+		rocksdb_options_t *o = rocksdb_options_create();
+
+		rocksdb_get_options_from_string(s->opts, "allow_fallocate=false", o, &err);
+		if (err) {
+			strata_log(LOG_WARNING, "store: cannot turn preallocation off: %s", err);
+			rocksdb_free(err);
+			err = NULL;
+			rocksdb_options_destroy(o);
+		} else {
+			rocksdb_options_destroy(s->opts);
+			s->opts = o;
+		}
+	}
 	for (int i = 0; i < CF_COUNT; i++) {
 		s->cf_opts[i] = rocksdb_options_create_copy(s->opts);
 		rocksdb_options_set_block_based_table_factory(s->cf_opts[i], s->table);
@@ -170,6 +206,9 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 			rocksdb_options_set_enable_blob_gc(s->cf_opts[i], 1);
 			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_no_compression);
 			rocksdb_options_set_blob_compression_type(s->cf_opts[i], rocksdb_no_compression);
+			/* Chunks skip the WAL: bound what a crash loses and what the quota cannot see
+			 * on disk yet (RocksDB's default is 64 MiB). */
+			rocksdb_options_set_write_buffer_size(s->cf_opts[i], 16u << 20);
 		} else {
 			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_lz4_compression);
 		}
@@ -207,10 +246,20 @@ void store_close(struct store *s)
 		char *err = NULL;
 		rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
 
+		atime_flush(s);
 		rocksdb_flushoptions_set_wait(fo, 1);
 		rocksdb_flush_cf(s->db, fo, s->cf[CF_META], &err);
 		if (err)
 			rocksdb_free(err);
+		/* Chunks skip the WAL: what is still in memory is written now, or lost (and fetched
+		 * again when read) when that fails. */
+		err = NULL;
+		rocksdb_flush_cf(s->db, fo, s->cf[CF_CHUNKS], &err);
+		if (err) {
+			strata_log(LOG_WARNING, "store %s: chunks not written at close (fetched again "
+				   "when read): %s", s->dir, err);
+			rocksdb_free(err);
+		}
 		rocksdb_flushoptions_destroy(fo);
 		for (int i = 0; i < CF_COUNT; i++) {
 			if (s->cf[i])
@@ -239,6 +288,8 @@ void store_close(struct store *s)
 	pthread_mutex_destroy(&s->seq_mutex);
 	pthread_mutex_destroy(&s->pending_mu);
 	pthread_cond_destroy(&s->pending_cv);
+	pthread_mutex_destroy(&s->meta_mutex);
+	free(s->atimes);
 	free(s->dir);
 	free(s);
 }
@@ -264,6 +315,19 @@ int store_chunk_has(struct store *s, const uint8_t digest[32])
 	return 1;
 }
 
+/* Whether the store's filesystem keeps STORE_SPACE_RESERVE free after len more bytes. RocksDB
+ * needs that room to flush memtables and compact; a flush that fails for lack of space puts it in
+ * a hard error state that a running process does not reliably leave (chunks written without WAL
+ * meanwhile can be lost), so chunk writes stop before that. */
+static int space_left(struct store *s, size_t len)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(s->lock_fd, &sv) < 0)
+		return 1;
+	return (uint64_t)sv.f_bavail * sv.f_frsize >= STORE_SPACE_RESERVE + len;
+}
+
 int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len)
 {
 	size_t cap = ZSTD_compressBound(len) + 1;
@@ -283,6 +347,9 @@ int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data,
 	rc = store_chunk_has(s, digest);
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
+	if (!space_left(s, len))
+		return strata_err(ENOSPC, "store %s is full (less than %llu MiB free)", s->dir,
+				  (unsigned long long)(STORE_SPACE_RESERVE >> 20));
 	val = malloc(cap);
 	if (!val)
 		return -ENOMEM;
@@ -463,7 +530,15 @@ int store_chunk_compact(struct store *s)
 		rocksdb_free(err);
 		err = NULL;
 	}
-	rocksdb_compact_range_cf(s->db, s->cf[CF_CHUNKS], NULL, 0, NULL, 0);
+	{
+		rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+
+		/* kForce: rewrite the bottommost files too; they hold the references to the blob
+		 * files that an automatic compaction (with the default cutoff) left behind */
+		rocksdb_compactoptions_set_bottommost_level_compaction(co, 2);
+		rocksdb_compact_range_cf_opt(s->db, s->cf[CF_CHUNKS], co, NULL, 0, NULL, 0);
+		rocksdb_compactoptions_destroy(co);
+	}
 	rocksdb_set_options_cf(s->db, s->cf[CF_CHUNKS], 1, key, dflt, &err);
 	if (err)
 		return db_error(err, "restore blob GC options");
@@ -671,6 +746,20 @@ int store_layer_del(struct store *s, const char *digest)
 		return rc;
 	wb = rocksdb_writebatch_create();
 	rocksdb_writebatch_delete_cf(wb, s->cf[CF_LAYERS], digest, strlen(digest));
+	{
+		char akey[sizeof(ATIME_PREFIX) + STORE_DIGEST_LEN];
+		int n = snprintf(akey, sizeof(akey), ATIME_PREFIX "%s", digest);
+
+		rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], akey, (size_t)n);
+		pthread_mutex_lock(&s->meta_mutex);
+		for (size_t i = 0; i < s->natimes; i++) {
+			if (strcmp(s->atimes[i].digest, digest) == 0) {
+				s->atimes[i] = s->atimes[--s->natimes];
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->meta_mutex);
+	}
 	if (rc == 0) {
 		char other[STORE_DIGEST_LEN];
 
@@ -948,6 +1037,250 @@ int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, cons
 	return iterate(s, CF_IMAGES, image_iter_cb, &ii);
 }
 
+/* ---------------------------------------------------------------- meta */
+
+ssize_t store_chunk_stored_len(struct store *s, const uint8_t digest[32])
+{
+	char *err = NULL;
+	rocksdb_pinnableslice_t *v =
+		rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)digest, 32, &err);
+	size_t vlen = 0;
+
+	if (err)
+		return db_error(err, "chunk lookup");
+	if (!v)
+		return -ENOENT;
+	rocksdb_pinnableslice_value(v, &vlen);
+	rocksdb_pinnableslice_destroy(v);
+	return (ssize_t)vlen;
+}
+
+/* Builds "<prefix><name>" in key (cap bytes). Returns its length, or -ENAMETOOLONG. */
+static int meta_key(char *key, size_t cap, const char *prefix, const char *name)
+{
+	int n = snprintf(key, cap, "%s%s", prefix, name);
+
+	if (n < 0 || (size_t)n >= cap)
+		return strata_err(ENAMETOOLONG, "name too long: %.64s...", name);
+	return n;
+}
+
+int store_pin_put(struct store *s, const char *ref)
+{
+	char key[4096], *err = NULL;
+	int n = meta_key(key, sizeof(key), PIN_PREFIX, ref);
+
+	if (n < 0)
+		return n;
+	rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)n, "", 0, &err);
+	return err ? db_error(err, "pin write") : 0;
+}
+
+int store_pin_del(struct store *s, const char *ref)
+{
+	char key[4096], *err = NULL;
+	int n = meta_key(key, sizeof(key), PIN_PREFIX, ref);
+
+	if (n < 0)
+		return n;
+	rocksdb_delete_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)n, &err);
+	return err ? db_error(err, "pin delete") : 0;
+}
+
+int store_pin_has(struct store *s, const char *ref)
+{
+	char key[4096], *err = NULL;
+	int n = meta_key(key, sizeof(key), PIN_PREFIX, ref);
+	rocksdb_pinnableslice_t *v;
+
+	if (n < 0)
+		return n;
+	v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_META], key, (size_t)n, &err);
+	if (err)
+		return db_error(err, "pin read");
+	if (!v)
+		return 0;
+	rocksdb_pinnableslice_destroy(v);
+	return 1;
+}
+
+int store_pin_list(struct store *s, int (*fn)(void *ctx, const char *ref), void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_META]);
+	size_t plen = strlen(PIN_PREFIX);
+	char *err = NULL;
+	int rc = 0;
+
+	for (rocksdb_iter_seek(it, PIN_PREFIX, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		char *ref;
+
+		if (kl < plen || memcmp(k, PIN_PREFIX, plen) != 0)
+			break;
+		ref = strndup(k + plen, kl - plen);
+		if (!ref) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = fn(ctx, ref);
+		free(ref);
+		if (rc)
+			break;
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	if (err)
+		return db_error(err, "pin list");
+	return rc;
+}
+
+/* Writes one access time. Caller holds meta_mutex. */
+static int atime_write(struct store *s, struct atime *a)
+{
+	char key[sizeof(ATIME_PREFIX) + STORE_DIGEST_LEN], val[8], *err = NULL;
+	int n = snprintf(key, sizeof(key), ATIME_PREFIX "%s", a->digest);
+
+	for (int i = 0; i < 8; i++)
+		val[i] = (char)(a->mem >> (8 * i));
+	rocksdb_put_cf(s->db, s->wo, s->cf[CF_META], key, (size_t)n, val, 8, &err);
+	if (err) {
+		int rc = db_error(err, "access time write");
+
+		if (rc != -ENOSPC && !s->atime_warned++)
+			strata_log(LOG_WARNING, "store: cannot record layer access times: %s",
+				   strata_errmsg(rc));
+		return rc;
+	}
+	s->atime_warned = 0;
+	a->written = a->mem;
+	return 0;
+}
+
+/* Writes every access time not written yet (at close). */
+static void atime_flush(struct store *s)
+{
+	pthread_mutex_lock(&s->meta_mutex);
+	for (size_t i = 0; i < s->natimes; i++) {
+		if (s->atimes[i].mem != s->atimes[i].written)
+			atime_write(s, &s->atimes[i]);
+	}
+	pthread_mutex_unlock(&s->meta_mutex);
+}
+
+int store_layer_touch(struct store *s, const char *digest, uint64_t now)
+{
+	struct atime *a = NULL;
+	int rc = 0;
+
+	if (strlen(digest) >= STORE_DIGEST_LEN)
+		return -EINVAL;
+	pthread_mutex_lock(&s->meta_mutex);
+	for (size_t i = 0; i < s->natimes; i++) {
+		if (strcmp(s->atimes[i].digest, digest) == 0) {
+			a = &s->atimes[i];
+			break;
+		}
+	}
+	if (!a) {
+		if (s->natimes == s->capatimes) {
+			size_t cap = s->capatimes ? s->capatimes * 2 : 64;
+			struct atime *na = realloc(s->atimes, cap * sizeof(*na));
+
+			if (!na) {
+				pthread_mutex_unlock(&s->meta_mutex);
+				return -ENOMEM;
+			}
+			s->atimes = na;
+			s->capatimes = cap;
+		}
+		a = &s->atimes[s->natimes++];
+		memset(a, 0, sizeof(*a));
+		snprintf(a->digest, sizeof(a->digest), "%s", digest);
+	}
+	if (now > a->mem)
+		a->mem = now;
+	if (a->mem >= a->written + ATIME_WRITE_EVERY)
+		rc = atime_write(s, a);
+	pthread_mutex_unlock(&s->meta_mutex);
+	return rc;
+}
+
+int store_layer_atime(struct store *s, const char *digest, uint64_t *when)
+{
+	char key[sizeof(ATIME_PREFIX) + STORE_DIGEST_LEN], *err = NULL, *val;
+	size_t len = 0;
+	uint64_t mem = 0, disk = 0;
+	int n;
+
+	if (strlen(digest) >= STORE_DIGEST_LEN)
+		return -EINVAL;
+	n = snprintf(key, sizeof(key), ATIME_PREFIX "%s", digest);
+	pthread_mutex_lock(&s->meta_mutex);
+	for (size_t i = 0; i < s->natimes; i++) {
+		if (strcmp(s->atimes[i].digest, digest) == 0) {
+			mem = s->atimes[i].mem;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->meta_mutex);
+	val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], key, (size_t)n, &len, &err);
+	if (err)
+		return db_error(err, "access time read");
+	if (val && len == 8) {
+		for (int i = 0; i < 8; i++)
+			disk |= (uint64_t)(uint8_t)val[i] << (8 * i);
+	}
+	if (val)
+		rocksdb_free(val);
+	*when = mem > disk ? mem : disk;
+	return 0;
+}
+
+int store_counter_add(struct store *s, const char *name, uint64_t delta)
+{
+	char key[256], buf[8];
+	uint64_t v;
+	int n = meta_key(key, sizeof(key), COUNTER_PREFIX, name), rc;
+	char *err = NULL;
+
+	if (n < 0)
+		return n;
+	pthread_mutex_lock(&s->meta_mutex);
+	rc = store_counter_get(s, name, &v);
+	if (rc == 0) {
+		v += delta;
+		for (int i = 0; i < 8; i++)
+			buf[i] = (char)(v >> (8 * i));
+		rocksdb_put_cf(s->db, s->wo, s->cf[CF_META], key, (size_t)n, buf, 8, &err);
+		if (err)
+			rc = db_error(err, "counter write");
+	}
+	pthread_mutex_unlock(&s->meta_mutex);
+	return rc;
+}
+
+int store_counter_get(struct store *s, const char *name, uint64_t *value)
+{
+	char key[256], *err = NULL, *val;
+	size_t len = 0;
+	int n = meta_key(key, sizeof(key), COUNTER_PREFIX, name);
+
+	if (n < 0)
+		return n;
+	*value = 0;
+	val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], key, (size_t)n, &len, &err);
+	if (err)
+		return db_error(err, "counter read");
+	if (val && len == 8) {
+		for (int i = 0; i < 8; i++)
+			*value |= (uint64_t)(uint8_t)val[i] << (8 * i);
+	}
+	if (val)
+		rocksdb_free(val);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- stats */
 
 static uint64_t prop(struct store *s, int cf, const char *name)
@@ -994,5 +1327,6 @@ int store_get_stats(struct store *s, struct store_stats *st)
 			  prop(s, CF_CHUNKS, "rocksdb.total-sst-files-size") +
 			  prop(s, CF_CHUNKS, "rocksdb.cur-size-all-mem-tables");
 	st->disk_bytes = dir_bytes(s->dir, 0);
+	st->memtable_bytes = prop(s, CF_CHUNKS, "rocksdb.cur-size-all-mem-tables");
 	return 0;
 }

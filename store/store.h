@@ -34,8 +34,14 @@ const char *store_dir(const struct store *s);
 
 /* ---- chunks (content-addressed by the sha256 of their uncompressed bytes). Thread-safe. */
 
+/* Chunk writes stop while the store's filesystem has less than this free (RocksDB's room to flush
+ * and compact): store_chunk_put then returns -ENOSPC without writing. */
+#define STORE_SPACE_RESERVE (48ull << 20)
+
 /* Stores a chunk unless present. digest must be sha256(data); asserted in debug builds.
- * Returns 1 if it was written, 0 if it existed, negative errno on error (-ENOSPC on a full disk). */
+ * Returns 1 if it was written, 0 if it existed, negative errno on error: -ENOSPC (strata_err set,
+ * not logged) when fewer than STORE_SPACE_RESERVE bytes would be left free, or RocksDB reports a
+ * full disk; writes resume by themselves when space is freed. */
 int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len);
 
 /* Reads a chunk into buf (cap bytes) and verifies its digest. Returns its length, -ENOENT when
@@ -141,12 +147,50 @@ int store_image_del(struct store *s, const char *ref);
 int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, const char *json),
 		     void *ctx);
 
+/* Stored (encoded) size of a chunk: its value length in the chunks column family, which is what
+ * deleting it gives back after a compaction. Returns the size, -ENOENT when absent, or -EIO. */
+ssize_t store_chunk_stored_len(struct store *s, const uint8_t digest[32]);
+
+/* ---- meta: pins, per-layer last access, store-wide counters (the meta column family) */
+
+/* Pins the image ref (a normalized reference): quota eviction never touches its layers' chunks.
+ * Synced. Returns 0 or negative errno. */
+int store_pin_put(struct store *s, const char *ref);
+
+/* Unpins ref. Returns 0 (also when it was not pinned) or negative errno. */
+int store_pin_del(struct store *s, const char *ref);
+
+/* 1 when ref is pinned, 0 when not, negative errno on error. */
+int store_pin_has(struct store *s, const char *ref);
+
+/* Calls fn for every pinned reference in order (ref borrowed for the call); stops early as
+ * store_layer_list does. Returns 0 when all were visited, or negative errno. */
+int store_pin_list(struct store *s, int (*fn)(void *ctx, const char *ref), void *ctx);
+
+/* Records that the layer was used at time now (seconds since the epoch). Cheap and thread-safe:
+ * the time is kept in memory and written to the meta column family at most once a minute per
+ * layer (and at store_close), so a crash loses at most a minute of access times. Returns 0 or
+ * negative errno (-ENOMEM; a failed write is logged once and retried at the next touch). */
+int store_layer_touch(struct store *s, const char *digest, uint64_t now);
+
+/* The layer's last access time (seconds), the newest of memory and store; 0 when it was never
+ * touched. Thread-safe. Returns 0 or negative errno (-EIO). */
+int store_layer_atime(struct store *s, const char *digest, uint64_t *when);
+
+/* Adds delta to the persistent counter name (e.g. "evicted_chunks"). Serialized internally;
+ * written without sync (a crash may lose the last additions). Returns 0 or negative errno. */
+int store_counter_add(struct store *s, const char *name, uint64_t delta);
+
+/* Reads counter name (0 when never written). Returns 0 or negative errno. */
+int store_counter_get(struct store *s, const char *name, uint64_t *value);
+
 /* ---- statistics */
 
 struct store_stats {
 	uint64_t chunks;        /* estimated number of chunks */
 	uint64_t chunk_bytes;   /* estimated live bytes on disk for chunks (incl. blob files) */
 	uint64_t disk_bytes;    /* bytes allocated under the store directory (WAL included) */
+	uint64_t memtable_bytes; /* chunk bytes written but still in memory (flushed to disk later) */
 };
 
 int store_get_stats(struct store *s, struct store_stats *st);

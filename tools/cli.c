@@ -13,6 +13,8 @@
 #include "fetch/registry.h"
 #include "index/layer.h"
 #include "store/store.h"
+#include "tools/config.h"
+#include "tools/quota.h"
 #include "util/log.h"
 
 pthread_rwlock_t cli_layers_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -62,32 +64,7 @@ const char *cli_bytes(uint64_t n, char *buf, size_t cap)
 
 int cli_parse_size(const char *s, uint64_t *out)
 {
-	char *end;
-	unsigned long long v;
-	int shift = 0;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case '\0':
-		break;
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	default:
-		return -EINVAL;
-	}
-	if (*end == 'i' || *end == 'I')
-		end++;
-	if (*end == 'b' || *end == 'B')
-		end++;
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
+	return config_parse_size(s, out); /* one size syntax for flags and the config file */
 }
 
 static const struct {
@@ -100,6 +77,7 @@ static const struct {
 	{ "ls", cmd_ls, 0 },
 	{ "stats", cmd_stats, 0 },
 	{ "rm", cmd_rm, 0 }, { "fsck", cmd_fsck, 0 }, { "gc", cmd_gc, 0 },
+	{ "pin", cmd_pin, 0 }, { "unpin", cmd_unpin, 0 },
 	{ "mount", cmd_mount, 1 },
 	{ "umount", cmd_umount, 1 },
 };
@@ -141,24 +119,28 @@ static int ls_cb(void *ctx, const char *ref, const char *json)
 	json_int_t total = 0;
 	size_t i;
 	json_t *layer;
+	int pinned;
 
 	if (!o) {
 		strata_log(LOG_WARNING, "image %s: unreadable record", ref);
 		return 0;
 	}
 	l->n++;
+	pinned = store_pin_has(l->c->store, ref) == 1;
 	if (l->c->json) {
+		json_object_set_new(o, "pinned", json_boolean(pinned));
 		json_array_append_new(l->all, o);
 		return 0;
 	}
 	json_array_foreach(json_object_get(o, "layers"), i, layer)
 		total += json_integer_value(json_object_get(layer, "size"));
-	fprintf(l->c->out, "%-50s %-19.19s %-12s %6zu %10s\n", ref,
+	fprintf(l->c->out, "%-50s %-19.19s %-12s %6zu %10s %s\n", ref,
 		json_string_value(json_object_get(o, "manifest")) ?
 			json_string_value(json_object_get(o, "manifest")) : "-",
 		json_string_value(json_object_get(o, "platform")) ?
 			json_string_value(json_object_get(o, "platform")) : "-",
-		json_array_size(json_object_get(o, "layers")), cli_bytes((uint64_t)total, size, sizeof(size)));
+		json_array_size(json_object_get(o, "layers")), cli_bytes((uint64_t)total, size, sizeof(size)),
+		pinned ? "pinned" : "");
 	json_decref(o);
 	return 0;
 }
@@ -172,8 +154,8 @@ int cmd_ls(struct cli *c, int argc, char **argv)
 	if (argc > 1)
 		return cli_usage(c, "ls takes no arguments");
 	if (!c->json)
-		fprintf(c->out, "%-50s %-19s %-12s %6s %10s\n", "REFERENCE", "MANIFEST", "PLATFORM",
-			"LAYERS", "SIZE");
+		fprintf(c->out, "%-50s %-19s %-12s %6s %10s %s\n", "REFERENCE", "MANIFEST", "PLATFORM",
+			"LAYERS", "SIZE", "PINNED");
 	rc = store_image_list(c->store, ls_cb, &l);
 	if (rc < 0) {
 		json_decref(l.all);
@@ -251,12 +233,41 @@ static int count_cb(void *ctx, const char *ref, const char *json)
 	return 0;
 }
 
+/* The store's quota figures for stats. */
+struct quota_figures {
+	uint64_t pins, evictions, chunks, bytes;
+};
+
+static int pin_count_cb(void *ctx, const char *ref)
+{
+	(void)ref;
+	(*(uint64_t *)ctx)++;
+	return 0;
+}
+
+static int quota_figures(struct store *s, struct quota_figures *q)
+{
+	int rc;
+
+	memset(q, 0, sizeof(*q));
+	rc = store_pin_list(s, pin_count_cb, &q->pins);
+	if (rc == 0)
+		rc = store_counter_get(s, "evictions", &q->evictions);
+	if (rc == 0)
+		rc = store_counter_get(s, "evicted_chunks", &q->chunks);
+	if (rc == 0)
+		rc = store_counter_get(s, "evicted_bytes", &q->bytes);
+	return rc;
+}
+
 int cmd_stats(struct cli *c, int argc, char **argv)
 {
 	struct stats_ctx s = { c->store, 0, 0, 0, 0, 0 };
 	struct fetch_counters fcnt = { 0 };
 	struct store_stats ss;
-	uint64_t images = 0;
+	struct quota_figures q;
+	uint64_t images = 0, quota;
+	unsigned low_water;
 	char b1[32], b2[32], b3[32];
 	int rc;
 
@@ -268,8 +279,14 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 		rc = store_image_list(c->store, count_cb, &images);
 	if (rc == 0)
 		rc = store_get_stats(c->store, &ss);
+	if (rc == 0)
+		rc = quota_figures(c->store, &q);
 	if (rc < 0)
 		return cli_fail(c, "%s", strata_errmsg(rc));
+	/* the daemon's evictor applies its quota; a command's own --quota only its gc */
+	quota = c->evictor ? quota_bytes(c->evictor) : c->quota;
+	low_water = c->evictor ? quota_low_water(c->evictor) :
+		    c->low_water ? c->low_water : QUOTA_LOW_WATER_DEFAULT;
 	if (c->fetch)
 		fetch_client_counters(c->fetch, &fcnt);
 	if (c->json) {
@@ -289,6 +306,10 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 		if (c->fetch)
 			fetch_client_hosts(c->fetch, host_json_cb, hosts);
 		json_object_set_new(o, "hosts", hosts);
+		json_object_set_new(o, "quota", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "bytes",
+			(json_int_t)quota, "low_water_percent", (json_int_t)low_water,
+			"pins", (json_int_t)q.pins, "evictions", (json_int_t)q.evictions,
+			"evicted_chunks", (json_int_t)q.chunks, "evicted_bytes", (json_int_t)q.bytes));
 		char *txt = json_dumps(o, JSON_COMPACT);
 
 		fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -306,6 +327,12 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	fprintf(c->out, "stored bytes   %s (on disk)\n", cli_bytes(ss.disk_bytes, b3, sizeof(b3)));
 	fprintf(c->out, "local content  %s of %s (the rest is fetched when read)\n",
 		cli_bytes(s.local_bytes, b1, sizeof(b1)), cli_bytes(s.content_bytes, b2, sizeof(b2)));
+	fprintf(c->out, "quota          %s%s%s\n", quota ? cli_bytes(quota, b1, sizeof(b1)) : "none",
+		quota ? ", evicting down to " : "",
+		quota ? cli_bytes(quota / 100 * low_water, b2, sizeof(b2)) : "");
+	fprintf(c->out, "pinned images  %llu\n", (unsigned long long)q.pins);
+	fprintf(c->out, "evictions      %llu (%llu chunks, %s)\n", (unsigned long long)q.evictions,
+		(unsigned long long)q.chunks, cli_bytes(q.bytes, b3, sizeof(b3)));
 	if (c->fetch)
 		fprintf(c->out, "read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
 			cli_bytes(fcnt.bytes, b1, sizeof(b1)), (unsigned long long)fcnt.requests,
@@ -343,6 +370,8 @@ int cmd_rm(struct cli *c, int argc, char **argv)
 		free(json);
 		if (rc == -ENOENT) {
 			failed = cli_fail(c, "%s: no such image in the store", name);
+		} else if (rc == 0 && (rc = store_pin_has(c->store, name)) == 1) {
+			failed = cli_fail(c, "%s is pinned; run 'strata unpin %s' first", name, name);
 		} else if (rc < 0 || (rc = store_image_del(c->store, name)) < 0) {
 			failed = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 		} else if (!c->json) {
@@ -413,5 +442,35 @@ int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nr
 	}
 	rest[n] = NULL;
 	*nrest = n;
+	return 0;
+}
+
+int cli_apply_config(struct cli *c)
+{
+	struct config cfg;
+	char err[1024];
+
+	if (!c->config)
+		return 0;
+	if (config_load(c->config, &cfg, err, sizeof(err)) < 0) {
+		fprintf(c->err, "strata: %s\n", err);
+		fflush(c->err);
+		return 1;
+	}
+	if (!c->quota && cfg.has_quota)
+		c->quota = cfg.quota;
+	if (!c->low_water)
+		c->low_water = cfg.low_water;
+	if (!c->hosts_dir && cfg.hosts_dir) {
+		free(c->config_hosts_dir);
+		c->config_hosts_dir = cfg.hosts_dir;
+		c->hosts_dir = cfg.hosts_dir;
+		cfg.hosts_dir = NULL;
+	}
+	if (!c->strict_cache && cfg.has_strict_cache)
+		c->strict_cache = cfg.strict_cache;
+	if (!c->read_timeout_s && cfg.has_read_timeout)
+		c->read_timeout_s = cfg.read_timeout;
+	config_free(&cfg);
 	return 0;
 }

@@ -17,13 +17,18 @@ struct cli {
 	const char *config;
 	const char *hosts_dir;
 	int strict_cache;
-	uint64_t quota;
+	uint64_t quota;          /* bytes; 0 = no quota (flag, else the config file) */
+	unsigned low_water;      /* percent of the quota eviction goes down to; 0 = default */
+	long read_timeout_s;     /* mount's read timeout from the config file; 0 = default */
+	char *config_hosts_dir;  /* owned: hosts_dir as the config file set it (free it) */
 	int json;
 	int verbose;
 	int tty;                 /* err is a terminal: progress may be drawn */
 	FILE *out, *err;
 	struct store *store;     /* open store (the daemon's, or opened for this command) */
 	struct fetch_client *fetch; /* the daemon's registry client (its counters), or NULL */
+	struct fs *fs;           /* the daemon's mounted fs (open files, fetching), or NULL */
+	struct quota *evictor;   /* the daemon's background evictor, or NULL */
 	int in_daemon;
 	volatile int *cancel;    /* set when the daemon shuts down; long commands stop early */
 	const char *cmd;         /* the command name, for error messages */
@@ -42,6 +47,9 @@ int cmd_index(struct cli *c, int argc, char **argv);
 int cmd_ls(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_rm(struct cli *c, int argc, char **argv);
+/* tools/quota.c */
+int cmd_pin(struct cli *c, int argc, char **argv);
+int cmd_unpin(struct cli *c, int argc, char **argv);
 /* tools/maint.c: fsck exits 1 when it found problems (also when --repair fixed them). */
 int cmd_fsck(struct cli *c, int argc, char **argv);
 int cmd_gc(struct cli *c, int argc, char **argv);
@@ -72,6 +80,11 @@ int cli_is_local(const char *cmd);
  * from anywhere in argv into c and copies the other arguments, in order, into rest (argc + 1
  * slots, NULL-terminated). Returns 0, or 2 after printing a usage error. */
 int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nrest);
+
+/* Reads c->config (when set) and fills what no flag set: quota, low water, hosts_dir,
+ * strict_cache, read timeout. On an error prints "strata: FILE:LINE: message" on c->err and
+ * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
+int cli_apply_config(struct cli *c);
 
 /* Connects to the daemon socket of store_dir. Returns a connected fd, or -1 with errno. */
 int cli_connect(const char *store_dir);

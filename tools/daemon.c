@@ -24,6 +24,7 @@
 #include "fetch/registry.h"
 #include "fs/fs.h"
 #include "store/store.h"
+#include "tools/quota.h"
 #include "util/log.h"
 
 #define SOCK_NAME "strata.sock"
@@ -255,6 +256,7 @@ lost:
 struct server {
 	struct store *store;
 	struct fetch_client *fetch;
+	struct quota *evictor;
 	int lfd;
 	int stop_pipe[2];
 	pthread_t thread;
@@ -329,9 +331,13 @@ static int serve_request(struct server *srv, int fd)
 	c.tty = flags & 1;
 	c.store = srv->store;
 	c.fetch = srv->fetch;
+	c.fs = srv->fs;
+	c.evictor = srv->evictor;
 	c.in_daemon = 1;
 	c.cancel = &srv->cancel;
 	code = cli_parse_globals(&c, (int)argc, argv, rest, &nrest);
+	if (code == 0)
+		code = cli_apply_config(&c);
 	if (code == 0) {
 		if (nrest == 0) {
 			code = cli_usage(&c, "no command");
@@ -343,6 +349,7 @@ static int serve_request(struct server *srv, int fd)
 		}
 	}
 streams:
+	free(c.config_hosts_dir);
 	if (c.out)
 		fclose(c.out);
 	if (c.err)
@@ -419,7 +426,7 @@ static void *server_main(void *arg)
 }
 
 static int server_start(struct server *srv, struct store *store, struct fetch_client *fc,
-			struct fs *f, int drain_ms)
+			struct fs *f, int drain_ms, struct quota *evictor)
 {
 	sigset_t all, old;
 	int rc;
@@ -429,6 +436,7 @@ static int server_start(struct server *srv, struct store *store, struct fetch_cl
 	srv->fetch = fc;
 	srv->fs = f;
 	srv->drain_ms = drain_ms;
+	srv->evictor = evictor;
 	pthread_mutex_init(&srv->ho_mu, NULL);
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->idle, NULL);
@@ -754,6 +762,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	struct fetch_client *fc = NULL;
 	struct fetch_opts fopts;
 	struct fs *f = NULL;
+	struct quota *evictor = NULL;
 	struct server srv;
 	struct fs_opts fo;
 	char source[PATH_MAX + 16], msg[2048], real[PATH_MAX];
@@ -799,7 +808,15 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	}
 	if (rc < 0)
 		goto fail;
-	rc = server_start(&srv, store, fc, f, (int)(read_timeout_s * 1000 + 10000));
+	if (c->quota) {
+		rc = quota_start(store, f, c->quota, c->low_water, &evictor);
+		if (rc < 0)
+			goto fail;
+		if (background)
+			strata_log(LOG_WARNING, "--background with a quota: chunks the quota evicts "
+				   "are fetched again; pin images that must stay local instead");
+	}
+	rc = server_start(&srv, store, fc, f, (int)(read_timeout_s * 1000 + 10000), evictor);
 	if (rc < 0)
 		goto fail;
 	started = 1;
@@ -817,6 +834,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	free(state);
 	state = NULL;
 	rc = fs_run(f);
+	quota_stop(evictor);
 	server_stop(&srv);
 	fs_free(f);
 	fetch_client_free(fc);
@@ -834,6 +852,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 fail:
 	if (started)
 		server_stop(&srv);
+	quota_stop(evictor);
 	fs_free(f);
 	fetch_client_free(fc);
 	store_close(store);
@@ -859,7 +878,7 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 {
 	const char *mnt = NULL;
 	int foreground = 0, debug = 0, background = 0, takeover = 0;
-	long read_timeout_s = DEFAULT_READ_TIMEOUT_S;
+	long read_timeout_s = c->read_timeout_s > 0 ? c->read_timeout_s : DEFAULT_READ_TIMEOUT_S;
 	int pfd[2];
 	pid_t pid;
 	char msg[2048];

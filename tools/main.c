@@ -30,20 +30,24 @@ static const char usage_text[] =
 	"                                 restart or upgrade the daemon serving MNT without unmounting:\n"
 	"                                 it hands the mount over, reads pause meanwhile, then go on\n"
 	"  umount MNT                     unmount and wait for the daemon to exit\n"
-	"  ls                             list images in the store\n"
-	"  stats                          store figures\n"
+	"  ls                             list images in the store (and which are pinned)\n"
+	"  stats                          store figures, quota, pins and evictions\n"
 	"  rm REF...                      forget images (gc then frees what only they used)\n"
-	"  gc                             delete layers no image lists and chunks no layer uses\n"
+	"  pin REF...                     fetch every missing chunk; never evict the image\n"
+	"  unpin REF...                   let the quota evict the image's chunks again\n"
+	"  gc                             delete layers no image lists and chunks no layer uses;\n"
+	"                                 with a quota, evict least recently used layers' chunks\n"
 	"  fsck [--repair]                verify chunks, layer records and images; --repair deletes\n"
 	"                                 corrupt chunks (fetched again), undecodable layers and\n"
 	"                                 images whose layers are missing. Exit 1 on problems\n"
 	"\n"
 	"options (anywhere on the line):\n"
 	"  --store DIR       store directory (default " DEFAULT_STORE ")\n"
-	"  --config FILE     configuration file\n"
+	"  --config FILE     configuration file (key = value: quota, quota_low_water,\n"
+	"                    hosts_dir, strict_cache, read_timeout); flags override it\n"
 	"  --hosts-dir DIR   containerd certs.d layout for mirrors (default " DEFAULT_HOSTS_DIR ")\n"
 	"  --strict-cache    never fall back to the upstream registry\n"
-	"  --quota SIZE      store size bound (e.g. 20G)\n"
+	"  --quota SIZE      store size bound (e.g. 20G): a daemon evicts down to 90%\n"
 	"  --json            machine-readable output\n"
 	"  -v, --verbose     more logging (twice for debug)\n"
 	"  -h, --help        this text;  --version  the version\n"
@@ -87,10 +91,6 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	if (!c.store_dir)
-		c.store_dir = getenv("STRATA_STORE") ? getenv("STRATA_STORE") : DEFAULT_STORE;
-	if (!c.hosts_dir)
-		c.hosts_dir = DEFAULT_HOSTS_DIR;
 	/* A daemon resolves paths from its own directory: make ours absolute. */
 	if (c.config && !(abs_config = realpath(c.config, NULL))) {
 		c.cmd = rest[0];
@@ -98,6 +98,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	c.config = abs_config;
+	/* Flags override the file: it only fills what they left unset. */
+	rc = cli_apply_config(&c);
+	if (rc)
+		goto out;
+	if (!c.store_dir)
+		c.store_dir = getenv("STRATA_STORE") ? getenv("STRATA_STORE") : DEFAULT_STORE;
+	if (!c.hosts_dir)
+		c.hosts_dir = DEFAULT_HOSTS_DIR;
 	if ((abs_hosts = realpath(c.hosts_dir, NULL)))
 		c.hosts_dir = abs_hosts;
 	strata_log_set_level(c.verbose >= 2 ? LOG_DEBUG : c.verbose ? LOG_INFO : LOG_WARNING);
@@ -120,6 +128,7 @@ int main(int argc, char **argv)
 	rc = cli_run(&c, nrest, rest);
 	store_close(c.store);
 out:
+	free(c.config_hosts_dir);
 	free(abs_config);
 	free(abs_hosts);
 	free(rest);

@@ -13,78 +13,10 @@
 #include "store/store.h"
 #include "util/log.h"
 #include "util/sha256.h"
+#include "tools/dset.h"
+#include "tools/quota.h"
 
 #define PROGRESS_EVERY 4096
-
-/* ---------------------------------------------------------------- digest set */
-
-/* An open-addressing set of 32-byte digests (sha256 output is uniform: the first bytes hash). */
-struct dset {
-	uint8_t (*slot)[32];
-	uint8_t *used;
-	size_t cap, n;
-};
-
-static size_t dset_pos(const uint8_t d[32], size_t cap)
-{
-	uint64_t h;
-
-	memcpy(&h, d, sizeof(h));
-	return (size_t)h & (cap - 1);
-}
-
-static int dset_has(const struct dset *s, const uint8_t d[32])
-{
-	if (!s->cap)
-		return 0;
-	for (size_t i = dset_pos(d, s->cap);; i = (i + 1) & (s->cap - 1)) {
-		if (!s->used[i])
-			return 0;
-		if (memcmp(s->slot[i], d, 32) == 0)
-			return 1;
-	}
-}
-
-/* Returns 1 when added, 0 when already present, -ENOMEM. */
-static int dset_add(struct dset *s, const uint8_t d[32])
-{
-	size_t i;
-
-	if ((s->n + 1) * 2 > s->cap) {
-		struct dset g = { 0 };
-
-		g.cap = s->cap ? s->cap * 2 : 1024;
-		g.slot = malloc(g.cap * sizeof(*g.slot));
-		g.used = calloc(g.cap, 1);
-		if (!g.slot || !g.used) {
-			free(g.slot);
-			free(g.used);
-			return -ENOMEM;
-		}
-		for (size_t j = 0; j < s->cap; j++) {
-			if (s->used[j])
-				dset_add(&g, s->slot[j]);
-		}
-		free(s->slot);
-		free(s->used);
-		*s = g;
-	}
-	for (i = dset_pos(d, s->cap); s->used[i]; i = (i + 1) & (s->cap - 1)) {
-		if (memcmp(s->slot[i], d, 32) == 0)
-			return 0;
-	}
-	memcpy(s->slot[i], d, 32);
-	s->used[i] = 1;
-	s->n++;
-	return 1;
-}
-
-static void dset_free(struct dset *s)
-{
-	free(s->slot);
-	free(s->used);
-	memset(s, 0, sizeof(*s));
-}
 
 /* Adds every chunk and checkpoint window of a decoded index to set. Returns 0 or -ENOMEM. */
 static int add_refs(struct dset *set, const struct index_layer *l)
@@ -475,6 +407,7 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 {
 	struct gc g = { 0 };
 	struct store_stats before, after;
+	struct quota_result q;
 	size_t i;
 	json_t *d;
 	int locked = 0, rc;
@@ -535,17 +468,29 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 			goto out;
 	}
 	rc = store_chunk_compact(c->store);
+	/* Then the quota policy, as the daemon's evictor applies it (nothing when under quota):
+	 * with this command's quota, else the daemon's. */
+	if (rc == 0)
+		rc = quota_evict(c->store, c->fs,
+				 c->quota ? c->quota : c->evictor ? quota_bytes(c->evictor) : 0,
+				 c->quota || !c->evictor ? c->low_water : quota_low_water(c->evictor),
+				 c->cancel, &q);
 	if (rc == 0)
 		rc = store_get_stats(c->store, &after);
 	if (rc < 0)
 		goto out;
 	if (c->json) {
-		json_t *o = json_pack("{s:I, s:I, s:I, s:O, s:I, s:I}", "freed_chunks",
+		json_t *o = json_pack("{s:I, s:I, s:I, s:O, s:I, s:I, s:{s:I, s:I, s:b, s:I, s:I, s:I}}",
+				      "freed_chunks",
 				      (json_int_t)g.chunks, "freed_chunk_bytes",
 				      (json_int_t)g.chunk_bytes, "freed_layers",
 				      (json_int_t)json_array_size(g.freed_layers), "freed_layer_list",
 				      g.freed_layers, "disk_bytes_before", (json_int_t)before.disk_bytes,
-				      "disk_bytes_after", (json_int_t)after.disk_bytes);
+				      "disk_bytes_after", (json_int_t)after.disk_bytes, "quota",
+				      "bytes", (json_int_t)q.quota, "low_water_bytes", (json_int_t)q.target,
+				      "over", q.over, "evicted_chunks", (json_int_t)q.chunks,
+				      "evicted_bytes", (json_int_t)q.bytes, "evicted_layers",
+				      (json_int_t)q.layers);
 		char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 		fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -560,6 +505,11 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 			(unsigned long long)g.chunks, cli_bytes(g.chunk_bytes, b1, sizeof(b1)),
 			json_array_size(g.freed_layers), cli_bytes(before.disk_bytes, b2, sizeof(b2)),
 			cli_bytes(after.disk_bytes, b3, sizeof(b3)));
+		if (q.over)
+			fprintf(c->out, "quota %s: evicted %llu chunks (%s stored) of %llu least recently "
+				"used layers\n", cli_bytes(q.quota, b1, sizeof(b1)),
+				(unsigned long long)q.chunks, cli_bytes(q.bytes, b2, sizeof(b2)),
+				(unsigned long long)q.layers);
 	}
 out:
 	if (locked)

@@ -336,6 +336,83 @@ static void test_chunk_scan_del(void **state)
 	store_close(s);
 }
 
+static int pin_cb(void *ctx, const char *ref)
+{
+	char *all = ctx;
+
+	strcat(all, ref);
+	strcat(all, ";");
+	return 0;
+}
+
+/* Pins, access times and counters survive a reopen; an access time is written at most once a
+ * minute but always read back newest; deleting a layer drops its access time. */
+static void test_meta(void **state)
+{
+	struct store *s;
+	struct store_layer info;
+	uint8_t d[32], idx[4] = { 1, 2, 3, 4 };
+	char all[512] = "", text[3000];
+	uint64_t v;
+
+	(void)state;
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_pin_has(s, "r/a:1"), 0);
+	assert_int_equal(store_pin_put(s, "r/b:1"), 0);
+	assert_int_equal(store_pin_put(s, "r/a:1"), 0);
+	assert_int_equal(store_pin_put(s, "r/a:1"), 0);
+	assert_int_equal(store_pin_has(s, "r/a:1"), 1);
+	/* an image record under the same name is not a pin */
+	assert_int_equal(store_image_put(s, "r/c:1", "{}"), 0);
+	assert_int_equal(store_pin_list(s, pin_cb, all), 0);
+	assert_string_equal(all, "r/a:1;r/b:1;");
+	assert_int_equal(store_pin_del(s, "r/b:1"), 0);
+	assert_int_equal(store_pin_del(s, "r/zzz"), 0);
+
+	assert_int_equal(store_layer_atime(s, "sha256:l1", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(store_layer_touch(s, "sha256:l1", 1000), 0);
+	assert_int_equal(store_layer_touch(s, "sha256:l1", 1010), 0); /* memory only */
+	assert_int_equal(store_layer_touch(s, "sha256:l1", 900), 0);  /* never goes back */
+	assert_int_equal(store_layer_atime(s, "sha256:l1", &v), 0);
+	assert_int_equal(v, 1010);
+	assert_int_equal(store_layer_touch(s, "sha256:l2", 5), 0);
+
+	assert_int_equal(store_counter_get(s, "evicted_chunks", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(store_counter_add(s, "evicted_chunks", 3), 0);
+	assert_int_equal(store_counter_add(s, "evicted_chunks", 4), 0);
+	assert_int_equal(store_counter_get(s, "evicted_chunks", &v), 0);
+	assert_int_equal(v, 7);
+
+	memset(text, 'q', sizeof(text));
+	util_sha256(text, sizeof(text), d);
+	assert_int_equal(store_chunk_stored_len(s, d), -ENOENT);
+	assert_int_equal(store_chunk_put(s, d, text, sizeof(text)), 1);
+	assert_true(store_chunk_stored_len(s, d) > 0);
+	assert_true(store_chunk_stored_len(s, d) < (ssize_t)sizeof(text)); /* compressed */
+	store_close(s);
+
+	assert_int_equal(store_open(dir, NULL, &s), 0);
+	all[0] = '\0';
+	assert_int_equal(store_pin_list(s, pin_cb, all), 0);
+	assert_string_equal(all, "r/a:1;");
+	assert_int_equal(store_layer_atime(s, "sha256:l1", &v), 0);
+	assert_int_equal(v, 1010); /* flushed at close */
+	assert_int_equal(store_counter_get(s, "evicted_chunks", &v), 0);
+	assert_int_equal(v, 7);
+
+	memset(&info, 0, sizeof(info));
+	snprintf(info.digest, sizeof(info.digest), "sha256:l2");
+	assert_int_equal(store_layer_put(s, &info, idx, sizeof(idx)), 0);
+	assert_int_equal(store_layer_atime(s, "sha256:l2", &v), 0);
+	assert_int_equal(v, 5);
+	assert_int_equal(store_layer_del(s, "sha256:l2"), 0);
+	assert_int_equal(store_layer_atime(s, "sha256:l2", &v), 0);
+	assert_int_equal(v, 0);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -344,6 +421,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_scan_del, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for the configuration file parser: values, comments, and FILE:LINE errors. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/config.h"
+
+static int parse(const char *text, struct config *cfg, char *err)
+{
+	return config_parse("strata.toml", text, strlen(text), cfg, err, 512);
+}
+
+static void test_values(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("# strata\n\n  quota = \"20G\"   # the bound\r\n"
+			       "quota_low_water=75\nhosts_dir = \"/etc/a \\\"b\\\"#c\"\n"
+			       "strict_cache = true\nread_timeout = 7\n", &cfg, err), 0);
+	assert_true(cfg.has_quota && cfg.has_low_water && cfg.has_strict_cache &&
+		    cfg.has_read_timeout);
+	assert_int_equal(cfg.quota, 20ull << 30);
+	assert_int_equal(cfg.low_water, 75);
+	assert_string_equal(cfg.hosts_dir, "/etc/a \"b\"#c");
+	assert_int_equal(cfg.strict_cache, 1);
+	assert_int_equal(cfg.read_timeout, 7);
+	config_free(&cfg);
+
+	/* defaults: nothing set, low water 90 */
+	assert_int_equal(parse("", &cfg, err), 0);
+	assert_false(cfg.has_quota || cfg.has_low_water || cfg.has_strict_cache ||
+		     cfg.has_read_timeout);
+	assert_null(cfg.hosts_dir);
+	assert_int_equal(cfg.low_water, CONFIG_LOW_WATER_DEFAULT);
+	config_free(&cfg);
+
+	assert_int_equal(parse("quota = 1048576\nstrict_cache = false\n", &cfg, err), 0);
+	assert_int_equal(cfg.quota, 1048576);
+	assert_int_equal(cfg.strict_cache, 0);
+	assert_int_equal(cfg.has_strict_cache, 1);
+	config_free(&cfg);
+	assert_int_equal(parse("quota = \"512MiB\"", &cfg, err), 0); /* no final newline */
+	assert_int_equal(cfg.quota, 512ull << 20);
+	config_free(&cfg);
+}
+
+static void expect_error(const char *text, const char *msg)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	assert_int_equal(parse(text, &cfg, err), -EINVAL);
+	if (!strstr(err, msg))
+		fail_msg("error '%s' does not contain '%s'", err, msg);
+	assert_null(cfg.hosts_dir);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	expect_error("quota = \"20G\"\nquoat = 1\n", "strata.toml:2: unknown key 'quoat'");
+	expect_error("\n\nquota = \"20X\"\n", "strata.toml:3: quota: expected a size");
+	expect_error("quota = -1\n", "strata.toml:1: quota:");
+	expect_error("quota = true\n", "strata.toml:1: quota:");
+	expect_error("quota_low_water = 0\n", "strata.toml:1: quota_low_water");
+	expect_error("quota_low_water = 101\n", "strata.toml:1: quota_low_water");
+	expect_error("quota_low_water = \"90\"\n", "strata.toml:1: quota_low_water");
+	expect_error("strict_cache = 1\n", "strata.toml:1: strict_cache: expected true or false");
+	expect_error("read_timeout = 0\n", "strata.toml:1: read_timeout");
+	expect_error("read_timeout = 99999999999999999999\n", "strata.toml:1: read_timeout: integer out of range");
+	expect_error("hosts_dir = \"/x\" extra\n", "strata.toml:1: hosts_dir: unexpected text");
+	expect_error("hosts_dir = \"/x\n", "strata.toml:1: hosts_dir: unterminated string");
+	expect_error("hosts_dir = \"\\q\"\n", "strata.toml:1: hosts_dir: unsupported escape");
+	expect_error("hosts_dir = /x\n", "strata.toml:1: hosts_dir: expected a \"string\"");
+	expect_error("hosts_dir =\n", "strata.toml:1: hosts_dir: missing value");
+	expect_error("quota\n", "strata.toml:1: expected key = value");
+	expect_error("= 3\n", "strata.toml:1: expected key = value");
+	expect_error("[store]\nquota = 1\n", "strata.toml:1: tables are not supported");
+	expect_error("# c\nread_timeout = 3\nread_timeout = 4\n", "strata.toml:3: read_timeout is set twice");
+	expect_error("hosts_dir = \"/a\"\nhosts_dir = \"/b\"\n", "strata.toml:2: hosts_dir is set twice");
+}
+
+static void test_load(void **state)
+{
+	char path[] = "/tmp/strata-test-config-XXXXXX", err[512];
+	struct config cfg;
+	FILE *fp;
+	int fd;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	fp = fdopen(fd, "w");
+	fputs("quota = \"1T\"\nbogus = 1\n", fp);
+	fclose(fp);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, ":2: unknown key 'bogus'"));
+	assert_int_equal(strncmp(err, path, strlen(path)), 0);
+	unlink(path);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "No such file"));
+}
+
+static void test_size(void **state)
+{
+	uint64_t v;
+
+	(void)state;
+	assert_int_equal(config_parse_size("64k", &v), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(config_parse_size("2GB", &v), 0);
+	assert_int_equal(v, 2ull << 30);
+	assert_int_equal(config_parse_size("7", &v), 0);
+	assert_int_equal(v, 7);
+	assert_int_equal(config_parse_size("", &v), -EINVAL);
+	assert_int_equal(config_parse_size("-1G", &v), -EINVAL);
+	assert_int_equal(config_parse_size("1Q", &v), -EINVAL);
+	assert_int_equal(config_parse_size("99999999999T", &v), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_size),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The strata configuration file: a strict `key = value` subset of TOML. */
+#ifndef STRATA_TOOLS_CONFIG_H
+#define STRATA_TOOLS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Values read from a configuration file; a has_ flag says whether the file set the key. */
+struct config {
+	uint64_t quota;            /* bytes; "20G" strings or plain integers */
+	unsigned low_water;        /* quota_low_water: percent of the quota eviction goes down to */
+	char *hosts_dir;           /* malloc'd, or NULL */
+	int strict_cache;
+	long read_timeout;         /* seconds, 1-86400 */
+	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
+};
+
+#define CONFIG_LOW_WATER_DEFAULT 90
+
+/*
+ * Parses the configuration text (len bytes; name is used in messages) into *cfg, which it
+ * zeroes first. The format: one `key = value` per line; `#` comments (outside strings) and blank
+ * lines; values are "strings" (escapes \" \\ \t \n), integers, or true/false. Known keys: quota
+ * (size string like "20G", or bytes), quota_low_water (1-100), hosts_dir (string), strict_cache
+ * (boolean), read_timeout (seconds, 1-86400). Returns 0, or -EINVAL with "NAME:LINE: message" in
+ * err (errcap bytes) for an unknown key, a repeated key, a table header, or a bad value; *cfg is
+ * then freed. -ENOMEM when out of memory. Release with config_free.
+ */
+int config_parse(const char *name, const char *text, size_t len, struct config *cfg, char *err,
+		 size_t errcap);
+
+/* Reads the file at path and parses it as config_parse does. Returns 0, -EINVAL with the message
+ * in err, or a negative errno when the file cannot be read (err says so, with the path). */
+int config_load(const char *path, struct config *cfg, char *err, size_t errcap);
+
+/* Frees what cfg owns (not cfg); NULL ok. */
+void config_free(struct config *cfg);
+
+/* Parses "123", "64k", "10M", "2G", "1T" (binary units, optional "iB"/"B"). Returns 0 or -EINVAL. */
+int config_parse_size(const char *s, uint64_t *out);
+
+#endif
