@@ -1832,12 +1832,14 @@ void fs_resume(struct fs *f)
 /* ---------------------------------------------------------------- handover state */
 
 /*
- * The state travels as: "STRATAHS", u32 version (1), then three u32-length-prefixed fields: the
- * kernel's FUSE_INIT request, the mountpoint, the mount source. Host byte order: both ends run on
- * one machine.
+ * The state travels as: "STRATAHS", u32 version (1), then four u32-length-prefixed fields: the
+ * kernel's FUSE_INIT request, the mountpoint, the mount source, and the files open on the mount
+ * (records of u64 inode, u32 open count: the quota evictor of the new process keeps their chunks
+ * too). Host byte order: both ends run on one machine.
  */
 #define STATE_MAGIC "STRATAHS"
 #define STATE_VERSION 1u
+#define OPEN_RECORD 12 /* u64 inode, u32 count */
 
 static int put_field(uint8_t *buf, size_t cap, size_t *o, const void *p, size_t len)
 {
@@ -1888,13 +1890,33 @@ ssize_t fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap)
 		rc = put_field(buf, cap, &o, f->mountpoint, strlen(f->mountpoint));
 	if (rc == 0)
 		rc = put_field(buf, cap, &o, src, strlen(src));
+	if (rc == 0) {
+		uint32_t l;
+
+		pthread_mutex_lock(&f->open_mu);
+		l = (uint32_t)(f->nopens * OPEN_RECORD);
+		if (o + 4 + l > cap) {
+			rc = strata_err(ENOSPC, "%zu open files do not fit the handover state", f->nopens);
+		} else {
+			memcpy((uint8_t *)buf + o, &l, 4);
+			o += 4;
+			for (size_t i = 0; i < f->nopens; i++, o += OPEN_RECORD) {
+				uint64_t ino = f->opens[i].ino;
+				uint32_t n = f->opens[i].count;
+
+				memcpy((uint8_t *)buf + o, &ino, 8);
+				memcpy((uint8_t *)buf + o + 8, &n, 4);
+			}
+		}
+		pthread_mutex_unlock(&f->open_mu);
+	}
 	return rc < 0 ? rc : (ssize_t)o;
 }
 
 /* Parses a state; the strings are copied NUL-terminated into mnt/src (cap bytes each, NULL to
  * skip). */
 static int state_parse(const void *state, size_t len, const uint8_t **init, size_t *init_len,
-		       char *mnt, char *src, size_t cap)
+		       char *mnt, char *src, size_t cap, const uint8_t **opens, size_t *opens_len)
 {
 	const uint8_t *b = state, *p;
 	const struct in_header *h;
@@ -1925,6 +1947,12 @@ static int state_parse(const void *state, size_t len, const uint8_t **init, size
 		memcpy(src, p, l);
 		src[l] = '\0';
 	}
+	if (get_field(b, len, &o, &p, &l) < 0 || l % OPEN_RECORD)
+		return strata_err(EINVAL, "bad open-file table in the handover state");
+	if (opens) {
+		*opens = p;
+		*opens_len = l;
+	}
 	return 0;
 }
 
@@ -1933,7 +1961,7 @@ int fs_handover_check(const void *state, size_t len, char *mnt, size_t cap)
 	const uint8_t *init;
 	size_t init_len;
 
-	return state_parse(state, len, &init, &init_len, mnt, NULL, cap);
+	return state_parse(state, len, &init, &init_len, mnt, NULL, cap, NULL, NULL);
 }
 
 void fs_handed_over(struct fs *f)
@@ -2135,18 +2163,30 @@ int fs_adopt(struct store *store, const struct fs_opts *opts, int fd, const void
 	     struct fs **out)
 {
 	char mnt[PATH_MAX], src[PATH_MAX + 16];
-	const uint8_t *init;
-	size_t init_len;
+	const uint8_t *init, *opens = NULL;
+	size_t init_len, opens_len = 0;
 	struct fs_opts o = *opts;
 	struct fs *f = NULL;
 	int rc;
 
 	*out = NULL;
-	rc = state_parse(state, len, &init, &init_len, mnt, src, sizeof(mnt));
+	rc = state_parse(state, len, &init, &init_len, mnt, src, sizeof(mnt), &opens, &opens_len);
 	if (rc < 0)
 		goto fail;
 	o.source = src;
 	rc = fs_create(store, &o, mnt, &f);
+	if (rc < 0)
+		goto fail;
+	/* Files the old process had open stay open: their releases come to us. */
+	for (size_t i = 0; i + OPEN_RECORD <= opens_len && rc == 0; i += OPEN_RECORD) {
+		uint64_t ino;
+		uint32_t n;
+
+		memcpy(&ino, opens + i, 8);
+		memcpy(&n, opens + i + 8, 4);
+		while (n-- > 0 && rc == 0)
+			rc = open_count(f, ino, 1);
+	}
 	if (rc < 0)
 		goto fail;
 	f->adopted = 1;

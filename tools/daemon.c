@@ -30,7 +30,7 @@
 #define SOCK_NAME "strata.sock"
 #define PROTO_MAGIC "STRATA01"
 #define HANDOVER_MAGIC "STRATAHO"
-#define HANDOVER_STATE_MAX 8192
+#define HANDOVER_STATE_MAX (4u << 20) /* the open-file table: 12 bytes per open file */
 #define HANDOVER_ACK_MS 30000
 #define MAX_ARGS 4096
 #define MAX_ARG_LEN 65536

@@ -191,6 +191,40 @@ def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
         qenv.nginx.start()
 
 
+def test_open_file_kept_across_takeover(qenv, strata_bin, strata, store, tmp_path):
+    """A file opened under one daemon stays protected from eviction under the daemon that took
+    the mount over (the open-file table travels with the handover)."""
+    from test_restart import Daemons
+
+    strata("pull", qenv.ref)
+    d = Daemons(strata_bin, store, tmp_path / "mnt", tmp_path)
+    try:
+        m = d.start()
+        fd = os.open(os.path.join(m.layer(qenv.digest), "data/a.bin"), os.O_RDONLY)
+        try:
+            data = bounded(m, lambda: os.pread(fd, 64 * MiB, 0))
+            assert hashlib.sha256(data).hexdigest() == qenv.files["data/a.bin"]["sha256"]
+            m2 = d.takeover(args=("--quota", "16M"))
+            b_path = os.path.join(m2.layer(qenv.digest), "data/b.bin")
+            assert bounded(m2, lambda: hashlib.sha256(read_all(b_path)).hexdigest()) == \
+                qenv.files["data/b.bin"]["sha256"]
+
+            def evicted():
+                q = stats(strata)["quota"]
+                return q["evictions"] > 0 and du(store) <= 16 * MiB + SLACK, (du(store), q)
+
+            wait_for(evicted, "eviction with a.bin open across a takeover", m2)
+            before = len(blob_gets(qenv))
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert bounded(m2, lambda: os.pread(fd, 64 * MiB, 0)) == data
+            assert len(blob_gets(qenv)) == before, \
+                "the file opened before the takeover lost chunks to eviction"
+        finally:
+            os.close(fd)
+    finally:
+        d.cleanup()
+
+
 def test_least_recently_used_go_first(qenv, strata, store, mount, fixtures, tmp_path):
     """corner:oci's layers (built here, all local, never read) go before big's, which were read
     through the mount: gc under a quota that needs half of corner's bytes keeps big whole."""
