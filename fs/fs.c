@@ -268,6 +268,7 @@ struct fs {
 	pthread_t bg_thread;
 	int bg_wanted, bg_started;
 	volatile int bg_stop;
+	uint64_t bg_limit;         /* store size background completion stays under; 0 = none (atomic) */
 	struct fs_streamer *streamer; /* streams pending layers; NULL without fetch */
 	int read_timeout_ms;
 	pthread_mutex_t dh_mu;
@@ -1326,6 +1327,17 @@ static void bg_yield(struct fs *f)
 		pthread_mutex_lock(&f->inflight_mu);
 		busy = f->foreground > 0;
 		pthread_mutex_unlock(&f->inflight_mu);
+		if (!busy && __atomic_load_n(&f->bg_limit, __ATOMIC_RELAXED)) {
+			struct store_stats st;
+
+			/* At the quota's low-water mark: fetch nothing that eviction would undo. */
+			if (store_get_stats(f->store, &st) == 0 &&
+			    st.disk_bytes + st.memtable_bytes >= f->bg_limit) {
+				for (int t = 0; t < 20 && !f->bg_stop; t++)
+					usleep(50 * 1000);
+				continue;
+			}
+		}
 		if (!busy || f->bg_stop)
 			return;
 		usleep(20 * 1000);
@@ -2265,6 +2277,12 @@ int fs_run(struct fs *f)
 	rc = fuse_session_loop_mt(f->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return rc < 0 ? rc : 0;
+}
+
+void fs_background_limit(struct fs *f, uint64_t bytes)
+{
+	if (f)
+		__atomic_store_n(&f->bg_limit, bytes, __ATOMIC_RELAXED);
 }
 
 void fs_stop(struct fs *f)

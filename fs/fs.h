@@ -34,6 +34,11 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out);
  * SIGHUP handlers that stop the loop. Returns 0 or negative errno. */
 int fs_run(struct fs *f);
 
+/* Background completion (--background) fetches only while the store (disk plus memtable) is
+ * smaller than bytes (0 = no bound): the quota sets its low-water mark, so that completion never
+ * fetches what eviction would remove again. */
+void fs_background_limit(struct fs *f, uint64_t bytes);
+
 /* Asks a running fs_run to return (async-signal-safe is not guaranteed; call from a thread). */
 void fs_stop(struct fs *f);
 

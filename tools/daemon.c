@@ -812,9 +812,6 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 		rc = quota_start(store, f, c->quota, c->low_water, &evictor);
 		if (rc < 0)
 			goto fail;
-		if (background)
-			strata_log(LOG_WARNING, "--background with a quota: chunks the quota evicts "
-				   "are fetched again; pin images that must stay local instead");
 	}
 	rc = server_start(&srv, store, fc, f, (int)(read_timeout_s * 1000 + 10000), evictor);
 	if (rc < 0)

@@ -289,6 +289,14 @@ static uint64_t disk_size(struct store *s)
 	return st.disk_bytes + st.memtable_bytes;
 }
 
+/* low_water percent of quota, without overflow. */
+static uint64_t low_water_bytes(uint64_t quota, unsigned low_water)
+{
+	if (!low_water || low_water > 100)
+		low_water = QUOTA_LOW_WATER_DEFAULT;
+	return quota / 100 * low_water + quota % 100 * low_water / 100;
+}
+
 int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_water,
 		volatile int *cancel, struct quota_result *res)
 {
@@ -304,7 +312,7 @@ int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 	if (!low_water || low_water > 100)
 		low_water = QUOTA_LOW_WATER_DEFAULT;
 	res->quota = quota;
-	res->target = quota / 100 * low_water + quota % 100 * low_water / 100;
+	res->target = low_water_bytes(quota, low_water);
 	pthread_mutex_lock(&evict_mu);
 	disk = disk_size(s);
 	res->disk_before = res->disk_after = disk;
@@ -453,6 +461,13 @@ int quota_start(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 	q->fs = fs;
 	q->quota = quota;
 	q->low_water = low_water;
+	{
+		/* Completion stays as far under the low-water mark as the mark is under the quota:
+		 * a span it fetches past the check must not push the store over the quota. */
+		uint64_t lw = low_water_bytes(quota, low_water);
+
+		fs_background_limit(fs, lw > quota - lw ? lw - (quota - lw) : lw / 2);
+	}
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
 	sigfillset(&all);

@@ -225,6 +225,23 @@ def test_open_file_kept_across_takeover(qenv, strata_bin, strata, store, tmp_pat
         d.cleanup()
 
 
+def test_background_completion_stops_at_the_quota(qenv, strata, store, mount):
+    """--background with a 16 MiB quota on a 24 MiB image: completion fetches until the store
+    reaches the low-water mark, then waits instead of fetching what the evictor removes."""
+    strata("pull", qenv.ref)
+    m = mount(args=("--background", "--quota", "16M"))
+    # wait until the background has fetched up to the mark
+    wait_for(lambda: (du(store) >= 11 * MiB, du(store)), "background completion", m)
+    time.sleep(3)  # the background is holding at the mark now
+    before = len(blob_gets(qenv))
+    time.sleep(4)
+    after = len(blob_gets(qenv))
+    assert after == before, "background completion kept fetching at the quota: %d GETs in 4 s" % (
+        after - before)
+    assert du(store) <= 16 * MiB + SLACK, du(store)
+    compare(m, qenv)  # reads still work (what is missing is fetched on demand)
+
+
 def test_least_recently_used_go_first(qenv, strata, store, mount, fixtures, tmp_path):
     """corner:oci's layers (built here, all local, never read) go before big's, which were read
     through the mount: gc under a quota that needs half of corner's bytes keeps big whole."""
