@@ -41,7 +41,7 @@ struct store {
 	rocksdb_cache_t *cache;
 	rocksdb_column_family_handle_t *cf[CF_COUNT];
 	rocksdb_readoptions_t *ro;
-	rocksdb_writeoptions_t *wo;      /* no WAL: chunks (refetched if lost) */
+	rocksdb_writeoptions_t *wo;      /* WAL, unsynced: chunks (refetched if lost) */
 	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
 	pthread_mutex_t seq_mutex;       /* serializes seq assignment in store_layer_put */
 };
@@ -177,9 +177,10 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
 	}
 	s->ro = rocksdb_readoptions_create();
 	s->wo = rocksdb_writeoptions_create();
-	/* Chunks skip the WAL: a chunk lost in a crash is content-addressed and fetched again, and
-	 * nothing acknowledged depends on it; records that acknowledge work go through wo_sync. */
-	rocksdb_writeoptions_disable_WAL(s->wo, 1);
+	/* Chunks go through the WAL unsynced: a killed process (kill -9, OOM) keeps every chunk it
+	 * stored, a power loss may lose the last ones (content-addressed: fetched again). Without the
+	 * WAL a kill lost every chunk since the last memtable flush (up to 64 MiB of fetched data;
+	 * tests/integration/test_crash.py). Records that acknowledge work go through wo_sync. */
 	s->wo_sync = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(s->wo_sync, 1);
 	rc = check_format(s);
