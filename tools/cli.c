@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,7 @@ struct stats_ctx {
 	uint64_t stored_bytes;
 	uint64_t layers, tar_bytes, blob_bytes;
 	uint64_t content_bytes, local_bytes, unique_bytes;
+	int trim;                 /* running in the daemon: return freed memory to the system */
 };
 
 static int stats_chunk_cb(void *ctx, const uint8_t digest[32], size_t stored_len, int verified)
@@ -281,6 +283,11 @@ static int stats_layer_cb(void *ctx, const struct store_layer *sl)
 	strata_err_clear();
 	index_layer_free(l);
 	free(enc);
+	/* In the daemon, give the decoded index back at once: glibc keeps freed multi-MiB blocks in
+	 * this thread's arena otherwise, and every `stats` runs on a new connection thread
+	 * (bench/store measured +12 MiB RSS per call with 20 layers of 20,000 files). */
+	if (s->trim)
+		malloc_trim(0);
 	return 0;
 }
 
@@ -357,6 +364,7 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	if (argc > 1)
 		return cli_usage(c, "stats takes no arguments");
 	s.store = c->store;
+	s.trim = c->in_daemon;
 	rc = store_chunk_scan(c->store, 0, stats_chunk_cb, &s);
 	if (rc == 0 && s.nhave) {
 		s.seen = calloc(s.nhave, 1);
