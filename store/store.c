@@ -202,9 +202,17 @@ void store_close(struct store *s)
 		rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
 
 		rocksdb_flushoptions_set_wait(fo, 1);
-		rocksdb_flush_cf(s->db, fo, s->cf[CF_META], &err);
-		if (err)
-			rocksdb_free(err);
+		/* Every column family, chunks included (they are in the WAL too): after a clean close
+		 * the next open has no log to replay (a replay holds memtables full of chunks and layer
+		 * records: 80 MiB peak measured after a pull of 20 images). */
+		for (int i = 0; i < CF_COUNT; i++) {
+			if (!s->cf[i])
+				continue;
+			err = NULL;
+			rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
+			if (err)
+				rocksdb_free(err);
+		}
 		rocksdb_flushoptions_destroy(fo);
 		for (int i = 0; i < CF_COUNT; i++) {
 			if (s->cf[i])
