@@ -1258,6 +1258,75 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_ino
 	return rc;
 }
 
+/* ---------------------------------------------------------------- read counters */
+
+/* Process-wide (one fs per process), lock-free: relaxed atomic adds from the FUSE threads. */
+static struct fs_read_stats read_stats;
+
+static unsigned latency_bucket(uint64_t us)
+{
+	unsigned e, b;
+
+	if (us < 8)
+		return (unsigned)us; /* buckets 0-7: exactly 0-7 us */
+	e = 63u - (unsigned)__builtin_clzll(us); /* >= 3 */
+	b = 4 * (e - 1) + (unsigned)((us >> (e - 2)) & 3);
+	return b < FS_LAT_BUCKETS ? b : FS_LAT_BUCKETS - 1;
+}
+
+uint64_t fs_latency_bucket_us(unsigned i)
+{
+	unsigned e = i / 4 + 1, sub = i % 4;
+
+	if (i < 8)
+		return i;
+	if (i >= FS_LAT_BUCKETS - 1)
+		return UINT64_MAX;
+	/* bucket 4(e-1)+sub holds [(4+sub) << (e-2), (5+sub) << (e-2)) */
+	return ((uint64_t)(5 + sub) << (e - 2)) - 1;
+}
+
+uint64_t fs_latency_quantile_us(const struct fs_read_stats *s, double q)
+{
+	uint64_t n = 0, seen = 0, rank;
+
+	for (unsigned i = 0; i < FS_LAT_BUCKETS; i++)
+		n += s->fetch_us[i];
+	if (n == 0)
+		return 0;
+	rank = (uint64_t)(q * (double)n + 0.999999);
+	if (rank < 1)
+		rank = 1;
+	for (unsigned i = 0; i < FS_LAT_BUCKETS; i++) {
+		seen += s->fetch_us[i];
+		if (seen >= rank)
+			return fs_latency_bucket_us(i);
+	}
+	return fs_latency_bucket_us(FS_LAT_BUCKETS - 1);
+}
+
+void fs_read_stats_get(struct fs_read_stats *out)
+{
+	const uint64_t *src = (const uint64_t *)&read_stats;
+	uint64_t *dst = (uint64_t *)out;
+
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+static void count_read(uint64_t *counter)
+{
+	__atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* Returns a referenced decoded chunk ci of file ino: cache, then store, then the registry. */
 static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode *ino, uint32_t ci,
 		     struct cchunk **out)
@@ -1268,6 +1337,7 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 	ssize_t n;
 
 	if (e) {
+		count_read(&read_stats.cache_hits);
 		*out = e;
 		return 0;
 	}
@@ -1276,9 +1346,12 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		return -ENOMEM;
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(f->store, c->digest, e->data, c->size);
+	if (n >= 0)
+		count_read(&read_stats.store_hits);
 	/* Twice at most: a full store hands fetched chunks over in the cache only, which may trim
 	 * them before this reader looks. */
 	for (int attempt = 0; attempt < 2 && n == -ENOENT && f->fetch && l->src; attempt++) {
+		uint64_t t0 = mono_us();
 		struct cchunk *got;
 
 		pthread_mutex_lock(&f->inflight_mu);
@@ -1290,6 +1363,8 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		pthread_mutex_unlock(&f->inflight_mu);
 		if (n == 0)
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
+		count_read(&read_stats.fetched);
+		count_read(&read_stats.fetch_us[latency_bucket(mono_us() - t0)]);
 		if (n != -ENOENT)
 			continue;
 		got = cache_get(&f->cache, c->digest);
@@ -1299,6 +1374,8 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 			return 0;
 		}
 	}
+	if (n < 0)
+		count_read(&read_stats.failed);
 	if (n >= 0 && (size_t)n != c->size)
 		n = strata_err(EBADMSG, "chunk has the wrong size");
 	if (n < 0) {
@@ -1332,7 +1409,7 @@ static void bg_yield(struct fs *f)
 
 			/* At the quota's low-water mark: fetch nothing that eviction would undo. */
 			if (store_get_stats(f->store, &st) == 0 &&
-			    st.disk_bytes + st.memtable_bytes >= f->bg_limit) {
+			    st.disk_bytes >= f->bg_limit) {
 				for (int t = 0; t < 20 && !f->bg_stop; t++)
 					usleep(50 * 1000);
 				continue;

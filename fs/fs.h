@@ -34,7 +34,7 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out);
  * SIGHUP handlers that stop the loop. Returns 0 or negative errno. */
 int fs_run(struct fs *f);
 
-/* Background completion (--background) fetches only while the store (disk plus memtable) is
+/* Background completion (--background) fetches only while the store (its directory on disk) is
  * smaller than bytes (0 = no bound): the quota sets its low-water mark, so that completion never
  * fetches what eviction would remove again. */
 void fs_background_limit(struct fs *f, uint64_t bytes);
@@ -91,6 +91,26 @@ void fs_handed_over(struct fs *f);
  */
 int fs_adopt(struct store *store, const struct fs_opts *opts, int fd, const void *state, size_t len,
 	     struct fs **out);
+/* Read counters of the filesystem this process serves (a process serves at most one; all zero
+ * elsewhere). Each chunk a FUSE read needs counts once: from the decoded-chunk cache, from the
+ * store, or fetched (the reader waited for a registry span, its own or one it shared). fetch_us is
+ * a histogram of those waits in microseconds (failed fetches included), FS_LAT_BUCKETS fixed
+ * buckets: 4 per power of two (see fs_latency_bucket_us). Updated with relaxed atomics: a
+ * snapshot may be off by the reads in progress. */
+#define FS_LAT_BUCKETS 128
+struct fs_read_stats {
+	uint64_t cache_hits, store_hits, fetched, failed;
+	uint64_t fetch_us[FS_LAT_BUCKETS];
+};
+
+void fs_read_stats_get(struct fs_read_stats *out);
+
+/* The largest latency (microseconds) that falls into bucket i of fs_read_stats.fetch_us. */
+uint64_t fs_latency_bucket_us(unsigned i);
+
+/* The q-quantile (0 < q <= 1) of the fetch waits in s, as the upper bound of the bucket that holds
+ * it (at most 25% above the true value); 0 when there was no fetch. */
+uint64_t fs_latency_quantile_us(const struct fs_read_stats *s, double q);
 
 /* Checks whether path is a mountpoint of a FUSE filesystem. Returns 1 with its fstype in type (cap
  * bytes), 0 when it is not, negative errno on error. */

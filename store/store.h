@@ -190,7 +190,7 @@ struct store_stats {
 	uint64_t chunks;        /* estimated number of chunks */
 	uint64_t chunk_bytes;   /* estimated live bytes on disk for chunks (incl. blob files) */
 	uint64_t disk_bytes;    /* bytes allocated under the store directory (WAL included) */
-	uint64_t memtable_bytes; /* chunk bytes written but still in memory (flushed to disk later) */
+	uint64_t memtable_bytes; /* chunk bytes in memtables (also in the WAL, so in disk_bytes) */
 };
 
 int store_get_stats(struct store *s, struct store_stats *st);

@@ -14,6 +14,14 @@ Subcommands:
                                      its stdlib and shared libraries (gzip layer), and /app/start.py
                                      (prints "ready") with /data/model.bin, N MiB (default 300) of
                                      random bytes it never reads (gzip -1 layer), as an OCI layout
+  dedup --out DIR [--size-mib N]     dedup:gzip, dedup:zstd, dedup:rebuilt: one shared base layer and
+                                     the same N MiB of files (default 8) in three top layers that
+                                     differ as blobs: gzip -6, zstd, and rebuilt with other mtimes as
+                                     gzip -1 (bench/store, test_dedup.py), as an OCI layout
+  many  --out DIR [--images N] [--files N]
+                                     many:0 .. many:N-1 (default 20 images), one gzip layer each
+                                     with N small files (default 20000) in 100 directories, for the
+                                     daemon memory figures of bench/store, as an OCI layout
   push  --layout DIR --registry 127.0.0.1:PORT
                                      pushes every tagged image of a layout with a small built-in
                                      registry client (plain HTTP)
@@ -1299,6 +1307,98 @@ class Registry:
         return headers.get("Docker-Content-Digest")
 
 
+# --------------------------------------------------------------------------------------------
+# dedup: the same files in layers that differ as blobs (bench/store, test_dedup.py)
+# --------------------------------------------------------------------------------------------
+
+DEDUP_DEFAULT_MIB = 8
+
+
+def _dedup_tar(files, mtime_base):
+    """A tar of files (list of (path, bytes)) with mtimes from mtime_base."""
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    dirs = sorted({p.rsplit("/", 1)[0] for p, _ in files})
+    for i, d in enumerate(dirs):
+        w.add(d, "dir", mtime_ns=mtime(mtime_base + i, frac=0), pax="never")
+    for i, (p, data) in enumerate(files):
+        w.add(p, data=data, mtime_ns=mtime(mtime_base + 100 + i, frac=0), pax="never")
+    w.close()
+    return buf.getvalue()
+
+
+def cmd_dedup(args):
+    mib = args.size_mib
+    if mib < 1:
+        sys.exit("mkfixture.py: --size-mib must be >= 1")
+    prepare_out(args.out)
+    lay = Layout(args.out, "dedup", DEFAULT_CHUNK)
+    # the content: a few large incompressible files (whole chunks) and many small text files
+    files = []
+    big = (mib << 20) * 3 // 4
+    for i in range(4):
+        files.append(("app/data/part%d.bin" % i, prng_bytes(900 + i, big // 4 + 1000 * i)))
+    small_total, i = 0, 0
+    while small_total < (mib << 20) - big:
+        text = ("dedup fixture file %d: " % i + "lorem ipsum dolor sit amet " * (20 + i % 50) +
+                "\n").encode()
+        files.append(("app/text/f%05d.txt" % i, text))
+        small_total += len(text)
+        i += 1
+    base_files = [("base/etc/os-release", b"NAME=dedup-base\n"),
+                  ("base/lib/libbase.so", prng_bytes(950, 512 * 1024))]
+    base_tar = _dedup_tar(base_files, 1000)
+    lay.add_layer("dedup-base", base_tar, "gzip", "mkfixture-pax", "shared base layer")
+    tar = _dedup_tar(files, 2000)
+    lay.add_layer("dedup-gzip", tar, "gzip", "mkfixture-pax",
+                  "%d files, %d bytes, gzip -6" % (len(files), sum(len(d) for _, d in files)))
+    lay.add_layer("dedup-zstd", tar, "zstd", "mkfixture-pax", "the same tar as dedup-gzip, zstd")
+    rebuilt = _dedup_tar(files, 5000)
+    lay.add_layer("dedup-rebuilt", rebuilt, "gzip", "mkfixture-pax",
+                  "the same files with other mtimes, gzip -1",
+                  blob=gzip.compress(rebuilt, compresslevel=1, mtime=0))
+    for tag in ("gzip", "zstd", "rebuilt"):
+        desc, rec = lay.make_manifest(["dedup-base", "dedup-" + tag], host_arch())
+        lay.tag("dedup:" + tag, desc, rec, "shared base + the dedup files as %s" % tag)
+    lay.meta["paths"].update({"files": {p: {"size": len(d), "sha256": sha256_hex(d)}
+                                        for p, d in files},
+                              "content_bytes": sum(len(d) for _, d in files)})
+    lay.finish()
+    print("wrote %s: dedup:gzip, dedup:zstd, dedup:rebuilt (%d files)" % (lay.out, len(files)))
+
+
+# --------------------------------------------------------------------------------------------
+# many: many images of many small files (bench/store memory figures)
+# --------------------------------------------------------------------------------------------
+
+def cmd_many(args):
+    if args.images < 1 or args.files < 1:
+        sys.exit("mkfixture.py: --images and --files must be >= 1")
+    prepare_out(args.out)
+    lay = Layout(args.out, "many", DEFAULT_CHUNK)
+    for k in range(args.images):
+        buf = io.BytesIO()
+        w = TarWriter(buf)
+        ndirs = 100
+        for d in range(ndirs):
+            w.add("srv/d%03d" % d, "dir", mtime_ns=mtime(d, frac=0), pax="never")
+        for i in range(args.files):
+            # small, distinct per image, compressible: about 600 bytes on average
+            data = ("image %d file %d\n" % (k, i)).encode() * (1 + (i * 7919) % 60)
+            w.add("srv/d%03d/file-%06d.txt" % (i % ndirs, i), data=data,
+                  mtime_ns=mtime(100 + k, frac=0), pax="never")
+        w.close()
+        tar = buf.getvalue()
+        lay.add_layer("many-%d" % k, tar, "gzip", "mkfixture-pax",
+                      "%d small files" % args.files,
+                      blob=gzip.compress(tar, compresslevel=1, mtime=0))
+        desc, rec = lay.make_manifest(["many-%d" % k], host_arch())
+        lay.tag("many:%d" % k, desc, rec, "%d small files" % args.files)
+    lay.meta["paths"].update({"files_per_image": args.files, "dirs_per_image": 100})
+    lay.finish()
+    print("wrote %s: %d images of %d files" % (lay.out, args.images, args.files))
+
+
 def cmd_push(args):
     layout = os.path.abspath(args.layout)
     reg = Registry(args.registry)
@@ -1359,6 +1459,14 @@ def main(argv=None):
     c.add_argument("--out", required=True)
     c.add_argument("--data-mib", type=int, default=COLD_DEFAULT_MIB,
                    help="size of /data/model.bin in MiB (default %(default)s)")
+    dd = sub.add_parser("dedup", help="dedup:*, the same files in differing layers (bench/store)")
+    dd.add_argument("--out", required=True)
+    dd.add_argument("--size-mib", type=int, default=DEDUP_DEFAULT_MIB,
+                    help="content size in MiB (default %(default)s)")
+    mn = sub.add_parser("many", help="many:*, many images of many small files (bench/store)")
+    mn.add_argument("--out", required=True)
+    mn.add_argument("--images", type=int, default=20, help="images (default %(default)s)")
+    mn.add_argument("--files", type=int, default=20000, help="files per image (default %(default)s)")
     p = sub.add_parser("push", help="push every tagged image of a layout")
     p.add_argument("--layout", required=True)
     p.add_argument("--registry", required=True, help="HOST:PORT (plain HTTP)")
@@ -1369,7 +1477,8 @@ def main(argv=None):
             print(FIXTURE_SCHEMA)
         else:
             {"build": cmd_build, "demo": cmd_demo, "bad": cmd_bad, "big": cmd_big,
-             "coldstart": cmd_coldstart, "push": cmd_push}[args.cmd](args)
+             "coldstart": cmd_coldstart, "dedup": cmd_dedup, "many": cmd_many,
+             "push": cmd_push}[args.cmd](args)
     except (RuntimeError, OSError) as e:
         sys.exit("mkfixture.py %s: %s" % (args.cmd, e))
 

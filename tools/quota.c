@@ -280,13 +280,13 @@ out:
 	return rc < 0 ? rc : 0;
 }
 
-/* The store's size as the quota counts it: the directory, plus chunks not flushed to it yet. */
+/* The store's size as the quota counts it: what the directory takes on disk. */
 static uint64_t disk_size(struct store *s)
 {
 	struct store_stats st;
 
 	store_get_stats(s, &st);
-	return st.disk_bytes + st.memtable_bytes;
+	return st.disk_bytes; /* chunks in memtables are in the WAL on disk too */
 }
 
 /* low_water percent of quota, without overflow. */

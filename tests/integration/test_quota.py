@@ -6,8 +6,8 @@ it, random bytes, plus two small files) in a registry of its own behind nginx, w
 artifact, so that a pull keeps the layer remote and reads fetch it lazily. nginx's access log
 counts the blob requests; stopping nginx is "the registry is down".
 
-The quota bounds the store directory's size (what du shows, plus chunks still in RocksDB's
-memtable); after eviction it must end within SLACK of the quota.
+The quota bounds the store directory's size (what du shows: chunks still in RocksDB's memtable
+are in its WAL); after eviction it must end within SLACK of the quota.
 """
 
 import hashlib
