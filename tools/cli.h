@@ -29,6 +29,7 @@ struct cli {
 	struct fetch_client *fetch; /* the daemon's registry client (its counters), or NULL */
 	struct fs *fs;           /* the daemon's mounted fs (open files, fetching), or NULL */
 	struct quota *evictor;   /* the daemon's background evictor, or NULL */
+	const char *metrics;     /* mount --metrics: HOST:PORT or unix:PATH for Prometheus, or NULL */
 	int in_daemon;
 	volatile int *cancel;    /* set when the daemon shuts down; long commands stop early */
 	const char *cmd;         /* the command name, for error messages */

@@ -24,6 +24,7 @@
 #include "fetch/registry.h"
 #include "fs/fs.h"
 #include "store/store.h"
+#include "tools/metrics.h"
 #include "tools/quota.h"
 #include "util/log.h"
 
@@ -763,6 +764,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	struct fetch_opts fopts;
 	struct fs *f = NULL;
 	struct quota *evictor = NULL;
+	struct metrics *metrics = NULL;
 	struct server srv;
 	struct fs_opts fo;
 	char source[PATH_MAX + 16], msg[2048], real[PATH_MAX];
@@ -813,6 +815,11 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 		if (rc < 0)
 			goto fail;
 	}
+	if (c->metrics) {
+		rc = metrics_start(c->metrics, store, fc, evictor, &metrics);
+		if (rc < 0)
+			goto fail;
+	}
 	rc = server_start(&srv, store, fc, f, (int)(read_timeout_s * 1000 + 10000), evictor);
 	if (rc < 0)
 		goto fail;
@@ -831,6 +838,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	free(state);
 	state = NULL;
 	rc = fs_run(f);
+	metrics_stop(metrics);
 	quota_stop(evictor);
 	server_stop(&srv);
 	fs_free(f);
@@ -849,6 +857,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 fail:
 	if (started)
 		server_stop(&srv);
+	metrics_stop(metrics);
 	quota_stop(evictor);
 	fs_free(f);
 	fetch_client_free(fc);
@@ -891,6 +900,11 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			background = 1;
 		else if (strcmp(argv[i], "--takeover") == 0)
 			takeover = 1;
+		else if (strcmp(argv[i], "--metrics") == 0 || strncmp(argv[i], "--metrics=", 10) == 0) {
+			c->metrics = argv[i][9] == '=' ? argv[i] + 10 : i + 1 < argc ? argv[++i] : "";
+			if (!*c->metrics)
+				return cli_usage(c, "--metrics needs HOST:PORT or unix:PATH");
+		}
 		else if (strcmp(argv[i], "--read-timeout") == 0 ||
 			 strncmp(argv[i], "--read-timeout=", 15) == 0) {
 			const char *v = argv[i][14] == '=' ? argv[i] + 15 : i + 1 < argc ? argv[++i] : "";
