@@ -1132,10 +1132,8 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 		}
 		put = store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
 		if (put == -ENOSPC) {
-			/* Serve the verified bytes without caching them. */
+			/* Serve the verified bytes without storing them. */
 			store_full(f, 1);
-			if (o->offset >= uoff && o->offset + o->size <= need_end)
-				cache_verified(f, o, plain + (o->offset - dec_start));
 			strata_err_clear();
 		} else if (put < 0) {
 			rc = put;
@@ -1143,6 +1141,10 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 		} else if (put > 0) {
 			store_full(f, 0); /* written: there is room again */
 		}
+		/* The read and its read-ahead get their chunks from the cache: no store read, no
+		 * decompression and no second hash of bytes verified a moment ago. */
+		if (o->offset >= uoff && o->offset + o->size <= need_end)
+			cache_verified(f, o, plain + (o->offset - dec_start));
 		if (o == c)
 			found_needed = 1;
 	}
@@ -1361,8 +1363,17 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		pthread_mutex_lock(&f->inflight_mu);
 		f->foreground--;
 		pthread_mutex_unlock(&f->inflight_mu);
-		if (n == 0)
+		if (n == 0) {
+			got = cache_get(&f->cache, c->digest); /* put there by fetch_span */
+			if (got) {
+				count_read(&read_stats.fetched);
+				count_read(&read_stats.fetch_us[latency_bucket(mono_us() - t0)]);
+				free(e);
+				*out = got;
+				return 0;
+			}
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
+		}
 		count_read(&read_stats.fetched);
 		count_read(&read_stats.fetch_us[latency_bucket(mono_us() - t0)]);
 		if (n != -ENOENT)
