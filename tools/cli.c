@@ -22,6 +22,20 @@
 
 pthread_rwlock_t cli_layers_lock = PTHREAD_RWLOCK_INITIALIZER;
 
+int cli_fetch_client(struct cli *c, struct fetch_client **out)
+{
+	struct fetch_opts fo;
+	int rc;
+
+	memset(&fo, 0, sizeof(fo));
+	fo.platform_os = "linux";
+	fo.platform_arch = fetch_host_arch();
+	fo.hosts_dir = c->hosts_dir;
+	fo.strict_cache = c->strict_cache;
+	rc = fetch_client_new(&fo, out);
+	return rc < 0 ? cli_fail(c, "%s", strata_errmsg(rc)) : 0;
+}
+
 int cli_fail(struct cli *c, const char *fmt, ...)
 {
 	char msg[2048];

@@ -57,6 +57,13 @@ int cmd_gc(struct cli *c, int argc, char **argv);
 int cmd_mount(struct cli *c, int argc, char **argv);
 int cmd_umount(struct cli *c, int argc, char **argv);
 
+/* Creates a registry client as the command's options say (host platform, hosts dir, strict
+ * cache). Returns 0 and *out, or 1 after printing the error. */
+int cli_fetch_client(struct cli *c, struct fetch_client **out);
+
+/* Writes all of buf to a socket (no SIGPIPE). Returns 0, or -1 with errno. */
+int cli_write_all(int fd, const void *buf, size_t len);
+
 /* Prints "strata: <cmd>: <message>" on c->err and returns 1. */
 int cli_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -120,7 +120,7 @@ static void sock_unlink(const char *store_dir)
 
 /* ---------------------------------------------------------------- framing */
 
-static int write_all(int fd, const void *buf, size_t len)
+int cli_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 
@@ -156,7 +156,7 @@ static int read_all(int fd, void *buf, size_t len)
 
 static int send_u32(int fd, uint32_t v)
 {
-	return write_all(fd, &v, sizeof(v));
+	return cli_write_all(fd, &v, sizeof(v));
 }
 
 static int send_frame(int fd, char type, const void *data, uint32_t len)
@@ -165,9 +165,9 @@ static int send_frame(int fd, char type, const void *data, uint32_t len)
 
 	hdr[0] = type;
 	memcpy(hdr + 1, &len, 4);
-	if (write_all(fd, hdr, sizeof(hdr)) < 0)
+	if (cli_write_all(fd, hdr, sizeof(hdr)) < 0)
 		return -1;
-	return len ? write_all(fd, data, len) : 0;
+	return len ? cli_write_all(fd, data, len) : 0;
 }
 
 /* ---------------------------------------------------------------- client side */
@@ -210,12 +210,12 @@ int cli_forward(struct cli *c, int argc, char **argv)
 	for (int i = 0; i < argc; i++)
 		fwd[n++] = argv[i];
 
-	if (write_all(fd, PROTO_MAGIC, 8) < 0 || send_u32(fd, flags) < 0 || send_u32(fd, (uint32_t)n) < 0)
+	if (cli_write_all(fd, PROTO_MAGIC, 8) < 0 || send_u32(fd, flags) < 0 || send_u32(fd, (uint32_t)n) < 0)
 		goto lost;
 	for (int i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)strlen(fwd[i]);
 
-		if (send_u32(fd, len) < 0 || write_all(fd, fwd[i], len) < 0)
+		if (send_u32(fd, len) < 0 || cli_write_all(fd, fwd[i], len) < 0)
 			goto lost;
 	}
 	for (;;) {
@@ -533,7 +533,7 @@ static int send_ho_frame(int sock, char type, const void *data, uint32_t len, in
 	} while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)sizeof(hdr))
 		return -1;
-	return len ? write_all(sock, data, len) : 0;
+	return len ? cli_write_all(sock, data, len) : 0;
 }
 
 static void __attribute__((format(printf, 2, 3))) ho_refuse(int sock, const char *fmt, ...)
@@ -642,7 +642,7 @@ static int takeover_receive(const char *store_dir, const char *mnt, long wait_s,
 	if (fd < 0)
 		return strata_err(ESRCH, "no daemon serves store %s: nothing to take over", store_dir);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (write_all(fd, HANDOVER_MAGIC, 8) < 0 || send_u32(fd, l) < 0 || write_all(fd, mnt, l) < 0)
+	if (cli_write_all(fd, HANDOVER_MAGIC, 8) < 0 || send_u32(fd, l) < 0 || cli_write_all(fd, mnt, l) < 0)
 		goto lost;
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = &iov;
@@ -686,7 +686,7 @@ static int takeover_receive(const char *store_dir, const char *mnt, long wait_s,
 				mnt);
 		goto out;
 	}
-	if (write_all(fd, "k", 1) < 0)
+	if (cli_write_all(fd, "k", 1) < 0)
 		goto lost;
 	*fuse_fd = rfd;
 	rfd = -1;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index/layer.h"
+
 /* An open-addressing set of 32-byte digests (sha256 output is uniform: the first bytes hash). */
 struct dset {
 	uint8_t (*slot)[32];
@@ -74,6 +76,22 @@ static inline void dset_free(struct dset *s)
 	free(s->slot);
 	free(s->used);
 	memset(s, 0, sizeof(*s));
+}
+
+/* Adds every chunk and checkpoint window digest of a decoded index to s. Returns 0 or -ENOMEM. */
+static inline int dset_add_layer(struct dset *s, const struct index_layer *l)
+{
+	for (uint32_t i = 0; i < index_layer_nchunks(l); i++) {
+		if (dset_add(s, index_layer_chunk(l, i)->digest) < 0)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < index_layer_ncheckpoints(l); i++) {
+		const struct index_checkpoint *cp = index_layer_checkpoint(l, i);
+
+		if (cp->wlen > 0 && dset_add(s, cp->window) < 0)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 #endif

@@ -18,22 +18,6 @@
 
 #define PROGRESS_EVERY 4096
 
-/* Adds every chunk and checkpoint window of a decoded index to set. Returns 0 or -ENOMEM. */
-static int add_refs(struct dset *set, const struct index_layer *l)
-{
-	for (uint32_t i = 0; i < index_layer_nchunks(l); i++) {
-		if (dset_add(set, index_layer_chunk(l, i)->digest) < 0)
-			return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < index_layer_ncheckpoints(l); i++) {
-		const struct index_checkpoint *cp = index_layer_checkpoint(l, i);
-
-		if (cp->wlen > 0 && dset_add(set, cp->window) < 0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
 static int cancelled(const struct cli *c)
 {
 	return c->cancel && *c->cancel;
@@ -140,7 +124,7 @@ static int fsck_layer_cb(void *ctx, const char *key)
 		goto out;
 	else if (strcmp(other, key) != 0)
 		problem(f, "layer %s: seq %u maps to %s", key, info.seq, other);
-	rc = add_refs(&f->refs, l);
+	rc = dset_add_layer(&f->refs, l);
 out:
 	index_layer_free(l);
 	return rc;
@@ -372,7 +356,7 @@ static int gc_layer(struct gc *g, const char *key)
 		return -EBADMSG;
 	}
 	if (rc == 0)
-		rc = add_refs(&g->refs, l);
+		rc = dset_add_layer(&g->refs, l);
 	index_layer_free(l);
 	return rc;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "fetch/registry.h"
 #include "fs/fs.h"
 #include "tools/quota.h"
@@ -223,21 +224,6 @@ struct metrics {
 	int started;
 };
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Reads the request head (bounded in size and time) and answers it. */
 static void serve(struct metrics *m, int fd)
 {
@@ -281,8 +267,8 @@ static void serve(struct metrics *m, int fd)
 	}
 	snprintf(head, sizeof(head), "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		 "Connection: close\r\n\r\n", status, type, strlen(text));
-	if (write_all(fd, head, strlen(head)) == 0)
-		write_all(fd, text, strlen(text));
+	if (cli_write_all(fd, head, strlen(head)) == 0)
+		cli_write_all(fd, text, strlen(text));
 	free(body);
 }
 

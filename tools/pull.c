@@ -551,10 +551,9 @@ out:
 /* Shared by pull and index: options, then each reference. */
 static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
 {
-	struct fetch_opts fo;
 	struct fetch_client *fc = NULL;
 	uint64_t chunk_size = INDEX_DEFAULT_CHUNK_SIZE;
-	int nrefs = 0, failed = 0, rc;
+	int nrefs = 0, failed = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strncmp(argv[i], "--chunk-size", 12) == 0 && (!argv[i][12] || argv[i][12] == '=')) {
@@ -585,14 +584,8 @@ static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
 	if (nrefs == 0)
 		return cli_usage(c, "%s needs at least one reference", c->cmd);
 	po->chunk_size = (uint32_t)chunk_size;
-	memset(&fo, 0, sizeof(fo));
-	fo.platform_os = "linux";
-	fo.platform_arch = fetch_host_arch();
-	fo.hosts_dir = c->hosts_dir;
-	fo.strict_cache = c->strict_cache;
-	rc = fetch_client_new(&fo, &fc);
-	if (rc < 0)
-		return cli_fail(c, "%s", strata_errmsg(rc));
+	if (cli_fetch_client(c, &fc))
+		return 1;
 	for (int i = 1; i <= nrefs; i++) {
 		if (pull_one(c, fc, argv[i], po))
 			failed = 1;

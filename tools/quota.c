@@ -88,22 +88,6 @@ static int load_index(struct store *s, const char *digest, struct index_layer **
 	return rc;
 }
 
-/* Adds every chunk and window digest of l to set. Returns 0 or -ENOMEM. */
-static int add_layer(struct dset *set, const struct index_layer *l)
-{
-	for (uint32_t i = 0; i < index_layer_nchunks(l); i++) {
-		if (dset_add(set, index_layer_chunk(l, i)->digest) < 0)
-			return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < index_layer_ncheckpoints(l); i++) {
-		const struct index_checkpoint *cp = index_layer_checkpoint(l, i);
-
-		if (cp->wlen > 0 && dset_add(set, cp->window) < 0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
 /* ---------------------------------------------------------------- eviction */
 
 struct cand {
@@ -337,7 +321,7 @@ int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 			continue;
 		}
 		if (rc == 0)
-			rc = add_layer(&kept, l);
+			rc = dset_add_layer(&kept, l);
 		index_layer_free(l);
 	}
 	if (rc == 0)
@@ -659,8 +643,7 @@ out:
 int cmd_pin(struct cli *c, int argc, char **argv)
 {
 	struct fetch_client *fc = c->fetch;
-	struct fetch_opts fo;
-	int failed = 0, rc;
+	int failed = 0;
 
 	if (argc < 2)
 		return cli_usage(c, "pin needs at least one reference");
@@ -669,14 +652,8 @@ int cmd_pin(struct cli *c, int argc, char **argv)
 			return cli_usage(c, "unknown option %s", argv[i]);
 	}
 	if (!c->fs) {
-		memset(&fo, 0, sizeof(fo));
-		fo.platform_os = "linux";
-		fo.platform_arch = fetch_host_arch();
-		fo.hosts_dir = c->hosts_dir;
-		fo.strict_cache = c->strict_cache;
-		rc = fetch_client_new(&fo, &fc);
-		if (rc < 0)
-			return cli_fail(c, "%s", strata_errmsg(rc));
+		if (cli_fetch_client(c, &fc))
+			return 1;
 	}
 	for (int i = 1; i < argc; i++)
 		failed |= pin_one(c, fc, argv[i]);

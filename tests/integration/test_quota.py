@@ -149,6 +149,19 @@ def test_quota_smaller_than_the_image(qenv, strata, store, mount):
     assert g["quota"]["bytes"] == quota and g["quota"]["low_water_bytes"] == quota * 90 // 100, g
 
 
+def read_b_then_evict(qenv, strata, store, m, b_path, what):
+    """Reads data/b.bin (byte-exact), which pushes the store over a 16 MiB quota, and waits for
+    the evictor to bring it under."""
+    assert bounded(m, lambda: hashlib.sha256(read_all(b_path)).hexdigest()) == \
+        qenv.files["data/b.bin"]["sha256"]
+
+    def evicted():
+        q = stats(strata)["quota"]
+        return q["evictions"] > 0 and du(store) <= 16 * MiB + SLACK, (du(store), q)
+
+    wait_for(evicted, what, m)
+
+
 def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
     """a.bin (first in the layer: the first chunks eviction would take) held open while reading
     b.bin pushes the store over a 16 MiB quota: eviction runs, a.bin's chunks stay (re-read without
@@ -161,14 +174,7 @@ def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
     try:
         data = bounded(m, lambda: os.pread(fd, 64 * MiB, 0))
         assert hashlib.sha256(data).hexdigest() == qenv.files["data/a.bin"]["sha256"]
-        assert bounded(m, lambda: hashlib.sha256(read_all(b_path)).hexdigest()) == \
-            qenv.files["data/b.bin"]["sha256"]
-
-        def evicted():
-            q = stats(strata)["quota"]
-            return q["evictions"] > 0 and du(store) <= 16 * MiB + SLACK, (du(store), q)
-
-        wait_for(evicted, "eviction with a.bin open", m)
+        read_b_then_evict(qenv, strata, store, m, b_path, "eviction with a.bin open")
         before = len(blob_gets(qenv))
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         again = bounded(m, lambda: os.pread(fd, 64 * MiB, 0))
@@ -206,14 +212,8 @@ def test_open_file_kept_across_takeover(qenv, strata_bin, strata, store, tmp_pat
             assert hashlib.sha256(data).hexdigest() == qenv.files["data/a.bin"]["sha256"]
             m2 = d.takeover(args=("--quota", "16M"))
             b_path = os.path.join(m2.layer(qenv.digest), "data/b.bin")
-            assert bounded(m2, lambda: hashlib.sha256(read_all(b_path)).hexdigest()) == \
-                qenv.files["data/b.bin"]["sha256"]
-
-            def evicted():
-                q = stats(strata)["quota"]
-                return q["evictions"] > 0 and du(store) <= 16 * MiB + SLACK, (du(store), q)
-
-            wait_for(evicted, "eviction with a.bin open across a takeover", m2)
+            read_b_then_evict(qenv, strata, store, m2, b_path,
+                              "eviction with a.bin open across a takeover")
             before = len(blob_gets(qenv))
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             assert bounded(m2, lambda: os.pread(fd, 64 * MiB, 0)) == data
