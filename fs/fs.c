@@ -269,6 +269,13 @@ struct fs {
 	int bg_wanted, bg_started;
 	volatile int bg_stop;
 	uint64_t bg_limit;         /* store size background completion stays under; 0 = none (atomic) */
+	pthread_mutex_t w_mu;      /* the chunk writer's queue */
+	pthread_cond_t w_cv, w_idle;
+	struct wchunk *w_head, *w_tail; /* verified chunks to store, oldest first; protected by w_mu */
+	uint64_t w_bytes;          /* protected by w_mu */
+	int w_stop;                /* protected by w_mu */
+	int w_started;
+	pthread_t w_thread;
 	struct fs_streamer *streamer; /* streams pending layers; NULL without fetch */
 	int read_timeout_ms;
 	pthread_mutex_t dh_mu;
@@ -285,6 +292,7 @@ struct fs {
 
 static void layer_touch(struct fs *f, struct fs_layer *l);
 static void store_full(struct fs *f, int full);
+static int chunk_local(struct fs *f, const uint8_t digest[32]);
 static int open_count(struct fs *f, fuse_ino_t ino, int delta);
 
 static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
@@ -964,14 +972,14 @@ static void miss_range(struct fs *f, const struct index_layer *idx, const struct
 
 		if (index_layer_span(idx, p->offset, p->offset + p->size, &ps) == 0 &&
 		    index_layer_span(idx, a->offset, a->offset + a->size, &cs) == 0 &&
-		    ps.cend > cs.cstart + BACK_OVERLAP && store_chunk_has(f->store, p->digest) == 0)
+		    ps.cend > cs.cstart + BACK_OVERLAP && chunk_local(f, p->digest) == 0)
 			a = p;
 	}
 	/* extend over the following chunks that are not stored yet */
 	while (last + 1 < in->count && last + 1 < ci + READAHEAD_CHUNKS &&
 	       index_layer_chunk(idx, in->first + last + 1)->offset + index_layer_chunk_size(idx) - a->offset <=
 		       READAHEAD_BYTES &&
-	       store_chunk_has(f->store, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
+	       chunk_local(f, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
 		last++;
 	*uoff = a->offset;
 	*uend = index_layer_chunk(idx, in->first + last)->offset +
@@ -1043,6 +1051,191 @@ static void store_full(struct fs *f, int full)
 	else
 		strata_log(LOG_NOTICE, "store %s has space again: caching fetched chunks",
 			   store_dir(f->store));
+}
+
+/* ---------------------------------------------------------------- chunk writer */
+
+/*
+ * A read stores the chunks a span yields through a queue that one writer thread drains: the zstd
+ * compression and RocksDB write of every decoded chunk stay off the read's path. The queue is
+ * bounded (WRITE_QUEUE_BYTES; past it chunks are stored on the read's thread) and searched by
+ * lookups, so a queued chunk counts as local. fs_free drains it before the store closes.
+ */
+#define WRITE_QUEUE_BYTES (32u << 20)
+
+struct wchunk {
+	struct wchunk *next;
+	uint8_t digest[32];
+	size_t len;
+	uint8_t data[];
+};
+
+/* Set on threads that must see their chunks stored when fetch_span returns (pin). */
+static _Thread_local int tl_sync_store;
+
+/* Queues a verified chunk for the writer. Returns 1 when queued, 0 when the caller must store it
+ * (no writer, queue full, no memory). */
+static int writer_queue(struct fs *f, const uint8_t digest[32], const uint8_t *data, size_t len)
+{
+	struct wchunk *w;
+
+	if (!f->w_started || tl_sync_store)
+		return 0;
+	pthread_mutex_lock(&f->w_mu);
+	if (f->w_stop || f->w_bytes + len > WRITE_QUEUE_BYTES) {
+		pthread_mutex_unlock(&f->w_mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&f->w_mu);
+	w = malloc(sizeof(*w) + len);
+	if (!w)
+		return 0;
+	w->next = NULL;
+	memcpy(w->digest, digest, 32);
+	w->len = len;
+	memcpy(w->data, data, len);
+	pthread_mutex_lock(&f->w_mu);
+	if (f->w_tail)
+		f->w_tail->next = w;
+	else
+		f->w_head = w;
+	f->w_tail = w;
+	f->w_bytes += len;
+	pthread_cond_signal(&f->w_cv);
+	pthread_mutex_unlock(&f->w_mu);
+	return 1;
+}
+
+/* Copies a queued chunk into buf. Returns its length, -ENOENT when not queued, -ENOBUFS. */
+static ssize_t writer_get(struct fs *f, const uint8_t digest[32], void *buf, size_t cap)
+{
+	ssize_t n = -ENOENT;
+
+	if (!f->w_started)
+		return n;
+	pthread_mutex_lock(&f->w_mu);
+	for (struct wchunk *w = f->w_head; w; w = w->next) {
+		if (memcmp(w->digest, digest, 32) == 0) {
+			n = w->len > cap ? -ENOBUFS : (ssize_t)w->len;
+			if (n > 0)
+				memcpy(buf, w->data, w->len);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->w_mu);
+	return n;
+}
+
+static int writer_has(struct fs *f, const uint8_t digest[32])
+{
+	int found = 0;
+
+	if (!f->w_started)
+		return 0;
+	pthread_mutex_lock(&f->w_mu);
+	for (struct wchunk *w = f->w_head; w && !found; w = w->next)
+		found = memcmp(w->digest, digest, 32) == 0;
+	pthread_mutex_unlock(&f->w_mu);
+	return found;
+}
+
+/* Waits until every queued chunk has been written (or failed). */
+static void writer_drain(struct fs *f)
+{
+	if (!f->w_started)
+		return;
+	pthread_mutex_lock(&f->w_mu);
+	while (f->w_head)
+		pthread_cond_wait(&f->w_idle, &f->w_mu);
+	pthread_mutex_unlock(&f->w_mu);
+}
+
+static void *writer_main(void *arg)
+{
+	struct fs *f = arg;
+	int warned = 0;
+
+	pthread_mutex_lock(&f->w_mu);
+	for (;;) {
+		struct wchunk *w;
+		int put;
+
+		while (!f->w_head && !f->w_stop)
+			pthread_cond_wait(&f->w_cv, &f->w_mu);
+		if (!f->w_head)
+			break; /* stopping, and drained */
+		w = f->w_head; /* stays queued (found by lookups) until written */
+		pthread_mutex_unlock(&f->w_mu);
+		put = store_chunk_put(f->store, w->digest, w->data, w->len);
+		if (put == -ENOSPC) {
+			store_full(f, 1);
+		} else if (put < 0) {
+			if (!warned++)
+				strata_log(LOG_ERR, "store %s: writing fetched chunks: %s (they are "
+					   "fetched again when read)", store_dir(f->store),
+					   strata_errmsg(put));
+		} else {
+			warned = 0;
+			if (put > 0)
+				store_full(f, 0);
+		}
+		strata_err_clear();
+		pthread_mutex_lock(&f->w_mu);
+		f->w_head = w->next;
+		if (!f->w_head) {
+			f->w_tail = NULL;
+			pthread_cond_broadcast(&f->w_idle);
+		}
+		f->w_bytes -= w->len;
+		free(w);
+	}
+	pthread_mutex_unlock(&f->w_mu);
+	return NULL;
+}
+
+static void writer_start(struct fs *f)
+{
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	f->w_started = pthread_create(&f->w_thread, NULL, writer_main, f) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!f->w_started)
+		strata_log(LOG_WARNING, "no chunk writer thread: reads store their chunks themselves");
+}
+
+/* Stops the writer after it wrote everything queued. */
+static void writer_stop(struct fs *f)
+{
+	if (!f->w_started)
+		return;
+	pthread_mutex_lock(&f->w_mu);
+	f->w_stop = 1;
+	pthread_cond_signal(&f->w_cv);
+	pthread_mutex_unlock(&f->w_mu);
+	pthread_join(f->w_thread, NULL);
+	f->w_started = 0;
+}
+
+/* 1 when the chunk is in the store, after the writer wrote it if it was queued; 0 when not. */
+static int stored_now(struct fs *f, const uint8_t digest[32])
+{
+	int rc = store_chunk_has(f->store, digest);
+
+	if (rc == 0 && writer_has(f, digest)) {
+		writer_drain(f);
+		rc = store_chunk_has(f->store, digest);
+	}
+	return rc;
+}
+
+/* 1 when the chunk is stored or queued to be, 0 when not, negative errno. */
+static int chunk_local(struct fs *f, const uint8_t digest[32])
+{
+	int rc = store_chunk_has(f->store, digest);
+
+	return rc == 0 && writer_has(f, digest) ? 1 : rc;
 }
 
 /* Puts a verified chunk into the decoded-chunk cache (unreferenced: it may be trimmed). */
@@ -1130,7 +1323,8 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 				continue;
 			}
 		}
-		put = store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
+		put = writer_queue(f, o->digest, plain + (o->offset - dec_start), o->size) ? 0 :
+		      store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
 		if (put == -ENOSPC) {
 			/* Serve the verified bytes without storing them. */
 			store_full(f, 1);
@@ -1215,7 +1409,7 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_ino
 		if (--in->refs == 0)
 			free(in);
 		pthread_mutex_unlock(&f->inflight_mu);
-		if (store_chunk_has(f->store, c->digest) == 1)
+		if (chunk_local(f, c->digest) == 1)
 			return 0;
 		if (rc < 0)
 			return rc; /* that fetch failed: do not retry at once on this reader's behalf */
@@ -1348,6 +1542,8 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 		return -ENOMEM;
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(f->store, c->digest, e->data, c->size);
+	if (n == -ENOENT)
+		n = writer_get(f, c->digest, e->data, c->size); /* fetched, not written yet */
 	if (n >= 0)
 		count_read(&read_stats.store_hits);
 	/* Twice at most: a full store hands fetched chunks over in the cache only, which may trim
@@ -1373,6 +1569,8 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 				return 0;
 			}
 			n = store_chunk_get(f->store, c->digest, e->data, c->size);
+			if (n == -ENOENT)
+				n = writer_get(f, c->digest, e->data, c->size);
 		}
 		count_read(&read_stats.fetched);
 		count_read(&read_stats.fetch_us[latency_bucket(mono_us() - t0)]);
@@ -1447,7 +1645,7 @@ static int bg_layer(struct fs *f, struct fs_layer *l)
 			const struct index_chunk *c = index_layer_chunk(l->idx, in->first + ci);
 			int rc;
 
-			if (store_chunk_has(f->store, c->digest) != 0)
+			if (chunk_local(f, c->digest) != 0)
 				continue;
 			bg_yield(f);
 			rc = fetch_shared(f, l, in, ci);
@@ -2167,6 +2365,9 @@ static int fs_create(struct store *store, const struct fs_opts *opts, const char
 		f->dh_next = ((uint64_t)getpid() << 40) ^ (uint64_t)f->start.tv_nsec;
 	f->dh_next = (f->dh_next >> 1) | 1; /* counts up without wrapping to 0 */
 	pthread_mutex_init(&f->open_mu, NULL);
+	pthread_mutex_init(&f->w_mu, NULL);
+	pthread_cond_init(&f->w_cv, NULL);
+	pthread_cond_init(&f->w_idle, NULL);
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
 	f->mountpoint = strdup(real);
 	f->source = strdup(opts->source ? opts->source : "strata");
@@ -2347,6 +2548,8 @@ int fs_run(struct fs *f)
 			strata_log(LOG_ERR, "cannot start the background completion thread");
 	}
 
+	if (f->fetch && !f->w_started)
+		writer_start(f);
 	if (f->fetch && !f->streamer) {
 		rc = fs_streamer_start(f->store, f->fetch, 2, f->read_timeout_ms, &f->streamer);
 		if (rc < 0)
@@ -2389,6 +2592,7 @@ void fs_free(struct fs *f)
 		pthread_join(f->bg_thread, NULL);
 	}
 	fs_streamer_stop(f->streamer);
+	writer_stop(f); /* writes what is queued: before the caller closes the store */
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);
@@ -2422,6 +2626,9 @@ void fs_free(struct fs *f)
 	pthread_mutex_destroy(&f->inflight_mu);
 	pthread_cond_destroy(&f->inflight_cv);
 	pthread_mutex_destroy(&f->open_mu);
+	pthread_mutex_destroy(&f->w_mu);
+	pthread_cond_destroy(&f->w_cv);
+	pthread_cond_destroy(&f->w_idle);
 	free(f->opens);
 	free(f->mountpoint);
 	free(f);
@@ -2531,6 +2738,9 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		pthread_mutex_init(&tmp->inflight_mu, NULL);
 		pthread_cond_init(&tmp->inflight_cv, NULL);
 		pthread_mutex_init(&tmp->open_mu, NULL);
+		pthread_mutex_init(&tmp->w_mu, NULL);
+		pthread_cond_init(&tmp->w_cv, NULL);
+		pthread_cond_init(&tmp->w_idle, NULL);
 		tmp->store = store;
 		tmp->fetch = fc;
 		if (cache_init(&tmp->cache, 16ull << 20) < 0) {
@@ -2539,6 +2749,10 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		}
 		f = tmp;
 	}
+	/* A pin checks that each chunk is stored: this thread stores its own chunks, and what the
+	 * writer holds for readers is written first. */
+	tl_sync_store = 1;
+	writer_drain(f);
 	rc = layer_load(f, digest, &l);
 	if (rc < 0)
 		goto out;
@@ -2558,13 +2772,13 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 				rc = -ECANCELED;
 				break;
 			}
-			rc = store_chunk_has(f->store, c->digest);
+			rc = stored_now(f, c->digest);
 			if (rc == 0) {
 				if (!f->fetch || !l->src)
 					rc = strata_err(EIO, "layer %s has no source to fetch from", digest);
 				else
 					rc = fetch_shared(f, l, in, ci);
-				if (rc == 0 && store_chunk_has(f->store, c->digest) != 1)
+				if (rc == 0 && stored_now(f, c->digest) != 1)
 					rc = __atomic_load_n(&f->store_full, __ATOMIC_RELAXED) ?
 						     strata_err(ENOSPC, "store %s is full", store_dir(f->store)) :
 						     strata_err(EIO, "a fetched chunk of %s was not stored", digest);
@@ -2595,6 +2809,7 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 			rc = strata_err(ENOSPC, "store %s is full", store_dir(f->store));
 	}
 out:
+	tl_sync_store = 0;
 	fs_free(tmp);
 	return rc;
 }
