@@ -421,9 +421,19 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	size_t len = 0;
 	int rc;
 
-	*out = layer_get_digest(f, digest);
-	if (*out)
-		return 0;
+	/* Loaded, and its seq still names this digest in the store (a layer removed and stored
+	 * again has a new seq): a small read instead of the layer's record. */
+	l = layer_get_digest(f, digest);
+	if (l) {
+		char now[STORE_DIGEST_LEN];
+
+		if (store_layer_by_seq(f->store, l->seq, now) == 0 && strcmp(now, digest) == 0) {
+			*out = l;
+			return 0;
+		}
+		layer_put(f, l);
+		strata_err_clear();
+	}
 	/* Only the record's description first (not its index): is it loaded under its seq? */
 	rc = store_layer_get(f->store, digest, &info, NULL, NULL);
 	if (rc < 0)
