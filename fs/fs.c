@@ -421,6 +421,7 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	size_t len = 0;
 	int rc;
 
+	*out = NULL;
 	/* Loaded, and its seq still names this digest in the store (a layer removed and stored
 	 * again has a new seq): a small read instead of the layer's record. */
 	l = layer_get_digest(f, digest);
