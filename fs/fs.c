@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -283,6 +284,7 @@ struct fs {
 				     (write side), read atomically */
 	uint64_t layers_max;      /* the cap on layers_bytes */
 	uint64_t layer_tick;      /* use clock for the LRU choice (atomic) */
+	int64_t layer_trimmed;    /* second of the last malloc_trim after unloads (atomic) */
 	struct chunk_cache cache;
 	struct fetch_client *fetch;
 	pthread_mutex_t inflight_mu;
@@ -366,6 +368,15 @@ static void layer_trim(struct fs *f)
 
 		layer_destroy(gone);
 		gone = next;
+	}
+	if (n) {
+		/* A freed index (megabytes) stays in the freeing thread's malloc arena, and every FUSE
+		 * thread has one: give it back, at most once a second (bench/store: a cap smaller
+		 * than one layer kept 21 MiB more resident without this). */
+		int64_t now = (int64_t)time(NULL);
+
+		if (__atomic_exchange_n(&f->layer_trimmed, now, __ATOMIC_RELAXED) != now)
+			malloc_trim(0);
 	}
 }
 
