@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -199,6 +200,20 @@ static void cache_destroy(struct chunk_cache *c)
 
 /* ---------------------------------------------------------------- layers */
 
+/*
+ * Decoded layer indexes are a cache: a layer is loaded (decoded from the store) on demand and, once
+ * the decoded indexes pass the cap (fs_opts.index_cache_bytes), the least recently used layers
+ * that no request is using are unloaded. Its inode numbers stay valid: they carry the layer's
+ * store seq, from which layer_of() loads it again.
+ *
+ * Every struct fs_layer * is a reference: layer_get_seq(), layer_load(), layer_load_wait() and
+ * layer_of() return one, and its user gives it back with layer_put() when done (a FUSE handler
+ * before or right after it replies; nothing keeps one past its request). References are taken
+ * only under layers_lock (read side) and a layer is unloaded only under the write side with no
+ * reference on it, so a referenced layer is never freed; layer_put() is a lock-free atomic
+ * decrement that trims the cache only while it is over its cap. Open files do not pin their
+ * layer: a read of an unloaded layer loads it again.
+ */
 struct fs_layer {
 	struct index_layer *idx;
 	uint32_t seq;
@@ -207,7 +222,14 @@ struct fs_layer {
 	char windows[STORE_DIGEST_LEN];    /* index artifact windows blob, or "" */
 	int warned;                        /* a fetch failure was logged (log once per layer) */
 	uint64_t touched;                  /* last access second passed to the store (atomic) */
+	int refs;                          /* references (atomic; taken under layers_lock) */
+	uint64_t used;                     /* fs.layer_tick at the last reference (atomic) */
+	size_t bytes;                      /* memory held: the decoded index and this struct */
+	struct fs_layer *gone;             /* unloaded, to be freed; layer_trim()'s own list */
 };
+
+/* The decoded-index cache of the process's fs (one per process), for fs_index_stats_get. */
+static struct fs_index_stats index_stats;
 
 /* An inode open on the mount, and how many times. */
 struct open_ino {
@@ -256,9 +278,13 @@ struct fs {
 	unsigned max_threads;
 	struct timespec start;
 	pthread_rwlock_t layers_lock;
-	struct fs_layer **layers; /* indexed by seq; protected by layers_lock; entries never freed
-				     while mounted */
+	struct fs_layer **layers; /* loaded layers, indexed by seq; protected by layers_lock */
 	size_t layers_cap;        /* protected by layers_lock */
+	uint64_t layers_bytes;    /* fs_layer.bytes of the loaded layers; written under layers_lock
+				     (write side), read atomically */
+	uint64_t layers_max;      /* the cap on layers_bytes */
+	uint64_t layer_tick;      /* use clock for the LRU choice (atomic) */
+	int64_t layer_trimmed;    /* second of the last malloc_trim after unloads (atomic) */
 	struct chunk_cache cache;
 	struct fetch_client *fetch;
 	pthread_mutex_t inflight_mu;
@@ -295,18 +321,117 @@ static void store_full(struct fs *f, int full);
 static int chunk_local(struct fs *f, const uint8_t digest[32]);
 static int open_count(struct fs *f, fuse_ino_t ino, int delta);
 
-static struct fs_layer *layer_peek(struct fs *f, uint32_t seq)
+static void layer_destroy(struct fs_layer *l)
+{
+	index_layer_free(l->idx);
+	fetch_ref_free(l->src);
+	free(l);
+}
+
+/* Takes a reference on l. Caller holds layers_lock (either side). */
+static struct fs_layer *layer_ref_locked(struct fs *f, struct fs_layer *l)
+{
+	__atomic_add_fetch(&l->refs, 1, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&l->used, __atomic_add_fetch(&f->layer_tick, 1, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
+	return l;
+}
+
+/*
+ * Unloads the least recently used layers that have no reference until the loaded ones fit the cap
+ * (or only referenced ones are left). Takes layers_lock (write side); frees outside it.
+ */
+static void layer_trim(struct fs *f)
+{
+	struct fs_layer *gone = NULL;
+	uint64_t n = 0;
+
+	pthread_rwlock_wrlock(&f->layers_lock);
+	while (f->layers_bytes > f->layers_max) {
+		struct fs_layer *victim = NULL;
+
+		for (size_t i = 0; i < f->layers_cap; i++) {
+			struct fs_layer *l = f->layers[i];
+
+			/* No reference can be taken meanwhile: that needs the read side. */
+			if (l && __atomic_load_n(&l->refs, __ATOMIC_SEQ_CST) == 0 &&
+			    (!victim || l->used < victim->used))
+				victim = l;
+		}
+		if (!victim)
+			break;
+		f->layers[victim->seq] = NULL;
+		__atomic_store_n(&f->layers_bytes, f->layers_bytes - victim->bytes, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&index_stats.bytes, victim->bytes, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
+		victim->gone = gone;
+		gone = victim;
+		n++;
+	}
+	pthread_rwlock_unlock(&f->layers_lock);
+	if (n)
+		__atomic_add_fetch(&index_stats.unloads, n, __ATOMIC_RELAXED);
+	while (gone) {
+		struct fs_layer *next = gone->gone;
+
+		layer_destroy(gone);
+		gone = next;
+	}
+	if (n) {
+		/* A freed index (megabytes) stays in the freeing thread's malloc arena, and every FUSE
+		 * thread has one: give it back, at most once a second (bench/store: a cap smaller
+		 * than one layer kept 21 MiB more resident without this). */
+		int64_t now = (int64_t)time(NULL);
+
+		if (__atomic_exchange_n(&f->layer_trimmed, now, __ATOMIC_RELAXED) != now)
+			malloc_trim(0);
+	}
+}
+
+/* Gives back a reference from layer_get_seq/layer_load/layer_of (NULL ok). l may be unloaded
+ * from then on. */
+static void layer_put(struct fs *f, struct fs_layer *l)
+{
+	if (!l)
+		return;
+	assert(__atomic_load_n(&l->refs, __ATOMIC_RELAXED) > 0);
+	/* (sequentially consistent with layer_load's update: one of the two trims) */
+	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_SEQ_CST) == 0 &&
+	    __atomic_load_n(&f->layers_bytes, __ATOMIC_SEQ_CST) > f->layers_max)
+		layer_trim(f);
+}
+
+/* Returns the loaded layer seq, referenced (layer_put), or NULL when it is not loaded. */
+static struct fs_layer *layer_get_seq(struct fs *f, uint32_t seq)
 {
 	struct fs_layer *l = NULL;
 
 	pthread_rwlock_rdlock(&f->layers_lock);
-	if (seq < f->layers_cap)
-		l = f->layers[seq];
+	if (seq < f->layers_cap && f->layers[seq])
+		l = layer_ref_locked(f, f->layers[seq]);
 	pthread_rwlock_unlock(&f->layers_lock);
 	return l;
 }
 
-/* Loads the layer with this digest from the store (or returns the loaded one). */
+/* Returns the loaded layer with this digest, referenced, or NULL. Scans the loaded layers (the
+ * cap keeps them few): cheaper than reading the layer's record from the store. */
+static struct fs_layer *layer_get_digest(struct fs *f, const char *digest)
+{
+	struct fs_layer *l = NULL;
+
+	pthread_rwlock_rdlock(&f->layers_lock);
+	for (size_t i = 0; i < f->layers_cap; i++) {
+		if (f->layers[i] && strcmp(f->layers[i]->digest, digest) == 0) {
+			l = layer_ref_locked(f, f->layers[i]);
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&f->layers_lock);
+	return l;
+}
+
+/* Loads the layer with this digest from the store (or returns the loaded one). On success *out is
+ * referenced: give it back with layer_put(). */
 static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 {
 	struct store_layer info;
@@ -315,14 +440,27 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	size_t len = 0;
 	int rc;
 
+	*out = NULL;
+	/* Loaded, and its seq still names this digest in the store (a layer removed and stored
+	 * again has a new seq): a small read instead of the layer's record. */
+	l = layer_get_digest(f, digest);
+	if (l) {
+		char now[STORE_DIGEST_LEN];
+
+		if (store_layer_by_seq(f->store, l->seq, now) == 0 && strcmp(now, digest) == 0) {
+			*out = l;
+			return 0;
+		}
+		layer_put(f, l);
+		strata_err_clear();
+	}
+	/* Only the record's description first (not its index): is it loaded under its seq? */
 	rc = store_layer_get(f->store, digest, &info, NULL, NULL);
 	if (rc < 0)
 		return rc;
-	l = layer_peek(f, info.seq);
-	if (l) {
-		*out = l;
+	*out = layer_get_seq(f, info.seq);
+	if (*out)
 		return 0;
-	}
 	rc = store_layer_get(f->store, digest, &info, &buf, &len);
 	if (rc < 0)
 		return rc;
@@ -339,6 +477,7 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 		return rc;
 	}
 	l->seq = info.seq;
+	l->bytes = sizeof(*l) + index_layer_mem_size(l->idx);
 	snprintf(l->digest, sizeof(l->digest), "%s", digest);
 	snprintf(l->windows, sizeof(l->windows), "%s", info.windows);
 	if (info.source[0] && fetch_ref_parse(info.source, &l->src) < 0) {
@@ -357,9 +496,7 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 		nl = realloc(f->layers, ncap * sizeof(*nl));
 		if (!nl) {
 			pthread_rwlock_unlock(&f->layers_lock);
-			index_layer_free(l->idx);
-			fetch_ref_free(l->src);
-			free(l);
+			layer_destroy(l);
 			return -ENOMEM;
 		}
 		memset(nl + f->layers_cap, 0, (ncap - f->layers_cap) * sizeof(*nl));
@@ -367,14 +504,21 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 		f->layers_cap = ncap;
 	}
 	if (f->layers[info.seq]) {
-		index_layer_free(l->idx);
-		fetch_ref_free(l->src);
-		free(l);
-	} else {
-		f->layers[info.seq] = l;
+		/* another request loaded it meanwhile */
+		*out = layer_ref_locked(f, f->layers[info.seq]);
+		pthread_rwlock_unlock(&f->layers_lock);
+		layer_destroy(l);
+		return 0;
 	}
-	*out = f->layers[info.seq];
+	f->layers[info.seq] = l;
+	*out = layer_ref_locked(f, l);
+	__atomic_store_n(&f->layers_bytes, f->layers_bytes + l->bytes, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&index_stats.bytes, l->bytes, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&index_stats.loads, 1, __ATOMIC_RELAXED);
 	pthread_rwlock_unlock(&f->layers_lock);
+	if (__atomic_load_n(&f->layers_bytes, __ATOMIC_SEQ_CST) > f->layers_max)
+		layer_trim(f); /* never this one: it is referenced */
 	return 0;
 }
 
@@ -392,7 +536,8 @@ static int layer_load_wait(struct fs *f, const char *digest, struct fs_layer **o
 	return rc;
 }
 
-/* Finds the layer for an inode number, loading it by seq if this process has not yet. */
+/* Finds the layer for an inode number, loading it by seq when it is not loaded. On success *out is
+ * referenced (layer_put) and *node is the inode's number in the layer's index. */
 static int layer_of(struct fs *f, fuse_ino_t ino, struct fs_layer **out, uint32_t *node)
 {
 	uint32_t seq = (uint32_t)(ino >> 32);
@@ -400,9 +545,10 @@ static int layer_of(struct fs *f, fuse_ino_t ino, struct fs_layer **out, uint32_
 	struct fs_layer *l;
 	int rc;
 
+	*out = NULL;
 	if (seq == 0)
 		return -ENOENT;
-	l = layer_peek(f, seq);
+	l = layer_get_seq(f, seq);
 	if (!l) {
 		rc = store_layer_by_seq(f->store, seq, digest);
 		if (rc < 0)
@@ -411,8 +557,11 @@ static int layer_of(struct fs *f, fuse_ino_t ino, struct fs_layer **out, uint32_
 		if (rc < 0)
 			return rc;
 	}
-	if ((uint32_t)ino >= index_layer_ninodes(l->idx))
+	/* (a layer removed and stored again has a new seq: the old numbers are stale) */
+	if (l->seq != seq || (uint32_t)ino >= index_layer_ninodes(l->idx)) {
+		layer_put(f, l);
 		return -ESTALE;
+	}
 	*out = l;
 	*node = (uint32_t)ino;
 	return 0;
@@ -475,6 +624,7 @@ static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeo
 	if (rc < 0)
 		return rc;
 	node_stat(l, node, st);
+	layer_put(f, l);
 	*timeout = CONTENT_TIMEOUT;
 	return 0;
 }
@@ -483,7 +633,7 @@ static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeo
 
 static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
 {
-	struct fs_layer *l;
+	struct fs_layer *l = NULL;
 	uint32_t node;
 	int64_t child;
 	int rc;
@@ -493,25 +643,34 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 		if (strcmp(name, LAYERS_NAME) != 0)
 			return -ENOENT;
 		e->ino = INO_LAYERS;
-	} else if (parent == INO_LAYERS) {
+		rc = any_stat(f, e->ino, &e->attr, &e->attr_timeout);
+		e->entry_timeout = e->attr_timeout;
+		return rc;
+	}
+	if (parent == INO_LAYERS) {
 		if (strncmp(name, "sha256:", 7) != 0 || strlen(name) != 71)
 			return -ENOENT;
 		rc = layer_load_wait(f, name, &l);
 		if (rc < 0)
 			return rc == -ENOENT ? -ENOENT : rc;
-		e->ino = layer_ino(l, 0);
+		child = 0;
 	} else {
 		rc = layer_of(f, parent, &l, &node);
 		if (rc < 0)
 			return rc;
 		child = index_layer_lookup(l->idx, node, name, strlen(name));
-		if (child < 0)
+		if (child < 0) {
+			layer_put(f, l);
 			return (int)child;
-		e->ino = layer_ino(l, (uint32_t)child);
+		}
 	}
-	rc = any_stat(f, e->ino, &e->attr, &e->attr_timeout);
+	/* stat through the reference held: the layer is not loaded twice */
+	e->ino = layer_ino(l, (uint32_t)child);
+	node_stat(l, (uint32_t)child, &e->attr);
+	e->attr_timeout = CONTENT_TIMEOUT;
 	e->entry_timeout = e->attr_timeout;
-	return rc;
+	layer_put(f, l);
+	return 0;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -547,6 +706,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct fs_layer *l;
 	uint32_t node;
 	char *target;
+	int link;
 	int rc = layer_of(f, ino, &l, &node);
 
 	if (rc < 0) {
@@ -554,11 +714,13 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		return;
 	}
 	in = index_layer_inode(l->idx, node);
-	if (!S_ISLNK(in->mode)) {
+	link = S_ISLNK(in->mode);
+	target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
+	layer_put(f, l); /* in is gone from here on */
+	if (!link) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	target = strndup(index_layer_str(l->idx, in->first), in->size);
 	if (!target) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -586,6 +748,18 @@ static int collect_layer_cb(void *ctx, const struct store_layer *sl)
 	d->names = nn;
 	snprintf(d->names[d->n++], STORE_DIGEST_LEN, "%s", sl->digest);
 	return 0;
+}
+
+/* collect_layer_cb for a layer not in the list yet. */
+static int collect_new_layer_cb(void *ctx, const struct store_layer *sl)
+{
+	struct digest_list *d = ctx;
+
+	for (size_t i = 0; i < d->n; i++) {
+		if (strcmp(d->names[i], sl->digest) == 0)
+			return 0;
+	}
+	return collect_layer_cb(ctx, sl);
 }
 
 /*
@@ -623,10 +797,12 @@ static struct dir_handle *dh_get(struct fs *f, uint64_t fh, int create, int *err
 		return NULL;
 	}
 	h->fh = fh;
-	/* Pending layers too: their entries wait until they have streamed. */
-	rc = store_layer_list(f->store, collect_layer_cb, &h->list);
-	if (rc == 0 && f->streamer)
-		rc = store_pending_list(f->store, collect_layer_cb, &h->list);
+	/* Pending layers too (their entries wait until they have streamed), listed first: a layer
+	 * that finishes in between (its record and the end of its pending record are one write) is
+	 * then in both lists, never in neither. */
+	rc = f->streamer ? store_pending_list(f->store, collect_layer_cb, &h->list) : 0;
+	if (rc == 0)
+		rc = store_layer_list(f->store, collect_new_layer_cb, &h->list);
 	if (rc < 0) {
 		free(h->list.names);
 		free(h);
@@ -705,15 +881,16 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 /*
  * The idx-th entry of directory ino (0 ".", 1 "..", then children). Returns 1 and fills name/child,
- * 0 past the end, negative errno on error. name must hold NAME_MAX + 1 bytes.
+ * 0 past the end, negative errno on error. name must hold NAME_MAX + 1 bytes. dl is ino's layer
+ * (referenced by the caller) for a directory inside a layer. For an entry of layers/, *cl is set
+ * to the child's layer, referenced (layer_put); otherwise it is left NULL.
  */
-static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, off_t idx, char *name,
-		     fuse_ino_t *child)
+static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct fs_layer *dl,
+		     uint32_t node, off_t idx, char *name, fuse_ino_t *child, struct fs_layer **cl)
 {
-	struct fs_layer *l;
-	uint32_t node;
 	int rc;
 
+	*cl = NULL;
 	if (idx < 2) {
 		strcpy(name, idx == 0 ? "." : "..");
 		*child = ino; /* the kernel does not use the ".." inode number */
@@ -731,29 +908,39 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, off_t 
 		if (!d || (size_t)idx >= d->n)
 			return 0;
 		strcpy(name, d->names[idx]);
-		rc = layer_load_wait(f, name, &l);
+		rc = layer_load_wait(f, name, cl);
 		if (rc < 0)
 			return rc;
-		*child = layer_ino(l, 0);
+		*child = layer_ino(*cl, 0);
 		return 1;
 	}
-	rc = layer_of(f, ino, &l, &node);
-	if (rc < 0)
-		return rc;
 	{
-		const struct index_inode *in = index_layer_inode(l->idx, node);
+		const struct index_inode *in = index_layer_inode(dl->idx, node);
 		const struct index_dirent *de;
 
 		if ((uint64_t)idx >= in->count)
 			return 0;
-		de = index_layer_dirent(l->idx, in->first + (uint32_t)idx);
+		de = index_layer_dirent(dl->idx, in->first + (uint32_t)idx);
 		if (de->name_len > NAME_MAX)
 			return -ENAMETOOLONG;
-		memcpy(name, index_layer_str(l->idx, de->name_off), de->name_len);
+		memcpy(name, index_layer_str(dl->idx, de->name_off), de->name_len);
 		name[de->name_len] = '\0';
-		*child = layer_ino(l, de->ino);
+		*child = layer_ino(dl, de->ino);
 	}
 	return 1;
+}
+
+/* Attributes of a child listed by dir_entry: from the layer it was found through (cl for an entry
+ * of layers/, else dl, the directory's), without loading anything. */
+static void entry_stat(struct fs *f, fuse_ino_t child, struct fs_layer *dl, struct fs_layer *cl,
+		       struct stat *st, double *timeout)
+{
+	if (child <= INO_LAYERS) {
+		any_stat(f, child, st, timeout); /* cannot fail */
+		return;
+	}
+	node_stat(cl ? cl : dl, (uint32_t)child, st);
+	*timeout = CONTENT_TIMEOUT;
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -761,6 +948,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *f = fuse_req_userdata(req);
 	struct digest_list *d = NULL;
+	struct fs_layer *dl = NULL;
+	uint32_t node = 0;
 	char *buf;
 	char name[NAME_MAX + 1];
 	size_t used = 0;
@@ -774,17 +963,26 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			return;
 		}
 		d = &h->list;
+	} else if (ino != INO_ROOT) {
+		/* one reference for the whole request: every entry is in this layer */
+		rc = layer_of(f, ino, &dl, &node);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
 	buf = malloc(size);
 	if (!buf) {
+		layer_put(f, dl);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	for (off_t idx = off;; idx++) {
+		struct fs_layer *cl;
 		fuse_ino_t child;
 		size_t need;
 
-		rc = dir_entry(f, ino, d, idx, name, &child);
+		rc = dir_entry(f, ino, d, dl, node, idx, name, &child, &cl);
 		if (rc <= 0)
 			break;
 		if (plus) {
@@ -796,9 +994,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				e.attr.st_mode = S_IFDIR;
 			} else {
 				e.ino = child;
-				rc = any_stat(f, child, &e.attr, &e.attr_timeout);
-				if (rc < 0)
-					break;
+				entry_stat(f, child, dl, cl, &e.attr, &e.attr_timeout);
 				e.entry_timeout = e.attr_timeout;
 			}
 			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, idx + 1);
@@ -812,18 +1008,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			} else {
 				double t;
 
-				rc = any_stat(f, child, &st, &t);
-				if (rc < 0)
-					break;
+				entry_stat(f, child, dl, cl, &st, &t);
 			}
 			need = fuse_add_direntry(req, buf + used, size - used, name, &st, idx + 1);
 		}
+		layer_put(f, cl);
 		if (need > size - used) {
 			rc = 0;
 			break;
 		}
 		used += need;
 	}
+	layer_put(f, dl);
 	if (rc < 0 && used == 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -866,15 +1062,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (S_ISDIR(index_layer_inode(l->idx, node)->mode)) {
+		layer_put(f, l);
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
+	layer_touch(f, l);
+	layer_put(f, l);
 	rc = open_count(f, ino, 1);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	layer_touch(f, l);
 	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: no release will come */
 		open_count(f, ino, -1);
@@ -1501,6 +1699,15 @@ uint64_t fs_latency_quantile_us(const struct fs_read_stats *s, double q)
 	return fs_latency_bucket_us(FS_LAT_BUCKETS - 1);
 }
 
+void fs_index_stats_get(struct fs_index_stats *out)
+{
+	out->bytes = __atomic_load_n(&index_stats.bytes, __ATOMIC_RELAXED);
+	out->layers = __atomic_load_n(&index_stats.layers, __ATOMIC_RELAXED);
+	out->cap = __atomic_load_n(&index_stats.cap, __ATOMIC_RELAXED);
+	out->loads = __atomic_load_n(&index_stats.loads, __ATOMIC_RELAXED);
+	out->unloads = __atomic_load_n(&index_stats.unloads, __ATOMIC_RELAXED);
+}
+
 void fs_read_stats_get(struct fs_read_stats *out)
 {
 	const uint64_t *src = (const uint64_t *)&read_stats;
@@ -1670,10 +1877,11 @@ static void *bg_main(void *arg)
 			for (size_t i = 0; i < b.n && !f->bg_stop; i++) {
 				struct fs_layer *l;
 
-				if (layer_load(f, b.names[i], &l) < 0 || !l->src)
+				if (layer_load(f, b.names[i], &l) < 0)
 					continue;
-				if (bg_layer(f, l) < 0)
+				if (l->src && bg_layer(f, l) < 0)
 					incomplete = 1;
+				layer_put(f, l);
 			}
 		}
 		free(b.names);
@@ -1703,10 +1911,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	layer_touch(f, l);
 	in = index_layer_inode(l->idx, node);
 	if (!S_ISREG(in->mode)) {
+		layer_put(f, l);
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
 	if (off < 0 || (uint64_t)off >= in->size || size == 0) {
+		layer_put(f, l);
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
@@ -1715,6 +1925,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		end = in->size;
 	buf = malloc(end - (uint64_t)off);
 	if (!buf) {
+		layer_put(f, l);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -1735,6 +1946,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		pos = cend;
 	}
 	fetch_read_end();
+	layer_put(f, l); /* buf is a copy */
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -1772,10 +1984,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			fuse_reply_xattr(req, x->value_len);
 		else if (size < x->value_len)
 			fuse_reply_err(req, ERANGE);
-		else
+		else /* from the index itself: put after the reply */
 			fuse_reply_buf(req, index_layer_str(l->idx, x->value_off), x->value_len);
+		layer_put(f, l);
 		return;
 	}
+	layer_put(f, l);
 	fuse_reply_err(req, ENODATA);
 }
 
@@ -1805,15 +2019,18 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	for (uint32_t i = 0; i < in->nxattrs; i++)
 		total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
 	if (size == 0) {
+		layer_put(f, l);
 		fuse_reply_xattr(req, total);
 		return;
 	}
 	if (size < total) {
+		layer_put(f, l);
 		fuse_reply_err(req, ERANGE);
 		return;
 	}
 	buf = malloc(total ? total : 1);
 	if (!buf) {
+		layer_put(f, l);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -1824,6 +2041,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		pos += x->name_len;
 		buf[pos++] = '\0';
 	}
+	layer_put(f, l);
 	fuse_reply_buf(req, buf, total);
 	free(buf);
 }
@@ -2354,6 +2572,8 @@ static int fs_create(struct store *store, const struct fs_opts *opts, const char
 	f->io.wake = -1;
 	clock_gettime(CLOCK_REALTIME, &f->start);
 	pthread_rwlock_init(&f->layers_lock, NULL);
+	f->layers_max = opts->index_cache_bytes ? opts->index_cache_bytes : FS_INDEX_CACHE_DEFAULT;
+	__atomic_store_n(&index_stats.cap, f->layers_max, __ATOMIC_RELAXED);
 	f->store = store;
 	f->fetch = opts->fetch;
 	f->bg_wanted = opts->background;
@@ -2372,7 +2592,7 @@ static int fs_create(struct store *store, const struct fs_opts *opts, const char
 	f->mountpoint = strdup(real);
 	f->source = strdup(opts->source ? opts->source : "strata");
 	if (!f->mountpoint || !f->source ||
-	    cache_init(&f->cache, opts->chunk_cache_bytes ? opts->chunk_cache_bytes : 64ull << 20) < 0) {
+	    cache_init(&f->cache, opts->chunk_cache_bytes ? opts->chunk_cache_bytes : FS_CHUNK_CACHE_DEFAULT) < 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -2613,11 +2833,13 @@ void fs_free(struct fs *f)
 	pthread_mutex_destroy(&f->dh_mu);
 	io_destroy(&f->io);
 	free(f->source);
+	/* no request runs any more: nothing holds a reference */
 	for (size_t i = 0; i < f->layers_cap; i++) {
 		if (f->layers[i]) {
-			index_layer_free(f->layers[i]->idx);
-			fetch_ref_free(f->layers[i]->src);
-			free(f->layers[i]);
+			assert(f->layers[i]->refs == 0);
+			__atomic_sub_fetch(&index_stats.bytes, f->layers[i]->bytes, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
+			layer_destroy(f->layers[i]);
 		}
 	}
 	free(f->layers);
@@ -2690,34 +2912,49 @@ void fs_open_unlock(struct fs *f)
 	pthread_mutex_unlock(&f->open_mu);
 }
 
-int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]), void *ctx)
+/* fs_open_chunks() for one open inode of layer l (referenced). */
+static int open_ino_chunks(struct fs_layer *l, uint32_t node,
+			   int (*fn)(void *ctx, const uint8_t digest[32]), void *ctx)
 {
-	for (size_t i = 0; i < f->nopens; i++) {
-		uint32_t seq = (uint32_t)(f->opens[i].ino >> 32), node = (uint32_t)f->opens[i].ino;
-		struct fs_layer *l = layer_peek(f, seq); /* loaded by the open */
-		const struct index_inode *in;
-		int rc;
+	const struct index_inode *in = index_layer_inode(l->idx, node);
+	int rc;
 
-		if (!l || node >= index_layer_ninodes(l->idx))
+	for (uint32_t ci = 0; ci < in->count; ci++) {
+		rc = fn(ctx, index_layer_chunk(l->idx, in->first + ci)->digest);
+		if (rc)
+			return rc;
+	}
+	/* the windows its spans may start from: all of the layer's, they are small */
+	for (uint32_t k = 0; k < index_layer_ncheckpoints(l->idx); k++) {
+		const struct index_checkpoint *cp = index_layer_checkpoint(l->idx, k);
+
+		if (cp->wlen == 0)
 			continue;
-		in = index_layer_inode(l->idx, node);
-		for (uint32_t ci = 0; ci < in->count; ci++) {
-			rc = fn(ctx, index_layer_chunk(l->idx, in->first + ci)->digest);
-			if (rc)
-				return rc;
-		}
-		/* the windows its spans may start from: all of the layer's, they are small */
-		for (uint32_t k = 0; k < index_layer_ncheckpoints(l->idx); k++) {
-			const struct index_checkpoint *cp = index_layer_checkpoint(l->idx, k);
-
-			if (cp->wlen == 0)
-				continue;
-			rc = fn(ctx, cp->window);
-			if (rc)
-				return rc;
-		}
+		rc = fn(ctx, cp->window);
+		if (rc)
+			return rc;
 	}
 	return 0;
+}
+
+int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]), void *ctx)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < f->nopens && rc == 0; i++) {
+		struct fs_layer *l;
+		uint32_t node;
+
+		/* Loaded again if the index cache unloaded it (takes layers_lock, never open_mu). A
+		 * layer gone from the store has nothing to keep. */
+		if (layer_of(f, f->opens[i].ino, &l, &node) < 0) {
+			strata_err_clear();
+			continue;
+		}
+		rc = open_ino_chunks(l, node, fn, ctx);
+		layer_put(f, l);
+	}
+	return rc;
 }
 
 int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, const char *digest,
@@ -2725,7 +2962,7 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		   volatile int *cancel)
 {
 	struct fs *tmp = NULL;
-	struct fs_layer *l;
+	struct fs_layer *l = NULL;
 	uint64_t total = 0, done = 0;
 	int rc;
 
@@ -2743,6 +2980,7 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		pthread_cond_init(&tmp->w_idle, NULL);
 		tmp->store = store;
 		tmp->fetch = fc;
+		tmp->layers_max = FS_INDEX_CACHE_DEFAULT;
 		if (cache_init(&tmp->cache, 16ull << 20) < 0) {
 			fs_free(tmp);
 			return -ENOMEM;
@@ -2810,6 +3048,8 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 	}
 out:
 	tl_sync_store = 0;
+	if (l)
+		layer_put(f, l);
 	fs_free(tmp);
 	return rc;
 }

@@ -11,12 +11,16 @@ struct store;
 struct fetch_client;
 struct fs;
 
+#define FS_CHUNK_CACHE_DEFAULT (64ull << 20)
+#define FS_INDEX_CACHE_DEFAULT (32ull << 20)
+
 struct fs_opts {
 	const char *mountpoint;
 	const char *source;         /* mount source shown in /proc/mounts; NULL = "strata" */
 	int debug;                  /* libfuse request tracing */
 	unsigned max_threads;       /* 0 = 16 */
 	uint64_t chunk_cache_bytes; /* decoded-chunk cache; 0 = 64 MiB */
+	uint64_t index_cache_bytes; /* decoded layer indexes kept loaded; 0 = FS_INDEX_CACHE_DEFAULT */
 	struct fetch_client *fetch; /* fetches missing chunks (borrowed); NULL: misses fail with EIO */
 	int background;             /* fetch every missing chunk at low priority while serving */
 	int read_timeout_ms;        /* how long a lookup of a streaming layer waits without
@@ -104,6 +108,15 @@ struct fs_read_stats {
 };
 
 void fs_read_stats_get(struct fs_read_stats *out);
+
+/* The decoded layer-index cache of the filesystem this process serves: bytes and layers loaded
+ * now, the cap on bytes (exceeded only by layers requests are using), layers loaded and unloaded
+ * since the start. A snapshot of relaxed atomics. */
+struct fs_index_stats {
+	uint64_t bytes, layers, cap, loads, unloads;
+};
+
+void fs_index_stats_get(struct fs_index_stats *out);
 
 /* The largest latency (microseconds) that falls into bucket i of fs_read_stats.fetch_us. */
 uint64_t fs_latency_bucket_us(unsigned i);

@@ -60,6 +60,7 @@ struct index_layer {
 	const struct index_checkpoint *cps;
 	const char *strtab;
 	uint32_t *by_offset; /* chunk indexes in tar-offset order (own allocation) */
+	size_t mem_len;      /* bytes at mem */
 };
 
 static int decode_raw(void *mem, size_t len, struct index_layer **out);
@@ -1331,6 +1332,7 @@ static int decode_raw(void *mem, size_t len, struct index_layer **out)
 	}
 	for (uint32_t i = 0; i < h->nchunks; i++)
 		l->by_offset[i] = i;
+	l->mem_len = len;
 	qsort_r(l->by_offset, h->nchunks, sizeof(*l->by_offset), cmp_chunk_offset, (void *)l->chunks);
 	*out = l;
 	return 0;
@@ -1403,6 +1405,12 @@ void index_layer_free(struct index_layer *l)
 }
 
 /* ---------------------------------------------------------------- queries */
+
+size_t index_layer_mem_size(const struct index_layer *l)
+{
+	return sizeof(*l) + l->mem_len + (size_t)(l->hdr->nchunks ? l->hdr->nchunks : 1) *
+						    sizeof(*l->by_offset);
+}
 
 uint32_t index_layer_ninodes(const struct index_layer *l)
 {

@@ -147,6 +147,8 @@ int index_layer_decode(const void *buf, size_t len, struct index_layer **out);
 void index_layer_free(struct index_layer *l);
 
 /* Accessors. Returned pointers live as long as l. ino/index arguments must be in range (asserted). */
+/* Bytes of memory the decoded index holds (what index_layer_free releases). */
+size_t index_layer_mem_size(const struct index_layer *l);
 uint32_t index_layer_ninodes(const struct index_layer *l);
 const struct index_inode *index_layer_inode(const struct index_layer *l, uint32_t ino);
 const struct index_dirent *index_layer_dirent(const struct index_layer *l, uint32_t i);

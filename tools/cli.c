@@ -380,6 +380,7 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	struct stats_ctx s = { 0 };
 	struct fetch_counters fcnt = { 0 };
 	struct fs_read_stats rs;
+	struct fs_index_stats is;
 	struct store_stats ss;
 	struct quota_figures q;
 	uint64_t images = 0, quota;
@@ -417,8 +418,11 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	if (c->fetch)
 		fetch_client_counters(c->fetch, &fcnt);
 	memset(&rs, 0, sizeof(rs));
-	if (c->in_daemon)
+	memset(&is, 0, sizeof(is));
+	if (c->in_daemon) {
 		fs_read_stats_get(&rs);
+		fs_index_stats_get(&is);
+	}
 	if (c->json) {
 		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:{s:I, s:I, s:I, s:I}}",
 				      "store", store_dir(c->store), "images", (json_int_t)images,
@@ -437,8 +441,13 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 				      "retries", (json_int_t)fcnt.retries);
 		json_t *hosts = json_object();
 
-		if (c->in_daemon)
+		if (c->in_daemon) {
 			json_object_set_new(o, "reads", reads_json(&rs));
+			json_object_set_new(o, "index_cache", json_pack(
+				"{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)is.bytes, "layers",
+				(json_int_t)is.layers, "cap", (json_int_t)is.cap, "loads",
+				(json_int_t)is.loads, "unloads", (json_int_t)is.unloads));
+		}
 		if (c->fetch)
 			fetch_client_hosts(c->fetch, host_json_cb, hosts);
 		json_object_set_new(o, "hosts", hosts);
@@ -481,6 +490,10 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 			fs_latency_quantile_us(&rs, 0.50) / 1000.0,
 			fs_latency_quantile_us(&rs, 0.90) / 1000.0,
 			fs_latency_quantile_us(&rs, 0.99) / 1000.0);
+		fprintf(c->out, "index cache    %s in %llu layers (cap %s); %llu loads, %llu unloads\n",
+			cli_bytes(is.bytes, b1, sizeof(b1)), (unsigned long long)is.layers,
+			cli_bytes(is.cap, b2, sizeof(b2)), (unsigned long long)is.loads,
+			(unsigned long long)is.unloads);
 	}
 	fprintf(c->out, "quota          %s%s%s\n", quota ? cli_bytes(quota, b1, sizeof(b1)) : "none",
 		quota ? ", evicting down to " : "",
@@ -626,6 +639,12 @@ int cli_apply_config(struct cli *c)
 		c->strict_cache = cfg.strict_cache;
 	if (!c->read_timeout_s && cfg.has_read_timeout)
 		c->read_timeout_s = cfg.read_timeout;
+	if (!c->index_cache && cfg.has_index_cache)
+		c->index_cache = cfg.index_cache;
+	if (!c->chunk_cache && cfg.has_chunk_cache)
+		c->chunk_cache = cfg.chunk_cache;
+	if (!c->block_cache && cfg.has_block_cache)
+		c->block_cache = cfg.block_cache;
 	config_free(&cfg);
 	return 0;
 }

@@ -20,6 +20,9 @@ struct cli {
 	uint64_t quota;          /* bytes; 0 = no quota (flag, else the config file) */
 	unsigned low_water;      /* percent of the quota eviction goes down to; 0 = default */
 	long read_timeout_s;     /* mount's read timeout from the config file; 0 = default */
+	uint64_t index_cache;    /* mount's cache caps (config file, mount flags); 0 = default */
+	uint64_t chunk_cache;
+	uint64_t block_cache;
 	char *config_hosts_dir;  /* owned: hosts_dir as the config file set it (free it) */
 	int json;
 	int verbose;
@@ -90,7 +93,7 @@ int cli_is_local(const char *cmd);
 int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nrest);
 
 /* Reads c->config (when set) and fills what no flag set: quota, low water, hosts_dir,
- * strict_cache, read timeout. On an error prints "strata: FILE:LINE: message" on c->err and
+ * strict_cache, read timeout, cache caps. On an error prints "strata: FILE:LINE: message" on c->err and
  * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
 int cli_apply_config(struct cli *c);
 

@@ -165,10 +165,23 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 				    "read_timeout: expected a number of seconds from 1 to 86400");
 		cfg->read_timeout = (long)v->num;
 		cfg->has_read_timeout = 1;
+	} else if (strcmp(key, "index_cache") == 0 || strcmp(key, "chunk_cache") == 0 ||
+		   strcmp(key, "block_cache") == 0) {
+		uint64_t *dst = key[0] == 'i' ? &cfg->index_cache :
+				key[0] == 'c' ? &cfg->chunk_cache : &cfg->block_cache;
+		int *has = key[0] == 'i' ? &cfg->has_index_cache :
+			   key[0] == 'c' ? &cfg->has_chunk_cache : &cfg->has_block_cache;
+
+		if (v->type == V_INT && v->num > 0)
+			*dst = (uint64_t)v->num;
+		else if (v->type != V_STRING || config_parse_size(v->str, dst) < 0 || *dst == 0)
+			return fail(err, cap, name, line,
+				    "%s: expected a size greater than 0 such as \"32M\"", key);
+		*has = 1;
 	} else {
 		return fail(err, cap, name, line,
 			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, strict_cache, "
-			    "read_timeout)", key);
+			    "read_timeout, index_cache, chunk_cache, block_cache)", key);
 	}
 	return 0;
 }
@@ -176,8 +189,9 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 int config_parse(const char *name, const char *text, size_t len, struct config *cfg, char *err,
 		 size_t errcap)
 {
-	static const char *const keys[] = { "quota", "quota_low_water", "hosts_dir", "strict_cache",
-					    "read_timeout" };
+	static const char *const keys[] = { "quota",	    "quota_low_water", "hosts_dir",
+					    "strict_cache", "read_timeout",    "index_cache",
+					    "chunk_cache",  "block_cache" };
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;

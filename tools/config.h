@@ -13,7 +13,11 @@ struct config {
 	char *hosts_dir;           /* malloc'd, or NULL */
 	int strict_cache;
 	long read_timeout;         /* seconds, 1-86400 */
+	uint64_t index_cache;      /* bytes of decoded layer indexes a daemon keeps loaded */
+	uint64_t chunk_cache;      /* bytes of decoded chunks a daemon keeps */
+	uint64_t block_cache;      /* bytes of RocksDB block cache */
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
+	int has_index_cache, has_chunk_cache, has_block_cache;
 };
 
 #define CONFIG_LOW_WATER_DEFAULT 90
@@ -23,7 +27,8 @@ struct config {
  * zeroes first. The format: one `key = value` per line; `#` comments (outside strings) and blank
  * lines; values are "strings" (escapes \" \\ \t \n), integers, or true/false. Known keys: quota
  * (size string like "20G", or bytes), quota_low_water (1-100), hosts_dir (string), strict_cache
- * (boolean), read_timeout (seconds, 1-86400). Returns 0, or -EINVAL with "NAME:LINE: message" in
+ * (boolean), read_timeout (seconds, 1-86400), index_cache, chunk_cache, block_cache (sizes like
+ * quota, greater than 0). Returns 0, or -EINVAL with "NAME:LINE: message" in
  * err (errcap bytes) for an unknown key, a repeated key, a table header, or a bad value; *cfg is
  * then freed. -ENOMEM when out of memory. Release with config_free.
  */

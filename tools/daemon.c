@@ -707,10 +707,11 @@ out:
 }
 
 /* store_open, waiting up to timeout_ms while another process (the daemon handing over) holds it. */
-static int store_open_wait(const char *dir, long timeout_ms, struct store **out)
+static int store_open_wait(const char *dir, const struct store_opts *so, long timeout_ms,
+			   struct store **out)
 {
 	for (long waited = 0;; waited += 10) {
-		int rc = store_open(dir, NULL, out);
+		int rc = store_open(dir, so, out);
 
 		if (rc != -EBUSY || waited >= timeout_ms)
 			return rc;
@@ -767,6 +768,7 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	struct metrics *metrics = NULL;
 	struct server srv;
 	struct fs_opts fo;
+	struct store_opts so = { .block_cache_bytes = c->block_cache };
 	char source[PATH_MAX + 16], msg[2048], real[PATH_MAX];
 	char *state = NULL;
 	uint32_t slen = 0;
@@ -788,9 +790,10 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 		rc = takeover_receive(c->store_dir, real, read_timeout_s + 60, &fuse_fd, &state, &slen);
 		if (rc < 0)
 			goto fail;
-		rc = store_open_wait(c->store_dir, TAKEOVER_STORE_WAIT_MS + read_timeout_s * 1000, &store);
+		rc = store_open_wait(c->store_dir, &so, TAKEOVER_STORE_WAIT_MS + read_timeout_s * 1000,
+				     &store);
 	} else {
-		rc = store_open(c->store_dir, NULL, &store);
+		rc = store_open(c->store_dir, &so, &store);
 	}
 	if (rc < 0)
 		goto fail;
@@ -798,6 +801,8 @@ static int run_daemon(struct cli *c, const char *mnt, int debug, int background,
 	fo.fetch = fc;
 	fo.background = background;
 	fo.read_timeout_ms = (int)(read_timeout_s * 1000);
+	fo.index_cache_bytes = c->index_cache;
+	fo.chunk_cache_bytes = c->chunk_cache;
 	fo.mountpoint = mnt;
 	fo.debug = debug;
 	snprintf(source, sizeof(source), "strata:%s", store_dir(store));
@@ -880,6 +885,20 @@ fail:
 	return cli_fail(c, "%s", msg);
 }
 
+/* The cache cap flag arg is ("--index-cache", "--chunk-cache=64M", ...), or NULL. */
+static const char *cache_flag(const char *arg)
+{
+	static const char *const flags[] = { "--index-cache", "--chunk-cache", "--block-cache" };
+
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		size_t n = strlen(flags[i]);
+
+		if (strncmp(arg, flags[i], n) == 0 && (arg[n] == '\0' || arg[n] == '='))
+			return flags[i];
+	}
+	return NULL;
+}
+
 int cmd_mount(struct cli *c, int argc, char **argv)
 {
 	const char *mnt = NULL;
@@ -914,6 +933,16 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			read_timeout_s = strtol(v, &end, 10);
 			if (!*v || *end || errno || read_timeout_s <= 0 || read_timeout_s > 86400)
 				return cli_usage(c, "--read-timeout needs a number of seconds (1-86400)");
+		} else if (cache_flag(argv[i])) {
+			const char *name = cache_flag(argv[i]);
+			size_t nl = strlen(name);
+			const char *v = argv[i][nl] == '=' ? argv[i] + nl + 1 : i + 1 < argc ? argv[++i] : "";
+			uint64_t bytes;
+
+			if (cli_parse_size(v, &bytes) < 0 || bytes == 0)
+				return cli_usage(c, "%s needs a size greater than 0 (e.g. 32M)", name);
+			*(name[2] == 'i' ? &c->index_cache : name[2] == 'c' ? &c->chunk_cache :
+					   &c->block_cache) = bytes;
 		} else if (argv[i][0] == '-')
 			return cli_usage(c, "unknown option %s", argv[i]);
 		else if (mnt)

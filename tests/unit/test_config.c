@@ -55,6 +55,25 @@ static void test_values(void **state)
 	config_free(&cfg);
 }
 
+static void test_cache_keys(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("index_cache = \"8M\"\nchunk_cache = 1048576\nblock_cache = \"1GiB\"\n",
+			       &cfg, err), 0);
+	assert_true(cfg.has_index_cache && cfg.has_chunk_cache && cfg.has_block_cache);
+	assert_int_equal(cfg.index_cache, 8ull << 20);
+	assert_int_equal(cfg.chunk_cache, 1048576);
+	assert_int_equal(cfg.block_cache, 1ull << 30);
+	config_free(&cfg);
+	assert_int_equal(parse("chunk_cache = \"4k\"\n", &cfg, err), 0);
+	assert_false(cfg.has_index_cache || cfg.has_block_cache);
+	assert_int_equal(cfg.chunk_cache, 4096);
+	config_free(&cfg);
+}
+
 static void expect_error(const char *text, const char *msg)
 {
 	struct config cfg;
@@ -89,6 +108,11 @@ static void test_errors(void **state)
 	expect_error("[store]\nquota = 1\n", "strata.toml:1: tables are not supported");
 	expect_error("# c\nread_timeout = 3\nread_timeout = 4\n", "strata.toml:3: read_timeout is set twice");
 	expect_error("hosts_dir = \"/a\"\nhosts_dir = \"/b\"\n", "strata.toml:2: hosts_dir is set twice");
+	expect_error("index_cache = 0\n", "strata.toml:1: index_cache: expected a size greater than 0");
+	expect_error("chunk_cache = \"0M\"\n", "strata.toml:1: chunk_cache: expected a size");
+	expect_error("block_cache = \"32X\"\n", "strata.toml:1: block_cache: expected a size");
+	expect_error("block_cache = true\n", "strata.toml:1: block_cache: expected a size");
+	expect_error("index_cache = 1\nindex_cache = 2\n", "strata.toml:2: index_cache is set twice");
 }
 
 static void test_load(void **state)
@@ -133,6 +157,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_cache_keys),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_size),
