@@ -34,6 +34,7 @@
 #include "store/store.h"
 #include "util/log.h"
 #include "util/sha256.h"
+#include "util/thread.h"
 
 /*
  * Inode numbers: 1 is the mount root, 2 is layers/. A layer entry is (seq << 32) | index-inode,
@@ -1393,12 +1394,7 @@ static void *writer_main(void *arg)
 
 static void writer_start(struct fs *f)
 {
-	sigset_t all, old;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	f->w_started = pthread_create(&f->w_thread, NULL, writer_main, f) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	f->w_started = util_thread_start(&f->w_thread, writer_main, f) == 0;
 	if (!f->w_started)
 		strata_log(LOG_WARNING, "no chunk writer thread: reads store their chunks themselves");
 }
@@ -2758,12 +2754,7 @@ int fs_run(struct fs *f)
 	int rc;
 
 	if (f->bg_wanted && f->fetch) {
-		sigset_t all, old;
-
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
-		f->bg_started = pthread_create(&f->bg_thread, NULL, bg_main, f) == 0;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		f->bg_started = util_thread_start(&f->bg_thread, bg_main, f) == 0;
 		if (!f->bg_started)
 			strata_log(LOG_ERR, "cannot start the background completion thread");
 	}

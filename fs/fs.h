@@ -11,7 +11,7 @@ struct store;
 struct fetch_client;
 struct fs;
 
-#define FS_CHUNK_CACHE_DEFAULT (64ull << 20)
+#define FS_CHUNK_CACHE_DEFAULT (32ull << 20)
 #define FS_INDEX_CACHE_DEFAULT (32ull << 20)
 
 struct fs_opts {

@@ -20,6 +20,7 @@
 #include "store/store.h"
 #include "util/log.h"
 #include "util/sha256.h"
+#include "util/thread.h"
 
 #define RETRY_WORKER_MS 30000 /* workers retry a failed layer this long after the failure */
 #define RETRY_WAITER_MS 2000  /* a lookup retries a failed layer this long after the failure */
@@ -321,7 +322,6 @@ int fs_streamer_start(struct store *s, struct fetch_client *fc, unsigned workers
 		      struct fs_streamer **out)
 {
 	struct fs_streamer *st = calloc(1, sizeof(*st));
-	sigset_t all, old;
 
 	*out = NULL;
 	if (!st)
@@ -337,17 +337,13 @@ int fs_streamer_start(struct store *s, struct fetch_client *fc, unsigned workers
 		fs_streamer_stop(st);
 		return -ENOMEM;
 	}
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (unsigned i = 0; i < st->nworkers; i++) {
-		if (pthread_create(&st->workers[i], NULL, worker_main, st) != 0) {
+		if (util_thread_start(&st->workers[i], worker_main, st) != 0) {
 			st->nworkers = i;
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
 			fs_streamer_stop(st);
 			return strata_err(EAGAIN, "cannot start the layer streaming threads");
 		}
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	*out = st;
 	return 0;
 }

@@ -27,6 +27,7 @@
 #include "tools/metrics.h"
 #include "tools/quota.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define SOCK_NAME "strata.sock"
 #define PROTO_MAGIC "STRATA01"
@@ -429,7 +430,6 @@ static void *server_main(void *arg)
 static int server_start(struct server *srv, struct store *store, struct fetch_client *fc,
 			struct fs *f, int drain_ms, struct quota *evictor)
 {
-	sigset_t all, old;
 	int rc;
 
 	memset(srv, 0, sizeof(*srv));
@@ -449,10 +449,7 @@ static int server_start(struct server *srv, struct store *store, struct fetch_cl
 		return strata_err(errno, "pipe: %s", strerror(errno));
 	}
 	/* Worker threads leave signals to the FUSE loop's thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&srv->thread, NULL, server_main, srv);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = util_thread_start(&srv->thread, server_main, srv);
 	if (rc != 0) {
 		close(srv->lfd);
 		close(srv->stop_pipe[0]);

@@ -26,6 +26,7 @@
 #include "tools/quota.h"
 #include "store/store.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define REQUEST_TIMEOUT_MS 2000
 #define REQUEST_MAX 4096
@@ -377,7 +378,6 @@ int metrics_start(const char *addr, struct store *s, struct fetch_client *fc, st
 		  struct metrics **out)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
-	sigset_t all, old;
 	int rc;
 
 	*out = NULL;
@@ -398,10 +398,7 @@ int metrics_start(const char *addr, struct store *s, struct fetch_client *fc, st
 		metrics_stop(m);
 		return rc;
 	}
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	m->started = pthread_create(&m->thread, NULL, metrics_main, m) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	m->started = util_thread_start(&m->thread, metrics_main, m) == 0;
 	if (!m->started) {
 		metrics_stop(m);
 		return strata_err(EAGAIN, "cannot start the metrics thread");

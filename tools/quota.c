@@ -20,6 +20,7 @@
 #include "store/store.h"
 #include "tools/dset.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define BATCH 4096          /* chunks deleted under one fs_open_lock hold */
 #define MAX_ROUNDS 16       /* compactions in one quota_evict() call */
@@ -435,7 +436,6 @@ int quota_start(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 		struct quota **out)
 {
 	struct quota *q = calloc(1, sizeof(*q));
-	sigset_t all, old;
 	int rc;
 
 	*out = NULL;
@@ -454,10 +454,7 @@ int quota_start(struct store *s, struct fs *fs, uint64_t quota, unsigned low_wat
 	}
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&q->thread, NULL, evictor_main, q);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = util_thread_start(&q->thread, evictor_main, q);
 	if (rc != 0) {
 		pthread_mutex_destroy(&q->mu);
 		pthread_cond_destroy(&q->cv);
