@@ -18,6 +18,8 @@
 
 #include "fetch/ref.h"
 #include "util/log.h"
+#include "util/mem.h"
+#include "util/sha256.h"
 
 #define HOSTS_FILE	"hosts.toml"
 #define DEFAULT_DIR	"_default"
@@ -211,18 +213,8 @@ struct buf {
 
 static int buf_add(struct buf *b, const char *s, size_t n)
 {
-	if (b->n + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 32;
-		char *ns;
-
-		while (cap < b->n + n + 1)
-			cap *= 2;
-		ns = realloc(b->s, cap);
-		if (!ns)
-			return -ENOMEM;
-		b->s = ns;
-		b->cap = cap;
-	}
+	if (util_grow((void **)&b->s, &b->cap, b->n + n + 1, 1) < 0)
+		return -ENOMEM;
 	memcpy(b->s + b->n, s, n);
 	b->n += n;
 	b->s[b->n] = '\0';
@@ -366,17 +358,6 @@ static int skip_blank(struct parser *ps)
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static size_t utf8_put(char *out, uint32_t cp)
 {
 	if (cp < 0x80) {
@@ -439,7 +420,7 @@ static int parse_escape(struct parser *ps, struct buf *b)
 			       what_at(w, sizeof(w), ps->p - 1, ps->end));
 	}
 	for (int i = 0; i < digits; i++) {
-		int v = at_end(ps) ? -1 : hexval(*ps->p);
+		int v = at_end(ps) ? -1 : util_hexval(*ps->p);
 
 		if (v < 0)
 			return fail_at(ps->file, ps->line, "invalid escape '\\%c': expected %d hex digits", c,
@@ -1380,20 +1361,6 @@ static int apply_config(struct interp *in, const struct tnode *t, int top, struc
 	return rc;
 }
 
-static int valid_port(const char *p, size_t n)
-{
-	unsigned long v = 0;
-
-	if (n == 0 || n > 5)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return 0;
-		v = v * 10 + (unsigned long)(p[i] - '0');
-	}
-	return v <= 65535;
-}
-
 /* host[:port] or [v6]:port */
 static int valid_authority(const char *a, size_t n)
 {
@@ -1401,7 +1368,7 @@ static int valid_authority(const char *a, size_t n)
 
 	if (n && a[0] == '[') {
 		for (i = 1; i < n && a[i] != ']'; i++)
-			if (hexval(a[i]) < 0 && a[i] != ':' && a[i] != '.')
+			if (util_hexval(a[i]) < 0 && a[i] != ':' && a[i] != '.')
 				return 0;
 		if (i == n || i == 1)
 			return 0;
@@ -1415,7 +1382,7 @@ static int valid_authority(const char *a, size_t n)
 	}
 	if (i == n)
 		return 1;
-	return a[i] == ':' && valid_port(a + i + 1, n - i - 1);
+	return a[i] == ':' && fetch_port_valid(a + i + 1, n - i - 1);
 }
 
 /* Sets scheme, host and path from a host URL the way containerd's parseHostConfig does. */

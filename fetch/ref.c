@@ -122,8 +122,7 @@ static int host_label_valid(const char *p, size_t len)
 	return 1;
 }
 
-/* port-number := [0-9]+, and at most 65535 */
-static int port_valid(const char *p, size_t len)
+int fetch_port_valid(const char *p, size_t len)
 {
 	unsigned long v = 0;
 
@@ -156,7 +155,7 @@ static int domain_valid(const char *d, size_t len)
 		host_end = (size_t)(close - d) + 1;
 		if (host_end == len)
 			return 1;
-		return d[host_end] == ':' && port_valid(d + host_end + 1, len - host_end - 1);
+		return d[host_end] == ':' && fetch_port_valid(d + host_end + 1, len - host_end - 1);
 	}
 
 	const char *colon = memchr(d, ':', len);
@@ -172,7 +171,7 @@ static int domain_valid(const char *d, size_t len)
 	}
 	if (!colon)
 		return 1;
-	return port_valid(colon + 1, len - host_end - 1);
+	return fetch_port_valid(colon + 1, len - host_end - 1);
 }
 
 /* Whether the first component of a name is a registry domain rather than part of the path. */

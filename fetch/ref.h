@@ -3,6 +3,8 @@
 #ifndef STRATA_FETCH_REF_H
 #define STRATA_FETCH_REF_H
 
+#include <stddef.h>
+
 struct fetch_ref {
 	char *domain; /* "docker.io", "127.0.0.1:5000", "[::1]:5000", "registry.example.com" */
 	char *path;   /* "library/ubuntu", "team/app" */
@@ -21,6 +23,9 @@ struct fetch_ref {
  * ("invalid reference 'X': <reason>"), or -ENOMEM.
  */
 int fetch_ref_parse(const char *s, struct fetch_ref **out);
+
+/* 1 when p (len bytes) is a port number: 1 to 5 digits, at most 65535; else 0. */
+int fetch_port_valid(const char *p, size_t len);
 
 void fetch_ref_free(struct fetch_ref *r);
 

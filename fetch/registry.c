@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "hosts.h"
 #include "util/log.h"
+#include "util/mem.h"
 #include "util/sha256.h"
 
 #define MANIFEST_MAX (4u << 20)
@@ -311,6 +312,28 @@ static void share_unlock(CURL *h, curl_lock_data data, void *userp)
 	pthread_mutex_unlock(&c->share_locks[data]);
 }
 
+static void reg_hosts_free(struct reg_hosts *rh)
+{
+	if (!rh)
+		return;
+	for (size_t i = 0; rh->cfg && i < fetch_hosts_count(rh->hosts); i++)
+		free(rh->cfg[i].ca_pem);
+	free(rh->cfg);
+	fetch_hosts_free(rh->hosts);
+	free(rh->domain);
+	free(rh);
+}
+
+static void reg_auth_free(struct reg_auth *ra)
+{
+	if (!ra)
+		return;
+	fetch_creds_clear(&ra->creds);
+	fetch_tokens_free(ra->tokens);
+	free(ra->key);
+	free(ra);
+}
+
 void fetch_client_free(struct fetch_client *c)
 {
 	if (!c)
@@ -327,22 +350,14 @@ void fetch_client_free(struct fetch_client *c)
 		struct reg_hosts *rh = c->reg;
 
 		c->reg = rh->next;
-		for (size_t i = 0; rh->cfg && i < fetch_hosts_count(rh->hosts); i++)
-			free(rh->cfg[i].ca_pem);
-		free(rh->cfg);
-		fetch_hosts_free(rh->hosts);
-		free(rh->domain);
-		free(rh);
+		reg_hosts_free(rh);
 	}
 	pthread_mutex_destroy(&c->hosts_lock);
 	while (c->auth) {
 		struct reg_auth *ra = c->auth;
 
 		c->auth = ra->next;
-		fetch_tokens_free(ra->tokens);
-		fetch_creds_clear(&ra->creds);
-		free(ra->key);
-		free(ra);
+		reg_auth_free(ra);
 	}
 	while (c->memo) {
 		struct auth_memo *m = c->memo;
@@ -642,19 +657,9 @@ static size_t sink_mem(struct req *r, const char *data, size_t n)
 					 r->limit >> 20);
 		return 0;
 	}
-	if (r->len + n + 1 > r->cap) {
-		size_t cap = r->cap ? r->cap : 16384;
-		char *p;
-
-		while (cap < r->len + n + 1)
-			cap *= 2;
-		p = realloc(r->mem, cap);
-		if (!p) {
-			r->sink_err = -ENOMEM;
-			return 0;
-		}
-		r->mem = p;
-		r->cap = cap;
+	if (util_grow((void **)&r->mem, &r->cap, r->len + n + 1, 1) < 0) {
+		r->sink_err = -ENOMEM;
+		return 0;
 	}
 	memcpy(r->mem + r->len, data, n);
 	r->len += n;
@@ -1515,16 +1520,6 @@ static long req_left_ms(const struct req *r)
 	return left > 1 ? (long)left : 1;
 }
 
-static void reg_auth_free(struct reg_auth *ra)
-{
-	if (!ra)
-		return;
-	fetch_creds_clear(&ra->creds);
-	fetch_tokens_free(ra->tokens);
-	free(ra->key);
-	free(ra);
-}
-
 /* The credentials and token cache for key, looked up on first use (fetch_creds_lookup, outside the
  * client's lock: a credential helper may take seconds; a failure other than "none" is logged once,
  * without secrets, and means anonymous). limit_ms > 0 bounds a credential helper (a read's
@@ -1921,13 +1916,7 @@ static int reg_hosts_get(struct fetch_client *c, const char *domain, const struc
 	for (size_t i = 0; rc == 0 && i < fetch_hosts_count(rh->hosts); i++)
 		rc = host_cfg_init(&rh->cfg[i], fetch_hosts_get(rh->hosts, i));
 	if (rc < 0) {
-		if (rh->cfg)
-			for (size_t i = 0; i < fetch_hosts_count(rh->hosts); i++)
-				free(rh->cfg[i].ca_pem);
-		free(rh->cfg);
-		fetch_hosts_free(rh->hosts);
-		free(rh->domain);
-		free(rh);
+		reg_hosts_free(rh);
 		rh = NULL;
 		goto out;
 	}
