@@ -1563,11 +1563,7 @@ static int wait_inflight(struct fs *f, struct inflight *in)
 		if (left == 0)
 			return strata_err(ETIMEDOUT, "read timeout while another read fetched the "
 					  "same span");
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += left / 1000;
-		until.tv_nsec += (long)(left % 1000) * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		util_deadline_in(&until, (long)left);
 		pthread_cond_timedwait(&f->inflight_cv, &f->inflight_mu, &until);
 	}
 	return 0;
@@ -2144,10 +2140,7 @@ static void io_wait(struct fs_io *io, int ms)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)ms * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
+	util_deadline_in(&until, ms);
 	pthread_cond_timedwait(&io->cv, &io->mu, &until);
 }
 
@@ -2311,11 +2304,7 @@ int fs_pause(struct fs *f, int timeout_ms)
 	pthread_mutex_lock(&io->mu);
 	io->paused = 1;
 	io_kick(io);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
+	util_deadline_in(&until, timeout_ms);
 	while (io->busy > 0 && rc == 0) {
 		pthread_cond_timedwait(&io->cv, &io->mu, &until);
 		clock_gettime(CLOCK_REALTIME, &now);

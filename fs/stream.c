@@ -196,13 +196,11 @@ static int refresh_cb(void *ctx, const struct store_layer *l)
 	struct fs_streamer *st = ctx;
 	struct job *j = job_find(st, l->digest);
 
-	if (!j) {
-		job_queue(st, l->digest);
+	if (!j || j->state == JOB_DONE) {
+		job_queue(st, l->digest); /* new, or pulled again after rm */
 	} else if (j->state == JOB_FAILED && ms_since(&j->failed_at) >= RETRY_WORKER_MS) {
 		j->state = JOB_QUEUED;
 		clock_gettime(CLOCK_MONOTONIC, &j->progress);
-	} else if (j->state == JOB_DONE) {
-		job_queue(st, l->digest);
 	}
 	return 0;
 }
@@ -367,29 +365,17 @@ void fs_streamer_stop(struct fs_streamer *st)
 	free(st);
 }
 
-static void deadline_in(struct timespec *t, int ms)
-{
-	clock_gettime(CLOCK_REALTIME, t);
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
 int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 {
-	struct store_layer info;
 	struct job *j;
 	int rc;
 
 	if (store_layer_get(st->store, digest, NULL, NULL, NULL) == 0)
 		return 0;
-	rc = store_pending_get(st->store, digest, &info);
+	rc = store_pending_get(st->store, digest, NULL);
 	strata_err_clear();
 	if (rc < 0)
-		return rc == -ENOENT ? -ENOENT : rc;
+		return rc;
 	pthread_mutex_lock(&st->mu);
 	j = job_queue(st, digest);
 	if (!j) {
@@ -411,7 +397,7 @@ int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 			}
 			j->state = JOB_QUEUED; /* try again for this lookup */
 			clock_gettime(CLOCK_MONOTONIC, &j->progress);
-			store_pending_put(st->store, &info); /* wakes an idle worker */
+			store_pending_notify(st->store); /* wakes an idle worker */
 		}
 		/* A queued layer waits for a worker busy with another layer, itself bounded: allow
 		 * that several stall periods before giving up. */
@@ -426,7 +412,7 @@ int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 			rc = strata_err(EIO, "layer %s: the daemon is shutting down", digest);
 			break;
 		}
-		deadline_in(&until, WAIT_SLICE_MS);
+		util_deadline_in(&until, WAIT_SLICE_MS);
 		pthread_cond_timedwait(&st->cv, &st->mu, &until);
 	}
 	j->waiters--;

@@ -23,6 +23,7 @@
 
 #include "util/log.h"
 #include "util/sha256.h"
+#include "util/thread.h"
 
 enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
 static const char *const cf_names[CF_COUNT] = { "default", "chunks", "layers", "images", "meta" };
@@ -876,7 +877,7 @@ int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), voi
 
 /* ---------------------------------------------------------------- pending layers */
 
-static void pending_bump(struct store *s)
+void store_pending_notify(struct store *s)
 {
 	pthread_mutex_lock(&s->pending_mu);
 	s->pending_gen++;
@@ -913,7 +914,7 @@ int store_pending_put(struct store *s, const struct store_layer *info)
 	free(val);
 	if (err)
 		return db_error(err, "pending layer write");
-	pending_bump(s);
+	store_pending_notify(s);
 	return 0;
 }
 
@@ -942,7 +943,7 @@ int store_pending_del(struct store *s, const char *digest)
 	rocksdb_delete_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)klen, &err);
 	if (err)
 		return db_error(err, "pending layer delete");
-	pending_bump(s);
+	store_pending_notify(s);
 	return 0;
 }
 
@@ -983,13 +984,7 @@ uint64_t store_pending_wait(struct store *s, uint64_t seen, int timeout_ms)
 	struct timespec until;
 	uint64_t gen;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	util_deadline_in(&until, timeout_ms);
 	pthread_mutex_lock(&s->pending_mu);
 	while (s->pending_gen == seen) {
 		if (pthread_cond_timedwait(&s->pending_cv, &s->pending_mu, &until) == ETIMEDOUT)

@@ -128,6 +128,9 @@ int store_pending_del(struct store *s, const char *digest);
 int store_pending_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l),
 		       void *ctx);
 
+/* Wakes store_pending_wait as a pending-record write would, writing nothing. */
+void store_pending_notify(struct store *s);
+
 /* Returns the number of pending-record writes so far in this process; when it equals seen, waits
  * up to timeout_ms for the next one first. Thread-safe. */
 uint64_t store_pending_wait(struct store *s, uint64_t seen, int timeout_ms);

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 /* Starts fn(arg) on a new thread with every signal blocked, so that SIGTERM and friends reach the
  * FUSE loop's thread. Returns 0 or pthread_create's error number (positive). */
@@ -18,6 +19,18 @@ static inline int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg
 	rc = pthread_create(t, NULL, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
+}
+
+/* *t = now + ms (ms >= 0) on CLOCK_REALTIME, the clock pthread_cond_timedwait uses by default. */
+static inline void util_deadline_in(struct timespec *t, long ms)
+{
+	clock_gettime(CLOCK_REALTIME, t);
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
 }
 
 #endif
