@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 struct store;
 struct fetch_client;
 
@@ -64,8 +66,17 @@ int cmd_umount(struct cli *c, int argc, char **argv);
  * cache). Returns 0 and *out, or 1 after printing the error. */
 int cli_fetch_client(struct cli *c, struct fetch_client **out);
 
+/* Accepts the next connection on the listening socket lfd (close-on-exec) unless stop_fd becomes
+ * readable first. Returns the connection's fd, or -1 when stopped (or poll failed: logged with
+ * what, e.g. "control socket"). */
+int cli_accept(int lfd, int stop_fd, const char *what);
+
 /* Writes all of buf to a socket (no SIGPIPE). Returns 0, or -1 with errno. */
 int cli_write_all(int fd, const void *buf, size_t len);
+
+/* Sets set[digest] = true for every layer digest of a parsed image record (its "layers" array).
+ * Returns 0 or -ENOMEM. */
+int cli_image_layer_set(json_t *image, json_t *set);
 
 /* Prints "strata: <cmd>: <message>" on c->err and returns 1. */
 int cli_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -121,6 +121,27 @@ static void sock_unlink(const char *store_dir)
 
 /* ---------------------------------------------------------------- framing */
 
+int cli_accept(int lfd, int stop_fd, const char *what)
+{
+	struct pollfd pfd[2] = { { lfd, POLLIN, 0 }, { stop_fd, POLLIN, 0 } };
+
+	for (;;) {
+		int fd;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			strata_log(LOG_ERR, "%s: poll: %s", what, strerror(errno));
+			return -1;
+		}
+		if (pfd[1].revents)
+			return -1;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+	}
+}
+
 int cli_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -384,25 +405,15 @@ static void *conn_main(void *arg)
 static void *server_main(void *arg)
 {
 	struct server *srv = arg;
-	struct pollfd pfd[2] = { { srv->lfd, POLLIN, 0 }, { srv->stop_pipe[0], POLLIN, 0 } };
 
 	for (;;) {
 		struct conn *cn;
 		pthread_t t;
 		pthread_attr_t attr;
-		int fd;
+		int fd = cli_accept(srv->lfd, srv->stop_pipe[0], "control socket");
 
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			strata_log(LOG_ERR, "control socket: poll: %s", strerror(errno));
-			break;
-		}
-		if (pfd[1].revents)
-			break;
-		fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
-			continue;
+			break;
 		cn = malloc(sizeof(*cn));
 		if (!cn) {
 			close(fd);

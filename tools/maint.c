@@ -296,8 +296,8 @@ static int gc_image_cb(void *ctx, const char *ref, const char *json)
 {
 	struct gc *g = ctx;
 	json_error_t jerr;
-	json_t *o = json_loads(json, 0, &jerr), *layer;
-	size_t i;
+	json_t *o = json_loads(json, 0, &jerr);
+	int rc;
 
 	if (!o) {
 		/* Cannot tell which layers it needs: keep everything. */
@@ -305,16 +305,9 @@ static int gc_image_cb(void *ctx, const char *ref, const char *json)
 		snprintf(g->bad_layer, sizeof(g->bad_layer), "%s", ref);
 		return -EBADMSG;
 	}
-	json_array_foreach(json_object_get(o, "layers"), i, layer) {
-		const char *d = json_string_value(json_object_get(layer, "digest"));
-
-		if (d && json_object_set_new(g->keep_layers, d, json_true()) < 0) {
-			json_decref(o);
-			return -ENOMEM;
-		}
-	}
+	rc = cli_image_layer_set(o, g->keep_layers);
 	json_decref(o);
-	return 0;
+	return rc;
 }
 
 static int gc_key_cb(void *ctx, const char *key)

@@ -278,19 +278,10 @@ static void *metrics_main(void *arg)
 	struct metrics *m = arg;
 
 	for (;;) {
-		struct pollfd p[2] = { { m->lfd, POLLIN, 0 }, { m->stop_pipe[0], POLLIN, 0 } };
-		int fd;
+		int fd = cli_accept(m->lfd, m->stop_pipe[0], "metrics");
 
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (p[1].revents)
-			break;
-		fd = accept4(m->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
-			continue;
+			break;
 		serve(m, fd);
 		close(fd);
 	}

@@ -22,12 +22,6 @@
 #include "util/log.h"
 #include "util/sha256.h"
 
-/* Maps a layer media type to its compression. Returns 0 or -ENOTSUP. */
-static int layer_compression(const char *mt, enum index_compression *out)
-{
-	return index_compression_of_media_type(mt, out);
-}
-
 enum index_mode { MODE_AUTO, MODE_ARTIFACT, MODE_BUILD };
 
 struct pull_opts {
@@ -111,7 +105,7 @@ static int check_artifact_index(const struct pull_layer *pl, const struct index_
 	enum index_compression comp = INDEX_COMP_NONE;
 	char diff_id[UTIL_DIGEST_STR_LEN];
 
-	layer_compression(pl->fl->media_type, &comp);
+	index_compression_of_media_type(pl->fl->media_type, &comp);
 	util_digest_format(index_layer_diff_id(idx), diff_id);
 	if (index_layer_blob_size(idx) != pl->fl->size)
 		return strata_err(EBADMSG, "its index describes a blob of %llu bytes, not %llu",
@@ -143,14 +137,10 @@ static int use_artifact(struct fetch_client *fc, const struct fetch_ref *ref,
 		pl->enc = NULL;
 		return rc;
 	}
-	memset(&pl->info, 0, sizeof(pl->info));
-	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
+	layer_info(pl, ref);
 	util_digest_format(index_layer_diff_id(pl->idx), pl->info.diff_id);
-	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", pl->fl->media_type);
-	pl->info.size = pl->fl->size;
 	pl->info.tar_size = index_layer_tar_size(pl->idx);
 	pl->info.chunk_size = index_layer_chunk_size(pl->idx);
-	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
 	snprintf(pl->info.windows, sizeof(pl->info.windows), "%s", windows);
 	pl->how = "artifact";
 	return 0;
@@ -229,15 +219,10 @@ static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, str
 		return strata_err_prefix(-rc, "eStargz TOC");
 	}
 	pl->idx = tv.idx;
-	memset(&pl->info, 0, sizeof(pl->info));
-	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
 	/* The TOC cannot prove the uncompressed digest: keep the config's (chunks are verified). */
-	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s", pl->fl->diff_id ? pl->fl->diff_id : "");
-	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", pl->fl->media_type);
-	pl->info.size = size;
+	layer_info(pl, ref);
 	pl->info.tar_size = index_layer_content_size(pl->idx); /* the real tar size is not known */
 	pl->info.chunk_size = index_layer_chunk_size(pl->idx);
-	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
 	pl->how = "estargz";
 	return 0;
 }
@@ -315,7 +300,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 
 		pls[i].fl = &img->layers[i];
 		pls[i].dup_of = -1;
-		if (layer_compression(img->layers[i].media_type, &comp) < 0) {
+		if (index_compression_of_media_type(img->layers[i].media_type, &comp) < 0) {
 			rc = cli_fail(c, "%s: layer %s has unsupported media type %s", name,
 				      img->layers[i].digest, img->layers[i].media_type);
 			goto out;
@@ -394,7 +379,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 		if (po->mode == MODE_AUTO) {
 			enum index_compression comp = INDEX_COMP_NONE;
 
-			layer_compression(pl->fl->media_type, &comp);
+			index_compression_of_media_type(pl->fl->media_type, &comp);
 			rc = comp == INDEX_COMP_GZIP ? use_estargz(fc, ref, pl) : -ENOENT;
 			if (rc == 0) {
 				fresh++;

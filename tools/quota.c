@@ -40,8 +40,7 @@ static int pin_image_cb(void *ctx, const char *ref)
 	struct pins *p = ctx;
 	char *json = NULL;
 	json_error_t jerr;
-	json_t *o, *layer;
-	size_t i;
+	json_t *o;
 	int rc = store_image_get(p->s, ref, &json);
 
 	if (rc == -ENOENT)
@@ -52,16 +51,9 @@ static int pin_image_cb(void *ctx, const char *ref)
 	free(json);
 	if (!o)
 		return strata_err(EBADMSG, "image %s: unreadable record", ref);
-	json_array_foreach(json_object_get(o, "layers"), i, layer) {
-		const char *d = json_string_value(json_object_get(layer, "digest"));
-
-		if (d && json_object_set_new(p->layers, d, json_true()) < 0) {
-			json_decref(o);
-			return -ENOMEM;
-		}
-	}
+	rc = cli_image_layer_set(o, p->layers);
 	json_decref(o);
-	return 0;
+	return rc;
 }
 
 /* Fills layers (an object) with the digests of every pinned image's layers. Returns 0 or negative
