@@ -164,6 +164,21 @@ def run_bounded(fn, timeout, on_timeout):
     return result.get("value")
 
 
+def read_file(m, path, offset=0, size=-1, timeout=120):
+    """Reads through the mount of daemon m (a Mount), bounded: a hung FUSE request kills the
+    daemon and fails the test."""
+    def _read():
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read() if size < 0 else f.read(size)
+
+    try:
+        return run_bounded(_read, timeout, m.kill)
+    except TimeoutError:
+        pytest.fail("reading %s hung for %ss; daemon killed; stderr:\n%s" % (path, timeout,
+                                                                            m.stderr()))
+
+
 def force_unmount(path, keep=0):
     """Best-effort: lazily unmounts the topmost mounts on path until at most `keep` remain."""
     for _ in range(8):

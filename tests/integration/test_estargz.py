@@ -57,7 +57,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Strata, format_requests, run_bounded
+from conftest import Strata, format_requests, read_file, run_bounded
 import treecmp
 
 MiB = 1 << 20
@@ -291,19 +291,6 @@ def compare_layer(env, m, layer, label):
     run_bounded(lambda: treecmp.compare_layer(path, ref, tar_entries=entries, skip=mtime_rounding,
                                               right_name="tar[%s]" % label),
                 READ_TIMEOUT * 2, m.kill)
-
-
-def read_file(m, path, offset=0, size=-1):
-    def _read():
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read() if size < 0 else f.read(size)
-
-    try:
-        return run_bounded(_read, READ_TIMEOUT, m.kill)
-    except TimeoutError:
-        pytest.fail("reading %s hung for %ss; daemon killed; stderr:\n%s" % (path, READ_TIMEOUT,
-                                                                            m.stderr()))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ import urllib.request
 
 import pytest
 
-from conftest import Fixtures, Strata, format_requests, one_line, run_bounded, run_mkfixture
+from conftest import (Fixtures, Strata, format_requests, one_line, read_file, run_bounded,
+                      run_mkfixture)
 
 MiB = 1 << 20
 INDEX_TIMEOUT = 300    # strata index --push of the big image (downloads ~200 MiB once)
@@ -67,20 +68,6 @@ def one_json(p):
     objs = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
     assert len(objs) == 1, "expected one JSON line:\n%s" % p.stdout
     return objs[0]
-
-
-def read_file(m, path, offset=0, size=-1):
-    """Reads through the mount, bounded: a hung FUSE request kills the daemon and fails."""
-    def _read():
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read() if size < 0 else f.read(size)
-
-    try:
-        return run_bounded(_read, READ_TIMEOUT, m.kill)
-    except TimeoutError:
-        pytest.fail("reading %s hung for %ss; daemon killed; stderr:\n%s" % (path, READ_TIMEOUT,
-                                                                            m.stderr()))
 
 
 def drop_cached_pages(path):
