@@ -10,6 +10,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,7 +295,7 @@ struct fs {
 	int foreground;            /* reader fetches under way; protected by inflight_mu */
 	pthread_t bg_thread;
 	int bg_wanted, bg_started;
-	volatile int bg_stop;
+	atomic_int bg_stop;
 	uint64_t bg_limit;         /* store size background completion stays under; 0 = none (atomic) */
 	pthread_mutex_t w_mu;      /* the chunk writer's queue */
 	pthread_cond_t w_cv, w_idle;
@@ -1818,12 +1819,12 @@ static void bg_yield(struct fs *f)
 			/* At the quota's low-water mark: fetch nothing that eviction would undo. */
 			if (store_get_stats(f->store, &st) == 0 &&
 			    st.disk_bytes >= f->bg_limit) {
-				for (int t = 0; t < 20 && !f->bg_stop; t++)
+				for (int t = 0; t < 20 && !atomic_load(&f->bg_stop); t++)
 					usleep(50 * 1000);
 				continue;
 			}
 		}
-		if (!busy || f->bg_stop)
+		if (!busy || atomic_load(&f->bg_stop))
 			return;
 		usleep(20 * 1000);
 	}
@@ -1835,12 +1836,12 @@ static int bg_layer(struct fs *f, struct fs_layer *l)
 	uint32_t n = index_layer_ninodes(l->idx);
 	int failed = 0;
 
-	for (uint32_t i = 0; i < n && !f->bg_stop; i++) {
+	for (uint32_t i = 0; i < n && !atomic_load(&f->bg_stop); i++) {
 		const struct index_inode *in = index_layer_inode(l->idx, i);
 
 		if (!S_ISREG(in->mode))
 			continue;
-		for (uint32_t ci = 0; ci < in->count && !f->bg_stop; ci++) {
+		for (uint32_t ci = 0; ci < in->count && !atomic_load(&f->bg_stop); ci++) {
 			const struct index_chunk *c = index_layer_chunk(l->idx, in->first + ci);
 			int rc;
 
@@ -1861,12 +1862,12 @@ static void *bg_main(void *arg)
 	struct fs *f = arg;
 
 	/* Passes over every layer until all are complete; new layers are picked up on the next pass. */
-	while (!f->bg_stop) {
+	while (!atomic_load(&f->bg_stop)) {
 		struct digest_list b = { 0, NULL };
 		int incomplete = 0;
 
 		if (store_layer_list(f->store, collect_layer_cb, &b) == 0) {
-			for (size_t i = 0; i < b.n && !f->bg_stop; i++) {
+			for (size_t i = 0; i < b.n && !atomic_load(&f->bg_stop); i++) {
 				struct fs_layer *l;
 
 				if (layer_load(f, b.names[i], &l) < 0)
@@ -1877,7 +1878,7 @@ static void *bg_main(void *arg)
 			}
 		}
 		free(b.names);
-		for (int t = 0; t < (incomplete ? 100 : 20) && !f->bg_stop; t++)
+		for (int t = 0; t < (incomplete ? 100 : 20) && !atomic_load(&f->bg_stop); t++)
 			usleep(50 * 1000); /* 5 s after a failure, else 1 s between passes */
 	}
 	return NULL;
@@ -2788,7 +2789,7 @@ void fs_free(struct fs *f)
 	if (!f)
 		return;
 	if (f->bg_started) {
-		f->bg_stop = 1;
+		atomic_store(&f->bg_stop, 1);
 		pthread_join(f->bg_thread, NULL);
 	}
 	fs_streamer_stop(f->streamer);
@@ -2939,7 +2940,7 @@ int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]),
 
 int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, const char *digest,
 		   void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
-		   volatile int *cancel)
+		   atomic_int *cancel)
 {
 	struct fs *tmp = NULL;
 	struct fs_layer *l = NULL;
@@ -2986,7 +2987,7 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		for (uint32_t ci = 0; ci < in->count && rc == 0; ci++) {
 			const struct index_chunk *c = index_layer_chunk(l->idx, in->first + ci);
 
-			if (cancel && *cancel) {
+			if (cancel && atomic_load(cancel)) {
 				rc = -ECANCELED;
 				break;
 			}

@@ -3,6 +3,7 @@
 #ifndef STRATA_FS_FS_H
 #define STRATA_FS_FS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -155,6 +156,6 @@ int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]),
  */
 int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, const char *digest,
 		   void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
-		   volatile int *cancel);
+		   atomic_int *cancel);
 
 #endif

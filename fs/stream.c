@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +145,7 @@ struct fs_streamer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;         /* a job changed state or made progress */
 	struct job *jobs;          /* protected by mu */
-	volatile int stop;
+	atomic_int stop;
 	unsigned nworkers;
 	pthread_t *workers;
 };
@@ -239,7 +240,7 @@ static int run_progress(void *ctx, uint64_t done, uint64_t total)
 	}
 	r->job->total = total;
 	pthread_mutex_unlock(&r->st->mu);
-	return r->st->stop ? 1 : 0;
+	return atomic_load(&r->st->stop) ? 1 : 0;
 }
 
 /* Streams one pending layer and stores its index. Returns 0 or negative errno (strata_err). */
@@ -285,7 +286,7 @@ static void *worker_main(void *arg)
 	struct fs_streamer *st = arg;
 	uint64_t gen = 0;
 
-	while (!st->stop) {
+	while (!atomic_load(&st->stop)) {
 		struct job *j;
 		int rc;
 
@@ -306,7 +307,7 @@ static void *worker_main(void *arg)
 			j->state = JOB_FAILED;
 			clock_gettime(CLOCK_MONOTONIC, &j->failed_at);
 			snprintf(j->error, sizeof(j->error), "%s", strata_errmsg(rc));
-			if (!st->stop)
+			if (!atomic_load(&st->stop))
 				strata_log(LOG_ERR, "layer %s: streaming failed: %s (retried on the "
 					   "next lookup)", j->digest, j->error);
 		}
@@ -350,7 +351,7 @@ void fs_streamer_stop(struct fs_streamer *st)
 {
 	if (!st)
 		return;
-	st->stop = 1;
+	atomic_store(&st->stop, 1);
 	for (unsigned i = 0; i < st->nworkers; i++)
 		pthread_join(st->workers[i], NULL);
 	free(st->workers);
@@ -408,7 +409,7 @@ int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 				strata_log(LOG_ERR, "%s", strata_errmsg(rc));
 			break;
 		}
-		if (st->stop) {
+		if (atomic_load(&st->stop)) {
 			rc = strata_err(EIO, "layer %s: the daemon is shutting down", digest);
 			break;
 		}

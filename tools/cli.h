@@ -4,6 +4,7 @@
 #define STRATA_TOOLS_CLI_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -36,7 +37,7 @@ struct cli {
 	struct quota *evictor;   /* the daemon's background evictor, or NULL */
 	const char *metrics;     /* mount --metrics: HOST:PORT or unix:PATH for Prometheus, or NULL */
 	int in_daemon;
-	volatile int *cancel;    /* set when the daemon shuts down; long commands stop early */
+	atomic_int *cancel;      /* set when the daemon shuts down; long commands stop early */
 	const char *cmd;         /* the command name, for error messages */
 };
 

@@ -286,7 +286,7 @@ struct server {
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
 	int active;          /* protected by mu */
-	volatile int cancel; /* set at shutdown; long commands poll it */
+	atomic_int cancel;   /* set at shutdown; long commands poll it */
 	struct fs *fs;       /* the mount this daemon serves */
 	int drain_ms;        /* a handover waits this long for requests being processed */
 	pthread_mutex_t ho_mu;   /* one handover at a time */
@@ -474,7 +474,7 @@ static void server_stop(struct server *srv)
 {
 	struct timespec until;
 
-	srv->cancel = 1;
+	atomic_store(&srv->cancel, 1);
 	if (write(srv->stop_pipe[1], "x", 1) < 0)
 		strata_log(LOG_WARNING, "control socket: stop: %s", strerror(errno));
 	pthread_join(srv->thread, NULL);

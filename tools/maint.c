@@ -20,7 +20,7 @@
 
 static int cancelled(const struct cli *c)
 {
-	return c->cancel && *c->cancel;
+	return c->cancel && atomic_load(c->cancel);
 }
 
 static void progress(struct cli *c, const char *what, uint64_t n, int done)

@@ -55,7 +55,7 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	struct timespec now;
 	char a[32], b[32];
 
-	if (p->c->cancel && *p->c->cancel)
+	if (p->c->cancel && atomic_load(p->c->cancel))
 		return 1;
 	if (!p->c->tty || p->c->json)
 		return 0;
@@ -405,7 +405,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 		if (rc < 0) {
 			if (c->tty && !c->json)
 				fprintf(c->err, "\n");
-			if (c->cancel && *c->cancel)
+			if (c->cancel && atomic_load(c->cancel))
 				rc = cli_fail(c, "%s: cancelled: the daemon is shutting down", name);
 			else
 				rc = cli_fail(c, "%s: layer %s: %s", name, pl->fl->digest,

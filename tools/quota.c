@@ -167,7 +167,7 @@ static int delete_batch(struct evict *e, uint8_t (*batch)[32], const uint64_t *s
 /* Evicts the chunks of candidate layer ci that are neither kept nor gone already, in index order,
  * until want stored bytes are freed. Adds to res. */
 static int evict_layer(struct evict *e, size_t ci, const struct dset *kept, struct dset *gone,
-		       uint64_t want, volatile int *cancel, struct quota_result *res)
+		       uint64_t want, atomic_int *cancel, struct quota_result *res)
 {
 	struct index_layer *l = NULL;
 	uint8_t (*batch)[32] = malloc(BATCH * sizeof(*batch));
@@ -223,7 +223,7 @@ static int evict_layer(struct evict *e, size_t ci, const struct dset *kept, stru
 		pending += (uint64_t)len;
 		if (n < BATCH && i + 1 < nchunks + nwin && res->bytes - start + pending < want)
 			continue;
-		if (cancel && *cancel) {
+		if (cancel && atomic_load(cancel)) {
 			rc = -ECANCELED;
 			break;
 		}
@@ -275,7 +275,7 @@ static uint64_t low_water_bytes(uint64_t quota, unsigned low_water)
 }
 
 int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_water,
-		volatile int *cancel, struct quota_result *res)
+		atomic_int *cancel, struct quota_result *res)
 {
 	struct evict e = { s, fs, NULL, NULL, 0, 0, 0 };
 	struct dset kept = { 0 }, gone = { 0 };
@@ -371,7 +371,7 @@ struct quota {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	volatile int stop; /* written under mu; read by quota_evict between batches */
+	atomic_int stop;   /* written under mu; read by quota_evict between batches */
 };
 
 static void *evictor_main(void *arg)
@@ -380,7 +380,7 @@ static void *evictor_main(void *arg)
 	int failed = 0;
 
 	pthread_mutex_lock(&q->mu);
-	while (!q->stop) {
+	while (!atomic_load(&q->stop)) {
 		struct timespec until;
 		struct quota_result r;
 		int rc;
@@ -388,7 +388,7 @@ static void *evictor_main(void *arg)
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += 1;
 		pthread_cond_timedwait(&q->cv, &q->mu, &until);
-		if (q->stop)
+		if (atomic_load(&q->stop))
 			break;
 		pthread_mutex_unlock(&q->mu);
 		if (disk_size(q->s) > q->quota) {
@@ -411,7 +411,7 @@ static void *evictor_main(void *arg)
 					pthread_mutex_lock(&q->mu);
 					clock_gettime(CLOCK_REALTIME, &until);
 					until.tv_sec += 30;
-					while (!q->stop &&
+					while (!atomic_load(&q->stop) &&
 					       pthread_cond_timedwait(&q->cv, &q->mu, &until) == 0)
 						;
 					pthread_mutex_unlock(&q->mu);
@@ -472,7 +472,7 @@ void quota_stop(struct quota *q)
 	if (!q)
 		return;
 	pthread_mutex_lock(&q->mu);
-	q->stop = 1;
+	atomic_store(&q->stop, 1);
 	pthread_cond_broadcast(&q->cv);
 	pthread_mutex_unlock(&q->mu);
 	pthread_join(q->thread, NULL);

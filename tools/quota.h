@@ -3,6 +3,7 @@
 #ifndef STRATA_TOOLS_QUOTA_H
 #define STRATA_TOOLS_QUOTA_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct store;
@@ -46,7 +47,7 @@ struct quota_result {
  * deleted then).
  */
 int quota_evict(struct store *s, struct fs *fs, uint64_t quota, unsigned low_water,
-		volatile int *cancel, struct quota_result *res);
+		atomic_int *cancel, struct quota_result *res);
 
 /* Starts the background evictor of a daemon: a thread that checks the store's size every second
  * and runs quota_evict() when it is above quota (never in a FUSE thread). store and fs are
