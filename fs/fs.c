@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* FUSE low-level operations serving MNT/layers/sha256:<hex>/ from layer indexes and store chunks. */
 #include "fs.h"
+#include "engine.h"
 #include "stream.h"
 
 #include <assert.h>
@@ -271,14 +272,14 @@ struct fs_io {
 	uint64_t init_unique;
 };
 
-struct fs {
+/*
+ * The read engine: the layer cache, the decoded-chunk cache, the chunk writer, the spans being
+ * fetched and the background completion of one store. A mount embeds one (struct fs); a pin
+ * without a mount makes its own (fs_engine_create).
+ */
+struct fs_engine {
 	struct store *store;
-	struct fuse_session *se;
-	char *mountpoint;
-	int mounted;
-	int signals_set;
-	unsigned max_threads;
-	struct timespec start;
+	struct fetch_client *fetch;
 	pthread_rwlock_t layers_lock;
 	struct fs_layer **layers; /* loaded layers, indexed by seq; protected by layers_lock */
 	size_t layers_cap;        /* protected by layers_lock */
@@ -288,13 +289,12 @@ struct fs {
 	uint64_t layer_tick;      /* use clock for the LRU choice (atomic) */
 	int64_t layer_trimmed;    /* second of the last malloc_trim after unloads (atomic) */
 	struct chunk_cache cache;
-	struct fetch_client *fetch;
 	pthread_mutex_t inflight_mu;
 	pthread_cond_t inflight_cv;
 	struct inflight *inflight; /* protected by inflight_mu */
 	int foreground;            /* reader fetches under way; protected by inflight_mu */
 	pthread_t bg_thread;
-	int bg_wanted, bg_started;
+	int bg_started;
 	atomic_int bg_stop;
 	uint64_t bg_limit;         /* store size background completion stays under; 0 = none (atomic) */
 	pthread_mutex_t w_mu;      /* the chunk writer's queue */
@@ -304,6 +304,18 @@ struct fs {
 	int w_stop;                /* protected by w_mu */
 	int w_started;
 	pthread_t w_thread;
+	int store_full;            /* chunk writes fail for lack of space (atomic) */
+};
+
+struct fs {
+	struct fs_engine eng;
+	struct fuse_session *se;
+	char *mountpoint;
+	int mounted;
+	int signals_set;
+	unsigned max_threads;
+	struct timespec start;
+	int bg_wanted;
 	struct fs_streamer *streamer; /* streams pending layers; NULL without fetch */
 	int read_timeout_ms;
 	pthread_mutex_t dh_mu;
@@ -315,13 +327,15 @@ struct fs {
 	pthread_mutex_t open_mu;   /* held by op_open/op_release briefly, by an eviction batch */
 	struct open_ino *opens;    /* files open on the mount; protected by open_mu */
 	size_t nopens, capopens;   /* protected by open_mu */
-	int store_full;            /* chunk writes fail for lack of space (atomic) */
 };
 
-static void layer_touch(struct fs *f, struct fs_layer *l);
-static void store_full(struct fs *f, int full);
-static int chunk_local(struct fs *f, const uint8_t digest[32]);
+static void layer_touch(struct fs_engine *eng, struct fs_layer *l);
+static void store_full(struct fs_engine *eng, int full);
+static int chunk_local(struct fs_engine *eng, const uint8_t digest[32]);
 static int open_count(struct fs *f, fuse_ino_t ino, int delta);
+static int engine_init(struct fs_engine *eng, struct store *store, struct fetch_client *fc,
+		       uint64_t chunk_cache_bytes, uint64_t index_cache_bytes);
+static void engine_fini(struct fs_engine *eng);
 
 static void layer_destroy(struct fs_layer *l)
 {
@@ -331,10 +345,10 @@ static void layer_destroy(struct fs_layer *l)
 }
 
 /* Takes a reference on l. Caller holds layers_lock (either side). */
-static struct fs_layer *layer_ref_locked(struct fs *f, struct fs_layer *l)
+static struct fs_layer *layer_ref_locked(struct fs_engine *eng, struct fs_layer *l)
 {
 	__atomic_add_fetch(&l->refs, 1, __ATOMIC_ACQUIRE);
-	__atomic_store_n(&l->used, __atomic_add_fetch(&f->layer_tick, 1, __ATOMIC_RELAXED),
+	__atomic_store_n(&l->used, __atomic_add_fetch(&eng->layer_tick, 1, __ATOMIC_RELAXED),
 			 __ATOMIC_RELAXED);
 	return l;
 }
@@ -343,17 +357,17 @@ static struct fs_layer *layer_ref_locked(struct fs *f, struct fs_layer *l)
  * Unloads the least recently used layers that have no reference until the loaded ones fit the cap
  * (or only referenced ones are left). Takes layers_lock (write side); frees outside it.
  */
-static void layer_trim(struct fs *f)
+static void layer_trim(struct fs_engine *eng)
 {
 	struct fs_layer *gone = NULL;
 	uint64_t n = 0;
 
-	pthread_rwlock_wrlock(&f->layers_lock);
-	while (f->layers_bytes > f->layers_max) {
+	pthread_rwlock_wrlock(&eng->layers_lock);
+	while (eng->layers_bytes > eng->layers_max) {
 		struct fs_layer *victim = NULL;
 
-		for (size_t i = 0; i < f->layers_cap; i++) {
-			struct fs_layer *l = f->layers[i];
+		for (size_t i = 0; i < eng->layers_cap; i++) {
+			struct fs_layer *l = eng->layers[i];
 
 			/* No reference can be taken meanwhile: that needs the read side. */
 			if (l && __atomic_load_n(&l->refs, __ATOMIC_SEQ_CST) == 0 &&
@@ -362,15 +376,15 @@ static void layer_trim(struct fs *f)
 		}
 		if (!victim)
 			break;
-		f->layers[victim->seq] = NULL;
-		__atomic_store_n(&f->layers_bytes, f->layers_bytes - victim->bytes, __ATOMIC_RELAXED);
+		eng->layers[victim->seq] = NULL;
+		__atomic_store_n(&eng->layers_bytes, eng->layers_bytes - victim->bytes, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&index_stats.bytes, victim->bytes, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
 		victim->gone = gone;
 		gone = victim;
 		n++;
 	}
-	pthread_rwlock_unlock(&f->layers_lock);
+	pthread_rwlock_unlock(&eng->layers_lock);
 	if (n)
 		__atomic_add_fetch(&index_stats.unloads, n, __ATOMIC_RELAXED);
 	while (gone) {
@@ -385,56 +399,56 @@ static void layer_trim(struct fs *f)
 		 * than one layer kept 21 MiB more resident without this). */
 		int64_t now = (int64_t)time(NULL);
 
-		if (__atomic_exchange_n(&f->layer_trimmed, now, __ATOMIC_RELAXED) != now)
+		if (__atomic_exchange_n(&eng->layer_trimmed, now, __ATOMIC_RELAXED) != now)
 			malloc_trim(0);
 	}
 }
 
 /* Gives back a reference from layer_get_seq/layer_load/layer_of (NULL ok). l may be unloaded
  * from then on. */
-static void layer_put(struct fs *f, struct fs_layer *l)
+static void layer_put(struct fs_engine *eng, struct fs_layer *l)
 {
 	if (!l)
 		return;
 	assert(__atomic_load_n(&l->refs, __ATOMIC_RELAXED) > 0);
 	/* (sequentially consistent with layer_load's update: one of the two trims) */
 	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_SEQ_CST) == 0 &&
-	    __atomic_load_n(&f->layers_bytes, __ATOMIC_SEQ_CST) > f->layers_max)
-		layer_trim(f);
+	    __atomic_load_n(&eng->layers_bytes, __ATOMIC_SEQ_CST) > eng->layers_max)
+		layer_trim(eng);
 }
 
 /* Returns the loaded layer seq, referenced (layer_put), or NULL when it is not loaded. */
-static struct fs_layer *layer_get_seq(struct fs *f, uint32_t seq)
+static struct fs_layer *layer_get_seq(struct fs_engine *eng, uint32_t seq)
 {
 	struct fs_layer *l = NULL;
 
-	pthread_rwlock_rdlock(&f->layers_lock);
-	if (seq < f->layers_cap && f->layers[seq])
-		l = layer_ref_locked(f, f->layers[seq]);
-	pthread_rwlock_unlock(&f->layers_lock);
+	pthread_rwlock_rdlock(&eng->layers_lock);
+	if (seq < eng->layers_cap && eng->layers[seq])
+		l = layer_ref_locked(eng, eng->layers[seq]);
+	pthread_rwlock_unlock(&eng->layers_lock);
 	return l;
 }
 
 /* Returns the loaded layer with this digest, referenced, or NULL. Scans the loaded layers (the
  * cap keeps them few): cheaper than reading the layer's record from the store. */
-static struct fs_layer *layer_get_digest(struct fs *f, const char *digest)
+static struct fs_layer *layer_get_digest(struct fs_engine *eng, const char *digest)
 {
 	struct fs_layer *l = NULL;
 
-	pthread_rwlock_rdlock(&f->layers_lock);
-	for (size_t i = 0; i < f->layers_cap; i++) {
-		if (f->layers[i] && strcmp(f->layers[i]->digest, digest) == 0) {
-			l = layer_ref_locked(f, f->layers[i]);
+	pthread_rwlock_rdlock(&eng->layers_lock);
+	for (size_t i = 0; i < eng->layers_cap; i++) {
+		if (eng->layers[i] && strcmp(eng->layers[i]->digest, digest) == 0) {
+			l = layer_ref_locked(eng, eng->layers[i]);
 			break;
 		}
 	}
-	pthread_rwlock_unlock(&f->layers_lock);
+	pthread_rwlock_unlock(&eng->layers_lock);
 	return l;
 }
 
 /* Loads the layer with this digest from the store (or returns the loaded one). On success *out is
  * referenced: give it back with layer_put(). */
-static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
+static int layer_load(struct fs_engine *eng, const char *digest, struct fs_layer **out)
 {
 	struct store_layer info;
 	struct fs_layer *l;
@@ -445,25 +459,25 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 	*out = NULL;
 	/* Loaded, and its seq still names this digest in the store (a layer removed and stored
 	 * again has a new seq): a small read instead of the layer's record. */
-	l = layer_get_digest(f, digest);
+	l = layer_get_digest(eng, digest);
 	if (l) {
 		char now[STORE_DIGEST_LEN];
 
-		if (store_layer_by_seq(f->store, l->seq, now) == 0 && strcmp(now, digest) == 0) {
+		if (store_layer_by_seq(eng->store, l->seq, now) == 0 && strcmp(now, digest) == 0) {
 			*out = l;
 			return 0;
 		}
-		layer_put(f, l);
+		layer_put(eng, l);
 		strata_err_clear();
 	}
 	/* Only the record's description first (not its index): is it loaded under its seq? */
-	rc = store_layer_get(f->store, digest, &info, NULL, NULL);
+	rc = store_layer_get(eng->store, digest, &info, NULL, NULL);
 	if (rc < 0)
 		return rc;
-	*out = layer_get_seq(f, info.seq);
+	*out = layer_get_seq(eng, info.seq);
 	if (*out)
 		return 0;
-	rc = store_layer_get(f->store, digest, &info, &buf, &len);
+	rc = store_layer_get(eng->store, digest, &info, &buf, &len);
 	if (rc < 0)
 		return rc;
 	l = calloc(1, sizeof(*l));
@@ -488,39 +502,39 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
 		l->src = NULL;
 	}
 
-	pthread_rwlock_wrlock(&f->layers_lock);
-	if (info.seq >= f->layers_cap) {
-		size_t ncap = f->layers_cap ? f->layers_cap : 64;
+	pthread_rwlock_wrlock(&eng->layers_lock);
+	if (info.seq >= eng->layers_cap) {
+		size_t ncap = eng->layers_cap ? eng->layers_cap : 64;
 		struct fs_layer **nl;
 
 		while (ncap <= info.seq)
 			ncap *= 2;
-		nl = realloc(f->layers, ncap * sizeof(*nl));
+		nl = realloc(eng->layers, ncap * sizeof(*nl));
 		if (!nl) {
-			pthread_rwlock_unlock(&f->layers_lock);
+			pthread_rwlock_unlock(&eng->layers_lock);
 			layer_destroy(l);
 			return -ENOMEM;
 		}
-		memset(nl + f->layers_cap, 0, (ncap - f->layers_cap) * sizeof(*nl));
-		f->layers = nl;
-		f->layers_cap = ncap;
+		memset(nl + eng->layers_cap, 0, (ncap - eng->layers_cap) * sizeof(*nl));
+		eng->layers = nl;
+		eng->layers_cap = ncap;
 	}
-	if (f->layers[info.seq]) {
+	if (eng->layers[info.seq]) {
 		/* another request loaded it meanwhile */
-		*out = layer_ref_locked(f, f->layers[info.seq]);
-		pthread_rwlock_unlock(&f->layers_lock);
+		*out = layer_ref_locked(eng, eng->layers[info.seq]);
+		pthread_rwlock_unlock(&eng->layers_lock);
 		layer_destroy(l);
 		return 0;
 	}
-	f->layers[info.seq] = l;
-	*out = layer_ref_locked(f, l);
-	__atomic_store_n(&f->layers_bytes, f->layers_bytes + l->bytes, __ATOMIC_SEQ_CST);
+	eng->layers[info.seq] = l;
+	*out = layer_ref_locked(eng, l);
+	__atomic_store_n(&eng->layers_bytes, eng->layers_bytes + l->bytes, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&index_stats.bytes, l->bytes, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&index_stats.loads, 1, __ATOMIC_RELAXED);
-	pthread_rwlock_unlock(&f->layers_lock);
-	if (__atomic_load_n(&f->layers_bytes, __ATOMIC_SEQ_CST) > f->layers_max)
-		layer_trim(f); /* never this one: it is referenced */
+	pthread_rwlock_unlock(&eng->layers_lock);
+	if (__atomic_load_n(&eng->layers_bytes, __ATOMIC_SEQ_CST) > eng->layers_max)
+		layer_trim(eng); /* never this one: it is referenced */
 	return 0;
 }
 
@@ -528,19 +542,19 @@ static int layer_load(struct fs *f, const char *digest, struct fs_layer **out)
  * streamed, verified and indexed: bounded while the stream makes progress. */
 static int layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out)
 {
-	int rc = layer_load(f, digest, out);
+	int rc = layer_load(&f->eng, digest, out);
 
 	if (rc == -ENOENT && f->streamer) {
 		rc = fs_streamer_wait(f->streamer, digest);
 		if (rc == 0)
-			rc = layer_load(f, digest, out);
+			rc = layer_load(&f->eng, digest, out);
 	}
 	return rc;
 }
 
 /* Finds the layer for an inode number, loading it by seq when it is not loaded. On success *out is
  * referenced (layer_put) and *node is the inode's number in the layer's index. */
-static int layer_of(struct fs *f, fuse_ino_t ino, struct fs_layer **out, uint32_t *node)
+static int layer_of(struct fs_engine *eng, fuse_ino_t ino, struct fs_layer **out, uint32_t *node)
 {
 	uint32_t seq = (uint32_t)(ino >> 32);
 	char digest[STORE_DIGEST_LEN];
@@ -550,18 +564,18 @@ static int layer_of(struct fs *f, fuse_ino_t ino, struct fs_layer **out, uint32_
 	*out = NULL;
 	if (seq == 0)
 		return -ENOENT;
-	l = layer_get_seq(f, seq);
+	l = layer_get_seq(eng, seq);
 	if (!l) {
-		rc = store_layer_by_seq(f->store, seq, digest);
+		rc = store_layer_by_seq(eng->store, seq, digest);
 		if (rc < 0)
 			return rc == -ENOENT ? -ESTALE : rc;
-		rc = layer_load(f, digest, &l);
+		rc = layer_load(eng, digest, &l);
 		if (rc < 0)
 			return rc;
 	}
 	/* (a layer removed and stored again has a new seq: the old numbers are stale) */
 	if (l->seq != seq || (uint32_t)ino >= index_layer_ninodes(l->idx)) {
-		layer_put(f, l);
+		layer_put(eng, l);
 		return -ESTALE;
 	}
 	*out = l;
@@ -622,11 +636,11 @@ static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeo
 		*timeout = VIEW_TIMEOUT;
 		return 0;
 	}
-	rc = layer_of(f, ino, &l, &node);
+	rc = layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
 		return rc;
 	node_stat(l, node, st);
-	layer_put(f, l);
+	layer_put(&f->eng, l);
 	*timeout = CONTENT_TIMEOUT;
 	return 0;
 }
@@ -657,12 +671,12 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 			return rc == -ENOENT ? -ENOENT : rc;
 		child = 0;
 	} else {
-		rc = layer_of(f, parent, &l, &node);
+		rc = layer_of(&f->eng, parent, &l, &node);
 		if (rc < 0)
 			return rc;
 		child = index_layer_lookup(l->idx, node, name, strlen(name));
 		if (child < 0) {
-			layer_put(f, l);
+			layer_put(&f->eng, l);
 			return (int)child;
 		}
 	}
@@ -671,7 +685,7 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 	node_stat(l, (uint32_t)child, &e->attr);
 	e->attr_timeout = CONTENT_TIMEOUT;
 	e->entry_timeout = e->attr_timeout;
-	layer_put(f, l);
+	layer_put(&f->eng, l);
 	return 0;
 }
 
@@ -709,7 +723,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	uint32_t node;
 	char *target;
 	int link;
-	int rc = layer_of(f, ino, &l, &node);
+	int rc = layer_of(&f->eng, ino, &l, &node);
 
 	if (rc < 0) {
 		fuse_reply_err(req, ino <= INO_LAYERS ? EINVAL : -rc);
@@ -718,7 +732,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	in = index_layer_inode(l->idx, node);
 	link = S_ISLNK(in->mode);
 	target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
-	layer_put(f, l); /* in is gone from here on */
+	layer_put(&f->eng, l); /* in is gone from here on */
 	if (!link) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -802,9 +816,9 @@ static struct dir_handle *dh_get(struct fs *f, uint64_t fh, int create, int *err
 	/* Pending layers too (their entries wait until they have streamed), listed first: a layer
 	 * that finishes in between (its record and the end of its pending record are one write) is
 	 * then in both lists, never in neither. */
-	rc = f->streamer ? store_pending_list(f->store, collect_layer_cb, &h->list) : 0;
+	rc = f->streamer ? store_pending_list(f->eng.store, collect_layer_cb, &h->list) : 0;
 	if (rc == 0)
-		rc = store_layer_list(f->store, collect_new_layer_cb, &h->list);
+		rc = store_layer_list(f->eng.store, collect_new_layer_cb, &h->list);
 	if (rc < 0) {
 		free(h->list.names);
 		free(h);
@@ -967,7 +981,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		d = &h->list;
 	} else if (ino != INO_ROOT) {
 		/* one reference for the whole request: every entry is in this layer */
-		rc = layer_of(f, ino, &dl, &node);
+		rc = layer_of(&f->eng, ino, &dl, &node);
 		if (rc < 0) {
 			fuse_reply_err(req, -rc);
 			return;
@@ -975,7 +989,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	buf = malloc(size);
 	if (!buf) {
-		layer_put(f, dl);
+		layer_put(&f->eng, dl);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -1014,14 +1028,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			}
 			need = fuse_add_direntry(req, buf + used, size - used, name, &st, idx + 1);
 		}
-		layer_put(f, cl);
+		layer_put(&f->eng, cl);
 		if (need > size - used) {
 			rc = 0;
 			break;
 		}
 		used += need;
 	}
-	layer_put(f, dl);
+	layer_put(&f->eng, dl);
 	if (rc < 0 && used == 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -1058,18 +1072,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	rc = layer_of(f, ino, &l, &node);
+	rc = layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	if (S_ISDIR(index_layer_inode(l->idx, node)->mode)) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	layer_touch(f, l);
-	layer_put(f, l);
+	layer_touch(&f->eng, l);
+	layer_put(&f->eng, l);
 	rc = open_count(f, ino, 1);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -1120,13 +1134,13 @@ static int window_verify(void *ctx, const void *raw, size_t len)
 }
 
 /* Gets the window of checkpoint cp: from the store, else from the layer's index artifact. */
-static int get_window(struct fs *f, struct fs_layer *l, const struct index_checkpoint *cp,
+static int get_window(struct fs_engine *eng, struct fs_layer *l, const struct index_checkpoint *cp,
 		      uint8_t *window)
 {
 	char hex[UTIL_DIGEST_STR_LEN];
 	struct window_check wc = { cp, window, hex };
 	uint8_t *raw;
-	ssize_t n = store_chunk_get(f->store, cp->window, window, INDEX_ZRAN_WINDOW);
+	ssize_t n = store_chunk_get(eng->store, cp->window, window, INDEX_ZRAN_WINDOW);
 	int rc;
 
 	if (n >= 0)
@@ -1139,14 +1153,14 @@ static int get_window(struct fs *f, struct fs_layer *l, const struct index_check
 	raw = malloc(cp->wclen ? cp->wclen : 1);
 	if (!raw)
 		return -ENOMEM;
-	rc = fetch_blob_range_verify(f->fetch, l->src, l->windows, cp->woff, cp->wclen, raw,
+	rc = fetch_blob_range_verify(eng->fetch, l->src, l->windows, cp->woff, cp->wclen, raw,
 				     window_verify, &wc);
 	free(raw);
 	if (rc < 0)
 		return rc;
-	rc = store_chunk_put(f->store, cp->window, window, cp->wlen);
+	rc = store_chunk_put(eng->store, cp->window, window, cp->wlen);
 	if (rc == -ENOSPC) { /* the verified window is in the caller's buffer: serve anyway */
-		store_full(f, 1);
+		store_full(eng, 1);
 		strata_err_clear();
 		return 0;
 	}
@@ -1157,7 +1171,7 @@ static int get_window(struct fs *f, struct fs_layer *l, const struct index_check
  * file that are not stored yet, up to READAHEAD_CHUNKS, so that a file read in order costs one
  * request per few chunks instead of one per chunk (consecutive chunk spans would share a
  * checkpoint interval each). Called with inflight_mu held; does store lookups only. */
-static void miss_range(struct fs *f, const struct index_layer *idx, const struct index_inode *in,
+static void miss_range(struct fs_engine *eng, const struct index_layer *idx, const struct index_inode *in,
 		       uint32_t ci, uint64_t *uoff, uint64_t *uend)
 {
 	const struct index_chunk *a = index_layer_chunk(idx, in->first + ci);
@@ -1172,14 +1186,14 @@ static void miss_range(struct fs *f, const struct index_layer *idx, const struct
 
 		if (index_layer_span(idx, p->offset, p->offset + p->size, &ps) == 0 &&
 		    index_layer_span(idx, a->offset, a->offset + a->size, &cs) == 0 &&
-		    ps.cend > cs.cstart + BACK_OVERLAP && chunk_local(f, p->digest) == 0)
+		    ps.cend > cs.cstart + BACK_OVERLAP && chunk_local(eng, p->digest) == 0)
 			a = p;
 	}
 	/* extend over the following chunks that are not stored yet */
 	while (last + 1 < in->count && last + 1 < ci + READAHEAD_CHUNKS &&
 	       index_layer_chunk(idx, in->first + last + 1)->offset + index_layer_chunk_size(idx) - a->offset <=
 		       READAHEAD_BYTES &&
-	       chunk_local(f, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
+	       chunk_local(eng, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
 		last++;
 	*uoff = a->offset;
 	*uend = index_layer_chunk(idx, in->first + last)->offset +
@@ -1240,17 +1254,17 @@ static int span_verify(void *ctx, const void *comp, size_t clen)
 }
 
 /* Notes whether chunk writes fail for lack of space, logging each change once. */
-static void store_full(struct fs *f, int full)
+static void store_full(struct fs_engine *eng, int full)
 {
-	if (__atomic_load_n(&f->store_full, __ATOMIC_RELAXED) == full)
+	if (__atomic_load_n(&eng->store_full, __ATOMIC_RELAXED) == full)
 		return;
-	if (__atomic_exchange_n(&f->store_full, full, __ATOMIC_RELAXED) == full)
+	if (__atomic_exchange_n(&eng->store_full, full, __ATOMIC_RELAXED) == full)
 		return;
 	if (full)
-		strata_log(LOG_ERR, "store %s is full: serving without caching", store_dir(f->store));
+		strata_log(LOG_ERR, "store %s is full: serving without caching", store_dir(eng->store));
 	else
 		strata_log(LOG_NOTICE, "store %s has space again: caching fetched chunks",
-			   store_dir(f->store));
+			   store_dir(eng->store));
 }
 
 /* ---------------------------------------------------------------- chunk writer */
@@ -1275,18 +1289,18 @@ static _Thread_local int tl_sync_store;
 
 /* Queues a verified chunk for the writer. Returns 1 when queued, 0 when the caller must store it
  * (no writer, queue full, no memory). */
-static int writer_queue(struct fs *f, const uint8_t digest[32], const uint8_t *data, size_t len)
+static int writer_queue(struct fs_engine *eng, const uint8_t digest[32], const uint8_t *data, size_t len)
 {
 	struct wchunk *w;
 
-	if (!f->w_started || tl_sync_store)
+	if (!eng->w_started || tl_sync_store)
 		return 0;
-	pthread_mutex_lock(&f->w_mu);
-	if (f->w_stop || f->w_bytes + len > WRITE_QUEUE_BYTES) {
-		pthread_mutex_unlock(&f->w_mu);
+	pthread_mutex_lock(&eng->w_mu);
+	if (eng->w_stop || eng->w_bytes + len > WRITE_QUEUE_BYTES) {
+		pthread_mutex_unlock(&eng->w_mu);
 		return 0;
 	}
-	pthread_mutex_unlock(&f->w_mu);
+	pthread_mutex_unlock(&eng->w_mu);
 	w = malloc(sizeof(*w) + len);
 	if (!w)
 		return 0;
@@ -1294,27 +1308,27 @@ static int writer_queue(struct fs *f, const uint8_t digest[32], const uint8_t *d
 	memcpy(w->digest, digest, 32);
 	w->len = len;
 	memcpy(w->data, data, len);
-	pthread_mutex_lock(&f->w_mu);
-	if (f->w_tail)
-		f->w_tail->next = w;
+	pthread_mutex_lock(&eng->w_mu);
+	if (eng->w_tail)
+		eng->w_tail->next = w;
 	else
-		f->w_head = w;
-	f->w_tail = w;
-	f->w_bytes += len;
-	pthread_cond_signal(&f->w_cv);
-	pthread_mutex_unlock(&f->w_mu);
+		eng->w_head = w;
+	eng->w_tail = w;
+	eng->w_bytes += len;
+	pthread_cond_signal(&eng->w_cv);
+	pthread_mutex_unlock(&eng->w_mu);
 	return 1;
 }
 
 /* Copies a queued chunk into buf. Returns its length, -ENOENT when not queued, -ENOBUFS. */
-static ssize_t writer_get(struct fs *f, const uint8_t digest[32], void *buf, size_t cap)
+static ssize_t writer_get(struct fs_engine *eng, const uint8_t digest[32], void *buf, size_t cap)
 {
 	ssize_t n = -ENOENT;
 
-	if (!f->w_started)
+	if (!eng->w_started)
 		return n;
-	pthread_mutex_lock(&f->w_mu);
-	for (struct wchunk *w = f->w_head; w; w = w->next) {
+	pthread_mutex_lock(&eng->w_mu);
+	for (struct wchunk *w = eng->w_head; w; w = w->next) {
 		if (memcmp(w->digest, digest, 32) == 0) {
 			n = w->len > cap ? -ENOBUFS : (ssize_t)w->len;
 			if (n > 0)
@@ -1322,119 +1336,119 @@ static ssize_t writer_get(struct fs *f, const uint8_t digest[32], void *buf, siz
 			break;
 		}
 	}
-	pthread_mutex_unlock(&f->w_mu);
+	pthread_mutex_unlock(&eng->w_mu);
 	return n;
 }
 
-static int writer_has(struct fs *f, const uint8_t digest[32])
+static int writer_has(struct fs_engine *eng, const uint8_t digest[32])
 {
 	int found = 0;
 
-	if (!f->w_started)
+	if (!eng->w_started)
 		return 0;
-	pthread_mutex_lock(&f->w_mu);
-	for (struct wchunk *w = f->w_head; w && !found; w = w->next)
+	pthread_mutex_lock(&eng->w_mu);
+	for (struct wchunk *w = eng->w_head; w && !found; w = w->next)
 		found = memcmp(w->digest, digest, 32) == 0;
-	pthread_mutex_unlock(&f->w_mu);
+	pthread_mutex_unlock(&eng->w_mu);
 	return found;
 }
 
 /* Waits until every queued chunk has been written (or failed). */
-static void writer_drain(struct fs *f)
+static void writer_drain(struct fs_engine *eng)
 {
-	if (!f->w_started)
+	if (!eng->w_started)
 		return;
-	pthread_mutex_lock(&f->w_mu);
-	while (f->w_head)
-		pthread_cond_wait(&f->w_idle, &f->w_mu);
-	pthread_mutex_unlock(&f->w_mu);
+	pthread_mutex_lock(&eng->w_mu);
+	while (eng->w_head)
+		pthread_cond_wait(&eng->w_idle, &eng->w_mu);
+	pthread_mutex_unlock(&eng->w_mu);
 }
 
 static void *writer_main(void *arg)
 {
-	struct fs *f = arg;
+	struct fs_engine *eng = arg;
 	int warned = 0;
 
-	pthread_mutex_lock(&f->w_mu);
+	pthread_mutex_lock(&eng->w_mu);
 	for (;;) {
 		struct wchunk *w;
 		int put;
 
-		while (!f->w_head && !f->w_stop)
-			pthread_cond_wait(&f->w_cv, &f->w_mu);
-		if (!f->w_head)
+		while (!eng->w_head && !eng->w_stop)
+			pthread_cond_wait(&eng->w_cv, &eng->w_mu);
+		if (!eng->w_head)
 			break; /* stopping, and drained */
-		w = f->w_head; /* stays queued (found by lookups) until written */
-		pthread_mutex_unlock(&f->w_mu);
-		put = store_chunk_put(f->store, w->digest, w->data, w->len);
+		w = eng->w_head; /* stays queued (found by lookups) until written */
+		pthread_mutex_unlock(&eng->w_mu);
+		put = store_chunk_put(eng->store, w->digest, w->data, w->len);
 		if (put == -ENOSPC) {
-			store_full(f, 1);
+			store_full(eng, 1);
 		} else if (put < 0) {
 			if (!warned++)
 				strata_log(LOG_ERR, "store %s: writing fetched chunks: %s (they are "
-					   "fetched again when read)", store_dir(f->store),
+					   "fetched again when read)", store_dir(eng->store),
 					   strata_errmsg(put));
 		} else {
 			warned = 0;
 			if (put > 0)
-				store_full(f, 0);
+				store_full(eng, 0);
 		}
 		strata_err_clear();
-		pthread_mutex_lock(&f->w_mu);
-		f->w_head = w->next;
-		if (!f->w_head) {
-			f->w_tail = NULL;
-			pthread_cond_broadcast(&f->w_idle);
+		pthread_mutex_lock(&eng->w_mu);
+		eng->w_head = w->next;
+		if (!eng->w_head) {
+			eng->w_tail = NULL;
+			pthread_cond_broadcast(&eng->w_idle);
 		}
-		f->w_bytes -= w->len;
+		eng->w_bytes -= w->len;
 		free(w);
 	}
-	pthread_mutex_unlock(&f->w_mu);
+	pthread_mutex_unlock(&eng->w_mu);
 	return NULL;
 }
 
-static void writer_start(struct fs *f)
+static void writer_start(struct fs_engine *eng)
 {
-	f->w_started = util_thread_start(&f->w_thread, writer_main, f) == 0;
-	if (!f->w_started)
+	eng->w_started = util_thread_start(&eng->w_thread, writer_main, eng) == 0;
+	if (!eng->w_started)
 		strata_log(LOG_WARNING, "no chunk writer thread: reads store their chunks themselves");
 }
 
 /* Stops the writer after it wrote everything queued. */
-static void writer_stop(struct fs *f)
+static void writer_stop(struct fs_engine *eng)
 {
-	if (!f->w_started)
+	if (!eng->w_started)
 		return;
-	pthread_mutex_lock(&f->w_mu);
-	f->w_stop = 1;
-	pthread_cond_signal(&f->w_cv);
-	pthread_mutex_unlock(&f->w_mu);
-	pthread_join(f->w_thread, NULL);
-	f->w_started = 0;
+	pthread_mutex_lock(&eng->w_mu);
+	eng->w_stop = 1;
+	pthread_cond_signal(&eng->w_cv);
+	pthread_mutex_unlock(&eng->w_mu);
+	pthread_join(eng->w_thread, NULL);
+	eng->w_started = 0;
 }
 
 /* 1 when the chunk is in the store, after the writer wrote it if it was queued; 0 when not. */
-static int stored_now(struct fs *f, const uint8_t digest[32])
+static int stored_now(struct fs_engine *eng, const uint8_t digest[32])
 {
-	int rc = store_chunk_has(f->store, digest);
+	int rc = store_chunk_has(eng->store, digest);
 
-	if (rc == 0 && writer_has(f, digest)) {
-		writer_drain(f);
-		rc = store_chunk_has(f->store, digest);
+	if (rc == 0 && writer_has(eng, digest)) {
+		writer_drain(eng);
+		rc = store_chunk_has(eng->store, digest);
 	}
 	return rc;
 }
 
 /* 1 when the chunk is stored or queued to be, 0 when not, negative errno. */
-static int chunk_local(struct fs *f, const uint8_t digest[32])
+static int chunk_local(struct fs_engine *eng, const uint8_t digest[32])
 {
-	int rc = store_chunk_has(f->store, digest);
+	int rc = store_chunk_has(eng->store, digest);
 
-	return rc == 0 && writer_has(f, digest) ? 1 : rc;
+	return rc == 0 && writer_has(eng, digest) ? 1 : rc;
 }
 
 /* Puts a verified chunk into the decoded-chunk cache (unreferenced: it may be trimmed). */
-static void cache_verified(struct fs *f, const struct index_chunk *o, const uint8_t *data)
+static void cache_verified(struct fs_engine *eng, const struct index_chunk *o, const uint8_t *data)
 {
 	struct cchunk *e = malloc(sizeof(*e) + o->size);
 
@@ -1443,7 +1457,7 @@ static void cache_verified(struct fs *f, const struct index_chunk *o, const uint
 	memcpy(e->digest, o->digest, 32);
 	memcpy(e->data, data, o->size);
 	e->len = o->size;
-	cache_put(&f->cache, cache_insert(&f->cache, e));
+	cache_put(&eng->cache, cache_insert(&eng->cache, e));
 }
 
 /*
@@ -1451,7 +1465,7 @@ static void cache_verified(struct fs *f, const struct index_chunk *o, const uint
  * it, verifies every whole chunk it yields against its digest, and stores those chunks. Only bytes
  * that matched a digest are stored.
  */
-static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk *c, uint64_t uoff,
+static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct index_chunk *c, uint64_t uoff,
 		      uint64_t need_end)
 {
 	struct index_span sp;
@@ -1485,7 +1499,7 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 			rc = -ENOMEM;
 			goto out;
 		}
-		rc = get_window(f, l, index_layer_checkpoint(l->idx, sp.cp), window);
+		rc = get_window(eng, l, index_layer_checkpoint(l->idx, sp.cp), window);
 		if (rc < 0)
 			goto out;
 	}
@@ -1493,7 +1507,7 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 				  .need_end = need_end, .dec_start = dec_start, .dec_end_max = dec_end,
 				  .plain = plain };
 	/* decoded and the wanted chunks checked per host: bad bytes from a mirror go to the next */
-	rc = fetch_blob_range_verify(f->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart,
+	rc = fetch_blob_range_verify(eng->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart,
 				     comp, span_verify, &sc);
 	if (rc < 0)
 		goto out;
@@ -1518,22 +1532,22 @@ static int fetch_span(struct fs *f, struct fs_layer *l, const struct index_chunk
 				continue;
 			}
 		}
-		put = writer_queue(f, o->digest, plain + (o->offset - dec_start), o->size) ? 0 :
-		      store_chunk_put(f->store, o->digest, plain + (o->offset - dec_start), o->size);
+		put = writer_queue(eng, o->digest, plain + (o->offset - dec_start), o->size) ? 0 :
+		      store_chunk_put(eng->store, o->digest, plain + (o->offset - dec_start), o->size);
 		if (put == -ENOSPC) {
 			/* Serve the verified bytes without storing them. */
-			store_full(f, 1);
+			store_full(eng, 1);
 			strata_err_clear();
 		} else if (put < 0) {
 			rc = put;
 			goto out;
 		} else if (put > 0) {
-			store_full(f, 0); /* written: there is room again */
+			store_full(eng, 0); /* written: there is room again */
 		}
 		/* The read and its read-ahead get their chunks from the cache: no store read, no
 		 * decompression and no second hash of bytes verified a moment ago. */
 		if (o->offset >= uoff && o->offset + o->size <= need_end)
-			cache_verified(f, o, plain + (o->offset - dec_start));
+			cache_verified(eng, o, plain + (o->offset - dec_start));
 		if (o == c)
 			found_needed = 1;
 	}
@@ -1551,26 +1565,26 @@ out:
  * waits for that fetch. */
 /* Waits (inflight_mu held) until fetch in is done, bounded by the caller's read deadline.
  * Returns 0, or -ETIMEDOUT (strata_err set) when the read's time ran out first. */
-static int wait_inflight(struct fs *f, struct inflight *in)
+static int wait_inflight(struct fs_engine *eng, struct inflight *in)
 {
 	while (!in->done) {
 		int64_t left = fetch_read_remaining_ms();
 		struct timespec until;
 
 		if (left < 0) {
-			pthread_cond_wait(&f->inflight_cv, &f->inflight_mu);
+			pthread_cond_wait(&eng->inflight_cv, &eng->inflight_mu);
 			continue;
 		}
 		if (left == 0)
 			return strata_err(ETIMEDOUT, "read timeout while another read fetched the "
 					  "same span");
 		util_deadline_in(&until, (long)left);
-		pthread_cond_timedwait(&f->inflight_cv, &f->inflight_mu, &until);
+		pthread_cond_timedwait(&eng->inflight_cv, &eng->inflight_mu, &until);
 	}
 	return 0;
 }
 
-static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_inode *ino,
+static int fetch_shared(struct fs_engine *eng, struct fs_layer *l, const struct index_inode *ino,
 			uint32_t ci)
 {
 	const struct index_chunk *c = index_layer_chunk(l->idx, ino->first + ci);
@@ -1585,52 +1599,52 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_ino
 	rc = index_layer_span(l->idx, c->offset, c->offset + c->size, &need);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&f->inflight_mu);
+	pthread_mutex_lock(&eng->inflight_mu);
 	for (int round = 0; round < 8; round++) {
-		for (in = f->inflight; in; in = in->next) {
+		for (in = eng->inflight; in; in = in->next) {
 			if (in->seq == l->seq && in->cstart < need.cend && need.cstart < in->cend)
 				break;
 		}
 		if (!in)
 			break;
 		in->refs++;
-		rc = wait_inflight(f, in);
+		rc = wait_inflight(eng, in);
 		if (rc == 0)
 			rc = in->rc;
 		if (--in->refs == 0)
 			free(in);
-		pthread_mutex_unlock(&f->inflight_mu);
-		if (chunk_local(f, c->digest) == 1)
+		pthread_mutex_unlock(&eng->inflight_mu);
+		if (chunk_local(eng, c->digest) == 1)
 			return 0;
 		if (rc < 0)
 			return rc; /* that fetch failed: do not retry at once on this reader's behalf */
-		pthread_mutex_lock(&f->inflight_mu);
+		pthread_mutex_lock(&eng->inflight_mu);
 	}
 	/* Still holding the lock: no other reader can start an overlapping fetch before ours is
 	 * registered. */
-	miss_range(f, l->idx, ino, ci, &uoff, &uend);
+	miss_range(eng, l->idx, ino, ci, &uoff, &uend);
 	rc = index_layer_span(l->idx, uoff, uend, &sp);
 	if (rc < 0) {
-		pthread_mutex_unlock(&f->inflight_mu);
+		pthread_mutex_unlock(&eng->inflight_mu);
 		return rc;
 	}
 	in = calloc(1, sizeof(*in));
 	if (!in) {
-		pthread_mutex_unlock(&f->inflight_mu);
+		pthread_mutex_unlock(&eng->inflight_mu);
 		return -ENOMEM;
 	}
 	in->seq = l->seq;
 	in->cstart = sp.cstart;
 	in->cend = sp.cend;
 	in->refs = 1;
-	in->next = f->inflight;
-	f->inflight = in;
-	pthread_mutex_unlock(&f->inflight_mu);
+	in->next = eng->inflight;
+	eng->inflight = in;
+	pthread_mutex_unlock(&eng->inflight_mu);
 
-	rc = fetch_span(f, l, c, uoff, uend);
+	rc = fetch_span(eng, l, c, uoff, uend);
 
-	pthread_mutex_lock(&f->inflight_mu);
-	for (struct inflight **pp = &f->inflight; *pp; pp = &(*pp)->next) {
+	pthread_mutex_lock(&eng->inflight_mu);
+	for (struct inflight **pp = &eng->inflight; *pp; pp = &(*pp)->next) {
 		if (*pp == in) {
 			*pp = in->next;
 			break;
@@ -1638,10 +1652,10 @@ static int fetch_shared(struct fs *f, struct fs_layer *l, const struct index_ino
 	}
 	in->rc = rc;
 	in->done = 1;
-	pthread_cond_broadcast(&f->inflight_cv);
+	pthread_cond_broadcast(&eng->inflight_cv);
 	if (--in->refs == 0)
 		free(in);
-	pthread_mutex_unlock(&f->inflight_mu);
+	pthread_mutex_unlock(&eng->inflight_mu);
 	return rc;
 }
 
@@ -1724,11 +1738,11 @@ static uint64_t mono_us(void)
 }
 
 /* Returns a referenced decoded chunk ci of file ino: cache, then store, then the registry. */
-static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode *ino, uint32_t ci,
+static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct index_inode *ino, uint32_t ci,
 		     struct cchunk **out)
 {
 	const struct index_chunk *c = index_layer_chunk(l->idx, ino->first + ci);
-	struct cchunk *e = cache_get(&f->cache, c->digest);
+	struct cchunk *e = cache_get(&eng->cache, c->digest);
 	char hex[UTIL_DIGEST_STR_LEN];
 	ssize_t n;
 
@@ -1741,26 +1755,26 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 	if (!e)
 		return -ENOMEM;
 	memcpy(e->digest, c->digest, 32);
-	n = store_chunk_get(f->store, c->digest, e->data, c->size);
+	n = store_chunk_get(eng->store, c->digest, e->data, c->size);
 	if (n == -ENOENT)
-		n = writer_get(f, c->digest, e->data, c->size); /* fetched, not written yet */
+		n = writer_get(eng, c->digest, e->data, c->size); /* fetched, not written yet */
 	if (n >= 0)
 		count_read(&read_stats.store_hits);
 	/* Twice at most: a full store hands fetched chunks over in the cache only, which may trim
 	 * them before this reader looks. */
-	for (int attempt = 0; attempt < 2 && n == -ENOENT && f->fetch && l->src; attempt++) {
+	for (int attempt = 0; attempt < 2 && n == -ENOENT && eng->fetch && l->src; attempt++) {
 		uint64_t t0 = mono_us();
 		struct cchunk *got;
 
-		pthread_mutex_lock(&f->inflight_mu);
-		f->foreground++;
-		pthread_mutex_unlock(&f->inflight_mu);
-		n = fetch_shared(f, l, ino, ci);
-		pthread_mutex_lock(&f->inflight_mu);
-		f->foreground--;
-		pthread_mutex_unlock(&f->inflight_mu);
+		pthread_mutex_lock(&eng->inflight_mu);
+		eng->foreground++;
+		pthread_mutex_unlock(&eng->inflight_mu);
+		n = fetch_shared(eng, l, ino, ci);
+		pthread_mutex_lock(&eng->inflight_mu);
+		eng->foreground--;
+		pthread_mutex_unlock(&eng->inflight_mu);
 		if (n == 0) {
-			got = cache_get(&f->cache, c->digest); /* put there by fetch_span */
+			got = cache_get(&eng->cache, c->digest); /* put there by fetch_span */
 			if (got) {
 				count_read(&read_stats.fetched);
 				count_read(&read_stats.fetch_us[latency_bucket(mono_us() - t0)]);
@@ -1768,15 +1782,15 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 				*out = got;
 				return 0;
 			}
-			n = store_chunk_get(f->store, c->digest, e->data, c->size);
+			n = store_chunk_get(eng->store, c->digest, e->data, c->size);
 			if (n == -ENOENT)
-				n = writer_get(f, c->digest, e->data, c->size);
+				n = writer_get(eng, c->digest, e->data, c->size);
 		}
 		count_read(&read_stats.fetched);
 		count_read(&read_stats.fetch_us[latency_bucket(mono_us() - t0)]);
 		if (n != -ENOENT)
 			continue;
-		got = cache_get(&f->cache, c->digest);
+		got = cache_get(&eng->cache, c->digest);
 		if (got) {
 			free(e);
 			*out = got;
@@ -1798,57 +1812,57 @@ static int chunk_get(struct fs *f, struct fs_layer *l, const struct index_inode 
 	}
 	__atomic_store_n(&l->warned, 0, __ATOMIC_RELAXED);
 	e->len = c->size;
-	*out = cache_insert(&f->cache, e);
+	*out = cache_insert(&eng->cache, e);
 	return 0;
 }
 
 /* ---------------------------------------------------------------- background completion */
 
 /* Sleeps while readers are fetching: the background never competes with a waiting program. */
-static void bg_yield(struct fs *f)
+static void bg_yield(struct fs_engine *eng)
 {
 	for (;;) {
 		int busy;
 
-		pthread_mutex_lock(&f->inflight_mu);
-		busy = f->foreground > 0;
-		pthread_mutex_unlock(&f->inflight_mu);
-		if (!busy && __atomic_load_n(&f->bg_limit, __ATOMIC_RELAXED)) {
+		pthread_mutex_lock(&eng->inflight_mu);
+		busy = eng->foreground > 0;
+		pthread_mutex_unlock(&eng->inflight_mu);
+		if (!busy && __atomic_load_n(&eng->bg_limit, __ATOMIC_RELAXED)) {
 			struct store_stats st;
 
 			/* At the quota's low-water mark: fetch nothing that eviction would undo. */
-			if (store_get_stats(f->store, &st) == 0 &&
-			    st.disk_bytes >= f->bg_limit) {
-				for (int t = 0; t < 20 && !atomic_load(&f->bg_stop); t++)
+			if (store_get_stats(eng->store, &st) == 0 &&
+			    st.disk_bytes >= eng->bg_limit) {
+				for (int t = 0; t < 20 && !atomic_load(&eng->bg_stop); t++)
 					usleep(50 * 1000);
 				continue;
 			}
 		}
-		if (!busy || atomic_load(&f->bg_stop))
+		if (!busy || atomic_load(&eng->bg_stop))
 			return;
 		usleep(20 * 1000);
 	}
 }
 
 /* Completes one layer: every missing chunk, in tar order, a span at a time. */
-static int bg_layer(struct fs *f, struct fs_layer *l)
+static int bg_layer(struct fs_engine *eng, struct fs_layer *l)
 {
 	uint32_t n = index_layer_ninodes(l->idx);
 	int failed = 0;
 
-	for (uint32_t i = 0; i < n && !atomic_load(&f->bg_stop); i++) {
+	for (uint32_t i = 0; i < n && !atomic_load(&eng->bg_stop); i++) {
 		const struct index_inode *in = index_layer_inode(l->idx, i);
 
 		if (!S_ISREG(in->mode))
 			continue;
-		for (uint32_t ci = 0; ci < in->count && !atomic_load(&f->bg_stop); ci++) {
+		for (uint32_t ci = 0; ci < in->count && !atomic_load(&eng->bg_stop); ci++) {
 			const struct index_chunk *c = index_layer_chunk(l->idx, in->first + ci);
 			int rc;
 
-			if (chunk_local(f, c->digest) != 0)
+			if (chunk_local(eng, c->digest) != 0)
 				continue;
-			bg_yield(f);
-			rc = fetch_shared(f, l, in, ci);
+			bg_yield(eng);
+			rc = fetch_shared(eng, l, in, ci);
 			if (rc < 0 && !failed++)
 				strata_log(LOG_WARNING, "background: layer %s: %s (will retry later)",
 					   l->digest, strata_errmsg(rc));
@@ -1859,29 +1873,47 @@ static int bg_layer(struct fs *f, struct fs_layer *l)
 
 static void *bg_main(void *arg)
 {
-	struct fs *f = arg;
+	struct fs_engine *eng = arg;
 
 	/* Passes over every layer until all are complete; new layers are picked up on the next pass. */
-	while (!atomic_load(&f->bg_stop)) {
+	while (!atomic_load(&eng->bg_stop)) {
 		struct digest_list b = { 0, NULL };
 		int incomplete = 0;
 
-		if (store_layer_list(f->store, collect_layer_cb, &b) == 0) {
-			for (size_t i = 0; i < b.n && !atomic_load(&f->bg_stop); i++) {
+		if (store_layer_list(eng->store, collect_layer_cb, &b) == 0) {
+			for (size_t i = 0; i < b.n && !atomic_load(&eng->bg_stop); i++) {
 				struct fs_layer *l;
 
-				if (layer_load(f, b.names[i], &l) < 0)
+				if (layer_load(eng, b.names[i], &l) < 0)
 					continue;
-				if (l->src && bg_layer(f, l) < 0)
+				if (l->src && bg_layer(eng, l) < 0)
 					incomplete = 1;
-				layer_put(f, l);
+				layer_put(eng, l);
 			}
 		}
 		free(b.names);
-		for (int t = 0; t < (incomplete ? 100 : 20) && !atomic_load(&f->bg_stop); t++)
+		for (int t = 0; t < (incomplete ? 100 : 20) && !atomic_load(&eng->bg_stop); t++)
 			usleep(50 * 1000); /* 5 s after a failure, else 1 s between passes */
 	}
 	return NULL;
+}
+
+/* Starts the background completion thread (fs_opts.background). */
+static void bg_start(struct fs_engine *eng)
+{
+	eng->bg_started = util_thread_start(&eng->bg_thread, bg_main, eng) == 0;
+	if (!eng->bg_started)
+		strata_log(LOG_ERR, "cannot start the background completion thread");
+}
+
+/* Stops the background completion thread, if it runs, and waits for it. */
+static void bg_stop(struct fs_engine *eng)
+{
+	if (!eng->bg_started)
+		return;
+	atomic_store(&eng->bg_stop, 1);
+	pthread_join(eng->bg_thread, NULL);
+	eng->bg_started = 0;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1896,20 +1928,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int rc;
 
 	(void)fi;
-	rc = layer_of(f, ino, &l, &node);
+	rc = layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	layer_touch(f, l);
+	layer_touch(&f->eng, l);
 	in = index_layer_inode(l->idx, node);
 	if (!S_ISREG(in->mode)) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
 	if (off < 0 || (uint64_t)off >= in->size || size == 0) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
@@ -1918,12 +1950,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		end = in->size;
 	buf = malloc(end - (uint64_t)off);
 	if (!buf) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	cs = index_layer_chunk_size(l->idx);
-	fetch_read_begin(f->fetch); /* one read timeout for all the fetches of this read */
+	fetch_read_begin(f->eng.fetch); /* one read timeout for all the fetches of this read */
 	for (pos = (uint64_t)off; pos < end;) {
 		uint32_t ci = (uint32_t)(pos / cs);
 		uint64_t cstart = (uint64_t)ci * cs;
@@ -1931,15 +1963,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct cchunk *e = NULL;
 
 		assert(ci < in->count);
-		rc = chunk_get(f, l, in, ci, &e);
+		rc = chunk_get(&f->eng, l, in, ci, &e);
 		if (rc < 0)
 			break;
 		memcpy(buf + (pos - (uint64_t)off), e->data + (pos - cstart), cend - pos);
-		cache_put(&f->cache, e);
+		cache_put(&f->eng.cache, e);
 		pos = cend;
 	}
 	fetch_read_end();
-	layer_put(f, l); /* buf is a copy */
+	layer_put(&f->eng, l); /* buf is a copy */
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -1962,7 +1994,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	rc = layer_of(f, ino, &l, &node);
+	rc = layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -1979,10 +2011,10 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			fuse_reply_err(req, ERANGE);
 		else /* from the index itself: put after the reply */
 			fuse_reply_buf(req, index_layer_str(l->idx, x->value_off), x->value_len);
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		return;
 	}
-	layer_put(f, l);
+	layer_put(&f->eng, l);
 	fuse_reply_err(req, ENODATA);
 }
 
@@ -2003,7 +2035,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 			fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	rc = layer_of(f, ino, &l, &node);
+	rc = layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -2012,18 +2044,18 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	for (uint32_t i = 0; i < in->nxattrs; i++)
 		total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
 	if (size == 0) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_xattr(req, total);
 		return;
 	}
 	if (size < total) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_err(req, ERANGE);
 		return;
 	}
 	buf = malloc(total ? total : 1);
 	if (!buf) {
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -2034,7 +2066,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		pos += x->name_len;
 		buf[pos++] = '\0';
 	}
-	layer_put(f, l);
+	layer_put(&f->eng, l);
 	fuse_reply_buf(req, buf, total);
 	free(buf);
 }
@@ -2047,7 +2079,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	(void)ino;
 	memset(&sv, 0, sizeof(sv));
-	store_get_stats(f->store, &ss);
+	store_get_stats(f->eng.store, &ss);
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
 	sv.f_blocks = (ss.disk_bytes + 4095) / 4096;
@@ -2557,28 +2589,19 @@ static int fs_create(struct store *store, const struct fs_opts *opts, const char
 		return -ENOMEM;
 	f->io.wake = -1;
 	clock_gettime(CLOCK_REALTIME, &f->start);
-	pthread_rwlock_init(&f->layers_lock, NULL);
-	f->layers_max = opts->index_cache_bytes ? opts->index_cache_bytes : FS_INDEX_CACHE_DEFAULT;
-	__atomic_store_n(&index_stats.cap, f->layers_max, __ATOMIC_RELAXED);
-	f->store = store;
-	f->fetch = opts->fetch;
+	rc = engine_init(&f->eng, store, opts->fetch, opts->chunk_cache_bytes, opts->index_cache_bytes);
+	__atomic_store_n(&index_stats.cap, f->eng.layers_max, __ATOMIC_RELAXED);
 	f->bg_wanted = opts->background;
 	f->read_timeout_ms = opts->read_timeout_ms;
-	pthread_mutex_init(&f->inflight_mu, NULL);
-	pthread_cond_init(&f->inflight_cv, NULL);
 	pthread_mutex_init(&f->dh_mu, NULL);
 	if (getrandom(&f->dh_next, sizeof(f->dh_next), 0) != sizeof(f->dh_next))
 		f->dh_next = ((uint64_t)getpid() << 40) ^ (uint64_t)f->start.tv_nsec;
 	f->dh_next = (f->dh_next >> 1) | 1; /* counts up without wrapping to 0 */
 	pthread_mutex_init(&f->open_mu, NULL);
-	pthread_mutex_init(&f->w_mu, NULL);
-	pthread_cond_init(&f->w_cv, NULL);
-	pthread_cond_init(&f->w_idle, NULL);
 	f->max_threads = opts->max_threads ? opts->max_threads : 16;
 	f->mountpoint = strdup(real);
 	f->source = strdup(opts->source ? opts->source : "strata");
-	if (!f->mountpoint || !f->source ||
-	    cache_init(&f->cache, opts->chunk_cache_bytes ? opts->chunk_cache_bytes : FS_CHUNK_CACHE_DEFAULT) < 0) {
+	if (rc < 0 || !f->mountpoint || !f->source) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -2743,16 +2766,13 @@ int fs_run(struct fs *f)
 	struct fuse_loop_config *cfg;
 	int rc;
 
-	if (f->bg_wanted && f->fetch) {
-		f->bg_started = util_thread_start(&f->bg_thread, bg_main, f) == 0;
-		if (!f->bg_started)
-			strata_log(LOG_ERR, "cannot start the background completion thread");
-	}
+	if (f->bg_wanted && f->eng.fetch)
+		bg_start(&f->eng);
 
-	if (f->fetch && !f->w_started)
-		writer_start(f);
-	if (f->fetch && !f->streamer) {
-		rc = fs_streamer_start(f->store, f->fetch, 2, f->read_timeout_ms, &f->streamer);
+	if (f->eng.fetch && !f->eng.w_started)
+		writer_start(&f->eng);
+	if (f->eng.fetch && !f->streamer) {
+		rc = fs_streamer_start(f->eng.store, f->eng.fetch, 2, f->read_timeout_ms, &f->streamer);
 		if (rc < 0)
 			strata_log(LOG_ERR, "%s", strata_errmsg(rc));
 	}
@@ -2774,7 +2794,7 @@ int fs_run(struct fs *f)
 void fs_background_limit(struct fs *f, uint64_t bytes)
 {
 	if (f)
-		__atomic_store_n(&f->bg_limit, bytes, __ATOMIC_RELAXED);
+		__atomic_store_n(&f->eng.bg_limit, bytes, __ATOMIC_RELAXED);
 }
 
 void fs_stop(struct fs *f)
@@ -2788,12 +2808,9 @@ void fs_free(struct fs *f)
 {
 	if (!f)
 		return;
-	if (f->bg_started) {
-		atomic_store(&f->bg_stop, 1);
-		pthread_join(f->bg_thread, NULL);
-	}
+	bg_stop(&f->eng);
 	fs_streamer_stop(f->streamer);
-	writer_stop(f); /* writes what is queued: before the caller closes the store */
+	writer_stop(&f->eng); /* writes what is queued: before the caller closes the store */
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);
@@ -2814,24 +2831,8 @@ void fs_free(struct fs *f)
 	pthread_mutex_destroy(&f->dh_mu);
 	io_destroy(&f->io);
 	free(f->source);
-	/* no request runs any more: nothing holds a reference */
-	for (size_t i = 0; i < f->layers_cap; i++) {
-		if (f->layers[i]) {
-			assert(f->layers[i]->refs == 0);
-			__atomic_sub_fetch(&index_stats.bytes, f->layers[i]->bytes, __ATOMIC_RELAXED);
-			__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
-			layer_destroy(f->layers[i]);
-		}
-	}
-	free(f->layers);
-	cache_destroy(&f->cache);
-	pthread_rwlock_destroy(&f->layers_lock);
-	pthread_mutex_destroy(&f->inflight_mu);
-	pthread_cond_destroy(&f->inflight_cv);
+	engine_fini(&f->eng); /* no request runs any more: nothing holds a reference */
 	pthread_mutex_destroy(&f->open_mu);
-	pthread_mutex_destroy(&f->w_mu);
-	pthread_cond_destroy(&f->w_cv);
-	pthread_cond_destroy(&f->w_idle);
 	free(f->opens);
 	free(f->mountpoint);
 	free(f);
@@ -2840,12 +2841,12 @@ void fs_free(struct fs *f)
 /* ---------------------------------------------------------------- quota support */
 
 /* Tells the store the layer was used now; at most once a second per layer. */
-static void layer_touch(struct fs *f, struct fs_layer *l)
+static void layer_touch(struct fs_engine *eng, struct fs_layer *l)
 {
 	uint64_t now = (uint64_t)time(NULL);
 
 	if (__atomic_exchange_n(&l->touched, now, __ATOMIC_RELAXED) != now)
-		store_layer_touch(f->store, l->digest, now);
+		store_layer_touch(eng->store, l->digest, now);
 }
 
 /* Adds delta (+1 open, -1 release) to ino's open count. Returns 0 or -ENOMEM. */
@@ -2928,51 +2929,103 @@ int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]),
 
 		/* Loaded again if the index cache unloaded it (takes layers_lock, never open_mu). A
 		 * layer gone from the store has nothing to keep. */
-		if (layer_of(f, f->opens[i].ino, &l, &node) < 0) {
+		if (layer_of(&f->eng, f->opens[i].ino, &l, &node) < 0) {
 			strata_err_clear();
 			continue;
 		}
 		rc = open_ino_chunks(l, node, fn, ctx);
-		layer_put(f, l);
+		layer_put(&f->eng, l);
 	}
 	return rc;
 }
 
-int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, const char *digest,
+/* ---------------------------------------------------------------- the read engine */
+
+/* Sets up a zeroed eng for store; starts no thread. Returns 0 or -ENOMEM; engine_fini undoes it
+ * in either case. */
+static int engine_init(struct fs_engine *eng, struct store *store, struct fetch_client *fc,
+		       uint64_t chunk_cache_bytes, uint64_t index_cache_bytes)
+{
+	eng->store = store;
+	eng->fetch = fc;
+	pthread_rwlock_init(&eng->layers_lock, NULL);
+	eng->layers_max = index_cache_bytes ? index_cache_bytes : FS_INDEX_CACHE_DEFAULT;
+	pthread_mutex_init(&eng->inflight_mu, NULL);
+	pthread_cond_init(&eng->inflight_cv, NULL);
+	pthread_mutex_init(&eng->w_mu, NULL);
+	pthread_cond_init(&eng->w_cv, NULL);
+	pthread_cond_init(&eng->w_idle, NULL);
+	return cache_init(&eng->cache, chunk_cache_bytes ? chunk_cache_bytes : FS_CHUNK_CACHE_DEFAULT);
+}
+
+/* Stops eng's threads (the writer writes what is queued first), unloads its layers and frees
+ * what engine_init set up. No request may hold a layer reference. */
+static void engine_fini(struct fs_engine *eng)
+{
+	bg_stop(eng);
+	writer_stop(eng);
+	for (size_t i = 0; i < eng->layers_cap; i++) {
+		if (eng->layers[i]) {
+			assert(eng->layers[i]->refs == 0);
+			__atomic_sub_fetch(&index_stats.bytes, eng->layers[i]->bytes, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
+			layer_destroy(eng->layers[i]);
+		}
+	}
+	free(eng->layers);
+	cache_destroy(&eng->cache);
+	pthread_rwlock_destroy(&eng->layers_lock);
+	pthread_mutex_destroy(&eng->inflight_mu);
+	pthread_cond_destroy(&eng->inflight_cv);
+	pthread_mutex_destroy(&eng->w_mu);
+	pthread_cond_destroy(&eng->w_cv);
+	pthread_cond_destroy(&eng->w_idle);
+}
+
+int fs_engine_create(struct store *store, struct fetch_client *fc, uint64_t chunk_cache_bytes,
+		     uint64_t index_cache_bytes, struct fs_engine **out)
+{
+	struct fs_engine *eng = calloc(1, sizeof(*eng));
+	int rc;
+
+	*out = NULL;
+	if (!eng)
+		return -ENOMEM;
+	rc = engine_init(eng, store, fc, chunk_cache_bytes, index_cache_bytes);
+	if (rc < 0) {
+		fs_engine_free(eng);
+		return rc;
+	}
+	*out = eng;
+	return 0;
+}
+
+void fs_engine_free(struct fs_engine *eng)
+{
+	if (!eng)
+		return;
+	engine_fini(eng);
+	free(eng);
+}
+
+struct fs_engine *fs_engine_of(struct fs *f)
+{
+	return &f->eng;
+}
+
+int fs_fetch_layer(struct fs_engine *eng, const char *digest,
 		   void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
 		   atomic_int *cancel)
 {
-	struct fs *tmp = NULL;
 	struct fs_layer *l = NULL;
 	uint64_t total = 0, done = 0;
 	int rc;
 
-	if (!f) {
-		/* no mount: a session-less fs just for its fetch path */
-		tmp = calloc(1, sizeof(*tmp));
-		if (!tmp)
-			return -ENOMEM;
-		pthread_rwlock_init(&tmp->layers_lock, NULL);
-		pthread_mutex_init(&tmp->inflight_mu, NULL);
-		pthread_cond_init(&tmp->inflight_cv, NULL);
-		pthread_mutex_init(&tmp->open_mu, NULL);
-		pthread_mutex_init(&tmp->w_mu, NULL);
-		pthread_cond_init(&tmp->w_cv, NULL);
-		pthread_cond_init(&tmp->w_idle, NULL);
-		tmp->store = store;
-		tmp->fetch = fc;
-		tmp->layers_max = FS_INDEX_CACHE_DEFAULT;
-		if (cache_init(&tmp->cache, 16ull << 20) < 0) {
-			fs_free(tmp);
-			return -ENOMEM;
-		}
-		f = tmp;
-	}
 	/* A pin checks that each chunk is stored: this thread stores its own chunks, and what the
 	 * writer holds for readers is written first. */
 	tl_sync_store = 1;
-	writer_drain(f);
-	rc = layer_load(f, digest, &l);
+	writer_drain(eng);
+	rc = layer_load(eng, digest, &l);
 	if (rc < 0)
 		goto out;
 	for (uint32_t i = 0; i < index_layer_nchunks(l->idx); i++)
@@ -2991,15 +3044,15 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 				rc = -ECANCELED;
 				break;
 			}
-			rc = stored_now(f, c->digest);
+			rc = stored_now(eng, c->digest);
 			if (rc == 0) {
-				if (!f->fetch || !l->src)
+				if (!eng->fetch || !l->src)
 					rc = strata_err(EIO, "layer %s has no source to fetch from", digest);
 				else
-					rc = fetch_shared(f, l, in, ci);
-				if (rc == 0 && stored_now(f, c->digest) != 1)
-					rc = __atomic_load_n(&f->store_full, __ATOMIC_RELAXED) ?
-						     strata_err(ENOSPC, "store %s is full", store_dir(f->store)) :
+					rc = fetch_shared(eng, l, in, ci);
+				if (rc == 0 && stored_now(eng, c->digest) != 1)
+					rc = __atomic_load_n(&eng->store_full, __ATOMIC_RELAXED) ?
+						     strata_err(ENOSPC, "store %s is full", store_dir(eng->store)) :
 						     strata_err(EIO, "a fetched chunk of %s was not stored", digest);
 			}
 			if (rc > 0)
@@ -3014,23 +3067,22 @@ int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, c
 		const struct index_checkpoint *cp = index_layer_checkpoint(l->idx, k);
 		uint8_t *w;
 
-		if (cp->wlen == 0 || store_chunk_has(f->store, cp->window) == 1)
+		if (cp->wlen == 0 || store_chunk_has(eng->store, cp->window) == 1)
 			continue;
 		w = malloc(INDEX_ZRAN_WINDOW);
 		if (!w) {
 			rc = -ENOMEM;
 			break;
 		}
-		rc = l->src && f->fetch ? get_window(f, l, cp, w) :
+		rc = l->src && eng->fetch ? get_window(eng, l, cp, w) :
 					  strata_err(EIO, "layer %s has no source to fetch from", digest);
 		free(w);
-		if (rc == 0 && store_chunk_has(f->store, cp->window) != 1) /* served, not stored */
-			rc = strata_err(ENOSPC, "store %s is full", store_dir(f->store));
+		if (rc == 0 && store_chunk_has(eng->store, cp->window) != 1) /* served, not stored */
+			rc = strata_err(ENOSPC, "store %s is full", store_dir(eng->store));
 	}
 out:
 	tl_sync_store = 0;
 	if (l)
-		layer_put(f, l);
-	fs_free(tmp);
+		layer_put(eng, l);
 	return rc;
 }

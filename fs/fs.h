@@ -3,17 +3,15 @@
 #ifndef STRATA_FS_FS_H
 #define STRATA_FS_FS_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "engine.h"
+
 struct store;
 struct fetch_client;
 struct fs;
-
-#define FS_CHUNK_CACHE_DEFAULT (32ull << 20)
-#define FS_INDEX_CACHE_DEFAULT (32ull << 20)
 
 struct fs_opts {
 	const char *mountpoint;
@@ -133,7 +131,7 @@ int fs_is_fuse_mount(const char *path, char *type, size_t cap);
 /* Like fs_is_fuse_mount, also returning the mount source (e.g. "strata:/var/lib/strata"). */
 int fs_mount_info(const char *path, char *type, size_t cap, char *source, size_t scap);
 
-/* ---- quota support (tools/quota.c) */
+/* ---- quota support (tools/quota.c; fetching a layer for a pin: engine.h) */
 
 /* Takes and drops the lock op_open and release take to count open files: while it is held no
  * file can be opened, so a set of chunks to delete can be checked against fs_open_chunks() and
@@ -145,17 +143,5 @@ void fs_open_unlock(struct fs *f);
  * and every checkpoint window of their layers (duplicates possible). Stops when fn returns
  * non-zero and returns that; returns 0 otherwise. */
 int fs_open_chunks(struct fs *f, int (*fn)(void *ctx, const uint8_t digest[32]), void *ctx);
-
-/*
- * Fetches and stores every missing chunk and checkpoint window of layer digest (for a pin). With
- * a mounted f, through its fetch path (shared with readers); with f NULL, through a temporary
- * session-less one using store and fc (fc may be NULL only if nothing is missing). progress (may
- * be NULL) is called with bytes of file content done and the total. Stops with -ECANCELED when
- * *cancel becomes set. Returns 0 when every chunk is in the store, or negative errno with
- * strata_err set (-ENOSPC when the store is full, -EIO when the registry fails).
- */
-int fs_fetch_layer(struct fs *f, struct store *store, struct fetch_client *fc, const char *digest,
-		   void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
-		   atomic_int *cancel);
 
 #endif

@@ -528,6 +528,7 @@ static int pin_fetch(struct cli *c, struct fetch_client *fc, const char *name, j
 		     uint64_t *content)
 {
 	struct pin_progress p = { c, name, 0, 0, 0 };
+	struct fs_engine *own = NULL, *eng;
 	json_t *layer;
 	size_t i;
 	int rc = 0;
@@ -545,11 +546,19 @@ static int pin_fetch(struct cli *c, struct fetch_client *fc, const char *name, j
 			p.total += index_layer_chunk(l, k)->size;
 		index_layer_free(l);
 	}
+	/* no mount: an engine of its own, just for the fetch path */
+	eng = c->fs ? fs_engine_of(c->fs) : NULL;
+	if (!eng) {
+		rc = fs_engine_create(c->store, fc, FS_PIN_CHUNK_CACHE, 0, &own);
+		if (rc < 0)
+			return rc;
+		eng = own;
+	}
 	json_array_foreach(layers, i, layer) {
 		const char *d = json_string_value(json_object_get(layer, "digest"));
 		struct index_layer *l = NULL;
 
-		rc = fs_fetch_layer(c->fs, c->store, fc, d, pin_progress_cb, &p, c->cancel);
+		rc = fs_fetch_layer(eng, d, pin_progress_cb, &p, c->cancel);
 		if (rc < 0)
 			break;
 		if (load_index(c->store, d, &l) == 0) {
@@ -558,6 +567,7 @@ static int pin_fetch(struct cli *c, struct fetch_client *fc, const char *name, j
 		}
 		index_layer_free(l);
 	}
+	fs_engine_free(own);
 	if (c->tty && !c->json) {
 		fprintf(c->err, "\r\033[K");
 		fflush(c->err);
