@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for fs/fs.c's read counters: the fetch-wait histogram's buckets and quantiles. */
+/* Unit tests for fs/stats.c's read counters: the fetch-wait histogram's buckets and quantiles. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

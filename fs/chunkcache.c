@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The decoded-chunk cache: verified chunks by digest, reference-counted, evicted LRU over a cap. */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_i.h"
+
+static size_t bucket_of(const struct chunk_cache *c, const uint8_t d[32])
+{
+	uint64_t h;
+
+	memcpy(&h, d, sizeof(h));
+	return (size_t)(h % c->nbuckets);
+}
+
+int fs_cache_init(struct chunk_cache *c, uint64_t cap)
+{
+	pthread_mutex_init(&c->mu, NULL);
+	c->nbuckets = 4096;
+	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
+	c->lru.prev = c->lru.next = &c->lru;
+	c->cap = cap;
+	return c->buckets ? 0 : -ENOMEM;
+}
+
+static void lru_unlink(struct cchunk *e)
+{
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+}
+
+static void lru_push_front(struct chunk_cache *c, struct cchunk *e)
+{
+	e->next = c->lru.next;
+	e->prev = &c->lru;
+	c->lru.next->prev = e;
+	c->lru.next = e;
+}
+
+static void hash_remove(struct chunk_cache *c, struct cchunk *e)
+{
+	struct cchunk **pp = &c->buckets[bucket_of(c, e->digest)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+}
+
+/* Evicts unreferenced entries from the cold end while over capacity. Caller holds mu. */
+static void cache_trim(struct chunk_cache *c)
+{
+	struct cchunk *e = c->lru.prev;
+
+	while (c->bytes > c->cap && e != &c->lru) {
+		struct cchunk *prev = e->prev;
+
+		if (e->refs == 0) {
+			lru_unlink(e);
+			hash_remove(c, e);
+			c->bytes -= e->len;
+			free(e);
+		}
+		e = prev;
+	}
+}
+
+/* Returns a referenced entry or NULL. Release with cache_put. */
+struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
+{
+	struct cchunk *e;
+
+	pthread_mutex_lock(&c->mu);
+	for (e = c->buckets[bucket_of(c, d)]; e; e = e->hnext) {
+		if (memcmp(e->digest, d, 32) == 0) {
+			e->refs++;
+			lru_unlink(e);
+			lru_push_front(c, e);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return e;
+}
+
+/* Inserts n (referenced once for the caller) unless an equal entry exists, which is returned
+ * referenced instead (n is then freed). */
+struct cchunk *fs_cache_insert(struct chunk_cache *c, struct cchunk *n)
+{
+	struct cchunk *e;
+	size_t b = bucket_of(c, n->digest);
+
+	pthread_mutex_lock(&c->mu);
+	for (e = c->buckets[b]; e; e = e->hnext) {
+		if (memcmp(e->digest, n->digest, 32) == 0) {
+			e->refs++;
+			pthread_mutex_unlock(&c->mu);
+			free(n);
+			return e;
+		}
+	}
+	n->refs = 1;
+	n->hnext = c->buckets[b];
+	c->buckets[b] = n;
+	lru_push_front(c, n);
+	c->bytes += n->len;
+	cache_trim(c);
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+void fs_cache_put(struct chunk_cache *c, struct cchunk *e)
+{
+	pthread_mutex_lock(&c->mu);
+	assert(e->refs > 0);
+	e->refs--;
+	if (c->bytes > c->cap)
+		cache_trim(c);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void fs_cache_destroy(struct chunk_cache *c)
+{
+	struct cchunk *e = c->lru.next;
+
+	while (c->buckets && e != &c->lru) {
+		struct cchunk *next = e->next;
+
+		free(e);
+		e = next;
+	}
+	free(c->buckets);
+	pthread_mutex_destroy(&c->mu);
+}
