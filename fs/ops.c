@@ -158,33 +158,37 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, timeout);
 }
 
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+/* The target of symlink ino, malloc'd into *target. Returns 0 or negative errno. */
+static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 {
-	struct fs *f = fuse_req_userdata(req);
 	const struct index_inode *in;
 	struct fs_layer *l;
 	uint32_t node;
-	char *target;
 	int link;
 	int rc = fs_layer_of(&f->eng, ino, &l, &node);
 
-	if (rc < 0) {
-		fuse_reply_err(req, ino <= INO_LAYERS ? EINVAL : -rc);
-		return;
-	}
+	*target = NULL;
+	if (rc < 0)
+		return ino <= INO_LAYERS ? -EINVAL : rc;
 	in = index_layer_inode(l->idx, node);
 	link = S_ISLNK(in->mode);
-	target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
+	*target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
 	fs_layer_put(&f->eng, l); /* in is gone from here on */
-	if (!link) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	if (!target) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	fuse_reply_readlink(req, target);
+	if (!link)
+		return -EINVAL;
+	return *target ? 0 : -ENOMEM;
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *f = fuse_req_userdata(req);
+	char *target;
+	int rc = do_readlink(f, ino, &target);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, target);
 	free(target);
 }
 
@@ -274,39 +278,42 @@ void fs_dir_handles_free(struct fs *f)
 	}
 }
 
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Opens directory ino: fi->fh is 0, or a handle of layers/ (dh_get). Returns 0 or negative errno. */
+static int do_opendir(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *f = fuse_req_userdata(req);
 	struct stat st;
 	double t;
 	int rc;
 
+	fi->fh = 0;
 	if (ino != INO_ROOT && ino != INO_LAYERS) {
 		rc = any_stat(f, ino, &st, &t);
-		if (rc < 0) {
-			fuse_reply_err(req, -rc);
-			return;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			fuse_reply_err(req, ENOTDIR);
-			return;
-		}
-		fi->fh = 0;
+		if (rc < 0)
+			return rc;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
-		fuse_reply_open(req, fi);
-		return;
+		return 0;
 	}
-	fi->fh = 0;
 	if (ino == INO_LAYERS) {
 		/* Numbers from a random base: they do not repeat those of the process before us. */
 		fi->fh = __atomic_add_fetch(&f->dh_next, 1, __ATOMIC_RELAXED);
-		if (!dh_get(f, fi->fh, 1, &rc)) {
-			fuse_reply_err(req, -rc);
-			return;
-		}
+		if (!dh_get(f, fi->fh, 1, &rc))
+			return rc;
 	}
-	fuse_reply_open(req, fi);
+	return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	int rc = do_opendir(f, ino, fi);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_open(req, fi);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -382,40 +389,39 @@ static void entry_stat(struct fs *f, fuse_ino_t child, struct fs_layer *dl, stru
 	*timeout = CONTENT_TIMEOUT;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi, int plus)
+/* Lists directory ino from entry off on into *out (malloc'd, size bytes), as readdir (plus 0) or
+ * readdirplus (plus 1) do; *used is the length filled. Returns 0 or negative errno (the entries
+ * listed before an error stay in *out). */
+static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi, int plus, char **out, size_t *used)
 {
-	struct fs *f = fuse_req_userdata(req);
 	struct digest_list *d = NULL;
 	struct fs_layer *dl = NULL;
 	uint32_t node = 0;
 	char *buf;
 	char name[NAME_MAX + 1];
-	size_t used = 0;
 	int rc = 0;
 
+	*out = NULL;
+	*used = 0;
 	if (ino == INO_LAYERS) {
 		struct dir_handle *h = dh_get(f, fi->fh, 1, &rc);
 
-		if (!h) {
-			fuse_reply_err(req, -rc);
-			return;
-		}
+		if (!h)
+			return rc;
 		d = &h->list;
 	} else if (ino != INO_ROOT) {
 		/* one reference for the whole request: every entry is in this layer */
 		rc = fs_layer_of(&f->eng, ino, &dl, &node);
-		if (rc < 0) {
-			fuse_reply_err(req, -rc);
-			return;
-		}
+		if (rc < 0)
+			return rc;
 	}
 	buf = malloc(size);
 	if (!buf) {
 		fs_layer_put(&f->eng, dl);
-		fuse_reply_err(req, ENOMEM);
-		return;
+		return -ENOMEM;
 	}
+	*out = buf;
 	for (off_t idx = off;; idx++) {
 		struct fs_layer *cl;
 		fuse_ino_t child;
@@ -436,7 +442,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				entry_stat(f, child, dl, cl, &e.attr, &e.attr_timeout);
 				e.entry_timeout = e.attr_timeout;
 			}
-			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, idx + 1);
+			need = fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e, idx + 1);
 		} else {
 			struct stat st;
 
@@ -449,16 +455,27 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 				entry_stat(f, child, dl, cl, &st, &t);
 			}
-			need = fuse_add_direntry(req, buf + used, size - used, name, &st, idx + 1);
+			need = fuse_add_direntry(req, buf + *used, size - *used, name, &st, idx + 1);
 		}
 		fs_layer_put(&f->eng, cl);
-		if (need > size - used) {
+		if (need > size - *used) {
 			rc = 0;
 			break;
 		}
-		used += need;
+		*used += need;
 	}
 	fs_layer_put(&f->eng, dl);
+	return rc;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
+{
+	struct fs *f = fuse_req_userdata(req);
+	char *buf;
+	size_t used;
+	int rc = readdir_fill(req, f, ino, size, off, fi, plus, &buf, &used);
+
 	if (rc < 0 && used == 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -480,40 +497,41 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* ---------------------------------------------------------------- files */
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Opens file ino read-only and counts it open. Returns 0 or negative errno. */
+static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *f = fuse_req_userdata(req);
 	struct fs_layer *l;
 	uint32_t node;
 	int rc;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	if (ino <= INO_LAYERS) {
-		fuse_reply_err(req, EISDIR);
-		return;
-	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EROFS;
+	if (ino <= INO_LAYERS)
+		return -EISDIR;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
+	if (rc < 0)
+		return rc;
 	if (S_ISDIR(index_layer_inode(l->idx, node)->mode)) {
 		fs_layer_put(&f->eng, l);
-		fuse_reply_err(req, EISDIR);
-		return;
+		return -EISDIR;
 	}
 	fs_layer_touch(&f->eng, l);
 	fs_layer_put(&f->eng, l);
 	rc = fs_open_count(f, ino, 1);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
+	if (rc < 0)
+		return rc;
 	fi->keep_cache = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: no release will come */
+	return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	int rc = do_open(f, ino, fi);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: no release will come */
 		fs_open_count(f, ino, -1);
 }
 
@@ -528,93 +546,112 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---------------------------------------------------------------- xattrs, statfs */
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* Finds xattr name of ino. Returns 0 with *l referenced (fs_layer_put) and *x in its index, or
+ * negative errno (-ENODATA: no such xattr; *l is NULL then). */
+static int find_xattr(struct fs *f, fuse_ino_t ino, const char *name, struct fs_layer **l,
+		      const struct index_xattr **x)
 {
-	struct fs *f = fuse_req_userdata(req);
 	const struct index_inode *in;
-	struct fs_layer *l;
 	uint32_t node;
 	size_t nlen = strlen(name);
 	int rc;
 
-	if (ino <= INO_LAYERS) {
-		fuse_reply_err(req, ENODATA);
-		return;
+	*l = NULL;
+	*x = NULL;
+	if (ino <= INO_LAYERS)
+		return -ENODATA;
+	rc = fs_layer_of(&f->eng, ino, l, &node);
+	if (rc < 0)
+		return rc;
+	in = index_layer_inode((*l)->idx, node);
+	for (uint32_t i = 0; i < in->nxattrs; i++) {
+		const struct index_xattr *c = index_layer_xattr((*l)->idx, in->xattr_first + i);
+
+		if (c->name_len != nlen || memcmp(index_layer_str((*l)->idx, c->name_off), name, nlen))
+			continue;
+		*x = c;
+		return 0;
 	}
-	rc = fs_layer_of(&f->eng, ino, &l, &node);
-	if (rc < 0) {
+	fs_layer_put(&f->eng, *l);
+	*l = NULL;
+	return -ENODATA;
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *f = fuse_req_userdata(req);
+	const struct index_xattr *x;
+	struct fs_layer *l;
+	int rc = find_xattr(f, ino, name, &l, &x);
+
+	if (rc == 0 && size != 0 && size < x->value_len)
+		rc = -ERANGE;
+	if (rc < 0)
 		fuse_reply_err(req, -rc);
-		return;
-	}
+	else if (size == 0)
+		fuse_reply_xattr(req, x->value_len);
+	else /* from the index itself: put after the reply */
+		fuse_reply_buf(req, index_layer_str(l->idx, x->value_off), x->value_len);
+	fs_layer_put(&f->eng, l);
+}
+
+/* The names of ino's xattrs as listxattr returns them (each NUL-terminated): their length in
+ * *total and, unless size (the caller's buffer) is 0, the names in *buf (malloc'd). Returns 0,
+ * -ERANGE when they do not fit size, or negative errno. */
+static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, size_t *total)
+{
+	const struct index_inode *in;
+	struct fs_layer *l;
+	uint32_t node;
+	size_t pos = 0;
+	int rc;
+
+	*buf = NULL;
+	*total = 0;
+	if (ino <= INO_LAYERS)
+		return 0;
+	rc = fs_layer_of(&f->eng, ino, &l, &node);
+	if (rc < 0)
+		return rc;
 	in = index_layer_inode(l->idx, node);
+	for (uint32_t i = 0; i < in->nxattrs; i++)
+		*total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
+	if (size == 0)
+		goto out;
+	if (size < *total) {
+		rc = -ERANGE;
+		goto out;
+	}
+	*buf = malloc(*total ? *total : 1);
+	if (!*buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	for (uint32_t i = 0; i < in->nxattrs; i++) {
 		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
 
-		if (x->name_len != nlen || memcmp(index_layer_str(l->idx, x->name_off), name, nlen))
-			continue;
-		if (size == 0)
-			fuse_reply_xattr(req, x->value_len);
-		else if (size < x->value_len)
-			fuse_reply_err(req, ERANGE);
-		else /* from the index itself: put after the reply */
-			fuse_reply_buf(req, index_layer_str(l->idx, x->value_off), x->value_len);
-		fs_layer_put(&f->eng, l);
-		return;
+		memcpy(*buf + pos, index_layer_str(l->idx, x->name_off), x->name_len);
+		pos += x->name_len;
+		(*buf)[pos++] = '\0';
 	}
+out:
 	fs_layer_put(&f->eng, l);
-	fuse_reply_err(req, ENODATA);
+	return rc;
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *f = fuse_req_userdata(req);
-	const struct index_inode *in;
-	struct fs_layer *l;
-	uint32_t node;
-	size_t total = 0, pos = 0;
 	char *buf;
-	int rc;
+	size_t total;
+	int rc = list_xattrs(f, ino, size, &buf, &total);
 
-	if (ino <= INO_LAYERS) {
-		if (size == 0)
-			fuse_reply_xattr(req, 0);
-		else
-			fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	rc = fs_layer_of(&f->eng, ino, &l, &node);
-	if (rc < 0) {
+	if (rc < 0)
 		fuse_reply_err(req, -rc);
-		return;
-	}
-	in = index_layer_inode(l->idx, node);
-	for (uint32_t i = 0; i < in->nxattrs; i++)
-		total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
-	if (size == 0) {
-		fs_layer_put(&f->eng, l);
+	else if (size == 0)
 		fuse_reply_xattr(req, total);
-		return;
-	}
-	if (size < total) {
-		fs_layer_put(&f->eng, l);
-		fuse_reply_err(req, ERANGE);
-		return;
-	}
-	buf = malloc(total ? total : 1);
-	if (!buf) {
-		fs_layer_put(&f->eng, l);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	for (uint32_t i = 0; i < in->nxattrs; i++) {
-		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
-
-		memcpy(buf + pos, index_layer_str(l->idx, x->name_off), x->name_len);
-		pos += x->name_len;
-		buf[pos++] = '\0';
-	}
-	fs_layer_put(&f->eng, l);
-	fuse_reply_buf(req, buf, total);
+	else
+		fuse_reply_buf(req, buf, total);
 	free(buf);
 }
 

@@ -56,6 +56,7 @@ struct window_check {
 	const char *hex;
 };
 
+static int do_read(struct fs *f, fuse_ino_t ino, size_t size, off_t off, char **out, size_t *len);
 static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct index_inode *ino,
 		     uint32_t ci, struct cchunk **out);
 static int wait_inflight(struct fs_engine *eng, struct inflight *in);
@@ -67,10 +68,25 @@ static int span_verify(void *ctx, const void *comp, size_t clen);
 static void cache_verified(struct fs_engine *eng, const struct index_chunk *o, const uint8_t *data);
 static int window_verify(void *ctx, const void *raw, size_t len);
 
-void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		struct fuse_file_info *fi)
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
+	char *buf;
+	size_t len;
+	int rc = do_read(f, ino, size, off, &buf, &len);
+
+	(void)fi;
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, len);
+	free(buf);
+}
+
+/* Reads [off, off + size) of file ino into *out (malloc'd; NULL past the end) and its length into
+ * *len. Returns 0 or negative errno. */
+static int do_read(struct fs *f, fuse_ino_t ino, size_t size, off_t off, char **out, size_t *len)
+{
 	const struct index_inode *in;
 	struct fs_layer *l;
 	uint32_t node, cs;
@@ -78,32 +94,26 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *buf;
 	int rc;
 
-	(void)fi;
+	*out = NULL;
+	*len = 0;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
+	if (rc < 0)
+		return rc;
 	fs_layer_touch(&f->eng, l);
 	in = index_layer_inode(l->idx, node);
 	if (!S_ISREG(in->mode)) {
-		fs_layer_put(&f->eng, l);
-		fuse_reply_err(req, EISDIR);
-		return;
+		rc = -EISDIR;
+		goto out;
 	}
-	if (off < 0 || (uint64_t)off >= in->size || size == 0) {
-		fs_layer_put(&f->eng, l);
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
+	if (off < 0 || (uint64_t)off >= in->size || size == 0)
+		goto out;
 	end = (uint64_t)off + size;
 	if (end > in->size)
 		end = in->size;
 	buf = malloc(end - (uint64_t)off);
 	if (!buf) {
-		fs_layer_put(&f->eng, l);
-		fuse_reply_err(req, ENOMEM);
-		return;
+		rc = -ENOMEM;
+		goto out;
 	}
 	cs = index_layer_chunk_size(l->idx);
 	fetch_read_begin(f->eng.fetch); /* one read timeout for all the fetches of this read */
@@ -122,12 +132,15 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		pos = cend;
 	}
 	fetch_read_end();
+	if (rc < 0) {
+		free(buf);
+		goto out;
+	}
+	*out = buf;
+	*len = end - (uint64_t)off;
+out:
 	fs_layer_put(&f->eng, l); /* buf is a copy */
-	if (rc < 0)
-		fuse_reply_err(req, -rc);
-	else
-		fuse_reply_buf(req, buf, end - (uint64_t)off);
-	free(buf);
+	return rc;
 }
 
 /* Returns a referenced decoded chunk ci of file ino: cache, then store, then the registry. */
