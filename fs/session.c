@@ -114,7 +114,7 @@ int fs_session_create(struct store *store, const struct fs_opts *opts, const cha
 		f->dh_next = ((uint64_t)getpid() << 40) ^ (uint64_t)f->start.tv_nsec;
 	f->dh_next = (f->dh_next >> 1) | 1; /* counts up without wrapping to 0 */
 	pthread_mutex_init(&f->open_mu, NULL);
-	f->max_threads = opts->max_threads ? opts->max_threads : 16;
+	f->max_threads = opts->max_threads ? opts->max_threads : FS_MAX_THREADS_DEFAULT;
 	f->mountpoint = strdup(real);
 	f->source = strdup(opts->source ? opts->source : "strata");
 	if (rc < 0 || !f->mountpoint || !f->source) {
@@ -216,7 +216,8 @@ int fs_run(struct fs *f)
 	if (f->eng.fetch && !f->eng.w_started)
 		fs_writer_start(&f->eng);
 	if (f->eng.fetch && !f->streamer) {
-		rc = fs_streamer_start(f->eng.store, f->eng.fetch, 2, f->read_timeout_ms, &f->streamer);
+		rc = fs_streamer_start(f->eng.store, f->eng.fetch, FS_STREAM_WORKERS_DEFAULT,
+				       f->read_timeout_ms, &f->streamer);
 		if (rc < 0)
 			strata_log(LOG_ERR, "%s", strata_errmsg(rc));
 	}

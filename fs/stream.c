@@ -23,8 +23,6 @@
 #include "util/sha256.h"
 #include "util/thread.h"
 
-#define RETRY_WORKER_MS 30000 /* workers retry a failed layer this long after the failure */
-#define RETRY_WAITER_MS 2000  /* a lookup retries a failed layer this long after the failure */
 #define WAIT_SLICE_MS 1000
 
 /* ---------------------------------------------------------------- building one layer */
@@ -199,7 +197,7 @@ static int refresh_cb(void *ctx, const struct store_layer *l)
 
 	if (!j || j->state == JOB_DONE) {
 		job_queue(st, l->digest); /* new, or pulled again after rm */
-	} else if (j->state == JOB_FAILED && ms_since(&j->failed_at) >= RETRY_WORKER_MS) {
+	} else if (j->state == JOB_FAILED && ms_since(&j->failed_at) >= FS_STREAM_RETRY_WORKER_MS) {
 		j->state = JOB_QUEUED;
 		clock_gettime(CLOCK_MONOTONIC, &j->progress);
 	}
@@ -327,8 +325,8 @@ int fs_streamer_start(struct store *s, struct fetch_client *fc, unsigned workers
 		return -ENOMEM;
 	st->store = s;
 	st->fetch = fc;
-	st->stall_ms = stall_ms > 0 ? stall_ms : 30000;
-	st->nworkers = workers ? workers : 2;
+	st->stall_ms = stall_ms > 0 ? stall_ms : FS_STREAM_STALL_MS_DEFAULT;
+	st->nworkers = workers ? workers : FS_STREAM_WORKERS_DEFAULT;
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	st->workers = calloc(st->nworkers, sizeof(*st->workers));
@@ -392,7 +390,7 @@ int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 			break;
 		}
 		if (j->state == JOB_FAILED) {
-			if (ms_since(&j->failed_at) < RETRY_WAITER_MS) {
+			if (ms_since(&j->failed_at) < FS_STREAM_RETRY_WAITER_MS) {
 				rc = strata_err(EIO, "layer %s: streaming failed: %s", digest, j->error);
 				break;
 			}
