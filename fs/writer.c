@@ -14,7 +14,8 @@
  * A read stores the chunks a span yields through a queue that one writer thread drains: the zstd
  * compression and RocksDB write of every decoded chunk stay off the read's path. The queue is
  * bounded (WRITE_QUEUE_BYTES; past it chunks are stored on the read's thread) and searched by
- * lookups, so a queued chunk counts as local. fs_free drains it before the store closes.
+ * lookups, so a queued chunk counts as local. fs_engine_fini (fs_free) drains it before the store
+ * closes.
  */
 
 #define WRITE_QUEUE_BYTES (32u << 20)
