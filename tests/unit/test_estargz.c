@@ -372,35 +372,32 @@ static void test_footer(void **state)
 	}
 }
 
-static void test_build(void **state)
+/* The layer of test_build: every entry type, a file in several chunks, two files in one member. */
+struct sample {
+	uint8_t big[3 * CS + 100], small[100], a[700], b[300];
+};
+
+/* Writes s into w (w_init'ed here; w_close'd). */
+static void write_sample(struct esgz *w, struct sample *s)
 {
-	struct esgz w;
-	struct index_layer *l = NULL;
-	size_t big_len = 3 * CS + 100;
-	uint8_t *big = malloc(big_len), small[100], a[700], b[300], *got;
-	const struct index_inode *in;
-	uint32_t xl;
-	const char *xv;
-	int64_t ino, ino2;
 	json_t *e;
 
-	(void)state;
-	fill_pattern(big, big_len, 1);
-	fill_pattern(small, sizeof(small), 2);
-	fill_pattern(a, sizeof(a), 3);
-	fill_pattern(b, sizeof(b), 4);
-	w_init(&w);
+	fill_pattern(s->big, sizeof(s->big), 1);
+	fill_pattern(s->small, sizeof(s->small), 2);
+	fill_pattern(s->a, sizeof(s->a), 3);
+	fill_pattern(s->b, sizeof(s->b), 4);
+	w_init(w);
 	{
 		static const uint8_t lm = 0xf;
 
-		w_file(&w, ".no.prefetch.landmark", &lm, 1);
+		w_file(w, ".no.prefetch.landmark", &lm, 1);
 	}
-	w_other(&w, "./etc/", "dir", '5', 0750, NULL);
-	e = w_file(&w, "./etc/big.bin", big, big_len);
+	w_other(w, "./etc/", "dir", '5', 0750, NULL);
+	e = w_file(w, "./etc/big.bin", s->big, sizeof(s->big));
 	json_object_set_new(e, "uid", json_integer(1000));
 	json_object_set_new(e, "gid", json_integer(2000));
 	json_object_set_new(e, "modtime", json_string("2021-02-03T04:05:06Z"));
-	e = w_file(&w, "etc/small", small, sizeof(small));
+	e = w_file(w, "etc/small", s->small, sizeof(s->small));
 	{
 		json_t *x = json_object();
 
@@ -409,24 +406,69 @@ static void test_build(void **state)
 		json_object_set_new(e, "xattrs", x);
 	}
 	/* two files in one member: the second one at innerOffset > 0 */
-	w_file(&w, "pack/a", a, sizeof(a));
-	w_packed_file(&w, "pack/b", b, sizeof(b));
-	w_file(&w, "deep/er/file", small, 10); /* implicit parents */
-	w_other(&w, "etc/link", "symlink", '2', 0644, "small");
-	w_other(&w, "etc/hard", "hardlink", '1', 0644, "./etc/small");
-	w_other(&w, "etc/.wh.gone", "reg", '0', 0644, NULL);
-	w_other(&w, "opq/.wh..wh..opq", "reg", '0', 0644, NULL);
-	w_other(&w, "opq/keep", "reg", '0', 0644, NULL);
-	e = w_other(&w, "dev/null", "char", '3', 0666, NULL);
+	w_file(w, "pack/a", s->a, sizeof(s->a));
+	w_packed_file(w, "pack/b", s->b, sizeof(s->b));
+	w_file(w, "deep/er/file", s->small, 10); /* implicit parents */
+	w_other(w, "etc/link", "symlink", '2', 0644, "small");
+	w_other(w, "etc/hard", "hardlink", '1', 0644, "./etc/small");
+	w_other(w, "etc/.wh.gone", "reg", '0', 0644, NULL);
+	w_other(w, "opq/.wh..wh..opq", "reg", '0', 0644, NULL);
+	w_other(w, "opq/keep", "reg", '0', 0644, NULL);
+	e = w_other(w, "dev/null", "char", '3', 0666, NULL);
 	json_object_set_new(e, "devMajor", json_integer(1));
 	json_object_set_new(e, "devMinor", json_integer(3));
-	w_other(&w, "dev/fifo", "fifo", '6', 0600, NULL);
-	w_file(&w, "etc/empty", NULL, 0);
-	w_close(&w);
+	w_other(w, "dev/fifo", "fifo", '6', 0600, NULL);
+	w_file(w, "etc/empty", NULL, 0);
+	w_close(w);
+}
 
-	assert_int_equal(build_blob(&w, &l), 0);
-	assert_non_null(l);
-	assert_int_equal(index_layer_chunk_size(l), CS);
+/* The sample's regular files read back through their chunks from blob. */
+static void check_sample_files(const struct index_layer *l, const struct sample *s,
+			       const uint8_t *blob)
+{
+	const struct index_inode *in;
+	int64_t ino;
+	uint8_t *got;
+
+	/* the big file: 4 chunks, content intact through the blob */
+	ino = walk(l, "etc/big.bin");
+	in = index_layer_inode(l, (uint32_t)ino);
+	assert_int_equal(in->mode, S_IFREG | 0644);
+	assert_int_equal(in->uid, 1000);
+	assert_int_equal(in->gid, 2000);
+	assert_int_equal(in->mtime_sec, 1612325106);
+	assert_int_equal(in->mtime_nsec, 0);
+	assert_int_equal(in->size, sizeof(s->big));
+	assert_int_equal(in->count, 4);
+	got = read_file(l, (uint32_t)ino, blob);
+	assert_memory_equal(got, s->big, sizeof(s->big));
+	free(got);
+
+	/* packed files */
+	got = read_file(l, (uint32_t)walk(l, "pack/a"), blob);
+	assert_memory_equal(got, s->a, sizeof(s->a));
+	free(got);
+	ino = walk(l, "pack/b");
+	in = index_layer_inode(l, (uint32_t)ino);
+	assert_int_equal(in->mode, S_IFREG | 0600);
+	got = read_file(l, (uint32_t)ino, blob);
+	assert_memory_equal(got, s->b, sizeof(s->b));
+	free(got);
+	{
+		const struct index_chunk *ca = index_layer_chunk(l, index_layer_inode(l, (uint32_t)walk(l, "pack/a"))->first);
+		const struct index_chunk *cb = index_layer_chunk(l, in->first);
+
+		assert_int_equal(cb->offset - ca->offset, 1024 + 512); /* a padded, b's header */
+	}
+}
+
+/* The sample's other entries: landmark and TOC, directories, xattrs, links, whiteouts, devices. */
+static void check_sample_entries(const struct index_layer *l)
+{
+	const struct index_inode *in;
+	uint32_t xl;
+	const char *xv;
+	int64_t ino, ino2;
 
 	/* what tar -x of the blob shows: the landmark, and the TOC as the tar's last file */
 	assert_true(walk(l, ".no.prefetch.landmark") > 0);
@@ -443,37 +485,6 @@ static void test_build(void **state)
 	in = index_layer_inode(l, (uint32_t)walk(l, "deep/er"));
 	assert_int_equal(in->mode, S_IFDIR | 0755);
 	assert_int_equal(in->flags, INDEX_INODE_IMPLICIT);
-
-	/* the big file: 4 chunks, content intact through the blob */
-	ino = walk(l, "etc/big.bin");
-	in = index_layer_inode(l, (uint32_t)ino);
-	assert_int_equal(in->mode, S_IFREG | 0644);
-	assert_int_equal(in->uid, 1000);
-	assert_int_equal(in->gid, 2000);
-	assert_int_equal(in->mtime_sec, 1612325106);
-	assert_int_equal(in->mtime_nsec, 0);
-	assert_int_equal(in->size, big_len);
-	assert_int_equal(in->count, 4);
-	got = read_file(l, (uint32_t)ino, w.blob.p);
-	assert_memory_equal(got, big, big_len);
-	free(got);
-
-	/* packed files */
-	got = read_file(l, (uint32_t)walk(l, "pack/a"), w.blob.p);
-	assert_memory_equal(got, a, sizeof(a));
-	free(got);
-	ino = walk(l, "pack/b");
-	in = index_layer_inode(l, (uint32_t)ino);
-	assert_int_equal(in->mode, S_IFREG | 0600);
-	got = read_file(l, (uint32_t)ino, w.blob.p);
-	assert_memory_equal(got, b, sizeof(b));
-	free(got);
-	{
-		const struct index_chunk *ca = index_layer_chunk(l, index_layer_inode(l, (uint32_t)walk(l, "pack/a"))->first);
-		const struct index_chunk *cb = index_layer_chunk(l, in->first);
-
-		assert_int_equal(cb->offset - ca->offset, 1024 + 512); /* a padded, b's header */
-	}
 
 	/* xattrs decoded from base64 */
 	ino = walk(l, "etc/small");
@@ -517,6 +528,22 @@ static void test_build(void **state)
 	in = index_layer_inode(l, (uint32_t)walk(l, "etc/empty"));
 	assert_int_equal(in->size, 0);
 	assert_int_equal(in->count, 0);
+}
+
+static void test_build(void **state)
+{
+	struct esgz w;
+	struct index_layer *l = NULL;
+	struct sample *s = malloc(sizeof(*s));
+
+	(void)state;
+	assert_non_null(s);
+	write_sample(&w, s);
+	assert_int_equal(build_blob(&w, &l), 0);
+	assert_non_null(l);
+	assert_int_equal(index_layer_chunk_size(l), CS);
+	check_sample_entries(l);
+	check_sample_files(l, s, w.blob.p);
 
 	/* every chunk from its own span */
 	check_chunks(l, w.blob.p, w.blob.len);
@@ -545,7 +572,7 @@ static void test_build(void **state)
 	}
 	index_layer_free(l);
 	w_free(&w);
-	free(big);
+	free(s);
 }
 
 /* Only single-chunk files: the index chunk size is the largest one (at least the minimum). */
