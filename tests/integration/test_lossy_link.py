@@ -91,7 +91,8 @@ def lossy(strata_bin, fixtures, tmp_path_factory):
 
 def test_pull_and_lazy_reads_across_a_lossy_link(lossy, fixtures, layer_tree, tmp_path):
     store = tmp_path / "store"
-    p = Strata(lossy.strata, store)("--json", "pull", "--index=artifact", lossy.ref, timeout=300)
+    p = Strata(lossy.strata, store)("--json", "pull", "--index=artifact", lossy.ref,
+                                    timeout=INDEX_TIMEOUT)
     o = json.loads(p.stdout.strip().splitlines()[-1])
     assert o["manifest"] == fixtures.image(REF)["manifest"], o
     assert set(o["index_sources"]) == {"artifact"}, o

@@ -373,7 +373,7 @@ def test_disk_full(qenv, strata_bin, small_tmpfs, mount, tmp_path):
     subprocess.run(["mount", "-o", "remount,size=128m", str(small_tmpfs)], check=True, timeout=30)
     t0 = time.monotonic()
     for _ in range(60):
-        p = run("--json", "pin", qenv.ref, check=False, timeout=300)
+        p = run("--json", "pin", qenv.ref, check=False, timeout=INDEX_TIMEOUT)
         if p.returncode == 0:
             break
         time.sleep(1)

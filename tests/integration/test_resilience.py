@@ -63,7 +63,7 @@ def test_concurrent_pulls_honor_retry_after(strata_bin, reg, tmp_path):
                 [strata_bin, "--store", store, "pull", "--index=build", ref],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, errors="replace"))
-        outs = [p.communicate(timeout=300) for p in procs]
+        outs = [p.communicate(timeout=INDEX_TIMEOUT) for p in procs]
         reqs = ng.requests()
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0, "a throttled pull failed (%d):\n%s%s\n%s" % (
