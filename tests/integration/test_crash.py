@@ -24,21 +24,19 @@ import time
 
 import pytest
 
-from conftest import (Fixtures, Registry, Strata, extract_blob, run_bounded, run_mkfixture,
-                      treecmp)
+from harness import treecmp
+from harness.fs import bounded
+from harness.images import Fixtures, LayerTree, extract_blob, run_mkfixture
+from harness.registry import Registry
+from harness.strata import Strata, notes
+from harness.timeouts import COMPARE_TIMEOUT, INDEX_TIMEOUT, MiB, READ_TIMEOUT
 
-MiB = 1 << 20
 ROUNDS = int(os.environ.get("STRATA_CRASH_ROUNDS", "20"))
 PULL_KILLS = 3
 IMAGE_MIB = int(os.environ.get("STRATA_CRASH_MIB", "128"))
-INDEX_TIMEOUT = 300
-READ_TIMEOUT = 120
 READERS = 4
 PIECE = 256 * 1024
-
-
-def note(msg):
-    print("[crash] " + msg, flush=True)
+note = notes("crash")
 
 
 def seed():
@@ -58,32 +56,25 @@ def fsck_clean(run, what):
     return f
 
 
-def stats(run):
-    return json.loads(run("--json", "stats").stdout)
-
-
 @pytest.fixture(scope="module")
 def crash_image(strata_bin, tmp_path_factory):
     """big:latest (IMAGE_MIB) in a registry of its own, with its index artifact pushed, plus the
     GNU tar extraction of its layer."""
-    reg = Registry(tmp_path_factory.mktemp("crash-registry"))
-    reg.start()
-    try:
+    with Registry(tmp_path_factory.mktemp("crash-registry")) as reg:
         layout = tmp_path_factory.mktemp("crash-layout")
         run_mkfixture("big", "--out", layout, "--size-mib", IMAGE_MIB)
-        run_mkfixture("push", "--layout", layout, "--registry", reg.host)
+        reg.push(layout)
         fx = Fixtures(layout, reg)
         fx.layer = fx.layers["big"]
         fx.digest = fx.layer["digest"]
         fx.files = fx.paths["files"]
         Strata(strata_bin, tmp_path_factory.mktemp("crash-indexer"))(
             "index", "--push", fx.ref("big:latest"), timeout=INDEX_TIMEOUT)
-        fx.tree = extract_blob(fx.blob_path("big"), "gzip",
-                               tmp_path_factory.mktemp("crash-extract") / "x")
-        fx.entries = treecmp.list_tar_entries(str(fx.blob_path("big")), "gzip")
+        fx.tree = LayerTree("big", fx.layer,
+                            extract_blob(fx.blob_path("big"), "gzip",
+                                         tmp_path_factory.mktemp("crash-extract") / "x"),
+                            treecmp.list_tar_entries(str(fx.blob_path("big")), "gzip"))
         yield fx
-    finally:
-        reg.stop()
 
 
 class Readers:
@@ -126,12 +117,18 @@ class Readers:
         return not any(t.is_alive() for t in self.threads)
 
 
+def compare(m, fx):
+    """Every file of the layer, read through m, equals tar -x (bounded)."""
+    bounded(m, lambda: fx.tree.compare(m.layer(fx.digest), right_name="tar -x", dir_mtime=False),
+            "comparing the layer", COMPARE_TIMEOUT)
+
+
 def umount_dead(m):
     """`strata umount` of a mount whose daemon was killed: must succeed and leave no mount."""
     p = m.umount(timeout=60)
     assert p.returncode == 0, "strata umount of a dead mount exited %d: %s" % (p.returncode,
                                                                              p.stderr)
-    assert not m._ours_mounted(), "strata umount left the dead mount of %s" % m.mnt
+    assert not m.ours_mounted(), "strata umount left the dead mount of %s" % m.mnt
 
 
 def test_kill_daemon_during_fetching(strata_bin, crash_image, store, mount, tmp_path):
@@ -156,7 +153,7 @@ def test_kill_daemon_during_fetching(strata_bin, crash_image, store, mount, tmp_
         umount_dead(m)
         m.cleanup()
         f = fsck_clean(run, "after kill %d" % i)
-        st = stats(run)
+        st = run.stats()
         assert st["local_bytes"] >= before, "a kill lost stored content: %d -> %d bytes" % (
             before, st["local_bytes"])
         rounds.append((delay, args, f["chunks"], before, st["local_bytes"]))
@@ -182,13 +179,10 @@ def test_kill_daemon_during_fetching(strata_bin, crash_image, store, mount, tmp_
 
     # the store still serves every file byte-exact, and stays clean
     m = mount(store_dir=store, mnt=str(tmp_path / "mnt"))
-    run_bounded(lambda: treecmp.compare_layer(m.layer(fx.digest), fx.tree,
-                                              tar_entries=fx.entries, right_name="tar -x",
-                                              dir_mtime=False),
-                READ_TIMEOUT * 2, m.kill)
+    compare(m, fx)
     m.cleanup()
     fsck_clean(run, "at the end")
-    st = stats(run)
+    st = run.stats()
     assert st["local_bytes"] == st["content_bytes"] > 0, st
     assert [e["ref"] for e in run.ls()] == [ref]
 
@@ -227,10 +221,7 @@ def test_kill_pull(strata_bin, crash_image, store, mount, tmp_path):
             run("gc")
     run("pull", "--index=build", ref, timeout=INDEX_TIMEOUT)
     fsck_clean(run, "after the re-pull")
-    st = stats(run)
+    st = run.stats()
     assert st["local_bytes"] == st["content_bytes"] > 0, st
     m = mount(store_dir=store)
-    run_bounded(lambda: treecmp.compare_layer(m.layer(fx.digest), fx.tree,
-                                              tar_entries=fx.entries, right_name="tar -x",
-                                              dir_mtime=False),
-                READ_TIMEOUT * 2, m.kill)
+    compare(m, fx)

@@ -9,65 +9,51 @@ Also the daemon's read counters in `strata stats`: hit rate and the fetch-wait h
 The figures are printed with a "[dedup]" prefix: run with -s to see them.
 """
 
-import hashlib
 import json
 import os
 
 import pytest
 
-from conftest import Fixtures, Registry, Strata, run_bounded, run_mkfixture
+from harness.fs import bounded, drop_cached_pages, file_sha256
+from harness.images import Fixtures, run_mkfixture
+from harness.registry import Registry
+from harness.strata import notes, pulled_from_artifact
 
-INDEX_TIMEOUT = 300
-READ_TIMEOUT = 120
-
-
-def note(msg):
-    print("[dedup] " + msg, flush=True)
-
-
-def stats(run):
-    return json.loads(run("--json", "stats").stdout)
+note = notes("dedup")
 
 
 @pytest.fixture(scope="module")
 def dedup(strata_bin, tmp_path_factory):
     """mkfixture dedup pushed to a registry of its own (index artifacts pushed there stay there)."""
-    reg = Registry(tmp_path_factory.mktemp("dedup-registry"))
-    reg.start()
-    try:
+    with Registry(tmp_path_factory.mktemp("dedup-registry")) as reg:
         layout = tmp_path_factory.mktemp("dedup-layout")
         run_mkfixture("dedup", "--out", layout)
-        run_mkfixture("push", "--layout", layout, "--registry", reg.host)
+        reg.push(layout)
         yield Fixtures(layout, reg)
-    finally:
-        reg.stop()
 
 
-def read_all(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
+def read_sha256(m, path):
+    """The sha256 of a file read through m, bounded."""
+    return bounded(m, lambda: file_sha256(path), "reading %s" % path)
 
 
 def test_same_files_in_other_layers_are_stored_once(dedup, strata, mount):
     fx = dedup
     content = fx.paths["content_bytes"]
-    st0 = stats(strata)
+    st0 = strata.stats()
     assert (st0["images"], st0["chunks"], st0["stored_bytes"], st0["logical_bytes"]) == \
         (0, 0, 0, 0), st0
     assert st0["dedup_ratio"] == 0, st0
 
     strata("pull", fx.ref("dedup:gzip"))
-    st1 = stats(strata)
+    st1 = strata.stats()
     assert st1["images"] == 1 and st1["layers"] == 2, st1
     assert st1["local_bytes"] == st1["logical_bytes"] == st1["unique_bytes"] > content, st1
     assert 0 < st1["stored_bytes"], st1
     prev = st1
     for tag in ("zstd", "rebuilt"):
         strata("pull", fx.ref("dedup:" + tag))
-        st = stats(strata)
+        st = strata.stats()
         layer = fx.layers["dedup-" + tag]
         grew = st["stored_bytes"] - prev["stored_bytes"]
         note("dedup:%s: top layer %d bytes as a blob; stored bytes %d -> %d (+%d), logical %d, "
@@ -93,8 +79,7 @@ def test_same_files_in_other_layers_are_stored_once(dedup, strata, mount):
         root = m.layer(fx.layers["dedup-" + tag]["digest"])
         for rel, info in sorted(files.items())[:: max(1, len(files) // 50)] + \
                 [(p, i) for p, i in files.items() if p.endswith(".bin")]:
-            got = run_bounded(lambda: read_all(os.path.join(root, rel)), READ_TIMEOUT, m.kill)
-            assert got == info["sha256"], (tag, rel)
+            assert read_sha256(m, os.path.join(root, rel)) == info["sha256"], (tag, rel)
 
 
 def test_stats_hit_rate_and_fetch_latency(strata_bin, dedup, tmp_path, mount):
@@ -102,19 +87,13 @@ def test_stats_hit_rate_and_fetch_latency(strata_bin, dedup, tmp_path, mount):
     histogram counts every fetched chunk read); reading again is served locally."""
     fx = dedup
     ref = fx.ref("dedup:gzip")
-    indexer = tmp_path / "indexer"
-    indexer.mkdir()
-    Strata(strata_bin, indexer)("index", "--push", ref, timeout=INDEX_TIMEOUT)
-    store = tmp_path / "lazy"
-    store.mkdir()
-    run = Strata(strata_bin, store)
-    run("pull", "--index=artifact", ref)
-    offline = stats(run)
+    run = pulled_from_artifact(strata_bin, tmp_path, ref)
+    offline = run.stats()
     assert "reads" not in offline and offline["daemon"] is False, offline
     assert offline["local_bytes"] == 0 < offline["logical_bytes"], offline
 
-    m = mount(store_dir=str(store))
-    st = stats(run)
+    m = mount(store_dir=run.store)
+    st = run.stats()
     r = st["reads"]
     assert st["daemon"] is True, st
     assert (r["cache"], r["store"], r["fetched"], r["failed"], r["hit_rate"]) == (0, 0, 0, 0, 0), r
@@ -123,9 +102,8 @@ def test_stats_hit_rate_and_fetch_latency(strata_bin, dedup, tmp_path, mount):
     root = m.layer(fx.layers["dedup-gzip"]["digest"])
     bins = sorted(p for p in fx.paths["files"] if p.endswith(".bin"))
     for rel in bins:
-        got = run_bounded(lambda: read_all(os.path.join(root, rel)), READ_TIMEOUT, m.kill)
-        assert got == fx.paths["files"][rel]["sha256"], rel
-    r1 = stats(run)["reads"]
+        assert read_sha256(m, os.path.join(root, rel)) == fx.paths["files"][rel]["sha256"], rel
+    r1 = run.stats()["reads"]
     lat = r1["fetch_latency_ms"]
     note("cold read of %d files: %s" % (len(bins), json.dumps(r1)))
     assert r1["fetched"] > 0 and r1["failed"] == 0, r1
@@ -135,14 +113,9 @@ def test_stats_hit_rate_and_fetch_latency(strata_bin, dedup, tmp_path, mount):
 
     # again, past the page cache: the chunks come from the daemon's cache or the store
     for rel in bins:
-        fd = os.open(os.path.join(root, rel), os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        got = run_bounded(lambda: read_all(os.path.join(root, rel)), READ_TIMEOUT, m.kill)
-        assert got == fx.paths["files"][rel]["sha256"], rel
-    r2 = stats(run)["reads"]
+        drop_cached_pages(os.path.join(root, rel))
+        assert read_sha256(m, os.path.join(root, rel)) == fx.paths["files"][rel]["sha256"], rel
+    r2 = run.stats()["reads"]
     note("second read: %s" % json.dumps(r2))
     assert r2["fetched"] == r1["fetched"], (r1, r2)
     assert r2["cache"] + r2["store"] > r1["cache"] + r1["store"], (r1, r2)

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from conftest import free_port, one_line
+from harness.servers import free_port
+from harness.registry import Registry
+from harness.strata import one_line
 
 BAD_IMAGES = ["bad:digest", "bad:nottar", "bad:truncgz", "bad:mediatype"]
 
@@ -20,24 +22,21 @@ def assert_store_empty(strata, mount=None):
         assert os.listdir(m.layers) == [], "a failed pull left layers behind"
 
 
-def test_unknown_repository(strata, fixtures):
-    ref = fixtures.ref("nosuchrepo:latest")
+def assert_pull_fails_naming_ref(strata, ref):
     p = strata("pull", ref, check=False)
     assert p.returncode == 1, p
     line = one_line(p.stderr)
     assert line.startswith("strata: pull:"), line
     assert ref in line, line
     assert_store_empty(strata)
+
+
+def test_unknown_repository(strata, fixtures):
+    assert_pull_fails_naming_ref(strata, fixtures.ref("nosuchrepo:latest"))
 
 
 def test_unknown_tag(strata, fixtures):
-    ref = fixtures.ref("corner:nosuchtag")
-    p = strata("pull", ref, check=False)
-    assert p.returncode == 1, p
-    line = one_line(p.stderr)
-    assert line.startswith("strata: pull:"), line
-    assert ref in line, line
-    assert_store_empty(strata)
+    assert_pull_fails_naming_ref(strata, fixtures.ref("corner:nosuchtag"))
 
 
 @pytest.mark.parametrize("ref", BAD_IMAGES)
@@ -109,15 +108,10 @@ def test_blob_corrupted_in_registry(strata, mount, fixtures, tmp_path):
 
     Distribution verifies uploads, so the corruption is done on its disk after the push, in a
     registry of this test's own (the session registry stays intact)."""
-    from conftest import Registry, run_mkfixture
-
-    reg = Registry(tmp_path / "reg")
-    reg.start()
-    try:
-        run_mkfixture("push", "--layout", fixtures.layout, "--registry", reg.host)
+    with Registry(tmp_path / "reg") as reg:
+        reg.push(fixtures.layout)
         layer = fixtures.image("demo:latest")["layers"][-1]["digest"]
-        hexd = layer.split(":", 1)[1]
-        data = reg.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+        data = reg.blob_file(layer)
         raw = bytearray(data.read_bytes())
         raw[len(raw) // 2] ^= 0xFF  # same size, different content
         data.write_bytes(bytes(raw))
@@ -126,5 +120,3 @@ def test_blob_corrupted_in_registry(strata, mount, fixtures, tmp_path):
         line = one_line(p.stderr)
         assert "digest mismatch" in line and layer in line, line
         assert_store_empty(strata, mount)
-    finally:
-        reg.stop()

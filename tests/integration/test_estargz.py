@@ -41,7 +41,7 @@ TOC itself (stargz.index.json, the last tar member of the blob), are in the tar 
 strata shows them too, as a plain containerd unpack does: the same layer digest shows the same
 tree whether strata indexed it from its TOC or by streaming it.
 
-Every registry request goes through nginx (conftest Nginx): its access log proves that a pull
+Every registry request goes through nginx (harness.nginx): its access log proves that a pull
 reads only the footer and the TOC of each layer, and that reads are Range requests. The figures
 (bytes fetched) are printed with an "[estargz]" prefix: run with -s to see them.
 """
@@ -57,11 +57,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Strata, format_requests, read_file, run_bounded
-import treecmp
+from harness import treecmp
+from harness.fs import bounded, read_file
+from harness.nginx import format_requests, not_ranged, request_context
+from harness.proxy import CorruptingProxy
+from harness.strata import Strata, mirror_toml, new_store, notes, write_hosts_toml
+from harness.timeouts import COMPARE_TIMEOUT, MiB
 
-MiB = 1 << 20
-READ_TIMEOUT = 120            # one read / one layer comparison through FUSE
 FOOTER_SIZE = 51              # eStargz footer: an empty gzip member with the TOC offset in FEXTRA
 ESTARGZ_CHUNK = 4 * MiB       # ctr-remote's default chunk size (--estargz-chunk-size 0)
 HIDDEN_AT_ROOT = (".prefetch.landmark", ".no.prefetch.landmark", "stargz.index.json")
@@ -81,18 +83,12 @@ CONVERSIONS = {
 }
 
 
-def note(msg):
-    print("[estargz] " + msg, flush=True)
+note = notes("estargz")
 
 
 # ----------------------------------------------------------------------------------------------
 # module fixture: convert, push, download the blobs
 # ----------------------------------------------------------------------------------------------
-
-def registry_get(registry, path, accept=None):
-    req = urllib.request.Request(registry.url + path, headers={"Accept": accept} if accept else {})
-    return urllib.request.urlopen(req, timeout=60)
-
 
 def parse_footer(tail, blob_size):
     """The TOC offset from an eStargz footer (the blob's last 51 bytes): a gzip header with
@@ -183,7 +179,7 @@ def convert(containerd, registry, key, src, dst, flags, blobs, blob_paths):
     containerd.ctr("images", "convert", "--estargz", *flags, src_ref, dst_ref)
     containerd.ctr("images", "push", "--plain-http", dst_ref)
     repo, tag = dst.split(":")
-    with registry_get(registry, "/v2/%s/manifests/%s" % (repo, tag),
+    with registry.get("/v2/%s/manifests/%s" % (repo, tag),
                       accept="%s, %s" % (OCI_MANIFEST, DOCKER_MANIFEST)) as r:
         body = r.read()
     mdigest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -194,8 +190,7 @@ def convert(containerd, registry, key, src, dst, flags, blobs, blob_paths):
         if d not in blob_paths:
             path = blobs / d.split(":", 1)[1]
             h = hashlib.sha256()
-            with registry_get(registry, "/v2/%s/blobs/%s" % (repo, d)) as r, \
-                    open(path, "wb") as out:
+            with registry.get("/v2/%s/blobs/%s" % (repo, d)) as r, open(path, "wb") as out:
                 while True:
                     b = r.read(1 << 20)
                     if not b:
@@ -225,24 +220,6 @@ def parse_range(h, size):
         n = int(b)
         return max(0, size - n), size - 1
     return int(a), min(int(b), size - 1) if b else size - 1
-
-
-def not_ranged(reqs):
-    """Requests that are not a GET with a Range header answered 206."""
-    return [r for r in reqs if r["method"] != "GET" or not r["range"] or r["status"] != 206]
-
-
-def context(reqs, m=None):
-    out = "nginx requests:\n" + format_requests(reqs)
-    if m is not None:
-        out += "\ndaemon stderr:\n" + (m.stderr()[-4000:] or "(empty)")
-    return out
-
-
-def new_store(tmp_path, name):
-    d = tmp_path / ("store-" + name)
-    d.mkdir()
-    return str(d)
 
 
 def expected_sources(img):
@@ -285,12 +262,12 @@ def compare_layer(env, m, layer, label):
     path = m.layer(layer.digest)
     assert os.path.isdir(path), "%s (%s) not served" % (layer.digest, label)
     ref, entries, present = env.reference(layer)
-    names = run_bounded(lambda: os.listdir(path), READ_TIMEOUT, m.kill)
+    names = bounded(m, lambda: os.listdir(path), "listing " + path)
     assert set(present) <= set(names), "%s: strata does not show %s" % (
         label, sorted(set(present) - set(names)))
-    run_bounded(lambda: treecmp.compare_layer(path, ref, tar_entries=entries, skip=mtime_rounding,
-                                              right_name="tar[%s]" % label),
-                READ_TIMEOUT * 2, m.kill)
+    bounded(m, lambda: treecmp.compare_layer(path, ref, tar_entries=entries, skip=mtime_rounding,
+                                             right_name="tar[%s]" % label),
+            "comparing " + label, COMPARE_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,29 +292,29 @@ def test_estargz_pull_uses_toc(strata_bin, esgz, key, tmp_path):
             "; ".join("%s %s %d bytes Range=%s" % (r["method"], r["status"], r["bytes"],
                                                    r["range"]) for r in lreqs)))
         assert lreqs, "layer %s: no request at all? how was it indexed?\n%s" % (
-            l.digest, context(reqs))
+            l.digest, request_context(reqs))
         bad = not_ranged(lreqs)
         assert not bad, "layer %s: requests other than ranged GETs (206):\n%s\n%s" % (
-            l.digest, format_requests(bad), context(reqs))
+            l.digest, format_requests(bad), request_context(reqs))
         for r in lreqs:
             rng = parse_range(r["range"], l.size)
             assert rng is not None, "unparsable Range %r" % r["range"]
             assert rng[0] >= l.toc_offset, \
                 "layer %s: Range %s reaches before the TOC (at %d): layer data read by a pull" \
-                "\n%s" % (l.digest, r["range"], l.toc_offset, context(reqs))
+                "\n%s" % (l.digest, r["range"], l.toc_offset, request_context(reqs))
             assert r["bytes"] == rng[1] - rng[0] + 1, r
         footer = [r for r in lreqs if parse_range(r["range"], l.size) ==
                   (l.size - FOOTER_SIZE, l.size - 1)]
-        assert footer, "layer %s: no 51-byte footer read\n%s" % (l.digest, context(reqs))
+        assert footer, "layer %s: no 51-byte footer read\n%s" % (l.digest, request_context(reqs))
         total = sum(r["bytes"] for r in lreqs)
         assert total <= l.tail_size + FOOTER_SIZE, \
             "layer %s: %d bytes read for a %d-byte TOC member + footer\n%s" % (
-                l.digest, total, l.tail_size, context(reqs))
+                l.digest, total, l.tail_size, request_context(reqs))
     # and nothing else: every blob GET is of a layer (ranged, above) or of the config
     others = [r for r in ng.blob_requests(None, reqs)
               if r["uri"].rsplit("/", 1)[-1] not in img.digests]
     config = img.manifest["config"]["digest"]
-    assert all(r["uri"].endswith("/" + config) for r in others), context(others)
+    assert all(r["uri"].endswith("/" + config) for r in others), request_context(others)
 
 
 @pytest.mark.parametrize("key", ANNOTATED)
@@ -357,11 +334,11 @@ def test_estargz_layers_match_tar(strata_bin, esgz, key, mount, tmp_path):
         gets = ng.blob_requests(l.digest, reqs)
         note("%s layer %d %s (%d bytes): %d request(s), %d bytes while comparing" % (
             img.name, i, l.short(), l.size, len(gets), sum(r["bytes"] for r in gets)))
-        assert gets, "layer %s was compared without a single fetch\n%s" % (l.digest,
-                                                                            context(reqs, m))
+        assert gets, "layer %s was compared without a single fetch\n%s" % (
+            l.digest, request_context(reqs, m))
         bad = not_ranged(gets)
         assert not bad, "layer %s: requests other than ranged GETs (206):\n%s\n%s" % (
-            l.digest, format_requests(bad), context(reqs, m))
+            l.digest, format_requests(bad), request_context(reqs, m))
 
 
 def test_estargz_plain_and_oci(strata_bin, esgz, mount, tmp_path):
@@ -444,12 +421,12 @@ def test_estargz_small_read_fetches_little(strata_bin, esgz, mount, tmp_path):
     note("reading %s (%d bytes) from the %d-byte base layer: %d request(s), %d bytes: %s" % (
         rel, len(data), base.size, len(gets), fetched,
         "; ".join("%s %d bytes Range=%s" % (r["status"], r["bytes"], r["range"]) for r in gets)))
-    assert gets, "the read fetched nothing from the layer blob?\n" + context(reqs, m)
-    assert not not_ranged(gets), context(reqs, m)
+    assert gets, "the read fetched nothing from the layer blob?\n" + request_context(reqs, m)
+    assert not not_ranged(gets), request_context(reqs, m)
     assert fetched < base.size // 2, "%d bytes of a %d-byte layer for a %d-byte file\n%s" % (
-        fetched, base.size, len(data), context(reqs, m))
+        fetched, base.size, len(data), request_context(reqs, m))
     assert fetched < MiB, "%d bytes for a %d-byte file (its gzip member is tiny)\n%s" % (
-        fetched, len(data), context(reqs, m))
+        fetched, len(data), request_context(reqs, m))
 
     # 4 KiB in the middle of the 50 MiB incompressible file: one chunk's gzip member (4 MiB)
     rel, off = "files/big-50MiB", 25 * MiB + 12345
@@ -464,14 +441,14 @@ def test_estargz_small_read_fetches_little(strata_bin, esgz, mount, tmp_path):
     note("reading 4096 bytes at %d of %s: %d request(s), %d bytes: %s" % (
         off, rel, len(gets), fetched,
         "; ".join("%s %d bytes Range=%s" % (r["status"], r["bytes"], r["range"]) for r in gets)))
-    assert gets and not not_ranged(gets), context(reqs, m)
-    assert fetched < base.size // 2, context(reqs, m)
+    assert gets and not not_ranged(gets), request_context(reqs, m)
+    assert fetched < base.size // 2, request_context(reqs, m)
     # At most two chunks' gzip members: the one holding the bytes, and the previous chunk, which
     # strata's read path takes too when it is missing (fs.c miss_range(): "concurrent readers of
     # a file arrive in any order"). Incompressible data: a member is about its chunk's size.
     assert fetched <= 2 * ESTARGZ_CHUNK + 64 * 1024, \
         "%d bytes for 4 KiB of a file stored in %d-byte chunks\n%s" % (fetched, ESTARGZ_CHUNK,
-                                                                     context(reqs, m))
+                                                                     request_context(reqs, m))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -508,7 +485,7 @@ def test_estargz_without_toc_digest_is_built(strata_bin, esgz, mount, tmp_path):
     for l in img.layers:
         whole = [r for r in ng.blob_requests(l.digest, reqs) if r["method"] == "GET" and
                  not r["range"] and r["status"] == 200]
-        assert whole, "layer %s was not streamed\n%s" % (l.digest, context(reqs))
+        assert whole, "layer %s was not streamed\n%s" % (l.digest, request_context(reqs))
     m = mount(store_dir=store)
     for i, l in enumerate(img.layers):
         compare_layer(esgz, m, l, "%s layer %d %s" % (img.name, i, l.short()))
@@ -518,16 +495,12 @@ def test_estargz_corrupt_toc_from_mirror_is_not_trusted(strata_bin, esgz, mount,
     """A mirror that serves the footers intact but corrupts every other range (the TOCs, then
     the data): each TOC fails its check on the mirror and is read again from the registry; the
     layers are indexed from their TOC all the same and equal tar -x."""
-    from conftest import CorruptingProxy, write_hosts_toml
-
     img = esgz.images["oci"]
     ng = esgz.nginx
     proxy = CorruptingProxy(esgz.registry.host, img.digests,
                             when=lambda req, body: len(body) > FOOTER_SIZE)
     try:
-        hd = write_hosts_toml(tmp_path / "certs.d", ng.host,
-                              '[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n'
-                              % proxy.host)
+        hd = write_hosts_toml(tmp_path / "certs.d", ng.host, mirror_toml("http://" + proxy.host))
         ng.clear()
         store = new_store(tmp_path, "corrupt-toc")
         p = Strata(strata_bin, store)("--hosts-dir", hd, "--json", "pull", ng.ref(img.name))
@@ -540,7 +513,7 @@ def test_estargz_corrupt_toc_from_mirror_is_not_trusted(strata_bin, esgz, mount,
             tocs = [r for r in ng.blob_requests(l.digest, reqs)
                     if r["range"] and parse_range(r["range"], l.size)[0] == l.toc_offset]
             assert tocs, "layer %s: the TOC was not read again from the registry\n%s" % (
-                l.digest, context(reqs))
+                l.digest, request_context(reqs))
         m = mount(store_dir=store, args=("--hosts-dir", hd))
         for i, l in enumerate(img.layers):
             compare_layer(esgz, m, l, "%s layer %d %s" % (img.name, i, l.short()))

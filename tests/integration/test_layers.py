@@ -16,7 +16,8 @@ import threading
 
 import pytest
 
-from conftest import Mount, Strata, assert_erofs, mounts_at, public_tempdir, force_unmount
+from harness.fs import assert_erofs, force_unmount, mounts_at, pread_full
+from harness.strata import Mount, Strata, public_tempdir
 
 TAGS = ["oci", "docker", "multi"]
 LAYER_NAMES = ["base", "gnu", "pax", "upper"]  # the distinct layers of the three images
@@ -186,16 +187,6 @@ def test_mount_table_entry(corner):
     assert {"allow_other", "default_permissions"} <= opts, opts
 
 
-def _read_at(fd, off, n):
-    out = b""
-    while len(out) < n:
-        b = os.pread(fd, n - len(out), off + len(out))
-        if not b:
-            break
-        out += b
-    return out
-
-
 def test_random_reads_big_file(corner, layer_tree):
     assert_pulled(corner, "oci")
     fx = corner.fixtures
@@ -215,8 +206,8 @@ def test_random_reads_big_file(corner, layer_tree):
     rng.shuffle(reads)
     with open(ref_path, "rb") as rf, open(path, "rb") as sf:
         for off, n in reads:
-            want = _read_at(rf.fileno(), off, n)
-            got = _read_at(sf.fileno(), off, n)
+            want = pread_full(rf.fileno(), off, n)
+            got = pread_full(sf.fileno(), off, n)
             assert got == want, "pread(off=%d, n=%d): %d bytes, want %d; first mismatch at +%s" % (
                 off, n, len(got), len(want),
                 next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want))))
@@ -245,8 +236,8 @@ def test_concurrent_reads(corner, layer_tree):
                 off = rng.randrange(size + 1)
                 n = rng.randrange(1, 128 * 1024)
                 with open(os.path.join(ref, rel), "rb") as rf, open(os.path.join(layer, rel), "rb") as sf:
-                    want = _read_at(rf.fileno(), off, n)
-                    got = _read_at(sf.fileno(), off, n)
+                    want = pread_full(rf.fileno(), off, n)
+                    got = pread_full(sf.fileno(), off, n)
                 if got != want:
                     errors.append("%s off=%d n=%d" % (rel, off, n))
         except OSError as e:

@@ -26,24 +26,15 @@ import urllib.request
 
 import pytest
 
-from conftest import (Fixtures, Strata, format_requests, one_line, read_file, run_bounded,
-                      run_mkfixture)
+from harness.fs import bounded, drop_cached_pages, read_file, walk_lstat
+from harness.images import Fixtures
+from harness.nginx import format_requests, not_ranged, request_context
+from harness.strata import Strata, new_store, notes, one_json, one_line
+from harness.timeouts import COMPARE_TIMEOUT, INDEX_TIMEOUT, MiB, READ_TIMEOUT
 
-MiB = 1 << 20
-INDEX_TIMEOUT = 300    # strata index --push of the big image (downloads ~200 MiB once)
-READ_TIMEOUT = 120     # one read through FUSE (fetches a span); the daemon is killed after it
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.strata.index.v1"
-
-
-def note(msg):
-    print("[lazy] " + msg, flush=True)
-
-
-def new_store(tmp_path, name):
-    d = tmp_path / ("store-" + name)
-    d.mkdir()
-    return str(d)
+note = notes("lazy")
 
 
 def artifact_tag(manifest_digest):
@@ -52,49 +43,15 @@ def artifact_tag(manifest_digest):
 
 def registry_manifest(registry, repo, reference):
     """(digest, parsed body) of a manifest in the registry, asked directly (not through nginx)."""
-    req = urllib.request.Request("%s/v2/%s/manifests/%s" % (registry.url, repo, reference),
-                                 headers={"Accept": OCI_MANIFEST})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with registry.get("/v2/%s/manifests/%s" % (repo, reference), accept=OCI_MANIFEST,
+                          timeout=30) as r:
             body = r.read()
             digest = r.headers.get("Docker-Content-Digest")
     except urllib.error.HTTPError as e:
         raise AssertionError("GET /v2/%s/manifests/%s: HTTP %d" % (repo, reference, e.code))
     assert digest == "sha256:" + hashlib.sha256(body).hexdigest()
     return digest, json.loads(body)
-
-
-def one_json(p):
-    objs = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
-    assert len(objs) == 1, "expected one JSON line:\n%s" % p.stdout
-    return objs[0]
-
-
-def drop_cached_pages(path):
-    """Best effort: evicts path's pages from the page cache so the next read goes to FUSE."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def bad_range_gets(reqs):
-    """Blob requests that are not a ranged GET answered with 206."""
-    return [r for r in reqs if r["method"] != "GET" or not r["range"] or r["status"] != 206]
-
-
-def context(ng, reqs, m=None):
-    """Diagnostics for a failed assertion: the nginx log lines and the daemon's stderr."""
-    out = "nginx requests:\n" + format_requests(reqs)
-    if m is not None:
-        out += "\ndaemon stderr:\n" + (m.stderr()[-4000:] or "(empty)")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,7 +83,7 @@ def big_artifact(strata_bin, big, tmp_path_factory):
 def lazy_corner(fixtures, lazy_registry, nginx_proxy):
     """The corner images (the session `fixtures` layout) pushed to lazy_registry too; `nginx` is
     the proxy in front of it."""
-    run_mkfixture("push", "--layout", fixtures.layout, "--registry", lazy_registry.host)
+    lazy_registry.push(fixtures.layout)
     fx = Fixtures(fixtures.layout, lazy_registry)
     fx.nginx = nginx_proxy(lazy_registry)
     return fx
@@ -232,27 +189,19 @@ def test_small_read_fetches_a_small_span(strata_bin, big, big_artifact, mount, t
     m = mount(store_dir=store)
     reqs = ng.requests()
     assert not ng.blob_requests(big.digest, reqs, method="GET"), \
-        "mounting downloaded layer data\n" + context(ng, reqs, m)
+        "mounting downloaded layer data\n" + request_context(reqs, m)
     layer = m.layer(big.digest)
 
     # stat and readdir of the whole tree: metadata only, no blob request at all
     ng.clear()
 
-    def walk():
-        found = {}
-        for root, dirs, files in os.walk(layer):
-            for n in dirs + files:
-                p = os.path.join(root, n)
-                found[os.path.relpath(p, layer)] = os.lstat(p)
-        return found
-
-    found = run_bounded(walk, READ_TIMEOUT, m.kill)
+    found = bounded(m, lambda: walk_lstat(layer), "walking " + layer)
     reqs = ng.requests()
     assert sorted(found) == sorted(["app", "data"] + list(big.files)), sorted(found)
     for rel, info in big.files.items():
         assert found[rel].st_size == info["size"], rel
     assert not ng.blob_requests(None, reqs), \
-        "stat/readdir fetched blobs\n" + context(ng, reqs, m)
+        "stat/readdir fetched blobs\n" + request_context(reqs, m)
 
     # one 4 KiB file in the middle of the layer
     hello = os.path.join(layer, big.hello_file)
@@ -270,20 +219,21 @@ def test_small_read_fetches_a_small_span(strata_bin, big, big_artifact, mount, t
         note("  %s %s -> %s %d bytes Range=%s" % (r["method"], r["uri"].rsplit("/", 1)[-1][:19],
                                                   r["status"], r["bytes"], r["range"]))
     assert gets, "reading a file of a lazily pulled layer fetched nothing from the layer blob?\n" + \
-        context(ng, reqs, m)
-    assert not bad_range_gets(gets), "layer blob requests that are not ranged GETs (206)\n" + \
-        context(ng, reqs, m)
+        request_context(reqs, m)
+    assert not not_ranged(gets), "layer blob requests that are not ranged GETs (206)\n" + \
+        request_context(reqs, m)
     assert layer_bytes < 2 * MiB, "%d bytes of the layer blob for one 4 KiB file\n%s" % (
-        layer_bytes, context(ng, reqs, m))
+        layer_bytes, request_context(reqs, m))
     assert all_blob_bytes < 2 * MiB, "%d blob bytes in all for one 4 KiB file\n%s" % (
-        all_blob_bytes, context(ng, reqs, m))
+        all_blob_bytes, request_context(reqs, m))
 
     # again: the chunk is in the store now
     ng.clear()
     drop_cached_pages(hello)
     assert read_file(m, hello) == big.hello_text.encode()
     reqs = ng.requests()
-    assert not ng.blob_requests(None, reqs), "a second read fetched again\n" + context(ng, reqs, m)
+    assert not ng.blob_requests(None, reqs), \
+        "a second read fetched again\n" + request_context(reqs, m)
 
     # and after a remount (no page cache, a new daemon): from the store
     m.cleanup()
@@ -293,7 +243,7 @@ def test_small_read_fetches_a_small_span(strata_bin, big, big_artifact, mount, t
         big.hello_text.encode()
     reqs = ng.requests()
     assert not ng.blob_requests(None, reqs), \
-        "a read after a remount fetched again\n" + context(ng, reqs, m2)
+        "a read after a remount fetched again\n" + request_context(reqs, m2)
 
 
 def test_parallel_readers_share_one_request_per_span(strata_bin, big, big_artifact, mount,
@@ -337,12 +287,12 @@ def test_parallel_readers_share_one_request_per_span(strata_bin, big, big_artifa
         m.kill()
         for t in threads:
             t.join(10)
-        pytest.fail("parallel readers hung; daemon killed\n" + context(ng, ng.requests(), m))
+        pytest.fail("parallel readers hung; daemon killed\n" + request_context(ng.requests(), m))
     reqs = ng.requests()
     want = (size, big.multi_sha256)
     wrong = [(i, r) for i, r in enumerate(results) if r != want]
     assert not wrong, "readers got wrong data (want %s): %s\n%s" % (want, wrong[:4],
-                                                                   context(ng, reqs, m))
+                                                                   request_context(reqs, m))
     gets = ng.blob_requests(big.digest, reqs)
     per_range = collections.Counter(r["range"] for r in gets)
     note("16 parallel readers of %s (%d bytes): %d request(s) for the layer blob (%d distinct "
@@ -352,17 +302,17 @@ def test_parallel_readers_share_one_request_per_span(strata_bin, big, big_artifa
     for r in ng.blob_requests(None, reqs):
         note("  %s %s -> %s %d bytes Range=%s" % (r["method"], r["uri"].rsplit("/", 1)[-1][:19],
                                                   r["status"], r["bytes"], r["range"]))
-    assert gets, "no request for the layer blob?\n" + context(ng, reqs, m)
-    assert not bad_range_gets(gets), context(ng, reqs, m)
+    assert gets, "no request for the layer blob?\n" + request_context(reqs, m)
+    assert not not_ranged(gets), request_context(reqs, m)
     dups = {k: v for k, v in per_range.items() if v > 1}
     assert not dups, "the same span was fetched more than once: %s\n%s" % (dups,
-                                                                          context(ng, reqs, m))
+                                                                          request_context(reqs, m))
     # the same holds for every other blob the daemon fetched (checkpoint windows)
     per_blob_range = collections.Counter((r["uri"], r["range"])
                                          for r in ng.blob_requests(None, reqs, method="GET"))
     dups = {k: v for k, v in per_blob_range.items() if v > 1}
     assert not dups, "a blob range was fetched more than once: %s\n%s" % (dups,
-                                                                         context(ng, reqs, m))
+                                                                         request_context(reqs, m))
     # A file read in order is fetched in spans that cover several of its chunks, not one span per
     # chunk: consecutive chunk spans would each fetch the checkpoint interval they share, 2x the
     # file (it is incompressible: its compressed bytes are about its size). Which chunk the 16
@@ -370,7 +320,7 @@ def test_parallel_readers_share_one_request_per_span(strata_bin, big, big_artifa
     # second span that shares one interval with the first: about 1.7x here, so the bound is 1.9x.
     fetched = sum(r["bytes"] for r in gets)
     assert fetched < 1.9 * size, "%d bytes fetched for a %d-byte file\n%s" % (
-        fetched, size, context(ng, reqs, m))
+        fetched, size, request_context(reqs, m))
 
 
 def test_pull_index_artifact_missing(strata_bin, lazy_corner, tmp_path):
@@ -418,9 +368,9 @@ def test_lazy_layers_match_tar(strata_bin, lazy_corner, corner_artifact, layer_t
         tree = layer_tree(d)
         path = m.layer(d)
         assert os.path.isdir(path), "%s (%s) not served" % (d, tree.name)
-        run_bounded(lambda: tree.compare(path, right_name="tar[%s %s %s]" % (
+        bounded(m, lambda: tree.compare(path, right_name="tar[%s %s %s]" % (
             tree.name, tree.info["producer"], tree.info["compression"])),
-            READ_TIMEOUT * 2, m.kill)
+            "comparing " + tree.name, COMPARE_TIMEOUT)
     reqs = ng.requests()
     for d in digests:
         name, info = fx.layer_by_digest(d)
@@ -428,9 +378,9 @@ def test_lazy_layers_match_tar(strata_bin, lazy_corner, corner_artifact, layer_t
         note("corner:oci layer %s (%s, %d bytes): %d request(s), %d bytes while comparing" % (
             name, info["compression"], info["size"], len(gets), sum(r["bytes"] for r in gets)))
         assert gets, "layer %s (%s) was compared without a single fetch: where did its content " \
-            "come from?\n%s" % (name, info["compression"], context(ng, reqs, m))
-        assert not bad_range_gets(gets), "layer %s (%s): requests that are not ranged GETs\n%s" % (
-            name, info["compression"], context(ng, gets, m))
+            "come from?\n%s" % (name, info["compression"], request_context(reqs, m))
+        assert not not_ranged(gets), "layer %s (%s): requests that are not ranged GETs\n%s" % (
+            name, info["compression"], request_context(gets, m))
 
 
 def test_background_completion_makes_the_image_local(strata_bin, lazy_corner, corner_artifact,
@@ -444,13 +394,13 @@ def test_background_completion_makes_the_image_local(strata_bin, lazy_corner, co
     digests = fx.layer_digests("corner:oci")
     assert run.pull_json("--index=artifact", ng.ref("corner:oci"))[0]["index_sources"] == \
         ["artifact"] * len(digests)
-    before = json.loads(run("--json", "stats").stdout)
+    before = run.stats()
     assert before["content_bytes"] > 0 and before["local_bytes"] < before["content_bytes"], before
 
     m = mount(store_dir=store, args=("--background",))
     deadline = time.monotonic() + 120
     while True:
-        st = json.loads(run("--json", "stats").stdout)
+        st = run.stats()
         if st["local_bytes"] == st["content_bytes"]:
             break
         assert time.monotonic() < deadline, "background completion stalled at %s\n%s" % (
@@ -461,8 +411,8 @@ def test_background_completion_makes_the_image_local(strata_bin, lazy_corner, co
     ng.clear()
     for d in digests:
         tree = layer_tree(d)
-        run_bounded(lambda: tree.compare(m.layer(d), right_name="tar[%s]" % tree.name),
-                    READ_TIMEOUT * 2, m.kill)
+        bounded(m, lambda: tree.compare(m.layer(d), right_name="tar[%s]" % tree.name),
+                "comparing " + tree.name, COMPARE_TIMEOUT)
     reqs = ng.requests()
     assert not [r for r in reqs if "/blobs/" in r["uri"]], \
-        "reads after background completion still went to the registry\n" + context(ng, reqs, m)
+        "reads after background completion still went to the registry\n" + request_context(reqs, m)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Mount, Registry, Strata, run_mkfixture
+from harness.registry import Registry, registry_config
+from harness.strata import Mount, Strata
+from harness.timeouts import INDEX_TIMEOUT
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import netemu  # noqa: E402
@@ -47,19 +49,13 @@ def lossy(strata_bin, fixtures, tmp_path_factory):
     if why:
         pytest.skip(why)
     work = tmp_path_factory.mktemp("lossy")
-    plain = Registry(work / "reg")
-    plain.start()
-    try:
-        run_mkfixture("push", "--layout", fixtures.layout, "--registry", plain.host)
+    with Registry(work / "reg") as plain:
+        plain.push(fixtures.layout)
         Strata(strata_bin, work / "indexer")("--json", "index", "--push", plain.ref(REF),
-                                             timeout=300)
-    finally:
-        plain.stop()
+                                             timeout=INDEX_TIMEOUT)
     shutil.rmtree(work / "indexer", ignore_errors=True)
     cfg = work / "registry-ns.yml"
-    cfg.write_text("version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-                   "storage:\n  filesystem:\n    rootdirectory: %s\n"
-                   "http:\n  addr: 0.0.0.0:%d\n  secret: strata-tests\n" % (plain.storage, PORT))
+    cfg.write_text(registry_config(plain.storage, "0.0.0.0:%d" % PORT))
     link = netemu.Link("stl%d" % (os.getpid() % 100000), delay_ms=1, rate_mbit=200, loss=LOSS,
                        reorder=REORDER, seed=5, logdir=str(work))
     try:
@@ -95,7 +91,8 @@ def lossy(strata_bin, fixtures, tmp_path_factory):
 
 def test_pull_and_lazy_reads_across_a_lossy_link(lossy, fixtures, layer_tree, tmp_path):
     store = tmp_path / "store"
-    p = Strata(lossy.strata, store)("--json", "pull", "--index=artifact", lossy.ref, timeout=300)
+    p = Strata(lossy.strata, store)("--json", "pull", "--index=artifact", lossy.ref,
+                                    timeout=INDEX_TIMEOUT)
     o = json.loads(p.stdout.strip().splitlines()[-1])
     assert o["manifest"] == fixtures.image(REF)["manifest"], o
     assert set(o["index_sources"]) == {"artifact"}, o
@@ -106,7 +103,7 @@ def test_pull_and_lazy_reads_across_a_lossy_link(lossy, fixtures, layer_tree, tm
         for digest in o["layers"]:
             # every file read through FUSE: lazy, verified range reads across the link
             layer_tree(digest).compare(m.layer(digest))
-        st = json.loads(Strata(lossy.strata, store)("--json", "stats").stdout)
+        st = Strata(lossy.strata, store).stats()
         assert st["daemon"] and st["read_fetch"]["range_requests"] > 0, st
         log = m.stderr()
         assert "read: layer" not in log, log[-3000:]   # fs.c's line for a failed read

@@ -10,10 +10,10 @@ covered by tests/unit/test_store.c (no RocksDB binding for Python here).
 import json
 import os
 
-from conftest import Fixtures, Strata, run_bounded, run_mkfixture
-
-READ_TIMEOUT = 120
-INDEX_TIMEOUT = 300
+from harness.fs import bounded
+from harness.images import Fixtures
+from harness.strata import pulled_from_artifact
+from harness.timeouts import COMPARE_TIMEOUT
 
 
 def fsck_json(run):
@@ -35,8 +35,8 @@ def pull_both(run, fixtures):
 def compare_layers(m, fixtures, layer_tree, ref):
     for d in fixtures.layer_digests(ref):
         tree = layer_tree(d)
-        run_bounded(lambda: tree.compare(m.layer(d), right_name="tar[%s]" % tree.name),
-                    READ_TIMEOUT * 2, m.kill)
+        bounded(m, lambda: tree.compare(m.layer(d), right_name="tar[%s]" % tree.name),
+                "comparing " + tree.name, COMPARE_TIMEOUT)
 
 
 def test_fsck_clean_store(strata, fixtures):
@@ -68,7 +68,7 @@ def test_fsck_clean_store(strata, fixtures):
 
 def test_rm_gc_frees_only_unshared(strata, fixtures, layer_tree, mount):
     pull_both(strata, fixtures)
-    before = json.loads(strata("--json", "stats").stdout)
+    before = strata.stats()
     chunks_before = fsck_json(strata)["chunks"]
 
     # corner:docker shares every layer with corner:oci: nothing to free.
@@ -93,7 +93,7 @@ def test_rm_gc_frees_only_unshared(strata, fixtures, layer_tree, mount):
     f = fsck_json(strata)
     assert (f["layers"], f["images"], f["orphan_chunks"], f["problems"]) == (3, 1, 0, 0), f
     assert f["chunks"] == chunks_before - g["freed_chunks"], (f, g, chunks_before)
-    st = json.loads(strata("--json", "stats").stdout)
+    st = strata.stats()
     assert st["layers"] == 3 and st["images"] == 1, st
     assert st["local_bytes"] == st["content_bytes"] > 0, st
     assert st["content_bytes"] < before["content_bytes"], (st, before)
@@ -112,7 +112,7 @@ def test_gc_through_running_daemon(strata, fixtures, layer_tree, mount):
     g = gc_json(strata)
     assert g["freed_layer_list"] == [fixtures.layers["pax"]["digest"]], g
     assert g["freed_chunks"] > 0, g
-    st = json.loads(strata("--json", "stats").stdout)
+    st = strata.stats()
     assert st["daemon"] is True, st
     assert st["local_bytes"] == st["content_bytes"], st
     f = fsck_json(strata)
@@ -123,16 +123,10 @@ def test_gc_through_running_daemon(strata, fixtures, layer_tree, mount):
 def test_fsck_counts_remote_chunks(strata_bin, fixtures, lazy_registry, tmp_path):
     """A store pulled from an index artifact holds no content yet: its chunks are counted as
     remote, not as problems; gc keeps the layers (an image lists them) and deletes nothing."""
-    run_mkfixture("push", "--layout", fixtures.layout, "--registry", lazy_registry.host)
+    lazy_registry.push(fixtures.layout)
     fx = Fixtures(fixtures.layout, lazy_registry)
     ref = fx.ref("corner:oci")
-    indexer = tmp_path / "store-index"
-    indexer.mkdir()
-    Strata(strata_bin, indexer)("index", "--push", ref, timeout=INDEX_TIMEOUT)
-    lazy = tmp_path / "store-lazy"
-    lazy.mkdir()
-    run = Strata(strata_bin, lazy)
-    run("pull", "--index=artifact", ref)
+    run = pulled_from_artifact(strata_bin, tmp_path, ref)
     f = fsck_json(run)
     assert f["remote_chunks"] > 0 and f["problems"] == 0 and f["bad_chunks"] == 0, f
     assert f["orphan_chunks"] == 0 and f["layers"] == 4 and f["images"] == 1, f

@@ -5,19 +5,15 @@ loaded again from the store when one of its inodes is used. With a cap smaller t
 index every request loads and unloads its layer: trees, reads of open files and concurrent readers
 must still see exactly the tar contents."""
 
-import json
 import os
 import threading
 import time
 
-from conftest import one_line
+from harness.fs import read_bytes, regular_files, walk_lstat
+from harness.strata import one_line
+from harness.timeouts import THREADS_TIMEOUT
 
 IMAGES = ["corner:oci", "demo:latest"]
-THREAD_TIMEOUT = 300
-
-
-def stats(strata):
-    return json.loads(strata("--json", "stats").stdout)
 
 
 def pulled_layers(strata, fixtures):
@@ -33,20 +29,8 @@ def pulled_layers(strata, fixtures):
 def files_of(root):
     """Relative paths of the regular files under root (no symlinks followed), whiteout markers
     (".wh.*", which strata shows as overlay whiteouts) left out."""
-    out = []
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            if n.startswith(".wh."):
-                continue
-            if os.path.isfile(p) and not os.path.islink(p):
-                out.append(os.path.relpath(p, root))
-    return sorted(out)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
+    return sorted(os.path.relpath(p, root) for p in regular_files(root)
+                  if not os.path.basename(p).startswith(".wh."))
 
 
 def test_tiny_index_cache_serves_every_tree(strata, mount, fixtures, layer_tree):
@@ -60,7 +44,7 @@ def test_tiny_index_cache_serves_every_tree(strata, mount, fixtures, layer_tree)
     for d in digests:
         layer_tree(d).compare(m.layer(d))
 
-    s = stats(strata)
+    s = strata.stats()
     ic = s["index_cache"]
     assert ic["cap"] == 1, ic
     assert ic["loads"] > 2 * len(digests), ic
@@ -77,7 +61,7 @@ def test_default_cap_keeps_small_layers_loaded(strata, mount, fixtures, layer_tr
     m = mount()
     for d in digests:
         layer_tree(d).compare(m.layer(d))
-    ic = stats(strata)["index_cache"]
+    ic = strata.stats()["index_cache"]
     assert ic["cap"] == 32 << 20, ic
     assert ic["unloads"] == 0, ic
     assert ic["layers"] == len(digests) and ic["loads"] == len(digests), ic
@@ -89,7 +73,7 @@ def test_config_keys_and_flags(strata, mount, fixtures, tmp_path):
     cfg = tmp_path / "strata.toml"
     cfg.write_text('index_cache = "4M"\nchunk_cache = "2M"\nblock_cache = "8M"\n')
     m = mount(args=("--config", cfg))
-    assert stats(strata)["index_cache"]["cap"] == 4 << 20
+    assert strata.stats()["index_cache"]["cap"] == 4 << 20
     assert m.umount().returncode == 0
     assert m.wait_exit() == 0, m.stderr()
 
@@ -98,7 +82,7 @@ def test_config_keys_and_flags(strata, mount, fixtures, tmp_path):
                                "--block-cache", "1M"))
     d = fixtures.layer_digests("demo:latest")[0]
     assert os.listdir(m.layer(d))
-    assert stats(strata)["index_cache"]["cap"] == 1024
+    assert strata.stats()["index_cache"]["cap"] == 1024
 
 
 def test_bad_cache_sizes(strata, tmp_path):
@@ -124,7 +108,7 @@ def test_concurrent_readers_with_unloads(strata, mount, fixtures, layer_tree):
     expected = {}
     for d in digests:
         root = layer_tree(d).path
-        expected[d] = {rel: read_file(os.path.join(root, rel)) for rel in files_of(root)}
+        expected[d] = {rel: read_bytes(os.path.join(root, rel)) for rel in files_of(root)}
     errors = []
     stop = threading.Event()
 
@@ -132,7 +116,7 @@ def test_concurrent_readers_with_unloads(strata, mount, fixtures, layer_tree):
         try:
             for _ in range(3):
                 for rel, data in expected[d].items():
-                    got = read_file(os.path.join(m.layer(d), rel))
+                    got = read_bytes(os.path.join(m.layer(d), rel))
                     if got != data:
                         errors.append("%s/%s: %d bytes differ from tar's %d" % (
                             d, rel, len(got), len(data)))
@@ -145,9 +129,7 @@ def test_concurrent_readers_with_unloads(strata, mount, fixtures, layer_tree):
         try:
             while not stop.is_set() and n < 200:
                 n += 1
-                for dirpath, dirnames, names in os.walk(m.layer(d)):
-                    for x in dirnames + names:
-                        os.lstat(os.path.join(dirpath, x))
+                walk_lstat(m.layer(d))
         except Exception as e:  # noqa: BLE001
             errors.append("walker %s: %r" % (d, e))
 
@@ -156,7 +138,7 @@ def test_concurrent_readers_with_unloads(strata, mount, fixtures, layer_tree):
                for i in range(3)]
     for t in readers + walkers:
         t.start()
-    deadline = time.monotonic() + THREAD_TIMEOUT
+    deadline = time.monotonic() + THREADS_TIMEOUT
     for t in readers:
         t.join(max(1, deadline - time.monotonic()))
     stop.set()
@@ -164,7 +146,7 @@ def test_concurrent_readers_with_unloads(strata, mount, fixtures, layer_tree):
         t.join(max(1, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in readers + walkers), "readers hung"
     assert not errors, "\n".join(errors[:10])
-    ic = stats(strata)["index_cache"]
+    ic = strata.stats()["index_cache"]
     assert ic["unloads"] > len(digests), ic
     assert ic["layers"] == 0 and ic["bytes"] <= ic["cap"], ic
     assert ": error:" not in m.stderr() and ": warning:" not in m.stderr(), m.stderr()
@@ -183,23 +165,21 @@ def test_open_file_across_unloads(strata, mount, fixtures, layer_tree):
                 best = (size, d, rel)
     size, d, rel = best
     assert size > 0
-    want = read_file(os.path.join(layer_tree(d).path, rel))
+    want = read_bytes(os.path.join(layer_tree(d).path, rel))
     fd = os.open(os.path.join(m.layer(d), rel), os.O_RDONLY)
     try:
         piece = max(1, size // 8)
-        before = stats(strata)
+        before = strata.stats()
         for rnd in range(8):
             for other in digests:
-                for dirpath, dirnames, names in os.walk(m.layer(other)):
-                    for x in dirnames + names:
-                        os.lstat(os.path.join(dirpath, x))
+                walk_lstat(m.layer(other))
             # drop the kernel's copy of the file: the read comes to the daemon
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             off = (rnd * piece) % size
             got = os.pread(fd, piece, off)
             assert got == want[off:off + piece], "round %d: bytes at %d differ" % (rnd, off)
         assert os.pread(fd, size + 1, 0) == want
-        after = stats(strata)
+        after = strata.stats()
     finally:
         os.close(fd)
     ic0, ic1 = before["index_cache"], after["index_cache"]

@@ -4,24 +4,23 @@
 import os
 import re
 import socket
-import subprocess
 
 import pytest
 
-from conftest import free_port, one_line
-
-TIMEOUT = 30
+from harness.servers import free_port
+from harness.strata import one_line
+from harness.timeouts import SOCKET_TIMEOUT
 
 
 def scrape_tcp(port, path="/metrics"):
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
         s.sendall(("GET %s HTTP/1.0\r\nHost: x\r\n\r\n" % path).encode())
         return recv_all(s)
 
 
 def scrape_unix(path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(TIMEOUT)
+        s.settimeout(SOCKET_TIMEOUT)
         s.connect(path)
         s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         return recv_all(s)
@@ -97,11 +96,10 @@ def test_metrics_over_unix_socket(strata, mount, fixtures, tmp_path):
 @pytest.mark.parametrize("addr,msg", [("127.0.0.1:0x", "bad port"),
                                       ("example.org:9100", "must be an IP address"),
                                       ("9100", "expected HOST:PORT")])
-def test_bad_metrics_address(strata_bin, store, tmp_path, addr, msg):
+def test_bad_metrics_address(strata, tmp_path, addr, msg):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    p = subprocess.run([str(strata_bin), "--store", store, "mount", "--metrics", addr, str(mnt)],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
+    p = strata("mount", "--metrics", addr, mnt, check=False, timeout=SOCKET_TIMEOUT)
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert msg in one_line(p.stderr), p.stderr
     assert not os.path.ismount(mnt)

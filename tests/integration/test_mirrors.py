@@ -15,14 +15,16 @@ import os
 
 import pytest
 
-from conftest import (CorruptingProxy, Nginx, Pki, Registry, Strata, TlsNginx,
-                      format_requests, free_port, one_line, run_bounded, run_mkfixture,
-                      write_hosts_toml)
+from harness.fs import bounded
+from harness.servers import free_port
+from harness.nginx import Nginx, TlsNginx, format_requests
+from harness.pki import Pki
+from harness.proxy import CorruptingProxy
+from harness.registry import Registry
+from harness.strata import Strata, mirror_toml, one_line, write_hosts_toml
+from harness.timeouts import COMPARE_TIMEOUT, INDEX_TIMEOUT
 
 IMAGE = "corner:oci"
-READ_TIMEOUT = 120
-INDEX_TIMEOUT = 300
-CAPS = '  capabilities = ["pull", "resolve"]\n'
 
 
 @pytest.fixture(scope="module")
@@ -34,23 +36,16 @@ def upstream(fixtures, nginx_proxy):
 @pytest.fixture(scope="module")
 def mirror_registry(strata_bin, fixtures, tmp_path_factory):
     """A second registry holding the same images."""
-    reg = Registry(tmp_path_factory.mktemp("mirror-registry"))
-    reg.start()
-    try:
-        run_mkfixture("push", "--layout", fixtures.layout, "--registry", reg.host)
+    with Registry(tmp_path_factory.mktemp("mirror-registry")) as reg:
+        reg.push(fixtures.layout)
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
 def mirror(mirror_registry, tmp_path_factory):
     """Plain HTTP nginx in front of the mirror registry."""
-    ng = Nginx(tmp_path_factory.mktemp("mirror-nginx"), mirror_registry).start()
-    try:
+    with Nginx(tmp_path_factory.mktemp("mirror-nginx"), mirror_registry) as ng:
         yield ng
-    finally:
-        ng.stop()
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +55,15 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_mirror(mirror_registry, pki, tmp_path_factory):
-    ng = TlsNginx(tmp_path_factory.mktemp("tls-nginx"), mirror_registry, pki).start()
-    try:
+    with TlsNginx(tmp_path_factory.mktemp("tls-nginx"), mirror_registry, pki) as ng:
         yield ng
-    finally:
-        ng.stop()
 
 
 @pytest.fixture(scope="module")
 def mtls_mirror(mirror_registry, pki, tmp_path_factory):
-    ng = TlsNginx(tmp_path_factory.mktemp("mtls-nginx"), mirror_registry, pki,
-                  verify_client=True).start()
-    try:
+    with TlsNginx(tmp_path_factory.mktemp("mtls-nginx"), mirror_registry, pki,
+                  verify_client=True) as ng:
         yield ng
-    finally:
-        ng.stop()
 
 
 @pytest.fixture
@@ -84,17 +73,29 @@ def hosts_dir(tmp_path):
     return d
 
 
-def pull(strata_bin, tmp_path, hosts, ref, *opts, name="s"):
-    """`strata --hosts-dir HOSTS [opts] pull REF` into a new store; --index=build unless opts
-    choose: an artifact lookup misses on every host, which would ask the upstream too."""
-    if not any(o.startswith("--index") for o in opts):
-        opts += ("--index=build",)
-    store = tmp_path / ("store-" + name)
-    store.mkdir(exist_ok=True)
-    run = Strata(strata_bin, store)
-    glob = [o for o in opts if o == "--strict-cache"]
-    local = [o for o in opts if o != "--strict-cache"]
-    return run, run("--hosts-dir", hosts, *glob, "pull", *local, ref, check=False)
+@pytest.fixture
+def pull(strata_bin, upstream, hosts_dir, tmp_path):
+    """pull(toml, *opts, mirror=None) -> (Strata of the store, the finished process): hosts.toml
+    `toml` for upstream in hosts_dir, the access logs of upstream (and of the nginx mirror)
+    cleared, then `strata --hosts-dir HOSTS [opts] pull` of IMAGE through upstream into a new
+    store; --index=build unless opts choose: an artifact lookup misses on every host, which would
+    ask the upstream too."""
+    def _pull(toml, *opts, mirror=None):
+        hd = write_hosts_toml(hosts_dir, upstream.host, toml)
+        upstream.clear()
+        if mirror is not None:
+            mirror.clear()
+        if not any(o.startswith("--index") for o in opts):
+            opts += ("--index=build",)
+        store = tmp_path / "store-s"
+        store.mkdir(exist_ok=True)
+        run = Strata(strata_bin, store)
+        glob = [o for o in opts if o == "--strict-cache"]
+        local = [o for o in opts if o != "--strict-cache"]
+        return run, run("--hosts-dir", hd, *glob, "pull", *local, upstream.ref(IMAGE),
+                        check=False)
+
+    return _pull
 
 
 def assert_ok(p):
@@ -102,15 +103,8 @@ def assert_ok(p):
                                                                        p.stderr)
 
 
-def mirror_toml(url, extra=""):
-    return '[host."%s"]\n%s%s' % (url, CAPS, extra)
-
-
-def test_mirror_is_used_first(strata_bin, fixtures, upstream, mirror, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(mirror.url))
-    upstream.clear()
-    mirror.clear()
-    run, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_mirror_is_used_first(pull, fixtures, upstream, mirror):
+    run, p = pull(mirror_toml(mirror.url), mirror=mirror)
     assert_ok(p)
     up, mr = upstream.requests(), mirror.requests()
     assert not up, "the upstream was asked although the mirror has everything\n" + \
@@ -123,21 +117,15 @@ def test_mirror_is_used_first(strata_bin, fixtures, upstream, mirror, hosts_dir,
     assert [i["ref"] for i in run.ls()] == [upstream.ref(IMAGE)], run.ls()
 
 
-def test_mirror_down_falls_back_to_upstream(strata_bin, upstream, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          mirror_toml("http://127.0.0.1:%d" % free_port()))
-    upstream.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_mirror_down_falls_back_to_upstream(pull, upstream):
+    _, p = pull(mirror_toml("http://127.0.0.1:%d" % free_port()))
     assert_ok(p)
     assert upstream.requests(), "the upstream was not asked after the mirror failed"
 
 
-def test_strict_cache_mirror_down_fails_without_upstream(strata_bin, upstream, hosts_dir,
-                                                         tmp_path):
+def test_strict_cache_mirror_down_fails_without_upstream(pull, upstream):
     dead = "127.0.0.1:%d" % free_port()
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml("http://" + dead))
-    upstream.clear()
-    run, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--strict-cache")
+    run, p = pull(mirror_toml("http://" + dead), "--strict-cache")
     assert p.returncode == 1, (p.returncode, p.stderr)
     line = one_line(p.stderr)
     assert "no mirror could serve it" in line, line
@@ -148,21 +136,16 @@ def test_strict_cache_mirror_down_fails_without_upstream(strata_bin, upstream, h
     assert run.ls() == []
 
 
-def test_strict_cache_with_working_mirror(strata_bin, upstream, mirror, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(mirror.url))
-    upstream.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--strict-cache")
+def test_strict_cache_with_working_mirror(pull, upstream, mirror):
+    _, p = pull(mirror_toml(mirror.url), "--strict-cache")
     assert_ok(p)
     assert not upstream.requests()
 
 
-def test_strict_cache_artifact_lookup_miss_still_pulls(strata_bin, upstream, mirror, hosts_dir,
-                                                       tmp_path):
+def test_strict_cache_artifact_lookup_miss_still_pulls(pull, upstream, mirror):
     """pull (auto): the mirror has no index artifact; with --strict-cache that is a miss, not a
     failure, and the index is built from the mirror's blobs."""
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(mirror.url))
-    upstream.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--strict-cache", "--index=auto")
+    _, p = pull(mirror_toml(mirror.url), "--strict-cache", "--index=auto")
     assert_ok(p)
     assert not upstream.requests()
 
@@ -189,43 +172,31 @@ def test_strict_cache_refuses_index_push(strata_bin, upstream, mirror, hosts_dir
     assert run.ls() == []
 
 
-def test_tls_mirror_with_ca(strata_bin, upstream, tls_mirror, pki, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          mirror_toml(tls_mirror.url, '  ca = "%s"\n' % pki.ca))
-    upstream.clear()
-    tls_mirror.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_tls_mirror_with_ca(pull, upstream, tls_mirror, pki):
+    _, p = pull(mirror_toml(tls_mirror.url, '  ca = "%s"\n' % pki.ca), mirror=tls_mirror)
     assert_ok(p)
     assert tls_mirror.requests(), "the TLS mirror was not used"
     assert not upstream.requests(), format_requests(upstream.requests())
 
 
-def test_tls_mirror_relative_ca_path(strata_bin, upstream, tls_mirror, pki, hosts_dir, tmp_path):
+def test_tls_mirror_relative_ca_path(pull, upstream, tls_mirror, pki, hosts_dir):
     """A relative `ca` is taken relative to the hosts.toml directory."""
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          mirror_toml(tls_mirror.url, '  ca = "ca.pem"\n'))
+    (hosts_dir / upstream.host).mkdir()
     (hosts_dir / upstream.host / "ca.pem").write_bytes(pki.ca.read_bytes())
-    upstream.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+    _, p = pull(mirror_toml(tls_mirror.url, '  ca = "ca.pem"\n'))
     assert_ok(p)
     assert not upstream.requests()
 
 
-def test_tls_mirror_without_ca_falls_back(strata_bin, upstream, tls_mirror, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(tls_mirror.url))
-    upstream.clear()
-    tls_mirror.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_tls_mirror_without_ca_falls_back(pull, upstream, tls_mirror):
+    _, p = pull(mirror_toml(tls_mirror.url), mirror=tls_mirror)
     assert_ok(p)
     assert upstream.requests(), "an untrusted mirror certificate did not hand over to upstream"
     assert not tls_mirror.requests(), "a request went through an unverified TLS connection"
 
 
-def test_tls_mirror_without_ca_strict_fails_clearly(strata_bin, upstream, tls_mirror, hosts_dir,
-                                                     tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(tls_mirror.url))
-    upstream.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--strict-cache")
+def test_tls_mirror_without_ca_strict_fails_clearly(pull, upstream, tls_mirror):
+    _, p = pull(mirror_toml(tls_mirror.url), "--strict-cache")
     assert p.returncode == 1, (p.returncode, p.stderr)
     line = one_line(p.stderr)
     assert "--strict-cache forbids the upstream registry" in line, line
@@ -234,37 +205,26 @@ def test_tls_mirror_without_ca_strict_fails_clearly(strata_bin, upstream, tls_mi
     assert not upstream.requests()
 
 
-def test_tls_mirror_skip_verify(strata_bin, upstream, tls_mirror, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          mirror_toml(tls_mirror.url, "  skip_verify = true\n"))
-    upstream.clear()
-    tls_mirror.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--strict-cache")
+def test_tls_mirror_skip_verify(pull, upstream, tls_mirror):
+    _, p = pull(mirror_toml(tls_mirror.url, "  skip_verify = true\n"),
+                "--strict-cache", mirror=tls_mirror)
     assert_ok(p)
     assert tls_mirror.requests()
     assert not upstream.requests()
 
 
-def test_mirror_client_certificate(strata_bin, upstream, mtls_mirror, pki, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml(
-        mtls_mirror.url, '  ca = "%s"\n  client = [["%s", "%s"]]\n' % (
-            pki.ca, pki.client_cert, pki.client_key)))
-    upstream.clear()
-    mtls_mirror.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_mirror_client_certificate(pull, upstream, mtls_mirror, pki):
+    client = '  ca = "%s"\n  client = [["%s", "%s"]]\n' % (pki.ca, pki.client_cert,
+                                                           pki.client_key)
+    _, p = pull(mirror_toml(mtls_mirror.url, client), mirror=mtls_mirror)
     assert_ok(p)
     reqs = mtls_mirror.requests()
     assert reqs and all(r["status"] < 400 for r in reqs), format_requests(reqs)
     assert not upstream.requests(), format_requests(upstream.requests())
 
 
-def test_mirror_client_certificate_missing_falls_back(strata_bin, upstream, mtls_mirror, pki,
-                                                      hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          mirror_toml(mtls_mirror.url, '  ca = "%s"\n' % pki.ca))
-    upstream.clear()
-    mtls_mirror.clear()
-    _, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_mirror_client_certificate_missing_falls_back(pull, upstream, mtls_mirror, pki):
+    _, p = pull(mirror_toml(mtls_mirror.url, '  ca = "%s"\n' % pki.ca), mirror=mtls_mirror)
     assert_ok(p)
     assert all(r["status"] >= 400 for r in mtls_mirror.requests()), \
         format_requests(mtls_mirror.requests())
@@ -288,15 +248,11 @@ def corrupting_mirror(fixtures, mirror_registry):
 def artifact_registry(strata_bin, fixtures, tmp_path_factory):
     """A registry of its own with the corner images and an index artifact of corner:oci (so the
     artifact changes no other test's pulls)."""
-    reg = Registry(tmp_path_factory.mktemp("artifact-registry"))
-    reg.start()
-    try:
-        run_mkfixture("push", "--layout", fixtures.layout, "--registry", reg.host)
+    with Registry(tmp_path_factory.mktemp("artifact-registry")) as reg:
+        reg.push(fixtures.layout)
         Strata(strata_bin, tmp_path_factory.mktemp("artifact-store"))(
             "index", "--push", reg.ref(IMAGE), timeout=INDEX_TIMEOUT)
         yield reg
-    finally:
-        reg.stop()
 
 
 def compare_layers(layer_tree, m, digests):
@@ -304,43 +260,39 @@ def compare_layers(layer_tree, m, digests):
         tree = layer_tree(d)
         path = m.layer(d)
         assert os.path.isdir(path), "%s not served" % d
-        run_bounded(lambda: tree.compare(path, right_name="strata[%s]" % tree.name),
-                    READ_TIMEOUT * 2, m.kill)
+        bounded(m, lambda: tree.compare(path, right_name="strata[%s]" % tree.name),
+                "comparing " + tree.name, COMPARE_TIMEOUT)
 
 
-def test_corrupt_mirror_whole_blob_pull(strata_bin, fixtures, upstream, corrupting_mirror,
-                                        layer_tree, mount, hosts_dir, tmp_path):
+def test_corrupt_mirror_whole_blob_pull(pull, fixtures, upstream, corrupting_mirror, layer_tree,
+                                        mount, hosts_dir):
     """pull --index=build: every layer the mirror corrupts is taken from upstream instead, and what
     is stored (read back through a mount) is exactly the layer."""
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          mirror_toml("http://" + corrupting_mirror.host))
     digests = fixtures.layer_digests(IMAGE)
-    upstream.clear()
-    run, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--index=build")
+    run, p = pull(mirror_toml("http://" + corrupting_mirror.host), "--index=build")
     assert_ok(p)
     assert corrupting_mirror.corrupted >= len(digests), corrupting_mirror.requests
     up = upstream.requests()
     for d in digests:
         assert upstream.blob_requests(d, up, method="GET"), \
             "layer %s was not refetched from upstream\n%s" % (d, format_requests(up))
-    m = mount(store_dir=run.store, args=("--hosts-dir", hd, "--strict-cache"))
+    m = mount(store_dir=run.store, args=("--hosts-dir", hosts_dir, "--strict-cache"))
     compare_layers(layer_tree, m, digests)
 
 
-def test_corrupt_mirror_lazy_reads(strata_bin, fixtures, artifact_registry, upstream, layer_tree,
-                                   mount, hosts_dir, tmp_path):
+def test_corrupt_mirror_lazy_reads(pull, fixtures, artifact_registry, upstream, layer_tree, mount,
+                                   hosts_dir):
     """pull --index=artifact, then lazy reads: each range the mirror corrupts is read again from
     upstream; the files read are exactly the layer's, and nothing corrupt is stored (the store
     serves them again with upstream gone from the host list)."""
     digests = fixtures.layer_digests(IMAGE)
     proxy = CorruptingProxy(artifact_registry.host, digests)
     try:
-        hd = write_hosts_toml(hosts_dir, upstream.host, mirror_toml("http://" + proxy.host))
-        run, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE), "--index=artifact")
+        run, p = pull(mirror_toml("http://" + proxy.host), "--index=artifact")
         assert_ok(p)
         assert proxy.corrupted == 0, "the pull downloaded a layer: " + repr(proxy.requests)
         upstream.clear()
-        m = mount(store_dir=run.store, args=("--hosts-dir", hd))
+        m = mount(store_dir=run.store, args=("--hosts-dir", hosts_dir))
         compare_layers(layer_tree, m, digests)
         up = upstream.requests()
         assert proxy.corrupted > 0, "no range read went to the mirror: %r" % proxy.requests
@@ -351,15 +303,12 @@ def test_corrupt_mirror_lazy_reads(strata_bin, fixtures, artifact_registry, upst
         proxy.stop()
     # a second daemon on the same store, which may only use the (now stopped) mirror: everything
     # read above comes from the store, verified
-    m2 = mount(store_dir=run.store, args=("--hosts-dir", hd, "--strict-cache"))
+    m2 = mount(store_dir=run.store, args=("--hosts-dir", hosts_dir, "--strict-cache"))
     compare_layers(layer_tree, m2, digests)
 
 
-def test_invalid_hosts_toml_fails_clearly(strata_bin, upstream, hosts_dir, tmp_path):
-    hd = write_hosts_toml(hosts_dir, upstream.host,
-                          '[host."http://127.0.0.1:1"]\n  capabilities = 7\n')
-    upstream.clear()
-    run, p = pull(strata_bin, tmp_path, hd, upstream.ref(IMAGE))
+def test_invalid_hosts_toml_fails_clearly(pull, upstream):
+    run, p = pull('[host."http://127.0.0.1:1"]\n  capabilities = 7\n')
     assert p.returncode == 1, (p.returncode, p.stderr)
     line = one_line(p.stderr)
     assert "hosts.toml:2:" in line, line

@@ -4,7 +4,8 @@
 import os
 import time
 
-from conftest import is_mountpoint, mounts_at, one_line
+from harness.fs import is_mountpoint, mounts_at
+from harness.strata import one_line
 
 
 def test_remount_with_registry_stopped(strata, mount, fixtures, layer_tree, running_registry):

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-import treecmp
-from conftest import Mount, Overlay, Strata, is_mountpoint, run_bounded
+from harness import treecmp
+from harness.fs import bounded, is_mountpoint
+from harness.strata import Mount, Overlay, Strata
 
 # umoci 0.4.7 cannot unpack tar+zstd layers, so the comparison uses corner:gzip (base + upper, the
 # layers with the whiteouts and the opaque directory).
@@ -125,6 +126,7 @@ def test_exec_directly_from_layer(overlay_env):
     require_pulled(overlay_env, DEMO_IMAGE)
     fx = overlay_env.fixtures
     busybox = os.path.join(overlay_env.mount.layer(fx.layers["demo-base"]["digest"]), "bin/busybox")
-    p = run_bounded(lambda: subprocess.run([busybox, "echo", "exec ok"], capture_output=True,
-                                           text=True, timeout=60), 90, overlay_env.mount.kill)
+    p = bounded(overlay_env.mount, lambda: subprocess.run([busybox, "echo", "exec ok"],
+                                                          capture_output=True, text=True,
+                                                          timeout=60), "exec of " + busybox, 90)
     assert p.returncode == 0 and p.stdout == "exec ok\n", p.stderr

@@ -18,50 +18,15 @@ import time
 
 import pytest
 
-import treecmp
-from conftest import (Fixtures, LayerTree, Nginx, Registry, Strata, run_bounded, run_mkfixture)
+from harness.fs import bounded, drop_cached_pages, du, read_bytes
+from harness.images import Fixtures, LayerTree, run_mkfixture
+from harness.nginx import Nginx
+from harness.registry import Registry
+from harness.strata import Daemons, Strata, mirror_toml
+from harness.timeouts import COMPARE_TIMEOUT, INDEX_TIMEOUT, MiB, SETTLE_TIMEOUT
 
-MiB = 1 << 20
 QUOTA_MIB = 24           # the image: a.bin and b.bin are 12 MiB each
 SLACK = 1 * MiB          # RocksDB's own files (LOG, MANIFEST, OPTIONS) beside the quota
-READ_TIMEOUT = 240
-SETTLE_TIMEOUT = 90      # the background evictor checks every second; compactions take a while
-
-
-def du(path):
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
-
-def drop_cached_pages(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def stats(run, *extra):
-    return json.loads(run("--json", *extra, "stats").stdout)
-
-
-def bounded(m, fn, timeout=READ_TIMEOUT):
-    try:
-        return run_bounded(fn, timeout, m.kill)
-    except TimeoutError:
-        pytest.fail("FUSE operation hung for %ss; daemon killed; stderr:\n%s" % (timeout,
-                                                                                m.stderr()))
-
-
-def read_all(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def wait_for(cond, what, m=None, timeout=SETTLE_TIMEOUT):
@@ -77,34 +42,28 @@ def wait_for(cond, what, m=None, timeout=SETTLE_TIMEOUT):
 
 
 class QEnv:
-    pass
+    """The quota image: its nginx, ref (through nginx), layer, digest, files and tree."""
+
+    def __init__(self, fx, ng, extract):
+        self.nginx = ng
+        self.ref = ng.ref("big:latest")
+        self.layer = fx.layers["big"]
+        self.digest = self.layer["digest"]
+        self.files = fx.paths["files"]
+        self.tree = LayerTree.of_blob("big", self.layer, fx.blob_path("big"), extract)
 
 
 @pytest.fixture(scope="module")
 def qenv(strata_bin, tmp_path_factory, extract):
-    reg = Registry(tmp_path_factory.mktemp("quota-registry"))
-    reg.start()
-    ng = Nginx(tmp_path_factory.mktemp("quota-nginx"), reg).start()
-    try:
+    with Registry(tmp_path_factory.mktemp("quota-registry")) as reg, \
+            Nginx(tmp_path_factory.mktemp("quota-nginx"), reg) as ng:
         layout = tmp_path_factory.mktemp("quota-layout")
         run_mkfixture("big", "--out", layout, "--size-mib", str(QUOTA_MIB))
-        run_mkfixture("push", "--layout", layout, "--registry", reg.host)
-        fx = Fixtures(layout, reg)
-        e = QEnv()
-        e.nginx = ng
-        e.ref = ng.ref("big:latest")
-        e.layer = fx.layers["big"]
-        e.digest = e.layer["digest"]
-        e.files = fx.paths["files"]
-        blob = fx.blob_path("big")
-        e.tree = LayerTree("big", e.layer, extract(blob, e.layer["compression"]),
-                           treecmp.list_tar_entries(str(blob), e.layer["compression"]))
+        reg.push(layout)
+        e = QEnv(Fixtures(layout, reg), ng, extract)
         Strata(strata_bin, tmp_path_factory.mktemp("quota-index"))(
-            "--json", "index", "--push", e.ref, timeout=300)
+            "--json", "index", "--push", e.ref, timeout=INDEX_TIMEOUT)
         yield e
-    finally:
-        ng.stop()
-        reg.stop()
 
 
 def blob_gets(e):
@@ -113,7 +72,8 @@ def blob_gets(e):
 
 def compare(m, e):
     bounded(m, lambda: e.tree.compare(m.layer(e.digest), right_name="tar[big]",
-                                     dir_mtime=False))  # tar -x touches data/ again for b.bin
+                                     dir_mtime=False),  # tar -x touches data/ again for b.bin
+            "comparing the layer", COMPARE_TIMEOUT)
 
 
 def test_quota_smaller_than_the_image(qenv, strata, store, mount):
@@ -125,7 +85,7 @@ def test_quota_smaller_than_the_image(qenv, strata, store, mount):
     compare(m, qenv)
 
     def settled():
-        s = stats(strata)
+        s = strata.stats()
         size = du(store)
         return s["quota"]["evictions"] > 0 and size <= quota + SLACK, (size, s["quota"])
 
@@ -133,7 +93,7 @@ def test_quota_smaller_than_the_image(qenv, strata, store, mount):
     print("[quota] 24 MiB image read under an 8 MiB quota: store %d bytes after eviction, %s"
           % (size, q))
     assert q["bytes"] == quota and q["evicted_bytes"] > 0 and q["evicted_chunks"] > 0, q
-    s = stats(strata)
+    s = strata.stats()
     assert s["local_bytes"] < s["content_bytes"], s  # some content is remote again
 
     # Evicted chunks come back on demand, byte-exact; the store stays bounded.
@@ -152,11 +112,11 @@ def test_quota_smaller_than_the_image(qenv, strata, store, mount):
 def read_b_then_evict(qenv, strata, store, m, b_path, what):
     """Reads data/b.bin (byte-exact), which pushes the store over a 16 MiB quota, and waits for
     the evictor to bring it under."""
-    assert bounded(m, lambda: hashlib.sha256(read_all(b_path)).hexdigest()) == \
+    assert bounded(m, lambda: hashlib.sha256(read_bytes(b_path)).hexdigest()) == \
         qenv.files["data/b.bin"]["sha256"]
 
     def evicted():
-        q = stats(strata)["quota"]
+        q = strata.stats()["quota"]
         return q["evictions"] > 0 and du(store) <= 16 * MiB + SLACK, (du(store), q)
 
     wait_for(evicted, what, m)
@@ -189,10 +149,10 @@ def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
     qenv.nginx.stop()
     try:
         m2 = mount(mnt=str(tmp_path / "mnt-b"), args=("--read-timeout", "5"))
-        a = bounded(m2, lambda: read_all(os.path.join(m2.layer(qenv.digest), "data/a.bin")))
+        a = bounded(m2, lambda: read_bytes(os.path.join(m2.layer(qenv.digest), "data/a.bin")))
         assert a == data
         with pytest.raises(OSError):
-            bounded(m2, lambda: read_all(os.path.join(m2.layer(qenv.digest), "data/b.bin")))
+            bounded(m2, lambda: read_bytes(os.path.join(m2.layer(qenv.digest), "data/b.bin")))
     finally:
         qenv.nginx.start()
 
@@ -200,8 +160,6 @@ def test_open_file_is_never_evicted(qenv, strata, store, mount, tmp_path):
 def test_open_file_kept_across_takeover(qenv, strata_bin, strata, store, tmp_path):
     """A file opened under one daemon stays protected from eviction under the daemon that took
     the mount over (the open-file table travels with the handover)."""
-    from test_restart import Daemons
-
     strata("pull", qenv.ref)
     d = Daemons(strata_bin, store, tmp_path / "mnt", tmp_path)
     try:
@@ -246,13 +204,13 @@ def test_least_recently_used_go_first(qenv, strata, store, mount, fixtures, tmp_
     """corner:oci's layers (built here, all local, never read) go before big's, which were read
     through the mount: gc under a quota that needs half of corner's bytes keeps big whole."""
     strata("pull", fixtures.ref("corner:oci"))
-    corner_local = stats(strata)["local_bytes"]
+    corner_local = strata.stats()["local_bytes"]
     strata("pull", qenv.ref)
     m = mount()
     compare(m, qenv)
     assert m.umount().returncode == 0 and m.wait_exit() == 0, m.stderr()
     big_content = sum(f["size"] for f in qenv.files.values())
-    assert stats(strata)["local_bytes"] == corner_local + big_content
+    assert strata.stats()["local_bytes"] == corner_local + big_content
     assert corner_local > 64 * 1024, corner_local
 
     cfg = tmp_path / "lw.toml"
@@ -261,7 +219,7 @@ def test_least_recently_used_go_first(qenv, strata, store, mount, fixtures, tmp_
     g = json.loads(strata("--config", cfg, "--quota", str(quota), "--json", "gc").stdout)
     assert g["quota"]["over"] and g["quota"]["evicted_bytes"] > 0, g
     assert g["quota"]["low_water_bytes"] == quota, g
-    after = stats(strata)["local_bytes"]
+    after = strata.stats()["local_bytes"]
     assert after < corner_local + big_content, (after, g)
     # big, read most recently, is whole: readable with the registry down
     qenv.nginx.stop()
@@ -280,7 +238,7 @@ def test_pin(qenv, strata, store, mount, fixtures, tmp_path):
     p = strata("--json", "pin", qenv.ref)
     pin = json.loads(p.stdout)
     assert pin["pinned"] is True and pin["layers"] == 1, pin
-    s = stats(strata)
+    s = strata.stats()
     assert s["quota"]["pins"] == 1, s
     listing = {i["ref"]: i for i in strata.ls()}
     assert listing[qenv.ref]["pinned"] is True, listing
@@ -325,10 +283,10 @@ def test_pin_through_the_daemon(qenv, strata, store, mount):
     """With a daemon serving the store, pin runs inside it and fetches through its fs."""
     strata("pull", qenv.ref)
     m = mount()
-    assert stats(strata)["local_bytes"] == 0
+    assert strata.stats()["local_bytes"] == 0
     p = strata("pin", qenv.ref)
     assert "pinned" in p.stdout, p.stdout
-    s = stats(strata)
+    s = strata.stats()
     assert s["daemon"] and s["local_bytes"] == s["content_bytes"] > 0, s
     compare(m, qenv)
 
@@ -343,7 +301,7 @@ def test_config_file(qenv, strata, store, tmp_path):
     # a flag overrides the file
     g = json.loads(strata("--config", cfg, "--quota", "2M", "--json", "gc").stdout)
     assert g["quota"]["bytes"] == 2 * MiB, g
-    s = stats(strata, "--config", str(cfg))
+    s = strata.stats("--config", str(cfg))
     assert s["quota"]["bytes"] == MiB and s["quota"]["low_water_percent"] == 50, s
 
     bad = tmp_path / "bad.toml"
@@ -363,9 +321,8 @@ def test_config_file(qenv, strata, store, tmp_path):
     dead = "127.0.0.1:9"
     hosts = tmp_path / "certs.d" / dead
     hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text('server = "http://%s"\n[host."http://%s"]\n'
-                                      '  capabilities = ["pull", "resolve"]\n'
-                                      % (dead, qenv.nginx.host))
+    (hosts / "hosts.toml").write_text('server = "http://%s"\n' % dead +
+                                      mirror_toml("http://" + qenv.nginx.host))
     p = strata("pull", dead + "/big:latest", check=False)
     assert p.returncode == 1, p  # without the file: no mirror
     cfg.write_text('hosts_dir = "%s"\nread_timeout = 5\n' % (tmp_path / "certs.d"))
@@ -416,13 +373,13 @@ def test_disk_full(qenv, strata_bin, small_tmpfs, mount, tmp_path):
     subprocess.run(["mount", "-o", "remount,size=128m", str(small_tmpfs)], check=True, timeout=30)
     t0 = time.monotonic()
     for _ in range(60):
-        p = run("--json", "pin", qenv.ref, check=False, timeout=300)
+        p = run("--json", "pin", qenv.ref, check=False, timeout=INDEX_TIMEOUT)
         if p.returncode == 0:
             break
         time.sleep(1)
     print("[quota] pin stored everything %.1fs after the remount" % (time.monotonic() - t0))
     assert p.returncode == 0, (p.stdout, p.stderr, m.stderr()[-3000:])
-    s = json.loads(run("--json", "stats").stdout)
+    s = run.stats()
     assert s["local_bytes"] == s["content_bytes"], s
     assert m.umount().returncode == 0
     assert m.wait_exit() == 0, m.stderr()

@@ -20,127 +20,14 @@ import time
 
 import pytest
 
-from conftest import (CMD_TIMEOUT, Mount, Overlay, Strata, is_mountpoint, mounts_at, one_line,
-                      run_bounded)
+from harness.fs import bounded, file_sha256, is_mountpoint, mount_ids, mounts_at, regular_files
+from harness.strata import Overlay, Strata, new_store, notes, one_line
+from harness.timeouts import CMD_TIMEOUT, HANDOVER_TIMEOUT, INDEX_TIMEOUT, MiB, READ_TIMEOUT
 
-MiB = 1 << 20
-INDEX_TIMEOUT = 300     # strata index --push of the big image
-READ_TIMEOUT = 120      # one read through FUSE; the daemons are killed after it
-HANDOVER_TIMEOUT = 60   # old daemon exit and new daemon's socket after a takeover
 CORNER = "corner:gzip"  # two layers: an overlay needs two lowerdirs without an upperdir
-
-
-def note(msg):
-    print("[restart] " + msg, flush=True)
-
-
-def mount_ids(path):
-    """[(mount id, major:minor, source)] of the mounts on path, from /proc/self/mountinfo."""
-    path = os.path.realpath(path)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.rstrip("\n").partition(" - ")
-            fields = pre.split(" ")
-            if len(fields) >= 5 and fields[4] == path:
-                out.append((fields[0], fields[2], post.split(" ")[1]))
-    return out
-
-
-def socket_answers(store):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(os.path.join(store, "strata.sock"))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def bounded(m, fn, what, timeout=READ_TIMEOUT):
-    """fn() through the mount, bounded: a hung FUSE request kills the daemons and fails."""
-    try:
-        return run_bounded(fn, timeout, m.kill_all)
-    except TimeoutError:
-        pytest.fail("%s hung for %ss; daemons killed; logs:\n%s" % (what, timeout, m.logs()))
-
-
-class Daemons:
-    """The daemons serving one mount, in order: the one that mounted, then each that took over."""
-
-    def __init__(self, strata_bin, store, mnt, tmp_path):
-        self.bin, self.store, self.mnt, self.tmp = str(strata_bin), str(store), str(mnt), tmp_path
-        self.all = []
-
-    @property
-    def current(self):
-        return self.all[-1]
-
-    def layer(self, digest):
-        return self.current.layer(digest)
-
-    def start(self, args=()):
-        m = Mount(self.bin, self.store, self.mnt, self.tmp / ("daemon%d.log" % len(self.all)), args)
-        self.all.append(m)
-        m.start()
-        return m
-
-    def takeover(self, args=()):
-        """`strata mount -f --takeover` and waits until the old daemon exited 0 and the new one
-        listens on the store's socket. Returns the new Mount."""
-        old = self.current
-        m = Mount(self.bin, self.store, self.mnt, self.tmp / ("daemon%d.log" % len(self.all)),
-                  ("--takeover",) + tuple(args))
-        self.all.append(m)
-        m.start(wait=False, create=False)
-        m.mounts_before = old.mounts_before  # the mount it serves now is "ours" for cleanup
-        rc = old.wait_exit(HANDOVER_TIMEOUT)
-        if rc is None:
-            self.kill_all()
-            pytest.fail("the old daemon did not exit within %ss of the takeover; logs:\n%s"
-                        % (HANDOVER_TIMEOUT, self.logs()))
-        assert rc == 0, "the old daemon exited %d; logs:\n%s" % (rc, self.logs())
-        deadline = time.monotonic() + HANDOVER_TIMEOUT
-        while not socket_answers(self.store):
-            if m.proc.poll() is not None:
-                pytest.fail("the new daemon exited %d; logs:\n%s" % (m.proc.returncode,
-                                                                      self.logs()))
-            if time.monotonic() > deadline:
-                self.kill_all()
-                pytest.fail("the new daemon did not listen within %ss; logs:\n%s"
-                            % (HANDOVER_TIMEOUT, self.logs()))
-            time.sleep(0.05)
-        return m
-
-    def kill_all(self):
-        for m in self.all:
-            m.kill()
-
-    def logs(self):
-        return "\n".join("--- daemon %d:\n%s" % (i, m.stderr()[-3000:])
-                         for i, m in enumerate(self.all))
-
-    def cleanup(self):
-        for m in reversed(self.all):
-            m.cleanup()
-
-
-@pytest.fixture
-def daemons(strata_bin, tmp_path):
-    """daemons(store, mnt=None) -> Daemons; all stopped and unmounted at teardown."""
-    made = []
-
-    def _make(store, mnt=None):
-        d = Daemons(strata_bin, store, mnt or tmp_path / ("mnt%d" % len(made)), tmp_path)
-        made.append(d)
-        return d
-
-    try:
-        yield _make
-    finally:
-        for d in reversed(made):
-            d.cleanup()
+MODIFIED = "files/modified.txt"
+MODIFIED_TEXT = "modified by the upper layer\n"
+note = notes("restart")
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +39,21 @@ def artifact(strata_bin, big, tmp_path_factory):
 
 
 def lazy_store(strata_bin, big, tmp_path, name="B"):
-    store = tmp_path / ("store-" + name)
-    store.mkdir()
+    store = new_store(tmp_path, name)
     run = Strata(strata_bin, store)
     objs = run.pull_json(big.ref())
     assert objs[0]["index_sources"] == ["artifact"], objs
-    return str(store), run
+    return store, run
+
+
+def corner_store(strata_bin, fixtures, tmp_path):
+    """CORNER pulled into tmp_path/store: (store, Strata of it, path of MODIFIED in the top layer
+    relative to a mount)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    run = Strata(strata_bin, store)
+    run("pull", fixtures.ref(CORNER))
+    return str(store), run, os.path.join("layers", fixtures.layer_digests(CORNER)[-1], MODIFIED)
 
 
 def big_file(big):
@@ -206,7 +102,7 @@ def test_open_file_keeps_reading_across_takeover(strata_bin, artifact, daemons, 
     gets = big.nginx.blob_requests(big.digest, method="GET")
     note("after the takeover the new daemon fetched %d span(s), %d bytes" %
          (len(gets), sum(r["bytes"] for r in gets)))
-    assert gets, "no fetch after the takeover: the rest was not cold\n" + d.logs()
+    assert gets, "no fetch after the takeover: the rest was not cold\n" + d.stderr()
     assert all(r["status"] == 206 for r in gets), gets
 
 
@@ -265,10 +161,10 @@ def test_reads_pause_and_continue_during_takeover(strata_bin, artifact, daemons,
         stop.set()
         t.join(READ_TIMEOUT)
     if t.is_alive():
-        d.kill_all()
-        pytest.fail("the reader thread hung; logs:\n" + d.logs())
+        d.kill()
+        pytest.fail("the reader thread hung; logs:\n" + d.stderr())
     note("%d reads during and after the takeover, %d after" % (stats["reads"], stats["after"]))
-    assert not stats["errors"], "reads failed: %s\n%s" % (stats["errors"][:5], d.logs())
+    assert not stats["errors"], "reads failed: %s\n%s" % (stats["errors"][:5], d.stderr())
     assert stats["after"] >= 20, "too few reads after the takeover: %s" % stats
 
     names = [first.name] + [e.name for e in it]
@@ -286,27 +182,23 @@ def test_reads_pause_and_continue_during_takeover(strata_bin, artifact, daemons,
 
 
 def test_overlay_keeps_working_across_takeover(strata_bin, fixtures, daemons, tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    run = Strata(strata_bin, store)
-    run("pull", fixtures.ref(CORNER))
-    d = daemons(str(store))
+    store, _, _ = corner_store(strata_bin, fixtures, tmp_path)
+    d = daemons(store)
     d.start()
     digests = fixtures.layer_digests(CORNER)
     o = Overlay([d.layer(x) for x in reversed(digests)], tmp_path / "rootfs")
     try:
-        mod = os.path.join(o.target, "files/modified.txt")
-        want = "modified by the upper layer\n"
+        mod = os.path.join(o.target, MODIFIED)
         f = open(mod)
         try:
             listing = sorted(os.listdir(o.target))
             d.takeover()
-            assert f.read() == want  # opened before, read after
+            assert f.read() == MODIFIED_TEXT  # opened before, read after
         finally:
             f.close()
         d.takeover()  # and a second one with the overlay still on top
         with open(mod) as g:
-            assert g.read() == want
+            assert g.read() == MODIFIED_TEXT
         assert sorted(os.listdir(o.target)) == listing
         assert os.path.exists(os.path.join(o.target, "victims/kept.txt"))
         for rel in fixtures.paths["whiteouts"]:
@@ -317,21 +209,16 @@ def test_overlay_keeps_working_across_takeover(strata_bin, fixtures, daemons, tm
 
 
 def test_two_takeovers_then_umount_releases_the_store(strata_bin, fixtures, daemons, tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    run = Strata(strata_bin, store)
-    run("pull", fixtures.ref(CORNER))
-    d = daemons(str(store))
+    store, run, mod = corner_store(strata_bin, fixtures, tmp_path)
+    d = daemons(store)
     d.start()
     before = mount_ids(d.mnt)
-    assert len(before) == 1 and before[0][2] == "strata:" + str(store), before
-    mod = "files/modified.txt"
-    top = fixtures.layer_digests(CORNER)[-1]
+    assert len(before) == 1 and before[0][2] == "strata:" + store, before
     for i in range(2):
         d.takeover()
         assert mount_ids(d.mnt) == before
-        with open(os.path.join(d.layer(top), mod)) as f:
-            assert f.read() == "modified by the upper layer\n"
+        with open(os.path.join(d.mnt, mod)) as f:
+            assert f.read() == MODIFIED_TEXT
         # commands go to the new daemon
         assert [e["ref"] for e in run.ls()] == [fixtures.ref(CORNER)]
     last = d.current
@@ -346,23 +233,18 @@ def test_two_takeovers_then_umount_releases_the_store(strata_bin, fixtures, daem
 
 
 def test_sigterm_of_a_daemon_that_took_over_unmounts(strata_bin, fixtures, daemons, tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    Strata(strata_bin, store)("pull", fixtures.ref(CORNER))
-    d = daemons(str(store))
+    store, _, _ = corner_store(strata_bin, fixtures, tmp_path)
+    d = daemons(store)
     d.start()
     m = d.takeover()
     m.proc.terminate()
     assert m.wait_exit(HANDOVER_TIMEOUT) == 0, m.stderr()
     assert not mounts_at(d.mnt), "a SIGTERM left the mount behind"
-    assert not os.path.exists(os.path.join(str(store), "strata.sock"))
+    assert not os.path.exists(os.path.join(store, "strata.sock"))
 
 
 def test_takeover_errors(strata_bin, fixtures, daemons, tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    run = Strata(strata_bin, store)
-    run("pull", fixtures.ref(CORNER))
+    store, run, mod = corner_store(strata_bin, fixtures, tmp_path)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
 
@@ -375,7 +257,7 @@ def test_takeover_errors(strata_bin, fixtures, daemons, tmp_path):
     assert "no daemon serves store" in one_line(p.stderr), p.stderr
     assert not mounts_at(str(mnt))
 
-    d = daemons(str(store), mnt)
+    d = daemons(store, mnt)
     first = d.start()
     other = tmp_path / "other"
     other.mkdir()
@@ -391,9 +273,8 @@ def test_takeover_errors(strata_bin, fixtures, daemons, tmp_path):
     assert not mounts_at(str(other))
     # the daemon serves on, untouched
     assert first.proc.poll() is None
-    top = fixtures.layer_digests(CORNER)[-1]
-    with open(os.path.join(d.layer(top), "files/modified.txt")) as f:
-        assert f.read() == "modified by the upper layer\n"
+    with open(os.path.join(d.mnt, mod)) as f:
+        assert f.read() == MODIFIED_TEXT
     assert [e["ref"] for e in run.ls()] == [fixtures.ref(CORNER)]
 
 
@@ -401,22 +282,18 @@ def test_unconfirmed_handover_leaves_the_old_daemon_serving(strata_bin, fixtures
                                                             tmp_path):
     """A new daemon that dies after receiving the descriptor (never confirms), and a malformed
     handover request: the old daemon serves on, and a real takeover works afterwards."""
-    store = tmp_path / "store"
-    store.mkdir()
-    run = Strata(strata_bin, store)
-    run("pull", fixtures.ref(CORNER))
-    d = daemons(str(store))
+    store, run, mod = corner_store(strata_bin, fixtures, tmp_path)
+    d = daemons(store)
     first = d.start()
-    top = fixtures.layer_digests(CORNER)[-1]
-    mod = os.path.join(d.layer(top), "files/modified.txt")
-    want = "modified by the upper layer\n"
+    mod = os.path.join(d.mnt, mod)
+    want = MODIFIED_TEXT
     mnt = os.path.realpath(d.mnt).encode()
     f = open(mod)
     try:
         # malformed: a mountpoint length past the limit
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(CMD_TIMEOUT)
-        s.connect(os.path.join(str(store), "strata.sock"))
+        s.connect(os.path.join(store, "strata.sock"))
         s.sendall(b"STRATAHO" + (1 << 30).to_bytes(4, "little"))
         assert s.recv(16) == b""  # closed without an answer
         s.close()
@@ -424,7 +301,7 @@ def test_unconfirmed_handover_leaves_the_old_daemon_serving(strata_bin, fixtures
         # a peer that takes the descriptor and goes away without confirming
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(CMD_TIMEOUT)
-        s.connect(os.path.join(str(store), "strata.sock"))
+        s.connect(os.path.join(store, "strata.sock"))
         s.sendall(b"STRATAHO" + len(mnt).to_bytes(4, "little") + mnt)
         msg, anc, _, _ = s.recvmsg(5, socket.CMSG_SPACE(4))
         assert msg[:1] == b"h", msg
@@ -448,21 +325,11 @@ def test_unconfirmed_handover_leaves_the_old_daemon_serving(strata_bin, fixtures
 def test_busy_mount_through_repeated_takeovers(strata_bin, fixtures, daemons, tmp_path):
     """Eight threads stat, list and read all the time through five takeovers in a row: no
     operation fails and none hangs (a request read by a daemon that then exits would hang)."""
-    store = tmp_path / "store"
-    store.mkdir()
-    run = Strata(strata_bin, store)
-    run("pull", fixtures.ref(CORNER))
-    d = daemons(str(store))
+    store, _, _ = corner_store(strata_bin, fixtures, tmp_path)
+    d = daemons(store)
     d.start()
-    top = fixtures.layer_digests(CORNER)[-1]
-    root = d.layer(top)
-    expect = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    expect[p] = hashlib.sha256(f.read()).hexdigest()
+    root = d.layer(fixtures.layer_digests(CORNER)[-1])
+    expect = {p: file_sha256(p) for p in regular_files(root)}
     listing = sorted(os.listdir(root))
     assert expect, "no regular file in the top layer of " + CORNER
     stop = threading.Event()
@@ -498,8 +365,8 @@ def test_busy_mount_through_repeated_takeovers(strata_bin, fixtures, daemons, tm
         for t in threads:
             t.join(READ_TIMEOUT)
     if any(t.is_alive() for t in threads):
-        d.kill_all()
-        pytest.fail("a worker hung; logs:\n" + d.logs())
+        d.kill()
+        pytest.fail("a worker hung; logs:\n" + d.stderr())
     note("%d loops of open/read/stat/listdir by 8 threads through 5 takeovers" % sum(counts))
     assert not errors, errors[:5]
     assert all(counts), counts

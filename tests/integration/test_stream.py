@@ -11,42 +11,31 @@ import errno
 import json
 import os
 import shutil
-import signal
 import time
 
 import pytest
 
-from conftest import (BigFixtures, Nginx, Registry, format_requests, force_unmount, run_bounded,
-                      run_mkfixture)
+from harness.fs import bounded, force_unmount, read_bytes
+from harness.images import BigFixtures, run_mkfixture
+from harness.nginx import SlowNginx, format_requests
+from harness.registry import Registry
+from harness.strata import Daemons, notes, one_json
 
 STREAM_MIB = 48
 RATE = "8m"  # nginx limit_rate: the blob streams for a few seconds, long enough to cut it
-WAIT = 120  # bound of any single filesystem call of these tests
-
-
-def note(msg):
-    print("[stream] " + msg, flush=True)
+note = notes("stream")
 
 
 @pytest.fixture(scope="module")
 def sbig(strata_bin, tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("stream-registry"))
-    reg.start()
     layout = tmp_path_factory.mktemp("stream-layout")
-    ng = Nginx(tmp_path_factory.mktemp("stream-nginx"), reg)
-    conf = ng.conf.read_text()
-    assert "proxy_buffering off;" in conf
-    # limit_rate applies to what nginx sends its client; unbuffered proxying bypasses it
-    ng.conf.write_text(conf.replace("proxy_buffering off;",
-                                    "proxy_buffering on;\n      limit_rate %s;" % RATE))
+    reg = Registry(tmp_path_factory.mktemp("stream-registry"))
     try:
-        ng.start()
-        run_mkfixture("big", "--out", layout, "--size-mib", str(STREAM_MIB))
-        run_mkfixture("push", "--layout", layout, "--registry", reg.host)
-        yield BigFixtures(layout, reg, ng)
+        with reg, SlowNginx(tmp_path_factory.mktemp("stream-nginx"), reg, RATE) as ng:
+            run_mkfixture("big", "--out", layout, "--size-mib", str(STREAM_MIB))
+            reg.push(layout)
+            yield BigFixtures(layout, reg, ng)
     finally:
-        ng.stop()
-        reg.stop()
         shutil.rmtree(reg.storage, ignore_errors=True)
         shutil.rmtree(layout, ignore_errors=True)
 
@@ -56,35 +45,17 @@ def sbig_tree(sbig, extract):
     return extract(sbig.blob_path("big"), sbig.layer["compression"])
 
 
-def bounded(m, fn, *args):
-    try:
-        return run_bounded(lambda: fn(*args), WAIT, m.kill)
-    except TimeoutError:
-        pytest.fail("%s%r hung for %ss; daemon killed; stderr:\n%s" % (fn.__name__, args, WAIT,
-                                                                      m.stderr()))
-
-
-def file_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
+def isdir(m, path):
+    """os.path.isdir(path) through m, bounded (a lookup of a streaming layer waits for it)."""
+    return bounded(m, lambda: os.path.isdir(path), "isdir(%s)" % path)
 
 
 def assert_same_file(strata_path, tar_path):
-    assert file_bytes(strata_path) == file_bytes(tar_path), strata_path
+    assert read_bytes(strata_path) == read_bytes(tar_path), strata_path
 
 
 def pull_json(strata, ref):
-    p = strata("--json", "pull", ref)
-    objs = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
-    assert len(objs) == 1, p.stdout
-    return objs[0]
-
-
-def kill_nginx(ng):
-    """SIGKILL (a graceful stop would finish the transfer under way)."""
-    os.killpg(ng.proc.pid, signal.SIGKILL)
-    ng.proc.wait(30)
-    ng.proc = None
+    return one_json(strata("--json", "pull", ref))
 
 
 def fsck_clean(strata):
@@ -105,7 +76,7 @@ def test_pull_in_daemon_streams_and_lookup_waits(strata, mount, sbig, sbig_tree)
     assert o["bytes_fetched"] < sbig.layer["size"] // 10, o
     # the lookup waits for the stream; then every file is the tar's
     layer = m.layer(sbig.digest)
-    assert bounded(m, os.path.isdir, layer)
+    assert isdir(m, layer)
     for rel in sbig.files:
         assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
     reqs = ng.requests()
@@ -142,7 +113,7 @@ def test_pending_survives_kill_and_resumes(strata, mount, sbig, sbig_tree, store
     assert [e["ref"] for e in strata.ls()] == [sbig.ref()]
     m2 = mount(mnt=m.mnt)
     layer = m2.layer(sbig.digest)
-    assert bounded(m2, os.path.isdir, layer)
+    assert isdir(m2, layer)
     for rel in sbig.files:
         assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
     fsck_clean(strata)
@@ -154,7 +125,7 @@ def test_stream_failure_is_bounded_and_recovers(strata, mount, sbig, sbig_tree, 
     o = pull_json(strata, sbig.ref())
     assert o["index_sources"] == ["stream"], o
     time.sleep(0.5)
-    kill_nginx(ng)  # cuts the stream mid-body; retries find nobody
+    ng.kill()  # cuts the stream mid-body; retries find nobody
     try:
         layer = m.layer(sbig.digest)
         t0 = time.monotonic()
@@ -166,7 +137,7 @@ def test_stream_failure_is_bounded_and_recovers(strata, mount, sbig, sbig_tree, 
             except OSError as e:
                 return e.errno
 
-        err = bounded(m, lookup)
+        err = bounded(m, lookup, "a lookup of the layer")
         took = time.monotonic() - t0
         note("lookup with the registry down: errno %s after %.1fs" % (err, took))
         assert err == errno.EIO, err
@@ -177,7 +148,7 @@ def test_stream_failure_is_bounded_and_recovers(strata, mount, sbig, sbig_tree, 
     # the next lookup (at least 2 s after the failure) retries the stream
     time.sleep(2.2)
     layer = m.layer(sbig.digest)
-    assert bounded(m, os.path.isdir, layer), m.stderr()[-3000:]
+    assert isdir(m, layer), m.stderr()[-3000:]
     for rel in list(sbig.files)[:3]:
         assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
 
@@ -187,13 +158,13 @@ def test_rm_and_gc_forget_a_pending_layer(strata, mount, sbig):
     ng = sbig.nginx
     o = pull_json(strata, sbig.ref())
     assert o["index_sources"] == ["stream"], o
-    kill_nginx(ng)  # keep the layer pending (its stream fails)
+    ng.kill()  # keep the layer pending (its stream fails)
     try:
         strata("rm", sbig.ref())
         p = strata("--json", "gc")
         g = json.loads(p.stdout)
         assert sbig.digest in g["freed_layer_list"], g
-        assert sbig.digest not in bounded(m, os.listdir, m.layers)
+        assert sbig.digest not in bounded(m, lambda: os.listdir(m.layers), "listing layers/")
         fsck_clean(strata)
     finally:
         ng.start()
@@ -201,8 +172,6 @@ def test_rm_and_gc_forget_a_pending_layer(strata, mount, sbig):
 
 def test_takeover_while_streaming(strata_bin, strata, sbig, sbig_tree, store, tmp_path):
     """A daemon taking over (strata mount --takeover) finishes the stream its predecessor began."""
-    from test_restart import Daemons
-
     d = Daemons(strata_bin, store, tmp_path / "mnt", tmp_path)
     try:
         d.start()
@@ -211,7 +180,7 @@ def test_takeover_while_streaming(strata_bin, strata, sbig, sbig_tree, store, tm
         time.sleep(0.5)  # the old daemon is streaming (the blob takes seconds at RATE)
         d.takeover()
         layer = d.layer(sbig.digest)
-        assert bounded(d.current, os.path.isdir, layer), d.logs()
+        assert isdir(d, layer), d.stderr()
         for rel in sbig.files:
             assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
         fsck_clean(strata)

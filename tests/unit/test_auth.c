@@ -7,7 +7,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -23,25 +22,21 @@
 #include <jansson.h>
 
 #include "fetch/auth.h"
+#include "tmpdir.h"
 #include "util/log.h"
 #include "util/mem.h"
 
 #define PYTHON "/usr/bin/python3"
 
-static char tmpdir[PATH_MAX];
-
 /* ---- helpers ---- */
 
+/* Writes text to tmpdir_path/name with mode. */
 static void write_file(const char *name, const char *text, mode_t mode)
 {
 	char path[PATH_MAX];
-	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(fputs(text, f) >= 0, 1);
-	assert_int_equal(fclose(f), 0);
+	tmpdir_write_text(tmpdir_path, name, text);
+	snprintf(path, sizeof(path), "%s/%s", tmpdir_path, name);
 	assert_int_equal(chmod(path, mode), 0);
 }
 
@@ -66,14 +61,6 @@ static void assert_no_secret(int rc, const char *const *secrets)
 	for (size_t i = 0; secrets[i]; i++)
 		if (strstr(msg, secrets[i]))
 			fail_msg("error message leaks a secret: %s", msg);
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
 }
 
 /* ---- challenges ---- */
@@ -336,11 +323,11 @@ static void test_config_auths(void **state)
 	{
 		char path[PATH_MAX];
 
-		snprintf(path, sizeof(path), "%s/other.json", tmpdir);
+		snprintf(path, sizeof(path), "%s/other.json", tmpdir_path);
 		assert_int_equal(fetch_creds_lookup(path, "x.example", &c), 0);
 		assert_string_equal(c.username, "u");
 		fetch_creds_clear(&c);
-		snprintf(path, sizeof(path), "%s/missing.json", tmpdir);
+		snprintf(path, sizeof(path), "%s/missing.json", tmpdir_path);
 		assert_int_equal(fetch_creds_lookup(path, "x.example", &c), -ENOENT);
 	}
 
@@ -420,7 +407,7 @@ static void test_helper_timeout(void **state)
 	assert_non_null(strstr(strata_errmsg(-ETIMEDOUT), "did not finish within 500 ms"));
 
 	/* the helper's child (sleep 30) was killed with its process group */
-	snprintf(pidfile, sizeof(pidfile), "%s/sleep.pid", tmpdir);
+	snprintf(pidfile, sizeof(pidfile), "%s/sleep.pid", tmpdir_path);
 	for (int i = 0; i < 100 && pid == 0; i++) {
 		f = fopen(pidfile, "r");
 		if (f) {
@@ -526,7 +513,7 @@ static int start_issuer(void **state)
 	(void)state;
 	if (access(PYTHON, X_OK) != 0)
 		return 0; /* the token tests skip */
-	snprintf(script, sizeof(script), "%s/issuer.py", tmpdir);
+	snprintf(script, sizeof(script), "%s/issuer.py", tmpdir_path);
 	f = fopen(script, "w");
 	if (!f || fputs(issuer_py, f) < 0 || fclose(f) != 0)
 		return -1;
@@ -841,11 +828,9 @@ static int setup_tmp(void **state)
 	char bindir[PATH_MAX + 8], *path = NULL;
 	const char *old = getenv("PATH");
 
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "%s/strata-auth-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(tmpdir))
+	if (tmpdir_setup(state) != 0)
 		return -1;
-	snprintf(bindir, sizeof(bindir), "%s/bin", tmpdir);
+	snprintf(bindir, sizeof(bindir), "%s/bin", tmpdir_path);
 	if (mkdir(bindir, 0700) != 0)
 		return -1;
 	write_file("bin/docker-credential-fake",
@@ -869,14 +854,14 @@ static int setup_tmp(void **state)
 		return -1;
 	setenv("PATH", path, 1);
 	free(path);
-	setenv("DOCKER_CONFIG", tmpdir, 1);
+	setenv("DOCKER_CONFIG", tmpdir_path, 1);
 	return start_issuer(state);
 }
 
 static int teardown_tmp(void **state)
 {
 	stop_issuer(state);
-	nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_teardown(state);
 	return 0;
 }
 

@@ -11,63 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
 #include <zstd.h>
 
+#include "gzipw.h"
 #include "index/decomp.h"
 #include "index/reader.h"
+#include "memsrc.h"
 #include "util/log.h"
 
 /* ---- helpers ---- */
 
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void buf_cat(struct buf *b, const void *d, size_t n)
+static struct bytebuf zstd_of(const void *data, size_t len, int level, int checksum)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap > b->len ? b->cap : b->len;
-
-		cap = cap < 64 ? 64 : cap;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		assert_non_null(b->p);
-		b->cap = cap;
-	}
-	if (n)
-		memcpy(b->p + b->len, d, n);
-	b->len += n;
-}
-
-static struct buf gzip_of(const void *data, size_t len, int level)
-{
-	struct buf out = { 0 };
-	z_stream z;
-	uint8_t chunk[16384];
-	int rc;
-
-	memset(&z, 0, sizeof(z));
-	assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
-			 Z_OK);
-	z.next_in = (Bytef *)data;
-	z.avail_in = (uInt)len;
-	do {
-		z.next_out = chunk;
-		z.avail_out = sizeof(chunk);
-		rc = deflate(&z, Z_FINISH);
-		assert_true(rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR);
-		buf_cat(&out, chunk, sizeof(chunk) - z.avail_out);
-	} while (rc != Z_STREAM_END);
-	deflateEnd(&z);
-	return out;
-}
-
-static struct buf zstd_of(const void *data, size_t len, int level, int checksum)
-{
-	struct buf out = { 0 };
+	struct bytebuf out = { 0 };
 	ZSTD_CCtx *c = ZSTD_createCCtx();
 	size_t cap = ZSTD_compressBound(len), n;
 
@@ -86,12 +42,8 @@ static struct buf zstd_of(const void *data, size_t len, int level, int checksum)
 
 static void fill_random(uint8_t *p, size_t n, uint64_t seed)
 {
-	for (size_t i = 0; i < n; i++) {
-		seed ^= seed << 13;
-		seed ^= seed >> 7;
-		seed ^= seed << 17;
-		p[i] = (uint8_t)seed;
-	}
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)xorshift64(&seed);
 }
 
 static void fill_text(uint8_t *p, size_t n)
@@ -106,64 +58,8 @@ static void fill_text(uint8_t *p, size_t n)
 	}
 }
 
-struct mem {
-	const uint8_t *p;
-	size_t len, pos, chunk;
-	int fail_at;  /* >0: fail with -EIO once pos reaches this */
-};
-
-static ssize_t mem_read(void *ctx, void *buf, size_t len)
-{
-	struct mem *m = ctx;
-	size_t n = m->len - m->pos;
-
-	if (m->fail_at > 0 && m->pos >= (size_t)m->fail_at)
-		return strata_err(EIO, "mock read error");
-	if (n > len)
-		n = len;
-	if (m->chunk && n > m->chunk)
-		n = m->chunk;
-	if (n)
-		memcpy(buf, m->p + m->pos, n);
-	m->pos += n;
-	return (ssize_t)n;
-}
-
-static struct index_reader mem_reader(struct mem *m, const void *p, size_t len, size_t chunk)
-{
-	struct index_reader r = { mem_read, m };
-
-	memset(m, 0, sizeof(*m));
-	m->p = p;
-	m->len = len;
-	m->chunk = chunk;
-	return r;
-}
-
-/* Decompresses everything, reading step bytes at a time. Returns the output; *rc gets the final
- * return (0 at a clean end, else the error). */
-static struct buf drain(struct index_decomp *d, size_t step, ssize_t *rc)
-{
-	struct buf out = { 0 };
-	uint8_t *tmp = malloc(step);
-
-	assert_non_null(tmp);
-	for (;;) {
-		ssize_t n = index_decomp_read(d, tmp, step);
-
-		if (n <= 0) {
-			*rc = n;
-			break;
-		}
-		assert_true((size_t)n <= step);
-		buf_cat(&out, tmp, (size_t)n);
-	}
-	free(tmp);
-	return out;
-}
-
 /* Decompresses comp (compression c) and checks it yields want, at several chunk and step sizes. */
-static void roundtrip(enum index_compression c, const struct buf *comp, const uint8_t *want,
+static void roundtrip(enum index_compression c, const struct bytebuf *comp, const uint8_t *want,
 		      size_t want_len, uint64_t want_consumed)
 {
 	static const size_t chunks[] = { 0, 1, 7, 4096, 200000 };
@@ -171,18 +67,18 @@ static void roundtrip(enum index_compression c, const struct buf *comp, const ui
 
 	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
 		for (size_t j = 0; j < sizeof(steps) / sizeof(steps[0]); j++) {
-			struct mem m;
+			struct memsrc m;
 			struct index_decomp *d = NULL;
-			struct buf out;
+			struct bytebuf out;
 			ssize_t rc;
 
 			/* byte-at-a-time both ways is slow on big inputs and adds nothing */
 			if (chunks[i] == 1 && steps[j] == 1 && comp->len > 100000)
 				continue;
-			assert_int_equal(index_decomp_new(c, mem_reader(&m, comp->p, comp->len, chunks[i]),
+			assert_int_equal(index_decomp_new(c, memsrc_open(&m, comp->p, comp->len, chunks[i]),
 							  &d),
 					 0);
-			out = drain(d, steps[j], &rc);
+			out = reader_drain(index_decomp_reader(d), steps[j], 0, &rc);
 			if (rc != 0)
 				fprintf(stderr, "%s: %s\n", index_compression_name(c),
 					strata_errmsg((int)-rc));
@@ -202,15 +98,15 @@ static void roundtrip(enum index_compression c, const struct buf *comp, const ui
 	}
 }
 
-static ssize_t decode_all(enum index_compression c, const struct buf *comp, size_t chunk,
-			  struct buf *out)
+static ssize_t decode_all(enum index_compression c, const struct bytebuf *comp, size_t chunk,
+			  struct bytebuf *out)
 {
-	struct mem m;
+	struct memsrc m;
 	struct index_decomp *d = NULL;
 	ssize_t rc;
 
-	assert_int_equal(index_decomp_new(c, mem_reader(&m, comp->p, comp->len, chunk), &d), 0);
-	*out = drain(d, 65536, &rc);
+	assert_int_equal(index_decomp_new(c, memsrc_open(&m, comp->p, comp->len, chunk), &d), 0);
+	*out = reader_drain(index_decomp_reader(d), 65536, 0, &rc);
 	if (rc < 0) {
 		uint8_t b[4];
 
@@ -254,8 +150,8 @@ static void test_detect_and_names(void **state)
 	assert_string_equal(index_compression_name(INDEX_COMP_GZIP), "gzip");
 	assert_string_equal(index_compression_name(INDEX_COMP_ZSTD), "zstd");
 	{
-		struct buf g = gzip_of("x", 1, 6);
-		struct buf z = zstd_of("x", 1, 3, 0);
+		struct bytebuf g = gzip_of("x", 1, 6);
+		struct bytebuf z = zstd_of("x", 1, 3, 0);
 
 		assert_int_equal(index_compression_detect(g.p, g.len), INDEX_COMP_GZIP);
 		assert_int_equal(index_compression_detect(z.p, z.len), INDEX_COMP_ZSTD);
@@ -267,7 +163,7 @@ static void test_detect_and_names(void **state)
 static void test_gzip_roundtrip(void **state)
 {
 	uint8_t *rnd = malloc(RANDOM_LEN), *txt = malloc(TEXT_LEN);
-	struct buf g;
+	struct bytebuf g;
 
 	(void)state;
 	assert_non_null(rnd);
@@ -293,29 +189,29 @@ static void test_gzip_roundtrip(void **state)
 
 static void test_gzip_members_and_padding(void **state)
 {
-	struct buf a = gzip_of("hello ", 6, 6), b = gzip_of("", 0, 1), c = gzip_of("world", 5, 9);
-	struct buf all = { 0 }, out;
+	struct bytebuf a = gzip_of("hello ", 6, 6), b = gzip_of("", 0, 1), c = gzip_of("world", 5, 9);
+	struct bytebuf all = { 0 }, out;
 	uint8_t zeros[1000] = { 0 };
 
 	(void)state;
-	buf_cat(&all, a.p, a.len);
-	buf_cat(&all, b.p, b.len); /* an empty member in between */
-	buf_cat(&all, c.p, c.len);
+	bytebuf_put(&all, a.p, a.len);
+	bytebuf_put(&all, b.p, b.len); /* an empty member in between */
+	bytebuf_put(&all, c.p, c.len);
 	roundtrip(INDEX_COMP_GZIP, &all, (const uint8_t *)"hello world", 11, all.len);
 
 	/* trailing zero padding is ignored (and consumed) */
-	buf_cat(&all, zeros, sizeof(zeros));
+	bytebuf_put(&all, zeros, sizeof(zeros));
 	roundtrip(INDEX_COMP_GZIP, &all, (const uint8_t *)"hello world", 11, all.len);
 
 	/* but not data after the padding */
-	buf_cat(&all, "x", 1);
+	bytebuf_put(&all, "x", 1);
 	assert_int_equal(decode_all(INDEX_COMP_GZIP, &all, 0, &out), -EBADMSG);
 	expect_msg(EBADMSG, "corrupt gzip stream: ");
 	free(out.p);
 
 	/* nor garbage right after a member */
 	all.len = a.len;
-	buf_cat(&all, "garbage!", 8);
+	bytebuf_put(&all, "garbage!", 8);
 	assert_int_equal(decode_all(INDEX_COMP_GZIP, &all, 0, &out), -EBADMSG);
 	expect_msg(EBADMSG, "corrupt gzip stream: ");
 	free(out.p);
@@ -328,16 +224,16 @@ static void test_gzip_members_and_padding(void **state)
 
 static void test_gzip_consumed_at_member_boundary(void **state)
 {
-	struct buf a = gzip_of("first", 5, 6), b = gzip_of("second", 6, 6), all = { 0 };
-	struct mem m;
+	struct bytebuf a = gzip_of("first", 5, 6), b = gzip_of("second", 6, 6), all = { 0 };
+	struct memsrc m;
 	struct index_decomp *d = NULL;
 	uint8_t out[64];
 	ssize_t n;
 
 	(void)state;
-	buf_cat(&all, a.p, a.len);
-	buf_cat(&all, b.p, b.len);
-	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, mem_reader(&m, all.p, all.len, 0), &d), 0);
+	bytebuf_put(&all, a.p, a.len);
+	bytebuf_put(&all, b.p, b.len);
+	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, memsrc_open(&m, all.p, all.len, 0), &d), 0);
 	n = index_decomp_read(d, out, sizeof(out));
 	/* a read stops at the end of a member: consumed is exactly that member's length */
 	assert_int_equal(n, 5);
@@ -357,7 +253,7 @@ static void test_gzip_consumed_at_member_boundary(void **state)
 static void test_zstd_roundtrip(void **state)
 {
 	uint8_t *rnd = malloc(RANDOM_LEN), *txt = malloc(TEXT_LEN);
-	struct buf z;
+	struct bytebuf z;
 
 	(void)state;
 	assert_non_null(rnd);
@@ -392,18 +288,18 @@ static void test_zstd_roundtrip(void **state)
 
 static void test_zstd_frames_and_skippable(void **state)
 {
-	struct buf a = zstd_of("frame one, ", 11, 3, 1), b = zstd_of("frame two", 9, 3, 0);
-	struct buf all = { 0 }, out;
+	struct bytebuf a = zstd_of("frame one, ", 11, 3, 1), b = zstd_of("frame two", 9, 3, 0);
+	struct bytebuf all = { 0 }, out;
 	/* skippable frame: magic 0x184D2A5? little-endian, 4-byte size, payload */
 	static const uint8_t skip1[] = { 0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0, 'm', 'e', 't', 'a', '!' };
 	static const uint8_t skip2[] = { 0x5f, 0x2a, 0x4d, 0x18, 0, 0, 0, 0 };
 
 	(void)state;
-	buf_cat(&all, skip2, sizeof(skip2));
-	buf_cat(&all, a.p, a.len);
-	buf_cat(&all, skip1, sizeof(skip1));
-	buf_cat(&all, b.p, b.len);
-	buf_cat(&all, skip1, sizeof(skip1));
+	bytebuf_put(&all, skip2, sizeof(skip2));
+	bytebuf_put(&all, a.p, a.len);
+	bytebuf_put(&all, skip1, sizeof(skip1));
+	bytebuf_put(&all, b.p, b.len);
+	bytebuf_put(&all, skip1, sizeof(skip1));
 	roundtrip(INDEX_COMP_ZSTD, &all, (const uint8_t *)"frame one, frame two", 20, all.len);
 
 	/* truncated inside the trailing skippable frame */
@@ -421,7 +317,7 @@ static void test_zstd_frames_and_skippable(void **state)
 static void test_corrupt(void **state)
 {
 	uint8_t *txt = malloc(TEXT_LEN);
-	struct buf g, z, out;
+	struct bytebuf g, z, out;
 	ssize_t rc;
 
 	(void)state;
@@ -457,7 +353,7 @@ static void test_corrupt(void **state)
 	g.p = NULL;
 	g.len = 0;
 	g.cap = 0;
-	buf_cat(&g, "plain text, no gzip", 19);
+	bytebuf_put(&g, "plain text, no gzip", 19);
 	assert_int_equal(decode_all(INDEX_COMP_GZIP, &g, 0, &out), -EBADMSG);
 	free(out.p);
 	free(g.p);
@@ -473,7 +369,7 @@ static void test_corrupt(void **state)
 
 	/* garbage after a complete frame */
 	z = zstd_of("abc", 3, 3, 0);
-	buf_cat(&z, "junkjunk", 8);
+	bytebuf_put(&z, "junkjunk", 8);
 	assert_int_equal(decode_all(INDEX_COMP_ZSTD, &z, 0, &out), -EBADMSG);
 	expect_msg(EBADMSG, "corrupt zstd stream: ");
 	free(out.p);
@@ -484,7 +380,7 @@ static void test_corrupt(void **state)
 static void test_truncated(void **state)
 {
 	uint8_t *txt = malloc(TEXT_LEN);
-	struct buf g, z, out, empty = { 0 };
+	struct bytebuf g, z, out, empty = { 0 };
 	static const size_t chunks[] = { 0, 1, 1000 };
 
 	(void)state;
@@ -543,7 +439,7 @@ static void test_truncated(void **state)
 static void test_none_passthrough(void **state)
 {
 	uint8_t data[10000];
-	struct buf b = { data, sizeof(data), sizeof(data) };
+	struct bytebuf b = { data, sizeof(data), sizeof(data) };
 
 	(void)state;
 	fill_random(data, sizeof(data), 99);
@@ -553,8 +449,8 @@ static void test_none_passthrough(void **state)
 static void test_source_error_and_reader(void **state)
 {
 	uint8_t *txt = malloc(TEXT_LEN), *out = malloc(TEXT_LEN);
-	struct buf g;
-	struct mem m;
+	struct bytebuf g;
+	struct memsrc m;
 	struct index_decomp *d = NULL;
 	struct index_reader r;
 	ssize_t n;
@@ -567,7 +463,7 @@ static void test_source_error_and_reader(void **state)
 	g = gzip_of(txt, TEXT_LEN, 6);
 
 	/* the reader adapter with index_reader_full */
-	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, mem_reader(&m, g.p, g.len, 777), &d), 0);
+	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, memsrc_open(&m, g.p, g.len, 777), &d), 0);
 	r = index_decomp_reader(d);
 	assert_int_equal(index_reader_full(r, out, TEXT_LEN), TEXT_LEN);
 	assert_memory_equal(out, txt, TEXT_LEN);
@@ -578,8 +474,8 @@ static void test_source_error_and_reader(void **state)
 	/* a source error comes back unchanged, with its message */
 	for (int c = 0; c < 3; c++) {
 		enum index_compression comp = (enum index_compression)c;
-		struct buf z = { 0 };
-		const struct buf *src = &g;
+		struct bytebuf z = { 0 };
+		const struct bytebuf *src = &g;
 
 		if (comp == INDEX_COMP_ZSTD) {
 			z = zstd_of(txt, TEXT_LEN, 1, 0);
@@ -589,7 +485,7 @@ static void test_source_error_and_reader(void **state)
 			z.len = TEXT_LEN;
 			src = &z;
 		}
-		assert_int_equal(index_decomp_new(comp, mem_reader(&m, src->p, src->len, 1000), &d), 0);
+		assert_int_equal(index_decomp_new(comp, memsrc_open(&m, src->p, src->len, 1000), &d), 0);
 		m.fail_at = 5000;
 		do {
 			n = index_decomp_read(d, out, 4096);

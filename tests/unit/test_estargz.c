@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <zlib.h>
 
+#include "gzipw.h"
 #include "index/estargz.h"
 #include "index/layer.h"
 #include "layerq.h"
@@ -25,31 +26,13 @@
 /* ---------------------------------------------------------------- an in-test eStargz writer */
 
 struct esgz {
-	struct tarw blob;  /* compressed output */
-	struct tarw pend;  /* uncompressed bytes of the open gzip member */
+	struct bytebuf blob;  /* compressed output */
+	struct bytebuf pend;  /* uncompressed bytes of the open gzip member */
 	uint64_t tar_off;  /* uncompressed tar offset (for padding) */
 	json_t *entries;
 	uint64_t member;   /* compressed offset of the open member */
 	uint64_t toc_off;
 };
-
-static void gz_append(struct tarw *out, const void *data, size_t len)
-{
-	z_stream z;
-	size_t cap = len + len / 10 + 1024;
-	uint8_t *buf = malloc(cap);
-
-	memset(&z, 0, sizeof(z));
-	assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
-	z.next_in = (uint8_t *)(uintptr_t)data;
-	z.avail_in = (uInt)len;
-	z.next_out = buf;
-	z.avail_out = (uInt)cap;
-	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
-	tarw_put(out, buf, z.total_out);
-	deflateEnd(&z);
-	free(buf);
-}
 
 static void w_init(struct esgz *w)
 {
@@ -61,14 +44,14 @@ static void w_init(struct esgz *w)
 static void w_flush(struct esgz *w)
 {
 	if (w->pend.len)
-		gz_append(&w->blob, w->pend.buf, w->pend.len);
+		gzip_append(&w->blob, w->pend.p, w->pend.len, 9, 0);
 	w->pend.len = 0;
 	w->member = w->blob.len;
 }
 
 static void w_put(struct esgz *w, const void *p, size_t n)
 {
-	tarw_put(&w->pend, p, n);
+	bytebuf_put(&w->pend, p, n);
 	w->tar_off += n;
 }
 
@@ -83,11 +66,11 @@ static void w_pad(struct esgz *w)
 static void w_header(struct esgz *w, const char *name, char type, unsigned mode, uint64_t size,
 		     const char *link)
 {
-	struct tarw h = { 0 };
+	struct bytebuf h = { 0 };
 
 	tarw_header(&h, name, type, mode, size, link, 1700000000);
-	w_put(w, h.buf, h.len);
-	free(h.buf);
+	w_put(w, h.p, h.len);
+	free(h.p);
 }
 
 static json_t *w_entry(struct esgz *w, const char *name, const char *type, unsigned mode)
@@ -143,6 +126,21 @@ static json_t *w_file(struct esgz *w, const char *name, const void *data, size_t
 	return reg;
 }
 
+/* A regular file in one chunk of its own, however big (as a converter with a larger chunk size
+ * writes it). */
+static void w_one_chunk_file(struct esgz *w, const char *name, const void *data, size_t size)
+{
+	json_t *e = w_entry(w, name, "reg", 0644);
+
+	w_header(w, name, '0', 0644, size, NULL);
+	w_flush(w);
+	json_object_set_new(e, "size", json_integer((json_int_t)size));
+	json_object_set_new(e, "offset", json_integer((json_int_t)w->member));
+	set_digest(e, "chunkDigest", data, size);
+	w_put(w, data, size);
+	w_pad(w);
+}
+
 /* A small file packed into the open member after the previous one ("innerOffset"). */
 static json_t *w_packed_file(struct esgz *w, const char *name, const void *data, size_t size)
 {
@@ -189,14 +187,14 @@ static void footer(uint8_t out[51], uint64_t toc_off)
 }
 
 /* A TOC member: gzip of a tar whose one entry is `name` holding json. */
-static void toc_member(struct tarw *out, const char *name, const char *json)
+static void toc_member(struct bytebuf *out, const char *name, const char *json)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 
 	tarw_file(&t, name, json, strlen(json));
 	tarw_end(&t);
-	gz_append(out, t.buf, t.len);
-	free(t.buf);
+	gzip_append(out, t.p, t.len, 9, 0);
+	free(t.p);
 }
 
 /* Writes the end of the tar, the TOC member and the footer. */
@@ -215,13 +213,13 @@ static void w_close(struct esgz *w)
 	free(s);
 	json_decref(toc);
 	footer(f, w->toc_off);
-	tarw_put(&w->blob, f, sizeof(f));
+	bytebuf_put(&w->blob, f, sizeof(f));
 }
 
 static void w_free(struct esgz *w)
 {
-	free(w->blob.buf);
-	free(w->pend.buf);
+	free(w->blob.p);
+	free(w->pend.p);
 	json_decref(w->entries);
 }
 
@@ -231,12 +229,12 @@ static int build_blob(const struct esgz *w, struct index_layer **l)
 {
 	uint64_t toc_off;
 	size_t fs;
-	const uint8_t *tail = w->blob.buf + w->blob.len - INDEX_ESTARGZ_TAIL;
+	const uint8_t *tail = w->blob.p + w->blob.len - INDEX_ESTARGZ_TAIL;
 
 	assert_int_equal(index_estargz_footer(tail, INDEX_ESTARGZ_TAIL, w->blob.len, &toc_off, &fs), 0);
 	assert_int_equal(toc_off, w->toc_off);
 	assert_int_equal(fs, 51);
-	return index_estargz_build(w->blob.buf + toc_off, w->blob.len - fs - toc_off, toc_off,
+	return index_estargz_build(w->blob.p + toc_off, w->blob.len - fs - toc_off, toc_off,
 				   w->blob.len, l);
 }
 
@@ -295,14 +293,6 @@ static uint8_t *read_file(const struct index_layer *l, uint32_t ino, const uint8
 	}
 	assert_int_equal(at, in->size);
 	return buf;
-}
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-	for (size_t i = 0; i < n; i++) {
-		seed = seed * 1103515245u + 12345u;
-		p[i] = (uint8_t)(seed >> 16);
-	}
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -372,45 +362,42 @@ static void test_footer(void **state)
 
 	/* a plain gzip blob's tail */
 	{
-		struct tarw g = { 0 };
+		struct bytebuf g = { 0 };
 		uint8_t data[1000];
 
-		fill(data, sizeof(data), 7);
-		gz_append(&g, data, sizeof(data));
-		assert_int_equal(index_estargz_footer(g.buf + g.len - 51, 51, g.len, &off, &fs), -ENOENT);
-		free(g.buf);
+		fill_pattern(data, sizeof(data), 7);
+		gzip_append(&g, data, sizeof(data), 9, 0);
+		assert_int_equal(index_estargz_footer(g.p + g.len - 51, 51, g.len, &off, &fs), -ENOENT);
+		free(g.p);
 	}
 }
 
-static void test_build(void **state)
+/* The layer of test_build: every entry type, a file in several chunks, two files in one member. */
+struct sample {
+	uint8_t big[3 * CS + 100], small[100], a[700], b[300];
+};
+
+/* Writes s into w (w_init'ed here; w_close'd). */
+static void write_sample(struct esgz *w, struct sample *s)
 {
-	struct esgz w;
-	struct index_layer *l = NULL;
-	size_t big_len = 3 * CS + 100;
-	uint8_t *big = malloc(big_len), small[100], a[700], b[300], *got;
-	const struct index_inode *in;
-	uint32_t xl;
-	const char *xv;
-	int64_t ino, ino2;
 	json_t *e;
 
-	(void)state;
-	fill(big, big_len, 1);
-	fill(small, sizeof(small), 2);
-	fill(a, sizeof(a), 3);
-	fill(b, sizeof(b), 4);
-	w_init(&w);
+	fill_pattern(s->big, sizeof(s->big), 1);
+	fill_pattern(s->small, sizeof(s->small), 2);
+	fill_pattern(s->a, sizeof(s->a), 3);
+	fill_pattern(s->b, sizeof(s->b), 4);
+	w_init(w);
 	{
 		static const uint8_t lm = 0xf;
 
-		w_file(&w, ".no.prefetch.landmark", &lm, 1);
+		w_file(w, ".no.prefetch.landmark", &lm, 1);
 	}
-	w_other(&w, "./etc/", "dir", '5', 0750, NULL);
-	e = w_file(&w, "./etc/big.bin", big, big_len);
+	w_other(w, "./etc/", "dir", '5', 0750, NULL);
+	e = w_file(w, "./etc/big.bin", s->big, sizeof(s->big));
 	json_object_set_new(e, "uid", json_integer(1000));
 	json_object_set_new(e, "gid", json_integer(2000));
 	json_object_set_new(e, "modtime", json_string("2021-02-03T04:05:06Z"));
-	e = w_file(&w, "etc/small", small, sizeof(small));
+	e = w_file(w, "etc/small", s->small, sizeof(s->small));
 	{
 		json_t *x = json_object();
 
@@ -419,24 +406,69 @@ static void test_build(void **state)
 		json_object_set_new(e, "xattrs", x);
 	}
 	/* two files in one member: the second one at innerOffset > 0 */
-	w_file(&w, "pack/a", a, sizeof(a));
-	w_packed_file(&w, "pack/b", b, sizeof(b));
-	w_file(&w, "deep/er/file", small, 10); /* implicit parents */
-	w_other(&w, "etc/link", "symlink", '2', 0644, "small");
-	w_other(&w, "etc/hard", "hardlink", '1', 0644, "./etc/small");
-	w_other(&w, "etc/.wh.gone", "reg", '0', 0644, NULL);
-	w_other(&w, "opq/.wh..wh..opq", "reg", '0', 0644, NULL);
-	w_other(&w, "opq/keep", "reg", '0', 0644, NULL);
-	e = w_other(&w, "dev/null", "char", '3', 0666, NULL);
+	w_file(w, "pack/a", s->a, sizeof(s->a));
+	w_packed_file(w, "pack/b", s->b, sizeof(s->b));
+	w_file(w, "deep/er/file", s->small, 10); /* implicit parents */
+	w_other(w, "etc/link", "symlink", '2', 0644, "small");
+	w_other(w, "etc/hard", "hardlink", '1', 0644, "./etc/small");
+	w_other(w, "etc/.wh.gone", "reg", '0', 0644, NULL);
+	w_other(w, "opq/.wh..wh..opq", "reg", '0', 0644, NULL);
+	w_other(w, "opq/keep", "reg", '0', 0644, NULL);
+	e = w_other(w, "dev/null", "char", '3', 0666, NULL);
 	json_object_set_new(e, "devMajor", json_integer(1));
 	json_object_set_new(e, "devMinor", json_integer(3));
-	w_other(&w, "dev/fifo", "fifo", '6', 0600, NULL);
-	w_file(&w, "etc/empty", NULL, 0);
-	w_close(&w);
+	w_other(w, "dev/fifo", "fifo", '6', 0600, NULL);
+	w_file(w, "etc/empty", NULL, 0);
+	w_close(w);
+}
 
-	assert_int_equal(build_blob(&w, &l), 0);
-	assert_non_null(l);
-	assert_int_equal(index_layer_chunk_size(l), CS);
+/* The sample's regular files read back through their chunks from blob. */
+static void check_sample_files(const struct index_layer *l, const struct sample *s,
+			       const uint8_t *blob)
+{
+	const struct index_inode *in;
+	int64_t ino;
+	uint8_t *got;
+
+	/* the big file: 4 chunks, content intact through the blob */
+	ino = walk(l, "etc/big.bin");
+	in = index_layer_inode(l, (uint32_t)ino);
+	assert_int_equal(in->mode, S_IFREG | 0644);
+	assert_int_equal(in->uid, 1000);
+	assert_int_equal(in->gid, 2000);
+	assert_int_equal(in->mtime_sec, 1612325106);
+	assert_int_equal(in->mtime_nsec, 0);
+	assert_int_equal(in->size, sizeof(s->big));
+	assert_int_equal(in->count, 4);
+	got = read_file(l, (uint32_t)ino, blob);
+	assert_memory_equal(got, s->big, sizeof(s->big));
+	free(got);
+
+	/* packed files */
+	got = read_file(l, (uint32_t)walk(l, "pack/a"), blob);
+	assert_memory_equal(got, s->a, sizeof(s->a));
+	free(got);
+	ino = walk(l, "pack/b");
+	in = index_layer_inode(l, (uint32_t)ino);
+	assert_int_equal(in->mode, S_IFREG | 0600);
+	got = read_file(l, (uint32_t)ino, blob);
+	assert_memory_equal(got, s->b, sizeof(s->b));
+	free(got);
+	{
+		const struct index_chunk *ca = index_layer_chunk(l, index_layer_inode(l, (uint32_t)walk(l, "pack/a"))->first);
+		const struct index_chunk *cb = index_layer_chunk(l, in->first);
+
+		assert_int_equal(cb->offset - ca->offset, 1024 + 512); /* a padded, b's header */
+	}
+}
+
+/* The sample's other entries: landmark and TOC, directories, xattrs, links, whiteouts, devices. */
+static void check_sample_entries(const struct index_layer *l)
+{
+	const struct index_inode *in;
+	uint32_t xl;
+	const char *xv;
+	int64_t ino, ino2;
 
 	/* what tar -x of the blob shows: the landmark, and the TOC as the tar's last file */
 	assert_true(walk(l, ".no.prefetch.landmark") > 0);
@@ -453,37 +485,6 @@ static void test_build(void **state)
 	in = index_layer_inode(l, (uint32_t)walk(l, "deep/er"));
 	assert_int_equal(in->mode, S_IFDIR | 0755);
 	assert_int_equal(in->flags, INDEX_INODE_IMPLICIT);
-
-	/* the big file: 4 chunks, content intact through the blob */
-	ino = walk(l, "etc/big.bin");
-	in = index_layer_inode(l, (uint32_t)ino);
-	assert_int_equal(in->mode, S_IFREG | 0644);
-	assert_int_equal(in->uid, 1000);
-	assert_int_equal(in->gid, 2000);
-	assert_int_equal(in->mtime_sec, 1612325106);
-	assert_int_equal(in->mtime_nsec, 0);
-	assert_int_equal(in->size, big_len);
-	assert_int_equal(in->count, 4);
-	got = read_file(l, (uint32_t)ino, w.blob.buf);
-	assert_memory_equal(got, big, big_len);
-	free(got);
-
-	/* packed files */
-	got = read_file(l, (uint32_t)walk(l, "pack/a"), w.blob.buf);
-	assert_memory_equal(got, a, sizeof(a));
-	free(got);
-	ino = walk(l, "pack/b");
-	in = index_layer_inode(l, (uint32_t)ino);
-	assert_int_equal(in->mode, S_IFREG | 0600);
-	got = read_file(l, (uint32_t)ino, w.blob.buf);
-	assert_memory_equal(got, b, sizeof(b));
-	free(got);
-	{
-		const struct index_chunk *ca = index_layer_chunk(l, index_layer_inode(l, (uint32_t)walk(l, "pack/a"))->first);
-		const struct index_chunk *cb = index_layer_chunk(l, in->first);
-
-		assert_int_equal(cb->offset - ca->offset, 1024 + 512); /* a padded, b's header */
-	}
 
 	/* xattrs decoded from base64 */
 	ino = walk(l, "etc/small");
@@ -527,9 +528,25 @@ static void test_build(void **state)
 	in = index_layer_inode(l, (uint32_t)walk(l, "etc/empty"));
 	assert_int_equal(in->size, 0);
 	assert_int_equal(in->count, 0);
+}
+
+static void test_build(void **state)
+{
+	struct esgz w;
+	struct index_layer *l = NULL;
+	struct sample *s = malloc(sizeof(*s));
+
+	(void)state;
+	assert_non_null(s);
+	write_sample(&w, s);
+	assert_int_equal(build_blob(&w, &l), 0);
+	assert_non_null(l);
+	assert_int_equal(index_layer_chunk_size(l), CS);
+	check_sample_entries(l);
+	check_sample_files(l, s, w.blob.p);
 
 	/* every chunk from its own span */
-	check_chunks(l, w.blob.buf, w.blob.len);
+	check_chunks(l, w.blob.p, w.blob.len);
 	/* the last data member's span stops one byte into the TOC member */
 	{
 		uint32_t n = index_layer_ncheckpoints(l);
@@ -549,13 +566,13 @@ static void test_build(void **state)
 		assert_int_equal(index_layer_encode(l, &enc, &enc_len), 0);
 		assert_int_equal(index_layer_decode(enc, enc_len, &l2), 0);
 		assert_int_equal(index_layer_nchunks(l2), index_layer_nchunks(l));
-		check_chunks(l2, w.blob.buf, w.blob.len);
+		check_chunks(l2, w.blob.p, w.blob.len);
 		index_layer_free(l2);
 		free(enc);
 	}
 	index_layer_free(l);
 	w_free(&w);
-	free(big);
+	free(s);
 }
 
 /* Only single-chunk files: the index chunk size is the largest one (at least the minimum). */
@@ -565,25 +582,17 @@ static void test_chunk_size(void **state)
 	struct index_layer *l = NULL;
 	size_t n = 10000;
 	uint8_t *data = malloc(n);
-	json_t *e;
 
 	(void)state;
-	fill(data, n, 9);
+	fill_pattern(data, n, 9);
 	w_init(&w);
 	/* one 10000-byte chunk, as a converter with a larger chunk size writes it */
-	e = w_entry(&w, "f", "reg", 0644);
-	w_header(&w, "f", '0', 0644, n, NULL);
-	w_flush(&w);
-	json_object_set_new(e, "size", json_integer((json_int_t)n));
-	json_object_set_new(e, "offset", json_integer((json_int_t)w.member));
-	set_digest(e, "chunkDigest", data, n);
-	w_put(&w, data, n);
-	w_pad(&w);
+	w_one_chunk_file(&w, "f", data, n);
 	w_file(&w, "g", data, 100);
 	w_close(&w);
 	assert_int_equal(build_blob(&w, &l), 0);
 	assert_int_equal(index_layer_chunk_size(l), n);
-	check_chunks(l, w.blob.buf, w.blob.len);
+	check_chunks(l, w.blob.p, w.blob.len);
 	index_layer_free(l);
 	w_free(&w);
 
@@ -593,21 +602,14 @@ static void test_chunk_size(void **state)
 	w_close(&w);
 	assert_int_equal(build_blob(&w, &l), 0);
 	assert_int_equal(index_layer_chunk_size(l), INDEX_MIN_CHUNK_SIZE);
-	check_chunks(l, w.blob.buf, w.blob.len);
+	check_chunks(l, w.blob.p, w.blob.len);
 	index_layer_free(l);
 	w_free(&w);
 
 	/* a split file plus a single chunk larger than the split size: irregular */
 	w_init(&w);
 	w_file(&w, "split", data, 2 * CS + 5);
-	e = w_entry(&w, "f", "reg", 0644);
-	w_header(&w, "f", '0', 0644, n, NULL);
-	w_flush(&w);
-	json_object_set_new(e, "size", json_integer((json_int_t)n));
-	json_object_set_new(e, "offset", json_integer((json_int_t)w.member));
-	set_digest(e, "chunkDigest", data, n);
-	w_put(&w, data, n);
-	w_pad(&w);
+	w_one_chunk_file(&w, "f", data, n);
 	w_close(&w);
 	assert_int_equal(build_blob(&w, &l), -ENOTSUP);
 	assert_null(l);
@@ -618,19 +620,19 @@ static void test_chunk_size(void **state)
 /* Builds from a TOC member holding json, as if the blob had data up to toc_off = 1000. */
 static int build_json(const char *json)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	struct index_layer *l = NULL;
 	int rc;
 
 	toc_member(&t, "stargz.index.json", json);
-	rc = index_estargz_build(t.buf, t.len, 1000, 1000 + t.len + 51, &l);
+	rc = index_estargz_build(t.p, t.len, 1000, 1000 + t.len + 51, &l);
 	if (rc == 0) {
 		assert_non_null(l);
 		index_layer_free(l);
 	} else {
 		assert_null(l);
 	}
-	free(t.buf);
+	free(t.p);
 	return rc;
 }
 
@@ -638,7 +640,7 @@ static int build_json(const char *json)
 
 static void test_malformed(void **state)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	struct index_layer *l = NULL;
 
 	(void)state;
@@ -695,25 +697,25 @@ static void test_malformed(void **state)
 
 	/* not gzip; a tar whose first entry is something else */
 	memset(&t, 0, sizeof(t));
-	tarw_put(&t, "not gzip at all", 15);
-	assert_int_equal(index_estargz_build(t.buf, t.len, 1000, 1000 + t.len + 51, &l), -EBADMSG);
-	free(t.buf);
+	bytebuf_put(&t, "not gzip at all", 15);
+	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000 + t.len + 51, &l), -EBADMSG);
+	free(t.p);
 	memset(&t, 0, sizeof(t));
 	toc_member(&t, "other.json", "{\"entries\":[]}");
-	assert_int_equal(index_estargz_build(t.buf, t.len, 1000, 1000 + t.len + 51, &l), -EBADMSG);
+	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000 + t.len + 51, &l), -EBADMSG);
 	/* truncated member */
-	assert_int_equal(index_estargz_build(t.buf, t.len / 2, 1000, 1000 + t.len + 51, &l), -EBADMSG);
+	assert_int_equal(index_estargz_build(t.p, t.len / 2, 1000, 1000 + t.len + 51, &l), -EBADMSG);
 	/* a TOC range outside the blob */
-	assert_int_equal(index_estargz_build(t.buf, t.len, 1000, 1000, &l), -EINVAL);
+	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000, &l), -EINVAL);
 	assert_null(l);
-	free(t.buf);
+	free(t.p);
 }
 
 /* Later entries replace earlier ones; ".." and "./" names are cleaned; fractional modtimes. */
 static void test_semantics(void **state)
 {
 	struct index_layer *l = NULL;
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	const struct index_inode *in;
 	const char *json =
 		"{\"version\":1,\"entries\":["
@@ -726,7 +728,7 @@ static void test_semantics(void **state)
 
 	(void)state;
 	toc_member(&t, "stargz.index.json", json);
-	assert_int_equal(index_estargz_build(t.buf, t.len, 1000, 1000 + t.len + 51, &l), 0);
+	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000 + t.len + 51, &l), 0);
 	in = index_layer_inode(l, 0);
 	assert_int_equal(in->mode, S_IFDIR | 0700);
 	assert_int_equal(in->mtime_sec, 1577833200);
@@ -744,14 +746,14 @@ static void test_semantics(void **state)
 	assert_int_equal(in->rdev, makedev(8, 1));
 	assert_int_equal(in->uid, 5);
 	index_layer_free(l);
-	free(t.buf);
+	free(t.p);
 }
 
 /* The TOC is trusted only when its JSON bytes match the descriptor's TOC digest. */
 static void test_toc_digest(void **state)
 {
 	struct index_layer *l = NULL;
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	const char *json = "{\"version\":1,\"entries\":[{\"name\":\"d/\",\"type\":\"dir\"}]}";
 	uint8_t md[32];
 	char good[80], bad[80];
@@ -762,23 +764,23 @@ static void test_toc_digest(void **state)
 	util_digest_format(md, good);
 	md[0] ^= 1;
 	util_digest_format(md, bad);
-	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51, good,
+	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, good,
 						      &l), 0);
 	assert_true(walk(l, "d") > 0);
 	index_layer_free(l);
 	l = NULL;
-	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51, bad,
+	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, bad,
 						      &l), -EBADMSG);
 	assert_null(l);
 	assert_non_null(strstr(strata_errmsg(-EBADMSG), "TOC digest mismatch"));
-	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51,
+	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51,
 						      "sha256:xyz", &l), -EINVAL);
 	assert_null(l);
 	/* NULL: not checked */
-	assert_int_equal(index_estargz_build_verified(t.buf, t.len, 1000, 1000 + t.len + 51, NULL,
+	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, NULL,
 						      &l), 0);
 	index_layer_free(l);
-	free(t.buf);
+	free(t.p);
 }
 
 int main(void)

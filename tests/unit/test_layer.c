@@ -10,11 +10,12 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include <zlib.h>
 #include <zstd.h>
 
+#include "gzipw.h"
 #include "index/layer.h"
 #include "layerq.h"
+#include "memsrc.h"
 #include "tarw.h"
 #include "util/sha256.h"
 
@@ -37,11 +38,11 @@ static int count_chunk(void *ctx, const uint8_t digest[32], const void *data, si
 	return 0;
 }
 
-static struct index_layer *build(struct tarw *t, struct chunk_log *cl, int expect_rc)
+static struct index_layer *build(struct bytebuf *t, struct chunk_log *cl, int expect_rc)
 {
-	struct memsrc m = { t->buf, t->len, 0 };
+	struct memsrc m;
 	struct index_layer *l = NULL;
-	int rc = index_layer_build(memsrc_reader(&m), CS, count_chunk, cl, &l);
+	int rc = index_layer_build(memsrc_open(&m, t->p, t->len, 0), CS, count_chunk, cl, &l);
 
 	assert_int_equal(rc, expect_rc);
 	return l;
@@ -49,7 +50,7 @@ static struct index_layer *build(struct tarw *t, struct chunk_log *cl, int expec
 
 static void test_tree_semantics(void **state)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	struct chunk_log cl = { 0 };
 	struct index_layer *l;
 	const struct index_inode *in;
@@ -147,16 +148,16 @@ static void test_tree_semantics(void **state)
 	{
 		uint8_t d[32];
 
-		util_sha256(t.buf, t.len, d);
+		util_sha256(t.p, t.len, d);
 		assert_memory_equal(index_layer_diff_id(l), d, 32);
 	}
 	index_layer_free(l);
-	free(t.buf);
+	free(t.p);
 }
 
 static void test_encode_decode(void **state)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	struct chunk_log cl = { 0 };
 	struct index_layer *l, *l2;
 	void *buf;
@@ -196,12 +197,12 @@ static void test_encode_decode(void **state)
 	free(buf);
 	index_layer_free(l);
 	index_layer_free(l2);
-	free(t.buf);
+	free(t.p);
 }
 
 static void test_errors(void **state)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	struct chunk_log cl = { 0 };
 	struct memsrc m;
 	struct index_layer *l = NULL;
@@ -218,17 +219,17 @@ static void test_errors(void **state)
 	/* not a tar */
 	t.len = 0;
 	for (int i = 0; i < 1024; i++)
-		tarw_put(&t, "garbage!", 8);
+		bytebuf_put(&t, "garbage!", 8);
 	build(&t, &cl, -EINVAL);
 	/* chunk size bounds */
-	m = (struct memsrc){ t.buf, t.len, 0 };
-	assert_int_equal(index_layer_build(memsrc_reader(&m), 100, NULL, NULL, &l), -EINVAL);
-	free(t.buf);
+	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), 100, NULL, NULL, &l),
+			 -EINVAL);
+	free(t.p);
 }
 
 static void test_replace_dir_with_file(void **state)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	struct chunk_log cl = { 0 };
 	struct index_layer *l;
 
@@ -243,26 +244,7 @@ static void test_replace_dir_with_file(void **state)
 	assert_int_equal(walk(l, "d/inner"), -ENOTDIR);
 	assert_true(walk(l, "d2/x") > 0);
 	index_layer_free(l);
-	free(t.buf);
-}
-
-/* gzip-compresses buf (level 6) with zlib. */
-static uint8_t *gzip_buf(const uint8_t *in, size_t len, size_t *out_len)
-{
-	z_stream z;
-	size_t cap = len + len / 10 + 1024;
-	uint8_t *out = malloc(cap);
-
-	memset(&z, 0, sizeof(z));
-	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
-	z.next_in = (uint8_t *)in;
-	z.avail_in = (uInt)len;
-	z.next_out = out;
-	z.avail_out = (uInt)cap;
-	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
-	*out_len = z.total_out;
-	deflateEnd(&z);
-	return out;
+	free(t.p);
 }
 
 static int count_window(void *ctx, const uint8_t digest[32], const void *data, size_t len)
@@ -315,15 +297,16 @@ static void check_random_access(const struct index_layer *l, const uint8_t *blob
 
 static void test_random_access(void **state)
 {
-	struct tarw t = { 0 };
+	struct bytebuf t = { 0 };
 	size_t big = 3u << 20;
 	uint8_t *data = malloc(big);
 	uint32_t seed = 42;
 	struct index_build_opts o;
 	struct index_layer *l;
 	struct memsrc m;
-	uint8_t *gz, *zs;
-	size_t gzlen, zslen;
+	struct bytebuf gz;
+	uint8_t *zs;
+	size_t zslen;
 	int windows = 0;
 
 	(void)state;
@@ -345,20 +328,18 @@ static void test_random_access(void **state)
 
 	/* uncompressed tar: identity */
 	o.blob = INDEX_BLOB_TAR;
-	m = (struct memsrc){ t.buf, t.len, 0 };
-	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_int_equal(index_layer_build_blob(memsrc_open(&m, t.p, t.len, 0), &o, &l), 0);
 	assert_int_equal(index_layer_blob_kind(l), INDEX_BLOB_TAR);
-	check_random_access(l, t.buf, t.len, t.buf);
+	check_random_access(l, t.p, t.len, t.p);
 	index_layer_free(l);
 
 	/* gzip: zran checkpoints, windows reported */
-	gz = gzip_buf(t.buf, t.len, &gzlen);
+	gz = gzip_of(t.p, t.len, 6);
 	o.blob = INDEX_BLOB_GZIP;
-	m = (struct memsrc){ gz, gzlen, 0 };
-	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_int_equal(index_layer_build_blob(memsrc_open(&m, gz.p, gz.len, 0), &o, &l), 0);
 	assert_true(index_layer_ncheckpoints(l) > 5);
 	assert_true(windows > 4);
-	check_random_access(l, gz, gzlen, t.buf);
+	check_random_access(l, gz.p, gz.len, t.p);
 	{
 		/* the index survives encode/decode with its checkpoints */
 		void *enc;
@@ -368,7 +349,7 @@ static void test_random_access(void **state)
 		assert_int_equal(index_layer_encode(l, &enc, &elen), 0);
 		assert_int_equal(index_layer_decode(enc, elen, &l2), 0);
 		assert_int_equal(index_layer_ncheckpoints(l2), index_layer_ncheckpoints(l));
-		check_random_access(l2, gz, gzlen, t.buf);
+		check_random_access(l2, gz.p, gz.len, t.p);
 		index_layer_free(l2);
 		free(enc);
 	}
@@ -380,34 +361,32 @@ static void test_random_access(void **state)
 
 		assert_int_equal(index_layer_span(l, c->offset, c->offset + 16, &sp), 0);
 		if (index_layer_checkpoint(l, sp.cp)->wlen == 0)
-			assert_int_equal(index_layer_extract(l, &sp, NULL, gz + sp.cstart, 10,
+			assert_int_equal(index_layer_extract(l, &sp, NULL, gz.p + sp.cstart, 10,
 							     c->offset, out, sizeof(out)), -EPIPE);
 	}
 	index_layer_free(l);
 
 	/* zstd: one frame (a checkpoint at 0), then four frames (a checkpoint at each start) */
 	zs = malloc(ZSTD_compressBound(t.len) + 4 * 64);
-	zslen = ZSTD_compress(zs, ZSTD_compressBound(t.len), t.buf, t.len, 3);
+	zslen = ZSTD_compress(zs, ZSTD_compressBound(t.len), t.p, t.len, 3);
 	assert_false(ZSTD_isError(zslen));
 	o.blob = INDEX_BLOB_ZSTD;
-	m = (struct memsrc){ zs, zslen, 0 };
-	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_int_equal(index_layer_build_blob(memsrc_open(&m, zs, zslen, 0), &o, &l), 0);
 	assert_int_equal(index_layer_ncheckpoints(l), 1);
-	check_random_access(l, zs, zslen, t.buf);
+	check_random_access(l, zs, zslen, t.p);
 	index_layer_free(l);
 	zslen = 0;
 	for (size_t off = 0, part = t.len / 4 + 1; off < t.len; off += part) {
 		size_t n = t.len - off < part ? t.len - off : part;
-		size_t z = ZSTD_compress(zs + zslen, ZSTD_compressBound(n), t.buf + off, n, 3);
+		size_t z = ZSTD_compress(zs + zslen, ZSTD_compressBound(n), t.p + off, n, 3);
 
 		assert_false(ZSTD_isError(z));
 		zslen += z;
 	}
-	m = (struct memsrc){ zs, zslen, 0 };
-	assert_int_equal(index_layer_build_blob(memsrc_reader(&m), &o, &l), 0);
+	assert_int_equal(index_layer_build_blob(memsrc_open(&m, zs, zslen, 0), &o, &l), 0);
 	assert_true(index_layer_ncheckpoints(l) >= 4);
 	assert_true(index_layer_checkpoint(l, 1)->coff > 0);
-	check_random_access(l, zs, zslen, t.buf);
+	check_random_access(l, zs, zslen, t.p);
 	{
 		/* the chunk last in the tar is fetched from its own frame, not from the blob start */
 		const struct index_chunk *c = index_layer_chunk(
@@ -420,18 +399,17 @@ static void test_random_access(void **state)
 	index_layer_free(l);
 
 	/* an index built from a plain tar stream has no random access */
-	m = (struct memsrc){ t.buf, t.len, 0 };
-	assert_int_equal(index_layer_build(memsrc_reader(&m), 4096, NULL, NULL, &l), 0);
+	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), 4096, NULL, NULL, &l), 0);
 	{
 		struct index_span sp;
 
 		assert_int_equal(index_layer_span(l, 0, 10, &sp), -ENOTSUP);
 	}
 	index_layer_free(l);
-	free(gz);
+	bytebuf_free(&gz);
 	free(zs);
 	free(data);
-	free(t.buf);
+	free(t.p);
 }
 
 int main(void)

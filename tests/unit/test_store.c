@@ -15,28 +15,11 @@
 #include <rocksdb/c.h>
 
 #include "store/store.h"
+#include "tmpdir.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
-static char dir[256];
-
-static int setup(void **state)
-{
-	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/strata-test-store-XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	char cmd[300];
-
-	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	return 0;
-}
+/* Every test gets a new store directory: tmpdir_path (tmpdir_setup, tmpdir_teardown). */
 
 static void test_chunks(void **state)
 {
@@ -48,7 +31,7 @@ static void test_chunks(void **state)
 	memset(text, 'z', sizeof(text));
 	for (size_t i = 0; i < sizeof(random_bytes); i++)
 		random_bytes[i] = (char)(rand() & 0xff);
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	util_sha256(text, sizeof(text), d);
 	util_sha256(random_bytes, sizeof(random_bytes), d2);
 	assert_int_equal(store_chunk_has(s, d), 0);
@@ -65,7 +48,7 @@ static void test_chunks(void **state)
 	store_close(s);
 
 	/* survives a reopen */
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_chunk_get(s, d2, buf, sizeof(buf)), sizeof(random_bytes));
 	store_close(s);
 }
@@ -104,7 +87,7 @@ static void test_layers_images(void **state)
 	a.size = 10;
 	a.tar_size = 20;
 	a.chunk_size = 4096;
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_layer_get(s, a.digest, &got, NULL, NULL), -ENOENT);
 	assert_int_equal(store_layer_put(s, &a, "INDEX", 5), 0);
 	assert_int_equal(store_layer_put(s, &b, "I2", 2), 0);
@@ -144,7 +127,7 @@ static void test_layers_images(void **state)
 	store_close(s);
 
 	/* seq numbers are never reused after a reopen */
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	b.seq = 0;
 	assert_int_equal(store_layer_put(s, &b, "I2", 2), 0);
 	assert_true(b.seq > a.seq);
@@ -157,50 +140,19 @@ static void test_lock(void **state)
 	char pid[32];
 
 	(void)state;
-	assert_int_equal(store_open(dir, NULL, &s), 0);
-	assert_int_equal(store_open(dir, NULL, &s2), -EBUSY);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s2), -EBUSY);
 	assert_null(s2);
 	snprintf(pid, sizeof(pid), "pid %d", (int)getpid());
 	assert_non_null(strstr(strata_errmsg(EBUSY), "in use by another strata process"));
 	assert_non_null(strstr(strata_errmsg(EBUSY), pid));
 	store_close(s);
-	assert_int_equal(store_open(dir, NULL, &s2), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s2), 0);
 	store_close(s2);
 }
 
-static void test_format_version(void **state)
-{
-	struct store *s = NULL;
-	const char *names[] = { "default", "chunks", "layers", "images", "meta" };
-	rocksdb_options_t *o = rocksdb_options_create();
-	const rocksdb_options_t *cfo[5] = { o, o, o, o, o };
-	rocksdb_column_family_handle_t *cf[5];
-	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-	char path[300], *err = NULL;
-	rocksdb_t *db;
-
-	(void)state;
-	assert_int_equal(store_open(dir, NULL, &s), 0);
-	store_close(s);
-	snprintf(path, sizeof(path), "%s/db", dir);
-	db = rocksdb_open_column_families(o, path, 5, names, cfo, cf, &err);
-	assert_null(err);
-	rocksdb_put_cf(db, wo, cf[4], "format", 6, "99", 2, &err);
-	assert_null(err);
-	for (int i = 0; i < 5; i++)
-		rocksdb_column_family_handle_destroy(cf[i]);
-	rocksdb_close(db);
-	rocksdb_writeoptions_destroy(wo);
-	rocksdb_options_destroy(o);
-
-	s = NULL;
-	assert_int_equal(store_open(dir, NULL, &s), -EPROTO);
-	assert_null(s);
-	assert_non_null(strstr(strata_errmsg(EPROTO), "format version 99"));
-	assert_non_null(strstr(strata_errmsg(EPROTO), "supports version 1"));
-}
-
-/* Writes key -> val into column family cfi (1 chunks, 2 layers) of the closed store directly. */
+/* Writes key -> val into column family cfi (1 chunks, 2 layers, 4 meta) of the closed store
+ * directly. */
 static void raw_put(int cfi, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	const char *names[] = { "default", "chunks", "layers", "images", "meta" };
@@ -208,10 +160,10 @@ static void raw_put(int cfi, const void *key, size_t klen, const void *val, size
 	const rocksdb_options_t *cfo[5] = { o, o, o, o, o };
 	rocksdb_column_family_handle_t *cf[5];
 	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-	char path[300], *err = NULL;
+	char path[PATH_MAX + 8], *err = NULL;
 	rocksdb_t *db;
 
-	snprintf(path, sizeof(path), "%s/db", dir);
+	snprintf(path, sizeof(path), "%s/db", tmpdir_path);
 	db = rocksdb_open_column_families(o, path, 5, names, cfo, cf, &err);
 	assert_null(err);
 	rocksdb_put_cf(db, wo, cf[cfi], key, klen, val, vlen, &err);
@@ -221,6 +173,22 @@ static void raw_put(int cfi, const void *key, size_t klen, const void *val, size
 	rocksdb_close(db);
 	rocksdb_writeoptions_destroy(wo);
 	rocksdb_options_destroy(o);
+}
+
+static void test_format_version(void **state)
+{
+	struct store *s = NULL;
+
+	(void)state;
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	store_close(s);
+	raw_put(4, "format", 6, "99", 2);
+
+	s = NULL;
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), -EPROTO);
+	assert_null(s);
+	assert_non_null(strstr(strata_errmsg(EPROTO), "format version 99"));
+	assert_non_null(strstr(strata_errmsg(EPROTO), "supports version 1"));
 }
 
 struct scan_seen {
@@ -277,7 +245,7 @@ static void test_chunk_scan_del(void **state)
 	util_sha256(noise, sizeof(noise), d2);
 	util_sha256("three", 5, ss.d3);
 	util_sha256("four", 4, ss.d4);
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
 	assert_int_equal(ss.n, 0);
 	assert_int_equal(store_chunk_put(s, d1, text, sizeof(text)), 1); /* zstd */
@@ -292,7 +260,7 @@ static void test_chunk_scan_del(void **state)
 	raw_put(1, ss.d4, 32, zbad, sizeof(zbad));
 	raw_put(2, "sha256:bad", 10, "\xff\xff", 2);
 
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
 	assert_int_equal(ss.n, 4);              /* a bad chunk does not stop the scan */
 	assert_int_equal(ss.bad, 2);
@@ -356,7 +324,7 @@ static void test_meta(void **state)
 	uint64_t v;
 
 	(void)state;
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_pin_has(s, "r/a:1"), 0);
 	assert_int_equal(store_pin_put(s, "r/b:1"), 0);
 	assert_int_equal(store_pin_put(s, "r/a:1"), 0);
@@ -393,7 +361,7 @@ static void test_meta(void **state)
 	assert_true(store_chunk_stored_len(s, d) < (ssize_t)sizeof(text)); /* compressed */
 	store_close(s);
 
-	assert_int_equal(store_open(dir, NULL, &s), 0);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	all[0] = '\0';
 	assert_int_equal(store_pin_list(s, pin_cb, all), 0);
 	assert_string_equal(all, "r/a:1;");
@@ -416,12 +384,12 @@ static void test_meta(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_chunks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_layers_images, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_format_version, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_chunk_scan_del, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chunks, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_layers_images, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_lock, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_format_version, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_scan_del, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_meta, tmpdir_setup, tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

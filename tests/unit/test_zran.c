@@ -14,7 +14,9 @@
 
 #include <zlib.h>
 
+#include "gzipw.h"
 #include "index/reader.h"
+#include "memsrc.h"
 #include "index/zran.h"
 #include "util/log.h"
 
@@ -23,77 +25,13 @@
 
 /* ---- helpers ---- */
 
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void buf_cat(struct buf *b, const void *d, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap < 64 ? 64 : b->cap;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		assert_non_null(b->p);
-		b->cap = cap;
-	}
-	if (n)
-		memcpy(b->p + b->len, d, n);
-	b->len += n;
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-/* One gzip member of data. sync_at > 0 forces a deflate block boundary (Z_SYNC_FLUSH) there. */
-static struct buf gzip_of(const void *data, size_t len, int level, size_t sync_at)
-{
-	struct buf out = { 0 };
-	z_stream z;
-	uint8_t chunk[65536];
-	size_t fed = 0;
-	int rc;
-
-	memset(&z, 0, sizeof(z));
-	assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
-			 Z_OK);
-	z.next_in = (Bytef *)(uintptr_t)data;
-	do {
-		size_t part = len - fed;
-		int flush = Z_FINISH;
-
-		if (sync_at > fed && sync_at < len) {
-			part = sync_at - fed;
-			flush = Z_SYNC_FLUSH;
-		}
-		z.avail_in = (uInt)part;
-		do {
-			z.next_out = chunk;
-			z.avail_out = sizeof(chunk);
-			rc = deflate(&z, flush);
-			assert_true(rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR);
-			buf_cat(&out, chunk, sizeof(chunk) - z.avail_out);
-		} while (flush == Z_FINISH ? rc != Z_STREAM_END : z.avail_out == 0);
-		fed += part;
-	} while (rc != Z_STREAM_END);
-	deflateEnd(&z);
-	return out;
-}
-
 static uint8_t *fill_random(size_t n, uint64_t seed)
 {
 	uint8_t *p = malloc(n ? n : 1);
 
 	assert_non_null(p);
 	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(rnd(&seed) >> 24);
+		p[i] = (uint8_t)(xorshift64(&seed) >> 24);
 	return p;
 }
 
@@ -106,14 +44,14 @@ static uint8_t *fill_words(size_t n, uint64_t seed)
 
 	assert_non_null(p);
 	for (size_t w = 0; w < 2048; w++) {
-		size_t wl = 2 + rnd(&seed) % 9;
+		size_t wl = 2 + xorshift64(&seed) % 9;
 
 		for (size_t k = 0; k < wl; k++)
-			vocab[w][k] = (char)('a' + rnd(&seed) % 26);
+			vocab[w][k] = (char)('a' + xorshift64(&seed) % 26);
 		vocab[w][wl] = 0;
 	}
 	while (i < n) {
-		uint64_t r = rnd(&seed);
+		uint64_t r = xorshift64(&seed);
 		const char *w = vocab[r % 2048];
 		size_t wl = strlen(w);
 
@@ -125,79 +63,21 @@ static uint8_t *fill_words(size_t n, uint64_t seed)
 	return p;
 }
 
-/* A memory source returning reads of varying size: 1..chunk bytes chosen by a PRNG (chunk 0: all). */
-struct mem {
-	const uint8_t *p;
-	size_t len, pos, chunk;
-	uint64_t seed;
-	size_t fail_at; /* > 0: fail with -EIO once pos reaches this */
-};
-
-static ssize_t mem_read(void *ctx, void *buf, size_t len)
-{
-	struct mem *m = ctx;
-	size_t n = m->len - m->pos;
-
-	if (m->fail_at > 0 && m->pos >= m->fail_at)
-		return strata_err(EIO, "mock read error");
-	if (n > len)
-		n = len;
-	if (m->chunk) {
-		size_t c = 1 + rnd(&m->seed) % m->chunk;
-
-		if (n > c)
-			n = c;
-	}
-	if (n)
-		memcpy(buf, m->p + m->pos, n);
-	m->pos += n;
-	return (ssize_t)n;
-}
-
-static struct index_reader mem_reader(struct mem *m, const void *p, size_t len, size_t chunk)
-{
-	struct index_reader r = { mem_read, m };
-
-	memset(m, 0, sizeof(*m));
-	m->p = p;
-	m->len = len;
-	m->chunk = chunk;
-	m->seed = 0x9e3779b97f4a7c15ull ^ len ^ chunk;
-	return r;
-}
-
 /* Reads everything from z with read sizes 1..step. Returns the output; *rc gets the final result. */
-static struct buf drain(struct index_zran *z, size_t step, ssize_t *rc)
+static struct bytebuf drain(struct index_zran *z, size_t step, ssize_t *rc)
 {
-	struct buf out = { 0 };
-	uint8_t *tmp = malloc(step);
-	uint64_t seed = 12345 + step;
-
-	assert_non_null(tmp);
-	for (;;) {
-		size_t want = 1 + rnd(&seed) % step;
-		ssize_t n = index_zran_read(z, tmp, want);
-
-		if (n <= 0) {
-			*rc = n;
-			break;
-		}
-		assert_true((size_t)n <= want);
-		buf_cat(&out, tmp, (size_t)n);
-	}
-	free(tmp);
-	return out;
+	return reader_drain(index_zran_reader(z), step, 12345 + step, rc);
 }
 
 /* Indexes gz fully (source chunks 1..chunk, read steps 1..step) and checks the output is want. */
-static struct index_zran *index_of(const struct buf *gz, const uint8_t *want, size_t want_len,
-				   uint64_t span, size_t chunk, size_t step, struct mem *m)
+static struct index_zran *index_of(const struct bytebuf *gz, const uint8_t *want, size_t want_len,
+				   uint64_t span, size_t chunk, size_t step, struct memsrc *m)
 {
 	struct index_zran *z = NULL;
-	struct buf out;
+	struct bytebuf out;
 	ssize_t rc;
 
-	assert_int_equal(index_zran_new(mem_reader(m, gz->p, gz->len, chunk), span, &z), 0);
+	assert_int_equal(index_zran_new(memsrc_open_varied(m, gz->p, gz->len, chunk), span, &z), 0);
 	out = drain(z, step, &rc);
 	if (rc != 0)
 		fprintf(stderr, "zran: %s\n", strata_errmsg((int)-rc));
@@ -277,7 +157,7 @@ static size_t check_cps(const struct index_zran *z, const uint8_t *in, uint64_t 
 }
 
 /* Extracts in[off, off+len) from checkpoint i with comp cut at clen. Returns extract's result. */
-static int extract_at(const struct index_zran *z, size_t i, const struct buf *gz, size_t clen,
+static int extract_at(const struct index_zran *z, size_t i, const struct bytebuf *gz, size_t clen,
 		      uint64_t skip, uint8_t *out, size_t len)
 {
 	const struct index_zran_cp *cp = index_zran_cp(z, i);
@@ -292,7 +172,7 @@ static int extract_at(const struct index_zran *z, size_t i, const struct buf *gz
  * of the blob, and with comp cut at the next checkpoint at or past the range's end (a single range
  * request); both must return exactly the input.
  */
-static void check_extract(const struct index_zran *z, const struct buf *gz, const uint8_t *in,
+static void check_extract(const struct index_zran *z, const struct bytebuf *gz, const uint8_t *in,
 			  size_t in_len, size_t pairs, uint64_t max_skip, size_t max_len, uint64_t seed)
 {
 	size_t n = index_zran_count(z);
@@ -304,8 +184,8 @@ static void check_extract(const struct index_zran *z, const struct buf *gz, cons
 		size_t start = comp_start(cp);
 
 		for (size_t k = 0; k < pairs; k++) {
-			uint64_t skip = k == 0 ? 0 : rnd(&seed) % (max_skip + 1);
-			size_t len = 1 + rnd(&seed) % max_len, clen = gz->len - start;
+			uint64_t skip = k == 0 ? 0 : xorshift64(&seed) % (max_skip + 1);
+			size_t len = 1 + xorshift64(&seed) % max_len, clen = gz->len - start;
 			uint64_t end;
 
 			if (cp->uoff >= in_len)
@@ -358,10 +238,10 @@ static void test_compressible(void **state)
 {
 	size_t len = 8 * MiB;
 	uint8_t *in = fill_words(len, 1);
-	struct buf gz = gzip_of(in, len, 6, 0);
+	struct bytebuf gz = gzip_of(in, len, 6);
 	uint64_t starts[] = { 0 };
 	struct index_zran *z, *z1;
-	struct mem m;
+	struct memsrc m;
 	struct stats s, s1;
 
 	(void)state;
@@ -399,10 +279,10 @@ static void test_incompressible(void **state)
 {
 	size_t len = 4 * MiB, stored_aligned = 0;
 	uint8_t *in = fill_random(len, 2);
-	struct buf gz = gzip_of(in, len, 6, 0);
+	struct bytebuf gz = gzip_of(in, len, 6);
 	uint64_t starts[] = { 0 };
 	struct index_zran *z;
-	struct mem m;
+	struct memsrc m;
 	size_t blocks;
 
 	(void)state;
@@ -422,7 +302,7 @@ static void test_incompressible(void **state)
 		struct index_zran *zr = NULL;
 
 		assert_non_null(got);
-		assert_int_equal(index_zran_new(mem_reader(&m, gz.p, gz.len, 0), 64 * KiB, &zr), 0);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, gz.p, gz.len, 0), 64 * KiB, &zr), 0);
 		assert_int_equal(index_reader_full(index_zran_reader(zr), got, len + 1), (ssize_t)len);
 		assert_memory_equal(got, in, len);
 		assert_int_equal(index_zran_count(zr), blocks + 1);
@@ -437,10 +317,10 @@ static void test_zeros(void **state)
 {
 	size_t len = 32 * MiB + 5;
 	uint8_t *in = calloc(len, 1);
-	struct buf gz;
+	struct bytebuf gz;
 	uint64_t starts[] = { 0 };
 	struct index_zran *z;
-	struct mem m;
+	struct memsrc m;
 	size_t blocks;
 
 	(void)state;
@@ -448,7 +328,7 @@ static void test_zeros(void **state)
 	in[10 * MiB] = 'x';
 	in[20 * MiB + 3] = 'y';
 	memcpy(in + len - 5, "tail!", 5);
-	gz = gzip_of(in, len, 6, 0);
+	gz = gzip_of(in, len, 6);
 	assert_true(gz.len < 1 * MiB); /* so only the 4 * span uncompressed rule can fire */
 	z = index_of(&gz, in, len, 1 * MiB, 0, 4 * MiB, &m);
 	blocks = check_cps(z, in, 1 * MiB, starts, 1);
@@ -462,16 +342,16 @@ static void test_zeros(void **state)
 }
 
 /* Concatenation of members of data split at cuts; returns the blob and the member start coffs. */
-static struct buf members_of(const uint8_t *in, const size_t *sizes, size_t n, size_t *coffs)
+static struct bytebuf members_of(const uint8_t *in, const size_t *sizes, size_t n, size_t *coffs)
 {
-	struct buf all = { 0 };
+	struct bytebuf all = { 0 };
 	size_t off = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		struct buf g = gzip_of(in + off, sizes[i], 6, 0);
+		struct bytebuf g = gzip_of(in + off, sizes[i], 6);
 
 		coffs[i] = all.len;
-		buf_cat(&all, g.p, g.len);
+		bytebuf_put(&all, g.p, g.len);
 		off += sizes[i];
 		free(g.p);
 	}
@@ -484,11 +364,11 @@ static void test_members(void **state)
 	static const uint8_t zeros[512];
 	size_t len = sizes[1] + sizes[2], coffs[3];
 	uint8_t *in = fill_words(len, 3);
-	struct buf gz = members_of(in, sizes, 3, coffs);
+	struct bytebuf gz = members_of(in, sizes, 3, coffs);
 	uint64_t starts[] = { 0, 0, sizes[1] };
 	uint8_t *out = malloc(200 * KiB);
 	struct index_zran *z;
-	struct mem m;
+	struct memsrc m;
 	size_t member2 = 0, cross = 0;
 
 	(void)state;
@@ -537,7 +417,7 @@ static void test_members(void **state)
 
 	/* byte-at-a-time source: headers and trailers split everywhere */
 	{
-		struct buf small = { 0 };
+		struct bytebuf small = { 0 };
 		size_t small_sizes[] = { 3000, 0, 5000 };
 		size_t small_coffs[3];
 		uint64_t small_starts[] = { 0, 3000, 3000 };
@@ -552,18 +432,18 @@ static void test_members(void **state)
 
 	/* trailing zero padding is fine; anything else is not */
 	{
-		struct buf padded = { 0 };
+		struct bytebuf padded = { 0 };
 		struct index_zran *zp = NULL;
-		struct buf got;
+		struct bytebuf got;
 		ssize_t rc;
 
-		buf_cat(&padded, gz.p, gz.len);
-		buf_cat(&padded, zeros, sizeof(zeros));
+		bytebuf_put(&padded, gz.p, gz.len);
+		bytebuf_put(&padded, zeros, sizeof(zeros));
 		z = index_of(&padded, in, len, 0, 0, 1 * MiB, &m);
 		index_zran_free(z);
 
-		buf_cat(&padded, "junk", 4);
-		assert_int_equal(index_zran_new(mem_reader(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		bytebuf_put(&padded, "junk", 4);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0, &zp), 0);
 		got = drain(zp, 1 * MiB, &rc);
 		assert_int_equal(rc, -EBADMSG);
 		assert_int_equal(got.len, len);
@@ -571,17 +451,17 @@ static void test_members(void **state)
 		index_zran_free(zp);
 
 		padded.len = gz.len;
-		buf_cat(&padded, "\x1f\x8b\x08garbage", 10);
-		buf_cat(&padded, zeros, 64);
-		assert_int_equal(index_zran_new(mem_reader(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		bytebuf_put(&padded, "\x1f\x8b\x08garbage", 10);
+		bytebuf_put(&padded, zeros, 64);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0, &zp), 0);
 		got = drain(zp, 1 * MiB, &rc);
 		assert_int_equal(rc, -EBADMSG);
 		free(got.p);
 		index_zran_free(zp);
 
 		padded.len = gz.len;
-		buf_cat(&padded, "garbage", 7);
-		assert_int_equal(index_zran_new(mem_reader(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		bytebuf_put(&padded, "garbage", 7);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0, &zp), 0);
 		got = drain(zp, 1 * MiB, &rc);
 		assert_int_equal(rc, -EBADMSG);
 		free(got.p);
@@ -598,12 +478,12 @@ static void test_members(void **state)
 static ssize_t read_result(const uint8_t *gzp, size_t cut, const uint8_t *in, size_t chunk)
 {
 	struct index_zran *z = NULL;
-	struct mem m;
-	struct buf got;
+	struct memsrc m;
+	struct bytebuf got;
 	ssize_t rc;
 	uint8_t b[8];
 
-	assert_int_equal(index_zran_new(mem_reader(&m, gzp, cut, chunk), 4 * KiB, &z), 0);
+	assert_int_equal(index_zran_new(memsrc_open_varied(&m, gzp, cut, chunk), 4 * KiB, &z), 0);
 	got = drain(z, 50000, &rc);
 	if (in && got.len)
 		assert_memory_equal(got.p, in, got.len);
@@ -618,11 +498,11 @@ static void test_errors(void **state)
 {
 	size_t len = 300 * KiB;
 	uint8_t *in = fill_words(len, 4);
-	struct buf gz = gzip_of(in, len, 6, 0);
+	struct bytebuf gz = gzip_of(in, len, 6);
 	static const size_t cuts[] = { 0, 1, 5, 10, 11, 100, 50000 };
 	struct index_zran *z = NULL;
 	uint8_t *out = malloc(len);
-	struct mem m;
+	struct memsrc m;
 	uint8_t bad[1];
 
 	(void)state;
@@ -656,10 +536,10 @@ static void test_errors(void **state)
 	gz.p[3] &= 0x7f;
 
 	/* a source error is passed through and sticks */
-	assert_int_equal(index_zran_new(mem_reader(&m, gz.p, gz.len, 4096), 0, &z), 0);
+	assert_int_equal(index_zran_new(memsrc_open_varied(&m, gz.p, gz.len, 4096), 0, &z), 0);
 	m.fail_at = 20000;
 	{
-		struct buf got;
+		struct bytebuf got;
 		ssize_t rc;
 
 		got = drain(z, 4096, &rc);
@@ -712,14 +592,14 @@ static void test_windows(void **state)
 	/* two incompressible members with a forced block boundary 10 KiB in: short windows there */
 	size_t len = 400 * KiB, short_in_second = 0, full = 0;
 	uint8_t *in = fill_random(len, 5);
-	struct buf a = gzip_of(in, 200 * KiB, 6, 10 * KiB);
-	struct buf b = gzip_of(in + 200 * KiB, 200 * KiB, 6, 10 * KiB);
+	struct bytebuf a = { 0 };
 	uint64_t starts[] = { 0, 200 * KiB };
 	struct index_zran *z;
-	struct mem m;
+	struct memsrc m;
 
 	(void)state;
-	buf_cat(&a, b.p, b.len);
+	gzip_append(&a, in, 200 * KiB, 6, 10 * KiB);
+	gzip_append(&a, in + 200 * KiB, 200 * KiB, 6, 10 * KiB);
 	z = index_of(&a, in, len, 4 * KiB, 3000, 20000, &m);
 	check_cps(z, in, 4 * KiB, starts, 2);
 	for (size_t i = 0; i < index_zran_count(z); i++) {
@@ -739,12 +619,11 @@ static void test_windows(void **state)
 	check_extract(z, &a, in, len, 3, 50 * KiB, 50 * KiB, 13);
 	index_zran_free(z);
 	free(a.p);
-	free(b.p);
 	free(in);
 }
 
 /* Runs cmd (a shell command) with stdout captured. Returns 0 or -1. */
-static int run_capture(const char *cmd, struct buf *out)
+static int run_capture(const char *cmd, struct bytebuf *out)
 {
 	uint8_t tmp[65536];
 	FILE *f = popen(cmd, "r");
@@ -753,7 +632,7 @@ static int run_capture(const char *cmd, struct buf *out)
 	if (!f)
 		return -1;
 	while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
-		buf_cat(out, tmp, n);
+		bytebuf_put(out, tmp, n);
 	return pclose(f) == 0 ? 0 : -1;
 }
 
@@ -761,10 +640,10 @@ static int run_capture(const char *cmd, struct buf *out)
 static void check_tool(const char *tool, const char *path, const uint8_t *in, size_t len, int fname)
 {
 	char cmd[512];
-	struct buf gz = { 0 };
+	struct bytebuf gz = { 0 };
 	uint64_t starts[] = { 0 };
 	struct index_zran *z;
-	struct mem m;
+	struct memsrc m;
 
 	snprintf(cmd, sizeof(cmd), "%s %s", tool, path);
 	assert_int_equal(run_capture(cmd, &gz), 0);

@@ -16,11 +16,12 @@ them. A directory that had no entry in the tar (tar creates such parents implici
 current time) is compared without its mtime: pass the archive's member paths as tar_entries.
 """
 
-import hashlib
 import os
 import stat
 import subprocess
 import tarfile
+
+from .fs import file_sha256
 
 IGNORED_XATTRS = frozenset({"security.selinux"})
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -73,17 +74,6 @@ def read_xattrs(path, ignore=IGNORED_XATTRS):
         except OSError as e:
             out[n] = ("<getxattr error: %s>" % e).encode()
     return out
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _mode(m):
