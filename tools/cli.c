@@ -20,8 +20,6 @@
 #include "tools/quota.h"
 #include "util/log.h"
 
-pthread_rwlock_t cli_layers_lock = PTHREAD_RWLOCK_INITIALIZER;
-
 int cli_fetch_client(struct cli *c, struct fetch_client **out)
 {
 	struct fetch_opts fo;

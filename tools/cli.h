@@ -3,7 +3,6 @@
 #ifndef STRATA_TOOLS_CLI_H
 #define STRATA_TOOLS_CLI_H
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -39,11 +38,6 @@ struct cli {
 	volatile int *cancel;    /* set when the daemon shuts down; long commands stop early */
 	const char *cmd;         /* the command name, for error messages */
 };
-
-/* Pulls hold it for reading while they make layers and their image visible, gc for writing
- * while it decides which layers no image needs and deletes them: a layer written by a pull is
- * never deleted before its image record exists. */
-extern pthread_rwlock_t cli_layers_lock;
 
 /* A command: argv[0] is the command name. Returns the exit code (0, 1 error, 2 usage). */
 typedef int (*cli_cmd_fn)(struct cli *c, int argc, char **argv);

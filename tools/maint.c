@@ -405,7 +405,7 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	/* Layer keys, then images, then chunks. A layer a concurrent pull writes after the first
 	 * pass is never deleted (its image may not be written yet); at worst some of its chunks are
 	 * deleted and fetched again when read. */
-	pthread_rwlock_wrlock(&cli_layers_lock);
+	store_layers_wrlock(c->store);
 	locked = 1;
 	if (rc == 0)
 		rc = store_layer_keys(c->store, gc_key_cb, &g);
@@ -437,7 +437,7 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 		if (rc < 0)
 			goto out;
 	}
-	pthread_rwlock_unlock(&cli_layers_lock);
+	store_layers_unlock(c->store);
 	locked = 0;
 	for (size_t off = 0; off < g.ndel; off += 1024) {
 		rc = store_chunk_del(c->store, g.del + off, g.ndel - off < 1024 ? g.ndel - off : 1024);
@@ -490,7 +490,7 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	}
 out:
 	if (locked)
-		pthread_rwlock_unlock(&cli_layers_lock);
+		store_layers_unlock(c->store);
 	free(g.del);
 	dset_free(&g.refs);
 	json_decref(g.keep_layers);

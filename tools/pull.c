@@ -417,7 +417,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	if (c->tty && !c->json && fresh)
 		fprintf(c->err, "\r\033[K");
 	/* Every layer checked out: only now does anything become visible. */
-	pthread_rwlock_rdlock(&cli_layers_lock);
+	store_layers_rdlock(c->store);
 	locked = 1;
 	for (size_t i = 0; i < img->nlayers; i++) {
 		void *buf;
@@ -454,7 +454,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 		goto out;
 	}
 	rc = store_image_put(c->store, name, json);
-	pthread_rwlock_unlock(&cli_layers_lock);
+	store_layers_unlock(c->store);
 	locked = 0;
 	if (rc < 0) {
 		rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
@@ -519,7 +519,7 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 	rc = 0;
 out:
 	if (locked)
-		pthread_rwlock_unlock(&cli_layers_lock);
+		store_layers_unlock(c->store);
 	for (size_t i = 0; pls && img && i < img->nlayers; i++) {
 		index_layer_free(pls[i].idx);
 		free(pls[i].enc);
