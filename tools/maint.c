@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Store maintenance commands: fsck (verify, optionally repair) and gc (drop unreferenced data). */
 #include "cli.h"
+#include "cmd.h"
 
 #include <errno.h>
 #include <stdarg.h>

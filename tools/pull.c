@@ -12,6 +12,7 @@
 
 #include "artifact.h"
 #include "cli.h"
+#include "cmd.h"
 #include "fetch/ref.h"
 #include "fetch/registry.h"
 #include "fs/stream.h"

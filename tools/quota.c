@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "cmd.h"
 #include "fetch/ref.h"
 #include "fetch/registry.h"
 #include "fs/fs.h"
