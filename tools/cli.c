@@ -27,20 +27,6 @@ int cli_fetch_client(struct cli *c, struct fetch_client **out)
 	return rc < 0 ? cli_fail(c, "%s", strata_errmsg(rc)) : 0;
 }
 
-int cli_image_layer_set(json_t *image, json_t *set)
-{
-	json_t *layer;
-	size_t i;
-
-	json_array_foreach(json_object_get(image, "layers"), i, layer) {
-		const char *d = json_string_value(json_object_get(layer, "digest"));
-
-		if (d && json_object_set_new(set, d, json_true()) < 0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
 int cli_fail(struct cli *c, const char *fmt, ...)
 {
 	char msg[2048];

@@ -6,8 +6,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include <jansson.h>
-
 struct store;
 struct fetch_client;
 
@@ -52,10 +50,6 @@ struct cli {
 /* Creates a registry client as the command's options say (host platform, hosts dir, strict
  * cache). Returns 0 and *out, or 1 after printing the error. */
 int cli_fetch_client(struct cli *c, struct fetch_client **out);
-
-/* Sets set[digest] = true for every layer digest of a parsed image record (its "layers" array).
- * Returns 0 or -ENOMEM. */
-int cli_image_layer_set(json_t *image, json_t *set);
 
 /* Prints "strata: <cmd>: <message>" on c->err and returns 1. */
 int cli_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

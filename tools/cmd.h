@@ -18,7 +18,7 @@ int cmd_index(struct cli *c, int argc, char **argv);
 int cmd_ls(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_rm(struct cli *c, int argc, char **argv);
-/* tools/quota.c */
+/* tools/pin.c */
 int cmd_pin(struct cli *c, int argc, char **argv);
 int cmd_unpin(struct cli *c, int argc, char **argv);
 /* tools/maint.c: fsck exits 1 when it found problems (also when --repair fixed them). */

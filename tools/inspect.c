@@ -14,6 +14,7 @@
 #include "fetch/registry.h"
 #include "fs/fs.h"
 #include "index/layer.h"
+#include "store/maint.h"
 #include "store/store.h"
 #include "tools/quota.h"
 #include "util/log.h"
@@ -313,7 +314,7 @@ int cmd_stats(struct cli *c, int argc, char **argv)
 	/* the daemon's evictor applies its quota; a command's own --quota only its gc */
 	quota = c->evictor ? quota_bytes(c->evictor) : c->quota;
 	low_water = c->evictor ? quota_low_water(c->evictor) :
-		    c->low_water ? c->low_water : QUOTA_LOW_WATER_DEFAULT;
+		    c->low_water ? c->low_water : STORE_EVICT_LOW_WATER_DEFAULT;
 	if (c->fetch)
 		fetch_client_counters(c->fetch, &fcnt);
 	memset(&rs, 0, sizeof(rs));
