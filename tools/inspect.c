@@ -275,141 +275,170 @@ static json_t *reads_json(const struct fs_read_stats *r)
 			 fs_latency_quantile_us(r, 0.99) / 1000.0, "buckets", buckets);
 }
 
-int cmd_stats(struct cli *c, int argc, char **argv)
-{
-	struct stats_ctx s = { 0 };
-	struct fetch_counters fcnt = { 0 };
+/* Everything stats prints. */
+struct stats_figures {
+	struct stats_ctx s;
+	struct fetch_counters fcnt;
 	struct fs_read_stats rs;
 	struct fs_index_stats is;
 	struct store_stats ss;
 	struct quota_figures q;
-	uint64_t images = 0, quota;
+	uint64_t images, quota;
 	unsigned low_water;
-	char b1[32], b2[32], b3[32];
+};
+
+/* One pass over the chunks, one over the layers, then the cheap figures. Returns 0 or negative
+ * errno. */
+static int stats_gather(struct cli *c, struct stats_figures *f)
+{
+	struct stats_ctx *s = &f->s;
 	int rc;
 
-	(void)argv;
-	if (argc > 1)
-		return cli_usage(c, "stats takes no arguments");
-	s.store = c->store;
-	s.trim = c->in_daemon;
-	rc = store_chunk_scan(c->store, 0, stats_chunk_cb, &s);
-	if (rc == 0 && s.nhave) {
-		s.seen = calloc(s.nhave, 1);
-		if (!s.seen)
+	s->store = c->store;
+	s->trim = c->in_daemon;
+	rc = store_chunk_scan(c->store, 0, stats_chunk_cb, s);
+	if (rc == 0 && s->nhave) {
+		s->seen = calloc(s->nhave, 1);
+		if (!s->seen)
 			rc = -ENOMEM;
 	}
 	if (rc == 0)
-		rc = store_layer_list(c->store, stats_layer_cb, &s);
+		rc = store_layer_list(c->store, stats_layer_cb, s);
 	if (rc == 0)
-		rc = store_image_list(c->store, count_cb, &images);
+		rc = store_image_list(c->store, count_cb, &f->images);
 	if (rc == 0)
-		rc = store_get_stats(c->store, &ss);
+		rc = store_get_stats(c->store, &f->ss);
 	if (rc == 0)
-		rc = quota_figures(c->store, &q);
-	free(s.have);
-	free(s.seen);
+		rc = quota_figures(c->store, &f->q);
+	free(s->have);
+	free(s->seen);
+	s->have = NULL;
+	s->seen = NULL;
 	if (rc < 0)
-		return cli_fail(c, "%s", rc == -ENOMEM ? "out of memory" : strata_errmsg(rc));
+		return rc;
 	/* the daemon's evictor applies its quota; a command's own --quota only its gc */
-	quota = c->evictor ? quota_bytes(c->evictor) : c->quota;
-	low_water = c->evictor ? quota_low_water(c->evictor) :
-		    c->low_water ? c->low_water : STORE_EVICT_LOW_WATER_DEFAULT;
+	f->quota = c->evictor ? quota_bytes(c->evictor) : c->quota;
+	f->low_water = c->evictor ? quota_low_water(c->evictor) :
+		       c->low_water ? c->low_water : STORE_EVICT_LOW_WATER_DEFAULT;
 	if (c->fetch)
-		fetch_client_counters(c->fetch, &fcnt);
-	memset(&rs, 0, sizeof(rs));
-	memset(&is, 0, sizeof(is));
+		fetch_client_counters(c->fetch, &f->fcnt);
 	if (c->in_daemon) {
-		fs_read_stats_get(&rs);
-		fs_index_stats_get(&is);
+		fs_read_stats_get(&f->rs);
+		fs_index_stats_get(&f->is);
 	}
-	if (c->json) {
-		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:{s:I, s:I, s:I, s:I}}",
-				      "store", store_dir(c->store), "images", (json_int_t)images,
-				      "layers", (json_int_t)s.layers, "chunks", (json_int_t)s.nhave,
-				      "logical_bytes", (json_int_t)s.content_bytes, "stored_bytes",
-				      (json_int_t)s.stored_bytes, "local_bytes",
-				      (json_int_t)s.local_bytes, "unique_bytes",
-				      (json_int_t)s.unique_bytes, "content_bytes",
-				      (json_int_t)s.content_bytes, "tar_bytes", (json_int_t)s.tar_bytes,
-				      "blob_bytes", (json_int_t)s.blob_bytes, "disk_bytes",
-				      (json_int_t)ss.disk_bytes, "dedup_ratio",
-				      ratio(s.local_bytes, s.stored_bytes),
-				      "daemon", c->in_daemon, "read_fetch", "requests",
-				      (json_int_t)fcnt.requests, "range_requests",
-				      (json_int_t)fcnt.range_requests, "bytes", (json_int_t)fcnt.bytes,
-				      "retries", (json_int_t)fcnt.retries);
-		json_t *hosts = json_object();
+	return 0;
+}
 
-		if (c->in_daemon) {
-			json_object_set_new(o, "reads", reads_json(&rs));
-			json_object_set_new(o, "index_cache", json_pack(
-				"{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)is.bytes, "layers",
-				(json_int_t)is.layers, "cap", (json_int_t)is.cap, "loads",
-				(json_int_t)is.loads, "unloads", (json_int_t)is.unloads));
-		}
-		if (c->fetch)
-			fetch_client_hosts(c->fetch, host_json_cb, hosts);
-		json_object_set_new(o, "hosts", hosts);
-		json_object_set_new(o, "quota", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "bytes",
-			(json_int_t)quota, "low_water_percent", (json_int_t)low_water,
-			"pins", (json_int_t)q.pins, "evictions", (json_int_t)q.evictions,
-			"evicted_chunks", (json_int_t)q.chunks, "evicted_bytes", (json_int_t)q.bytes));
-		char *txt = json_dumps(o, JSON_COMPACT);
+static void stats_print_json(struct cli *c, const struct stats_figures *f)
+{
+	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:{s:I, s:I, s:I, s:I}}",
+			      "store", store_dir(c->store), "images", (json_int_t)f->images,
+			      "layers", (json_int_t)f->s.layers, "chunks", (json_int_t)f->s.nhave,
+			      "logical_bytes", (json_int_t)f->s.content_bytes, "stored_bytes",
+			      (json_int_t)f->s.stored_bytes, "local_bytes",
+			      (json_int_t)f->s.local_bytes, "unique_bytes",
+			      (json_int_t)f->s.unique_bytes, "content_bytes",
+			      (json_int_t)f->s.content_bytes, "tar_bytes", (json_int_t)f->s.tar_bytes,
+			      "blob_bytes", (json_int_t)f->s.blob_bytes, "disk_bytes",
+			      (json_int_t)f->ss.disk_bytes, "dedup_ratio",
+			      ratio(f->s.local_bytes, f->s.stored_bytes),
+			      "daemon", c->in_daemon, "read_fetch", "requests",
+			      (json_int_t)f->fcnt.requests, "range_requests",
+			      (json_int_t)f->fcnt.range_requests, "bytes", (json_int_t)f->fcnt.bytes,
+			      "retries", (json_int_t)f->fcnt.retries);
+	json_t *hosts = json_object();
 
-		fprintf(c->out, "%s\n", txt ? txt : "{}");
-		free(txt);
-		json_decref(o);
-		return 0;
+	if (c->in_daemon) {
+		json_object_set_new(o, "reads", reads_json(&f->rs));
+		json_object_set_new(o, "index_cache", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)f->is.bytes, "layers",
+			(json_int_t)f->is.layers, "cap", (json_int_t)f->is.cap, "loads",
+			(json_int_t)f->is.loads, "unloads", (json_int_t)f->is.unloads));
 	}
+	if (c->fetch)
+		fetch_client_hosts(c->fetch, host_json_cb, hosts);
+	json_object_set_new(o, "hosts", hosts);
+	json_object_set_new(o, "quota", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "bytes",
+		(json_int_t)f->quota, "low_water_percent", (json_int_t)f->low_water,
+		"pins", (json_int_t)f->q.pins, "evictions", (json_int_t)f->q.evictions,
+		"evicted_chunks", (json_int_t)f->q.chunks, "evicted_bytes", (json_int_t)f->q.bytes));
+	char *txt = json_dumps(o, JSON_COMPACT);
+
+	fprintf(c->out, "%s\n", txt ? txt : "{}");
+	free(txt);
+	json_decref(o);
+}
+
+static void stats_print_text(struct cli *c, const struct stats_figures *f)
+{
+	char b1[32], b2[32], b3[32];
+
 	fprintf(c->out, "store          %s%s\n", store_dir(c->store),
 		c->in_daemon ? " (served by a running daemon)" : "");
-	fprintf(c->out, "images         %llu\n", (unsigned long long)images);
-	fprintf(c->out, "layers         %llu\n", (unsigned long long)s.layers);
-	fprintf(c->out, "chunks         %llu\n", (unsigned long long)s.nhave);
+	fprintf(c->out, "images         %llu\n", (unsigned long long)f->images);
+	fprintf(c->out, "layers         %llu\n", (unsigned long long)f->s.layers);
+	fprintf(c->out, "chunks         %llu\n", (unsigned long long)f->s.nhave);
 	fprintf(c->out, "logical bytes  %s (file content of every layer)\n",
-		cli_bytes(s.content_bytes, b1, sizeof(b1)));
+		cli_bytes(f->s.content_bytes, b1, sizeof(b1)));
 	fprintf(c->out, "local bytes    %s of it in the store (the rest is fetched when read), %s distinct\n",
-		cli_bytes(s.local_bytes, b1, sizeof(b1)), cli_bytes(s.unique_bytes, b2, sizeof(b2)));
+		cli_bytes(f->s.local_bytes, b1, sizeof(b1)), cli_bytes(f->s.unique_bytes, b2, sizeof(b2)));
 	fprintf(c->out, "stored bytes   %s (chunks, compressed; %s on disk)\n",
-		cli_bytes(s.stored_bytes, b1, sizeof(b1)), cli_bytes(ss.disk_bytes, b2, sizeof(b2)));
+		cli_bytes(f->s.stored_bytes, b1, sizeof(b1)), cli_bytes(f->ss.disk_bytes, b2, sizeof(b2)));
 	fprintf(c->out, "dedup ratio    %.2f (local bytes / stored bytes)\n",
-		ratio(s.local_bytes, s.stored_bytes));
+		ratio(f->s.local_bytes, f->s.stored_bytes));
 	fprintf(c->out, "layer bytes    %s as tar, %s as blobs\n",
-		cli_bytes(s.tar_bytes, b1, sizeof(b1)), cli_bytes(s.blob_bytes, b2, sizeof(b2)));
+		cli_bytes(f->s.tar_bytes, b1, sizeof(b1)), cli_bytes(f->s.blob_bytes, b2, sizeof(b2)));
 	if (c->in_daemon) {
-		uint64_t total = rs.cache_hits + rs.store_hits + rs.fetched;
+		uint64_t total = f->rs.cache_hits + f->rs.store_hits + f->rs.fetched;
 
 		fprintf(c->out, "chunk reads    %llu: %llu cached, %llu from the store, %llu fetched (hit rate %.1f%%)\n",
-			(unsigned long long)total, (unsigned long long)rs.cache_hits,
-			(unsigned long long)rs.store_hits, (unsigned long long)rs.fetched,
-			100.0 * ratio(rs.cache_hits + rs.store_hits, total));
-		if (rs.failed)
-			fprintf(c->out, "failed reads   %llu\n", (unsigned long long)rs.failed);
+			(unsigned long long)total, (unsigned long long)f->rs.cache_hits,
+			(unsigned long long)f->rs.store_hits, (unsigned long long)f->rs.fetched,
+			100.0 * ratio(f->rs.cache_hits + f->rs.store_hits, total));
+		if (f->rs.failed)
+			fprintf(c->out, "failed reads   %llu\n", (unsigned long long)f->rs.failed);
 		fprintf(c->out, "fetch wait     p50 %.1f ms, p90 %.1f ms, p99 %.1f ms\n",
-			fs_latency_quantile_us(&rs, 0.50) / 1000.0,
-			fs_latency_quantile_us(&rs, 0.90) / 1000.0,
-			fs_latency_quantile_us(&rs, 0.99) / 1000.0);
+			fs_latency_quantile_us(&f->rs, 0.50) / 1000.0,
+			fs_latency_quantile_us(&f->rs, 0.90) / 1000.0,
+			fs_latency_quantile_us(&f->rs, 0.99) / 1000.0);
 		fprintf(c->out, "index cache    %s in %llu layers (cap %s); %llu loads, %llu unloads\n",
-			cli_bytes(is.bytes, b1, sizeof(b1)), (unsigned long long)is.layers,
-			cli_bytes(is.cap, b2, sizeof(b2)), (unsigned long long)is.loads,
-			(unsigned long long)is.unloads);
+			cli_bytes(f->is.bytes, b1, sizeof(b1)), (unsigned long long)f->is.layers,
+			cli_bytes(f->is.cap, b2, sizeof(b2)), (unsigned long long)f->is.loads,
+			(unsigned long long)f->is.unloads);
 	}
-	fprintf(c->out, "quota          %s%s%s\n", quota ? cli_bytes(quota, b1, sizeof(b1)) : "none",
-		quota ? ", evicting down to " : "",
-		quota ? cli_bytes(quota / 100 * low_water, b2, sizeof(b2)) : "");
-	fprintf(c->out, "pinned images  %llu\n", (unsigned long long)q.pins);
-	fprintf(c->out, "evictions      %llu (%llu chunks, %s)\n", (unsigned long long)q.evictions,
-		(unsigned long long)q.chunks, cli_bytes(q.bytes, b3, sizeof(b3)));
+	fprintf(c->out, "quota          %s%s%s\n", f->quota ? cli_bytes(f->quota, b1, sizeof(b1)) : "none",
+		f->quota ? ", evicting down to " : "",
+		f->quota ? cli_bytes(f->quota / 100 * f->low_water, b2, sizeof(b2)) : "");
+	fprintf(c->out, "pinned images  %llu\n", (unsigned long long)f->q.pins);
+	fprintf(c->out, "evictions      %llu (%llu chunks, %s)\n", (unsigned long long)f->q.evictions,
+		(unsigned long long)f->q.chunks, cli_bytes(f->q.bytes, b3, sizeof(b3)));
 	if (c->fetch)
 		fprintf(c->out, "read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
-			cli_bytes(fcnt.bytes, b1, sizeof(b1)), (unsigned long long)fcnt.requests,
-			(unsigned long long)fcnt.range_requests, (unsigned long long)fcnt.retries);
+			cli_bytes(f->fcnt.bytes, b1, sizeof(b1)), (unsigned long long)f->fcnt.requests,
+			(unsigned long long)f->fcnt.range_requests, (unsigned long long)f->fcnt.retries);
 	if (c->fetch) {
 		fprintf(c->out, "  %-28s %9s %10s %7s %5s %9s  %s\n", "host", "requests", "bytes",
 			"retries", "429s", "fallbacks", "breaker");
 		fetch_client_hosts(c->fetch, host_line_cb, c->out);
 	}
+}
+
+int cmd_stats(struct cli *c, int argc, char **argv)
+{
+	struct stats_figures f;
+	int rc;
+
+	(void)argv;
+	if (argc > 1)
+		return cli_usage(c, "stats takes no arguments");
+	memset(&f, 0, sizeof(f));
+	rc = stats_gather(c, &f);
+	if (rc < 0)
+		return cli_fail(c, "%s", rc == -ENOMEM ? "out of memory" : strata_errmsg(rc));
+	if (c->json)
+		stats_print_json(c, &f);
+	else
+		stats_print_text(c, &f);
 	return 0;
 }
 

@@ -56,137 +56,195 @@ static void detach_stdio(const char *store)
 
 #define DEFAULT_READ_TIMEOUT_S 30L
 /* A takeover waits this long (plus the read timeout) for the old daemon to release the store: it
- * lets its running commands finish (server_stop) and its background fetches stop. */
+ * lets its running commands finish (ctl_stop) and its background fetches stop. */
 #define TAKEOVER_STORE_WAIT_MS 90000L
 
-/* Serves the store on mnt until unmounted. read_timeout_s bounds each fetch of a FUSE read (across
- * hosts, retries and Retry-After waits); past it the read fails with EIO. With takeover, the mount
- * is taken over from the daemon serving it (tools/takeover.c) instead of mounted. */
-static int run_daemon(struct cli *c, const char *mnt, int debug, int background, int status_fd,
-		      long read_timeout_s, int takeover)
-{
-	struct store *store = NULL;
-	struct fetch_client *fc = NULL;
-	struct fetch_opts fopts;
-	struct fs *f = NULL;
-	struct quota *evictor = NULL;
-	struct metrics *metrics = NULL;
-	struct ctl *ctl = NULL;
-	struct fs_opts fo;
-	struct store_opts so = { .block_cache_bytes = c->block_cache };
-	char source[PATH_MAX + 16], msg[2048], real[PATH_MAX];
-	char *state = NULL;
-	uint32_t slen = 0;
-	int rc, handed_over, fuse_fd = -1;
+/* A daemon being started and run: what run_daemon's phases share. */
+struct daemon {
+	struct cli *c;
+	const char *mnt;
+	int debug, background, takeover;
+	int status_fd;              /* the waiting parent's pipe, or -1 */
+	long read_timeout_s;
+	struct store *store;
+	struct fetch_client *fc;
+	struct fs *f;
+	struct quota *evictor;
+	struct metrics *metrics;
+	struct ctl *ctl;
+	char real[PATH_MAX];        /* mnt resolved (takeover) */
+	char *state;                /* the handed-over fs state, until the fs runs */
+	uint32_t slen;
+	int fuse_fd;                /* the handed-over /dev/fuse, until the fs took it */
+};
 
-	/* Before the takeover: the less the new daemon does after it, the shorter reads pause. */
+/* Before the takeover, the registry client (the less the new daemon does after it, the shorter
+ * reads pause); then the mount from the old daemon (takeover), and the store. */
+static int daemon_open(struct daemon *d)
+{
+	struct cli *c = d->c;
+	struct fetch_opts fopts;
+	struct store_opts so = { .block_cache_bytes = c->block_cache };
+	int rc;
+
 	memset(&fopts, 0, sizeof(fopts));
 	fopts.platform_os = "linux";
 	fopts.platform_arch = fetch_host_arch();
 	fopts.hosts_dir = c->hosts_dir;
 	fopts.strict_cache = c->strict_cache;
-	fopts.read_timeout_ms = read_timeout_s * 1000;
-	rc = fetch_client_new(&fopts, &fc);
+	fopts.read_timeout_ms = d->read_timeout_s * 1000;
+	rc = fetch_client_new(&fopts, &d->fc);
 	if (rc < 0)
-		goto fail;
-	if (takeover) {
-		if (!realpath(mnt, real))
-			snprintf(real, sizeof(real), "%s", mnt);
-		rc = takeover_receive(c->store_dir, real, read_timeout_s + 60, &fuse_fd, &state, &slen);
-		if (rc < 0)
-			goto fail;
-		rc = takeover_store_open(c->store_dir, &so, TAKEOVER_STORE_WAIT_MS + read_timeout_s * 1000,
-				     &store);
-	} else {
-		rc = store_open(c->store_dir, &so, &store);
-	}
+		return rc;
+	if (!d->takeover)
+		return store_open(c->store_dir, &so, &d->store);
+	if (!realpath(d->mnt, d->real))
+		snprintf(d->real, sizeof(d->real), "%s", d->mnt);
+	rc = takeover_receive(c->store_dir, d->real, d->read_timeout_s + 60, &d->fuse_fd, &d->state,
+			      &d->slen);
 	if (rc < 0)
-		goto fail;
+		return rc;
+	return takeover_store_open(c->store_dir, &so,
+				   TAKEOVER_STORE_WAIT_MS + d->read_timeout_s * 1000, &d->store);
+}
+
+/* Mounts the fs on mnt, or adopts the handed-over mount. */
+static int daemon_mount(struct daemon *d)
+{
+	struct fs_opts fo;
+	char source[PATH_MAX + 16];
+	int rc;
+
 	memset(&fo, 0, sizeof(fo));
-	fo.fetch = fc;
-	fo.background = background;
-	fo.read_timeout_ms = (int)(read_timeout_s * 1000);
-	fo.index_cache_bytes = c->index_cache;
-	fo.chunk_cache_bytes = c->chunk_cache;
-	fo.mountpoint = mnt;
-	fo.debug = debug;
-	snprintf(source, sizeof(source), "strata:%s", store_dir(store));
+	fo.fetch = d->fc;
+	fo.background = d->background;
+	fo.read_timeout_ms = (int)(d->read_timeout_s * 1000);
+	fo.index_cache_bytes = d->c->index_cache;
+	fo.chunk_cache_bytes = d->c->chunk_cache;
+	fo.mountpoint = d->mnt;
+	fo.debug = d->debug;
+	snprintf(source, sizeof(source), "strata:%s", store_dir(d->store));
 	fo.source = source;
-	if (takeover) {
-		rc = fs_adopt(store, &fo, fuse_fd, state, slen, &f);
-		fuse_fd = -1; /* the fs's now, closed on failure too */
-	} else {
-		rc = fs_mount(store, &fo, &f);
-	}
-	if (rc < 0)
-		goto fail;
+	if (!d->takeover)
+		return fs_mount(d->store, &fo, &d->f);
+	rc = fs_adopt(d->store, &fo, d->fuse_fd, d->state, d->slen, &d->f);
+	d->fuse_fd = -1; /* the fs's now, closed on failure too */
+	return rc;
+}
+
+/* The quota evictor, the metrics endpoint and the control socket. */
+static int daemon_start(struct daemon *d)
+{
+	struct cli *c = d->c;
+	int rc;
+
 	if (c->quota) {
-		rc = quota_start(store, f, c->quota, c->low_water, &evictor);
+		rc = quota_start(d->store, d->f, c->quota, c->low_water, &d->evictor);
 		if (rc < 0)
-			goto fail;
+			return rc;
 	}
 	if (c->metrics) {
-		rc = metrics_start(c->metrics, store, fc, evictor, &metrics);
+		rc = metrics_start(c->metrics, d->store, d->fc, d->evictor, &d->metrics);
 		if (rc < 0)
-			goto fail;
+			return rc;
 	}
-	rc = ctl_start(store, fc, f, evictor, (int)(read_timeout_s * 1000 + 10000), c->dispatch,
-		       &ctl);
-	if (rc < 0)
-		goto fail;
-	if (takeover)
-		strata_log(LOG_NOTICE, "took over %s: serving store %s", fs_mountpoint(f),
-			   store_dir(store));
+	return ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
+			 c->dispatch, &d->ctl);
+}
+
+/* Tells the parent, serves until unmounted (or handed over), stops. Returns the exit code. */
+static int daemon_serve(struct daemon *d)
+{
+	int rc, handed_over;
+
+	if (d->takeover)
+		strata_log(LOG_NOTICE, "took over %s: serving store %s", fs_mountpoint(d->f),
+			   store_dir(d->store));
 	else
-		strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(store), mnt);
-	if (status_fd >= 0) {
-		report(status_fd, NULL);
-		status_fd = -1;
-		if (!debug)
-			detach_stdio(store_dir(store));
+		strata_log(LOG_NOTICE, "serving store %s on %s", store_dir(d->store), d->mnt);
+	if (d->status_fd >= 0) {
+		report(d->status_fd, NULL);
+		d->status_fd = -1;
+		if (!d->debug)
+			detach_stdio(store_dir(d->store));
 	}
-	free(state);
-	state = NULL;
-	rc = fs_run(f);
-	metrics_stop(metrics);
-	quota_stop(evictor);
-	handed_over = ctl_stop(ctl);
-	fs_free(f);
-	fetch_client_free(fc);
-	store_close(store);
+	free(d->state);
+	d->state = NULL;
+	rc = fs_run(d->f);
+	metrics_stop(d->metrics);
+	quota_stop(d->evictor);
+	handed_over = ctl_stop(d->ctl);
+	fs_free(d->f);
+	fetch_client_free(d->fc);
+	store_close(d->store);
 	if (handed_over) {
-		strata_log(LOG_NOTICE, "handed %s over; the mount stays", mnt);
+		strata_log(LOG_NOTICE, "handed %s over; the mount stays", d->mnt);
 		return 0;
 	}
 	if (rc < 0) {
 		strata_log(LOG_ERR, "session ended: %s", strata_errmsg(rc));
 		return 1;
 	}
-	strata_log(LOG_NOTICE, "unmounted %s", mnt);
+	strata_log(LOG_NOTICE, "unmounted %s", d->mnt);
 	return 0;
-fail:
-	ctl_stop(ctl);
-	metrics_stop(metrics);
-	quota_stop(evictor);
-	fs_free(f);
-	fetch_client_free(fc);
-	store_close(store);
-	if (state) {
+}
+
+/* Undoes what started and reports rc to the parent (or prints it). Returns the exit code. */
+static int daemon_fail(struct daemon *d, int rc)
+{
+	char msg[2048];
+
+	ctl_stop(d->ctl);
+	metrics_stop(d->metrics);
+	quota_stop(d->evictor);
+	fs_free(d->f);
+	fetch_client_free(d->fc);
+	store_close(d->store);
+	if (d->state) {
 		/* Past the confirmation: the old daemon is gone, and so will the mount be with us. */
 		snprintf(msg, sizeof(msg), "took %s over, but: %s. The mount is now disconnected: run "
-			 "'strata umount %s' and mount again", real, strata_errmsg(rc), real);
+			 "'strata umount %s' and mount again", d->real, strata_errmsg(rc), d->real);
 		strata_log(LOG_CRIT, "%s", msg);
-		if (fuse_fd >= 0)
-			close(fuse_fd);
-		free(state);
+		if (d->fuse_fd >= 0)
+			close(d->fuse_fd);
+		free(d->state);
 	} else {
 		snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
 	}
-	if (status_fd >= 0) {
-		report(status_fd, msg);
+	if (d->status_fd >= 0) {
+		report(d->status_fd, msg);
 		return 1;
 	}
-	return cli_fail(c, "%s", msg);
+	return cli_fail(d->c, "%s", msg);
+}
+
+/* Serves the store on mnt until unmounted. read_timeout_s bounds each fetch of a FUSE read (across
+ * hosts, retries and Retry-After waits); past it the read fails with EIO. With takeover, the mount
+ * is taken over from the daemon serving it (tools/takeover.c) instead of mounted. status_fd (or
+ * -1) gets the start-up result. Returns the exit code. */
+static int run_daemon(struct cli *c, const char *mnt, int debug, int background, int status_fd,
+		      long read_timeout_s, int takeover)
+{
+	struct daemon d;
+	int rc;
+
+	memset(&d, 0, sizeof(d));
+	d.c = c;
+	d.mnt = mnt;
+	d.debug = debug;
+	d.background = background;
+	d.takeover = takeover;
+	d.status_fd = status_fd;
+	d.read_timeout_s = read_timeout_s;
+	d.fuse_fd = -1;
+	rc = daemon_open(&d);
+	if (rc == 0)
+		rc = daemon_mount(&d);
+	if (rc == 0)
+		rc = daemon_start(&d);
+	if (rc < 0)
+		return daemon_fail(&d, rc);
+	return daemon_serve(&d);
 }
 
 /* The cache cap flag arg is ("--index-cache", "--chunk-cache=64M", ...), or NULL. */
