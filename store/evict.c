@@ -57,21 +57,6 @@ static int pinned_layers(struct store *s, json_t *layers)
 	return store_pin_list(s, pin_image_cb, &p);
 }
 
-int store_layer_load_index(struct store *s, const char *digest, struct index_layer **out)
-{
-	void *enc = NULL;
-	size_t len = 0;
-	int rc = store_layer_get(s, digest, NULL, &enc, &len);
-
-	*out = NULL;
-	if (rc == 0)
-		rc = index_layer_decode(enc, len, out);
-	free(enc);
-	if (rc == -EINVAL || rc == -EPROTO)
-		rc = strata_err(EBADMSG, "layer %s does not decode", digest);
-	return rc;
-}
-
 /* ---------------------------------------------------------------- eviction */
 
 struct cand {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Store maintenance policies as a library: quota eviction, gc and fsck (store/evict.c, gc.c, fsck.c). */
+/* Store maintenance policies as a library: quota eviction, gc and fsck (store/evict.c, gc.c,
+ * fsck.c; what they share in maint.c). */
 #ifndef STRATA_STORE_MAINT_H
 #define STRATA_STORE_MAINT_H
 

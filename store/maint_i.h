@@ -10,7 +10,7 @@
 /* Every this many chunks of a chunk pass, hooks->progress is called. */
 #define MAINT_PROGRESS_EVERY 4096
 
-/* gc.c: sets set[digest] = true for every layer digest of a parsed image record (its "layers"
+/* maint.c: sets set[digest] = true for every layer digest of a parsed image record (its "layers"
  * array). Returns 0 or -ENOMEM. */
 int store_image_layer_set(json_t *image, json_t *set);
 
