@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* gc: layer records no image lists, pending layers no image names, and chunks no kept layer uses. */
+/* gc: deletes layer records no image lists, pending layers no image names, unused chunks. */
 #include "maint_i.h"
 
 #include <errno.h>

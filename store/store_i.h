@@ -60,7 +60,8 @@ int store_db_error(char *err, const char *what);
 /* db.c: iterates column family cf, calling fn(ctx, key, klen, val, vlen) until it returns non-zero
  * (then returns that). Returns 0 when all were visited, or negative errno. */
 int store_iterate(struct store *s, int cf,
-		  int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl), void *ctx);
+		  int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl),
+		  void *ctx);
 
 /* meta.c: writes every access time not written yet (at close). */
 void store_atime_flush(struct store *s);

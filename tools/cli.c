@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The command line's shared helpers: options, the config file, errors, sizes, the registry client. */
+/* The commands' shared helpers: global options, the config file, errors, sizes, registry client. */
 #include "cli.h"
 
 #include <errno.h>

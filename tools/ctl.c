@@ -79,7 +79,8 @@ int ctl_forward(struct cli *c, int argc, char **argv)
 	for (int i = 0; i < argc; i++)
 		fwd[n++] = argv[i];
 
-	if (util_sock_write_all(fd, PROTO_MAGIC, 8) < 0 || send_u32(fd, flags) < 0 || send_u32(fd, (uint32_t)n) < 0)
+	if (util_sock_write_all(fd, PROTO_MAGIC, 8) < 0 || send_u32(fd, flags) < 0 ||
+	    send_u32(fd, (uint32_t)n) < 0)
 		goto lost;
 	for (int i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)strlen(fwd[i]);

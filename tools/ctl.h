@@ -25,8 +25,8 @@ int ctl_forward(struct cli *c, int argc, char **argv);
 
 /*
  * Starts the control socket of a daemon: listens on <store>/strata.sock and serves each connection
- * on its own detached thread. A command runs through dispatch with a struct cli holding the daemon's
- * store, fetch client, fs and evictor (in_daemon set, cancel set at ctl_stop); drain_ms bounds how
+ * on its own detached thread. A command runs through dispatch with a struct cli holding the
+ * daemon's store, fetch client, fs and evictor (in_daemon set, cancel set at ctl_stop); drain_ms bounds how
  * long a takeover waits for FUSE requests under way. Everything passed is borrowed and must outlive
  * ctl_stop. Returns 0 and *out, or negative errno with strata_err set (socket, thread).
  */

@@ -146,8 +146,9 @@ static void gc_progress(void *ctx, uint64_t n, int done)
 	progress_line(ctx, "gc", n, done);
 }
 
-static void gc_print(struct cli *c, const struct store_gc_result *g, const struct store_stats *before,
-		     const struct store_stats *after, const struct store_evict_result *q)
+static void gc_print(struct cli *c, const struct store_gc_result *g,
+		     const struct store_stats *before, const struct store_stats *after,
+		     const struct store_evict_result *q)
 {
 	if (c->json) {
 		json_t *list = json_array();

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata mount and umount: starting the daemon that serves a store on a mountpoint, and stopping it. */
+/* strata mount and umount: the daemon that serves a store on a mountpoint, started and stopped. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

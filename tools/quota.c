@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The daemon's background evictor: a thread that applies the store's quota policy (store/maint.h). */
+/* The daemon's background evictor: a thread applying the store's quota policy (store/maint.h). */
 #include "quota.h"
 
 #include <errno.h>
@@ -77,7 +77,8 @@ static void *evictor_main(void *arg)
 			break;
 		pthread_mutex_unlock(&q->mu);
 		if (store_evict_disk_bytes(q->s) > q->quota) {
-			rc = store_evict(q->s, q->fs ? &q->open : NULL, q->quota, q->low_water, &hooks, &r);
+			rc = store_evict(q->s, q->fs ? &q->open : NULL, q->quota, q->low_water, &hooks,
+					 &r);
 			if (rc < 0 && rc != -ECANCELED && !failed++) {
 				strata_log(LOG_ERR, "quota: eviction failed: %s", strata_errmsg(rc));
 			} else if (rc == 0 && r.over) {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The daemon's background evictor: a thread that applies the store's quota policy (store/maint.h). */
+/* The daemon's background evictor: a thread applying the store's quota policy (store/maint.h). */
 #ifndef STRATA_TOOLS_QUOTA_H
 #define STRATA_TOOLS_QUOTA_H
 

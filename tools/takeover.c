@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata mount --takeover: handing a mount's /dev/fuse and state from the old daemon to the new one. */
+/* strata mount --takeover: the old daemon hands the mount's /dev/fuse and state to the new one. */
 #include "takeover.h"
 
 #include <errno.h>
@@ -129,7 +129,8 @@ int takeover_serve(struct takeover *t, int fd)
 	int fuse_fd, rc;
 	ssize_t n;
 
-	if (util_sock_read_all(fd, &len, 4) < 0 || len == 0 || len >= sizeof(mnt) || util_sock_read_all(fd, mnt, len) < 0)
+	if (util_sock_read_all(fd, &len, 4) < 0 || len == 0 || len >= sizeof(mnt) ||
+	    util_sock_read_all(fd, mnt, len) < 0)
 		return -1;
 	mnt[len] = '\0';
 	if (!t->fs) {
@@ -169,7 +170,8 @@ int takeover_serve(struct takeover *t, int fd)
 		strata_log(LOG_ERR, "takeover of %s: the new daemon went away; serving on", mnt);
 		goto resume;
 	}
-	if (poll(&p, 1, HANDOVER_ACK_MS) != 1 || util_sock_read_all(fd, &ack, 1) < 0 || ack != 'k') {
+	if (poll(&p, 1, HANDOVER_ACK_MS) != 1 || util_sock_read_all(fd, &ack, 1) < 0 ||
+	    ack != 'k') {
 		strata_log(LOG_ERR, "takeover of %s: the new daemon did not confirm; serving on", mnt);
 		goto resume;
 	}

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata mount --takeover: handing a mount's /dev/fuse and state from the old daemon to the new one. */
+/* strata mount --takeover: the old daemon hands the mount's /dev/fuse and state to the new one. */
 #ifndef STRATA_TOOLS_TAKEOVER_H
 #define STRATA_TOOLS_TAKEOVER_H
 

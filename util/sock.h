@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Stream socket helpers: unix sockets in a directory, an accept loop that stops, whole reads and writes. */
+/* Socket helpers: unix sockets in a directory, a stoppable accept loop, whole reads and writes. */
 #ifndef STRATA_UTIL_SOCK_H
 #define STRATA_UTIL_SOCK_H
 
