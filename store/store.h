@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The strata store: one RocksDB per store directory holding chunks, layer indexes and images. */
+/* The strata store: one RocksDB per store directory holding chunks, layer indexes and images
+ * (store/db.c, chunks.c, layers.c, meta.c). */
 #ifndef STRATA_STORE_STORE_H
 #define STRATA_STORE_STORE_H
 
@@ -67,6 +68,10 @@ int store_chunk_scan(struct store *s, int verify,
 		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len, int verified),
 		     void *ctx);
 
+/* Stored (encoded) size of a chunk: its value length in the chunks column family, which is what
+ * deleting it gives back after a compaction. Returns the size, -ENOENT when absent, or -EIO. */
+ssize_t store_chunk_stored_len(struct store *s, const uint8_t digest[32]);
+
 /* Compacts the chunks column family (and garbage-collects its blob files) so deleted chunks give
  * their space back. Blocks until done; thread-safe. Returns 0 or negative errno. */
 int store_chunk_compact(struct store *s);
@@ -110,6 +115,14 @@ int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), voi
  * deleted without one. Returns 0 (also when absent) or negative errno. */
 int store_layer_del(struct store *s, const char *digest);
 
+/* Pulls hold the layers lock for reading while they make layers and their image visible, gc for
+ * writing while it decides which layers no image needs and deletes them: a layer written by a pull
+ * is never deleted before its image record exists. A pthread rwlock of the handle (not taken by
+ * the store's own functions); unlock what you locked. */
+void store_layers_rdlock(struct store *s);
+void store_layers_wrlock(struct store *s);
+void store_layers_unlock(struct store *s);
+
 /* ---- pending layers: registered by a pull, their index not built yet (a daemon streams them).
  * A record holds the layer's info (digest, media_type, size, diff_id if known, source,
  * chunk_size); store_layer_put of the same digest deletes it in the same write. */
@@ -149,10 +162,6 @@ int store_image_del(struct store *s, const char *ref);
 /* Calls fn for every image in reference order; stops early as store_layer_list does. */
 int store_image_list(struct store *s, int (*fn)(void *ctx, const char *ref, const char *json),
 		     void *ctx);
-
-/* Stored (encoded) size of a chunk: its value length in the chunks column family, which is what
- * deleting it gives back after a compaction. Returns the size, -ENOENT when absent, or -EIO. */
-ssize_t store_chunk_stored_len(struct store *s, const uint8_t digest[32]);
 
 /* ---- meta: pins, per-layer last access, store-wide counters (the meta column family) */
 

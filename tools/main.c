@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata's entry point: global options, then the command, run here or by the store's daemon. */
+/* strata's entry point and command table: global options, then the command, run here or by the
+ * store's daemon. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "cmd.h"
 #include "store/store.h"
+#include "tools/ctl.h"
 #include "util/log.h"
 
 #define DEFAULT_STORE "/var/lib/strata"
@@ -64,7 +67,45 @@ static const char usage_text[] =
 	"<store>/strata.sock; otherwise they open the store directly.\n"
 	"Exit codes: 0 ok, 1 error, 2 usage.\n";
 
+static const struct {
+	const char *name;
+	cli_cmd_fn fn;
+	int local; /* runs in the CLI process (mount, umount), never forwarded to a daemon */
+} commands[] = {
+	{ "pull", cmd_pull, 0 },
+	{ "index", cmd_index, 0 },
+	{ "ls", cmd_ls, 0 },
+	{ "stats", cmd_stats, 0 },
+	{ "rm", cmd_rm, 0 }, { "fsck", cmd_fsck, 0 }, { "gc", cmd_gc, 0 },
+	{ "pin", cmd_pin, 0 }, { "unpin", cmd_unpin, 0 },
+	{ "mount", cmd_mount, 1 },
+	{ "umount", cmd_umount, 1 },
+};
 
+static int is_local(const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(commands[i].name, cmd) == 0)
+			return commands[i].local;
+	}
+	return 0;
+}
+
+/* The dispatcher (struct cli's dispatch): runs a command by name in this process, with c->store
+ * open unless the command is local. In the daemon (c->in_daemon), a local command is refused. */
+static int run_command(struct cli *c, int argc, char **argv)
+{
+	c->cmd = argv[0];
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(commands[i].name, argv[0]) != 0)
+			continue;
+		if (c->in_daemon && commands[i].local)
+			return cli_fail(c, "cannot run '%s' through the daemon", argv[0]);
+		return commands[i].fn(c, argc, argv);
+	}
+	c->cmd = NULL;
+	return cli_usage(c, "unknown command '%s'", argv[0]);
+}
 
 int main(int argc, char **argv)
 {
@@ -79,6 +120,7 @@ int main(int argc, char **argv)
 	c.out = stdout;
 	c.err = stderr;
 	c.tty = isatty(STDERR_FILENO);
+	c.dispatch = run_command;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			fputs(usage_text, stdout);
@@ -118,13 +160,13 @@ int main(int argc, char **argv)
 		c.hosts_dir = abs_hosts;
 	strata_log_set_level(c.verbose >= 2 ? LOG_DEBUG : c.verbose ? LOG_INFO : LOG_WARNING);
 
-	if (!cli_is_local(rest[0])) {
-		rc = cli_forward(&c, nrest, rest);
+	if (!is_local(rest[0])) {
+		rc = ctl_forward(&c, nrest, rest);
 		if (rc >= 0)
 			goto out;
 	}
-	if (cli_is_local(rest[0])) {
-		rc = cli_run(&c, nrest, rest);
+	if (is_local(rest[0])) {
+		rc = run_command(&c, nrest, rest);
 		goto out;
 	}
 	c.cmd = rest[0];
@@ -133,7 +175,7 @@ int main(int argc, char **argv)
 		rc = cli_fail(&c, "%s", strata_errmsg(rc));
 		goto out;
 	}
-	rc = cli_run(&c, nrest, rest);
+	rc = run_command(&c, nrest, rest);
 	store_close(c.store);
 out:
 	free(c.config_hosts_dir);

@@ -20,12 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
 #include "fetch/registry.h"
 #include "fs/fs.h"
 #include "tools/quota.h"
 #include "store/store.h"
 #include "util/log.h"
+#include "util/sock.h"
 #include "util/thread.h"
 
 #define REQUEST_TIMEOUT_MS 2000
@@ -268,8 +268,8 @@ static void serve(struct metrics *m, int fd)
 	}
 	snprintf(head, sizeof(head), "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		 "Connection: close\r\n\r\n", status, type, strlen(text));
-	if (cli_write_all(fd, head, strlen(head)) == 0)
-		cli_write_all(fd, text, strlen(text));
+	if (util_sock_write_all(fd, head, strlen(head)) == 0)
+		util_sock_write_all(fd, text, strlen(text));
 	free(body);
 }
 
@@ -278,7 +278,7 @@ static void *metrics_main(void *arg)
 	struct metrics *m = arg;
 
 	for (;;) {
-		int fd = cli_accept(m->lfd, m->stop_pipe[0], "metrics");
+		int fd = util_sock_accept(m->lfd, m->stop_pipe[0], "metrics");
 
 		if (fd < 0)
 			break;

@@ -12,6 +12,7 @@
 
 #include "artifact.h"
 #include "cli.h"
+#include "cmd.h"
 #include "fetch/ref.h"
 #include "fetch/registry.h"
 #include "fs/stream.h"
@@ -251,249 +252,272 @@ static char *image_json(const char *name, const struct fetch_image *img, struct 
 	return s;
 }
 
-static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
-		    const struct pull_opts *po)
-{
-	struct fetch_ref *ref = NULL;
-	struct fetch_image *img = NULL;
-	struct pull_layer *pls = NULL;
-	struct artifact *art = NULL;
-	struct fetch_counters before, after;
+/* One image being pulled: what pull_one's phases share. Each phase returns 0, or 1 after printing
+ * the error. */
+struct pull {
+	struct cli *c;
+	struct fetch_client *fc;
+	const struct pull_opts *po;
+	struct fetch_ref *ref;
+	struct fetch_image *img;
+	struct pull_layer *pls;
+	struct artifact *art;
+	char *name;
+	char art_digest[STORE_DIGEST_LEN];
+	size_t fresh, missing, streaming;
+	int stream;                /* layers without an index stream in the daemon's background */
+	struct fetch_counters before;
 	struct progress pg;
-	char *name = NULL, *json = NULL;
-	char art_digest[STORE_DIGEST_LEN] = "";
-	size_t fresh = 0, missing = 0, streaming = 0;
-	/* Inside the daemon, layers without an index stream in the background. */
-	int stream = c->in_daemon && po->mode == MODE_AUTO;
-	int locked = 0, rc;
+};
 
-	fetch_client_counters(fc, &before);
-	memset(&pg, 0, sizeof(pg));
-	rc = fetch_ref_parse(arg, &ref);
+/* Parses the reference and resolves it to an image manifest. */
+static int resolve(struct pull *p, const char *arg)
+{
+	struct cli *c = p->c;
+	int rc = fetch_ref_parse(arg, &p->ref);
+
 	if (rc < 0)
 		return cli_fail(c, "%s", strata_errmsg(rc));
-	name = fetch_ref_string(ref);
-	if (!name) {
-		rc = cli_fail(c, "out of memory");
-		goto out;
+	p->name = fetch_ref_string(p->ref);
+	if (!p->name)
+		return cli_fail(c, "out of memory");
+	if (p->po->push) { /* before any work: a push nowhere may go (--strict-cache) sends nothing */
+		rc = fetch_push_check(p->fc, p->ref);
+		if (rc < 0)
+			return cli_fail(c, "%s", strata_errmsg(rc));
 	}
-	if (po->push) { /* before any work: a push nowhere may go (--strict-cache) sends nothing */
-		rc = fetch_push_check(fc, ref);
-		if (rc < 0) {
-			rc = cli_fail(c, "%s", strata_errmsg(rc));
-			goto out;
-		}
-	}
-	rc = fetch_resolve(fc, ref, &img);
-	if (rc < 0) {
-		rc = cli_fail(c, "%s", strata_errmsg(rc));
-		goto out;
-	}
-	pls = calloc(img->nlayers ? img->nlayers : 1, sizeof(*pls));
-	if (!pls) {
-		rc = cli_fail(c, "out of memory");
-		goto out;
-	}
-	/* Check every layer before fetching any. */
+	rc = fetch_resolve(p->fc, p->ref, &p->img);
+	if (rc < 0)
+		return cli_fail(c, "%s", strata_errmsg(rc));
+	p->pls = calloc(p->img->nlayers ? p->img->nlayers : 1, sizeof(*p->pls));
+	if (!p->pls)
+		return cli_fail(c, "out of memory");
+	return 0;
+}
+
+/* Checks every layer before fetching any, counts those missing from the store and, when some
+ * are, looks for an index artifact. */
+static int check_layers(struct pull *p)
+{
+	const struct fetch_image *img = p->img;
+	int rc;
+
 	for (size_t i = 0; i < img->nlayers; i++) {
 		enum index_compression comp;
 
-		pls[i].fl = &img->layers[i];
-		pls[i].dup_of = -1;
-		if (index_compression_of_media_type(img->layers[i].media_type, &comp) < 0) {
-			rc = cli_fail(c, "%s: layer %s has unsupported media type %s", name,
-				      img->layers[i].digest, img->layers[i].media_type);
-			goto out;
-		}
+		p->pls[i].fl = &img->layers[i];
+		p->pls[i].dup_of = -1;
+		if (index_compression_of_media_type(img->layers[i].media_type, &comp) < 0)
+			return cli_fail(p->c, "%s: layer %s has unsupported media type %s", p->name,
+					img->layers[i].digest, img->layers[i].media_type);
 	}
 	for (size_t i = 0; i < img->nlayers; i++) {
 		struct store_layer tmp;
 
-		if (store_layer_get(c->store, img->layers[i].digest, &tmp, NULL, NULL) == -ENOENT)
-			missing++;
+		if (store_layer_get(p->c->store, img->layers[i].digest, &tmp, NULL, NULL) == -ENOENT)
+			p->missing++;
 	}
 	strata_err_clear();
-	if (missing && po->mode != MODE_BUILD) {
-		rc = artifact_find(fc, ref, img->manifest_digest, &art);
-		if (rc < 0 && (po->mode == MODE_ARTIFACT || rc != -ENOENT)) {
-			if (po->mode == MODE_ARTIFACT) {
-				rc = cli_fail(c, "%s: %s", name,
-					      rc == -ENOENT ? "no index artifact in the registry "
-							      "(push one with 'strata index --push')" :
-							      strata_errmsg(rc));
-				goto out;
-			}
-			strata_log(LOG_WARNING, "%s: ignoring the index artifact: %s", name,
+	if (p->missing && p->po->mode != MODE_BUILD) {
+		rc = artifact_find(p->fc, p->ref, img->manifest_digest, &p->art);
+		if (rc < 0 && (p->po->mode == MODE_ARTIFACT || rc != -ENOENT)) {
+			if (p->po->mode == MODE_ARTIFACT)
+				return cli_fail(p->c, "%s: %s", p->name,
+						rc == -ENOENT ? "no index artifact in the registry "
+								"(push one with 'strata index --push')" :
+								strata_errmsg(rc));
+			strata_log(LOG_WARNING, "%s: ignoring the index artifact: %s", p->name,
 				   strata_errmsg(rc));
 		}
 	}
-	pg.c = c;
-	pg.ref = name;
-	pg.nlayers = img->nlayers;
-	for (size_t i = 0; i < img->nlayers; i++) {
-		struct pull_layer *pl = &pls[i];
+	return 0;
+}
 
-		pg.layer = i;
-		pl->how = "store";
-		for (size_t j = 0; j < i; j++) {
-			if (strcmp(pls[j].fl->digest, pl->fl->digest) == 0) {
-				pl->dup_of = (int)j;
-				pl->info = pls[j].info;
-				break;
-			}
+/* Finds where layer i's index comes from: the store, an earlier identical layer, the daemon's
+ * stream, the artifact, its eStargz TOC, a background stream, or a build here (which fetches it). */
+static int choose_source(struct pull *p, size_t i)
+{
+	struct cli *c = p->c;
+	struct pull_layer *pl = &p->pls[i];
+	const char *name = p->name;
+	int rc;
+
+	p->pg.layer = i;
+	pl->how = "store";
+	for (size_t j = 0; j < i; j++) {
+		if (strcmp(p->pls[j].fl->digest, pl->fl->digest) == 0) {
+			pl->dup_of = (int)j;
+			pl->info = p->pls[j].info;
+			break;
 		}
-		if (pl->dup_of >= 0)
-			continue;
-		rc = store_layer_get(c->store, pl->fl->digest, &pl->info, NULL, NULL);
-		if (rc == 0)
-			continue; /* already in the store */
-		if (rc != -ENOENT) {
-			rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
-			goto out;
+	}
+	if (pl->dup_of >= 0)
+		return 0;
+	rc = store_layer_get(c->store, pl->fl->digest, &pl->info, NULL, NULL);
+	if (rc == 0)
+		return 0; /* already in the store */
+	if (rc != -ENOENT)
+		return cli_fail(c, "%s: %s", name, strata_errmsg(rc));
+	strata_err_clear();
+	if (p->stream && store_pending_get(c->store, pl->fl->digest, &pl->info) == 0) {
+		pl->how = "stream"; /* the daemon streams it already */
+		p->streaming++;
+		return 0;
+	}
+	strata_err_clear();
+	if (p->art) {
+		rc = use_artifact(p->fc, p->ref, p->art, pl);
+		if (rc == 0) {
+			p->fresh++;
+			return 0;
 		}
+		if (p->po->mode == MODE_ARTIFACT)
+			return cli_fail(c, "%s: layer %s: index artifact %s: %s", name, pl->fl->digest,
+					artifact_digest(p->art),
+					rc == -ENOENT ? "does not cover this layer" : strata_errmsg(rc));
+		strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
+			   pl->fl->digest, artifact_digest(p->art),
+			   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
 		strata_err_clear();
-		if (stream && store_pending_get(c->store, pl->fl->digest, &pl->info) == 0) {
-			pl->how = "stream"; /* the daemon streams it already */
-			streaming++;
-			continue;
+	}
+	if (p->po->mode == MODE_AUTO) {
+		enum index_compression comp = INDEX_COMP_NONE;
+
+		index_compression_of_media_type(pl->fl->media_type, &comp);
+		rc = comp == INDEX_COMP_GZIP ? use_estargz(p->fc, p->ref, pl) : -ENOENT;
+		if (rc == 0) {
+			p->fresh++;
+			return 0;
 		}
+		if (rc != -ENOENT)
+			strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming",
+				   name, pl->fl->digest, strata_errmsg(rc));
 		strata_err_clear();
-		if (art) {
-			rc = use_artifact(fc, ref, art, pl);
-			if (rc == 0) {
-				fresh++;
-				continue;
-			}
-			if (po->mode == MODE_ARTIFACT) {
-				rc = cli_fail(c, "%s: layer %s: index artifact %s: %s", name,
-					      pl->fl->digest, artifact_digest(art),
-					      rc == -ENOENT ? "does not cover this layer" :
-							      strata_errmsg(rc));
-				goto out;
-			}
-			strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
-				   pl->fl->digest, artifact_digest(art),
-				   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
-			strata_err_clear();
-		}
-		if (po->mode == MODE_AUTO) {
-			enum index_compression comp = INDEX_COMP_NONE;
-
-			index_compression_of_media_type(pl->fl->media_type, &comp);
-			rc = comp == INDEX_COMP_GZIP ? use_estargz(fc, ref, pl) : -ENOENT;
-			if (rc == 0) {
-				fresh++;
-				continue;
-			}
-			if (rc != -ENOENT)
-				strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming",
-					   name, pl->fl->digest, strata_errmsg(rc));
-			strata_err_clear();
-		}
-		if (stream) {
-			/* No index anywhere: the daemon streams the blob once in the background,
-			 * lookups of the layer wait for it; this pull returns now. */
-			layer_info(pl, ref);
-			pl->info.chunk_size = po->chunk_size;
-			pl->how = "stream";
-			pl->record_pending = 1;
-			streaming++;
-			continue;
-		}
-		pl->how = "build";
-		rc = index_one(c, fc, ref, pl, po->chunk_size, &pg);
-		if (rc < 0) {
-			if (c->tty && !c->json)
-				fprintf(c->err, "\n");
-			if (c->cancel && atomic_load(c->cancel))
-				rc = cli_fail(c, "%s: cancelled: the daemon is shutting down", name);
-			else
-				rc = cli_fail(c, "%s: layer %s: %s", name, pl->fl->digest,
-					      strata_errmsg(rc));
-			goto out;
-		}
-		fresh++;
 	}
-	if (c->tty && !c->json && fresh)
-		fprintf(c->err, "\r\033[K");
-	/* Every layer checked out: only now does anything become visible. */
-	pthread_rwlock_rdlock(&cli_layers_lock);
-	locked = 1;
-	for (size_t i = 0; i < img->nlayers; i++) {
-		void *buf;
-		size_t len;
-
-		if (pls[i].record_pending) {
-			rc = store_pending_put(c->store, &pls[i].info);
-			if (rc < 0) {
-				rc = cli_fail(c, "%s: layer %s: %s", name, pls[i].fl->digest,
-					      strata_errmsg(rc));
-				goto out;
-			}
-			continue;
-		}
-		if (!pls[i].idx)
-			continue;
-		if (pls[i].enc) {
-			rc = store_layer_put(c->store, &pls[i].info, pls[i].enc, pls[i].enc_len);
-		} else {
-			rc = index_layer_encode(pls[i].idx, &buf, &len);
-			if (rc == 0) {
-				rc = store_layer_put(c->store, &pls[i].info, buf, len);
-				free(buf);
-			}
-		}
-		if (rc < 0) {
-			rc = cli_fail(c, "%s: layer %s: %s", name, pls[i].fl->digest, strata_errmsg(rc));
-			goto out;
-		}
+	if (p->stream) {
+		/* No index anywhere: the daemon streams the blob once in the background,
+		 * lookups of the layer wait for it; this pull returns now. */
+		layer_info(pl, p->ref);
+		pl->info.chunk_size = p->po->chunk_size;
+		pl->how = "stream";
+		pl->record_pending = 1;
+		p->streaming++;
+		return 0;
 	}
-	json = image_json(name, img, pls);
-	if (!json) {
-		rc = cli_fail(c, "out of memory");
-		goto out;
-	}
-	rc = store_image_put(c->store, name, json);
-	pthread_rwlock_unlock(&cli_layers_lock);
-	locked = 0;
+	pl->how = "build";
+	rc = index_one(c, p->fc, p->ref, pl, p->po->chunk_size, &p->pg);
 	if (rc < 0) {
-		rc = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
-		goto out;
+		if (c->tty && !c->json)
+			fprintf(c->err, "\n");
+		if (c->cancel && atomic_load(c->cancel))
+			return cli_fail(c, "%s: cancelled: the daemon is shutting down", name);
+		return cli_fail(c, "%s: layer %s: %s", name, pl->fl->digest, strata_errmsg(rc));
 	}
-	if (art)
-		snprintf(art_digest, sizeof(art_digest), "%s", artifact_digest(art));
-	if (po->push) {
-		const char **digests = calloc(img->nlayers ? img->nlayers : 1, sizeof(*digests));
+	p->fresh++;
+	return 0;
+}
 
-		for (size_t i = 0; digests && i < img->nlayers; i++)
-			digests[i] = img->layers[i].digest;
-		rc = digests ? artifact_push(c->store, fc, ref, img->manifest_digest,
-					     img->media_type, img->manifest_len, digests,
-					     img->nlayers, art_digest) : -ENOMEM;
-		free(digests);
+/* Stores layer i's record (or its pending record). Returns 0 or negative errno. */
+static int commit_layer(struct pull *p, size_t i)
+{
+	struct pull_layer *pl = &p->pls[i];
+	void *buf;
+	size_t len;
+	int rc;
+
+	if (pl->record_pending)
+		return store_pending_put(p->c->store, &pl->info);
+	if (!pl->idx)
+		return 0;
+	if (pl->enc)
+		return store_layer_put(p->c->store, &pl->info, pl->enc, pl->enc_len);
+	rc = index_layer_encode(pl->idx, &buf, &len);
+	if (rc == 0) {
+		rc = store_layer_put(p->c->store, &pl->info, buf, len);
+		free(buf);
+	}
+	return rc;
+}
+
+/* Every layer checked out: only now does anything become visible, the layers, then the image,
+ * under the store's layers lock (gc waits). */
+static int commit_image(struct pull *p)
+{
+	struct cli *c = p->c;
+	char *json = NULL;
+	int rc = 0;
+
+	store_layers_rdlock(c->store);
+	for (size_t i = 0; i < p->img->nlayers; i++) {
+		rc = commit_layer(p, i);
 		if (rc < 0) {
-			rc = cli_fail(c, "%s: pushing the index artifact: %s", name,
+			rc = cli_fail(c, "%s: layer %s: %s", p->name, p->pls[i].fl->digest,
 				      strata_errmsg(rc));
 			goto out;
 		}
 	}
-	fetch_client_counters(fc, &after);
+	json = image_json(p->name, p->img, p->pls);
+	if (!json) {
+		rc = cli_fail(c, "out of memory");
+		goto out;
+	}
+	rc = store_image_put(c->store, p->name, json);
+	store_layers_unlock(c->store);
+	free(json);
+	if (rc < 0)
+		return cli_fail(c, "%s: %s", p->name, strata_errmsg(rc));
+	return 0;
+out:
+	store_layers_unlock(c->store);
+	return rc;
+}
+
+/* strata index --push: the layer indexes go to the registry as an artifact. */
+static int push_index(struct pull *p)
+{
+	const struct fetch_image *img = p->img;
+	const char **digests;
+	int rc;
+
+	if (p->art)
+		snprintf(p->art_digest, sizeof(p->art_digest), "%s", artifact_digest(p->art));
+	if (!p->po->push)
+		return 0;
+	digests = calloc(img->nlayers ? img->nlayers : 1, sizeof(*digests));
+	for (size_t i = 0; digests && i < img->nlayers; i++)
+		digests[i] = img->layers[i].digest;
+	rc = digests ? artifact_push(p->c->store, p->fc, p->ref, img->manifest_digest,
+				     img->media_type, img->manifest_len, digests, img->nlayers,
+				     p->art_digest) : -ENOMEM;
+	free(digests);
+	if (rc < 0)
+		return cli_fail(p->c, "%s: pushing the index artifact: %s", p->name, strata_errmsg(rc));
+	return 0;
+}
+
+static void print_result(struct pull *p)
+{
+	struct cli *c = p->c;
+	const struct fetch_image *img = p->img;
+	struct fetch_counters after;
+
+	fetch_client_counters(p->fc, &after);
 	if (c->json) {
 		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:[], s:I, s:I, s:I, s:I, s:s?}", "ref",
-				      name, "manifest", img->manifest_digest, "platform",
+				      p->name, "manifest", img->manifest_digest, "platform",
 				      img->platform ? img->platform : "", "layers", "index_sources",
-				      "new_layers", (json_int_t)fresh, "streaming",
-				      (json_int_t)streaming, "bytes_fetched",
-				      (json_int_t)(after.bytes - before.bytes), "requests",
-				      (json_int_t)(after.requests - before.requests), "artifact",
-				      art_digest[0] ? art_digest : NULL);
+				      "new_layers", (json_int_t)p->fresh, "streaming",
+				      (json_int_t)p->streaming, "bytes_fetched",
+				      (json_int_t)(after.bytes - p->before.bytes), "requests",
+				      (json_int_t)(after.requests - p->before.requests), "artifact",
+				      p->art_digest[0] ? p->art_digest : NULL);
 		char *s;
 
 		for (size_t i = 0; o && i < img->nlayers; i++) {
 			json_array_append_new(json_object_get(o, "layers"),
 					      json_string(img->layers[i].digest));
 			json_array_append_new(json_object_get(o, "index_sources"),
-					      json_string(pls[i].how));
+					      json_string(p->pls[i].how));
 		}
 		s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		fprintf(c->out, "%s\n", s ? s : "{}");
@@ -504,32 +528,60 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 
 		char sbuf[48] = "";
 
-		if (streaming)
-			snprintf(sbuf, sizeof(sbuf), ", %zu streaming in the background", streaming);
-		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s%s, %s fetched)\n", name,
-			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, fresh,
-			art ? " from an index artifact" : "", sbuf,
-			cli_bytes(after.bytes - before.bytes, b, sizeof(b)));
-		if (po->push)
-			fprintf(c->out, "pushed index artifact %s\n", art_digest);
-		else if (art)
-			fprintf(c->out, "used index artifact %s\n", art_digest);
+		if (p->streaming)
+			snprintf(sbuf, sizeof(sbuf), ", %zu streaming in the background", p->streaming);
+		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s%s, %s fetched)\n", p->name,
+			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, p->fresh,
+			p->art ? " from an index artifact" : "", sbuf,
+			cli_bytes(after.bytes - p->before.bytes, b, sizeof(b)));
+		if (p->po->push)
+			fprintf(c->out, "pushed index artifact %s\n", p->art_digest);
+		else if (p->art)
+			fprintf(c->out, "used index artifact %s\n", p->art_digest);
 	}
 	fflush(c->out);
-	rc = 0;
-out:
-	if (locked)
-		pthread_rwlock_unlock(&cli_layers_lock);
-	for (size_t i = 0; pls && img && i < img->nlayers; i++) {
-		index_layer_free(pls[i].idx);
-		free(pls[i].enc);
+}
+
+static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
+		    const struct pull_opts *po)
+{
+	struct pull p;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.c = c;
+	p.fc = fc;
+	p.po = po;
+	/* Inside the daemon, layers without an index stream in the background. */
+	p.stream = c->in_daemon && po->mode == MODE_AUTO;
+	fetch_client_counters(fc, &p.before);
+	rc = resolve(&p, arg);
+	if (rc == 0)
+		rc = check_layers(&p);
+	if (rc == 0) {
+		p.pg.c = c;
+		p.pg.ref = p.name;
+		p.pg.nlayers = p.img->nlayers;
+		for (size_t i = 0; rc == 0 && i < p.img->nlayers; i++)
+			rc = choose_source(&p, i);
 	}
-	artifact_free(art);
-	free(pls);
-	free(json);
-	free(name);
-	fetch_image_free(img);
-	fetch_ref_free(ref);
+	if (rc == 0 && c->tty && !c->json && p.fresh)
+		fprintf(c->err, "\r\033[K");
+	if (rc == 0)
+		rc = commit_image(&p);
+	if (rc == 0)
+		rc = push_index(&p);
+	if (rc == 0)
+		print_result(&p);
+	for (size_t i = 0; p.pls && p.img && i < p.img->nlayers; i++) {
+		index_layer_free(p.pls[i].idx);
+		free(p.pls[i].enc);
+	}
+	artifact_free(p.art);
+	free(p.pls);
+	free(p.name);
+	fetch_image_free(p.img);
+	fetch_ref_free(p.ref);
 	return rc;
 }
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for the RocksDB store: chunks, layers, images, locking and the format version. */
+/* Unit tests for the RocksDB store (chunks, layers, images, locking, the format version) and its
+ * maintenance policies (gc, fsck, quota eviction). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,7 +15,11 @@
 
 #include <rocksdb/c.h>
 
+#include "index/layer.h"
+#include "memsrc.h"
+#include "store/maint.h"
 #include "store/store.h"
+#include "tarw.h"
 #include "tmpdir.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -381,6 +386,267 @@ static void test_meta(void **state)
 	store_close(s);
 }
 
+/* ---------------------------------------------------------------- maintenance policies */
+
+#define LAYER_A "sha256:aaaa"
+#define LAYER_B "sha256:bbbb"
+#define LAYER_P "sha256:pppp"
+
+static int put_chunk_cb(void *ctx, const uint8_t digest[32], const void *data, size_t len)
+{
+	int rc = store_chunk_put(ctx, digest, data, len);
+
+	return rc < 0 ? rc : 0;
+}
+
+/* Stores layer digest holding two 3000-byte files (one chunk each): name1 of byte c1, name2 of
+ * byte c2; their chunks go to the store. */
+static void put_layer(struct store *s, const char *digest, const char *name1, char c1,
+		      const char *name2, char c2)
+{
+	struct bytebuf t = { 0 };
+	struct memsrc m;
+	struct index_layer *l = NULL;
+	struct store_layer info;
+	char data[3000];
+	void *enc;
+	size_t len;
+
+	memset(data, c1, sizeof(data));
+	tarw_file(&t, name1, data, sizeof(data));
+	memset(data, c2, sizeof(data));
+	tarw_file(&t, name2, data, sizeof(data));
+	tarw_end(&t);
+	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), INDEX_MIN_CHUNK_SIZE, put_chunk_cb, s,
+					   &l), 0);
+	assert_int_equal(index_layer_nchunks(l), 2);
+	assert_int_equal(index_layer_encode(l, &enc, &len), 0);
+	memset(&info, 0, sizeof(info));
+	snprintf(info.digest, sizeof(info.digest), "%s", digest);
+	assert_int_equal(store_layer_put(s, &info, enc, len), 0);
+	free(enc);
+	index_layer_free(l);
+	bytebuf_free(&t);
+}
+
+static void put_image(struct store *s, const char *ref, const char *layer)
+{
+	char json[256];
+
+	snprintf(json, sizeof(json), "{\"layers\":[{\"digest\":\"%s\"}]}", layer);
+	assert_int_equal(store_image_put(s, ref, json), 0);
+}
+
+/* The digest of a 3000-byte chunk of byte c. */
+static void chunk_of(char c, uint8_t d[32])
+{
+	char data[3000];
+
+	memset(data, c, sizeof(data));
+	util_sha256(data, sizeof(data), d);
+}
+
+struct calls {
+	int progress_done, problems, repaired, stop, lock, unlock;
+	uint8_t open[32]; /* the chunk of the one "open file" */
+	char last[1024];
+};
+
+static int cancelled_cb(void *ctx)
+{
+	return ((struct calls *)ctx)->stop;
+}
+
+static void progress_cb(void *ctx, uint64_t chunks, int done)
+{
+	(void)chunks;
+	((struct calls *)ctx)->progress_done += done;
+}
+
+static void problem_cb(void *ctx, const char *msg)
+{
+	struct calls *k = ctx;
+
+	k->problems++;
+	snprintf(k->last, sizeof(k->last), "%s", msg);
+}
+
+static void repaired_cb(void *ctx, const char *msg)
+{
+	struct calls *k = ctx;
+
+	k->repaired++;
+	snprintf(k->last, sizeof(k->last), "%s", msg);
+}
+
+static void lock_cb(void *ctx)
+{
+	((struct calls *)ctx)->lock++;
+}
+
+static void unlock_cb(void *ctx)
+{
+	((struct calls *)ctx)->unlock++;
+}
+
+static int open_chunks_cb(void *ctx, int (*fn)(void *arg, const uint8_t digest[32]), void *arg)
+{
+	return fn(arg, ((struct calls *)ctx)->open);
+}
+
+/* Two layers share a chunk ('s'); an image lists layer A only; one orphan chunk; one pending
+ * layer no image names. */
+static void put_maint_fixture(struct store *s)
+{
+	struct store_layer p;
+	uint8_t d[32];
+	char orphan[100];
+
+	put_layer(s, LAYER_A, "a", 'a', "shared", 's');
+	put_layer(s, LAYER_B, "b", 'b', "shared", 's');
+	put_image(s, "r/one:1", LAYER_A);
+	memset(orphan, 'o', sizeof(orphan));
+	util_sha256(orphan, sizeof(orphan), d);
+	assert_int_equal(store_chunk_put(s, d, orphan, sizeof(orphan)), 1);
+	memset(&p, 0, sizeof(p));
+	snprintf(p.digest, sizeof(p.digest), "%s", LAYER_P);
+	assert_int_equal(store_pending_put(s, &p), 0);
+}
+
+static void test_fsck_gc(void **state)
+{
+	struct calls k = { 0 };
+	struct store_maint_hooks h = { &k, cancelled_cb, progress_cb, problem_cb, repaired_cb };
+	struct store_fsck_result f;
+	struct store_gc_result g;
+	struct store *s;
+	uint8_t da[32], db[32], ds[32];
+
+	(void)state;
+	chunk_of('a', da);
+	chunk_of('b', db);
+	chunk_of('s', ds);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	put_maint_fixture(s);
+
+	assert_int_equal(store_fsck(s, 0, &h, &f), 0);
+	assert_int_equal(f.chunks, 4);
+	assert_int_equal(f.bad, 0);
+	assert_int_equal(f.orphans, 1);
+	assert_int_equal(f.remote, 0);
+	assert_int_equal(f.layers, 2);
+	assert_int_equal(f.images, 1);
+	assert_int_equal(f.problems, 0);
+	assert_int_equal(k.progress_done, 1);
+
+	/* A stop request deletes nothing. */
+	k.stop = 1;
+	assert_int_equal(store_gc(s, &h, &g), -ECANCELED);
+	assert_int_equal(g.nfreed_layers, 0);
+	assert_int_equal(store_layer_get(s, LAYER_B, NULL, NULL, NULL), 0);
+	k.stop = 0;
+
+	/* Layer B, the pending layer, B's own chunk and the orphan go; the shared chunk stays. */
+	k.progress_done = 0;
+	assert_int_equal(store_gc(s, &h, &g), 0);
+	assert_int_equal(g.chunks, 2);
+	assert_true(g.chunk_bytes > 0);
+	assert_int_equal(g.layers_kept, 1);
+	assert_int_equal(g.nfreed_layers, 2);
+	assert_string_equal(g.freed_layers[0], LAYER_B);
+	assert_string_equal(g.freed_layers[1], LAYER_P);
+	assert_int_equal(k.progress_done, 1);
+	store_gc_result_free(&g);
+	assert_null(g.freed_layers);
+	assert_int_equal(store_layer_get(s, LAYER_B, NULL, NULL, NULL), -ENOENT);
+	assert_int_equal(store_pending_get(s, LAYER_P, NULL), -ENOENT);
+	assert_int_equal(store_chunk_has(s, db), 0);
+	assert_int_equal(store_chunk_has(s, da), 1);
+	assert_int_equal(store_chunk_has(s, ds), 1);
+
+	/* An image whose layer is missing is a problem; --repair removes it. */
+	put_image(s, "r/two:1", LAYER_B);
+	assert_int_equal(store_fsck(s, 0, &h, &f), 0);
+	assert_int_equal(f.problems, 1);
+	assert_int_equal(k.problems, 1);
+	assert_string_equal(k.last, "image r/two:1: layer " LAYER_B " is missing");
+	assert_int_equal(store_fsck(s, 1, &h, &f), 0);
+	assert_int_equal(f.repaired, 1);
+	assert_string_equal(k.last, "removed image r/two:1 (pull it again)");
+	assert_int_equal(store_fsck(s, 0, NULL, &f), 0);
+	assert_int_equal(f.problems, 0);
+
+	/* A kept layer that does not decode stops gc before it deletes anything. */
+	{
+		struct store_layer bad;
+
+		memset(&bad, 0, sizeof(bad));
+		snprintf(bad.digest, sizeof(bad.digest), "%s", LAYER_B);
+		assert_int_equal(store_layer_put(s, &bad, "XX", 2), 0);
+		put_image(s, "r/two:1", LAYER_B);
+		assert_int_equal(store_gc(s, NULL, &g), -EBADMSG);
+		assert_string_equal(g.bad, LAYER_B);
+		assert_int_equal(store_chunk_has(s, da), 1);
+	}
+	store_close(s);
+}
+
+static void test_evict(void **state)
+{
+	struct calls k = { 0 };
+	struct store_maint_hooks h = { &k, cancelled_cb, NULL, NULL, NULL };
+	struct store_open_files open = { &k, lock_cb, unlock_cb, open_chunks_cb };
+	struct store_evict_result r;
+	struct store *s;
+	uint8_t da[32], db[32], ds[32];
+	uint64_t v;
+
+	(void)state;
+	chunk_of('a', da);
+	chunk_of('b', db);
+	chunk_of('s', ds);
+	assert_int_equal(store_evict_target(1000, 0), 900);
+	assert_int_equal(store_evict_target(1000, 50), 500);
+	assert_int_equal(store_evict_target(UINT64_MAX, 100), UINT64_MAX);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	put_maint_fixture(s);
+	put_image(s, "r/two:1", LAYER_B);
+	assert_int_equal(store_pin_put(s, "r/one:1"), 0);
+
+	/* Under the quota: nothing to do. */
+	assert_int_equal(store_evict(s, NULL, UINT64_MAX / 2, 0, &h, &r), 0);
+	assert_int_equal(r.over, 0);
+	assert_int_equal(store_evict(s, NULL, 0, 0, &h, &r), 0);
+	assert_int_equal(r.over, 0);
+
+	/* Over it: only layer B's own chunk is a candidate (A is pinned and shares 's'); while a
+	 * file holding it is open it stays. */
+	memcpy(k.open, db, 32);
+	assert_int_equal(store_evict(s, &open, 1, 0, &h, &r), 0);
+	assert_int_equal(r.over, 1);
+	assert_int_equal(r.quota, 1);
+	assert_int_equal(r.chunks, 0);
+	assert_true(k.lock >= 1);
+	assert_int_equal(k.lock, k.unlock);
+	assert_int_equal(store_chunk_has(s, db), 1);
+
+	memset(k.open, 0, 32);
+	assert_int_equal(store_evict(s, &open, 1, 0, &h, &r), 0);
+	assert_int_equal(r.chunks, 1);
+	assert_int_equal(r.layers, 1);
+	assert_true(r.bytes > 0);
+	assert_int_equal(store_chunk_has(s, db), 0);
+	assert_int_equal(store_chunk_has(s, da), 1);
+	assert_int_equal(store_chunk_has(s, ds), 1);
+	assert_int_equal(store_layer_get(s, LAYER_B, NULL, NULL, NULL), 0); /* records stay */
+	assert_int_equal(store_counter_get(s, "evictions", &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(store_counter_get(s, "evicted_chunks", &v), 0);
+	assert_int_equal(v, 1);
+	store_evict_wait_idle(); /* no pass under way: returns at once */
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -390,6 +656,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_format_version, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_scan_del, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_meta, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_fsck_gc, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_evict, tmpdir_setup, tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

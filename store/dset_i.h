@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A set of 32-byte digests for the maintenance commands (gc, fsck, quota eviction). */
-#ifndef STRATA_TOOLS_DSET_H
-#define STRATA_TOOLS_DSET_H
+/* A set of 32-byte digests for the maintenance policies (gc, fsck, quota eviction). */
+#ifndef STRATA_STORE_DSET_I_H
+#define STRATA_STORE_DSET_I_H
 
 #include <errno.h>
 #include <stdint.h>

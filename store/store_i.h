@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The store's private parts: the handle, its column families and key layout, shared helpers. */
+#ifndef STRATA_STORE_STORE_I_H
+#define STRATA_STORE_STORE_I_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rocksdb/c.h>
+
+#include "store.h"
+
+enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
+
+enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
+
+#define KEY_FORMAT "format"
+#define KEY_NEXT_SEQ "next_seq"
+#define SEQ_PREFIX "seq/"
+#define PENDING_PREFIX "pending/"
+#define PIN_PREFIX "pin/"
+#define ATIME_PREFIX "atime/"
+#define COUNTER_PREFIX "counter/"
+#define ATIME_WRITE_EVERY 60 /* seconds between writes of one layer's access time */
+
+/* A layer's access time as last touched and as last written to the meta column family. */
+struct atime {
+	char digest[STORE_DIGEST_LEN];
+	uint64_t mem, written;
+};
+
+struct store {
+	char *dir;
+	int lock_fd;
+	rocksdb_t *db;
+	rocksdb_options_t *opts;
+	rocksdb_options_t *cf_opts[CF_COUNT];
+	rocksdb_block_based_table_options_t *table;
+	rocksdb_cache_t *cache;
+	rocksdb_column_family_handle_t *cf[CF_COUNT];
+	rocksdb_readoptions_t *ro;
+	rocksdb_writeoptions_t *wo;      /* WAL, unsynced: chunks (refetched if lost) */
+	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
+	pthread_mutex_t seq_mutex;       /* serializes seq assignment in store_layer_put */
+	pthread_rwlock_t layers_lock;    /* store_layers_rdlock/wrlock: pulls vs gc */
+	pthread_mutex_t pending_mu;
+	pthread_cond_t pending_cv;
+	uint64_t pending_gen;            /* pending-record writes; protected by pending_mu */
+	pthread_mutex_t meta_mutex;      /* serializes counter updates; guards atimes */
+	struct atime *atimes;            /* protected by meta_mutex */
+	size_t natimes, capatimes;       /* protected by meta_mutex */
+	int atime_warned;                /* protected by meta_mutex */
+};
+
+/* db.c: converts a RocksDB error string (freed here) to -EIO with the message kept (strata_err
+ * set, logged), or -ENOSPC (set, not logged). what says what failed. */
+int store_db_error(char *err, const char *what);
+
+/* db.c: iterates column family cf, calling fn(ctx, key, klen, val, vlen) until it returns non-zero
+ * (then returns that). Returns 0 when all were visited, or negative errno. */
+int store_iterate(struct store *s, int cf,
+		  int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl),
+		  void *ctx);
+
+/* meta.c: writes every access time not written yet (at close). */
+void store_atime_flush(struct store *s);
+
+/* meta.c: adds the deletion of digest's access time to wb and forgets its in-memory one. */
+void store_atime_forget(struct store *s, rocksdb_writebatch_t *wb, const char *digest);
+
+#endif
