@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 
 #include "auth.h"
+#include "clock_i.h"
 #include "hosts.h"
 #include "registry.h"
 
@@ -182,15 +183,6 @@ struct req {
 	int (*check)(struct req *r);
 	void *check_ctx;
 };
-
-/* CLOCK_MONOTONIC now, in milliseconds: the clock of every deadline and wait of the client. */
-static inline int64_t fetch_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --- client.c --- */
 
