@@ -235,7 +235,6 @@ out:
 	return rc;
 }
 
-
 /* Points r at host hc: "<base>/<path>/<kind>/<x>[?ns=<registry>][&<query>]" in *r->urlp. */
 static int host_url(struct req *r, const struct host_cfg *hc)
 {
