@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Registry authentication: WWW-Authenticate challenges, Docker config credentials, a bearer token cache. */
+/* Registry authentication: WWW-Authenticate challenges (auth_challenge.c), Docker config credentials
+ * (auth_creds.c, helpers in auth_helper.c), a bearer token cache (auth_token.c). */
 #ifndef STRATA_FETCH_AUTH_H
 #define STRATA_FETCH_AUTH_H
 

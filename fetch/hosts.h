@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Registry endpoints from containerd's hosts.toml (certs.d layout): mirrors in order, then the server. */
+/* Registry endpoints from containerd's hosts.toml (certs.d layout): mirrors in order, then the server.
+ * The host model is hosts.c, the TOML subset parser toml.c, the certs.d lookup hosts_dir.c. */
 #ifndef STRATA_FETCH_HOSTS_H
 #define STRATA_FETCH_HOSTS_H
 

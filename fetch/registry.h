@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* OCI distribution client: manifest and index resolution, whole-blob downloads with digest checks. */
+/* OCI distribution client: manifest and index resolution, whole-blob downloads with digest checks.
+ * Served by manifest.c, blob.c and push.c over one request path: route.c (which hosts) ->
+ * authorize.c (401 -> token) -> retry.c (retries, 429, slots, breaker) -> http.c (one attempt);
+ * client.c holds the client. Private structs: registry_i.h. */
 #ifndef STRATA_FETCH_REGISTRY_H
 #define STRATA_FETCH_REGISTRY_H
 
