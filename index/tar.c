@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A streaming tar reader for ustar, v7, GNU and PAX archives, with path cleaning and xattrs. */
+/* A streaming tar reader for ustar, v7, GNU and PAX archives: header blocks, extension headers,
+ * members and their content, with path cleaning (PAX records are parsed in tar_pax.c). */
 #include "tar.h"
+#include "tar_i.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -39,22 +41,6 @@
 #define H_STAR_MAGIC 508
 #define H_GNU_ISEXTENDED 482
 
-/* Metadata collected from PAX 'x' and GNU 'L'/'K' headers for the next member. */
-struct ext {
-	bool any;            /* at least one extension header is pending */
-	uint64_t bytes;      /* extension data read for this member (bounded by MAX_EXT_SIZE) */
-	char *path, *linkpath;       /* PAX path, linkpath */
-	char *gnu_name, *gnu_link;   /* GNU 'L', 'K' */
-	bool has_size, has_uid, has_gid, has_mtime, has_devmajor, has_devminor;
-	uint64_t size;
-	uint32_t uid, gid, devmajor, devminor;
-	int64_t mtime_sec;
-	uint32_t mtime_nsec;
-	bool sparse;         /* GNU.sparse.* seen */
-	struct index_tar_xattr *xattrs;
-	size_t nxattrs, cap;
-};
-
 struct index_tar {
 	struct index_reader src; /* borrowed */
 	uint8_t *buf;            /* read buffer; unconsumed bytes are buf[pos, len) */
@@ -66,7 +52,7 @@ struct index_tar {
 	uint64_t skip;           /* bytes after the readable content: unreadable content + padding */
 	bool have_entry;
 	struct index_tar_entry ent; /* owns path, linkname, xattrs */
-	struct ext ext;
+	struct index_tar_ext ext;
 };
 
 static void xattrs_free(struct index_tar_xattr *x, size_t n)
@@ -78,7 +64,7 @@ static void xattrs_free(struct index_tar_xattr *x, size_t n)
 	free(x);
 }
 
-static void ext_reset(struct ext *x)
+static void ext_reset(struct index_tar_ext *x)
 {
 	free(x->path);
 	free(x->linkpath);
@@ -280,12 +266,6 @@ static bool checksum_ok(const uint8_t *b)
 	return (int64_t)want == usum || (int64_t)want == ssum;
 }
 
-/* A NUL-terminated copy of the first len bytes (or up to the first NUL). NULL on ENOMEM. */
-static char *dup_field(const void *f, size_t len)
-{
-	return strndup(f, len);
-}
-
 /* Returns a cleaned copy of a path (see tar.h), or NULL on ENOMEM. */
 static char *clean_path(const char *in)
 {
@@ -319,301 +299,6 @@ static char *clean_path(const char *in)
 	}
 	out[o] = '\0';
 	return out;
-}
-
-/* ---- PAX records ---- */
-
-/* Parses a decimal unsigned value spanning all of [s, s+len). Returns 0 or -1. */
-static int parse_dec(const char *s, size_t len, uint64_t max, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	if (len == 0)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		if (x > (UINT64_MAX - 9) / 10)
-			return -1;
-		x = x * 10 + (uint64_t)(s[i] - '0');
-	}
-	if (x > max)
-		return -1;
-	*v = x;
-	return 0;
-}
-
-/* Parses "[-]sec[.frac]" into seconds and non-negative nanoseconds (-1.5 -> -2 s + 500000000 ns). */
-static int parse_time(const char *s, size_t len, int64_t *sec, uint32_t *nsec)
-{
-	bool neg = false;
-	size_t dot;
-	uint64_t whole, frac = 0;
-
-	if (len > 0 && s[0] == '-') {
-		neg = true;
-		s++;
-		len--;
-	}
-	for (dot = 0; dot < len && s[dot] != '.'; dot++)
-		;
-	if (parse_dec(s, dot, INT64_MAX - 1, &whole) < 0)
-		return -1;
-	if (dot < len) {
-		size_t i;
-
-		for (i = dot + 1; i < len; i++) {
-			if (s[i] < '0' || s[i] > '9')
-				return -1;
-			if (i - dot <= 9)
-				frac = frac * 10 + (uint64_t)(s[i] - '0');
-		}
-		for (i = len - dot - 1; i < 9; i++)
-			frac *= 10;
-	}
-	if (!neg) {
-		*sec = (int64_t)whole;
-		*nsec = (uint32_t)frac;
-	} else if (frac == 0) {
-		*sec = -(int64_t)whole;
-		*nsec = 0;
-	} else {
-		*sec = -(int64_t)whole - 1;
-		*nsec = (uint32_t)(1000000000u - frac);
-	}
-	return 0;
-}
-
-/* Decodes %XX escapes into a new NUL-terminated string. Returns it, or NULL with *bad set for a
- * malformed escape and clear for ENOMEM. */
-static char *url_decode(const char *s, size_t len, bool *bad)
-{
-	char *out = malloc(len + 1);
-	size_t o = 0;
-
-	*bad = false;
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '%') {
-			int hi = i + 2 < len ? util_hexval(s[i + 1]) : -1;
-			int lo = i + 2 < len ? util_hexval(s[i + 2]) : -1;
-
-			if (hi < 0 || lo < 0) {
-				*bad = true;
-				free(out);
-				return NULL;
-			}
-			out[o++] = (char)(hi << 4 | lo);
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-/* Adds or replaces (libarchive writes both SCHILY and LIBARCHIVE forms) an xattr; takes ownership of
- * name and value on success and on failure. Returns 0 or -ENOMEM. */
-static int ext_add_xattr(struct ext *x, char *name, uint8_t *value, size_t len)
-{
-	for (size_t i = 0; i < x->nxattrs; i++) {
-		if (strcmp(x->xattrs[i].name, name) == 0) {
-			free(name);
-			free(x->xattrs[i].value);
-			x->xattrs[i].value = value;
-			x->xattrs[i].len = len;
-			return 0;
-		}
-	}
-	if (x->nxattrs == x->cap) {
-		size_t cap = x->cap ? x->cap * 2 : 4;
-		struct index_tar_xattr *n = realloc(x->xattrs, cap * sizeof(*n));
-
-		if (!n) {
-			free(name);
-			free(value);
-			return -ENOMEM;
-		}
-		x->xattrs = n;
-		x->cap = cap;
-	}
-	x->xattrs[x->nxattrs].name = name;
-	x->xattrs[x->nxattrs].value = value;
-	x->xattrs[x->nxattrs].len = len;
-	x->nxattrs++;
-	return 0;
-}
-
-static bool key_is(const char *key, size_t klen, const char *lit)
-{
-	return strlen(lit) == klen && memcmp(key, lit, klen) == 0;
-}
-
-static bool key_has_prefix(const char *key, size_t klen, const char *lit)
-{
-	size_t n = strlen(lit);
-
-	return klen >= n && memcmp(key, lit, n) == 0;
-}
-
-/* Replaces *dst with a copy of val (NULL when val is empty: POSIX "unset"). Returns 0 or -ENOMEM. */
-static int set_str(char **dst, const char *val, size_t vlen)
-{
-	char *s = NULL;
-
-	if (vlen > 0) {
-		s = dup_field(val, vlen);
-		if (!s)
-			return -ENOMEM;
-	}
-	free(*dst);
-	*dst = s;
-	return 0;
-}
-
-/* Sets a decimal PAX number (an empty value unsets it). Returns 0 or -1 when malformed. */
-static int set_num(bool *has, uint64_t *dst, uint64_t max, const char *val, size_t vlen)
-{
-	if (vlen == 0) {
-		*has = false;
-		return 0;
-	}
-	if (parse_dec(val, vlen, max, dst) < 0)
-		return -1;
-	*has = true;
-	return 0;
-}
-
-static int set_num32(bool *has, uint32_t *dst, const char *val, size_t vlen)
-{
-	uint64_t v;
-
-	if (set_num(has, &v, UINT32_MAX, val, vlen) < 0)
-		return -1;
-	if (*has)
-		*dst = (uint32_t)v;
-	return 0;
-}
-
-/* Applies one PAX record. Returns 0, -1 for a malformed value, or -ENOMEM. */
-static int pax_record(struct ext *x, const char *key, size_t klen, const char *val, size_t vlen)
-{
-	int rc;
-
-	if (key_is(key, klen, "path"))
-		return set_str(&x->path, val, vlen);
-	if (key_is(key, klen, "linkpath"))
-		return set_str(&x->linkpath, val, vlen);
-	if (key_is(key, klen, "size"))
-		return set_num(&x->has_size, &x->size, INT64_MAX, val, vlen);
-	if (key_is(key, klen, "uid"))
-		return set_num32(&x->has_uid, &x->uid, val, vlen);
-	if (key_is(key, klen, "gid"))
-		return set_num32(&x->has_gid, &x->gid, val, vlen);
-	if (key_is(key, klen, "SCHILY.devmajor"))
-		return set_num32(&x->has_devmajor, &x->devmajor, val, vlen);
-	if (key_is(key, klen, "SCHILY.devminor"))
-		return set_num32(&x->has_devminor, &x->devminor, val, vlen);
-	if (key_is(key, klen, "mtime")) {
-		if (vlen == 0) {
-			x->has_mtime = false;
-			return 0;
-		}
-		if (parse_time(val, vlen, &x->mtime_sec, &x->mtime_nsec) < 0)
-			return -1;
-		x->has_mtime = true;
-		return 0;
-	}
-	if (key_has_prefix(key, klen, "SCHILY.xattr.")) {
-		size_t p = strlen("SCHILY.xattr.");
-		char *name = dup_field(key + p, klen - p);
-		uint8_t *value = malloc(vlen ? vlen : 1);
-
-		if (!name || !value) {
-			free(name);
-			free(value);
-			return -ENOMEM;
-		}
-		memcpy(value, val, vlen);
-		if (name[0] == '\0') {
-			free(name);
-			free(value);
-			return -1;
-		}
-		return ext_add_xattr(x, name, value, vlen);
-	}
-	if (key_has_prefix(key, klen, "LIBARCHIVE.xattr.")) {
-		size_t p = strlen("LIBARCHIVE.xattr.");
-		uint8_t *value = NULL;
-		size_t len = 0;
-		bool bad;
-		char *name = url_decode(key + p, klen - p, &bad);
-
-		if (!name)
-			return bad ? -1 : -ENOMEM;
-		if (name[0] == '\0') {
-			free(name);
-			return -1;
-		}
-		rc = util_base64_decode(val, vlen, &value, &len);
-		if (rc < 0) {
-			free(name);
-			return rc == -ENOMEM ? rc : -1;
-		}
-		return ext_add_xattr(x, name, value, len);
-	}
-	if (key_has_prefix(key, klen, "GNU.sparse."))
-		x->sparse = true;
-	/* atime, ctime, uname, gname, comment, charset, hdrcharset and unknown keys are ignored */
-	return 0;
-}
-
-/* Parses PAX records "<len> <key>=<value>\n" from data. Returns 0 or negative errno (strata_err set). */
-static int pax_parse(struct ext *x, const char *data, size_t size, uint64_t hdr_off)
-{
-	size_t pos = 0;
-
-	while (pos < size) {
-		size_t i = pos, rec_len = 0, key, eq, end;
-		int rc;
-
-		if (data[pos] == '\0') {
-			/* tolerate NUL padding after the last record */
-			while (pos < size && data[pos] == '\0')
-				pos++;
-			if (pos == size)
-				break;
-			goto bad;
-		}
-		while (i < size && data[i] >= '0' && data[i] <= '9') {
-			if (rec_len > size)
-				goto bad;
-			rec_len = rec_len * 10 + (size_t)(data[i] - '0');
-			i++;
-		}
-		if (i == pos || i >= size || data[i] != ' ' || rec_len > size - pos ||
-		    rec_len <= i + 1 - pos)
-			goto bad;
-		end = pos + rec_len; /* one past the '\n' */
-		if (data[end - 1] != '\n')
-			goto bad;
-		key = i + 1;
-		for (eq = key; eq < end - 1 && data[eq] != '='; eq++)
-			;
-		if (eq == end - 1 || eq == key)
-			goto bad;
-		rc = pax_record(x, data + key, eq - key, data + eq + 1, end - 1 - (eq + 1));
-		if (rc == -ENOMEM)
-			return strata_err(ENOMEM, "out of memory parsing pax header");
-		if (rc < 0)
-			goto bad;
-		pos = end;
-	}
-	return 0;
-bad:
-	return strata_err(EINVAL, "invalid pax header at offset %" PRIu64, hdr_off);
 }
 
 /* ---- members ---- */
@@ -700,49 +385,146 @@ static int type_of(uint8_t flag, enum index_tar_type *type)
 	}
 }
 
+/* The member's raw path: PAX > GNU long name > ustar prefix/name. A joined ustar path is malloc'd
+ * in *joined. Returns NULL on ENOMEM. */
+static const char *member_path(const struct index_tar_ext *x, const uint8_t *b, bool posix,
+			       char **joined)
+{
+	size_t nlen, plen = 0;
+
+	if (x->path)
+		return x->path;
+	if (x->gnu_name)
+		return x->gnu_name;
+	nlen = strnlen((const char *)b + H_NAME, H_NAME_LEN);
+	if (posix) {
+		size_t pmax = memcmp(b + H_STAR_MAGIC, "tar\0", 4) == 0 ? H_STAR_PREFIX_LEN
+									 : H_PREFIX_LEN;
+
+		plen = strnlen((const char *)b + H_PREFIX, pmax);
+	}
+	*joined = malloc(plen + 1 + nlen + 1);
+	if (!*joined)
+		return NULL;
+	memcpy(*joined, b + H_PREFIX, plen);
+	if (plen)
+		(*joined)[plen++] = '/';
+	memcpy(*joined + plen, b + H_NAME, nlen);
+	(*joined)[plen + nlen] = '\0';
+	return *joined;
+}
+
+/* Sets e->linkname from the link target: PAX > GNU long link > header. Returns 0 or -ENOMEM. */
+static int member_link(struct index_tar_entry *e, const struct index_tar_ext *x, const uint8_t *b)
+{
+	const char *lraw = x->linkpath ? x->linkpath : x->gnu_link;
+	char *lbuf = NULL;
+
+	if (!lraw) {
+		lbuf = index_tar_dup_field(b + H_LINK, H_LINK_LEN);
+		if (!lbuf)
+			return -ENOMEM;
+		lraw = lbuf;
+	}
+	e->linkname = e->type == INDEX_TAR_HARDLINK ? clean_path(lraw) : strdup(lraw);
+	free(lbuf);
+	return e->linkname ? 0 : -ENOMEM;
+}
+
+/* Sets mode, owner, mtime and device numbers, each from the extensions or else the header (whose
+ * device fields only ustar and GNU headers have). Returns 0 or -EINVAL naming the bad field. */
+static int member_attrs(struct index_tar_entry *e, const struct index_tar_ext *x, const uint8_t *b,
+			uint64_t hdr_off, bool ustar)
+{
+	uint64_t u;
+	int64_t s;
+
+	if (parse_unum(b + H_MODE, 8, UINT32_MAX, &u) < 0)
+		return bad_field(hdr_off, "mode");
+	e->mode = (uint32_t)u & 07777;
+	if (x->has_uid)
+		e->uid = x->uid;
+	else if (parse_unum(b + H_UID, 8, UINT32_MAX, &u) == 0)
+		e->uid = (uint32_t)u;
+	else
+		return bad_field(hdr_off, "uid");
+	if (x->has_gid)
+		e->gid = x->gid;
+	else if (parse_unum(b + H_GID, 8, UINT32_MAX, &u) == 0)
+		e->gid = (uint32_t)u;
+	else
+		return bad_field(hdr_off, "gid");
+	if (x->has_mtime) {
+		e->mtime_sec = x->mtime_sec;
+		e->mtime_nsec = x->mtime_nsec;
+	} else if (parse_num(b + H_MTIME, 12, &s) == 0) {
+		e->mtime_sec = s;
+	} else {
+		return bad_field(hdr_off, "mtime");
+	}
+	if (e->type == INDEX_TAR_CHAR || e->type == INDEX_TAR_BLOCK) {
+		uint64_t maj = 0, min = 0;
+
+		if (!x->has_devmajor && ustar &&
+		    parse_unum(b + H_DEVMAJOR, 8, UINT32_MAX, &maj) < 0)
+			return bad_field(hdr_off, "devmajor");
+		if (!x->has_devminor && ustar &&
+		    parse_unum(b + H_DEVMINOR, 8, UINT32_MAX, &min) < 0)
+			return bad_field(hdr_off, "devminor");
+		e->devmajor = x->has_devmajor ? x->devmajor : (uint32_t)maj;
+		e->devminor = x->has_devminor ? x->devminor : (uint32_t)min;
+	}
+	return 0;
+}
+
+/*
+ * Sets where the member's content ends: like GNU tar, every type but a directory may carry content
+ * (skipped unless the member is a regular file). rc is make_entry's result so far: 1 for an entry,
+ * which becomes current, or -ENOTSUP for a member to skip. Returns rc, or -EINVAL for a bad size.
+ */
+static int member_size(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, int rc)
+{
+	uint64_t size;
+
+	if (t->ext.has_size) {
+		size = t->ext.size;
+	} else if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
+		return bad_field(hdr_off, "size");
+	}
+	if (b[H_TYPE] == '5')
+		size = 0;
+	if (rc == 1 && t->ent.type == INDEX_TAR_REG) {
+		t->ent.size = size;
+		t->remain = size;
+		t->skip = padding(size);
+	} else {
+		t->remain = 0;
+		t->skip = size + padding(size);
+	}
+	if (rc == 1)
+		t->have_entry = true;
+	return rc;
+}
+
 /* Builds t->ent from a member header block b and the pending extensions. Sets t->remain, t->skip.
  * Returns 1, or negative errno (strata_err set). The entry is left partly filled on failure. */
 static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, uint64_t first_off)
 {
 	struct index_tar_entry *e = &t->ent;
-	struct ext *x = &t->ext;
+	struct index_tar_ext *x = &t->ext;
 	uint8_t flag = b[H_TYPE];
 	bool posix = memcmp(b + H_MAGIC, "ustar\0", 6) == 0;
 	bool gnu = memcmp(b + H_MAGIC, "ustar  \0", 8) == 0;
 	const char *raw;
 	char *joined = NULL;
-	uint64_t size, u;
-	int64_t s;
 	int rc = 1;
 
 	e->header_offset = first_off;
 	e->data_offset = t->off;
 
-	/* path: PAX > GNU long name > ustar prefix/name */
-	if (x->path) {
-		raw = x->path;
-	} else if (x->gnu_name) {
-		raw = x->gnu_name;
-	} else {
-		size_t nlen = strnlen((const char *)b + H_NAME, H_NAME_LEN);
-		size_t plen = 0;
-
-		if (posix) {
-			size_t pmax = memcmp(b + H_STAR_MAGIC, "tar\0", 4) == 0 ? H_STAR_PREFIX_LEN
-										 : H_PREFIX_LEN;
-
-			plen = strnlen((const char *)b + H_PREFIX, pmax);
-		}
-		joined = malloc(plen + 1 + nlen + 1);
-		if (!joined)
-			goto nomem;
-		memcpy(joined, b + H_PREFIX, plen);
-		if (plen)
-			joined[plen++] = '/';
-		memcpy(joined + plen, b + H_NAME, nlen);
-		joined[plen + nlen] = '\0';
-		raw = joined;
-	}
+	raw = member_path(x, b, posix, &joined);
+	if (!raw)
+		goto nomem;
 	if (type_of(flag, &e->type) < 0 && flag != 'S') {
 		e->path = clean_path(raw);
 		rc = strata_err(ENOTSUP, "tar member %s has unsupported type '%c'",
@@ -764,70 +546,13 @@ static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, u
 		}
 		goto skip_member;
 	}
-
-	/* link target: PAX > GNU long link > header */
-	if (e->type == INDEX_TAR_HARDLINK || e->type == INDEX_TAR_SYMLINK) {
-		const char *lraw = x->linkpath ? x->linkpath : x->gnu_link;
-		char *lbuf = NULL;
-
-		if (!lraw) {
-			lbuf = dup_field(b + H_LINK, H_LINK_LEN);
-			if (!lbuf)
-				goto nomem;
-			lraw = lbuf;
-		}
-		e->linkname = e->type == INDEX_TAR_HARDLINK ? clean_path(lraw) : strdup(lraw);
-		free(lbuf);
-		if (!e->linkname)
-			goto nomem;
-	}
-
-	if (parse_unum(b + H_MODE, 8, UINT32_MAX, &u) < 0) {
-		rc = bad_field(hdr_off, "mode");
+	if ((e->type == INDEX_TAR_HARDLINK || e->type == INDEX_TAR_SYMLINK) &&
+	    member_link(e, x, b) < 0)
+		goto nomem;
+	rc = member_attrs(e, x, b, hdr_off, posix || gnu);
+	if (rc < 0)
 		goto out;
-	}
-	e->mode = (uint32_t)u & 07777;
-	if (x->has_uid)
-		e->uid = x->uid;
-	else if (parse_unum(b + H_UID, 8, UINT32_MAX, &u) == 0)
-		e->uid = (uint32_t)u;
-	else {
-		rc = bad_field(hdr_off, "uid");
-		goto out;
-	}
-	if (x->has_gid)
-		e->gid = x->gid;
-	else if (parse_unum(b + H_GID, 8, UINT32_MAX, &u) == 0)
-		e->gid = (uint32_t)u;
-	else {
-		rc = bad_field(hdr_off, "gid");
-		goto out;
-	}
-	if (x->has_mtime) {
-		e->mtime_sec = x->mtime_sec;
-		e->mtime_nsec = x->mtime_nsec;
-	} else if (parse_num(b + H_MTIME, 12, &s) == 0) {
-		e->mtime_sec = s;
-	} else {
-		rc = bad_field(hdr_off, "mtime");
-		goto out;
-	}
-	if (e->type == INDEX_TAR_CHAR || e->type == INDEX_TAR_BLOCK) {
-		uint64_t maj = 0, min = 0;
-
-		if (!x->has_devmajor && (posix || gnu) &&
-		    parse_unum(b + H_DEVMAJOR, 8, UINT32_MAX, &maj) < 0) {
-			rc = bad_field(hdr_off, "devmajor");
-			goto out;
-		}
-		if (!x->has_devminor && (posix || gnu) &&
-		    parse_unum(b + H_DEVMINOR, 8, UINT32_MAX, &min) < 0) {
-			rc = bad_field(hdr_off, "devminor");
-			goto out;
-		}
-		e->devmajor = x->has_devmajor ? x->devmajor : (uint32_t)maj;
-		e->devminor = x->has_devminor ? x->devminor : (uint32_t)min;
-	}
+	rc = 1;
 
 	/* xattrs move from the pending extensions to the entry */
 	e->xattrs = x->xattrs;
@@ -836,26 +561,7 @@ static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, u
 	x->nxattrs = x->cap = 0;
 
 skip_member:
-	/* content size; like GNU tar, every type but a directory may carry content (skipped unless
-	 * the member is a regular file) */
-	if (x->has_size) {
-		size = x->size;
-	} else if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
-		rc = bad_field(hdr_off, "size");
-		goto out;
-	}
-	if (flag == '5')
-		size = 0;
-	if (rc == 1 && e->type == INDEX_TAR_REG) {
-		e->size = size;
-		t->remain = size;
-		t->skip = padding(size);
-	} else {
-		t->remain = 0;
-		t->skip = size + padding(size);
-	}
-	if (rc == 1)
-		t->have_entry = true;
+	rc = member_size(t, b, hdr_off, rc);
 	goto out;
 nomem:
 	rc = strata_err(ENOMEM, "out of memory reading tar header");
@@ -932,12 +638,12 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 		}
 		if (b[H_TYPE] == 'g') {
 			/* global headers are validated and otherwise ignored; they belong to no member */
-			struct ext g = { 0 };
+			struct index_tar_ext g = { 0 };
 
 			rc = read_ext_data(t, size, &data);
 			if (rc < 0)
 				goto fail;
-			rc = pax_parse(&g, data, (size_t)size, hdr_off);
+			rc = index_tar_pax_parse(&g, data, (size_t)size, hdr_off);
 			ext_reset(&g);
 			free(data);
 			if (rc < 0)
@@ -957,7 +663,7 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 			rc = read_ext_data(t, size, &data);
 			if (rc < 0)
 				goto fail;
-			rc = pax_parse(&t->ext, data, (size_t)size, hdr_off);
+			rc = index_tar_pax_parse(&t->ext, data, (size_t)size, hdr_off);
 			free(data);
 			if (rc < 0)
 				goto fail;

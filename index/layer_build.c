@@ -1,0 +1,803 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The layer index builder: a file tree with tar semantics (replacement, hard links, implicit
+ * parents, whiteouts), laid out breadth-first into the index's sections. */
+#include "layer.h"
+#include "layer_i.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "pathmap_i.h"
+#include "tar.h"
+#include "util/log.h"
+#include "util/mem.h"
+#include "util/sha256.h"
+
+#define OPAQUE_XATTR "trusted.overlay.opaque"
+#define WHITEOUT_PREFIX ".wh."
+#define OPAQUE_NAME ".wh..wh..opq"
+
+struct bxattr {
+	char *name;
+	uint8_t *value;
+	size_t len;
+};
+
+struct bchild {
+	char *name;
+	uint32_t node;
+};
+
+struct bnode {
+	struct index_inode a; /* first/count unused while building */
+	uint32_t chunk_first, nchunks;
+	char *target;          /* symlink target */
+	struct bxattr *xattrs;
+	size_t nxattrs;
+	int opaque;
+	struct bchild *children; /* dirs only, unsorted until finalize */
+	size_t nchildren, cap_children;
+	uint32_t new_ino;        /* UINT32_MAX until numbered */
+};
+
+struct index_builder {
+	struct bnode *nodes;
+	size_t nnodes, cap_nodes;
+	struct index_chunk *chunks;
+	size_t nchunks, cap_chunks;
+	struct index_pathmap map;
+	uint32_t chunk_size;
+	uint8_t *chunk_buf;
+	index_chunk_fn chunk_fn;
+	void *ctx;
+	/* random access: set by index_builder_set_blob before finalize */
+	enum index_blob blob_kind;
+	uint64_t blob_size;
+	struct index_checkpoint *cps;
+	size_t ncps;
+};
+
+/* ---------------------------------------------------------------- tree */
+
+static int64_t new_node(struct index_builder *b, uint32_t mode)
+{
+	struct bnode *n;
+
+	if (b->nnodes >= UINT32_MAX - 1)
+		return strata_err(EFBIG, "layer has too many entries");
+	if (util_grow((void **)&b->nodes, &b->cap_nodes, b->nnodes + 1, sizeof(*b->nodes)) < 0)
+		return -ENOMEM;
+	n = &b->nodes[b->nnodes];
+	memset(n, 0, sizeof(*n));
+	n->a.mode = mode;
+	n->new_ino = UINT32_MAX;
+	return (int64_t)b->nnodes++;
+}
+
+static void free_xattrs(struct bnode *n)
+{
+	for (size_t i = 0; i < n->nxattrs; i++) {
+		free(n->xattrs[i].name);
+		free(n->xattrs[i].value);
+	}
+	free(n->xattrs);
+	n->xattrs = NULL;
+	n->nxattrs = 0;
+}
+
+static void builder_free(struct index_builder *b)
+{
+	for (size_t i = 0; i < b->nnodes; i++) {
+		struct bnode *n = &b->nodes[i];
+
+		free(n->target);
+		free_xattrs(n);
+		for (size_t j = 0; j < n->nchildren; j++)
+			free(n->children[j].name);
+		free(n->children);
+	}
+	free(b->nodes);
+	free(b->chunks);
+	index_pathmap_free(&b->map);
+	free(b->chunk_buf);
+	free(b->cps);
+}
+
+static int is_dir(const struct bnode *n)
+{
+	return S_ISDIR(n->a.mode);
+}
+
+/* Drops path's descendants from the map (a directory is being replaced by a non-directory). */
+static int unmap_subtree(struct index_builder *b, uint32_t dir, const char *path)
+{
+	struct bnode *d = &b->nodes[dir];
+
+	for (size_t i = 0; i < d->nchildren; i++) {
+		size_t len = strlen(path) + strlen(d->children[i].name) + 2;
+		char *sub = malloc(len);
+		uint32_t child = d->children[i].node;
+
+		if (!sub)
+			return -ENOMEM;
+		snprintf(sub, len, "%s%s%s", path, *path ? "/" : "", d->children[i].name);
+		if (index_pathmap_get(&b->map, sub) == (int64_t)child) {
+			if (is_dir(&b->nodes[child]) && unmap_subtree(b, child, sub) < 0) {
+				free(sub);
+				return -ENOMEM;
+			}
+			index_pathmap_del(&b->map, sub);
+		}
+		free(sub);
+	}
+	return 0;
+}
+
+/* Ensures the directory at path exists (implicitly if needed) and returns its node. */
+static int64_t ensure_dir(struct index_builder *b, const char *path)
+{
+	int64_t node = index_pathmap_get(&b->map, path);
+	char *slash;
+	int64_t parent;
+	struct bnode *p;
+	int rc;
+
+	if (node >= 0) {
+		if (!is_dir(&b->nodes[node]))
+			return strata_err(ENOTDIR, "'%s' is not a directory but has entries below it", path);
+		return node;
+	}
+	slash = strrchr(path, '/');
+	if (slash) {
+		*slash = '\0';
+		parent = ensure_dir(b, path);
+		*slash = '/';
+	} else {
+		parent = index_pathmap_get(&b->map, "");
+	}
+	if (parent < 0)
+		return parent;
+	node = new_node(b, S_IFDIR | 0755);
+	if (node < 0)
+		return node;
+	b->nodes[node].a.flags = INDEX_INODE_IMPLICIT;
+	p = &b->nodes[parent];
+	if (util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1, sizeof(*p->children)) < 0)
+		return -ENOMEM;
+	p->children[p->nchildren].name = strdup(slash ? slash + 1 : path);
+	if (!p->children[p->nchildren].name)
+		return -ENOMEM;
+	p->children[p->nchildren++].node = (uint32_t)node;
+	rc = index_pathmap_set(&b->map, path, (uint32_t)node);
+	return rc < 0 ? rc : node;
+}
+
+/* Links name (last component of path) in its parent to node, replacing an existing child. */
+static int link_child(struct index_builder *b, const char *path, uint32_t node)
+{
+	char *dup = strdup(path);
+	char *slash, *name;
+	int64_t parent, old;
+	struct bnode *p;
+	int rc = 0;
+
+	if (!dup)
+		return -ENOMEM;
+	slash = strrchr(dup, '/');
+	if (slash) {
+		*slash = '\0';
+		name = slash + 1;
+		parent = ensure_dir(b, dup);
+	} else {
+		name = dup;
+		parent = index_pathmap_get(&b->map, "");
+	}
+	if (parent < 0) {
+		rc = (int)parent;
+		goto out;
+	}
+	p = &b->nodes[parent];
+	old = index_pathmap_get(&b->map, path);
+	if (old >= 0) {
+		if (is_dir(&b->nodes[old]) && !is_dir(&b->nodes[node])) {
+			rc = unmap_subtree(b, (uint32_t)old, path);
+			if (rc < 0)
+				goto out;
+		}
+		for (size_t i = 0; i < p->nchildren; i++) {
+			if (strcmp(p->children[i].name, name) == 0) {
+				p->children[i].node = node;
+				break;
+			}
+		}
+	} else {
+		rc = util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
+			  sizeof(*p->children));
+		if (rc < 0)
+			goto out;
+		p->children[p->nchildren].name = strdup(name);
+		if (!p->children[p->nchildren].name) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		p->children[p->nchildren++].node = node;
+	}
+	rc = index_pathmap_set(&b->map, path, node);
+out:
+	free(dup);
+	return rc;
+}
+
+static int copy_xattrs(struct bnode *n, const struct index_tar_entry *e)
+{
+	free_xattrs(n);
+	if (!e->nxattrs)
+		return 0;
+	n->xattrs = calloc(e->nxattrs, sizeof(*n->xattrs));
+	if (!n->xattrs)
+		return -ENOMEM;
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		struct bxattr *x = &n->xattrs[n->nxattrs];
+
+		x->name = strdup(e->xattrs[i].name);
+		x->value = malloc(e->xattrs[i].len ? e->xattrs[i].len : 1);
+		if (!x->name || !x->value) {
+			free(x->name);
+			free(x->value);
+			return -ENOMEM;
+		}
+		memcpy(x->value, e->xattrs[i].value, e->xattrs[i].len);
+		x->len = e->xattrs[i].len;
+		n->nxattrs++;
+	}
+	return 0;
+}
+
+static void set_attrs(struct bnode *n, const struct index_tar_entry *e, uint32_t type)
+{
+	n->a.mode = type | (e->mode & 07777);
+	n->a.uid = e->uid;
+	n->a.gid = e->gid;
+	n->a.mtime_sec = e->mtime_sec;
+	n->a.mtime_nsec = e->mtime_nsec;
+	n->a.flags = 0;
+}
+
+/* Reads the current member's content in chunks and records them on node. */
+static int cut_chunks(struct index_builder *b, struct index_tar *t, const struct index_tar_entry *e,
+		      uint32_t node)
+{
+	uint64_t left = e->size;
+	uint64_t off = e->data_offset;
+	int rc;
+
+	b->nodes[node].chunk_first = (uint32_t)b->nchunks;
+	while (left > 0) {
+		size_t want = left < b->chunk_size ? (size_t)left : b->chunk_size;
+		size_t got = 0;
+		struct index_chunk *c;
+
+		while (got < want) {
+			ssize_t n = index_tar_read(t, b->chunk_buf + got, want - got);
+
+			if (n < 0)
+				return (int)n;
+			if (n == 0)
+				return strata_err(EPIPE, "truncated tar archive in '%s'", e->path);
+			got += (size_t)n;
+		}
+		rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + 1, sizeof(*b->chunks));
+		if (rc < 0)
+			return rc;
+		c = &b->chunks[b->nchunks++];
+		memset(c, 0, sizeof(*c));
+		util_sha256(b->chunk_buf, want, c->digest);
+		c->offset = off;
+		c->size = (uint32_t)want;
+		if (b->chunk_fn) {
+			rc = b->chunk_fn(b->ctx, c->digest, b->chunk_buf, want);
+			if (rc < 0)
+				return rc;
+		}
+		off += want;
+		left -= want;
+	}
+	b->nodes[node].nchunks = (uint32_t)(b->nchunks - b->nodes[node].chunk_first);
+	return 0;
+}
+
+/* Records precomputed chunks (copied) as node's content; they must cut e->size like cut_chunks. */
+static int put_chunks(struct index_builder *b, const struct index_tar_entry *e, uint32_t node,
+		      const struct index_chunk *pre, size_t npre)
+{
+	uint64_t left = e->size;
+	int rc;
+
+	for (size_t i = 0; i < npre; i++) {
+		uint64_t want = left < b->chunk_size ? left : b->chunk_size;
+
+		if (pre[i].size == 0 || pre[i].size != want)
+			return strata_err(EINVAL, "chunk %zu of '%s' is %u bytes, not %llu", i, e->path,
+					  pre[i].size, (unsigned long long)want);
+		left -= want;
+	}
+	if (left)
+		return strata_err(EINVAL, "chunks of '%s' cover %llu of its %llu bytes", e->path,
+				  (unsigned long long)(e->size - left), (unsigned long long)e->size);
+	if (npre > UINT32_MAX - b->nchunks)
+		return strata_err(EFBIG, "layer has too many chunks");
+	rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + npre, sizeof(*b->chunks));
+	if (rc < 0)
+		return rc;
+	b->nodes[node].chunk_first = (uint32_t)b->nchunks;
+	b->nodes[node].nchunks = (uint32_t)npre;
+	if (npre)
+		memcpy(&b->chunks[b->nchunks], pre, npre * sizeof(*pre));
+	b->nchunks += npre;
+	return 0;
+}
+
+/* Adds tar entry e. A regular file's content comes from t (cut into chunks), or, when t is NULL,
+ * from the precomputed chunks pre[0..npre). */
+static int add_entry(struct index_builder *b, struct index_tar *t, const struct index_tar_entry *e,
+		     const struct index_chunk *pre, size_t npre)
+{
+	const char *base = strrchr(e->path, '/');
+	static const uint32_t types[] = {
+		[INDEX_TAR_REG] = S_IFREG, [INDEX_TAR_HARDLINK] = 0, [INDEX_TAR_SYMLINK] = S_IFLNK,
+		[INDEX_TAR_CHAR] = S_IFCHR, [INDEX_TAR_BLOCK] = S_IFBLK, [INDEX_TAR_DIR] = S_IFDIR,
+		[INDEX_TAR_FIFO] = S_IFIFO,
+	};
+	int64_t node, old;
+	struct bnode *n;
+	int rc;
+
+	base = base ? base + 1 : e->path;
+
+	if (strncmp(base, WHITEOUT_PREFIX, 4) == 0) {
+		char *path;
+		size_t plen = (size_t)(base - e->path);
+
+		if (strcmp(base, OPAQUE_NAME) == 0) {
+			char *dir = strndup(e->path, plen ? plen - 1 : 0);
+
+			if (!dir)
+				return -ENOMEM;
+			node = ensure_dir(b, dir);
+			free(dir);
+			if (node < 0)
+				return (int)node;
+			b->nodes[node].opaque = 1;
+			return 0;
+		}
+		if (strncmp(base, ".wh..wh.", 8) == 0)
+			return 0; /* aufs metadata (.wh..wh.plnk etc.): not content */
+		if (!base[4])
+			return strata_err(EINVAL, "invalid whiteout entry '%s'", e->path);
+		path = malloc(strlen(e->path) + 1);
+		if (!path)
+			return -ENOMEM;
+		memcpy(path, e->path, plen);
+		strcpy(path + plen, base + 4);
+		node = new_node(b, S_IFCHR);
+		if (node >= 0) {
+			set_attrs(&b->nodes[node], e, S_IFCHR);
+			b->nodes[node].a.mode = S_IFCHR;
+			b->nodes[node].a.rdev = makedev(0, 0);
+			rc = link_child(b, path, (uint32_t)node);
+		} else {
+			rc = (int)node;
+		}
+		free(path);
+		return rc;
+	}
+
+	if (e->type == INDEX_TAR_HARDLINK) {
+		old = index_pathmap_get(&b->map, e->linkname ? e->linkname : "");
+		if (old < 0)
+			return strata_err(EINVAL, "hard link '%s' points to missing '%s'", e->path,
+					  e->linkname ? e->linkname : "");
+		if (is_dir(&b->nodes[old]))
+			return strata_err(EINVAL, "hard link '%s' points to directory '%s'", e->path,
+					  e->linkname);
+		if (!*e->path)
+			return strata_err(EINVAL, "hard link at the layer root");
+		return link_child(b, e->path, (uint32_t)old);
+	}
+
+	if (e->type == INDEX_TAR_DIR) {
+		old = index_pathmap_get(&b->map, e->path);
+		if (old >= 0 && is_dir(&b->nodes[old])) {
+			/* A directory named again keeps its children and takes the new attributes. */
+			n = &b->nodes[old];
+			set_attrs(n, e, S_IFDIR);
+			return copy_xattrs(n, e);
+		}
+	} else if (!*e->path) {
+		return strata_err(EINVAL, "non-directory entry at the layer root");
+	}
+
+	node = new_node(b, types[e->type]);
+	if (node < 0)
+		return (int)node;
+	n = &b->nodes[node];
+	set_attrs(n, e, types[e->type]);
+	rc = copy_xattrs(n, e);
+	if (rc < 0)
+		return rc;
+	switch (e->type) {
+	case INDEX_TAR_REG:
+		n->a.size = e->size;
+		rc = t ? cut_chunks(b, t, e, (uint32_t)node) : put_chunks(b, e, (uint32_t)node, pre, npre);
+		if (rc < 0)
+			return rc;
+		break;
+	case INDEX_TAR_SYMLINK:
+		n->a.mode = S_IFLNK | 0777; /* Linux symlinks have no mode of their own */
+		n->target = strdup(e->linkname ? e->linkname : "");
+		if (!n->target)
+			return -ENOMEM;
+		n->a.size = strlen(n->target);
+		break;
+	case INDEX_TAR_CHAR:
+	case INDEX_TAR_BLOCK:
+		n->a.rdev = makedev(e->devmajor, e->devminor);
+		break;
+	default:
+		if (npre)
+			return strata_err(EINVAL, "chunks given for '%s', which is not a regular file",
+					  e->path);
+		break;
+	}
+	if (!*e->path)
+		return 0; /* unreachable: root handled as a directory above */
+	return link_child(b, e->path, (uint32_t)node);
+}
+
+static int cmp_child(const void *a, const void *b)
+{
+	const struct bchild *x = a, *y = b;
+
+	return strcmp(x->name, y->name);
+}
+
+/* Appends bytes to the string table, returning the offset. */
+static int str_append(char **tab, size_t *len, size_t *cap, const void *data, size_t n,
+		      uint32_t *off)
+{
+	if (*len + n > UINT32_MAX)
+		return strata_err(EFBIG, "layer index string table too large");
+	if (util_grow((void **)tab, cap, *len + n + 1, 1) < 0)
+		return -ENOMEM;
+	memcpy(*tab + *len, data, n);
+	*off = (uint32_t)*len;
+	*len += n;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- layout */
+
+/* The index being laid out from the tree: finalize's working state, section by section. */
+struct layout {
+	uint32_t *order; /* new ino -> builder node */
+	size_t ninodes, cap_o;
+	struct index_dirent *dirents;
+	size_t ndirents, cap_d;
+	struct index_inode *inodes;
+	struct index_xattr *xattrs;
+	size_t nxattrs, cap_x;
+	struct index_chunk *chunks;
+	size_t nchunks;
+	char *strtab;
+	size_t strlen_, strcap;
+	uint64_t content;
+};
+
+/* Numbers the nodes reachable from the root breadth-first and writes the directory entries. */
+static int number_bfs(struct index_builder *b, struct layout *lo)
+{
+	int64_t root = index_pathmap_get(&b->map, "");
+	int rc;
+
+	assert(root >= 0);
+	if (util_grow((void **)&lo->order, &lo->cap_o, 1, sizeof(*lo->order)) < 0)
+		return -ENOMEM;
+	lo->order[lo->ninodes++] = (uint32_t)root;
+	b->nodes[root].new_ino = 0;
+	/* BFS: a directory's entries are written when it is dequeued, so they are contiguous. */
+	for (size_t q = 0; q < lo->ninodes; q++) {
+		struct bnode *n = &b->nodes[lo->order[q]];
+
+		if (!is_dir(n))
+			continue;
+		if (n->nchildren) /* children is NULL in an empty directory */
+			qsort(n->children, n->nchildren, sizeof(*n->children), cmp_child);
+		n->a.first = (uint32_t)lo->ndirents;
+		n->a.count = (uint32_t)n->nchildren;
+		for (size_t i = 0; i < n->nchildren; i++) {
+			struct bnode *c = &b->nodes[n->children[i].node];
+			struct index_dirent *d;
+
+			if (c->new_ino == UINT32_MAX) {
+				if (util_grow((void **)&lo->order, &lo->cap_o, lo->ninodes + 1,
+					      sizeof(*lo->order)) < 0)
+					return -ENOMEM;
+				c->new_ino = (uint32_t)lo->ninodes;
+				lo->order[lo->ninodes++] = n->children[i].node;
+				n = &b->nodes[lo->order[q]];
+			}
+			if (util_grow((void **)&lo->dirents, &lo->cap_d, lo->ndirents + 1,
+				      sizeof(*lo->dirents)) < 0)
+				return -ENOMEM;
+			d = &lo->dirents[lo->ndirents++];
+			memset(d, 0, sizeof(*d));
+			d->ino = c->new_ino;
+			d->name_len = (uint32_t)strlen(n->children[i].name);
+			rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, n->children[i].name,
+					d->name_len, &d->name_off);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* Fills the inode records in BFS order: attributes, chunk ranges, symlink targets and xattrs (the
+ * opaque marker after the entry's own). */
+static int fill_inodes(struct index_builder *b, struct layout *lo)
+{
+	int rc;
+
+	lo->inodes = calloc(lo->ninodes, sizeof(*lo->inodes));
+	if (!lo->inodes)
+		return -ENOMEM;
+	for (size_t i = 0; i < lo->ninodes; i++) {
+		struct bnode *n = &b->nodes[lo->order[i]];
+		struct index_inode *in = &lo->inodes[i];
+
+		*in = n->a;
+		in->nlink = is_dir(n) ? 2 : 0;
+		if (S_ISREG(n->a.mode)) {
+			in->first = (uint32_t)lo->nchunks;
+			in->count = n->nchunks;
+			lo->content += n->a.size;
+			lo->nchunks += n->nchunks;
+		} else if (S_ISLNK(n->a.mode)) {
+			rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, n->target,
+					strlen(n->target), &in->first);
+			if (rc < 0)
+				return rc;
+		}
+		in->xattr_first = (uint32_t)lo->nxattrs;
+		in->nxattrs = (uint32_t)(n->nxattrs + (n->opaque ? 1 : 0));
+		for (size_t j = 0; j < n->nxattrs + (n->opaque ? 1 : 0); j++) {
+			const char *name = j < n->nxattrs ? n->xattrs[j].name : OPAQUE_XATTR;
+			const void *val = j < n->nxattrs ? (const void *)n->xattrs[j].value : "y";
+			size_t vlen = j < n->nxattrs ? n->xattrs[j].len : 1;
+			struct index_xattr *x;
+
+			if (util_grow((void **)&lo->xattrs, &lo->cap_x, lo->nxattrs + 1,
+				      sizeof(*lo->xattrs)) < 0)
+				return -ENOMEM;
+			x = &lo->xattrs[lo->nxattrs++];
+			x->name_len = (uint32_t)strlen(name);
+			x->value_len = (uint32_t)vlen;
+			if (str_append(&lo->strtab, &lo->strlen_, &lo->strcap, name, x->name_len,
+				       &x->name_off) < 0 ||
+			    str_append(&lo->strtab, &lo->strlen_, &lo->strcap, val, vlen,
+				       &x->value_off) < 0)
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* Link counts: every dirent counts for its target; a subdirectory adds one to its parent. */
+static void count_links(struct layout *lo)
+{
+	for (size_t i = 0; i < lo->ninodes; i++) {
+		if (!S_ISDIR(lo->inodes[i].mode))
+			continue;
+		for (uint32_t j = 0; j < lo->inodes[i].count; j++) {
+			uint32_t ino = lo->dirents[lo->inodes[i].first + j].ino;
+			struct index_inode *c = &lo->inodes[ino];
+
+			if (S_ISDIR(c->mode))
+				lo->inodes[i].nlink++;
+			else
+				c->nlink++;
+		}
+	}
+}
+
+/* Copies the regular files' chunks in BFS order, as fill_inodes numbered them. */
+static int collect_chunks(struct index_builder *b, struct layout *lo)
+{
+	lo->chunks = malloc((lo->nchunks ? lo->nchunks : 1) * sizeof(*lo->chunks));
+	if (!lo->chunks)
+		return -ENOMEM;
+	lo->nchunks = 0;
+	for (size_t i = 0; i < lo->ninodes; i++) {
+		struct bnode *n = &b->nodes[lo->order[i]];
+
+		if (!S_ISREG(n->a.mode))
+			continue;
+		memcpy(&lo->chunks[lo->nchunks], &b->chunks[n->chunk_first],
+		       n->nchunks * sizeof(*lo->chunks));
+		lo->nchunks += n->nchunks;
+	}
+	return 0;
+}
+
+/* Hands the laid out sections to the codec, which encodes and validates them. */
+static int serialize(const struct index_builder *b, const struct layout *lo,
+		     const uint8_t diff_id[32], uint64_t tar_size, struct index_layer **out)
+{
+	struct index_layer_sections s;
+
+	memset(&s, 0, sizeof(s));
+	s.chunk_size = b->chunk_size;
+	s.diff_id = diff_id;
+	s.tar_size = tar_size;
+	s.content_size = lo->content;
+	s.blob_kind = b->blob_kind;
+	s.blob_size = b->blob_size;
+	s.inodes = lo->inodes;
+	s.ninodes = lo->ninodes;
+	s.dirents = lo->dirents;
+	s.ndirents = lo->ndirents;
+	s.chunks = lo->chunks;
+	s.nchunks = lo->nchunks;
+	s.xattrs = lo->xattrs;
+	s.nxattrs = lo->nxattrs;
+	s.cps = b->cps;
+	s.ncps = b->ncps;
+	s.strtab = lo->strtab;
+	s.strtab_len = lo->strlen_;
+	return index_layer_pack(&s, out);
+}
+
+/* Numbers reachable nodes breadth-first and lays out the final arrays into one encoded buffer. */
+static int finalize(struct index_builder *b, const uint8_t diff_id[32], uint64_t tar_size,
+		    struct index_layer **out)
+{
+	struct layout lo;
+	int rc;
+
+	memset(&lo, 0, sizeof(lo));
+	rc = number_bfs(b, &lo);
+	if (rc < 0)
+		goto out;
+	rc = fill_inodes(b, &lo);
+	if (rc < 0)
+		goto out;
+	count_links(&lo);
+	rc = collect_chunks(b, &lo);
+	if (rc < 0)
+		goto out;
+	rc = serialize(b, &lo, diff_id, tar_size, out);
+out:
+	free(lo.order);
+	free(lo.inodes);
+	free(lo.dirents);
+	free(lo.chunks);
+	free(lo.xattrs);
+	free(lo.strtab);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- builder API (layer_i.h) */
+
+/* Sets up an empty builder holding only the root; cut = 1 allocates the buffer cut_chunks needs.
+ * On failure b still needs builder_free. */
+static int builder_init(struct index_builder *b, uint32_t chunk_size, int cut)
+{
+	int64_t root;
+
+	memset(b, 0, sizeof(*b));
+	if (chunk_size < INDEX_MIN_CHUNK_SIZE || chunk_size > INDEX_MAX_CHUNK_SIZE)
+		return strata_err(EINVAL, "chunk size %u out of range [%u, %u]", chunk_size,
+				  INDEX_MIN_CHUNK_SIZE, INDEX_MAX_CHUNK_SIZE);
+	b->chunk_size = chunk_size;
+	if (cut) {
+		b->chunk_buf = malloc(chunk_size);
+		if (!b->chunk_buf)
+			return -ENOMEM;
+	}
+	if (index_pathmap_grow(&b->map) < 0)
+		return -ENOMEM;
+	root = new_node(b, S_IFDIR | 0755);
+	if (root < 0)
+		return (int)root;
+	if (index_pathmap_set(&b->map, "", (uint32_t)root) < 0)
+		return -ENOMEM;
+	b->nodes[root].a.flags = INDEX_INODE_IMPLICIT;
+	return 0;
+}
+
+static int builder_new(uint32_t chunk_size, int cut, struct index_builder **out)
+{
+	struct index_builder *ib = malloc(sizeof(*ib));
+	int rc;
+
+	*out = NULL;
+	if (!ib)
+		return -ENOMEM;
+	rc = builder_init(ib, chunk_size, cut);
+	if (rc < 0) {
+		index_builder_free(ib);
+		return rc;
+	}
+	*out = ib;
+	return 0;
+}
+
+int index_builder_new(uint32_t chunk_size, struct index_builder **out)
+{
+	return builder_new(chunk_size, 0, out);
+}
+
+int index_builder_new_tar(uint32_t chunk_size, index_chunk_fn chunk_fn, void *ctx,
+			  struct index_builder **out)
+{
+	int rc = builder_new(chunk_size, 1, out);
+
+	if (rc < 0)
+		return rc;
+	(*out)->chunk_fn = chunk_fn;
+	(*out)->ctx = ctx;
+	return 0;
+}
+
+int index_builder_add(struct index_builder *ib, const struct index_tar_entry *e,
+		      const struct index_chunk *chunks, size_t nchunks)
+{
+	return add_entry(ib, NULL, e, chunks, nchunks);
+}
+
+int index_builder_add_tar(struct index_builder *ib, struct index_tar *t,
+			  const struct index_tar_entry *e)
+{
+	return add_entry(ib, t, e, NULL, 0);
+}
+
+int index_builder_set_blob(struct index_builder *ib, enum index_blob kind, uint64_t blob_size,
+			   const struct index_checkpoint *cps, size_t ncps)
+{
+	struct index_checkpoint *copy = malloc((ncps ? ncps : 1) * sizeof(*copy));
+
+	if (!copy)
+		return -ENOMEM;
+	if (ncps)
+		memcpy(copy, cps, ncps * sizeof(*copy));
+	free(ib->cps);
+	ib->cps = copy;
+	ib->ncps = ncps;
+	ib->blob_kind = kind;
+	ib->blob_size = blob_size;
+	return 0;
+}
+
+int index_builder_finish(struct index_builder *ib, const uint8_t diff_id[32], uint64_t tar_size,
+			 struct index_layer **out)
+{
+	int rc;
+
+	*out = NULL;
+	rc = finalize(ib, diff_id, tar_size, out);
+	index_builder_free(ib);
+	return rc;
+}
+
+void index_builder_free(struct index_builder *ib)
+{
+	if (!ib)
+		return;
+	builder_free(ib);
+	free(ib);
+}

@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The layer index's binary format: packs the builder's sections, validates and decodes, encodes. */
+#include "layer.h"
+#include "layer_i.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <zstd.h>
+
+#include "zran.h"
+#include "util/log.h"
+
+#define MAGIC "STRATAIX"
+#define MAX_DECODED (1ull << 31)
+
+_Static_assert(sizeof(struct index_inode) == 64, "inode record layout");
+_Static_assert(sizeof(struct index_dirent) == 16, "dirent record layout");
+_Static_assert(sizeof(struct index_chunk) == 48, "chunk record layout");
+_Static_assert(sizeof(struct index_xattr) == 16, "xattr record layout");
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the layer index encoding is little-endian; add byte swapping for this target"
+#endif
+
+_Static_assert(sizeof(struct index_layer_header) == 104, "header layout");
+_Static_assert(sizeof(struct index_checkpoint) == 72, "checkpoint record layout");
+
+static int decode_raw(void *mem, size_t len, struct index_layer **out);
+
+/* ---------------------------------------------------------------- encode */
+
+int index_layer_pack(const struct index_layer_sections *s, struct index_layer **out)
+{
+	struct index_layer_header hdr;
+	void *mem = NULL;
+	size_t total;
+
+	memset(&hdr, 0, sizeof(hdr));
+	memcpy(hdr.magic, MAGIC, 8);
+	hdr.version = INDEX_FORMAT_VERSION;
+	hdr.chunk_size = s->chunk_size;
+	hdr.ninodes = (uint32_t)s->ninodes;
+	hdr.ndirents = (uint32_t)s->ndirents;
+	hdr.nchunks = (uint32_t)s->nchunks;
+	hdr.nxattrs = (uint32_t)s->nxattrs;
+	hdr.strtab_len = s->strtab_len;
+	hdr.tar_size = s->tar_size;
+	hdr.content_size = s->content_size;
+	memcpy(hdr.diff_id, s->diff_id, 32);
+	hdr.ncheckpoints = (uint32_t)s->ncps;
+	hdr.blob_kind = s->blob_kind;
+	hdr.blob_size = s->blob_size;
+	total = sizeof(hdr) + s->ninodes * sizeof(*s->inodes) + s->ndirents * sizeof(*s->dirents) +
+		s->nchunks * sizeof(*s->chunks) + s->nxattrs * sizeof(*s->xattrs) +
+		s->ncps * sizeof(*s->cps) + s->strtab_len;
+	mem = malloc(total);
+	if (!mem)
+		return -ENOMEM;
+	{
+		char *p = mem;
+
+#define PUT(src, n)                                                                                \
+	do {                                                                                       \
+		if ((n) > 0)                                                                       \
+			memcpy(p, src, n);                                                         \
+		p += (n);                                                                          \
+	} while (0)
+		PUT(&hdr, sizeof(hdr));
+		PUT(s->inodes, s->ninodes * sizeof(*s->inodes));
+		PUT(s->dirents, s->ndirents * sizeof(*s->dirents));
+		PUT(s->chunks, s->nchunks * sizeof(*s->chunks));
+		PUT(s->xattrs, s->nxattrs * sizeof(*s->xattrs));
+		PUT(s->cps, s->ncps * sizeof(*s->cps));
+		PUT(s->strtab, s->strtab_len);
+#undef PUT
+	}
+	return decode_raw(mem, total, out); /* mem is owned by *out or freed by decode_raw */
+}
+
+int index_layer_encode(const struct index_layer *l, void **buf, size_t *len)
+{
+	size_t raw = sizeof(*l->hdr) + (size_t)(l->strtab - (const char *)l->mem) - sizeof(*l->hdr) +
+		     l->hdr->strtab_len;
+	size_t cap = ZSTD_compressBound(raw);
+	void *out = malloc(cap);
+	size_t n;
+
+	if (!out)
+		return -ENOMEM;
+	n = ZSTD_compress(out, cap, l->mem, raw, 3);
+	if (ZSTD_isError(n)) {
+		free(out);
+		return strata_err(EIO, "zstd: %s", ZSTD_getErrorName(n));
+	}
+	*buf = out;
+	*len = n;
+	return 0;
+}
+
+void index_layer_set_window_location(struct index_layer *l, uint32_t cp, uint64_t woff,
+				     uint32_t wclen)
+{
+	struct index_checkpoint *c;
+
+	assert(cp < l->hdr->ncheckpoints);
+	c = (struct index_checkpoint *)&l->cps[cp]; /* l owns the memory */
+	c->woff = woff;
+	c->wclen = wclen;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+static int bad(const char *what)
+{
+	return strata_err(EBADMSG, "corrupt layer index: %s", what);
+}
+
+static int valid_name(const char *s, uint32_t len)
+{
+	if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
+		return 0;
+	return memchr(s, '/', len) == NULL && memchr(s, '\0', len) == NULL;
+}
+
+static int cmp_chunk_offset(const void *a, const void *b, void *arg)
+{
+	const struct index_chunk *chunks = arg;
+	uint64_t x = chunks[*(const uint32_t *)a].offset, y = chunks[*(const uint32_t *)b].offset;
+
+	return (x > y) - (x < y);
+}
+
+static int in_range(uint64_t off, uint64_t len, uint64_t limit)
+{
+	return off <= limit && len <= limit - off;
+}
+
+/* The header: magic, version, section sizes that add up to len, and sane counts. */
+static int check_header(const struct index_layer_header *h, size_t len)
+{
+	uint64_t need;
+
+	if (len < sizeof(*h) || memcmp(h->magic, MAGIC, 8) != 0)
+		return bad("bad magic");
+	if (h->version != INDEX_FORMAT_VERSION)
+		return strata_err(EPROTO, "layer index format version %u is not supported (this strata reads version %u)",
+				  h->version, INDEX_FORMAT_VERSION);
+	need = sizeof(*h) + (uint64_t)h->ninodes * sizeof(struct index_inode) +
+	       (uint64_t)h->ndirents * sizeof(struct index_dirent) +
+	       (uint64_t)h->nchunks * sizeof(struct index_chunk) +
+	       (uint64_t)h->nxattrs * sizeof(struct index_xattr) +
+	       (uint64_t)h->ncheckpoints * sizeof(struct index_checkpoint);
+	if (h->strtab_len > len || need != len - h->strtab_len)
+		return bad("section sizes do not add up");
+	if (h->ninodes == 0 || h->chunk_size < INDEX_MIN_CHUNK_SIZE ||
+	    h->chunk_size > INDEX_MAX_CHUNK_SIZE)
+		return bad("bad header");
+	return 0;
+}
+
+/* Points a new index at the sections in mem (checked by check_header). Returns NULL on ENOMEM. */
+static struct index_layer *map_sections(void *mem)
+{
+	struct index_layer *l = calloc(1, sizeof(*l));
+	const struct index_layer_header *h = mem;
+	const char *p;
+
+	if (!l)
+		return NULL;
+	l->mem = mem;
+	l->hdr = h;
+	p = (const char *)mem + sizeof(*h);
+	l->inodes = (const void *)p;
+	p += (size_t)h->ninodes * sizeof(struct index_inode);
+	l->dirents = (const void *)p;
+	p += (size_t)h->ndirents * sizeof(struct index_dirent);
+	l->chunks = (const void *)p;
+	p += (size_t)h->nchunks * sizeof(struct index_chunk);
+	l->xattrs = (const void *)p;
+	p += (size_t)h->nxattrs * sizeof(struct index_xattr);
+	l->cps = (const void *)p;
+	p += (size_t)h->ncheckpoints * sizeof(struct index_checkpoint);
+	l->strtab = p;
+	return l;
+}
+
+/* Directory i's entries: in range, valid names, no cycles, sorted. */
+static int check_dirents(const struct index_layer *l, uint32_t i)
+{
+	const struct index_layer_header *h = l->hdr;
+	const struct index_inode *in = &l->inodes[i];
+
+	if (!in_range(in->first, in->count, h->ndirents))
+		return bad("directory entries out of range");
+	for (uint32_t j = 0; j < in->count; j++) {
+		const struct index_dirent *d = &l->dirents[in->first + j];
+
+		if (!in_range(d->name_off, d->name_len, h->strtab_len) ||
+		    !valid_name(l->strtab + d->name_off, d->name_len) || d->ino >= h->ninodes)
+			return bad("directory entry invalid");
+		/* Children that are directories come later in BFS order: no cycles. */
+		if (S_ISDIR(l->inodes[d->ino].mode) && d->ino <= i)
+			return bad("directory cycle");
+		if (j > 0) {
+			const struct index_dirent *pd = d - 1;
+			uint32_t m = pd->name_len < d->name_len ? pd->name_len : d->name_len;
+			int c = memcmp(l->strtab + pd->name_off, l->strtab + d->name_off, m);
+
+			if (c > 0 || (c == 0 && pd->name_len >= d->name_len))
+				return bad("directory entries not sorted");
+		}
+	}
+	return 0;
+}
+
+/* Every inode: the root a directory, known types, xattrs, entries, chunks and targets in range. */
+static int check_inodes(const struct index_layer *l)
+{
+	const struct index_layer_header *h = l->hdr;
+	int rc;
+
+	if (!S_ISDIR(l->inodes[0].mode))
+		return bad("root is not a directory");
+	for (uint32_t i = 0; i < h->nxattrs; i++) {
+		const struct index_xattr *x = &l->xattrs[i];
+
+		if (!in_range(x->name_off, x->name_len, h->strtab_len) ||
+		    !in_range(x->value_off, x->value_len, h->strtab_len) || x->name_len == 0)
+			return bad("xattr out of range");
+	}
+	for (uint32_t i = 0; i < h->ninodes; i++) {
+		const struct index_inode *in = &l->inodes[i];
+
+		if (!in_range(in->xattr_first, in->nxattrs, h->nxattrs))
+			return bad("inode xattrs out of range");
+		switch (in->mode & S_IFMT) {
+		case S_IFDIR:
+			rc = check_dirents(l, i);
+			if (rc < 0)
+				return rc;
+			break;
+		case S_IFREG: {
+			uint64_t want = (in->size + h->chunk_size - 1) / h->chunk_size;
+
+			if (!in_range(in->first, in->count, h->nchunks) || want != in->count)
+				return bad("file chunks out of range");
+			for (uint32_t j = 0; j < in->count; j++) {
+				uint64_t sz = in->size - (uint64_t)j * h->chunk_size;
+
+				if (sz > h->chunk_size)
+					sz = h->chunk_size;
+				if (l->chunks[in->first + j].size != sz)
+					return bad("chunk size mismatch");
+			}
+			break;
+		}
+		case S_IFLNK:
+			if (!in_range(in->first, in->size, h->strtab_len))
+				return bad("symlink target out of range");
+			break;
+		case S_IFCHR:
+		case S_IFBLK:
+		case S_IFIFO:
+		case S_IFSOCK:
+			break;
+		default:
+			return bad("unknown file type");
+		}
+	}
+	return 0;
+}
+
+/* Every directory but the root is named exactly once (no directory hard links). */
+static int check_dir_links(const struct index_layer *l)
+{
+	const struct index_layer_header *h = l->hdr;
+	uint8_t *seen = calloc(h->ninodes, 1);
+	int rc = 0;
+
+	if (!seen)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < h->ndirents && rc == 0; i++) {
+		uint32_t ino = l->dirents[i].ino;
+
+		if (S_ISDIR(l->inodes[ino].mode) && (ino == 0 || seen[ino]++))
+			rc = bad("directory linked twice");
+	}
+	free(seen);
+	return rc;
+}
+
+/* The blob kind and its checkpoints: known kinds, inside the blob, uoff increasing from 0. */
+static int check_checkpoints(const struct index_layer *l)
+{
+	const struct index_layer_header *h = l->hdr;
+
+	if (h->blob_kind > INDEX_BLOB_ZSTD)
+		return bad("unknown blob kind");
+	for (uint32_t i = 0; i < h->ncheckpoints; i++) {
+		const struct index_checkpoint *cp = &l->cps[i];
+
+		if (cp->kind > INDEX_CP_ZSTD_FRAME || cp->bits > 7 || cp->wlen > INDEX_ZRAN_WINDOW ||
+		    cp->coff > h->blob_size || (cp->bits && cp->coff == 0) ||
+		    (i > 0 && cp->uoff <= l->cps[i - 1].uoff) || (i == 0 && cp->uoff != 0))
+			return bad("invalid checkpoint");
+	}
+	if ((h->blob_kind == INDEX_BLOB_GZIP || h->blob_kind == INDEX_BLOB_ZSTD) &&
+	    !h->ncheckpoints)
+		return bad("compressed blob without checkpoints");
+	return 0;
+}
+
+/* Validates a raw (uncompressed) index in mem and takes ownership of mem in all cases. */
+static int decode_raw(void *mem, size_t len, struct index_layer **out)
+{
+	struct index_layer *l = NULL;
+	const struct index_layer_header *h = mem;
+	int rc;
+
+	*out = NULL;
+	rc = check_header(h, len);
+	if (rc < 0)
+		goto fail;
+	l = map_sections(mem);
+	if (!l) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = check_inodes(l);
+	if (rc < 0)
+		goto fail;
+	rc = check_dir_links(l);
+	if (rc < 0)
+		goto fail;
+	rc = check_checkpoints(l);
+	if (rc < 0)
+		goto fail;
+	l->by_offset = malloc((h->nchunks ? h->nchunks : 1) * sizeof(*l->by_offset));
+	if (!l->by_offset) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < h->nchunks; i++)
+		l->by_offset[i] = i;
+	l->mem_len = len;
+	qsort_r(l->by_offset, h->nchunks, sizeof(*l->by_offset), cmp_chunk_offset, (void *)l->chunks);
+	*out = l;
+	return 0;
+fail:
+	if (l)
+		free(l->by_offset);
+	free(l);
+	free(mem);
+	return rc;
+}
+
+int index_layer_decode(const void *buf, size_t len, struct index_layer **out)
+{
+	unsigned long long raw = ZSTD_getFrameContentSize(buf, len);
+	void *mem;
+	size_t n;
+
+	*out = NULL;
+	if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN || raw > MAX_DECODED)
+		return bad("not a zstd frame with a known size");
+	mem = malloc(raw ? raw : 1);
+	if (!mem)
+		return -ENOMEM;
+	n = ZSTD_decompress(mem, raw, buf, len);
+	if (ZSTD_isError(n) || n != raw) {
+		free(mem);
+		return bad(ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
+	}
+	return decode_raw(mem, n, out);
+}
+
+void index_layer_free(struct index_layer *l)
+{
+	if (!l)
+		return;
+	free(l->by_offset);
+	free(l->mem);
+	free(l);
+}
