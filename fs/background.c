@@ -23,7 +23,7 @@ static void bg_yield(struct fs_engine *eng)
 		pthread_mutex_lock(&eng->inflight_mu);
 		busy = eng->foreground > 0;
 		pthread_mutex_unlock(&eng->inflight_mu);
-		if (!busy && __atomic_load_n(&eng->bg_limit, __ATOMIC_RELAXED)) {
+		if (!busy && atomic_load_explicit(&eng->bg_limit, memory_order_relaxed)) {
 			struct store_stats st;
 
 			/* At the quota's low-water mark: fetch nothing that eviction would undo. */
@@ -115,7 +115,7 @@ void fs_bg_stop(struct fs_engine *eng)
 void fs_background_limit(struct fs *f, uint64_t bytes)
 {
 	if (f)
-		__atomic_store_n(&f->eng.bg_limit, bytes, __ATOMIC_RELAXED);
+		atomic_store_explicit(&f->eng.bg_limit, bytes, memory_order_relaxed);
 }
 
 int fs_fetch_layer(struct fs_engine *eng, const char *digest,
@@ -156,7 +156,7 @@ int fs_fetch_layer(struct fs_engine *eng, const char *digest,
 				else
 					rc = fs_fetch_shared(eng, l, in, ci);
 				if (rc == 0 && fs_stored_now(eng, c->digest) != 1)
-					rc = __atomic_load_n(&eng->store_full, __ATOMIC_RELAXED) ?
+					rc = atomic_load_explicit(&eng->store_full, memory_order_relaxed) ?
 						     strata_err(ENOSPC, "store %s is full", store_dir(eng->store)) :
 						     strata_err(EIO, "a fetched chunk of %s was not stored", digest);
 			}

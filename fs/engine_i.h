@@ -68,11 +68,11 @@ struct fs_engine {
 	pthread_rwlock_t layers_lock;
 	struct fs_layer **layers; /* loaded layers, indexed by seq; protected by layers_lock */
 	size_t layers_cap;        /* protected by layers_lock */
-	uint64_t layers_bytes;    /* fs_layer.bytes of the loaded layers; written under layers_lock
+	_Atomic uint64_t layers_bytes; /* fs_layer.bytes of the loaded layers; written under layers_lock
 				     (write side), read atomically */
 	uint64_t layers_max;      /* the cap on layers_bytes */
-	uint64_t layer_tick;      /* use clock for the LRU choice (atomic) */
-	int64_t layer_trimmed;    /* second of the last malloc_trim after unloads (atomic) */
+	_Atomic uint64_t layer_tick; /* use clock for the LRU choice */
+	_Atomic int64_t layer_trimmed; /* second of the last malloc_trim after unloads */
 	struct chunk_cache cache;
 	pthread_mutex_t inflight_mu;
 	pthread_cond_t inflight_cv;
@@ -81,7 +81,7 @@ struct fs_engine {
 	pthread_t bg_thread;
 	int bg_started;
 	atomic_int bg_stop;
-	uint64_t bg_limit;         /* store size background completion stays under; 0 = none (atomic) */
+	_Atomic uint64_t bg_limit; /* store size background completion stays under; 0 = none */
 	pthread_mutex_t w_mu;      /* the chunk writer's queue */
 	pthread_cond_t w_cv, w_idle;
 	struct wchunk *w_head, *w_tail; /* verified chunks to store, oldest first (writer.c);
@@ -90,7 +90,7 @@ struct fs_engine {
 	int w_stop;                /* protected by w_mu */
 	int w_started;
 	pthread_t w_thread;
-	int store_full;            /* chunk writes fail for lack of space (atomic) */
+	atomic_int store_full;     /* chunk writes fail for lack of space */
 };
 
 /* Sets up a zeroed eng for store; starts no thread. chunk_cache_bytes and index_cache_bytes as for
@@ -124,10 +124,10 @@ struct fs_layer {
 	char digest[STORE_DIGEST_LEN];
 	struct fetch_ref *src;             /* where missing bytes come from; NULL: nowhere */
 	char windows[STORE_DIGEST_LEN];    /* index artifact windows blob, or "" */
-	int warned;                        /* a fetch failure was logged (log once per layer) */
-	uint64_t touched;                  /* last access second passed to the store (atomic) */
-	int refs;                          /* references (atomic; taken under layers_lock) */
-	uint64_t used;                     /* fs_engine.layer_tick at the last reference (atomic) */
+	atomic_int warned;                 /* a fetch failure was logged (log once per layer) */
+	_Atomic uint64_t touched;          /* last access second passed to the store */
+	atomic_int refs;                   /* references (taken under layers_lock) */
+	_Atomic uint64_t used;             /* fs_engine.layer_tick at the last reference */
 	size_t bytes;                      /* memory held: the decoded index and this struct */
 	struct fs_layer *gone;             /* unloaded, to be freed; layer_trim()'s own list */
 };

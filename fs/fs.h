@@ -134,7 +134,7 @@ int fs_is_fuse_mount(const char *path, char *type, size_t cap);
 /* Like fs_is_fuse_mount, also returning the mount source (e.g. "strata:/var/lib/strata"). */
 int fs_mount_info(const char *path, char *type, size_t cap, char *source, size_t scap);
 
-/* ---- quota support (tools/quota.c; fetching a layer for a pin: engine.h) */
+/* ---- open files, for quota eviction (via tools/quota.c); a pin's fetch is in engine.h */
 
 /* Takes and drops the lock op_open and release take to count open files: while it is held no
  * file can be opened, so a set of chunks to delete can be checked against fs_open_chunks() and

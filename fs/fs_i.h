@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -70,7 +71,7 @@ struct fs {
 	int read_timeout_ms;
 	pthread_mutex_t dh_mu;
 	struct dir_handle *dh;     /* handles of layers/; protected by dh_mu */
-	uint64_t dh_next;          /* the last handle number given (atomic) */
+	_Atomic uint64_t dh_next;  /* the last handle number given */
 	struct fs_io io;
 	int adopted;               /* serves a mount another process made (fs_adopt) */
 	char *source;              /* mount source, for a handover */

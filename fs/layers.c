@@ -18,7 +18,9 @@
 #include "util/log.h"
 
 /* The decoded-index cache of the process's fs (one per process), for fs_index_stats_get. */
-static struct fs_index_stats index_stats;
+static struct {
+	_Atomic uint64_t bytes, layers, cap, loads, unloads;
+} index_stats;
 
 static void layer_destroy(struct fs_layer *l)
 {
@@ -30,9 +32,8 @@ static void layer_destroy(struct fs_layer *l)
 /* Takes a reference on l. Caller holds layers_lock (either side). */
 static struct fs_layer *layer_ref_locked(struct fs_engine *eng, struct fs_layer *l)
 {
-	__atomic_add_fetch(&l->refs, 1, __ATOMIC_ACQUIRE);
-	__atomic_store_n(&l->used, __atomic_add_fetch(&eng->layer_tick, 1, __ATOMIC_RELAXED),
-			 __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&l->refs, 1, memory_order_acquire);
+	atomic_store_explicit(&l->used, atomic_fetch_add_explicit(&eng->layer_tick, 1, memory_order_relaxed) + 1, memory_order_relaxed);
 	return l;
 }
 
@@ -53,23 +54,23 @@ static void layer_trim(struct fs_engine *eng)
 			struct fs_layer *l = eng->layers[i];
 
 			/* No reference can be taken meanwhile: that needs the read side. */
-			if (l && __atomic_load_n(&l->refs, __ATOMIC_SEQ_CST) == 0 &&
+			if (l && atomic_load(&l->refs) == 0 &&
 			    (!victim || l->used < victim->used))
 				victim = l;
 		}
 		if (!victim)
 			break;
 		eng->layers[victim->seq] = NULL;
-		__atomic_store_n(&eng->layers_bytes, eng->layers_bytes - victim->bytes, __ATOMIC_RELAXED);
-		__atomic_sub_fetch(&index_stats.bytes, victim->bytes, __ATOMIC_RELAXED);
-		__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
+		atomic_fetch_sub_explicit(&eng->layers_bytes, victim->bytes, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&index_stats.bytes, victim->bytes, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&index_stats.layers, 1, memory_order_relaxed);
 		victim->gone = gone;
 		gone = victim;
 		n++;
 	}
 	pthread_rwlock_unlock(&eng->layers_lock);
 	if (n)
-		__atomic_add_fetch(&index_stats.unloads, n, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(&index_stats.unloads, n, memory_order_relaxed);
 	while (gone) {
 		struct fs_layer *next = gone->gone;
 
@@ -82,7 +83,7 @@ static void layer_trim(struct fs_engine *eng)
 		 * than one layer kept 21 MiB more resident without this). */
 		int64_t now = (int64_t)time(NULL);
 
-		if (__atomic_exchange_n(&eng->layer_trimmed, now, __ATOMIC_RELAXED) != now)
+		if (atomic_exchange_explicit(&eng->layer_trimmed, now, memory_order_relaxed) != now)
 			malloc_trim(0);
 	}
 }
@@ -93,10 +94,9 @@ void fs_layer_put(struct fs_engine *eng, struct fs_layer *l)
 {
 	if (!l)
 		return;
-	assert(__atomic_load_n(&l->refs, __ATOMIC_RELAXED) > 0);
+	assert(atomic_load_explicit(&l->refs, memory_order_relaxed) > 0);
 	/* (sequentially consistent with layer_load's update: one of the two trims) */
-	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_SEQ_CST) == 0 &&
-	    __atomic_load_n(&eng->layers_bytes, __ATOMIC_SEQ_CST) > eng->layers_max)
+	if (atomic_fetch_sub(&l->refs, 1) == 1 && atomic_load(&eng->layers_bytes) > eng->layers_max)
 		layer_trim(eng);
 }
 
@@ -211,12 +211,12 @@ int fs_layer_load(struct fs_engine *eng, const char *digest, struct fs_layer **o
 	}
 	eng->layers[info.seq] = l;
 	*out = layer_ref_locked(eng, l);
-	__atomic_store_n(&eng->layers_bytes, eng->layers_bytes + l->bytes, __ATOMIC_SEQ_CST);
-	__atomic_add_fetch(&index_stats.bytes, l->bytes, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&index_stats.loads, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add(&eng->layers_bytes, l->bytes);
+	atomic_fetch_add_explicit(&index_stats.bytes, l->bytes, memory_order_relaxed);
+	atomic_fetch_add_explicit(&index_stats.layers, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&index_stats.loads, 1, memory_order_relaxed);
 	pthread_rwlock_unlock(&eng->layers_lock);
-	if (__atomic_load_n(&eng->layers_bytes, __ATOMIC_SEQ_CST) > eng->layers_max)
+	if (atomic_load(&eng->layers_bytes) > eng->layers_max)
 		layer_trim(eng); /* never this one: it is referenced */
 	return 0;
 }
@@ -262,7 +262,7 @@ void fs_layer_touch(struct fs_engine *eng, struct fs_layer *l)
 {
 	uint64_t now = (uint64_t)time(NULL);
 
-	if (__atomic_exchange_n(&l->touched, now, __ATOMIC_RELAXED) != now)
+	if (atomic_exchange_explicit(&l->touched, now, memory_order_relaxed) != now)
 		store_layer_touch(eng->store, l->digest, now);
 }
 
@@ -270,9 +270,9 @@ void fs_layers_unload_all(struct fs_engine *eng)
 {
 	for (size_t i = 0; i < eng->layers_cap; i++) {
 		if (eng->layers[i]) {
-			assert(eng->layers[i]->refs == 0);
-			__atomic_sub_fetch(&index_stats.bytes, eng->layers[i]->bytes, __ATOMIC_RELAXED);
-			__atomic_sub_fetch(&index_stats.layers, 1, __ATOMIC_RELAXED);
+			assert(atomic_load(&eng->layers[i]->refs) == 0);
+			atomic_fetch_sub_explicit(&index_stats.bytes, eng->layers[i]->bytes, memory_order_relaxed);
+			atomic_fetch_sub_explicit(&index_stats.layers, 1, memory_order_relaxed);
 			layer_destroy(eng->layers[i]);
 		}
 	}
@@ -283,16 +283,16 @@ void fs_layers_unload_all(struct fs_engine *eng)
 
 void fs_index_stats_cap(uint64_t cap)
 {
-	__atomic_store_n(&index_stats.cap, cap, __ATOMIC_RELAXED);
+	atomic_store_explicit(&index_stats.cap, cap, memory_order_relaxed);
 }
 
 void fs_index_stats_get(struct fs_index_stats *out)
 {
-	out->bytes = __atomic_load_n(&index_stats.bytes, __ATOMIC_RELAXED);
-	out->layers = __atomic_load_n(&index_stats.layers, __ATOMIC_RELAXED);
-	out->cap = __atomic_load_n(&index_stats.cap, __ATOMIC_RELAXED);
-	out->loads = __atomic_load_n(&index_stats.loads, __ATOMIC_RELAXED);
-	out->unloads = __atomic_load_n(&index_stats.unloads, __ATOMIC_RELAXED);
+	out->bytes = atomic_load_explicit(&index_stats.bytes, memory_order_relaxed);
+	out->layers = atomic_load_explicit(&index_stats.layers, memory_order_relaxed);
+	out->cap = atomic_load_explicit(&index_stats.cap, memory_order_relaxed);
+	out->loads = atomic_load_explicit(&index_stats.loads, memory_order_relaxed);
+	out->unloads = atomic_load_explicit(&index_stats.unloads, memory_order_relaxed);
 }
 
 int fs_collect_layer_cb(void *ctx, const struct store_layer *sl)

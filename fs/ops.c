@@ -298,7 +298,7 @@ static int do_opendir(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (ino == INO_LAYERS) {
 		/* Numbers from a random base: they do not repeat those of the process before us. */
-		fi->fh = __atomic_add_fetch(&f->dh_next, 1, __ATOMIC_RELAXED);
+		fi->fh = atomic_fetch_add_explicit(&f->dh_next, 1, memory_order_relaxed) + 1;
 		if (!dh_get(f, fi->fh, 1, &rc))
 			return rc;
 	}

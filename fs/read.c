@@ -207,14 +207,14 @@ static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct ind
 		n = strata_err(EBADMSG, "chunk has the wrong size");
 	if (n < 0) {
 		util_digest_format(c->digest, hex);
-		if (!__atomic_exchange_n(&l->warned, 1, __ATOMIC_RELAXED))
+		if (!atomic_exchange_explicit(&l->warned, 1, memory_order_relaxed))
 			strata_log(LOG_ERR, "read: layer %s chunk %s: %s%s", l->digest, hex,
 				   strata_errmsg((int)n),
 				   l->src ? "" : " (the layer has no source to fetch from)");
 		free(e);
 		return n == -ENOMEM ? -ENOMEM : -EIO;
 	}
-	__atomic_store_n(&l->warned, 0, __ATOMIC_RELAXED);
+	atomic_store_explicit(&l->warned, 0, memory_order_relaxed);
 	e->len = c->size;
 	*out = fs_cache_insert(&eng->cache, e);
 	return 0;

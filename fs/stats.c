@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Read counters: where the chunks reads needed came from, and a histogram of their fetch waits. */
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -8,7 +9,10 @@
 #include "fs.h"
 
 /* Process-wide (one fs per process), lock-free: relaxed atomic adds from the FUSE threads. */
-static struct fs_read_stats read_stats;
+static struct {
+	_Atomic uint64_t cache_hits, store_hits, fetched, failed;
+	_Atomic uint64_t fetch_us[FS_LAT_BUCKETS];
+} read_stats;
 
 static unsigned latency_bucket(uint64_t us)
 {
@@ -54,16 +58,17 @@ uint64_t fs_latency_quantile_us(const struct fs_read_stats *s, double q)
 
 void fs_read_stats_get(struct fs_read_stats *out)
 {
-	const uint64_t *src = (const uint64_t *)&read_stats;
-	uint64_t *dst = (uint64_t *)out;
-
-	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	out->cache_hits = atomic_load_explicit(&read_stats.cache_hits, memory_order_relaxed);
+	out->store_hits = atomic_load_explicit(&read_stats.store_hits, memory_order_relaxed);
+	out->fetched = atomic_load_explicit(&read_stats.fetched, memory_order_relaxed);
+	out->failed = atomic_load_explicit(&read_stats.failed, memory_order_relaxed);
+	for (unsigned i = 0; i < FS_LAT_BUCKETS; i++)
+		out->fetch_us[i] = atomic_load_explicit(&read_stats.fetch_us[i], memory_order_relaxed);
 }
 
-static void count_read(uint64_t *counter)
+static void count_read(_Atomic uint64_t *counter)
 {
-	__atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
 uint64_t fs_stats_now_us(void)

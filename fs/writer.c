@@ -199,9 +199,9 @@ int fs_chunk_local(struct fs_engine *eng, const uint8_t digest[32])
 /* Notes whether chunk writes fail for lack of space, logging each change once. */
 void fs_store_full(struct fs_engine *eng, int full)
 {
-	if (__atomic_load_n(&eng->store_full, __ATOMIC_RELAXED) == full)
+	if (atomic_load_explicit(&eng->store_full, memory_order_relaxed) == full)
 		return;
-	if (__atomic_exchange_n(&eng->store_full, full, __ATOMIC_RELAXED) == full)
+	if (atomic_exchange_explicit(&eng->store_full, full, memory_order_relaxed) == full)
 		return;
 	if (full)
 		strata_log(LOG_ERR, "store %s is full: serving without caching", store_dir(eng->store));
