@@ -109,8 +109,8 @@ void fetch_tokens_free(struct fetch_tokens *t);
  * status, a response without a token); -EINVAL for an unsupported challenge; -ENOMEM. On failure
  * *authorization is NULL. Messages never contain a secret or token. Thread-safe.
  */
-int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch, const struct fetch_creds *creds,
-		     char **authorization);
+int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch,
+		     const struct fetch_creds *creds, char **authorization);
 
 /* fetch_tokens_get, with an issuer request (connect and whole transfer) of at most limit_ms when
  * > 0 and shorter than the defaults: for a token needed by a read with a deadline. A request cut

@@ -123,7 +123,8 @@ int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
 			break;
 		n = token_len(p);
 		if (n == 0) {
-			rc = strata_err(EINVAL, "WWW-Authenticate: expected an auth scheme at offset %zu",
+			rc = strata_err(EINVAL,
+					"WWW-Authenticate: expected an auth scheme at offset %zu",
 					(size_t)(p - value));
 			goto out;
 		}
@@ -141,15 +142,18 @@ int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
 		}
 		p += n;
 		if (*p != '\0' && *p != ',' && *p != ' ' && *p != '\t') {
-			rc = strata_err(EINVAL, "WWW-Authenticate: invalid character after the auth scheme");
+			rc = strata_err(EINVAL,
+					"WWW-Authenticate: invalid character after the auth scheme");
 			goto out;
 		}
 		p = skip_ows(p);
 		if (!param_starts(p) && token68_end(p)) {
 			p = token68_end(p);
 		} else if (!param_starts(p) && *p != ',' && *p != '\0') {
-			rc = strata_err(EINVAL, "WWW-Authenticate: expected auth-params or ',' at offset %zu",
-					(size_t)(p - value));
+			rc = strata_err(
+				EINVAL,
+				"WWW-Authenticate: expected auth-params or ',' at offset %zu",
+				(size_t)(p - value));
 			goto out;
 		} else {
 			/* auth-params, until what follows a comma is not a parameter */
@@ -170,8 +174,11 @@ int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
 					rc = -EINVAL;
 				}
 				if (rc == -EINVAL)
-					rc = strata_err(EINVAL, "WWW-Authenticate: invalid value for parameter "
-								"\"%.*s\"", (int)(nlen < 40 ? nlen : 40), name);
+					rc = strata_err(
+						EINVAL,
+						"WWW-Authenticate: invalid value for parameter "
+						"\"%.*s\"",
+						(int)(nlen < 40 ? nlen : 40), name);
 				if (rc < 0)
 					goto out;
 				if (want && nlen == 5 && strncasecmp(name, "realm", 5) == 0)
@@ -188,8 +195,10 @@ int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
 				if (*p == '\0')
 					break;
 				if (*p != ',') {
-					rc = strata_err(EINVAL, "WWW-Authenticate: expected ',' at offset %zu",
-							(size_t)(p - value));
+					rc = strata_err(
+						EINVAL,
+						"WWW-Authenticate: expected ',' at offset %zu",
+						(size_t)(p - value));
 					goto out;
 				}
 				while (*p == ' ' || *p == '\t' || *p == ',')
@@ -206,7 +215,8 @@ int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
 	if (strcmp(cur.scheme, "bearer") == 0 &&
 	    (!cur.realm || (strncasecmp(cur.realm, "https://", 8) != 0 &&
 			    strncasecmp(cur.realm, "http://", 7) != 0))) {
-		rc = strata_err(EINVAL, "WWW-Authenticate: Bearer challenge without an http(s) realm");
+		rc = strata_err(EINVAL,
+				"WWW-Authenticate: Bearer challenge without an http(s) realm");
 		goto out;
 	}
 	*out = cur;
@@ -226,4 +236,3 @@ void fetch_challenge_clear(struct fetch_challenge *c)
 	free(c->scope);
 	memset(c, 0, sizeof(*c));
 }
-

@@ -18,7 +18,7 @@
 #include "util/log.h"
 #include "util/mem.h"
 
-#define DOCKER_HUB_SERVER   "https://index.docker.io/v1/"
+#define DOCKER_HUB_SERVER "https://index.docker.io/v1/"
 
 void fetch_creds_clear(struct fetch_creds *c)
 {
@@ -105,18 +105,22 @@ static int creds_from_entry(json_t *e, const char *host, struct fetch_creds *out
 	int rc = 0;
 
 	if (!json_is_object(e))
-		return strata_err(EINVAL, "docker config: the auths entry for %s is not an object", host);
+		return strata_err(EINVAL, "docker config: the auths entry for %s is not an object",
+				  host);
 	if (auth && auth[0]) {
 		rc = util_base64_decode(auth, strlen(auth), &dec, &dlen);
 		if (rc == -EINVAL)
-			rc = strata_err(EINVAL, "docker config: \"auth\" for %s is not valid base64", host);
+			rc = strata_err(EINVAL,
+					"docker config: \"auth\" for %s is not valid base64", host);
 		if (rc < 0)
 			goto out;
 		dec[dlen] = '\0';
 		colon = memchr(dec, ':', dlen);
 		if (!colon || strlen((char *)dec) != dlen) {
-			rc = strata_err(EINVAL, "docker config: \"auth\" for %s is not base64(user:password)",
-					host);
+			rc = strata_err(
+				EINVAL,
+				"docker config: \"auth\" for %s is not base64(user:password)",
+				host);
 			goto out;
 		}
 		*colon = '\0';
@@ -136,7 +140,8 @@ static int creds_from_entry(json_t *e, const char *host, struct fetch_creds *out
 	} else if (out->username && pass && pass[0]) {
 		out->secret = strdup(pass);
 	} else {
-		rc = strata_err(ENOENT, "docker config: no credentials in the auths entry for %s", host);
+		rc = strata_err(ENOENT, "docker config: no credentials in the auths entry for %s",
+				host);
 		goto out;
 	}
 	if (!out->secret)
@@ -205,23 +210,25 @@ int fetch_creds_lookup_within(const char *config_path, const char *host, long li
 		return strata_err(ENOENT, "no docker config file (no home directory)");
 	f = fopen(path, "re");
 	if (!f) {
-		rc = errno == ENOENT ? strata_err(ENOENT, "no credentials for %s (%s does not exist)", host,
-						  path) :
-				       strata_err(errno, "%s: %s", path, strerror(errno));
+		rc = errno == ENOENT ?
+			     strata_err(ENOENT, "no credentials for %s (%s does not exist)", host,
+					path) :
+			     strata_err(errno, "%s: %s", path, strerror(errno));
 		goto out;
 	}
 	/* jerr.text may quote the input near the error: only the position is reported */
 	root = json_loadf(f, 0, &jerr);
 	if (!root || !json_is_object(root)) {
-		rc = strata_err(EINVAL, "%s:%d:%d: not a valid docker config file", path, root ? 1 : jerr.line,
-				root ? 1 : jerr.column);
+		rc = strata_err(EINVAL, "%s:%d:%d: not a valid docker config file", path,
+				root ? 1 : jerr.line, root ? 1 : jerr.column);
 		goto out;
 	}
 	entry = find_host_entry(json_object_get(root, "credHelpers"), host);
 	if (entry) {
 		helper = json_string_value(entry);
 		if (!helper) {
-			rc = strata_err(EINVAL, "%s: credHelpers entry for %s is not a string", path, host);
+			rc = strata_err(EINVAL, "%s: credHelpers entry for %s is not a string",
+					path, host);
 			goto out;
 		}
 	} else {
@@ -261,4 +268,3 @@ out:
 		fetch_creds_clear(out);
 	return rc;
 }
-

@@ -24,12 +24,13 @@
 
 extern char **environ;
 
-#define HELPER_PREFIX	    "docker-credential-"
-#define HELPER_OUT_MAX	    (64 * 1024)
-#define HELPER_TIMEOUT_MS   10000L
-#define NOT_FOUND_MSG	    "credentials not found in native keychain"
+#define HELPER_PREFIX	  "docker-credential-"
+#define HELPER_OUT_MAX	  (64 * 1024)
+#define HELPER_TIMEOUT_MS 10000L
+#define NOT_FOUND_MSG	  "credentials not found in native keychain"
 
-static _Atomic long helper_timeout_ms = HELPER_TIMEOUT_MS; /* set by tests, read by every helper run */
+static _Atomic long helper_timeout_ms =
+	HELPER_TIMEOUT_MS; /* set by tests, read by every helper run */
 
 void fetch_auth_set_helper_timeout_ms(long ms)
 {
@@ -194,7 +195,8 @@ static int read_answer(const char *prog, const char *server, int status, const c
 	user = json_string_value(json_object_get(root, "Username"));
 	secret = json_string_value(json_object_get(root, "Secret"));
 	if (!root || !user || !secret || secret[0] == '\0') {
-		rc = strata_err(EINVAL, "credential helper %s: answer is not JSON with Username and Secret",
+		rc = strata_err(EINVAL,
+				"credential helper %s: answer is not JSON with Username and Secret",
 				prog);
 		goto out;
 	}
@@ -244,7 +246,8 @@ int fetch_auth_run_helper(const char *helper, const char *server, long limit_ms,
 	if (!buf)
 		return -ENOMEM;
 	/* a socket for stdin: send() with MSG_NOSIGNAL cannot raise SIGPIPE if the helper exits early */
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in_sv) != 0 || pipe2(out_p, O_CLOEXEC) != 0) {
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in_sv) != 0 ||
+	    pipe2(out_p, O_CLOEXEC) != 0) {
 		rc = strata_err(errno, "%s: cannot create pipes: %s", prog, strerror(errno));
 		goto out;
 	}
@@ -258,8 +261,8 @@ int fetch_auth_run_helper(const char *helper, const char *server, long limit_ms,
 	len = talk(in_sv[0], out_p[0], pid, server, buf, deadline, &status);
 	pid = -1;
 	if (len == -ETIMEDOUT || status == -ETIMEDOUT) {
-		rc = strata_err(ETIMEDOUT, "credential helper %s did not finish within %ld ms", prog,
-				timeout_ms);
+		rc = strata_err(ETIMEDOUT, "credential helper %s did not finish within %ld ms",
+				prog, timeout_ms);
 		goto out;
 	}
 	if (len < 0) {

@@ -17,12 +17,12 @@
 #include "util/log.h"
 #include "util/mem.h"
 
-#define TOKEN_BODY_MAX	    (1024 * 1024)
-#define TOKEN_DEFAULT_S	    60
-#define TOKEN_EARLY_S	    10
-#define TOKEN_CONNECT_MS    10000L
-#define TOKEN_TIMEOUT_MS    30000L
-#define TOKEN_MAX_REDIRS    3L
+#define TOKEN_BODY_MAX	 (1024 * 1024)
+#define TOKEN_DEFAULT_S	 60
+#define TOKEN_EARLY_S	 10
+#define TOKEN_CONNECT_MS 10000L
+#define TOKEN_TIMEOUT_MS 30000L
+#define TOKEN_MAX_REDIRS 3L
 
 /* ---- the cache ---- */
 
@@ -303,7 +303,8 @@ static int fetch_token(const struct fetch_challenge *ch, const struct fetch_cred
 	}
 	exp = json_object_get(root, "expires_in");
 	*life_s = json_is_integer(exp) && json_integer_value(exp) > 0 ?
-			  (json_integer_value(exp) > 86400L * 365 ? 86400L * 365 : (long)json_integer_value(exp)) :
+			  (json_integer_value(exp) > 86400L * 365 ? 86400L * 365 :
+								    (long)json_integer_value(exp)) :
 			  TOKEN_DEFAULT_S;
 	if (asprintf(auth, "Bearer %s", tok) < 0) {
 		*auth = NULL;
@@ -338,8 +339,9 @@ static int basic_authorization(const struct fetch_creds *creds, char **authoriza
 	int n;
 
 	if (!creds || creds->identity_token || !creds->username || !creds->secret)
-		return strata_err(EACCES, "the registry asks for a username and password (Basic auth) and "
-					  "none are configured");
+		return strata_err(EACCES,
+				  "the registry asks for a username and password (Basic auth) and "
+				  "none are configured");
 	n = asprintf(&pair, "%s:%s", creds->username, creds->secret);
 	if (n < 0)
 		return -ENOMEM;
@@ -356,8 +358,8 @@ static int basic_authorization(const struct fetch_creds *creds, char **authoriza
 	return 0;
 }
 
-int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch, const struct fetch_creds *creds,
-		     char **authorization)
+int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch,
+		     const struct fetch_creds *creds, char **authorization)
 {
 	return fetch_tokens_get_within(t, ch, creds, 0, authorization);
 }

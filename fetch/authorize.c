@@ -143,8 +143,8 @@ static int reg_auth_get(struct fetch_client *c, const char *key, long limit_ms,
 	} else if (rc == -ENOENT) {
 		strata_debug("%s: no credentials (%s); anonymous", key, strata_errmsg(rc));
 	} else {
-		strata_log(LOG_WARNING, "%s: cannot read credentials (%s); continuing anonymously", key,
-			   strata_errmsg(rc));
+		strata_log(LOG_WARNING, "%s: cannot read credentials (%s); continuing anonymously",
+			   key, strata_errmsg(rc));
 	}
 	strata_err_clear();
 	pthread_mutex_lock(&c->auth_lock);
@@ -270,7 +270,8 @@ static int auth_apply(struct req *r, const struct reg_auth *ra, const struct fet
 	if (strncasecmp(value, "Bearer ", 7) != 0) { /* fetch_tokens_get's contract */
 		explicit_bzero(value, strlen(value));
 		free(value);
-		return strata_err(EIO, "%s: unexpected authorization from the token cache", r->what);
+		return strata_err(EIO, "%s: unexpected authorization from the token cache",
+				  r->what);
 	}
 	r->bearer = strdup(value + 7);
 	explicit_bzero(value, strlen(value));
@@ -290,8 +291,10 @@ static int auth_denied(const struct req *r, const struct reg_auth *ra, int rc)
 	if (rc == -EACCES)
 		snprintf(cause, sizeof(cause), ": %s", strata_errmsg(rc));
 	return strata_err(EACCES, "%s: access denied (HTTP 401 from %s; %s)%s", r->what, r->host,
-			  ra->have_creds ? "credentials from the docker config for this registry" :
-			  "anonymous: no credentials in the docker config for this registry", cause);
+			  ra->have_creds ?
+				  "credentials from the docker config for this registry" :
+				  "anonymous: no credentials in the docker config for this registry",
+			  cause);
 }
 
 /* --- the 401 -> token flow --- */
@@ -326,7 +329,8 @@ int fetch_authorize_request(struct req *r)
 		rc = auth_apply(r, ra, &ch);
 		rounds = 1; /* a cached token refused: one fresh token, then the answer is final */
 		if (rc < 0) { /* a remembered challenge that does not work now: ask without */
-			strata_debug("%s: cannot authorize up front (%s)", r->what, strata_errmsg(rc));
+			strata_debug("%s: cannot authorize up front (%s)", r->what,
+				     strata_errmsg(rc));
 			strata_err_clear();
 			auth_reset(r);
 			fetch_challenge_clear(&ch);
@@ -353,8 +357,10 @@ int fetch_authorize_request(struct req *r)
 			char msg[256];
 
 			snprintf(msg, sizeof(msg), "%s", strata_errmsg(rc));
-			rc = strata_err(EACCES, "%s: access denied (HTTP 401 from %s; unusable "
-					"challenge: %s)", r->what, r->host, msg);
+			rc = strata_err(EACCES,
+					"%s: access denied (HTTP 401 from %s; unusable "
+					"challenge: %s)",
+					r->what, r->host, msg);
 			break;
 		}
 		have_ch = 1;
@@ -386,7 +392,8 @@ int fetch_authorize_request(struct req *r)
 		strata_debug("%s: HTTP 401 from %s; retrying with %s", r->what, r->host,
 			     r->bearer ? "a bearer token" : "basic credentials");
 		if (fetch_http_sink_reset(r) < 0) {
-			rc = strata_err(EIO, "%s: cannot rewind the output to retry with credentials",
+			rc = strata_err(EIO,
+					"%s: cannot rewind the output to retry with credentials",
 					r->what);
 			break;
 		}
@@ -398,4 +405,3 @@ out:
 	r->www_auth = NULL;
 	return rc;
 }
-

@@ -23,12 +23,13 @@ static int blob_check(struct req *r)
 	util_sha256_final(r->sha, md); /* also resets the context for another host */
 	util_digest_format(md, got);
 	if (r->expected > 0 && r->got != r->expected)
-		return strata_err(EBADMSG, "blob %s from %s is %llu bytes, its descriptor says %llu",
+		return strata_err(EBADMSG,
+				  "blob %s from %s is %llu bytes, its descriptor says %llu",
 				  r->blob_digest, r->host, (unsigned long long)r->got,
 				  (unsigned long long)r->expected);
 	if (strcmp(got, r->blob_digest) != 0)
-		return strata_err(EBADMSG, "blob %s from %s digest mismatch (got %s)", r->blob_digest,
-				  r->host, got);
+		return strata_err(EBADMSG, "blob %s from %s digest mismatch (got %s)",
+				  r->blob_digest, r->host, got);
 	return 0;
 }
 
@@ -144,7 +145,8 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 		r.deadline_ms = fetch_now_ms() + c->read_timeout_ms;
 	}
 	if (tl_read_deadline_ms && (!r.deadline_ms || tl_read_deadline_ms < r.deadline_ms)) {
-		r.timeout_ms = tl_read_timeout_ms; /* the read's earlier fetches used up some of it */
+		r.timeout_ms =
+			tl_read_timeout_ms; /* the read's earlier fetches used up some of it */
 		r.deadline_ms = tl_read_deadline_ms;
 	}
 	r.buf = buf;
@@ -167,4 +169,3 @@ int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const 
 {
 	return fetch_blob_range_verify(c, ref, digest, off, len, buf, NULL, NULL);
 }
-

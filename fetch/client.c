@@ -17,12 +17,12 @@
 #include "registry_i.h"
 #include "util/log.h"
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
-#define DEFAULT_LOW_SPEED_S 30L
-#define DEFAULT_ATTEMPTS 3
-#define RETRY_AFTER_MAX_S 10L
-#define DEFAULT_PER_HOST 8
-#define DEFAULT_BREAKER_FAILURES 5
+#define DEFAULT_CONNECT_TIMEOUT_MS  10000L
+#define DEFAULT_LOW_SPEED_S	    30L
+#define DEFAULT_ATTEMPTS	    3
+#define RETRY_AFTER_MAX_S	    10L
+#define DEFAULT_PER_HOST	    8
+#define DEFAULT_BREAKER_FAILURES    5
 #define DEFAULT_BREAKER_COOLDOWN_MS 10000L
 
 /* --- process-wide setup --- */
@@ -45,10 +45,10 @@ static void arch_init(void)
 		const char *machine;
 		const char *goarch;
 	} map[] = {
-		{ "x86_64", "amd64" },	 { "amd64", "amd64" },	   { "aarch64", "arm64" },
-		{ "arm64", "arm64" },	 { "i386", "386" },	   { "i486", "386" },
-		{ "i586", "386" },	 { "i686", "386" },	   { "ppc64le", "ppc64le" },
-		{ "s390x", "s390x" },	 { "riscv64", "riscv64" },
+		{ "x86_64", "amd64" }, { "amd64", "amd64" },	 { "aarch64", "arm64" },
+		{ "arm64", "arm64" },  { "i386", "386" },	 { "i486", "386" },
+		{ "i586", "386" },     { "i686", "386" },	 { "ppc64le", "ppc64le" },
+		{ "s390x", "s390x" },  { "riscv64", "riscv64" },
 	};
 	struct utsname u;
 
@@ -153,21 +153,22 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 		pthread_condattr_destroy(&ca);
 	}
 	c->read_timeout_ms = opts->read_timeout_ms > 0 ? opts->read_timeout_ms : 0;
-	c->retry_after_max_ms = 1000L * (opts->retry_after_max_s > 0 ? opts->retry_after_max_s
-								    : RETRY_AFTER_MAX_S);
+	c->retry_after_max_ms = 1000L * (opts->retry_after_max_s > 0 ? opts->retry_after_max_s :
+								       RETRY_AFTER_MAX_S);
 	c->max_per_host = opts->max_per_host > 0 ? opts->max_per_host : DEFAULT_PER_HOST;
-	c->breaker_failures = opts->breaker_failures > 0 ? (unsigned)opts->breaker_failures
-							 : DEFAULT_BREAKER_FAILURES;
-	c->breaker_cooldown_ms = opts->breaker_cooldown_ms > 0 ? opts->breaker_cooldown_ms
-							       : DEFAULT_BREAKER_COOLDOWN_MS;
+	c->breaker_failures = opts->breaker_failures > 0 ? (unsigned)opts->breaker_failures :
+							   DEFAULT_BREAKER_FAILURES;
+	c->breaker_cooldown_ms = opts->breaker_cooldown_ms > 0 ? opts->breaker_cooldown_ms :
+								 DEFAULT_BREAKER_COOLDOWN_MS;
 	c->strict_cache = opts->strict_cache;
 	c->hosts_dir = opts->hosts_dir && *opts->hosts_dir ? strdup(opts->hosts_dir) : NULL;
 	c->os = strdup(opts->platform_os ? opts->platform_os : "linux");
 	c->arch = strdup(opts->platform_arch ? opts->platform_arch : fetch_host_arch());
 	c->variant = opts->platform_variant ? strdup(opts->platform_variant) : NULL;
-	c->connect_timeout_ms =
-		opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
-	c->low_speed_s = opts->low_speed_timeout_s > 0 ? opts->low_speed_timeout_s : DEFAULT_LOW_SPEED_S;
+	c->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms :
+							       DEFAULT_CONNECT_TIMEOUT_MS;
+	c->low_speed_s = opts->low_speed_timeout_s > 0 ? opts->low_speed_timeout_s :
+							 DEFAULT_LOW_SPEED_S;
 	c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_ATTEMPTS;
 	if (!c->os || !c->arch || (opts->platform_variant && !c->variant) ||
 	    (opts->hosts_dir && *opts->hosts_dir && !c->hosts_dir)) {
@@ -184,7 +185,8 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 	    curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
-	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
+		    CURLSHE_OK) {
 		rc = strata_err(EIO, "curl share setup failed");
 		goto out;
 	}
@@ -239,4 +241,3 @@ void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out)
 	out->range_requests = atomic_load_explicit(&c->n_range, memory_order_relaxed);
 	out->fallbacks = atomic_load_explicit(&c->n_fallbacks, memory_order_relaxed);
 }
-

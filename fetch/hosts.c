@@ -160,7 +160,8 @@ static int push_header(struct fetch_host *h, const char *name, const char *value
 	return 0;
 }
 
-__attribute__((format(printf, 3, 4))) static int warn(struct interp *in, int line, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int warn(struct interp *in, int line, const char *fmt,
+						      ...)
 {
 	struct fetch_hosts *h = in->h;
 	struct warning *w;
@@ -203,8 +204,9 @@ static int set_caps(struct interp *in, const struct tnode *v, struct fetch_host 
 	char e[TOML_ECHO_MAX];
 
 	if (v->kind != T_ARRAY)
-		return fetch_toml_fail(in->file, v->line,
-				       "\"capabilities\" must be an array of strings, e.g. [\"pull\", \"resolve\"]");
+		return fetch_toml_fail(
+			in->file, v->line,
+			"\"capabilities\" must be an array of strings, e.g. [\"pull\", \"resolve\"]");
 	for (size_t i = 0; i < v->n; i++) {
 		const struct tnode *c = v->items[i];
 
@@ -253,7 +255,8 @@ static int set_ca(struct interp *in, const struct tnode *v, struct fetch_host *h
 
 static int set_client(struct interp *in, const struct tnode *v, struct fetch_host *host)
 {
-	const char *msg = "\"client\" must be a path, an array of paths or an array of [cert, key] pairs";
+	const char *msg =
+		"\"client\" must be a path, an array of paths or an array of [cert, key] pairs";
 	int rc = 0;
 
 	if (v->kind == T_STRING) {
@@ -277,8 +280,9 @@ static int set_client(struct interp *in, const struct tnode *v, struct fetch_hos
 		if (c->kind != T_ARRAY)
 			return fetch_toml_fail(in->file, c->line, "%s", msg);
 		if (c->n != 2)
-			return fetch_toml_fail(in->file, c->line,
-					       "a \"client\" pair must have two elements: [cert, key]");
+			return fetch_toml_fail(
+				in->file, c->line,
+				"a \"client\" pair must have two elements: [cert, key]");
 		cert = c->items[0];
 		key = c->items[1];
 		if (cert->kind != T_STRING || key->kind != T_STRING)
@@ -309,8 +313,9 @@ static int set_headers(struct interp *in, const struct tnode *v, struct fetch_ho
 	int rc = 0;
 
 	if (v->kind != T_TABLE)
-		return fetch_toml_fail(in->file, v->line,
-				       "\"header\" must be a table: [header] or [host.\"...\".header]");
+		return fetch_toml_fail(
+			in->file, v->line,
+			"\"header\" must be a table: [header] or [host.\"...\".header]");
 	for (size_t i = 0; i < v->n && rc == 0; i++) {
 		const char *name = v->keys[i];
 		const struct tnode *val = v->items[i];
@@ -319,27 +324,32 @@ static int set_headers(struct interp *in, const struct tnode *v, struct fetch_ho
 		for (const char *c = name; *c; c++)
 			ok = ok && is_tchar(*c);
 		if (!ok)
-			return fetch_toml_fail(in->file, val->line,
-					       "invalid header name \"%s\"", TOML_ECHO(e, name));
+			return fetch_toml_fail(in->file, val->line, "invalid header name \"%s\"",
+					       TOML_ECHO(e, name));
 		if (val->kind == T_STRING) {
 			if (!header_value_ok(val->str))
-				return fetch_toml_fail(in->file, val->line,
-						       "control character in the value of header \"%s\"", name);
+				return fetch_toml_fail(
+					in->file, val->line,
+					"control character in the value of header \"%s\"", name);
 			rc = push_header(host, name, val->str);
 			continue;
 		}
 		if (val->kind != T_ARRAY)
-			return fetch_toml_fail(in->file, val->line,
-					       "header \"%s\" must be a string or an array of strings", name);
+			return fetch_toml_fail(
+				in->file, val->line,
+				"header \"%s\" must be a string or an array of strings", name);
 		for (size_t j = 0; j < val->n && rc == 0; j++) {
 			const struct tnode *s = val->items[j];
 
 			if (s->kind != T_STRING)
-				return fetch_toml_fail(in->file, s->line,
-						       "header \"%s\" must be a string or an array of strings", name);
+				return fetch_toml_fail(
+					in->file, s->line,
+					"header \"%s\" must be a string or an array of strings",
+					name);
 			if (!header_value_ok(s->str))
-				return fetch_toml_fail(in->file, s->line,
-						       "control character in the value of header \"%s\"", name);
+				return fetch_toml_fail(
+					in->file, s->line,
+					"control character in the value of header \"%s\"", name);
 			rc = push_header(host, name, s->str);
 		}
 	}
@@ -353,8 +363,8 @@ static int parse_duration_ms(const char *s, long long *ms)
 		const char *unit;
 		double ns;
 	} units[] = {
-		{"ns", 1},   {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"\xce\xbcs", 1e3},
-		{"ms", 1e6}, {"s", 1e9},  {"m", 60e9},	      {"h", 3600e9},
+		{ "ns", 1 },   { "us", 1e3 }, { "\xc2\xb5s", 1e3 }, { "\xce\xbcs", 1e3 },
+		{ "ms", 1e6 }, { "s", 1e9 },  { "m", 60e9 },	    { "h", 3600e9 },
 	};
 	double total = 0;
 
@@ -401,7 +411,7 @@ static int parse_duration_ms(const char *s, long long *ms)
 
 static int set_proxy(struct interp *in, const struct tnode *v, struct fetch_host *host)
 {
-	static const char *const schemes[] = {"http://", "https://", "socks5://", "socks5h://"};
+	static const char *const schemes[] = { "http://", "https://", "socks5://", "socks5h://" };
 	const char *rest = NULL;
 	char e[TOML_ECHO_MAX];
 	size_t hostlen;
@@ -431,7 +441,18 @@ static int set_proxy(struct interp *in, const struct tnode *v, struct fetch_host
 
 /* The hostFileConfig fields (plus `server` at the top level). go-toml matches struct fields
  * case-insensitively, so containerd accepts "Capabilities" too; so does this. */
-enum field { F_CAPS, F_CA, F_CLIENT, F_SKIP, F_OVERRIDE, F_HEADER, F_DIAL, F_PROXY, F_SERVER, F_COUNT };
+enum field {
+	F_CAPS,
+	F_CA,
+	F_CLIENT,
+	F_SKIP,
+	F_OVERRIDE,
+	F_HEADER,
+	F_DIAL,
+	F_PROXY,
+	F_SERVER,
+	F_COUNT
+};
 
 static const char *const field_names[F_COUNT] = {
 	"capabilities", "ca",		"client", "skip_verify", "override_path",
@@ -443,7 +464,7 @@ static const char *const field_names[F_COUNT] = {
 static int apply_config(struct interp *in, const struct tnode *t, int top, struct fetch_host *host,
 			int *override_path, const struct tnode **server)
 {
-	int seen[F_COUNT] = {0}, rc = 0;
+	int seen[F_COUNT] = { 0 }, rc = 0;
 	char e[TOML_ECHO_MAX];
 
 	*override_path = 0;
@@ -491,10 +512,12 @@ static int apply_config(struct interp *in, const struct tnode *t, int top, struc
 			rc = set_headers(in, v, host);
 			break;
 		case F_DIAL:
-			if (v->kind != T_STRING || parse_duration_ms(v->str, &host->dial_timeout_ms) != 0)
-				return fetch_toml_fail(in->file, v->line,
-						       "\"dial_timeout\" must be a duration string like \"500ms\" or "
-						       "\"2s\" (at most 24h)");
+			if (v->kind != T_STRING ||
+			    parse_duration_ms(v->str, &host->dial_timeout_ms) != 0)
+				return fetch_toml_fail(
+					in->file, v->line,
+					"\"dial_timeout\" must be a duration string like \"500ms\" or "
+					"\"2s\" (at most 24h)");
 			break;
 		case F_PROXY:
 			rc = set_proxy(in, v, host);
@@ -507,10 +530,12 @@ static int apply_config(struct interp *in, const struct tnode *t, int top, struc
 			break;
 		default:
 			if (!top && strcmp(key, "host") == 0)
-				rc = warn(in, v->line,
-					  "nested [host] tables are not supported; \"host\" ignored");
+				rc = warn(
+					in, v->line,
+					"nested [host] tables are not supported; \"host\" ignored");
 			else
-				rc = warn(in, v->line, "unknown key \"%s\" ignored", TOML_ECHO(e, key));
+				rc = warn(in, v->line, "unknown key \"%s\" ignored",
+					  TOML_ECHO(e, key));
 			break;
 		}
 	}
@@ -542,7 +567,8 @@ static int valid_authority(const char *a, size_t n)
 }
 
 /* Sets scheme, host and path from a host URL the way containerd's parseHostConfig does. */
-static int set_url(struct interp *in, int line, const char *url, int override_path, struct fetch_host *host)
+static int set_url(struct interp *in, int line, const char *url, int override_path,
+		   struct fetch_host *host)
 {
 	const char *scheme = "https", *rest = url, *path;
 	char e[TOML_ECHO_MAX], *p = NULL;
@@ -562,16 +588,17 @@ static int set_url(struct interp *in, int line, const char *url, int override_pa
 	alen = strcspn(rest, "/?#");
 	path = rest + alen;
 	if (alen == 0)
-		return fetch_toml_fail(in->file, line,
-				       "missing host name in \"%s\"", TOML_ECHO(e, url));
+		return fetch_toml_fail(in->file, line, "missing host name in \"%s\"",
+				       TOML_ECHO(e, url));
 	if (memchr(rest, '@', alen))
 		return fetch_toml_fail(in->file, line,
 				       "credentials in host URL \"%s\" are not supported",
 				       TOML_ECHO(e, url));
 	if (!valid_authority(rest, alen))
-		return fetch_toml_fail(in->file, line,
-				       "invalid host in \"%s\" (expected host[:port] or [ipv6]:port)",
-				       TOML_ECHO(e, url));
+		return fetch_toml_fail(
+			in->file, line,
+			"invalid host in \"%s\" (expected host[:port] or [ipv6]:port)",
+			TOML_ECHO(e, url));
 	plen = strcspn(path, "?#");
 	if (path[plen])
 		return fetch_toml_fail(in->file, line,
@@ -608,7 +635,7 @@ static int set_url(struct interp *in, int line, const char *url, int override_pa
 
 static int is_loopback(const char *registry)
 {
-	struct fetch_ref r = {.domain = (char *)registry};
+	struct fetch_ref r = { .domain = (char *)registry };
 
 	return strcmp(registry, "::1") == 0 || fetch_ref_is_loopback(&r);
 }
@@ -648,8 +675,9 @@ static int build(struct interp *in, const struct tnode *root)
 		const char *url = hosts->keys[i];
 
 		if (t->kind != T_TABLE)
-			return fetch_toml_fail(in->file, t->line,
-					       "\"host\" must be [host.\"URL\"] tables, not a value");
+			return fetch_toml_fail(
+				in->file, t->line,
+				"\"host\" must be [host.\"URL\"] tables, not a value");
 		if (!url[0])
 			return fetch_toml_fail(in->file, t->line, "empty host URL in [host.\"\"]");
 		host = fetch_hosts_add(in->h);
@@ -692,7 +720,7 @@ int fetch_hosts_check_registry(const char *registry)
 int fetch_hosts_parse(const char *text, size_t len, const char *path, const char *registry,
 		      struct fetch_hosts **out)
 {
-	struct interp in = {.file = path, .registry = registry};
+	struct interp in = { .file = path, .registry = registry };
 	struct tnode *root = NULL;
 	char *base = NULL;
 	int rc;

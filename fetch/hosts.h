@@ -26,9 +26,9 @@ struct fetch_host_header {
 
 /* One endpoint to try. All fields are owned by the struct fetch_hosts that holds it; read-only. */
 struct fetch_host {
-	char *scheme;	 /* "https" or "http" */
-	char *host;	 /* "mirror.example:5000", "[::1]:5000", "registry-1.docker.io" */
-	char *path;	 /* API root: "/v2", "/us/v2"; with override_path the URL's cleaned path as is,
+	char *scheme; /* "https" or "http" */
+	char *host;   /* "mirror.example:5000", "[::1]:5000", "registry-1.docker.io" */
+	char *path;   /* API root: "/v2", "/us/v2"; with override_path the URL's cleaned path as is,
 			  * possibly "" (the host root) */
 	unsigned caps;	 /* FETCH_CAP_* bits */
 	int skip_verify; /* -1 unset (verify), 0, 1 */
@@ -41,7 +41,7 @@ struct fetch_host {
 	size_t nheaders;
 	long long dial_timeout_ms; /* `dial_timeout` (containerd 2.x), -1 unset */
 	char *proxy;		   /* `proxy` URL (containerd 2.x), NULL unset */
-	int is_server;		   /* 1 for the upstream `server` (configured or default), always last */
+	int is_server; /* 1 for the upstream `server` (configured or default), always last */
 };
 
 struct fetch_hosts;

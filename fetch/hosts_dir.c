@@ -17,8 +17,8 @@
 #include "toml_i.h"
 #include "util/log.h"
 
-#define HOSTS_FILE	"hosts.toml"
-#define DEFAULT_DIR	"_default"
+#define HOSTS_FILE  "hosts.toml"
+#define DEFAULT_DIR "_default"
 
 /* ---- paths ---- */
 
@@ -98,7 +98,8 @@ static int read_file(const char *file, char **text, size_t *len)
 
 	fd = open(file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : strata_err(errno, "%s: %s", file, strerror(errno));
+		return errno == ENOENT ? -ENOENT :
+					 strata_err(errno, "%s: %s", file, strerror(errno));
 	if (fstat(fd, &st) != 0) {
 		rc = strata_err(errno, "%s: %s", file, strerror(errno));
 		goto out;
@@ -114,7 +115,8 @@ static int read_file(const char *file, char **text, size_t *len)
 			char *nb;
 
 			if (cap > TOML_MAX_TEXT) {
-				rc = strata_err(EINVAL, "%s: file is larger than %d bytes", file, TOML_MAX_TEXT);
+				rc = strata_err(EINVAL, "%s: file is larger than %d bytes", file,
+						TOML_MAX_TEXT);
 				goto out;
 			}
 			cap = cap ? cap * 2 : 4096;
@@ -192,7 +194,8 @@ static int load_cert_files(const char *dir, struct fetch_host *host)
 		if (de->d_type == DT_DIR)
 			continue;
 		if (de->d_type == DT_UNKNOWN &&
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode))
 			continue;
 		nn = realloc(names, (n + 1) * sizeof(*nn));
 		if (!nn) {
@@ -288,7 +291,7 @@ static char *absolute_dir(const char *hosts_dir)
 
 int fetch_hosts_load(const char *hosts_dir, const char *registry, struct fetch_hosts **out)
 {
-	char *root = NULL, *cand[3] = {NULL, NULL, NULL}, *dir = NULL, *file = NULL, *text = NULL;
+	char *root = NULL, *cand[3] = { NULL, NULL, NULL }, *dir = NULL, *file = NULL, *text = NULL;
 	size_t len = 0;
 	int rc;
 
@@ -299,8 +302,9 @@ int fetch_hosts_load(const char *hosts_dir, const char *registry, struct fetch_h
 		return load_default(registry, NULL, out);
 	root = absolute_dir(hosts_dir);
 	if (!root) {
-		rc = errno == ENOMEM || errno == 0 ? -ENOMEM
-						   : strata_err(errno, "%s: %s", hosts_dir, strerror(errno));
+		rc = errno == ENOMEM || errno == 0 ?
+			     -ENOMEM :
+			     strata_err(errno, "%s: %s", hosts_dir, strerror(errno));
 		goto out;
 	}
 	/* containerd's hostPaths (unix): host_port_ (when different), host, _default */
@@ -359,4 +363,3 @@ out:
 	free(root);
 	return rc;
 }
-

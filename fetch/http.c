@@ -21,8 +21,8 @@
 #include "util/mem.h"
 #include "util/sha256.h"
 
-#define ERRBODY_MAX (64u << 10)
-#define MAX_REDIRS 10L
+#define ERRBODY_MAX	 (64u << 10)
+#define MAX_REDIRS	 10L
 #define BLOB_BUFFER_SIZE (256L << 10)
 
 static int is_2xx(long status)
@@ -49,7 +49,8 @@ static void header_value(char *dst, size_t dstlen, const char *v, size_t n, int 
 		if (semi)
 			n = (size_t)(semi - v);
 	}
-	while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+	while (n > 0 &&
+	       (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
 	if (n >= dstlen)
 		n = dstlen - 1;
@@ -190,8 +191,8 @@ static int write_all(int fd, const char *p, size_t n)
 static size_t sink_mem(struct req *r, const char *data, size_t n)
 {
 	if (n > r->limit - r->len) {
-		r->sink_err = strata_err(EBADMSG, "%s: %s is larger than %zu MiB", r->what, r->limit_what,
-					 r->limit >> 20);
+		r->sink_err = strata_err(EBADMSG, "%s: %s is larger than %zu MiB", r->what,
+					 r->limit_what, r->limit >> 20);
 		return 0;
 	}
 	if (util_grow((void **)&r->mem, &r->cap, r->len + n + 1, 1) < 0) {
@@ -209,7 +210,8 @@ static size_t sink_fd(struct req *r, const char *data, size_t n)
 	int rc;
 
 	if (r->expected > 0 && n > r->expected - r->got) {
-		r->sink_err = strata_err(EBADMSG, "blob %s is larger than its descriptor (%llu bytes)",
+		r->sink_err = strata_err(EBADMSG,
+					 "blob %s is larger than its descriptor (%llu bytes)",
 					 r->blob_digest, (unsigned long long)r->expected);
 		return 0;
 	}
@@ -251,20 +253,25 @@ static int range_matches(const struct req *r)
  */
 static size_t sink_buf(struct req *r, const char *data, size_t n)
 {
-	uint64_t start = r->status == 206 ? r->range_off : 0; /* blob offset of the body's first byte */
-	uint64_t pos = start + r->body_pos;                     /* blob offset of data[0] */
-	uint64_t want = r->range_off + r->have;                 /* blob offset of the next byte needed */
+	uint64_t start = r->status == 206 ? r->range_off :
+					    0;	/* blob offset of the body's first byte */
+	uint64_t pos = start + r->body_pos;	/* blob offset of data[0] */
+	uint64_t want = r->range_off + r->have; /* blob offset of the next byte needed */
 
 	if (r->body_pos == 0 && r->status == 206) {
 		if (strcasecmp(r->content_type, "multipart/byteranges") == 0) {
-			r->sink_err = strata_err(EIO, "%s: server returned several ranges for request "
-						 "%llu-%llu", r->what, (unsigned long long)r->range_off,
+			r->sink_err = strata_err(EIO,
+						 "%s: server returned several ranges for request "
+						 "%llu-%llu",
+						 r->what, (unsigned long long)r->range_off,
 						 (unsigned long long)fetch_range_last(r));
 			return 0;
 		}
 		if (!range_matches(r)) {
-			r->sink_err = strata_err(EIO, "%s: server returned range %llu-%llu for request "
-						 "%llu-%llu", r->what, (unsigned long long)r->cr_first,
+			r->sink_err = strata_err(EIO,
+						 "%s: server returned range %llu-%llu for request "
+						 "%llu-%llu",
+						 r->what, (unsigned long long)r->cr_first,
 						 (unsigned long long)r->cr_last,
 						 (unsigned long long)r->range_off,
 						 (unsigned long long)fetch_range_last(r));
@@ -365,7 +372,8 @@ int fetch_http_sink_reset(struct req *r)
 		return 0;
 	if (r->fd_start < 0)
 		return -ESPIPE;
-	if (ftruncate(r->fd, r->fd_start) != 0 || lseek(r->fd, r->fd_start, SEEK_SET) != r->fd_start)
+	if (ftruncate(r->fd, r->fd_start) != 0 ||
+	    lseek(r->fd, r->fd_start, SEEK_SET) != r->fd_start)
 		return -errno;
 	util_sha256_final(r->sha, scratch); /* resets the context */
 	r->got = 0;
@@ -373,8 +381,8 @@ int fetch_http_sink_reset(struct req *r)
 }
 
 /* Appends one formatted header line to *list. Returns 0 or -ENOMEM (*list is unchanged then). */
-__attribute__((format(printf, 2, 3)))
-static int add_header(struct curl_slist **list, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int add_header(struct curl_slist **list,
+							    const char *fmt, ...)
 {
 	struct curl_slist *t;
 	char *line;
@@ -482,8 +490,8 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 					  fetch_http_url(r));
 	} else if (r->basic) {
 		curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		if (curl_easy_setopt(h, CURLOPT_USERNAME, r->basic->username ? r->basic->username : "") !=
-			    CURLE_OK ||
+		if (curl_easy_setopt(h, CURLOPT_USERNAME,
+				     r->basic->username ? r->basic->username : "") != CURLE_OK ||
 		    curl_easy_setopt(h, CURLOPT_PASSWORD, r->basic->secret) != CURLE_OK)
 			return strata_err(ENOMEM, "%s: cannot set up the request",
 					  fetch_http_url(r));
@@ -500,7 +508,8 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 		const struct fetch_host *fh = r->hc->host;
 
 		if (r->hc->ca_pem) {
-			struct curl_blob blob = { .data = r->hc->ca_pem, .len = r->hc->ca_len,
+			struct curl_blob blob = { .data = r->hc->ca_pem,
+						  .len = r->hc->ca_len,
 						  .flags = CURL_BLOB_COPY };
 
 			cc = curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
@@ -568,7 +577,8 @@ static int curl_error(struct req *r, CURLcode cc, int *retry)
 }
 
 /* The first entry of a registry error body {"errors":[{"code":..,"message":..}]}, if any. */
-static void registry_error(const struct req *r, char *code, size_t codelen, char *msg, size_t msglen)
+static void registry_error(const struct req *r, char *code, size_t codelen, char *msg,
+			   size_t msglen)
 {
 	json_t *root, *first;
 	const char *s;
@@ -612,7 +622,8 @@ static int http_error(struct req *r, long status)
 		return strata_err(EACCES, "%s: access denied (HTTP %ld from %s)", r->what, status,
 				  r->host);
 	if (status == 416 && r->kind == SINK_BUF)
-		return strata_err(EPIPE, "%s: blob is shorter than the requested range (bytes %llu-%llu)",
+		return strata_err(EPIPE,
+				  "%s: blob is shorter than the requested range (bytes %llu-%llu)",
 				  r->what, (unsigned long long)r->range_off,
 				  (unsigned long long)fetch_range_last(r));
 	if (strcmp(code, "NAME_UNKNOWN") == 0)
@@ -662,7 +673,8 @@ static int range_finish(struct req *r, int *retry)
 	if (r->have == r->range_len)
 		return 0;
 	if (r->status == 206)
-		proven = r->has_range && r->cr_total >= 0 && r->cr_last + 1 == (uint64_t)r->cr_total &&
+		proven = r->has_range && r->cr_total >= 0 &&
+			 r->cr_last + 1 == (uint64_t)r->cr_total &&
 			 r->body_pos == r->cr_last - r->cr_first + 1;
 	else
 		proven = r->content_length >= 0 && r->body_pos == (uint64_t)r->content_length;
@@ -718,4 +730,3 @@ int fetch_http_header_safe(const char *s)
 			return 0;
 	return 1;
 }
-

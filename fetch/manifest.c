@@ -17,10 +17,10 @@
 #include "util/sha256.h"
 
 #define MANIFEST_MAX (4u << 20)
-#define CONFIG_MAX (16u << 20)
-#define ACCEPT_MANIFESTS                                                                          \
-	FETCH_MT_OCI_INDEX ", " FETCH_MT_OCI_MANIFEST ", " FETCH_MT_DOCKER_LIST ", "              \
-	FETCH_MT_DOCKER_MANIFEST
+#define CONFIG_MAX   (16u << 20)
+#define ACCEPT_MANIFESTS                                                        \
+	FETCH_MT_OCI_INDEX ", " FETCH_MT_OCI_MANIFEST ", " FETCH_MT_DOCKER_LIST \
+			   ", " FETCH_MT_DOCKER_MANIFEST
 #define SCHEMA1_PREFIX "application/vnd.docker.distribution.manifest.v1+"
 
 /* A fetched manifest: the bytes, their digest, and the Content-Type they came with. */
@@ -63,13 +63,17 @@ static int manifest_check(struct req *r)
 		return strata_err(EBADMSG, "%s: manifest %s from %s digest mismatch (got %s)",
 				  mc->refstr, mc->expect_digest, r->host, mc->d->digest);
 	if (mc->expect_size > 0 && r->len != mc->expect_size)
-		return strata_err(EBADMSG, "%s: manifest %s from %s is %zu bytes, its descriptor says "
-				  "%llu", mc->refstr, mc->d->digest, r->host, r->len,
+		return strata_err(EBADMSG,
+				  "%s: manifest %s from %s is %zu bytes, its descriptor says "
+				  "%llu",
+				  mc->refstr, mc->d->digest, r->host, r->len,
 				  (unsigned long long)mc->expect_size);
 	if (!mc->expect_digest && strncmp(r->docker_digest, "sha256:", 7) == 0 &&
 	    strcasecmp(r->docker_digest, mc->d->digest) != 0)
-		return strata_err(EBADMSG, "%s: manifest digest mismatch from %s (Docker-Content-Digest "
-				  "%s, got %s)", mc->refstr, r->host, r->docker_digest, mc->d->digest);
+		return strata_err(EBADMSG,
+				  "%s: manifest digest mismatch from %s (Docker-Content-Digest "
+				  "%s, got %s)",
+				  mc->refstr, r->host, r->docker_digest, mc->d->digest);
 	return 0;
 }
 
@@ -114,7 +118,8 @@ out:
 	return rc;
 }
 
-static int parse_json(const char *refstr, const char *what, const char *data, size_t len, json_t **out)
+static int parse_json(const char *refstr, const char *what, const char *data, size_t len,
+		      json_t **out)
 {
 	json_error_t jerr;
 	json_t *root;
@@ -122,8 +127,8 @@ static int parse_json(const char *refstr, const char *what, const char *data, si
 	*out = NULL;
 	root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return strata_err(EBADMSG, "%s: malformed %s JSON: %s (line %d)", refstr, what, jerr.text,
-				  jerr.line);
+		return strata_err(EBADMSG, "%s: malformed %s JSON: %s (line %d)", refstr, what,
+				  jerr.text, jerr.line);
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return strata_err(EBADMSG, "%s: %s JSON is not an object", refstr, what);
@@ -149,7 +154,8 @@ static int classify(const char *refstr, json_t *root, const char *content_type, 
 	    strncmp(t, SCHEMA1_PREFIX, strlen(SCHEMA1_PREFIX)) == 0)
 		return strata_err(ENOTSUP, "%s: schema 1 manifests are not supported", refstr);
 	if (!json_is_integer(sv) || json_integer_value(sv) != 2)
-		return strata_err(ENOTSUP, "%s: unsupported manifest schemaVersion (want 2)", refstr);
+		return strata_err(ENOTSUP, "%s: unsupported manifest schemaVersion (want 2)",
+				  refstr);
 	if (strcmp(t, FETCH_MT_OCI_INDEX) == 0 || strcmp(t, FETCH_MT_DOCKER_LIST) == 0) {
 		*mt = t;
 		*kind = DOC_INDEX;
@@ -160,7 +166,8 @@ static int classify(const char *refstr, json_t *root, const char *content_type, 
 		*kind = DOC_MANIFEST;
 		return 0;
 	}
-	if (!*t || strcmp(t, "application/json") == 0 || strcmp(t, "application/octet-stream") == 0) {
+	if (!*t || strcmp(t, "application/json") == 0 ||
+	    strcmp(t, "application/octet-stream") == 0) {
 		if (json_is_array(json_object_get(root, "manifests"))) {
 			*mt = FETCH_MT_OCI_INDEX;
 			*kind = DOC_INDEX;
@@ -178,8 +185,8 @@ static int classify(const char *refstr, json_t *root, const char *content_type, 
 }
 
 /* Reads a descriptor's digest (normalized to lowercase hex) and size. */
-static int descriptor(const char *refstr, const char *what, json_t *d, char digest[UTIL_DIGEST_STR_LEN],
-		      uint64_t *size)
+static int descriptor(const char *refstr, const char *what, json_t *d,
+		      char digest[UTIL_DIGEST_STR_LEN], uint64_t *size)
 {
 	uint8_t md[UTIL_SHA256_LEN];
 	const char *s = json_string_value(json_object_get(d, "digest"));
@@ -188,8 +195,8 @@ static int descriptor(const char *refstr, const char *what, json_t *d, char dige
 	if (!json_is_object(d))
 		return strata_err(EBADMSG, "%s: %s is not a descriptor object", refstr, what);
 	if (!s || util_digest_parse(s, md) != 0)
-		return strata_err(EBADMSG, "%s: %s has a missing or unsupported digest '%.80s'", refstr,
-				  what, s ? s : "");
+		return strata_err(EBADMSG, "%s: %s has a missing or unsupported digest '%.80s'",
+				  refstr, what, s ? s : "");
 	if (!json_is_integer(sz) || json_integer_value(sz) < 0)
 		return strata_err(EBADMSG, "%s: %s has no valid size", refstr, what);
 	util_digest_format(md, digest);
@@ -240,7 +247,7 @@ static int pick_platform(const struct fetch_client *c, const char *refstr, json_
 	*platform = NULL;
 	if (!json_is_array(manifests))
 		return strata_err(EBADMSG, "%s: index has no manifests array", refstr);
-	json_array_foreach(manifests, i, e) {
+	json_array_foreach (manifests, i, e) {
 		json_t *p = json_object_get(e, "platform");
 		const char *os = json_string_value(json_object_get(p, "os"));
 		const char *arch = json_string_value(json_object_get(p, "architecture"));
@@ -254,7 +261,8 @@ static int pick_platform(const struct fetch_client *c, const char *refstr, json_
 		    (!c->variant || !variant || strcmp(variant, c->variant) == 0)) {
 			if (mt && (strcmp(mt, FETCH_MT_OCI_INDEX) == 0 ||
 				   strcmp(mt, FETCH_MT_DOCKER_LIST) == 0))
-				return strata_err(ENOTSUP, "%s: nested indexes are not supported", refstr);
+				return strata_err(ENOTSUP, "%s: nested indexes are not supported",
+						  refstr);
 			rc = descriptor(refstr, "index entry", e, digest, size);
 			if (rc < 0)
 				return rc;
@@ -273,10 +281,11 @@ static int pick_platform(const struct fetch_client *c, const char *refstr, json_
 			truncated = 1;
 			continue;
 		}
-		hlen += (size_t)snprintf(has + hlen, sizeof(has) - hlen, "%s%s", hlen ? ", " : "", entry);
+		hlen += (size_t)snprintf(has + hlen, sizeof(has) - hlen, "%s%s", hlen ? ", " : "",
+					 entry);
 	}
-	return strata_err(ENOENT, "%s: no %s/%s%s%s image in index (has: %s)", refstr, c->os, c->arch,
-			  c->variant ? "/" : "", c->variant ? c->variant : "",
+	return strata_err(ENOENT, "%s: no %s/%s%s%s image in index (has: %s)", refstr, c->os,
+			  c->arch, c->variant ? "/" : "", c->variant ? c->variant : "",
 			  hlen ? has : "no platform entries");
 }
 
@@ -290,7 +299,8 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 	size_t i;
 	int rc;
 
-	rc = descriptor(refstr, "manifest config", json_object_get(root, "config"), digest, config_size);
+	rc = descriptor(refstr, "manifest config", json_object_get(root, "config"), digest,
+			config_size);
 	if (rc < 0)
 		return rc;
 	img->config_digest = strdup(digest);
@@ -306,7 +316,7 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 			return -ENOMEM;
 		}
 	}
-	json_array_foreach(layers, i, e) {
+	json_array_foreach (layers, i, e) {
 		struct fetch_layer *l = &img->layers[i];
 		const char *mt = json_string_value(json_object_get(e, "mediaType"));
 		const char *toc;
@@ -330,8 +340,10 @@ static int parse_manifest(const char *refstr, json_t *root, struct fetch_image *
 				return -ENOMEM;
 		} else if (toc) {
 			strata_err_clear();
-			strata_log(LOG_WARNING, "%s: layer %zu: ignoring its %s annotation: not a sha256 "
-				   "digest", refstr, i, FETCH_ANNOTATION_TOC_DIGEST);
+			strata_log(LOG_WARNING,
+				   "%s: layer %zu: ignoring its %s annotation: not a sha256 "
+				   "digest",
+				   refstr, i, FETCH_ANNOTATION_TOC_DIGEST);
 		}
 	}
 	return 0;
@@ -359,8 +371,10 @@ static int config_check(struct req *r)
 		return strata_err(EBADMSG, "%s: config blob %s from %s digest mismatch (got %s)",
 				  cc->refstr, cc->digest, r->host, got);
 	if (r->len != cc->size)
-		return strata_err(EBADMSG, "%s: config blob %s from %s is %zu bytes, its descriptor "
-				  "says %llu", cc->refstr, cc->digest, r->host, r->len,
+		return strata_err(EBADMSG,
+				  "%s: config blob %s from %s is %zu bytes, its descriptor "
+				  "says %llu",
+				  cc->refstr, cc->digest, r->host, r->len,
 				  (unsigned long long)cc->size);
 	return 0;
 }
@@ -413,7 +427,7 @@ static int parse_config(const struct fetch_client *c, const char *refstr, struct
 		return rc;
 	diff_ids = json_object_get(json_object_get(root, "rootfs"), "diff_ids");
 	if (json_is_array(diff_ids) && json_array_size(diff_ids) == img->nlayers) {
-		json_array_foreach(diff_ids, i, e) {
+		json_array_foreach (diff_ids, i, e) {
 			const char *s = json_string_value(e);
 
 			if (!s)
@@ -433,14 +447,15 @@ static int parse_config(const struct fetch_client *c, const char *refstr, struct
 		const char *arch = json_string_value(json_object_get(root, "architecture"));
 		const char *variant = json_string_value(json_object_get(root, "variant"));
 
-		img->platform = platform_string(os ? os : "unknown", arch ? arch : "unknown", variant);
+		img->platform = platform_string(os ? os : "unknown", arch ? arch : "unknown",
+						variant);
 		if (!img->platform) {
 			rc = -ENOMEM;
 			goto out;
 		}
 		if (!os || !arch || strcmp(os, c->os) != 0 || strcmp(arch, c->arch) != 0)
-			strata_log(LOG_WARNING, "%s: image is for %s, this host wants %s/%s", refstr,
-				   img->platform, c->os, c->arch);
+			strata_log(LOG_WARNING, "%s: image is for %s, this host wants %s/%s",
+				   refstr, img->platform, c->os, c->arch);
 	}
 	rc = 0;
 out:
@@ -491,8 +506,8 @@ int fetch_resolve(struct fetch_client *c, const struct fetch_ref *ref, struct fe
 		goto out;
 	}
 	/* a pinned digest wins over the tag, as in containerd */
-	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, NULL, ref->digest, 0,
-			  &d);
+	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, NULL, ref->digest,
+			  0, &d);
 	if (rc < 0)
 		goto out;
 	rc = parse_json(refstr, "manifest", d.data, d.len, &root);
@@ -578,8 +593,8 @@ int fetch_manifest_get(struct fetch_client *c, const struct fetch_ref *ref, cons
 	refstr = fetch_ref_string(ref);
 	if (!refstr)
 		return -ENOMEM;
-	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, accept, ref->digest, 0,
-			  &d);
+	rc = get_manifest(c, ref, refstr, ref->digest ? ref->digest : ref->tag, accept, ref->digest,
+			  0, &d);
 	if (rc < 0)
 		goto out;
 	if (media_type) {
@@ -657,8 +672,10 @@ int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const c
 	if (rc < 0 && (r.status == 404 || r.status == 405)) {
 		/* a registry with the API answers 200 even for an unknown subject */
 		if (!r.errbody || !is_oci_index(r.errbody, r.errlen)) {
-			rc = strata_err(ENOTSUP, "%s: the registry does not support the referrers API "
-					"(HTTP %ld)", what, r.status);
+			rc = strata_err(ENOTSUP,
+					"%s: the registry does not support the referrers API "
+					"(HTTP %ld)",
+					what, r.status);
 			goto out;
 		}
 		strata_err_clear();
@@ -671,7 +688,8 @@ int fetch_referrers(struct fetch_client *c, const struct fetch_ref *ref, const c
 	if (rc < 0)
 		goto out;
 	if (!r.mem || !is_oci_index(r.mem, r.len)) {
-		rc = strata_err(EBADMSG, "%s: the referrers response is not an OCI image index", what);
+		rc = strata_err(EBADMSG, "%s: the referrers response is not an OCI image index",
+				what);
 		goto out;
 	}
 	*body = r.mem;

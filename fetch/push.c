@@ -20,17 +20,17 @@ static int reference_safe(const char *s)
 	if (!*s)
 		return 0;
 	for (; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-		      strchr("_.-:+=", *s)))
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || strchr("_.-:+=", *s)))
 			return 0;
 	return 1;
 }
 
 /* A resolved upload location: where to PUT, what to print instead, and which host it is on. */
 struct upload {
-	char *url;   /* absolute, with digest=<digest> appended to the query */
-	char *shown; /* without query, fragment and user info */
-	char *host;  /* "host" or "host:port" */
+	char *url;		   /* absolute, with digest=<digest> appended to the query */
+	char *shown;		   /* without query, fragment and user info */
+	char *host;		   /* "host" or "host:port" */
 	const struct host_cfg *hc; /* the host that started the upload (TLS, headers) */
 };
 
@@ -62,7 +62,8 @@ static int upload_resolve(const char *base, const char *location, const char *di
 		goto out;
 	}
 	if (strcasecmp(sch, "http") != 0 && strcasecmp(sch, "https") != 0) {
-		rc = strata_err(EIO, "%s: the registry returned a %s:// upload location", base, sch);
+		rc = strata_err(EIO, "%s: the registry returned a %s:// upload location", base,
+				sch);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK) {
@@ -189,7 +190,8 @@ static int upload_put(struct fetch_client *c, const struct fetch_ref *ref, const
 				r.status);
 		goto out;
 	}
-	if (strncmp(r.docker_digest, "sha256:", 7) == 0 && strcasecmp(r.docker_digest, digest) != 0) {
+	if (strncmp(r.docker_digest, "sha256:", 7) == 0 &&
+	    strcasecmp(r.docker_digest, digest) != 0) {
 		rc = strata_err(EBADMSG, "%s: the registry stored the blob as %s", what,
 				r.docker_digest);
 		goto out;
@@ -232,7 +234,8 @@ out:
 }
 
 int fetch_manifest_push(struct fetch_client *c, const struct fetch_ref *ref,
-			const char *tag_or_digest, const char *media_type, const void *body, size_t len)
+			const char *tag_or_digest, const char *media_type, const void *body,
+			size_t len)
 {
 	char *url = NULL, *what = NULL;
 	struct req r = { 0 };
@@ -263,4 +266,3 @@ out:
 	free(url);
 	return rc;
 }
-

@@ -13,14 +13,14 @@
 
 #include "util/log.h"
 
-#define DEFAULT_DOMAIN "docker.io"
-#define LEGACY_DOMAIN "index.docker.io"
+#define DEFAULT_DOMAIN	 "docker.io"
+#define LEGACY_DOMAIN	 "index.docker.io"
 #define DEFAULT_API_HOST "registry-1.docker.io"
-#define OFFICIAL_PREFIX "library/"
-#define DEFAULT_TAG "latest"
-#define NAME_MAX_LEN 255
-#define TAG_MAX_LEN 128
-#define SHA256_HEX_LEN 64
+#define OFFICIAL_PREFIX	 "library/"
+#define DEFAULT_TAG	 "latest"
+#define NAME_MAX_LEN	 255
+#define TAG_MAX_LEN	 128
+#define SHA256_HEX_LEN	 64
 
 /* Longest part of the user's input echoed back in an error message. */
 #define ECHO_MAX 300
@@ -327,8 +327,8 @@ char *fetch_ref_string(const struct fetch_ref *r)
 	int n;
 
 	assert(r && r->domain && r->path);
-	n = asprintf(&s, "%s/%s%s%s%s%s", r->domain, r->path, r->tag ? ":" : "", r->tag ? r->tag : "",
-		     r->digest ? "@" : "", r->digest ? r->digest : "");
+	n = asprintf(&s, "%s/%s%s%s%s%s", r->domain, r->path, r->tag ? ":" : "",
+		     r->tag ? r->tag : "", r->digest ? "@" : "", r->digest ? r->digest : "");
 	return n < 0 ? NULL : s;
 }
 

@@ -8,7 +8,7 @@
 struct fetch_ref {
 	char *domain; /* "docker.io", "127.0.0.1:5000", "[::1]:5000", "registry.example.com" */
 	char *path;   /* "library/ubuntu", "team/app" */
-	char *tag;    /* "latest" when neither tag nor digest was given; NULL when only a digest was */
+	char *tag; /* "latest" when neither tag nor digest was given; NULL when only a digest was */
 	char *digest; /* "sha256:<hex>" or NULL */
 };
 

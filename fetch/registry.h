@@ -12,29 +12,29 @@
 #include "ref.h"
 
 #define FETCH_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
-#define FETCH_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
-#define FETCH_MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define FETCH_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define FETCH_MT_DOCKER_LIST	 "application/vnd.docker.distribution.manifest.list.v2+json"
+#define FETCH_MT_OCI_MANIFEST	 "application/vnd.oci.image.manifest.v1+json"
+#define FETCH_MT_OCI_INDEX	 "application/vnd.oci.image.index.v1+json"
 
 struct fetch_opts {
-	const char *platform_os;   /* "linux" */
-	const char *platform_arch; /* GOARCH name of this host: "amd64", "arm64", ... */
+	const char *platform_os;      /* "linux" */
+	const char *platform_arch;    /* GOARCH name of this host: "amd64", "arm64", ... */
 	const char *platform_variant; /* "v8", or NULL */
-	long connect_timeout_ms;   /* 0 = default 10 s */
-	long low_speed_timeout_s;  /* abort a transfer slower than 1 byte/s for this long; 0 = 30 s */
-	int max_attempts;          /* per request and host, for connection errors and 5xx; 0 = 3 */
-	const char *hosts_dir;     /* containerd certs.d layout (hosts.toml per registry); NULL or
+	long connect_timeout_ms;      /* 0 = default 10 s */
+	long low_speed_timeout_s; /* abort a transfer slower than 1 byte/s for this long; 0 = 30 s */
+	int max_attempts;	  /* per request and host, for connection errors and 5xx; 0 = 3 */
+	const char *hosts_dir;	  /* containerd certs.d layout (hosts.toml per registry); NULL or
 				    * "": each registry alone, with the defaults of fetch_hosts_load */
-	int strict_cache;          /* never contact a registry's upstream `server`: mirrors only */
-	long read_timeout_ms;      /* overall deadline of one fetch_blob_range[_verify] call, across
+	int strict_cache;	  /* never contact a registry's upstream `server`: mirrors only */
+	long read_timeout_ms;	  /* overall deadline of one fetch_blob_range[_verify] call, across
 				    * hosts, retries and waits (curl's timeout is capped by what is
 				    * left); past it the call fails with -ETIMEDOUT. 0 = none */
-	long retry_after_max_s;    /* longest wait for a host's Retry-After; a longer one fails the
+	long retry_after_max_s;	  /* longest wait for a host's Retry-After; a longer one fails the
 				    * request on that host instead of sending early. 0 = 10 s */
-	int max_per_host;          /* in-flight requests per host, all threads; 0 = 8 */
-	int breaker_failures;      /* consecutive failures (connect errors, timeouts, 5xx) that open a
+	int max_per_host;	  /* in-flight requests per host, all threads; 0 = 8 */
+	int breaker_failures; /* consecutive failures (connect errors, timeouts, 5xx) that open a
 				    * host's circuit; 0 = 5 */
-	long breaker_cooldown_ms;  /* first open period, doubling up to 2 min; 0 = 10 s */
+	long breaker_cooldown_ms; /* first open period, doubling up to 2 min; 0 = 10 s */
 };
 
 struct fetch_client;
@@ -67,10 +67,10 @@ void fetch_client_free(struct fetch_client *c);
 const char *fetch_host_arch(void);
 
 struct fetch_layer {
-	char *digest;     /* "sha256:<hex>" of the compressed blob */
+	char *digest; /* "sha256:<hex>" of the compressed blob */
 	char *media_type;
 	uint64_t size;
-	char *diff_id;    /* from the config's rootfs.diff_ids[i], or NULL when the config lacks it */
+	char *diff_id; /* from the config's rootfs.diff_ids[i], or NULL when the config lacks it */
 	char *toc_digest; /* the descriptor's FETCH_ANNOTATION_TOC_DIGEST ("sha256:<hex>", the digest
 			   * of an eStargz layer's stargz.index.json), or NULL when it has none or
 			   * one that is no sha256 digest */
@@ -84,12 +84,12 @@ struct fetch_image {
 	char *index_digest;    /* digest of the index/list it was chosen from, or NULL */
 	char *media_type;      /* of the manifest */
 	char *config_digest;
-	char *platform;        /* "linux/amd64" (from the index entry or the config) */
+	char *platform; /* "linux/amd64" (from the index entry or the config) */
 	size_t nlayers;
 	struct fetch_layer *layers;
-	char *manifest;        /* the raw manifest bytes, NUL-terminated */
+	char *manifest; /* the raw manifest bytes, NUL-terminated */
 	size_t manifest_len;
-	char *config;          /* the raw config blob, NUL-terminated */
+	char *config; /* the raw config blob, NUL-terminated */
 	size_t config_len;
 };
 
@@ -165,19 +165,19 @@ int64_t fetch_read_remaining_ms(void);
 
 /* Counters since the client was created (all requests, including manifests and retries). */
 struct fetch_counters {
-	uint64_t requests;   /* HTTP requests sent (each retry counts) */
-	uint64_t bytes;      /* response body bytes received */
+	uint64_t requests; /* HTTP requests sent (each retry counts) */
+	uint64_t bytes;	   /* response body bytes received */
 	uint64_t retries;
 	uint64_t range_requests;
-	uint64_t fallbacks;  /* requests handed from one host to the next */
+	uint64_t fallbacks; /* requests handed from one host to the next */
 };
 
 void fetch_client_counters(struct fetch_client *c, struct fetch_counters *out);
 
 /* One host's share of the counters, and its circuit breaker ("closed", "open", "half-open"). */
 struct fetch_host_stats {
-	const char *host;    /* "host[:port]" as in hosts.toml or the reference (no credentials) */
-	uint64_t requests;   /* attempts sent to it (redirects followed count too) */
+	const char *host;  /* "host[:port]" as in hosts.toml or the reference (no credentials) */
+	uint64_t requests; /* attempts sent to it (redirects followed count too) */
 	uint64_t bytes;
 	uint64_t retries;
 	uint64_t throttled;  /* HTTP 429 answers */
@@ -224,7 +224,8 @@ int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref);
 /* PUTs a manifest body under `tag_or_digest` in ref's repository with Content-Type media_type.
  * Returns 0, or negative errno with strata_err set. */
 int fetch_manifest_push(struct fetch_client *c, const struct fetch_ref *ref,
-			const char *tag_or_digest, const char *media_type, const void *body, size_t len);
+			const char *tag_or_digest, const char *media_type, const void *body,
+			size_t len);
 
 /*
  * OCI referrers API: GET /v2/<name>/referrers/<digest>[?artifactType=<type>]. Returns 0 with the

@@ -27,9 +27,9 @@
  * concatenated (PEM), or the error reading them. */
 struct host_cfg {
 	const struct fetch_host *host; /* borrowed from the owning reg_hosts' list */
-	char *ca_pem;                  /* NULL: no ca files (or ca_err) */
+	char *ca_pem;		       /* NULL: no ca files (or ca_err) */
 	size_t ca_len;
-	int ca_err;                    /* negative errno when a ca file could not be read */
+	int ca_err; /* negative errno when a ca file could not be read */
 	char ca_errmsg[256];
 };
 
@@ -37,21 +37,21 @@ struct host_cfg {
  * it asked for, its in-flight requests (a counting semaphore), its circuit breaker and counters.
  * Listed on first use and kept until the client is freed. */
 struct host_state {
-	char *host;              /* immutable */
-	int inflight;            /* protected by fetch_client.hs_lock */
-	int64_t not_before_ms;   /* CLOCK_MONOTONIC; no request before it; protected by hs_lock */
-	unsigned fails;          /* consecutive failures; protected by hs_lock */
-	int64_t open_until_ms;   /* breaker: 0 closed, else open until then, half-open after it;
+	char *host;	       /* immutable */
+	int inflight;	       /* protected by fetch_client.hs_lock */
+	int64_t not_before_ms; /* CLOCK_MONOTONIC; no request before it; protected by hs_lock */
+	unsigned fails;	       /* consecutive failures; protected by hs_lock */
+	int64_t open_until_ms; /* breaker: 0 closed, else open until then, half-open after it;
 				  * protected by hs_lock */
-	long cooldown_ms;        /* the current open period; protected by hs_lock */
-	int probing;             /* a half-open probe is in flight; protected by hs_lock */
+	long cooldown_ms;      /* the current open period; protected by hs_lock */
+	int probing;	       /* a half-open probe is in flight; protected by hs_lock */
 	_Atomic uint64_t n_requests, n_bytes, n_retries, n_429, n_fallbacks; /* relaxed */
 	struct host_state *next; /* immutable once listed */
 };
 
-struct reg_hosts;	/* route.c: one registry's hosts.toml list */
-struct reg_auth;	/* authorize.c: one registry host's credentials and tokens */
-struct auth_memo;	/* authorize.c: the last challenge of a (host, repository) */
+struct reg_hosts; /* route.c: one registry's hosts.toml list */
+struct reg_auth;  /* authorize.c: one registry host's credentials and tokens */
+struct auth_memo; /* authorize.c: the last challenge of a (host, repository) */
 
 /* A registry client (fetch_client_new); shared by every thread that uses it. */
 struct fetch_client {
@@ -66,13 +66,13 @@ struct fetch_client {
 	pthread_mutex_t hosts_lock;
 	struct reg_hosts *reg; /* protected by hosts_lock; entries are immutable once listed */
 	pthread_mutex_t auth_lock;
-	struct reg_auth *auth;  /* protected by auth_lock; entries are immutable once listed */
+	struct reg_auth *auth;	/* protected by auth_lock; entries are immutable once listed */
 	struct auth_memo *memo; /* protected by auth_lock */
-	CURLSH *share; /* DNS and TLS session caches, locked through share_locks */
+	CURLSH *share;		/* DNS and TLS session caches, locked through share_locks */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_lock;
 	CURL *pool[POOL_MAX]; /* idle easy handles; protected by pool_lock */
-	size_t npool;         /* protected by pool_lock */
+	size_t npool;	      /* protected by pool_lock */
 	/* fetch_client_counters(); updated only by count_attempt() (http.c) and
 	 * fetch_route_request() (fallbacks), relaxed (they are statistics) */
 	_Atomic uint64_t n_requests;
@@ -86,7 +86,7 @@ struct fetch_client {
 	unsigned breaker_failures;
 	long breaker_cooldown_ms;
 	pthread_mutex_t hs_lock;
-	pthread_cond_t hs_cond;   /* signalled when a slot frees up; CLOCK_MONOTONIC */
+	pthread_cond_t hs_cond;	  /* signalled when a slot frees up; CLOCK_MONOTONIC */
 	struct host_state *hosts; /* protected by hs_lock (list links); see struct host_state */
 };
 
@@ -100,8 +100,8 @@ struct req {
 	struct fetch_client *c;
 	const char *url;
 	const char *shown_url; /* printed instead of url when the url may carry secrets; NULL: url */
-	const char *what; /* names the object in error messages: "<ref>" or "<repo>@<digest>" */
-	const char *host; /* for "cannot reach <host>" */
+	const char *what;   /* names the object in error messages: "<ref>" or "<repo>@<digest>" */
+	const char *host;   /* for "cannot reach <host>" */
 	const char *accept; /* Accept header value, or NULL */
 
 	/* GET follows redirects; the other methods do not, and a 3xx is then the final answer */
@@ -131,28 +131,28 @@ struct req {
 	char *buf;
 	uint64_t range_off;
 	size_t range_len;
-	size_t have;       /* bytes of buf filled */
+	size_t have;	   /* bytes of buf filled */
 	uint64_t body_pos; /* bytes of the current 2xx body seen */
-	int range_done;    /* have == range_len and the callback stopped the transfer on purpose */
+	int range_done;	   /* have == range_len and the callback stopped the transfer on purpose */
 
 	/* the current response; reset at each status line (redirects, retries) */
 	long status;
 	char content_type[256];
 	char docker_digest[128];
-	char *location; /* malloc'd, when want_location; the caller frees it */
+	char *location;		/* malloc'd, when want_location; the caller frees it */
 	int64_t content_length; /* -1: not sent */
-	int has_range;          /* a Content-Range "bytes first-last/total" was parsed */
+	int has_range;		/* a Content-Range "bytes first-last/total" was parsed */
 	uint64_t cr_first, cr_last;
 	int64_t cr_total; /* -1: "*" */
-	char *errbody; /* a non-2xx body, for the registry's error code */
+	char *errbody;	  /* a non-2xx body, for the registry's error code */
 	size_t errlen;
 	uint64_t rx; /* body bytes of this attempt, all responses */
 
 	int sink_err; /* negative errno, strata_err set, when a callback stopped the transfer */
 	int transport_err; /* the last attempt failed below HTTP (connection, TLS, cut transfer) */
-	int status_err;    /* the last attempt ended in a non-2xx final status (r->status), which
+	int status_err;	   /* the last attempt ended in a non-2xx final status (r->status), which
 			    * fetch_http_perform() turned into an errno; retry.c judges 429/5xx */
-	char retry_after[64]; /* the current response's Retry-After value, or "" */
+	char retry_after[64];  /* the current response's Retry-After value, or "" */
 	struct host_state *hs; /* the state of r->host, set by fetch_retry_request() */
 	int last_endpoint;     /* no later hosts.toml endpoint could take r: an open breaker must
 				  not fail it fast (set by fetch_route_request()) */
@@ -169,7 +169,7 @@ struct req {
 	char **urlp;
 	unsigned need_cap; /* FETCH_CAP_* a host needs; 0: derived from the method and the reference */
 	const char *query_key, *query_value; /* one more query parameter, or NULL */
-	const struct host_cfg *hc; /* the host being tried (TLS, headers), or NULL */
+	const struct host_cfg *hc;	     /* the host being tried (TLS, headers), or NULL */
 	/* Authentication (see fetch_authorize_request()): the repository requests are authorized
 	 * for (ref, or set by the caller for an upload location), the last WWW-Authenticate of the
 	 * final response (malloc'd), and what the current attempt sends: a bearer token (malloc'd,

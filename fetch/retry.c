@@ -18,10 +18,10 @@
 #include "registry_i.h"
 #include "util/log.h"
 
-#define BACKOFF_BASE_MS 200L
-#define BACKOFF_MAX_SHIFT 8
-#define RETRY_AFTER_LIMIT_S 86400L /* a host's "not before" is kept at most this far ahead */
-#define MAX_THROTTLED 8 /* 429 answers one request waits out, beyond its max_attempts */
+#define BACKOFF_BASE_MS		200L
+#define BACKOFF_MAX_SHIFT	8
+#define RETRY_AFTER_LIMIT_S	86400L /* a host's "not before" is kept at most this far ahead */
+#define MAX_THROTTLED		8 /* 429 answers one request waits out, beyond its max_attempts */
 #define BREAKER_COOLDOWN_MAX_MS 120000L
 
 /* --- 429, 5xx and Retry-After: whether and when to try again --- */
@@ -76,7 +76,8 @@ static long jitter_ms(long cap)
 /* Full-jitter backoff: a random delay in [0, 200 ms * 2^attempt]. */
 static long backoff_ms(int attempt)
 {
-	return jitter_ms(BACKOFF_BASE_MS << (attempt < BACKOFF_MAX_SHIFT ? attempt : BACKOFF_MAX_SHIFT));
+	return jitter_ms(BACKOFF_BASE_MS
+			 << (attempt < BACKOFF_MAX_SHIFT ? attempt : BACKOFF_MAX_SHIFT));
 }
 
 static void sleep_ms(long ms)
@@ -194,9 +195,12 @@ static int slot_acquire(struct req *r, int *probe, int prev_rc)
 			break;
 		}
 		if (hs->not_before_ms > now) {
-			if (hs->not_before_ms - now > c->retry_after_max_ms * 5 / 4) { /* + jitter */
-				rc = strata_err(EAGAIN, "%s: rate limited, retry after %llds (more than "
-						"the %lds wait bound)", hs->host,
+			if (hs->not_before_ms - now >
+			    c->retry_after_max_ms * 5 / 4) { /* + jitter */
+				rc = strata_err(EAGAIN,
+						"%s: rate limited, retry after %llds (more than "
+						"the %lds wait bound)",
+						hs->host,
 						(long long)((hs->not_before_ms - now + 999) / 1000),
 						c->retry_after_max_ms / 1000);
 				break;
@@ -261,8 +265,9 @@ static void slot_release(struct req *r, int probe, enum outcome o, long retry_af
 	} else if (o == O_FAIL) {
 		hs->fails++;
 		if (probe) {
-			hs->cooldown_ms = hs->cooldown_ms * 2 > BREAKER_COOLDOWN_MAX_MS
-						  ? BREAKER_COOLDOWN_MAX_MS : hs->cooldown_ms * 2;
+			hs->cooldown_ms = hs->cooldown_ms * 2 > BREAKER_COOLDOWN_MAX_MS ?
+						  BREAKER_COOLDOWN_MAX_MS :
+						  hs->cooldown_ms * 2;
 			hs->open_until_ms = now + hs->cooldown_ms;
 			opened = 1;
 		} else if (!hs->open_until_ms && hs->fails >= c->breaker_failures) {
@@ -355,8 +360,9 @@ int fetch_retry_request(struct req *r)
 		/* a Retry-After is waited for in slot_acquire(), for every request to the host */
 		delay = retry_after_s > 0 && r->hs ? 0 : backoff_ms(attempt);
 		if (retry_after_s > 0 && !r->hs)
-			delay = retry_after_s * 1000 > r->c->retry_after_max_ms
-					? r->c->retry_after_max_ms : retry_after_s * 1000;
+			delay = retry_after_s * 1000 > r->c->retry_after_max_ms ?
+					r->c->retry_after_max_ms :
+					retry_after_s * 1000;
 		if (r->deadline_ms) {
 			int64_t left = r->deadline_ms - fetch_now_ms();
 
@@ -395,8 +401,9 @@ void fetch_client_hosts(struct fetch_client *c,
 			.retries = atomic_load_explicit(&hs->n_retries, memory_order_relaxed),
 			.throttled = atomic_load_explicit(&hs->n_429, memory_order_relaxed),
 			.fallbacks = atomic_load_explicit(&hs->n_fallbacks, memory_order_relaxed),
-			.breaker = !hs->open_until_ms ? "closed"
-				   : now < hs->open_until_ms ? "open" : "half-open",
+			.breaker = !hs->open_until_ms	   ? "closed" :
+				   now < hs->open_until_ms ? "open" :
+							     "half-open",
 			.failures = hs->fails,
 		};
 
@@ -404,4 +411,3 @@ void fetch_client_hosts(struct fetch_client *c,
 	}
 	pthread_mutex_unlock(&c->hs_lock);
 }
-

@@ -155,8 +155,8 @@ static int reg_hosts_get(struct fetch_client *c, const char *domain, const struc
 	for (size_t i = 0; i < fetch_hosts_warning_count(rh->hosts); i++)
 		strata_log(LOG_WARNING, "%s", fetch_hosts_warning(rh->hosts, i));
 	if (fetch_hosts_source(rh->hosts))
-		strata_log(LOG_INFO, "%s: %zu host(s) from %s", domain, fetch_hosts_count(rh->hosts),
-			   fetch_hosts_source(rh->hosts));
+		strata_log(LOG_INFO, "%s: %zu host(s) from %s", domain,
+			   fetch_hosts_count(rh->hosts), fetch_hosts_source(rh->hosts));
 	rh->next = c->reg;
 	c->reg = rh;
 out:
@@ -254,7 +254,8 @@ static int host_url(struct req *r, const struct host_cfg *hc)
 	if (rc == 0 && r->query_key)
 		rc = fetch_route_url_add_query(&url, r->query_key, r->query_value);
 	if (rc == -EINVAL)
-		rc = strata_err(EINVAL, "%s: cannot build a URL for host %s", r->what, hc->host->host);
+		rc = strata_err(EINVAL, "%s: cannot build a URL for host %s", r->what,
+				hc->host->host);
 	free(*r->urlp);
 	*r->urlp = url;
 	r->url = url;
@@ -277,9 +278,11 @@ static int may_fall_back(int rc)
 /* The error for a push that only the upstream server could take, under --strict-cache. */
 static int push_refused(const char *what, const struct fetch_host *server)
 {
-	return strata_err(EACCES, "%s: --strict-cache forbids pushing to the upstream registry %s "
-			  "(pushes go to the upstream; no mirror in hosts.toml has the push capability)",
-			  what, server->host);
+	return strata_err(
+		EACCES,
+		"%s: --strict-cache forbids pushing to the upstream registry %s "
+		"(pushes go to the upstream; no mirror in hosts.toml has the push capability)",
+		what, server->host);
 }
 
 int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref)
@@ -302,7 +305,8 @@ int fetch_push_check(struct fetch_client *c, const struct fetch_ref *ref)
 		server = h;
 	}
 	if (!server)
-		return strata_err(EACCES, "%s/%s: no host configured for %s has the push capability",
+		return strata_err(EACCES,
+				  "%s/%s: no host configured for %s has the push capability",
 				  ref->domain, ref->path, ref->domain);
 	if (asprintf(&what, "%s/%s", ref->domain, ref->path) < 0)
 		return -ENOMEM;
@@ -372,11 +376,14 @@ int fetch_route_request(struct req *r)
 				break; /* cannot rewind the output: keep the last host's error */
 			/* bytes that do not verify are worth a warning; a mirror that is down or
 			 * lacks the object is what mirrors do */
-			strata_log(rc == -EBADMSG ? LOG_WARNING : LOG_NOTICE, "%s: %s failed (%s); "
-				   "trying %s", r->what, r->host, strata_errmsg(rc), hc->host->host);
+			strata_log(rc == -EBADMSG ? LOG_WARNING : LOG_NOTICE,
+				   "%s: %s failed (%s); "
+				   "trying %s",
+				   r->what, r->host, strata_errmsg(rc), hc->host->host);
 			atomic_fetch_add_explicit(&c->n_fallbacks, 1, memory_order_relaxed);
 			if (r->hs)
-				atomic_fetch_add_explicit(&r->hs->n_fallbacks, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&r->hs->n_fallbacks, 1,
+							  memory_order_relaxed);
 		}
 		rc = host_url(r, hc);
 		if (rc < 0)
@@ -403,13 +410,16 @@ int fetch_route_request(struct req *r)
 			snprintf(last, sizeof(last), " (last error: %s)", strata_errmsg(rc));
 		/* -ENOENT when the (last) mirror does not have it: callers tell a missing object
 		 * (an optional artifact) from a failure by it */
-		return strata_err(rc == -ENOENT ? ENOENT : EHOSTUNREACH, "%s: no mirror could serve it "
-				  "and --strict-cache forbids the upstream registry %s%s", r->what,
-				  skipped->host, last);
+		return strata_err(rc == -ENOENT ? ENOENT : EHOSTUNREACH,
+				  "%s: no mirror could serve it "
+				  "and --strict-cache forbids the upstream registry %s%s",
+				  r->what, skipped->host, last);
 	}
 	if (!tried)
-		return strata_err(EACCES, "%s: no host configured for %s has the %s capability", r->what,
-				  r->ref->domain, cap == FETCH_CAP_PUSH ? "push" :
-				  cap == FETCH_CAP_RESOLVE ? "resolve" : "pull");
+		return strata_err(EACCES, "%s: no host configured for %s has the %s capability",
+				  r->what, r->ref->domain,
+				  cap == FETCH_CAP_PUSH	   ? "push" :
+				  cap == FETCH_CAP_RESOLVE ? "resolve" :
+							     "pull");
 	return rc;
 }

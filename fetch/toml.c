@@ -15,9 +15,9 @@
 #include "util/mem.h"
 #include "util/sha256.h"
 
-#define MAX_DEPTH      8	 /* array nesting */
-#define MAX_KEY_PARTS  8	 /* parts of a table header: [host."url".header] has 3 */
-#define MAX_NODES      4096	 /* values + tables in one file; bounds the linear key lookups */
+#define MAX_DEPTH     8	   /* array nesting */
+#define MAX_KEY_PARTS 8	   /* parts of a table header: [host."url".header] has 3 */
+#define MAX_NODES     4096 /* values + tables in one file; bounds the linear key lookups */
 
 /* ---- the parser's state and the tree ---- */
 
@@ -278,9 +278,8 @@ static int end_of_line(struct parser *ps, const char *after)
 		return 0;
 	if (*ps->p == '\n' || *ps->p == '\r')
 		return newline(ps);
-	return fetch_toml_fail(ps->file, ps->line,
-			       "unexpected %s after %s", what_at(w, sizeof(w), ps->p, ps->end),
-			       after);
+	return fetch_toml_fail(ps->file, ps->line, "unexpected %s after %s",
+			       what_at(w, sizeof(w), ps->p, ps->end), after);
 }
 
 /* Whitespace, comments and line breaks (inside arrays). */
@@ -389,15 +388,15 @@ static int parse_escape(struct parser *ps, struct buf *b)
 /* At the opening quote of a "basic" or 'literal' string, all on one line. *out is malloc'd. */
 static int parse_string(struct parser *ps, char **out)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	char quote = *ps->p;
 	int rc = 0;
 
 	ps->p++;
 	if (ps->end - ps->p >= 2 && ps->p[0] == quote && ps->p[1] == quote) {
 		rc = fetch_toml_fail(ps->file, ps->line,
-				     "multi-line strings (%c%c%c) are not supported", quote,
-				     quote, quote);
+				     "multi-line strings (%c%c%c) are not supported", quote, quote,
+				     quote);
 		goto out;
 	}
 	rc = buf_add(&b, "", 0);
@@ -461,14 +460,16 @@ static int parse_integer(struct parser *ps, const char *key, struct tnode *n)
 
 	if (*ps->p == '+' || *ps->p == '-')
 		neg = *ps->p++ == '-';
-	if (!at_end(ps) && *ps->p == '0' && ps->p + 1 < ps->end && (ps->p[1] >= '0' && ps->p[1] <= '9'))
+	if (!at_end(ps) && *ps->p == '0' && ps->p + 1 < ps->end &&
+	    (ps->p[1] >= '0' && ps->p[1] <= '9'))
 		return fetch_toml_fail(ps->file, ps->line,
 				       "invalid integer for key \"%s\": leading zero",
 				       TOML_ECHO(k, key));
 	while (!at_end(ps)) {
 		char c = *ps->p;
 
-		if (c == '_' && digits && ps->p + 1 < ps->end && ps->p[1] >= '0' && ps->p[1] <= '9') {
+		if (c == '_' && digits && ps->p + 1 < ps->end && ps->p[1] >= '0' &&
+		    ps->p[1] <= '9') {
 			ps->p++;
 			continue;
 		}
@@ -487,8 +488,8 @@ static int parse_integer(struct parser *ps, const char *key, struct tnode *n)
 				       "invalid value for key \"%s\" (strings must be quoted)",
 				       TOML_ECHO(k, key));
 	if (!at_end(ps) && (*ps->p == '.' || *ps->p == 'e' || *ps->p == 'E'))
-		return fetch_toml_fail(ps->file, ps->line,
-				       "floats are not supported (key \"%s\")", TOML_ECHO(k, key));
+		return fetch_toml_fail(ps->file, ps->line, "floats are not supported (key \"%s\")",
+				       TOML_ECHO(k, key));
 	if (!at_end(ps) && (*ps->p == ':' || (*ps->p == '-' && ps->p - start == 4)))
 		return fetch_toml_fail(ps->file, ps->line,
 				       "dates and times are not supported (key \"%s\")",
@@ -509,8 +510,8 @@ static int parse_array(struct parser *ps, const char *key, int depth, struct tno
 	char w[16], k[TOML_ECHO_MAX];
 
 	if (depth >= MAX_DEPTH)
-		return fetch_toml_fail(ps->file, ps->line,
-				       "arrays nested too deeply (key \"%s\")", TOML_ECHO(k, key));
+		return fetch_toml_fail(ps->file, ps->line, "arrays nested too deeply (key \"%s\")",
+				       TOML_ECHO(k, key));
 	ps->p++;
 	for (;;) {
 		struct tnode *item = NULL;
@@ -567,12 +568,13 @@ static int parse_value(struct parser *ps, const char *key, int depth, struct tno
 	int rc;
 
 	if (at_end(ps) || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '#')
-		return fetch_toml_fail(ps->file, ps->line,
-				       "expected a value for key \"%s\"", TOML_ECHO(k, key));
-	if (*ps->p == '{')
-		return fetch_toml_fail(ps->file, ps->line,
-				       "inline tables are not supported (key \"%s\"); use a [table] header",
+		return fetch_toml_fail(ps->file, ps->line, "expected a value for key \"%s\"",
 				       TOML_ECHO(k, key));
+	if (*ps->p == '{')
+		return fetch_toml_fail(
+			ps->file, ps->line,
+			"inline tables are not supported (key \"%s\"); use a [table] header",
+			TOML_ECHO(k, key));
 	if (*ps->p == '"' || *ps->p == '\'') {
 		n = node_new(ps, T_STRING, ps->line);
 		rc = n ? parse_string(ps, &n->str) : -errno;
@@ -590,9 +592,10 @@ static int parse_value(struct parser *ps, const char *key, int depth, struct tno
 		n = node_new(ps, T_INT, ps->line);
 		rc = n ? parse_integer(ps, key, n) : -errno;
 	} else {
-		rc = fetch_toml_fail(ps->file, ps->line,
-				     "expected a value for key \"%s\", got %s (strings must be quoted)",
-				     TOML_ECHO(k, key), what_at(w, sizeof(w), ps->p, ps->end));
+		rc = fetch_toml_fail(
+			ps->file, ps->line,
+			"expected a value for key \"%s\", got %s (strings must be quoted)",
+			TOML_ECHO(k, key), what_at(w, sizeof(w), ps->p, ps->end));
 	}
 	if (rc == 0)
 		*out = n;
@@ -613,14 +616,15 @@ static int parse_keyval(struct parser *ps)
 		goto out;
 	skip_ws(ps);
 	if (!at_end(ps) && *ps->p == '.') {
-		rc = fetch_toml_fail(ps->file, ps->line,
-				     "dotted keys are not supported (key \"%s\"); use a [table] header",
-				     TOML_ECHO(k, key));
+		rc = fetch_toml_fail(
+			ps->file, ps->line,
+			"dotted keys are not supported (key \"%s\"); use a [table] header",
+			TOML_ECHO(k, key));
 		goto out;
 	}
 	if (at_end(ps) || *ps->p != '=') {
-		rc = fetch_toml_fail(ps->file, ps->line,
-				     "expected '=' after key \"%s\"", TOML_ECHO(k, key));
+		rc = fetch_toml_fail(ps->file, ps->line, "expected '=' after key \"%s\"",
+				     TOML_ECHO(k, key));
 		goto out;
 	}
 	old = fetch_toml_find(ps->cur, key);
@@ -687,8 +691,8 @@ static int parse_header(struct parser *ps)
 	for (;;) {
 		skip_ws(ps);
 		if (n == MAX_KEY_PARTS) {
-			rc = fetch_toml_fail(ps->file, line,
-					     "table header has more than %d parts", MAX_KEY_PARTS);
+			rc = fetch_toml_fail(ps->file, line, "table header has more than %d parts",
+					     MAX_KEY_PARTS);
 			goto out;
 		}
 		rc = parse_key(ps, "in table header", &parts[n]);
@@ -733,15 +737,17 @@ static int parse_header(struct parser *ps)
 				goto out;
 			child->explicit = i + 1 == n;
 		} else if (child->kind != T_TABLE) {
-			rc = fetch_toml_fail(ps->file, line,
-					     "cannot define table [%s]: key \"%s\" already has a value (line %d)",
-					     name, TOML_ECHO(k, parts[i]), child->def_line);
+			rc = fetch_toml_fail(
+				ps->file, line,
+				"cannot define table [%s]: key \"%s\" already has a value (line %d)",
+				name, TOML_ECHO(k, parts[i]), child->def_line);
 			goto out;
 		} else if (i + 1 == n) {
 			if (child->explicit) {
-				rc = fetch_toml_fail(ps->file, line,
-						     "duplicate table [%s] (first defined on line %d)", name,
-						     child->def_line);
+				rc = fetch_toml_fail(
+					ps->file, line,
+					"duplicate table [%s] (first defined on line %d)", name,
+					child->def_line);
 				goto out;
 			}
 			child->explicit = 1;
@@ -759,7 +765,7 @@ out:
 /* Parses text into *root (caller frees with node_free). */
 int fetch_toml_parse(const char *text, size_t len, const char *file, struct tnode **root)
 {
-	struct parser ps = {.p = text, .end = text + len, .file = file, .line = 1};
+	struct parser ps = { .p = text, .end = text + len, .file = file, .line = 1 };
 	int rc;
 
 	if (len > TOML_MAX_TEXT)

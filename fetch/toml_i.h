@@ -6,18 +6,18 @@
 
 #include <stddef.h>
 
-#define TOML_MAX_TEXT  (1 << 20) /* largest hosts.toml accepted */
-#define TOML_ECHO_MAX  120	 /* longest piece of input quoted in a message */
+#define TOML_MAX_TEXT (1 << 20) /* largest hosts.toml accepted */
+#define TOML_ECHO_MAX 120	/* longest piece of input quoted in a message */
 
 /* The parsed document: a small TOML tree. */
 enum tkind { T_STRING, T_BOOL, T_INT, T_ARRAY, T_TABLE };
 
 struct tnode {
 	enum tkind kind;
-	int line;	      /* where the key (or array element, or first header naming the table) is */
-	int def_line;	      /* where it was defined (a table: its explicit header) */
-	char *str;	      /* T_STRING, NUL-free */
-	long long num;	      /* T_BOOL (0/1), T_INT */
+	int line;      /* where the key (or array element, or first header naming the table) is */
+	int def_line;  /* where it was defined (a table: its explicit header) */
+	char *str;     /* T_STRING, NUL-free */
+	long long num; /* T_BOOL (0/1), T_INT */
 	struct tnode **items; /* T_ARRAY elements; T_TABLE values, in insertion order */
 	char **keys;	      /* T_TABLE: keys parallel to items */
 	size_t n, cap;
@@ -51,8 +51,8 @@ const char *fetch_toml_echo(char *buf, size_t size, const char *s);
 /* A character of a TOML bare key. */
 static inline int fetch_toml_is_bare(char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-	       c == '-';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-';
 }
 
 /* A control character TOML does not allow in strings and comments (tab is allowed). */

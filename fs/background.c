@@ -60,8 +60,9 @@ static int bg_layer(struct fs_engine *eng, struct fs_layer *l)
 			bg_yield(eng);
 			rc = fs_fetch_shared(eng, l, in, ci);
 			if (rc < 0 && !failed++)
-				strata_log(LOG_WARNING, "background: layer %s: %s (will retry later)",
-					   l->digest, strata_errmsg(rc));
+				strata_log(LOG_WARNING,
+					   "background: layer %s: %s (will retry later)", l->digest,
+					   strata_errmsg(rc));
 		}
 	}
 	return failed ? -EIO : 0;
@@ -152,13 +153,19 @@ int fs_fetch_layer(struct fs_engine *eng, const char *digest,
 			rc = fs_stored_now(eng, c->digest);
 			if (rc == 0) {
 				if (!eng->fetch || !l->src)
-					rc = strata_err(EIO, "layer %s has no source to fetch from", digest);
+					rc = strata_err(EIO, "layer %s has no source to fetch from",
+							digest);
 				else
 					rc = fs_fetch_shared(eng, l, in, ci);
 				if (rc == 0 && fs_stored_now(eng, c->digest) != 1)
-					rc = atomic_load_explicit(&eng->store_full, memory_order_relaxed) ?
-						     strata_err(ENOSPC, "store %s is full", store_dir(eng->store)) :
-						     strata_err(EIO, "a fetched chunk of %s was not stored", digest);
+					rc = atomic_load_explicit(&eng->store_full,
+								  memory_order_relaxed) ?
+						     strata_err(ENOSPC, "store %s is full",
+								store_dir(eng->store)) :
+						     strata_err(
+							     EIO,
+							     "a fetched chunk of %s was not stored",
+							     digest);
 			}
 			if (rc > 0)
 				rc = 0;
@@ -179,10 +186,12 @@ int fs_fetch_layer(struct fs_engine *eng, const char *digest,
 			rc = -ENOMEM;
 			break;
 		}
-		rc = l->src && eng->fetch ? fs_get_window(eng, l, cp, w) :
-					  strata_err(EIO, "layer %s has no source to fetch from", digest);
+		rc = l->src && eng->fetch ?
+			     fs_get_window(eng, l, cp, w) :
+			     strata_err(EIO, "layer %s has no source to fetch from", digest);
 		free(w);
-		if (rc == 0 && store_chunk_has(eng->store, cp->window) != 1) /* served, not stored */
+		if (rc == 0 &&
+		    store_chunk_has(eng->store, cp->window) != 1) /* served, not stored */
 			rc = strata_err(ENOSPC, "store %s is full", store_dir(eng->store));
 	}
 out:

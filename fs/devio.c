@@ -114,7 +114,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 			e = errno;
 			break;
 		}
-		if (io->init_len == 0 && (size_t)n >= sizeof(struct in_header) && (size_t)n <= INIT_MAX &&
+		if (io->init_len == 0 && (size_t)n >= sizeof(struct in_header) &&
+		    (size_t)n <= INIT_MAX &&
 		    ((const struct in_header *)buf)->opcode == FUSE_OPCODE_INIT) {
 			memcpy(io->init, buf, (size_t)n);
 			io->init_len = (size_t)n;
@@ -184,7 +185,8 @@ int fs_io_attach(struct fs *f, int fd)
 		return strata_err(errno, "/dev/fuse: %s", strerror(errno));
 	rc = fuse_session_custom_io(f->se, &ops, fd);
 	if (rc < 0)
-		return strata_err(-rc, "cannot attach the FUSE session to /dev/fuse: %s", strerror(-rc));
+		return strata_err(-rc, "cannot attach the FUSE session to /dev/fuse: %s",
+				  strerror(-rc));
 	return 0;
 }
 
@@ -222,8 +224,8 @@ int fs_pause(struct fs *f, int timeout_ms)
 		clock_gettime(CLOCK_REALTIME, &now);
 		if (io->busy > 0 && (now.tv_sec > until.tv_sec ||
 				     (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec)))
-			rc = strata_err(ETIMEDOUT, "%d request(s) still running after %d s", io->busy,
-					timeout_ms / 1000);
+			rc = strata_err(ETIMEDOUT, "%d request(s) still running after %d s",
+					io->busy, timeout_ms / 1000);
 	}
 	pthread_mutex_unlock(&io->mu);
 	return rc;

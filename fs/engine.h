@@ -14,7 +14,7 @@ struct fs_engine;
 
 #define FS_CHUNK_CACHE_DEFAULT (32ull << 20) /* decoded chunks kept in memory */
 #define FS_INDEX_CACHE_DEFAULT (32ull << 20) /* decoded layer indexes kept loaded */
-#define FS_PIN_CHUNK_CACHE (16ull << 20)     /* enough for a pin: its chunks only pass through */
+#define FS_PIN_CHUNK_CACHE     (16ull << 20) /* enough for a pin: its chunks only pass through */
 
 /*
  * Makes a read engine of store (borrowed; must outlive it) fetching missing bytes through fc

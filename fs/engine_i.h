@@ -25,9 +25,9 @@ struct wchunk;
 struct cchunk {
 	uint8_t digest[32];
 	size_t len;
-	int refs;                    /* protected by cache.mu */
-	struct cchunk *hnext;        /* hash chain; protected by cache.mu */
-	struct cchunk *prev, *next;  /* LRU list, most recent first; protected by cache.mu */
+	int refs;		    /* protected by cache.mu */
+	struct cchunk *hnext;	    /* hash chain; protected by cache.mu */
+	struct cchunk *prev, *next; /* LRU list, most recent first; protected by cache.mu */
 	uint8_t data[];
 };
 
@@ -67,30 +67,31 @@ struct fs_engine {
 	struct fetch_client *fetch;
 	pthread_rwlock_t layers_lock;
 	struct fs_layer **layers; /* loaded layers, indexed by seq; protected by layers_lock */
-	size_t layers_cap;        /* protected by layers_lock */
-	_Atomic uint64_t layers_bytes; /* fs_layer.bytes of the loaded layers; written under layers_lock
+	size_t layers_cap;	  /* protected by layers_lock */
+	_Atomic uint64_t
+		layers_bytes; /* fs_layer.bytes of the loaded layers; written under layers_lock
 				     (write side), read atomically */
-	uint64_t layers_max;      /* the cap on layers_bytes */
-	_Atomic uint64_t layer_tick; /* use clock for the LRU choice */
+	uint64_t layers_max;  /* the cap on layers_bytes */
+	_Atomic uint64_t layer_tick;   /* use clock for the LRU choice */
 	_Atomic int64_t layer_trimmed; /* second of the last malloc_trim after unloads */
 	struct chunk_cache cache;
 	pthread_mutex_t inflight_mu;
 	pthread_cond_t inflight_cv;
 	struct inflight *inflight; /* spans being fetched (read.c); protected by inflight_mu */
-	int foreground;            /* reader fetches under way; protected by inflight_mu */
+	int foreground;		   /* reader fetches under way; protected by inflight_mu */
 	pthread_t bg_thread;
 	int bg_started;
 	atomic_int bg_stop;
 	_Atomic uint64_t bg_limit; /* store size background completion stays under; 0 = none */
-	pthread_mutex_t w_mu;      /* the chunk writer's queue */
+	pthread_mutex_t w_mu;	   /* the chunk writer's queue */
 	pthread_cond_t w_cv, w_idle;
 	struct wchunk *w_head, *w_tail; /* verified chunks to store, oldest first (writer.c);
 					   protected by w_mu */
-	uint64_t w_bytes;          /* protected by w_mu */
-	int w_stop;                /* protected by w_mu */
+	uint64_t w_bytes;		/* protected by w_mu */
+	int w_stop;			/* protected by w_mu */
 	int w_started;
 	pthread_t w_thread;
-	atomic_int store_full;     /* chunk writes fail for lack of space */
+	atomic_int store_full; /* chunk writes fail for lack of space */
 };
 
 /* Sets up a zeroed eng for store; starts no thread. chunk_cache_bytes and index_cache_bytes as for
@@ -122,14 +123,14 @@ struct fs_layer {
 	struct index_layer *idx;
 	uint32_t seq;
 	char digest[STORE_DIGEST_LEN];
-	struct fetch_ref *src;             /* where missing bytes come from; NULL: nowhere */
-	char windows[STORE_DIGEST_LEN];    /* index artifact windows blob, or "" */
-	atomic_int warned;                 /* a fetch failure was logged (log once per layer) */
-	_Atomic uint64_t touched;          /* last access second passed to the store */
-	atomic_int refs;                   /* references (taken under layers_lock) */
-	_Atomic uint64_t used;             /* fs_engine.layer_tick at the last reference */
-	size_t bytes;                      /* memory held: the decoded index and this struct */
-	struct fs_layer *gone;             /* unloaded, to be freed; layer_trim()'s own list */
+	struct fetch_ref *src;		/* where missing bytes come from; NULL: nowhere */
+	char windows[STORE_DIGEST_LEN]; /* index artifact windows blob, or "" */
+	atomic_int warned;		/* a fetch failure was logged (log once per layer) */
+	_Atomic uint64_t touched;	/* last access second passed to the store */
+	atomic_int refs;		/* references (taken under layers_lock) */
+	_Atomic uint64_t used;		/* fs_engine.layer_tick at the last reference */
+	size_t bytes;			/* memory held: the decoded index and this struct */
+	struct fs_layer *gone;		/* unloaded, to be freed; layer_trim()'s own list */
 };
 
 /* Loads the layer with this digest from the store (or returns the loaded one). Returns 0 and *out

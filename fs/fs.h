@@ -17,15 +17,16 @@ struct fs;
 
 struct fs_opts {
 	const char *mountpoint;
-	const char *source;         /* mount source shown in /proc/mounts; NULL = "strata" */
-	int debug;                  /* libfuse request tracing */
-	unsigned max_threads;       /* 0 = FS_MAX_THREADS_DEFAULT */
+	const char *source;	    /* mount source shown in /proc/mounts; NULL = "strata" */
+	int debug;		    /* libfuse request tracing */
+	unsigned max_threads;	    /* 0 = FS_MAX_THREADS_DEFAULT */
 	uint64_t chunk_cache_bytes; /* decoded-chunk cache; 0 = FS_CHUNK_CACHE_DEFAULT (engine.h) */
 	uint64_t index_cache_bytes; /* decoded layer indexes kept loaded; 0 = FS_INDEX_CACHE_DEFAULT
 				       (engine.h) */
-	struct fetch_client *fetch; /* fetches missing chunks (borrowed); NULL: misses fail with EIO */
-	int background;             /* fetch every missing chunk at low priority while serving */
-	int read_timeout_ms;        /* how long a lookup of a streaming layer waits without
+	struct fetch_client
+		*fetch;	     /* fetches missing chunks (borrowed); NULL: misses fail with EIO */
+	int background;	     /* fetch every missing chunk at low priority while serving */
+	int read_timeout_ms; /* how long a lookup of a streaming layer waits without
 				       progress; 0 = FS_STREAM_STALL_MS_DEFAULT (stream.h) */
 };
 

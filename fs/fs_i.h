@@ -18,16 +18,16 @@ struct fs_streamer;
 struct dir_handle;
 
 /* The two synthetic directories; a layer's inodes are numbered as fs_layer_of says (engine_i.h). */
-#define INO_ROOT FUSE_ROOT_ID
-#define INO_LAYERS 2
+#define INO_ROOT    FUSE_ROOT_ID
+#define INO_LAYERS  2
 #define LAYERS_NAME "layers"
 
 /* The kernel's FUSE_INIT request as saved for a handover: the header and fuse_init_in (up to 64
  * bytes in 7.36+); more is not expected. */
-#define INIT_MAX 256
+#define INIT_MAX	 256
 #define FUSE_OPCODE_INIT 26
 
-struct in_header {  /* struct fuse_in_header of <linux/fuse.h> (not installed with fuse3) */
+struct in_header { /* struct fuse_in_header of <linux/fuse.h> (not installed with fuse3) */
 	uint32_t len, opcode;
 	uint64_t unique, nodeid;
 	uint32_t uid, gid, pid;
@@ -38,17 +38,17 @@ struct in_header {  /* struct fuse_in_header of <linux/fuse.h> (not installed wi
 struct fs_io {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	pthread_key_t holding;   /* a worker's: it returned a request and has not asked for the next */
+	pthread_key_t holding; /* a worker's: it returned a request and has not asked for the next */
 	int key_ok;
-	int wake;                /* eventfd, readable while readers must not poll /dev/fuse */
-	int paused;              /* no new reads; protected by mu */
-	int closing;             /* handed over: readers end the loop; protected by mu */
-	int handed_over;         /* protected by mu */
-	int busy;                /* requests read and not yet finished; protected by mu */
-	uint8_t init[INIT_MAX];  /* the kernel's FUSE_INIT; protected by mu */
-	size_t init_len;         /* protected by mu */
-	int replay;              /* adopted: the next read returns init; protected by mu */
-	int init_wait;           /* a replayed INIT is being processed; protected by mu */
+	int wake;		/* eventfd, readable while readers must not poll /dev/fuse */
+	int paused;		/* no new reads; protected by mu */
+	int closing;		/* handed over: readers end the loop; protected by mu */
+	int handed_over;	/* protected by mu */
+	int busy;		/* requests read and not yet finished; protected by mu */
+	uint8_t init[INIT_MAX]; /* the kernel's FUSE_INIT; protected by mu */
+	size_t init_len;	/* protected by mu */
+	int replay;		/* adopted: the next read returns init; protected by mu */
+	int init_wait;		/* a replayed INIT is being processed; protected by mu */
 	uint64_t init_unique;
 };
 
@@ -70,14 +70,14 @@ struct fs {
 	struct fs_streamer *streamer; /* streams pending layers; NULL without fetch */
 	int read_timeout_ms;
 	pthread_mutex_t dh_mu;
-	struct dir_handle *dh;     /* handles of layers/; protected by dh_mu */
-	_Atomic uint64_t dh_next;  /* the last handle number given */
+	struct dir_handle *dh;	  /* handles of layers/; protected by dh_mu */
+	_Atomic uint64_t dh_next; /* the last handle number given */
 	struct fs_io io;
-	int adopted;               /* serves a mount another process made (fs_adopt) */
-	char *source;              /* mount source, for a handover */
-	pthread_mutex_t open_mu;   /* held by op_open/op_release briefly, by an eviction batch */
-	struct open_ino *opens;    /* files open on the mount; protected by open_mu */
-	size_t nopens, capopens;   /* protected by open_mu */
+	int adopted;		 /* serves a mount another process made (fs_adopt) */
+	char *source;		 /* mount source, for a handover */
+	pthread_mutex_t open_mu; /* held by op_open/op_release briefly, by an eviction batch */
+	struct open_ino *opens;	 /* files open on the mount; protected by open_mu */
+	size_t nopens, capopens; /* protected by open_mu */
 };
 
 /* ---- FUSE operations (ops.c, read.c) */

@@ -18,9 +18,9 @@
  * (records of u64 inode, u32 open count: the quota evictor of the new process keeps their chunks
  * too). Host byte order: both ends run on one machine.
  */
-#define STATE_MAGIC "STRATAHS"
+#define STATE_MAGIC   "STRATAHS"
 #define STATE_VERSION 1u
-#define OPEN_RECORD 12 /* u64 inode, u32 count */
+#define OPEN_RECORD   12 /* u64 inode, u32 count */
 
 static int put_field(uint8_t *buf, size_t cap, size_t *o, const void *p, size_t len)
 {
@@ -77,7 +77,8 @@ ssize_t fs_handover_state(struct fs *f, int *fd, void *buf, size_t cap)
 		pthread_mutex_lock(&f->open_mu);
 		l = (uint32_t)(f->nopens * OPEN_RECORD);
 		if (o + 4 + l > cap) {
-			rc = strata_err(ENOSPC, "%zu open files do not fit the handover state", f->nopens);
+			rc = strata_err(ENOSPC, "%zu open files do not fit the handover state",
+					f->nopens);
 		} else {
 			memcpy((uint8_t *)buf + o, &l, 4);
 			o += 4;
@@ -108,8 +109,8 @@ static int state_parse(const void *state, size_t len, const uint8_t **init, size
 		return strata_err(EINVAL, "not a strata handover state");
 	memcpy(&version, b + 8, 4);
 	if (version != STATE_VERSION)
-		return strata_err(EINVAL, "handover state version %u, this strata reads %u", version,
-				  STATE_VERSION);
+		return strata_err(EINVAL, "handover state version %u, this strata reads %u",
+				  version, STATE_VERSION);
 	if (get_field(b, len, &o, init, init_len) < 0 || *init_len < sizeof(*h) ||
 	    *init_len > INIT_MAX)
 		return strata_err(EINVAL, "bad INIT in the handover state");

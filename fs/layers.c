@@ -33,7 +33,10 @@ static void layer_destroy(struct fs_layer *l)
 static struct fs_layer *layer_ref_locked(struct fs_engine *eng, struct fs_layer *l)
 {
 	atomic_fetch_add_explicit(&l->refs, 1, memory_order_acquire);
-	atomic_store_explicit(&l->used, atomic_fetch_add_explicit(&eng->layer_tick, 1, memory_order_relaxed) + 1, memory_order_relaxed);
+	atomic_store_explicit(&l->used,
+			      atomic_fetch_add_explicit(&eng->layer_tick, 1, memory_order_relaxed) +
+				      1,
+			      memory_order_relaxed);
 	return l;
 }
 
@@ -54,8 +57,7 @@ static void layer_trim(struct fs_engine *eng)
 			struct fs_layer *l = eng->layers[i];
 
 			/* No reference can be taken meanwhile: that needs the read side. */
-			if (l && atomic_load(&l->refs) == 0 &&
-			    (!victim || l->used < victim->used))
+			if (l && atomic_load(&l->refs) == 0 && (!victim || l->used < victim->used))
 				victim = l;
 		}
 		if (!victim)
@@ -271,7 +273,8 @@ void fs_layers_unload_all(struct fs_engine *eng)
 	for (size_t i = 0; i < eng->layers_cap; i++) {
 		if (eng->layers[i]) {
 			assert(atomic_load(&eng->layers[i]->refs) == 0);
-			atomic_fetch_sub_explicit(&index_stats.bytes, eng->layers[i]->bytes, memory_order_relaxed);
+			atomic_fetch_sub_explicit(&index_stats.bytes, eng->layers[i]->bytes,
+						  memory_order_relaxed);
 			atomic_fetch_sub_explicit(&index_stats.layers, 1, memory_order_relaxed);
 			layer_destroy(eng->layers[i]);
 		}

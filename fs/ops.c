@@ -15,7 +15,7 @@
 #include "stream.h"
 
 #define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
-#define VIEW_TIMEOUT 1.0        /* synthetic directories change as images are pulled */
+#define VIEW_TIMEOUT	1.0	/* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- attributes */
 
@@ -442,7 +442,8 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 				entry_stat(f, child, dl, cl, &e.attr, &e.attr_timeout);
 				e.entry_timeout = e.attr_timeout;
 			}
-			need = fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e, idx + 1);
+			need = fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e,
+						      idx + 1);
 		} else {
 			struct stat st;
 
@@ -455,7 +456,8 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 
 				entry_stat(f, child, dl, cl, &st, &t);
 			}
-			need = fuse_add_direntry(req, buf + *used, size - *used, name, &st, idx + 1);
+			need = fuse_add_direntry(req, buf + *used, size - *used, name, &st,
+						 idx + 1);
 		}
 		fs_layer_put(&f->eng, cl);
 		if (need > size - *used) {
@@ -567,7 +569,8 @@ static int find_xattr(struct fs *f, fuse_ino_t ino, const char *name, struct fs_
 	for (uint32_t i = 0; i < in->nxattrs; i++) {
 		const struct index_xattr *c = index_layer_xattr((*l)->idx, in->xattr_first + i);
 
-		if (c->name_len != nlen || memcmp(index_layer_str((*l)->idx, c->name_off), name, nlen))
+		if (c->name_len != nlen ||
+		    memcmp(index_layer_str((*l)->idx, c->name_off), name, nlen))
 			continue;
 		*x = c;
 		return 0;

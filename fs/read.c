@@ -22,18 +22,19 @@
 #include "util/sha256.h"
 #include "util/thread.h"
 
-#define MAX_DECODE (16u << 20)   /* decode at most this much of a span beyond what a read needs */
-#define MAX_BEHIND (4u << 20)    /* ... and this much before it */
-#define READAHEAD_CHUNKS 8       /* a miss fetches this many chunks of the file at most, in one span */
-#define READAHEAD_BYTES (8u << 20) /* ... and no more than this many bytes of them */
-#define BACK_OVERLAP (64u << 10)  /* spans sharing more than this make a miss take the chunk before */
+#define MAX_DECODE	 (16u << 20) /* decode at most this much of a span beyond what a read needs */
+#define MAX_BEHIND	 (4u << 20) /* ... and this much before it */
+#define READAHEAD_CHUNKS 8 /* a miss fetches this many chunks of the file at most, in one span */
+#define READAHEAD_BYTES	 (8u << 20) /* ... and no more than this many bytes of them */
+#define BACK_OVERLAP \
+	(64u << 10) /* spans sharing more than this make a miss take the chunk before */
 
 /* A span being fetched; readers that need the same span wait for it instead of fetching again. */
 struct inflight {
 	uint32_t seq;
 	uint64_t cstart, cend;
-	int done, rc;  /* protected by fs_engine.inflight_mu */
-	int refs;      /* protected by fs_engine.inflight_mu */
+	int done, rc; /* protected by fs_engine.inflight_mu */
+	int refs;     /* protected by fs_engine.inflight_mu */
 	struct inflight *next;
 };
 
@@ -311,7 +312,7 @@ static int wait_inflight(struct fs_engine *eng, struct inflight *in)
 		}
 		if (left == 0)
 			return strata_err(ETIMEDOUT, "read timeout while another read fetched the "
-					  "same span");
+						     "same span");
 		util_deadline_in(&until, (long)left);
 		pthread_cond_timedwait(&eng->inflight_cv, &eng->inflight_mu, &until);
 	}
@@ -342,7 +343,8 @@ static void miss_range(struct fs_engine *eng, const struct index_layer *idx,
 	}
 	/* extend over the following chunks that are not stored yet */
 	while (last + 1 < in->count && last + 1 < ci + READAHEAD_CHUNKS &&
-	       index_layer_chunk(idx, in->first + last + 1)->offset + index_layer_chunk_size(idx) - a->offset <=
+	       index_layer_chunk(idx, in->first + last + 1)->offset + index_layer_chunk_size(idx) -
+			       a->offset <=
 		       READAHEAD_BYTES &&
 	       fs_chunk_local(eng, index_layer_chunk(idx, in->first + last + 1)->digest) == 0)
 		last++;
@@ -394,8 +396,13 @@ static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct in
 		if (rc < 0)
 			goto out;
 	}
-	sc = (struct span_check){ .l = l, .sp = &sp, .window = window, .uoff = uoff,
-				  .need_end = need_end, .dec_start = dec_start, .dec_end_max = dec_end,
+	sc = (struct span_check){ .l = l,
+				  .sp = &sp,
+				  .window = window,
+				  .uoff = uoff,
+				  .need_end = need_end,
+				  .dec_start = dec_start,
+				  .dec_end_max = dec_end,
 				  .plain = plain };
 	/* decoded and the wanted chunks checked per host: bad bytes from a mirror go to the next */
 	rc = fetch_blob_range_verify(eng->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart,
@@ -407,7 +414,8 @@ static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct in
 	 * chunks, [uoff, need_end), were checked by span_verify() on these very bytes. */
 	for (uint32_t k = index_layer_chunk_rank(l->idx, dec_start);
 	     k < index_layer_nchunks(l->idx); k++) {
-		const struct index_chunk *o = index_layer_chunk(l->idx, index_layer_chunk_by_offset(l->idx, k));
+		const struct index_chunk *o =
+			index_layer_chunk(l->idx, index_layer_chunk_by_offset(l->idx, k));
 		uint8_t digest[32];
 		int put;
 
@@ -418,13 +426,17 @@ static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct in
 			if (memcmp(digest, o->digest, 32) != 0) {
 				/* beside the read: not stored, fetched again if ever read */
 				util_digest_format(o->digest, hex);
-				strata_log(LOG_WARNING, "layer %s: chunk %s decoded beside a read does "
-					   "not match its digest; not stored", l->digest, hex);
+				strata_log(LOG_WARNING,
+					   "layer %s: chunk %s decoded beside a read does "
+					   "not match its digest; not stored",
+					   l->digest, hex);
 				continue;
 			}
 		}
-		put = fs_writer_queue(eng, o->digest, plain + (o->offset - dec_start), o->size) ? 0 :
-		      store_chunk_put(eng->store, o->digest, plain + (o->offset - dec_start), o->size);
+		put = fs_writer_queue(eng, o->digest, plain + (o->offset - dec_start), o->size) ?
+			      0 :
+			      store_chunk_put(eng->store, o->digest,
+					      plain + (o->offset - dec_start), o->size);
 		if (put == -ENOSPC) {
 			/* Serve the verified bytes without storing them. */
 			fs_store_full(eng, 1);
@@ -468,15 +480,17 @@ static int span_verify(void *ctx, const void *comp, size_t clen)
 		/* The span ends in data the index does not describe (eStargz member tails): keep what
 		 * was asked for. */
 		sc->dec_end = sc->need_end;
-		rc = index_layer_extract(idx, sc->sp, sc->window, comp, clen, sc->dec_start, sc->plain,
-					 sc->dec_end - sc->dec_start);
+		rc = index_layer_extract(idx, sc->sp, sc->window, comp, clen, sc->dec_start,
+					 sc->plain, sc->dec_end - sc->dec_start);
 	}
 	if (rc == -EPIPE)
 		return strata_err(EBADMSG, "span of %s does not decode", sc->l->digest);
 	if (rc < 0)
 		return rc;
-	for (uint32_t k = index_layer_chunk_rank(idx, sc->uoff); k < index_layer_nchunks(idx); k++) {
-		const struct index_chunk *o = index_layer_chunk(idx, index_layer_chunk_by_offset(idx, k));
+	for (uint32_t k = index_layer_chunk_rank(idx, sc->uoff); k < index_layer_nchunks(idx);
+	     k++) {
+		const struct index_chunk *o =
+			index_layer_chunk(idx, index_layer_chunk_by_offset(idx, k));
 		uint8_t digest[32];
 
 		if (o->offset + o->size > sc->need_end)
@@ -486,8 +500,8 @@ static int span_verify(void *ctx, const void *comp, size_t clen)
 		util_sha256(sc->plain + (o->offset - sc->dec_start), o->size, digest);
 		if (memcmp(digest, o->digest, 32) != 0) {
 			util_digest_format(o->digest, hex);
-			return strata_err(EBADMSG, "chunk %s from %s does not match its digest", hex,
-					  sc->l->digest);
+			return strata_err(EBADMSG, "chunk %s from %s does not match its digest",
+					  hex, sc->l->digest);
 		}
 	}
 	return 0;
@@ -517,7 +531,8 @@ int fs_get_window(struct fs_engine *eng, struct fs_layer *l, const struct index_
 	int rc;
 
 	if (n >= 0)
-		return n == cp->wlen ? 0 : strata_err(EBADMSG, "checkpoint window has the wrong size");
+		return n == cp->wlen ? 0 :
+				       strata_err(EBADMSG, "checkpoint window has the wrong size");
 	if (n != -ENOENT)
 		return (int)n;
 	util_digest_format(cp->window, hex);

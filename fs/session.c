@@ -21,10 +21,10 @@
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #define lsan_disable() __lsan_disable()
-#define lsan_enable() __lsan_enable()
+#define lsan_enable()  __lsan_enable()
 #else
 #define lsan_disable() ((void)0)
-#define lsan_enable() ((void)0)
+#define lsan_enable()  ((void)0)
 #endif
 
 /* ---------------------------------------------------------------- mount */
@@ -67,7 +67,8 @@ int fs_mount_info(const char *path, char *type, size_t cap, char *source, size_t
 		if (!sep)
 			continue;
 		*sep = '\0';
-		for (tok = strtok_r(line, " ", &save); tok && n < 10; tok = strtok_r(NULL, " ", &save))
+		for (tok = strtok_r(line, " ", &save); tok && n < 10;
+		     tok = strtok_r(NULL, " ", &save))
 			fields[n++] = tok;
 		if (n < 5)
 			continue;
@@ -131,7 +132,8 @@ int fs_session_create(struct store *store, const struct fs_opts *opts, const cha
 		const char *src = f->source;
 		size_t o = 0;
 
-		o = (size_t)snprintf(mopts, sizeof(mopts), "ro,allow_other,default_permissions,subtype=strata,fsname=");
+		o = (size_t)snprintf(mopts, sizeof(mopts),
+				     "ro,allow_other,default_permissions,subtype=strata,fsname=");
 		for (; *src && o + 3 < sizeof(mopts); src++) {
 			if (*src == ',' || *src == '\\')
 				mopts[o++] = '\\';
@@ -169,7 +171,8 @@ int fs_mount(struct store *store, const struct fs_opts *opts, struct fs **out)
 	*out = NULL;
 	if (stat(opts->mountpoint, &st) < 0) {
 		if (errno == ENOTCONN)
-			return strata_err(ENOTCONN, "%s is a disconnected FUSE mount (run 'strata umount %s')",
+			return strata_err(ENOTCONN,
+					  "%s is a disconnected FUSE mount (run 'strata umount %s')",
 					  opts->mountpoint, opts->mountpoint);
 		return strata_err(errno, "mountpoint %s: %s", opts->mountpoint, strerror(errno));
 	}

@@ -19,7 +19,7 @@ static unsigned latency_bucket(uint64_t us)
 	unsigned e, b;
 
 	if (us < 8)
-		return (unsigned)us; /* buckets 0-7: exactly 0-7 us */
+		return (unsigned)us;		 /* buckets 0-7: exactly 0-7 us */
 	e = 63u - (unsigned)__builtin_clzll(us); /* >= 3 */
 	b = 4 * (e - 1) + (unsigned)((us >> (e - 2)) & 3);
 	return b < FS_LAT_BUCKETS ? b : FS_LAT_BUCKETS - 1;
@@ -63,7 +63,8 @@ void fs_read_stats_get(struct fs_read_stats *out)
 	out->fetched = atomic_load_explicit(&read_stats.fetched, memory_order_relaxed);
 	out->failed = atomic_load_explicit(&read_stats.failed, memory_order_relaxed);
 	for (unsigned i = 0; i < FS_LAT_BUCKETS; i++)
-		out->fetch_us[i] = atomic_load_explicit(&read_stats.fetch_us[i], memory_order_relaxed);
+		out->fetch_us[i] = atomic_load_explicit(&read_stats.fetch_us[i],
+							memory_order_relaxed);
 }
 
 static void count_read(_Atomic uint64_t *counter)

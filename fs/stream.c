@@ -50,8 +50,9 @@ static int tmp_file(struct store *s)
 }
 
 int fs_layer_build(struct store *s, struct fetch_client *fc, const struct fetch_ref *ref,
-		   struct store_layer *info, int (*progress)(void *ctx, uint64_t done, uint64_t total),
-		   void *pctx, struct index_layer **out)
+		   struct store_layer *info,
+		   int (*progress)(void *ctx, uint64_t done, uint64_t total), void *pctx,
+		   struct index_layer **out)
 {
 	static const enum index_blob blob_kind[] = {
 		[INDEX_COMP_NONE] = INDEX_BLOB_TAR,
@@ -102,9 +103,10 @@ int fs_layer_build(struct store *s, struct fetch_client *fc, const struct fetch_
 		goto out;
 	util_digest_format(index_layer_diff_id(idx), diff_id);
 	if (info->diff_id[0] && strcmp(info->diff_id, diff_id) != 0) {
-		rc = strata_err(EBADMSG,
-				"uncompressed digest %s does not match the image config's diff_id %s",
-				diff_id, info->diff_id);
+		rc = strata_err(
+			EBADMSG,
+			"uncompressed digest %s does not match the image config's diff_id %s",
+			diff_id, info->diff_id);
 		goto out;
 	}
 	snprintf(info->diff_id, sizeof(info->diff_id), "%s", diff_id);
@@ -128,11 +130,11 @@ struct job {
 	char digest[STORE_DIGEST_LEN];
 	enum job_state state;
 	uint64_t done, total;
-	struct timespec progress;  /* CLOCK_MONOTONIC: queued, started, or last bytes arrived */
+	struct timespec progress; /* CLOCK_MONOTONIC: queued, started, or last bytes arrived */
 	struct timespec failed_at;
 	char error[512];
 	int waiters;
-	int logged;                /* this failure or stall was logged */
+	int logged; /* this failure or stall was logged */
 	struct job *next;
 };
 
@@ -141,8 +143,8 @@ struct fs_streamer {
 	struct fetch_client *fetch;
 	int stall_ms;
 	pthread_mutex_t mu;
-	pthread_cond_t cv;         /* a job changed state or made progress */
-	struct job *jobs;          /* protected by mu */
+	pthread_cond_t cv; /* a job changed state or made progress */
+	struct job *jobs;  /* protected by mu */
 	atomic_int stop;
 	unsigned nworkers;
 	pthread_t *workers;
@@ -270,7 +272,8 @@ static int job_run(struct fs_streamer *st, struct job *j)
 	if (rc == 0)
 		rc = index_layer_encode(idx, &enc, &len);
 	if (rc == 0)
-		rc = store_layer_put(st->store, &info, enc, len); /* also drops the pending record */
+		rc = store_layer_put(st->store, &info, enc,
+				     len); /* also drops the pending record */
 	if (rc == 0)
 		strata_log(LOG_INFO, "layer %s: streamed and indexed", j->digest);
 	free(enc);
@@ -306,8 +309,10 @@ static void *worker_main(void *arg)
 			clock_gettime(CLOCK_MONOTONIC, &j->failed_at);
 			snprintf(j->error, sizeof(j->error), "%s", strata_errmsg(rc));
 			if (!atomic_load(&st->stop))
-				strata_log(LOG_ERR, "layer %s: streaming failed: %s (retried on the "
-					   "next lookup)", j->digest, j->error);
+				strata_log(LOG_ERR,
+					   "layer %s: streaming failed: %s (retried on the "
+					   "next lookup)",
+					   j->digest, j->error);
 		}
 		pthread_cond_broadcast(&st->cv);
 		pthread_mutex_unlock(&st->mu);
@@ -391,7 +396,8 @@ int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 		}
 		if (j->state == JOB_FAILED) {
 			if (ms_since(&j->failed_at) < FS_STREAM_RETRY_WAITER_MS) {
-				rc = strata_err(EIO, "layer %s: streaming failed: %s", digest, j->error);
+				rc = strata_err(EIO, "layer %s: streaming failed: %s", digest,
+						j->error);
 				break;
 			}
 			j->state = JOB_QUEUED; /* try again for this lookup */
@@ -400,7 +406,8 @@ int fs_streamer_wait(struct fs_streamer *st, const char *digest)
 		}
 		/* A queued layer waits for a worker busy with another layer, itself bounded: allow
 		 * that several stall periods before giving up. */
-		if (ms_since(&j->progress) > (j->state == JOB_RUNNING ? 1 : 4) * (int64_t)st->stall_ms) {
+		if (ms_since(&j->progress) >
+		    (j->state == JOB_RUNNING ? 1 : 4) * (int64_t)st->stall_ms) {
 			rc = strata_err(EIO, "layer %s: no progress streaming it for %d s", digest,
 					st->stall_ms / 1000);
 			if (!j->logged++)

@@ -18,10 +18,10 @@ struct fetch_ref;
 struct index_layer;
 struct fs_streamer;
 
-#define FS_STREAM_WORKERS_DEFAULT 2      /* layers streamed at once */
+#define FS_STREAM_WORKERS_DEFAULT  2	 /* layers streamed at once */
 #define FS_STREAM_STALL_MS_DEFAULT 30000 /* a lookup waits this long for a stream's progress */
-#define FS_STREAM_RETRY_WAITER_MS 2000   /* a lookup retries a failed stream this long after it */
-#define FS_STREAM_RETRY_WORKER_MS 30000  /* the workers retry a failed stream this long after it */
+#define FS_STREAM_RETRY_WAITER_MS  2000	 /* a lookup retries a failed stream this long after it */
+#define FS_STREAM_RETRY_WORKER_MS  30000 /* the workers retry a failed stream this long after it */
 
 /*
  * Builds one layer's index by streaming its whole blob from ref's repository into an anonymous
@@ -33,8 +33,9 @@ struct fs_streamer;
  * Returns 0 or negative errno with strata_err set (-ENOTSUP for a media type that is no layer).
  */
 int fs_layer_build(struct store *s, struct fetch_client *fc, const struct fetch_ref *ref,
-		   struct store_layer *info, int (*progress)(void *ctx, uint64_t done, uint64_t total),
-		   void *pctx, struct index_layer **out);
+		   struct store_layer *info,
+		   int (*progress)(void *ctx, uint64_t done, uint64_t total), void *pctx,
+		   struct index_layer **out);
 
 /* Starts `workers` threads (0 = FS_STREAM_WORKERS_DEFAULT) streaming the store's pending layers,
  * those recorded later included. stall_ms bounds how long a lookup waits without progress (0 =

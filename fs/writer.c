@@ -126,7 +126,7 @@ static void *writer_main(void *arg)
 		while (!eng->w_head && !eng->w_stop)
 			pthread_cond_wait(&eng->w_cv, &eng->w_mu);
 		if (!eng->w_head)
-			break; /* stopping, and drained */
+			break;	 /* stopping, and drained */
 		w = eng->w_head; /* stays queued (found by lookups) until written */
 		pthread_mutex_unlock(&eng->w_mu);
 		put = store_chunk_put(eng->store, w->digest, w->data, w->len);
@@ -134,9 +134,10 @@ static void *writer_main(void *arg)
 			fs_store_full(eng, 1);
 		} else if (put < 0) {
 			if (!warned++)
-				strata_log(LOG_ERR, "store %s: writing fetched chunks: %s (they are "
-					   "fetched again when read)", store_dir(eng->store),
-					   strata_errmsg(put));
+				strata_log(LOG_ERR,
+					   "store %s: writing fetched chunks: %s (they are "
+					   "fetched again when read)",
+					   store_dir(eng->store), strata_errmsg(put));
 		} else {
 			warned = 0;
 			if (put > 0)
@@ -160,7 +161,8 @@ void fs_writer_start(struct fs_engine *eng)
 {
 	eng->w_started = util_thread_start(&eng->w_thread, writer_main, eng) == 0;
 	if (!eng->w_started)
-		strata_log(LOG_WARNING, "no chunk writer thread: reads store their chunks themselves");
+		strata_log(LOG_WARNING,
+			   "no chunk writer thread: reads store their chunks themselves");
 }
 
 /* Stops the writer after it wrote everything queued. */
@@ -204,7 +206,8 @@ void fs_store_full(struct fs_engine *eng, int full)
 	if (atomic_exchange_explicit(&eng->store_full, full, memory_order_relaxed) == full)
 		return;
 	if (full)
-		strata_log(LOG_ERR, "store %s is full: serving without caching", store_dir(eng->store));
+		strata_log(LOG_ERR, "store %s is full: serving without caching",
+			   store_dir(eng->store));
 	else
 		strata_log(LOG_NOTICE, "store %s has space again: caching fetched chunks",
 			   store_dir(eng->store));

@@ -26,12 +26,12 @@ enum gz_state {
 struct index_decomp {
 	enum index_compression comp;
 	struct index_reader src; /* borrowed */
-	uint8_t *in;             /* compressed input buffer (gzip, zstd) */
-	size_t in_pos, in_len;   /* unconsumed input is in[in_pos, in_len) */
+	uint8_t *in;		 /* compressed input buffer (gzip, zstd) */
+	size_t in_pos, in_len;	 /* unconsumed input is in[in_pos, in_len) */
 	bool src_eof;
-	bool done;               /* clean end reached: read() returns 0 from now on */
-	int err;                 /* sticky negative errno after a failure, else 0 */
-	uint64_t consumed;       /* compressed bytes consumed by the decoder */
+	bool done;	   /* clean end reached: read() returns 0 from now on */
+	int err;	   /* sticky negative errno after a failure, else 0 */
+	uint64_t consumed; /* compressed bytes consumed by the decoder */
 
 	/* gzip */
 	z_stream z;
@@ -138,7 +138,8 @@ int index_decomp_new(enum index_compression c, struct index_reader src, struct i
 	d = NULL;
 out:
 	if (rc < 0)
-		strata_err(-rc, "out of memory creating %s decompressor", index_compression_name(c));
+		strata_err(-rc, "out of memory creating %s decompressor",
+			   index_compression_name(c));
 	index_decomp_free(d);
 	return rc;
 }
@@ -166,7 +167,8 @@ static int gz_padding(struct index_decomp *d)
 {
 	while (d->in_pos < d->in_len) {
 		if (d->in[d->in_pos] != 0)
-			return strata_err(EBADMSG, "corrupt gzip stream: data after trailing zero padding");
+			return strata_err(EBADMSG,
+					  "corrupt gzip stream: data after trailing zero padding");
 		d->in_pos++;
 		d->consumed++;
 	}
@@ -193,7 +195,9 @@ static ssize_t gz_read(struct index_decomp *d, uint8_t *buf, size_t len)
 			}
 			if (d->gz == GZ_BETWEEN && d->in[d->in_pos] != 0) {
 				if (inflateReset(&d->z) != Z_OK)
-					return strata_err(EBADMSG, "corrupt gzip stream: inflateReset failed");
+					return strata_err(
+						EBADMSG,
+						"corrupt gzip stream: inflateReset failed");
 				d->gz = GZ_MEMBER;
 			} else {
 				d->gz = GZ_PADDING;
@@ -270,7 +274,8 @@ static ssize_t zstd_read(struct index_decomp *d, uint8_t *buf, size_t len)
 		if (ZSTD_isError(zrc)) {
 			if (ZSTD_getErrorCode(zrc) == ZSTD_error_memory_allocation)
 				return strata_err(ENOMEM, "out of memory in zstd decoder");
-			return strata_err(EBADMSG, "corrupt zstd stream: %s", ZSTD_getErrorName(zrc));
+			return strata_err(EBADMSG, "corrupt zstd stream: %s",
+					  ZSTD_getErrorName(zrc));
 		}
 		used_in = in.pos - d->in_pos;
 		made = out.pos - made;

@@ -19,8 +19,8 @@
 #include "util/mem.h"
 #include "util/sha256.h"
 
-#define MAX_INNER (1ull << 48)    /* innerOffset bound; keeps virtual offsets far from overflow */
-#define MAX_SIZE (1ull << 48)     /* file size bound, likewise */
+#define MAX_INNER (1ull << 48) /* innerOffset bound; keeps virtual offsets far from overflow */
+#define MAX_SIZE  (1ull << 48) /* file size bound, likewise */
 
 /* ---------------------------------------------------------------- TOC JSON */
 
@@ -82,8 +82,8 @@ static int parse_rfc3339(const char *s, int64_t *sec, uint32_t *nsec)
 
 	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se, &n) != 6 || n != 19)
 		return -1;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || y < 0 || h < 0 ||
-	    mi < 0 || se < 0)
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || y < 0 ||
+	    h < 0 || mi < 0 || se < 0)
 		return -1;
 	p = s + n;
 	if (*p == '.') {
@@ -154,8 +154,8 @@ static const char *get_str(json_t *o, const char *key, int *bad)
 
 /* One piece of file content as the TOC places it. */
 struct tchunk {
-	uint64_t coff;   /* compressed offset of the gzip member holding it ("offset") */
-	uint64_t inner;  /* uncompressed offset inside that member ("innerOffset") */
+	uint64_t coff;	/* compressed offset of the gzip member holding it ("offset") */
+	uint64_t inner; /* uncompressed offset inside that member ("innerOffset") */
 	uint64_t size;
 	uint8_t digest[32];
 	bool has_digest;
@@ -163,18 +163,18 @@ struct tchunk {
 
 /* A regular file's chunks, in the order of the TOC. */
 struct tfile {
-	size_t entry;   /* index in the TOC's entries */
+	size_t entry;	 /* index in the TOC's entries */
 	size_t first, n; /* into the tchunk array */
 	uint64_t size;
-	uint64_t done;  /* bytes covered by its chunks so far */
+	uint64_t done;	   /* bytes covered by its chunks so far */
 	bool whole_digest; /* "digest" given (used when chunkDigest is missing) */
 	uint8_t digest[32];
 };
 
 struct member {
 	uint64_t coff;
-	uint64_t end;   /* largest inner + size of a chunk in it */
-	uint64_t uoff;  /* virtual */
+	uint64_t end;  /* largest inner + size of a chunk in it */
+	uint64_t uoff; /* virtual */
 };
 
 struct layout {
@@ -211,10 +211,12 @@ static int add_piece(struct layout *lo, struct tfile *f, json_t *ent, size_t i, 
 	if (csize == 0 || csize > f->size - choff)
 		csize = f->size - choff; /* 0 means "to the end of the file" */
 	if (coff >= toc_off)
-		return strata_err(EBADMSG, "malformed eStargz TOC: entry %zu: chunk at compressed "
-				  "offset %llu is not before the TOC at %llu", i,
-				  (unsigned long long)coff, (unsigned long long)toc_off);
-	if (util_grow((void **)&lo->chunks, &lo->cap_chunks, lo->nchunks + 1, sizeof(*lo->chunks)) < 0)
+		return strata_err(EBADMSG,
+				  "malformed eStargz TOC: entry %zu: chunk at compressed "
+				  "offset %llu is not before the TOC at %llu",
+				  i, (unsigned long long)coff, (unsigned long long)toc_off);
+	if (util_grow((void **)&lo->chunks, &lo->cap_chunks, lo->nchunks + 1, sizeof(*lo->chunks)) <
+	    0)
 		return -ENOMEM;
 	c = &lo->chunks[lo->nchunks++];
 	memset(c, 0, sizeof(*c));
@@ -250,7 +252,7 @@ static int collect(struct layout *lo, json_t *entries, uint64_t toc_off)
 	json_t *ent;
 	int rc;
 
-	json_array_foreach(entries, i, ent) {
+	json_array_foreach (entries, i, ent) {
 		const char *type, *name;
 		int bad = 0;
 
@@ -283,7 +285,7 @@ static int collect(struct layout *lo, json_t *entries, uint64_t toc_off)
 			if (!path)
 				return -ENOMEM;
 			if (util_grow((void **)&lo->files, &lo->cap_files, lo->nfiles + 1,
-				 sizeof(*lo->files)) < 0) {
+				      sizeof(*lo->files)) < 0) {
 				free(path);
 				return -ENOMEM;
 			}
@@ -328,8 +330,10 @@ static int check_chunks(struct layout *lo, uint32_t *chunk_size)
 				c->has_digest = true;
 			}
 			if (!c->has_digest)
-				return strata_err(ENOTSUP, "eStargz TOC entry %zu has no chunk digest "
-						  "(legacy stargz without chunkDigest)", tf->entry);
+				return strata_err(ENOTSUP,
+						  "eStargz TOC entry %zu has no chunk digest "
+						  "(legacy stargz without chunkDigest)",
+						  tf->entry);
 			if (c->size > largest)
 				largest = c->size;
 		}
@@ -337,13 +341,16 @@ static int check_chunks(struct layout *lo, uint32_t *chunk_size)
 			uint64_t first = lo->chunks[tf->first].size;
 
 			if (split && split != first)
-				return strata_err(ENOTSUP, "irregular eStargz chunking: files split at "
-						  "%llu and %llu bytes", (unsigned long long)split,
+				return strata_err(ENOTSUP,
+						  "irregular eStargz chunking: files split at "
+						  "%llu and %llu bytes",
+						  (unsigned long long)split,
 						  (unsigned long long)first);
 			split = first;
 			for (size_t k = tf->first; k + 1 < tf->first + tf->n; k++) {
 				if (lo->chunks[k].size != split)
-					return strata_err(ENOTSUP, "irregular eStargz chunking: entry "
+					return strata_err(ENOTSUP,
+							  "irregular eStargz chunking: entry "
 							  "%zu has a %llu-byte chunk inside it",
 							  tf->entry,
 							  (unsigned long long)lo->chunks[k].size);
@@ -352,18 +359,22 @@ static int check_chunks(struct layout *lo, uint32_t *chunk_size)
 	}
 	if (split) {
 		if (largest > split)
-			return strata_err(ENOTSUP, "irregular eStargz chunking: a %llu-byte chunk "
-					  "with files split at %llu", (unsigned long long)largest,
-					  (unsigned long long)split);
+			return strata_err(ENOTSUP,
+					  "irregular eStargz chunking: a %llu-byte chunk "
+					  "with files split at %llu",
+					  (unsigned long long)largest, (unsigned long long)split);
 		if (split < INDEX_MIN_CHUNK_SIZE)
-			return strata_err(ENOTSUP, "irregular eStargz chunking: chunk size %llu is "
-					  "below %u", (unsigned long long)split, INDEX_MIN_CHUNK_SIZE);
+			return strata_err(ENOTSUP,
+					  "irregular eStargz chunking: chunk size %llu is "
+					  "below %u",
+					  (unsigned long long)split, INDEX_MIN_CHUNK_SIZE);
 		largest = split;
 	}
 	if (largest < INDEX_MIN_CHUNK_SIZE)
 		largest = INDEX_MIN_CHUNK_SIZE;
 	if (largest > INDEX_MAX_CHUNK_SIZE)
-		return strata_err(ENOTSUP, "irregular eStargz chunking: a %llu-byte chunk exceeds %u",
+		return strata_err(ENOTSUP,
+				  "irregular eStargz chunking: a %llu-byte chunk exceeds %u",
 				  (unsigned long long)largest, INDEX_MAX_CHUNK_SIZE);
 	*chunk_size = (uint32_t)largest;
 	return 0;
@@ -411,7 +422,8 @@ static int plan_members(struct layout *lo, uint64_t toc_off)
 		m->uoff = u;
 		u += m->end ? m->end : 1;
 		if (u > INT64_MAX)
-			return strata_err(EBADMSG, "malformed eStargz TOC: members add up past 2^63 bytes");
+			return strata_err(EBADMSG,
+					  "malformed eStargz TOC: members add up past 2^63 bytes");
 	}
 	return 0;
 }
@@ -438,8 +450,9 @@ static const struct {
 	const char *name;
 	enum index_tar_type type;
 } types[] = {
-	{ "dir", INDEX_TAR_DIR },       { "reg", INDEX_TAR_REG },    { "symlink", INDEX_TAR_SYMLINK },
-	{ "hardlink", INDEX_TAR_HARDLINK }, { "char", INDEX_TAR_CHAR }, { "block", INDEX_TAR_BLOCK },
+	{ "dir", INDEX_TAR_DIR },	  { "reg", INDEX_TAR_REG },
+	{ "symlink", INDEX_TAR_SYMLINK }, { "hardlink", INDEX_TAR_HARDLINK },
+	{ "char", INDEX_TAR_CHAR },	  { "block", INDEX_TAR_BLOCK },
 	{ "fifo", INDEX_TAR_FIFO },
 };
 
@@ -521,7 +534,7 @@ static int to_tar_entry(json_t *ent, size_t i, struct index_tar_entry *e)
 				   sizeof(*e->xattrs));
 		if (!e->xattrs)
 			return -ENOMEM;
-		json_object_foreach(xattrs, key, val) {
+		json_object_foreach (xattrs, key, val) {
 			struct index_tar_xattr *x = &e->xattrs[e->nxattrs];
 			int rc;
 
@@ -532,8 +545,7 @@ static int to_tar_entry(json_t *ent, size_t i, struct index_tar_entry *e)
 				return -ENOMEM;
 			e->nxattrs++;
 			rc = util_base64_decode(json_string_value(val),
-						strlen(json_string_value(val)), &x->value,
-						&x->len);
+						strlen(json_string_value(val)), &x->value, &x->len);
 			if (rc == -ENOMEM)
 				return rc;
 			if (rc < 0)
@@ -551,7 +563,7 @@ static int add_entries(struct index_builder *ib, const struct layout *lo, json_t
 	json_t *ent;
 	int rc = 0;
 
-	json_array_foreach(entries, i, ent) {
+	json_array_foreach (entries, i, ent) {
 		const struct tfile *f = NULL;
 		struct index_tar_entry e;
 		size_t n = 0;
@@ -576,7 +588,8 @@ static int add_entries(struct index_builder *ib, const struct layout *lo, json_t
 		if (rc == 0) {
 			rc = index_builder_add(ib, &e, chunks, n);
 			if (rc == -EINVAL || rc == -ENOTDIR)
-				rc = strata_err_prefix(EBADMSG, "malformed eStargz TOC: entry %zu", i);
+				rc = strata_err_prefix(EBADMSG, "malformed eStargz TOC: entry %zu",
+						       i);
 		}
 		free_tar_entry(&e);
 		if (rc < 0)
@@ -640,7 +653,6 @@ static int add_toc_entry(struct index_builder *ib, const struct layout *lo, size
 	free(chunks);
 	return rc;
 }
-
 
 int index_estargz_build(const uint8_t *toc, size_t len, uint64_t toc_off, uint64_t blob_size,
 			struct index_layer **out)
@@ -726,7 +738,8 @@ int index_estargz_build_verified(const uint8_t *toc, size_t len, uint64_t toc_of
 		goto out;
 	/* the TOC member is the last one: the virtual stream ends with the TOC JSON */
 	rc = index_builder_finish(ib, no_diff_id,
-				  lo.members[lo.nmembers - 1].uoff + lo.members[lo.nmembers - 1].end,
+				  lo.members[lo.nmembers - 1].uoff +
+					  lo.members[lo.nmembers - 1].end,
 				  out);
 	ib = NULL;
 out:

@@ -14,7 +14,7 @@
 #include "util/log.h"
 #include "util/sha256.h"
 
-#define MAX_TOC_JSON (1u << 30)   /* uncompressed TOC JSON we are willing to hold */
+#define MAX_TOC_JSON (1u << 30) /* uncompressed TOC JSON we are willing to hold */
 
 /* ---------------------------------------------------------------- footer */
 
@@ -71,7 +71,8 @@ int index_estargz_footer(const uint8_t *tail, size_t len, uint64_t blob_size, ui
 	if (!fs)
 		return -ENOENT;
 	if (off >= blob_size - fs)
-		return strata_err(EBADMSG, "eStargz footer: TOC offset %llu outside the %llu-byte blob",
+		return strata_err(EBADMSG,
+				  "eStargz footer: TOC offset %llu outside the %llu-byte blob",
 				  (unsigned long long)off, (unsigned long long)blob_size);
 	*toc_off = off;
 	*footer_size = fs;
@@ -178,8 +179,10 @@ int index_estargz_check_toc_digest(const char *json, size_t json_len, const char
 	util_sha256(json, json_len, got);
 	if (memcmp(want, got, sizeof(got)) != 0) {
 		util_digest_format(got, shown);
-		return strata_err(EBADMSG, "eStargz TOC digest mismatch: %s is %s, the layer "
-				  "descriptor says %s", INDEX_ESTARGZ_TOC_NAME, shown, toc_digest);
+		return strata_err(EBADMSG,
+				  "eStargz TOC digest mismatch: %s is %s, the layer "
+				  "descriptor says %s",
+				  INDEX_ESTARGZ_TOC_NAME, shown, toc_digest);
 	}
 	return 0;
 }

@@ -18,8 +18,8 @@
 
 size_t index_layer_mem_size(const struct index_layer *l)
 {
-	return sizeof(*l) + l->mem_len + (size_t)(l->hdr->nchunks ? l->hdr->nchunks : 1) *
-						    sizeof(*l->by_offset);
+	return sizeof(*l) + l->mem_len +
+	       (size_t)(l->hdr->nchunks ? l->hdr->nchunks : 1) * sizeof(*l->by_offset);
 }
 
 uint32_t index_layer_ninodes(const struct index_layer *l)
@@ -152,7 +152,8 @@ uint32_t index_layer_chunk_rank(const struct index_layer *l, uint64_t uoff)
 	return lo;
 }
 
-int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend, struct index_span *s)
+int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend,
+		     struct index_span *s)
 {
 	uint32_t n = l->hdr->ncheckpoints, lo = 0, hi = n;
 	const struct index_checkpoint *cp;
@@ -188,7 +189,8 @@ int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend, 
 	s->uend = l->hdr->tar_size;
 	for (uint32_t i = lo + 1; i < n; i++) {
 		if (l->cps[i].uoff >= uend) {
-			uint64_t end = l->cps[i].coff + (l->cps[i].kind == INDEX_CP_ZSTD_FRAME ? 0 : 1);
+			uint64_t end = l->cps[i].coff +
+				       (l->cps[i].kind == INDEX_CP_ZSTD_FRAME ? 0 : 1);
 
 			if (end < s->cend)
 				s->cend = end;

@@ -9,26 +9,26 @@
 
 #include "reader.h"
 
-#define INDEX_FORMAT_VERSION 2
+#define INDEX_FORMAT_VERSION	 2
 #define INDEX_DEFAULT_CHUNK_SIZE (1u << 20)
-#define INDEX_MIN_CHUNK_SIZE 4096u
-#define INDEX_MAX_CHUNK_SIZE (16u << 20)
+#define INDEX_MIN_CHUNK_SIZE	 4096u
+#define INDEX_MAX_CHUNK_SIZE	 (16u << 20)
 
 /* Inode flags. */
 #define INDEX_INODE_IMPLICIT 1u /* a directory the tar never named; made for its children */
 
 /* One inode of a layer. Inode 0 is the layer root. A plain record, read in place. */
 struct index_inode {
-	uint32_t mode;       /* full st_mode: S_IFMT | 07777 */
+	uint32_t mode; /* full st_mode: S_IFMT | 07777 */
 	uint32_t uid, gid;
 	uint32_t nlink;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
-	uint32_t flags;      /* INDEX_INODE_* */
-	uint64_t size;       /* regular: content bytes; symlink: target length; dir: 0 */
-	uint64_t rdev;       /* makedev(major, minor) for devices; 0:0 for a whiteout */
-	uint32_t first;      /* dir: first dirent; regular: first chunk; symlink: string offset */
-	uint32_t count;      /* dir: dirents; regular: chunks */
+	uint32_t flags; /* INDEX_INODE_* */
+	uint64_t size;	/* regular: content bytes; symlink: target length; dir: 0 */
+	uint64_t rdev;	/* makedev(major, minor) for devices; 0:0 for a whiteout */
+	uint32_t first; /* dir: first dirent; regular: first chunk; symlink: string offset */
+	uint32_t count; /* dir: dirents; regular: chunks */
 	uint32_t xattr_first, nxattrs;
 };
 
@@ -41,8 +41,8 @@ struct index_dirent {
 
 /* One chunk of a regular file: its bytes from i * chunk_size on. */
 struct index_chunk {
-	uint8_t digest[32];  /* sha256 of the uncompressed bytes */
-	uint64_t offset;     /* where those bytes start in the uncompressed tar stream */
+	uint8_t digest[32]; /* sha256 of the uncompressed bytes */
+	uint64_t offset;    /* where those bytes start in the uncompressed tar stream */
 	uint32_t size;
 	uint32_t pad;
 };
@@ -55,15 +55,15 @@ struct index_xattr {
 /* How the layer blob is stored, which decides how a byte range of the tar is fetched. */
 enum index_blob {
 	INDEX_BLOB_UNKNOWN = 0, /* no random access information */
-	INDEX_BLOB_TAR = 1,     /* uncompressed: tar offset == blob offset */
-	INDEX_BLOB_GZIP = 2,    /* gzip: zran checkpoints (member starts and deflate blocks) */
-	INDEX_BLOB_ZSTD = 3,    /* zstd: checkpoints at frame starts */
+	INDEX_BLOB_TAR = 1,	/* uncompressed: tar offset == blob offset */
+	INDEX_BLOB_GZIP = 2,	/* gzip: zran checkpoints (member starts and deflate blocks) */
+	INDEX_BLOB_ZSTD = 3,	/* zstd: checkpoints at frame starts */
 };
 
 /* Checkpoint kinds (the first two match enum index_zran_kind). */
 #define INDEX_CP_GZIP_MEMBER 0
-#define INDEX_CP_GZIP_BLOCK 1
-#define INDEX_CP_ZSTD_FRAME 2
+#define INDEX_CP_GZIP_BLOCK  1
+#define INDEX_CP_ZSTD_FRAME  2
 
 /* A place to start decoding the blob: uncompressed offset uoff is produced by decoding from
  * compressed offset coff (minus one byte when bits > 0) with the window whose sha256 is window. */
@@ -71,12 +71,12 @@ struct index_checkpoint {
 	uint64_t uoff;
 	uint64_t coff;
 	uint8_t bits;
-	uint8_t kind;        /* INDEX_CP_* */
+	uint8_t kind; /* INDEX_CP_* */
 	uint16_t pad;
-	uint32_t wlen;       /* window bytes (0: none needed) */
-	uint8_t window[32];  /* sha256 of the window; windows are stored as chunks */
-	uint64_t woff;       /* offset of the window in an index artifact's windows blob, or UINT64_MAX */
-	uint32_t wclen;      /* stored length there */
+	uint32_t wlen;	    /* window bytes (0: none needed) */
+	uint8_t window[32]; /* sha256 of the window; windows are stored as chunks */
+	uint64_t woff; /* offset of the window in an index artifact's windows blob, or UINT64_MAX */
+	uint32_t wclen; /* stored length there */
 	uint32_t pad2;
 };
 
@@ -86,7 +86,7 @@ struct index_span {
 	uint32_t cp;
 	uint64_t cstart, cend;
 	uint64_t ustart;
-	uint64_t uend;       /* tar bytes up to here can be decoded from [cstart, cend) */
+	uint64_t uend; /* tar bytes up to here can be decoded from [cstart, cend) */
 };
 
 struct index_layer;
@@ -113,12 +113,12 @@ int index_layer_build(struct index_reader src, uint32_t chunk_size, index_chunk_
 typedef int (*index_window_fn)(void *ctx, const uint8_t digest[32], const void *data, size_t len);
 
 struct index_build_opts {
-	uint32_t chunk_size;      /* 0 = INDEX_DEFAULT_CHUNK_SIZE */
-	enum index_blob blob;     /* how src is compressed (TAR, GZIP or ZSTD) */
-	uint64_t span;            /* gzip checkpoint spacing in compressed bytes; 0 = 1 MiB */
-	index_chunk_fn chunk_fn;  /* may be NULL: build the index only */
-	index_window_fn window_fn;/* may be NULL */
-	void *ctx;                /* passed to both callbacks */
+	uint32_t chunk_size;	   /* 0 = INDEX_DEFAULT_CHUNK_SIZE */
+	enum index_blob blob;	   /* how src is compressed (TAR, GZIP or ZSTD) */
+	uint64_t span;		   /* gzip checkpoint spacing in compressed bytes; 0 = 1 MiB */
+	index_chunk_fn chunk_fn;   /* may be NULL: build the index only */
+	index_window_fn window_fn; /* may be NULL */
+	void *ctx;		   /* passed to both callbacks */
 };
 
 /*
@@ -178,7 +178,8 @@ uint32_t index_layer_chunk_rank(const struct index_layer *l, uint64_t uoff);
  * Plans the fetch of tar bytes [uoff, uend): which compressed range to request and where decoding
  * starts. Returns 0, or -ENOTSUP when the index has no random-access information.
  */
-int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend, struct index_span *s);
+int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend,
+		     struct index_span *s);
 
 /*
  * Decodes tar bytes [uoff, uoff + len) from comp, the blob bytes [s->cstart, s->cstart + clen) of a

@@ -18,9 +18,9 @@
 #include "util/mem.h"
 #include "util/sha256.h"
 
-#define OPAQUE_XATTR "trusted.overlay.opaque"
+#define OPAQUE_XATTR	"trusted.overlay.opaque"
 #define WHITEOUT_PREFIX ".wh."
-#define OPAQUE_NAME ".wh..wh..opq"
+#define OPAQUE_NAME	".wh..wh..opq"
 
 struct bxattr {
 	char *name;
@@ -36,13 +36,13 @@ struct bchild {
 struct bnode {
 	struct index_inode a; /* first/count unused while building */
 	uint32_t chunk_first, nchunks;
-	char *target;          /* symlink target */
+	char *target; /* symlink target */
 	struct bxattr *xattrs;
 	size_t nxattrs;
 	int opaque;
 	struct bchild *children; /* dirs only, unsorted until finalize */
 	size_t nchildren, cap_children;
-	uint32_t new_ino;        /* UINT32_MAX until numbered */
+	uint32_t new_ino; /* UINT32_MAX until numbered */
 };
 
 struct index_builder {
@@ -149,7 +149,8 @@ static int64_t ensure_dir(struct index_builder *b, const char *path)
 
 	if (node >= 0) {
 		if (!is_dir(&b->nodes[node]))
-			return strata_err(ENOTDIR, "'%s' is not a directory but has entries below it", path);
+			return strata_err(ENOTDIR,
+					  "'%s' is not a directory but has entries below it", path);
 		return node;
 	}
 	slash = strrchr(path, '/');
@@ -167,7 +168,8 @@ static int64_t ensure_dir(struct index_builder *b, const char *path)
 		return node;
 	b->nodes[node].a.flags = INDEX_INODE_IMPLICIT;
 	p = &b->nodes[parent];
-	if (util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1, sizeof(*p->children)) < 0)
+	if (util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
+		      sizeof(*p->children)) < 0)
 		return -ENOMEM;
 	p->children[p->nchildren].name = strdup(slash ? slash + 1 : path);
 	if (!p->children[p->nchildren].name)
@@ -217,7 +219,7 @@ static int link_child(struct index_builder *b, const char *path, uint32_t node)
 		}
 	} else {
 		rc = util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
-			  sizeof(*p->children));
+			       sizeof(*p->children));
 		if (rc < 0)
 			goto out;
 		p->children[p->nchildren].name = strdup(name);
@@ -291,7 +293,8 @@ static int cut_chunks(struct index_builder *b, struct index_tar *t, const struct
 				return strata_err(EPIPE, "truncated tar archive in '%s'", e->path);
 			got += (size_t)n;
 		}
-		rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + 1, sizeof(*b->chunks));
+		rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + 1,
+			       sizeof(*b->chunks));
 		if (rc < 0)
 			return rc;
 		c = &b->chunks[b->nchunks++];
@@ -322,13 +325,14 @@ static int put_chunks(struct index_builder *b, const struct index_tar_entry *e, 
 		uint64_t want = left < b->chunk_size ? left : b->chunk_size;
 
 		if (pre[i].size == 0 || pre[i].size != want)
-			return strata_err(EINVAL, "chunk %zu of '%s' is %u bytes, not %llu", i, e->path,
-					  pre[i].size, (unsigned long long)want);
+			return strata_err(EINVAL, "chunk %zu of '%s' is %u bytes, not %llu", i,
+					  e->path, pre[i].size, (unsigned long long)want);
 		left -= want;
 	}
 	if (left)
 		return strata_err(EINVAL, "chunks of '%s' cover %llu of its %llu bytes", e->path,
-				  (unsigned long long)(e->size - left), (unsigned long long)e->size);
+				  (unsigned long long)(e->size - left),
+				  (unsigned long long)e->size);
 	if (npre > UINT32_MAX - b->nchunks)
 		return strata_err(EFBIG, "layer has too many chunks");
 	rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + npre, sizeof(*b->chunks));
@@ -349,8 +353,9 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 {
 	const char *base = strrchr(e->path, '/');
 	static const uint32_t types[] = {
-		[INDEX_TAR_REG] = S_IFREG, [INDEX_TAR_HARDLINK] = 0, [INDEX_TAR_SYMLINK] = S_IFLNK,
-		[INDEX_TAR_CHAR] = S_IFCHR, [INDEX_TAR_BLOCK] = S_IFBLK, [INDEX_TAR_DIR] = S_IFDIR,
+		[INDEX_TAR_REG] = S_IFREG,     [INDEX_TAR_HARDLINK] = 0,
+		[INDEX_TAR_SYMLINK] = S_IFLNK, [INDEX_TAR_CHAR] = S_IFCHR,
+		[INDEX_TAR_BLOCK] = S_IFBLK,   [INDEX_TAR_DIR] = S_IFDIR,
 		[INDEX_TAR_FIFO] = S_IFIFO,
 	};
 	int64_t node, old;
@@ -403,8 +408,8 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 			return strata_err(EINVAL, "hard link '%s' points to missing '%s'", e->path,
 					  e->linkname ? e->linkname : "");
 		if (is_dir(&b->nodes[old]))
-			return strata_err(EINVAL, "hard link '%s' points to directory '%s'", e->path,
-					  e->linkname);
+			return strata_err(EINVAL, "hard link '%s' points to directory '%s'",
+					  e->path, e->linkname);
 		if (!*e->path)
 			return strata_err(EINVAL, "hard link at the layer root");
 		return link_child(b, e->path, (uint32_t)old);
@@ -433,7 +438,8 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	switch (e->type) {
 	case INDEX_TAR_REG:
 		n->a.size = e->size;
-		rc = t ? cut_chunks(b, t, e, (uint32_t)node) : put_chunks(b, e, (uint32_t)node, pre, npre);
+		rc = t ? cut_chunks(b, t, e, (uint32_t)node) :
+			 put_chunks(b, e, (uint32_t)node, pre, npre);
 		if (rc < 0)
 			return rc;
 		break;
@@ -450,7 +456,8 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 		break;
 	default:
 		if (npre)
-			return strata_err(EINVAL, "chunks given for '%s', which is not a regular file",
+			return strata_err(EINVAL,
+					  "chunks given for '%s', which is not a regular file",
 					  e->path);
 		break;
 	}

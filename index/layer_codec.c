@@ -14,7 +14,7 @@
 #include "zran.h"
 #include "util/log.h"
 
-#define MAGIC "STRATAIX"
+#define MAGIC	    "STRATAIX"
 #define MAX_DECODED (1ull << 31)
 
 _Static_assert(sizeof(struct index_inode) == 64, "inode record layout");
@@ -62,11 +62,11 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 	{
 		char *p = mem;
 
-#define PUT(src, n)                                                                                \
-	do {                                                                                       \
-		if ((n) > 0)                                                                       \
-			memcpy(p, src, n);                                                         \
-		p += (n);                                                                          \
+#define PUT(src, n)                        \
+	do {                               \
+		if ((n) > 0)               \
+			memcpy(p, src, n); \
+		p += (n);                  \
 	} while (0)
 		PUT(&hdr, sizeof(hdr));
 		PUT(s->inodes, s->ninodes * sizeof(*s->inodes));
@@ -82,8 +82,8 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 
 int index_layer_encode(const struct index_layer *l, void **buf, size_t *len)
 {
-	size_t raw = sizeof(*l->hdr) + (size_t)(l->strtab - (const char *)l->mem) - sizeof(*l->hdr) +
-		     l->hdr->strtab_len;
+	size_t raw = sizeof(*l->hdr) + (size_t)(l->strtab - (const char *)l->mem) -
+		     sizeof(*l->hdr) + l->hdr->strtab_len;
 	size_t cap = ZSTD_compressBound(raw);
 	void *out = malloc(cap);
 	size_t n;
@@ -146,8 +146,10 @@ static int check_header(const struct index_layer_header *h, size_t len)
 	if (len < sizeof(*h) || memcmp(h->magic, MAGIC, 8) != 0)
 		return bad("bad magic");
 	if (h->version != INDEX_FORMAT_VERSION)
-		return strata_err(EPROTO, "layer index format version %u is not supported (this strata reads version %u)",
-				  h->version, INDEX_FORMAT_VERSION);
+		return strata_err(
+			EPROTO,
+			"layer index format version %u is not supported (this strata reads version %u)",
+			h->version, INDEX_FORMAT_VERSION);
 	need = sizeof(*h) + (uint64_t)h->ninodes * sizeof(struct index_inode) +
 	       (uint64_t)h->ndirents * sizeof(struct index_dirent) +
 	       (uint64_t)h->nchunks * sizeof(struct index_chunk) +
@@ -302,9 +304,10 @@ static int check_checkpoints(const struct index_layer *l)
 	for (uint32_t i = 0; i < h->ncheckpoints; i++) {
 		const struct index_checkpoint *cp = &l->cps[i];
 
-		if (cp->kind > INDEX_CP_ZSTD_FRAME || cp->bits > 7 || cp->wlen > INDEX_ZRAN_WINDOW ||
-		    cp->coff > h->blob_size || (cp->bits && cp->coff == 0) ||
-		    (i > 0 && cp->uoff <= l->cps[i - 1].uoff) || (i == 0 && cp->uoff != 0))
+		if (cp->kind > INDEX_CP_ZSTD_FRAME || cp->bits > 7 ||
+		    cp->wlen > INDEX_ZRAN_WINDOW || cp->coff > h->blob_size ||
+		    (cp->bits && cp->coff == 0) || (i > 0 && cp->uoff <= l->cps[i - 1].uoff) ||
+		    (i == 0 && cp->uoff != 0))
 			return bad("invalid checkpoint");
 	}
 	if ((h->blob_kind == INDEX_BLOB_GZIP || h->blob_kind == INDEX_BLOB_ZSTD) &&
@@ -346,7 +349,8 @@ static int decode_raw(void *mem, size_t len, struct index_layer **out)
 	for (uint32_t i = 0; i < h->nchunks; i++)
 		l->by_offset[i] = i;
 	l->mem_len = len;
-	qsort_r(l->by_offset, h->nchunks, sizeof(*l->by_offset), cmp_chunk_offset, (void *)l->chunks);
+	qsort_r(l->by_offset, h->nchunks, sizeof(*l->by_offset), cmp_chunk_offset,
+		(void *)l->chunks);
 	*out = l;
 	return 0;
 fail:

@@ -107,7 +107,7 @@ struct index_layer {
 	const struct index_checkpoint *cps;
 	const char *strtab;
 	uint32_t *by_offset; /* chunk indexes in tar-offset order (own allocation) */
-	size_t mem_len;      /* bytes at mem */
+	size_t mem_len;	     /* bytes at mem */
 };
 
 /* The sections of an index as the builder lays them out (all borrowed), and the header values. */

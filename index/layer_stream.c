@@ -139,7 +139,8 @@ static void on_frame(void *ctx, uint64_t coff, uint64_t uoff)
 
 	if (bb->err || (bb->nframes && bb->frames[bb->nframes - 1].uoff >= uoff) || uoff == 0)
 		return;
-	if (util_grow((void **)&bb->frames, &bb->cap_frames, bb->nframes + 1, sizeof(*bb->frames)) < 0) {
+	if (util_grow((void **)&bb->frames, &bb->cap_frames, bb->nframes + 1, sizeof(*bb->frames)) <
+	    0) {
 		bb->err = -ENOMEM;
 		return;
 	}

@@ -16,40 +16,40 @@
 #include "util/mem.h"
 #include "util/sha256.h"
 
-#define BLOCK 512
+#define BLOCK	      512
 #define READ_BUF_SIZE (64 * 1024)
-#define MAX_EXT_SIZE (16 * 1024 * 1024) /* PAX / GNU long name data, per member */
+#define MAX_EXT_SIZE  (16 * 1024 * 1024) /* PAX / GNU long name data, per member */
 
 /* ustar header field offsets and sizes */
-#define H_NAME 0
-#define H_NAME_LEN 100
-#define H_MODE 100
-#define H_UID 108
-#define H_GID 116
-#define H_SIZE 124
-#define H_MTIME 136
-#define H_CHKSUM 148
-#define H_TYPE 156
-#define H_LINK 157
-#define H_LINK_LEN 100
-#define H_MAGIC 257
-#define H_DEVMAJOR 329
-#define H_DEVMINOR 337
-#define H_PREFIX 345
-#define H_PREFIX_LEN 155
+#define H_NAME		  0
+#define H_NAME_LEN	  100
+#define H_MODE		  100
+#define H_UID		  108
+#define H_GID		  116
+#define H_SIZE		  124
+#define H_MTIME		  136
+#define H_CHKSUM	  148
+#define H_TYPE		  156
+#define H_LINK		  157
+#define H_LINK_LEN	  100
+#define H_MAGIC		  257
+#define H_DEVMAJOR	  329
+#define H_DEVMINOR	  337
+#define H_PREFIX	  345
+#define H_PREFIX_LEN	  155
 #define H_STAR_PREFIX_LEN 131
-#define H_STAR_MAGIC 508
-#define H_GNU_ISEXTENDED 482
+#define H_STAR_MAGIC	  508
+#define H_GNU_ISEXTENDED  482
 
 struct index_tar {
 	struct index_reader src; /* borrowed */
-	uint8_t *buf;            /* read buffer; unconsumed bytes are buf[pos, len) */
+	uint8_t *buf;		 /* read buffer; unconsumed bytes are buf[pos, len) */
 	size_t pos, len;
-	uint64_t off;            /* stream offset of buf[pos] */
-	bool done;               /* end of archive reached */
-	int err;                 /* sticky negative errno after a fatal error, else 0 */
-	uint64_t remain;         /* readable content left in the current member */
-	uint64_t skip;           /* bytes after the readable content: unreadable content + padding */
+	uint64_t off;	 /* stream offset of buf[pos] */
+	bool done;	 /* end of archive reached */
+	int err;	 /* sticky negative errno after a fatal error, else 0 */
+	uint64_t remain; /* readable content left in the current member */
+	uint64_t skip;	 /* bytes after the readable content: unreadable content + padding */
 	bool have_entry;
 	struct index_tar_entry ent; /* owns path, linkname, xattrs */
 	struct index_tar_ext ext;
@@ -350,7 +350,8 @@ static int read_gnu_name(struct index_tar *t, uint64_t size, char **dst)
 
 static int bad_field(uint64_t hdr_off, const char *what)
 {
-	return strata_err(EINVAL, "invalid tar header at offset %" PRIu64 ": bad %s field", hdr_off, what);
+	return strata_err(EINVAL, "invalid tar header at offset %" PRIu64 ": bad %s field", hdr_off,
+			  what);
 }
 
 static int type_of(uint8_t flag, enum index_tar_type *type)
@@ -398,8 +399,8 @@ static const char *member_path(const struct index_tar_ext *x, const uint8_t *b, 
 		return x->gnu_name;
 	nlen = strnlen((const char *)b + H_NAME, H_NAME_LEN);
 	if (posix) {
-		size_t pmax = memcmp(b + H_STAR_MAGIC, "tar\0", 4) == 0 ? H_STAR_PREFIX_LEN
-									 : H_PREFIX_LEN;
+		size_t pmax = memcmp(b + H_STAR_MAGIC, "tar\0", 4) == 0 ? H_STAR_PREFIX_LEN :
+									  H_PREFIX_LEN;
 
 		plen = strnlen((const char *)b + H_PREFIX, pmax);
 	}
@@ -611,15 +612,18 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 		}
 		if (is_zero_block(b)) {
 			if (t->ext.any) {
-				rc = strata_err(EINVAL, "tar extension header at offset %" PRIu64
-						" is not followed by a member", first_off);
+				rc = strata_err(EINVAL,
+						"tar extension header at offset %" PRIu64
+						" is not followed by a member",
+						first_off);
 				goto fail;
 			}
 			t->done = true;
 			return 0;
 		}
 		if (!checksum_ok(b)) {
-			rc = strata_err(EINVAL, "not a tar archive: bad header checksum at offset %" PRIu64,
+			rc = strata_err(EINVAL,
+					"not a tar archive: bad header checksum at offset %" PRIu64,
 					hdr_off);
 			goto fail;
 		}

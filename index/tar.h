@@ -20,8 +20,8 @@ enum index_tar_type {
 };
 
 struct index_tar_xattr {
-	char *name;      /* NUL-terminated, e.g. "user.foo", "security.capability" */
-	uint8_t *value;  /* raw bytes (may contain NUL) */
+	char *name;	/* NUL-terminated, e.g. "user.foo", "security.capability" */
+	uint8_t *value; /* raw bytes (may contain NUL) */
 	size_t len;
 };
 
@@ -33,16 +33,16 @@ struct index_tar_entry {
 	/* Symlink target as stored (not cleaned), or hard-link target cleaned like path. NULL otherwise. */
 	char *linkname;
 	enum index_tar_type type;
-	uint32_t mode;       /* permission bits only: mode & 07777 */
+	uint32_t mode; /* permission bits only: mode & 07777 */
 	uint32_t uid, gid;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec; /* from PAX mtime fractions, else 0 */
-	uint64_t size;       /* content size (0 for everything but regular files) */
+	uint64_t size;	     /* content size (0 for everything but regular files) */
 	uint32_t devmajor, devminor;
 	struct index_tar_xattr *xattrs;
 	size_t nxattrs;
 	uint64_t header_offset; /* offset of the first header block of this member (incl. PAX/GNU headers) */
-	uint64_t data_offset;   /* offset of the content in the uncompressed tar stream */
+	uint64_t data_offset; /* offset of the content in the uncompressed tar stream */
 };
 
 struct index_tar;

@@ -12,16 +12,16 @@
 
 /* Metadata collected from PAX 'x' and GNU 'L'/'K' headers for the next member. */
 struct index_tar_ext {
-	bool any;            /* at least one extension header is pending */
-	uint64_t bytes;      /* extension data read for this member (bounded by MAX_EXT_SIZE) */
-	char *path, *linkpath;       /* PAX path, linkpath */
-	char *gnu_name, *gnu_link;   /* GNU 'L', 'K' */
+	bool any;	       /* at least one extension header is pending */
+	uint64_t bytes;	       /* extension data read for this member (bounded by MAX_EXT_SIZE) */
+	char *path, *linkpath; /* PAX path, linkpath */
+	char *gnu_name, *gnu_link; /* GNU 'L', 'K' */
 	bool has_size, has_uid, has_gid, has_mtime, has_devmajor, has_devminor;
 	uint64_t size;
 	uint32_t uid, gid, devmajor, devminor;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
-	bool sparse;         /* GNU.sparse.* seen */
+	bool sparse; /* GNU.sparse.* seen */
 	struct index_tar_xattr *xattrs;
 	size_t nxattrs, cap;
 };

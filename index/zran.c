@@ -14,25 +14,25 @@
 
 #include "util/log.h"
 
-#define IN_BUF_SIZE (64 * 1024)
+#define IN_BUF_SIZE  (64 * 1024)
 #define SCRATCH_SIZE (32 * 1024)
 #define DEFAULT_SPAN (1024 * 1024)
 
 /* gzip header flags (RFC 1952) */
-#define GZ_FHCRC 0x02
-#define GZ_FEXTRA 0x04
-#define GZ_FNAME 0x08
-#define GZ_FCOMMENT 0x10
+#define GZ_FHCRC     0x02
+#define GZ_FEXTRA    0x04
+#define GZ_FNAME     0x08
+#define GZ_FCOMMENT  0x10
 #define GZ_FRESERVED 0xe0
 
 /* Where the incremental gzip member header parser is. */
 enum hdr_step {
 	H_FIXED,   /* the 10 fixed bytes: magic, CM, FLG, MTIME, XFL, OS */
-	H_XLEN,    /* FEXTRA: 2-byte length */
+	H_XLEN,	   /* FEXTRA: 2-byte length */
 	H_EXTRA,   /* FEXTRA: xlen bytes */
-	H_NAME,    /* FNAME: up to and including a zero byte */
+	H_NAME,	   /* FNAME: up to and including a zero byte */
 	H_COMMENT, /* FCOMMENT: up to and including a zero byte */
-	H_HCRC,    /* FHCRC: low 16 bits of the CRC-32 of the header so far */
+	H_HCRC,	   /* FHCRC: low 16 bits of the CRC-32 of the header so far */
 	H_DONE,
 };
 
@@ -56,10 +56,10 @@ enum zstate {
 
 struct index_zran {
 	struct index_reader src; /* borrowed */
-	uint64_t span;           /* compressed bytes between checkpoints */
-	uint64_t uspan;          /* uncompressed bytes between checkpoints (4 * span) */
+	uint64_t span;		 /* compressed bytes between checkpoints */
+	uint64_t uspan;		 /* uncompressed bytes between checkpoints (4 * span) */
 
-	uint8_t *in;           /* compressed input buffer, IN_BUF_SIZE */
+	uint8_t *in;	       /* compressed input buffer, IN_BUF_SIZE */
 	size_t in_pos, in_len; /* unconsumed input is in[in_pos, in_len) */
 	bool src_eof;
 	bool done; /* clean end reached: read() returns 0 from now on */
@@ -72,14 +72,14 @@ struct index_zran {
 	uint64_t hdr_coff; /* compressed offset of the current member's first header byte */
 	uint8_t trailer[8];
 	unsigned tlen;
-	uint32_t crc;        /* running CRC-32 of the current member's output */
+	uint32_t crc;	     /* running CRC-32 of the current member's output */
 	uint64_t member_out; /* uncompressed bytes produced by the current member */
 
 	uint64_t consumed; /* compressed bytes consumed (header, deflate, trailer, padding) */
 	uint64_t produced; /* uncompressed bytes produced */
 
 	struct index_zran_cp *cps; /* ncp checkpoints, capacity cap */
-	uint8_t **windows;         /* windows[i]: cps[i].wlen bytes, NULL for MEMBER */
+	uint8_t **windows;	   /* windows[i]: cps[i].wlen bytes, NULL for MEMBER */
 	size_t ncp, cap;
 };
 
@@ -145,14 +145,17 @@ static ssize_t hdr_feed(struct gzhdr *h, const uint8_t *p, size_t len)
 		switch (h->step) {
 		case H_FIXED:
 			if ((h->n == 0 && c != 0x1f) || (h->n == 1 && c != 0x8b))
-				return strata_err(EBADMSG, "corrupt gzip stream: incorrect header check");
-			if (h->n == 2 && c != Z_DEFLATED)
 				return strata_err(EBADMSG,
-						  "corrupt gzip stream: unknown compression method %u", c);
+						  "corrupt gzip stream: incorrect header check");
+			if (h->n == 2 && c != Z_DEFLATED)
+				return strata_err(
+					EBADMSG,
+					"corrupt gzip stream: unknown compression method %u", c);
 			if (h->n == 3) {
 				if (c & GZ_FRESERVED)
-					return strata_err(EBADMSG,
-							  "corrupt gzip stream: unknown header flags set");
+					return strata_err(
+						EBADMSG,
+						"corrupt gzip stream: unknown header flags set");
 				h->flg = c;
 			}
 			if (++h->n == 10)
@@ -180,7 +183,9 @@ static ssize_t hdr_feed(struct gzhdr *h, const uint8_t *p, size_t len)
 			h->hcrc |= (uint16_t)(c << (8 * h->n));
 			if (++h->n == 2) {
 				if (h->hcrc != (h->crc & 0xffff))
-					return strata_err(EBADMSG, "corrupt gzip stream: header crc mismatch");
+					return strata_err(
+						EBADMSG,
+						"corrupt gzip stream: header crc mismatch");
 				hdr_next(h, H_HCRC);
 			}
 			break;
@@ -315,7 +320,8 @@ static int maybe_block_cp(struct index_zran *z)
 		return strata_err(EINVAL, "gzip index: cannot read the inflate window");
 	}
 	cp.uoff = z->produced;
-	cp.coff = z->consumed; /* the next unread byte; `bits` bits of the byte before belong here */
+	cp.coff =
+		z->consumed; /* the next unread byte; `bits` bits of the byte before belong here */
 	cp.bits = (uint8_t)bits;
 	cp.kind = INDEX_ZRAN_BLOCK;
 	cp.wlen = wlen;
@@ -467,7 +473,8 @@ static ssize_t zran_read(struct index_zran *z, uint8_t *buf, size_t len)
 			n = step_deflate(z, buf + produced, len - produced);
 			if (n < 0) {
 				if (n == -EPIPE && produced > 0)
-					return (ssize_t)produced; /* the error repeats on the next call */
+					return (ssize_t)
+						produced; /* the error repeats on the next call */
 				return n;
 			}
 			produced += (size_t)n;
@@ -492,8 +499,9 @@ static ssize_t zran_read(struct index_zran *z, uint8_t *buf, size_t len)
 		case ZS_PADDING:
 			while (z->in_pos < z->in_len) {
 				if (z->in[z->in_pos] != 0)
-					return strata_err(EBADMSG, "corrupt gzip stream: data after "
-								   "trailing zero padding");
+					return strata_err(EBADMSG,
+							  "corrupt gzip stream: data after "
+							  "trailing zero padding");
 				take(z, 1);
 			}
 			break;
@@ -576,7 +584,8 @@ static ssize_t extract_start(z_stream *s, const struct index_zran_cp *cp, const 
 {
 	if (cp->kind == INDEX_ZRAN_MEMBER) {
 		if (cp->bits || cp->wlen)
-			return strata_err(EINVAL, "gzip extract: member checkpoint with bits or window");
+			return strata_err(EINVAL,
+					  "gzip extract: member checkpoint with bits or window");
 		return 0;
 	}
 	if (cp->kind != INDEX_ZRAN_BLOCK || cp->bits > 7 || cp->wlen > INDEX_ZRAN_WINDOW ||
@@ -584,7 +593,8 @@ static ssize_t extract_start(z_stream *s, const struct index_zran_cp *cp, const 
 		return strata_err(EINVAL, "gzip extract: invalid checkpoint");
 	if (cp->bits) {
 		if (clen < 1)
-			return strata_err(EPIPE, "gzip extract: compressed data ends before the range");
+			return strata_err(EPIPE,
+					  "gzip extract: compressed data ends before the range");
 		if (inflatePrime(s, cp->bits, comp[0] >> (8 - cp->bits)) != Z_OK)
 			return strata_err(EINVAL, "gzip extract: inflatePrime failed");
 	}
@@ -626,7 +636,8 @@ int index_zran_extract(const struct index_zran_cp *cp, const uint8_t *window, co
 	}
 	while (made < len) {
 		if (pos == clen && st != ZS_DEFLATE) {
-			rc = strata_err(EPIPE, "gzip extract: compressed data ends before the range");
+			rc = strata_err(EPIPE,
+					"gzip extract: compressed data ends before the range");
 			goto out;
 		}
 		switch (st) {
@@ -639,7 +650,8 @@ int index_zran_extract(const struct index_zran_cp *cp, const uint8_t *window, co
 			pos += (size_t)n;
 			if (h.step == H_DONE) {
 				if (inflateReset(&s) != Z_OK) {
-					rc = strata_err(EINVAL, "gzip extract: inflateReset failed");
+					rc = strata_err(EINVAL,
+							"gzip extract: inflateReset failed");
 					goto out;
 				}
 				st = ZS_DEFLATE;
@@ -673,10 +685,12 @@ int index_zran_extract(const struct index_zran_cp *cp, const uint8_t *window, co
 				st = ZS_TRAILER;
 			} else if (zrc == Z_BUF_ERROR) {
 				if (pos == clen) {
-					rc = strata_err(EPIPE, "gzip extract: compressed data ends before "
-							       "the range");
+					rc = strata_err(EPIPE,
+							"gzip extract: compressed data ends before "
+							"the range");
 				} else {
-					rc = strata_err(EBADMSG, "corrupt gzip stream: decoder stalled");
+					rc = strata_err(EBADMSG,
+							"corrupt gzip stream: decoder stalled");
 				}
 				goto out;
 			} else if (zrc != Z_OK) {
@@ -687,7 +701,9 @@ int index_zran_extract(const struct index_zran_cp *cp, const uint8_t *window, co
 		}
 		case ZS_TRAILER:
 			if (clen - pos < 8) {
-				rc = strata_err(EPIPE, "gzip extract: compressed data ends before the range");
+				rc = strata_err(
+					EPIPE,
+					"gzip extract: compressed data ends before the range");
 				goto out;
 			}
 			pos += 8; /* not checked: extraction starts mid-member; the caller checks digests */
@@ -696,7 +712,9 @@ int index_zran_extract(const struct index_zran_cp *cp, const uint8_t *window, co
 		case ZS_BETWEEN:
 		case ZS_PADDING:
 			if (comp[pos] == 0) {
-				rc = strata_err(EPIPE, "gzip extract: the range extends past the gzip stream");
+				rc = strata_err(
+					EPIPE,
+					"gzip extract: the range extends past the gzip stream");
 				goto out;
 			}
 			hdr_init(&h);

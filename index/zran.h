@@ -22,9 +22,9 @@ enum index_zran_kind {
 struct index_zran_cp {
 	uint64_t uoff;
 	uint64_t coff;
-	uint8_t bits;    /* BLOCK: number of bits of byte coff-1 that belong to the block (0..7) */
-	uint8_t kind;    /* enum index_zran_kind */
-	uint32_t wlen;   /* BLOCK: window length (< 32 KiB only near the stream start), else 0 */
+	uint8_t bits;  /* BLOCK: number of bits of byte coff-1 that belong to the block (0..7) */
+	uint8_t kind;  /* enum index_zran_kind */
+	uint32_t wlen; /* BLOCK: window length (< 32 KiB only near the stream start), else 0 */
 };
 
 struct index_zran;

@@ -18,8 +18,8 @@
 int store_chunk_has(struct store *s, const uint8_t digest[32])
 {
 	char *err = NULL;
-	rocksdb_pinnableslice_t *v =
-		rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)digest, 32, &err);
+	rocksdb_pinnableslice_t *v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS],
+							   (const char *)digest, 32, &err);
 
 	if (err)
 		return store_db_error(err, "chunk lookup");
@@ -86,8 +86,8 @@ int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data,
 ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, size_t cap)
 {
 	char *err = NULL;
-	rocksdb_pinnableslice_t *v =
-		rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)digest, 32, &err);
+	rocksdb_pinnableslice_t *v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS],
+							   (const char *)digest, 32, &err);
 	const char *val;
 	size_t vlen, n;
 	uint8_t check[32];
@@ -113,7 +113,8 @@ ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, si
 	} else if (val[0] == CODEC_ZSTD) {
 		n = ZSTD_decompress(buf, cap, val + 1, vlen - 1);
 		if (ZSTD_isError(n)) {
-			rc = ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOBUFS : -EBADMSG;
+			rc = ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOBUFS :
+										   -EBADMSG;
 			if (rc == -ENOBUFS)
 				goto out;
 			goto corrupt;
@@ -189,7 +190,8 @@ static int verify_chunk(const uint8_t digest[32], const char *val, size_t vlen, 
 }
 
 int store_chunk_scan(struct store *s, int verify,
-		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len, int verified),
+		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len,
+			       int verified),
 		     void *ctx)
 {
 	const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(s->db);
@@ -278,8 +280,8 @@ int store_chunk_compact(struct store *s)
 ssize_t store_chunk_stored_len(struct store *s, const uint8_t digest[32])
 {
 	char *err = NULL;
-	rocksdb_pinnableslice_t *v =
-		rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)digest, 32, &err);
+	rocksdb_pinnableslice_t *v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS],
+							   (const char *)digest, 32, &err);
 	size_t vlen = 0;
 
 	if (err)

@@ -48,7 +48,8 @@ static int take_lock(struct store *s)
 		close(s->lock_fd);
 		s->lock_fd = -1;
 		if (e == EWOULDBLOCK)
-			return strata_err(EBUSY, "store %s is in use by another strata process%s%s%s",
+			return strata_err(EBUSY,
+					  "store %s is in use by another strata process%s%s%s",
 					  s->dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
 		return strata_err(e, "cannot lock %s: %s", path, strerror(e));
 	}
@@ -62,8 +63,8 @@ static int check_format(struct store *s)
 {
 	char *err = NULL;
 	size_t len = 0;
-	char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_FORMAT, strlen(KEY_FORMAT), &len,
-				   &err);
+	char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_FORMAT, strlen(KEY_FORMAT),
+				   &len, &err);
 	char buf[32];
 	int rc = 0;
 
@@ -72,13 +73,14 @@ static int check_format(struct store *s)
 	if (!val) {
 		int n = snprintf(buf, sizeof(buf), "%d", STORE_FORMAT_VERSION);
 
-		rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_META], KEY_FORMAT, strlen(KEY_FORMAT), buf,
-			       (size_t)n, &err);
+		rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_META], KEY_FORMAT, strlen(KEY_FORMAT),
+			       buf, (size_t)n, &err);
 		return err ? store_db_error(err, "write format version") : 0;
 	}
 	snprintf(buf, sizeof(buf), "%.*s", (int)(len < 31 ? len : 31), val);
 	if (atoi(buf) != STORE_FORMAT_VERSION)
-		rc = strata_err(EPROTO, "store %s has format version %s; this strata supports version %d",
+		rc = strata_err(EPROTO,
+				"store %s has format version %s; this strata supports version %d",
 				s->dir, buf, STORE_FORMAT_VERSION);
 	rocksdb_free(val);
 	return rc;
@@ -137,7 +139,8 @@ static void set_cf_options(struct store *s, const rocksdb_options_t *cfo[CF_COUN
 			rocksdb_options_set_min_blob_size(s->cf_opts[i], 1024);
 			rocksdb_options_set_enable_blob_gc(s->cf_opts[i], 1);
 			rocksdb_options_set_compression(s->cf_opts[i], rocksdb_no_compression);
-			rocksdb_options_set_blob_compression_type(s->cf_opts[i], rocksdb_no_compression);
+			rocksdb_options_set_blob_compression_type(s->cf_opts[i],
+								  rocksdb_no_compression);
 			/* Bound what the quota cannot see on disk yet, and what a restart replays from
 			 * the WAL (RocksDB's default is 64 MiB). */
 			rocksdb_options_set_write_buffer_size(s->cf_opts[i], 16u << 20);
@@ -224,8 +227,10 @@ void store_close(struct store *s)
 			err = NULL;
 			rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
 			if (err) {
-				strata_log(LOG_WARNING, "store %s: flush at close: %s (the log is "
-					   "replayed at the next open)", s->dir, err);
+				strata_log(LOG_WARNING,
+					   "store %s: flush at close: %s (the log is "
+					   "replayed at the next open)",
+					   s->dir, err);
 				rocksdb_free(err);
 			}
 		}
@@ -270,7 +275,8 @@ const char *store_dir(const struct store *s)
 }
 
 int store_iterate(struct store *s, int cf,
-		  int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl), void *ctx)
+		  int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl),
+		  void *ctx)
 {
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[cf]);
 	char *err = NULL;

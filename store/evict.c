@@ -14,8 +14,8 @@
 #include "index/layer.h"
 #include "util/log.h"
 
-#define BATCH 4096          /* chunks deleted under one open-files lock hold */
-#define MAX_ROUNDS 16       /* compactions in one store_evict() call */
+#define BATCH	   4096 /* chunks deleted under one open-files lock hold */
+#define MAX_ROUNDS 16	/* compactions in one store_evict() call */
 
 static pthread_mutex_t evict_mu = PTHREAD_MUTEX_INITIALIZER; /* one pass at a time */
 
@@ -147,7 +147,7 @@ static int evict_layer(struct evict *e, size_t ci, const struct dset *kept, stru
 		       struct store_evict_result *res)
 {
 	struct index_layer *l = NULL;
-	uint8_t (*batch)[32] = malloc(BATCH * sizeof(*batch));
+	uint8_t(*batch)[32] = malloc(BATCH * sizeof(*batch));
 	uint64_t *sizes = malloc(BATCH * sizeof(*sizes));
 	uint32_t nchunks, nwin;
 	size_t n = 0;
@@ -278,7 +278,7 @@ int store_evict(struct store *s, const struct store_open_files *open, uint64_t q
 		goto out;
 	}
 	rc = pinned_layers(s, e.pinned);
-	json_object_foreach(e.pinned, key, v) {
+	json_object_foreach (e.pinned, key, v) {
 		struct index_layer *l = NULL;
 
 		if (rc < 0)
@@ -302,8 +302,8 @@ int store_evict(struct store *s, const struct store_open_files *open, uint64_t q
 		uint64_t need = disk - res->target, start = res->bytes;
 
 		while (next < e.n && res->bytes - start < need) {
-			rc = evict_layer(&e, next, &kept, &gone, need - (res->bytes - start),
-					 hooks, res);
+			rc = evict_layer(&e, next, &kept, &gone, need - (res->bytes - start), hooks,
+					 res);
 			if (rc == 0 && res->bytes - start < need)
 				next++; /* done with it; else it may have more to give */
 			if (rc < 0)

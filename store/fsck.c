@@ -19,7 +19,7 @@ struct fsck {
 	struct store *s;
 	const struct store_maint_hooks *h;
 	int repair;
-	struct dset refs;      /* chunks referenced by a layer index or window */
+	struct dset refs; /* chunks referenced by a layer index or window */
 	struct store_fsck_result *res;
 	uint64_t present_refs;
 };
@@ -152,7 +152,7 @@ static int fsck_image_cb(void *ctx, const char *ref, const char *json)
 		problem(f, "image %s: unreadable record", ref);
 		missing = 1;
 	}
-	json_array_foreach(layers, i, layer) {
+	json_array_foreach (layers, i, layer) {
 		const char *d = json_string_value(json_object_get(layer, "digest"));
 
 		if (!d) {

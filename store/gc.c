@@ -16,14 +16,14 @@
 struct gc {
 	struct store *s;
 	const struct store_maint_hooks *h;
-	json_t *keep_layers;   /* object: layer digest -> true, for every layer an image lists */
-	struct dset refs;      /* chunks referenced by a kept layer */
-	uint8_t (*del)[32];    /* chunks to delete */
+	json_t *keep_layers; /* object: layer digest -> true, for every layer an image lists */
+	struct dset refs;    /* chunks referenced by a kept layer */
+	uint8_t (*del)[32];  /* chunks to delete */
 	size_t ndel, capdel;
 	uint64_t chunks, chunk_bytes, layers, layers_kept;
-	json_t *layer_keys;    /* array: every layer record when gc started */
-	json_t *freed_layers;  /* array of digests */
-	json_t *pending_keys;  /* array: every pending layer when gc started */
+	json_t *layer_keys;   /* array: every layer record when gc started */
+	json_t *freed_layers; /* array of digests */
+	json_t *pending_keys; /* array: every pending layer when gc started */
 	char bad_layer[STORE_DIGEST_LEN];
 };
 
@@ -122,7 +122,7 @@ static int gc_mark(struct gc *g)
 		rc = store_pending_list(g->s, gc_pending_cb, g);
 	if (rc == 0)
 		rc = store_image_list(g->s, gc_image_cb, g);
-	json_array_foreach(g->layer_keys, i, d) {
+	json_array_foreach (g->layer_keys, i, d) {
 		if (rc == 0)
 			rc = gc_layer(g, json_string_value(d));
 	}
@@ -132,7 +132,7 @@ static int gc_mark(struct gc *g)
 		g->h->progress(g->h->ctx, g->chunks, 1);
 	if (rc < 0)
 		return rc;
-	json_array_foreach(g->pending_keys, i, d) {
+	json_array_foreach (g->pending_keys, i, d) {
 		/* A pending layer no image names: nothing to stream any more. */
 		if (!json_object_get(g->keep_layers, json_string_value(d)) &&
 		    json_array_append(g->freed_layers, d) < 0)
@@ -150,7 +150,7 @@ static int gc_freed_list(const struct gc *g, struct store_gc_result *res)
 	res->freed_layers = calloc(n ? n : 1, sizeof(*res->freed_layers));
 	if (!res->freed_layers)
 		return -ENOMEM;
-	json_array_foreach(g->freed_layers, i, d) {
+	json_array_foreach (g->freed_layers, i, d) {
 		res->freed_layers[i] = strdup(json_string_value(d));
 		if (!res->freed_layers[i])
 			return -ENOMEM;

@@ -46,9 +46,10 @@ static int parse_layer(const char *val, size_t vlen, struct store_layer *info, v
 	if (jlen > vlen - 4)
 		return strata_err(EBADMSG, "corrupt layer record");
 	o = json_loadb(val + 4, jlen, 0, &jerr);
-	if (!o || json_unpack(o, "{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "digest", &digest, "diff_id",
-			      &diff_id, "media_type", &mt, "size", &size, "tar_size", &tar_size,
-			      "seq", &seq, "chunk_size", &cs) < 0 ||
+	if (!o ||
+	    json_unpack(o, "{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "digest", &digest, "diff_id",
+			&diff_id, "media_type", &mt, "size", &size, "tar_size", &tar_size, "seq",
+			&seq, "chunk_size", &cs) < 0 ||
 	    json_unpack(o, "{s?s, s?s}", "source", &source, "windows", &windows) < 0) {
 		json_decref(o);
 		return strata_err(EBADMSG, "corrupt layer record");
@@ -122,8 +123,8 @@ int store_layer_put(struct store *s, struct store_layer *info, const void *index
 	if (rc == 0) {
 		seq = old.seq;
 	} else if (rc == -ENOENT) {
-		next = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_NEXT_SEQ, strlen(KEY_NEXT_SEQ),
-				      &nlen, &err);
+		next = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_NEXT_SEQ,
+				      strlen(KEY_NEXT_SEQ), &nlen, &err);
 		if (err) {
 			rc = store_db_error(err, "read layer sequence");
 			goto out;
@@ -291,7 +292,8 @@ void store_pending_notify(struct store *s)
 
 static int pending_key(const char *digest, char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN])
 {
-	return snprintf(key, sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN, PENDING_PREFIX "%s", digest);
+	return snprintf(key, sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN, PENDING_PREFIX "%s",
+			digest);
 }
 
 int store_pending_put(struct store *s, const struct store_layer *info)
@@ -369,7 +371,8 @@ int store_pending_list(struct store *s, int (*fn)(void *ctx, const struct store_
 		if (kl < plen || memcmp(k, PENDING_PREFIX, plen) != 0)
 			break;
 		if (parse_layer(v, vl, &info, NULL, NULL) < 0) {
-			strata_log(LOG_WARNING, "store: skipping corrupt pending record %.*s", (int)kl, k);
+			strata_log(LOG_WARNING, "store: skipping corrupt pending record %.*s",
+				   (int)kl, k);
 			continue;
 		}
 		rc = fn(ctx, &info);

@@ -30,7 +30,7 @@ int store_image_layer_set(json_t *image, json_t *set)
 	json_t *layer;
 	size_t i;
 
-	json_array_foreach(json_object_get(image, "layers"), i, layer) {
+	json_array_foreach (json_object_get(image, "layers"), i, layer) {
 		const char *d = json_string_value(json_object_get(layer, "digest"));
 
 		if (d && json_object_set_new(set, d, json_true()) < 0)

@@ -59,10 +59,10 @@ int store_layer_load_index(struct store *s, const char *digest, struct index_lay
 
 /* What one store_evict() call did. */
 struct store_evict_result {
-	uint64_t quota, target;            /* the bound and the low-water mark, bytes */
-	uint64_t disk_before, disk_after;  /* the store directory's size, bytes */
-	uint64_t chunks, bytes, layers;    /* evicted chunks, their stored bytes, layers touched */
-	int over;                          /* the store was above the quota: eviction ran */
+	uint64_t quota, target;		  /* the bound and the low-water mark, bytes */
+	uint64_t disk_before, disk_after; /* the store directory's size, bytes */
+	uint64_t chunks, bytes, layers;	  /* evicted chunks, their stored bytes, layers touched */
+	int over;			  /* the store was above the quota: eviction ran */
 };
 
 #define STORE_EVICT_LOW_WATER_DEFAULT 90
@@ -96,11 +96,11 @@ uint64_t store_evict_target(uint64_t quota, unsigned low_water);
 
 /* What one store_gc() call did. */
 struct store_gc_result {
-	uint64_t chunks, chunk_bytes;   /* chunks no kept layer references: deleted; stored bytes */
-	uint64_t layers_kept;           /* layers an image lists */
-	char **freed_layers;            /* layer and pending records deleted, in order (owned) */
+	uint64_t chunks, chunk_bytes; /* chunks no kept layer references: deleted; stored bytes */
+	uint64_t layers_kept;	      /* layers an image lists */
+	char **freed_layers;	      /* layer and pending records deleted, in order (owned) */
 	size_t nfreed_layers;
-	char bad[STORE_DIGEST_LEN];     /* on -EBADMSG: the image or layer that does not decode */
+	char bad[STORE_DIGEST_LEN]; /* on -EBADMSG: the image or layer that does not decode */
 };
 
 /*
@@ -122,10 +122,10 @@ void store_gc_result_free(struct store_gc_result *res);
 
 /* What one store_fsck() call found. */
 struct store_fsck_result {
-	uint64_t chunks;        /* chunks checked */
-	uint64_t bad;           /* chunks whose bytes do not match their digest */
-	uint64_t orphans;       /* chunks no layer references (gc removes them) */
-	uint64_t remote;        /* referenced chunks not stored yet (fetched when read) */
+	uint64_t chunks;  /* chunks checked */
+	uint64_t bad;	  /* chunks whose bytes do not match their digest */
+	uint64_t orphans; /* chunks no layer references (gc removes them) */
+	uint64_t remote;  /* referenced chunks not stored yet (fetched when read) */
 	uint64_t layers, images;
 	uint64_t problems, repaired; /* hooks->problem and hooks->repaired calls */
 };

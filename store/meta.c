@@ -123,7 +123,8 @@ int store_pin_list(struct store *s, int (*fn)(void *ctx, const char *ref), void 
 	char *err = NULL;
 	int rc = 0;
 
-	for (rocksdb_iter_seek(it, PIN_PREFIX, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+	for (rocksdb_iter_seek(it, PIN_PREFIX, plen); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
 		size_t kl;
 		const char *k = rocksdb_iter_key(it, &kl);
 		char *ref;

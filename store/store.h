@@ -9,13 +9,13 @@
 #include <sys/types.h>
 
 #define STORE_FORMAT_VERSION 1
-#define STORE_DIGEST_LEN 72 /* "sha256:" + 64 hex + NUL */
+#define STORE_DIGEST_LEN     72 /* "sha256:" + 64 hex + NUL */
 
 struct store;
 
 struct store_opts {
 	uint64_t block_cache_bytes; /* 0 = 32 MiB */
-	int read_only_ok;           /* reserved */
+	int read_only_ok;	    /* reserved */
 };
 
 /*
@@ -65,7 +65,8 @@ int store_chunk_del(struct store *s, const uint8_t (*digests)[32], size_t n);
  * for the call. Stops early when fn returns non-zero and returns that; returns 0 when all were
  * visited, or negative errno (-ENOMEM, -EIO). Reads a consistent snapshot; thread-safe. */
 int store_chunk_scan(struct store *s, int verify,
-		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len, int verified),
+		     int (*fn)(void *ctx, const uint8_t digest[32], size_t stored_len,
+			       int verified),
 		     void *ctx);
 
 /* Stored (encoded) size of a chunk: its value length in the chunks column family, which is what
@@ -79,14 +80,14 @@ int store_chunk_compact(struct store *s);
 /* ---- layers */
 
 struct store_layer {
-	char digest[STORE_DIGEST_LEN];  /* compressed blob digest: the key */
+	char digest[STORE_DIGEST_LEN];	/* compressed blob digest: the key */
 	char diff_id[STORE_DIGEST_LEN]; /* sha256 of the uncompressed tar */
 	char media_type[128];
-	uint64_t size;                  /* compressed blob size */
-	uint64_t tar_size;              /* uncompressed size */
-	uint32_t seq;                   /* stable per-store number, assigned on first put; never 0 */
+	uint64_t size;	   /* compressed blob size */
+	uint64_t tar_size; /* uncompressed size */
+	uint32_t seq;	   /* stable per-store number, assigned on first put; never 0 */
 	uint32_t chunk_size;
-	char source[512];               /* repository to fetch missing bytes from: "domain/path" */
+	char source[512];		/* repository to fetch missing bytes from: "domain/path" */
 	char windows[STORE_DIGEST_LEN]; /* an index artifact's windows blob in source, or "" */
 };
 
@@ -199,9 +200,9 @@ int store_counter_get(struct store *s, const char *name, uint64_t *value);
 /* ---- statistics */
 
 struct store_stats {
-	uint64_t chunks;        /* estimated number of chunks */
-	uint64_t chunk_bytes;   /* estimated live bytes on disk for chunks (incl. blob files) */
-	uint64_t disk_bytes;    /* bytes allocated under the store directory (WAL included) */
+	uint64_t chunks;	 /* estimated number of chunks */
+	uint64_t chunk_bytes;	 /* estimated live bytes on disk for chunks (incl. blob files) */
+	uint64_t disk_bytes;	 /* bytes allocated under the store directory (WAL included) */
 	uint64_t memtable_bytes; /* chunk bytes in memtables (also in the WAL, so in disk_bytes) */
 };
 

@@ -15,13 +15,13 @@ enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
 
 enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
 
-#define KEY_FORMAT "format"
-#define KEY_NEXT_SEQ "next_seq"
-#define SEQ_PREFIX "seq/"
-#define PENDING_PREFIX "pending/"
-#define PIN_PREFIX "pin/"
-#define ATIME_PREFIX "atime/"
-#define COUNTER_PREFIX "counter/"
+#define KEY_FORMAT	  "format"
+#define KEY_NEXT_SEQ	  "next_seq"
+#define SEQ_PREFIX	  "seq/"
+#define PENDING_PREFIX	  "pending/"
+#define PIN_PREFIX	  "pin/"
+#define ATIME_PREFIX	  "atime/"
+#define COUNTER_PREFIX	  "counter/"
 #define ATIME_WRITE_EVERY 60 /* seconds between writes of one layer's access time */
 
 /* A layer's access time as last touched and as last written to the meta column family. */
@@ -40,17 +40,17 @@ struct store {
 	rocksdb_cache_t *cache;
 	rocksdb_column_family_handle_t *cf[CF_COUNT];
 	rocksdb_readoptions_t *ro;
-	rocksdb_writeoptions_t *wo;      /* WAL, unsynced: chunks (refetched if lost) */
+	rocksdb_writeoptions_t *wo;	 /* WAL, unsynced: chunks (refetched if lost) */
 	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
-	pthread_mutex_t seq_mutex;       /* serializes seq assignment in store_layer_put */
-	pthread_rwlock_t layers_lock;    /* store_layers_rdlock/wrlock: pulls vs gc */
+	pthread_mutex_t seq_mutex;	 /* serializes seq assignment in store_layer_put */
+	pthread_rwlock_t layers_lock;	 /* store_layers_rdlock/wrlock: pulls vs gc */
 	pthread_mutex_t pending_mu;
 	pthread_cond_t pending_cv;
-	uint64_t pending_gen;            /* pending-record writes; protected by pending_mu */
-	pthread_mutex_t meta_mutex;      /* serializes counter updates; guards atimes */
-	struct atime *atimes;            /* protected by meta_mutex */
-	size_t natimes, capatimes;       /* protected by meta_mutex */
-	int atime_warned;                /* protected by meta_mutex */
+	uint64_t pending_gen;	    /* pending-record writes; protected by pending_mu */
+	pthread_mutex_t meta_mutex; /* serializes counter updates; guards atimes */
+	struct atime *atimes;	    /* protected by meta_mutex */
+	size_t natimes, capatimes;  /* protected by meta_mutex */
+	int atime_warned;	    /* protected by meta_mutex */
 };
 
 /* db.c: converts a RocksDB error string (freed here) to -EIO with the message kept (strata_err

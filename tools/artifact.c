@@ -20,7 +20,7 @@
 #include "util/log.h"
 #include "util/sha256.h"
 
-#define EMPTY_MT "application/vnd.oci.empty.v1+json"
+#define EMPTY_MT	  "application/vnd.oci.empty.v1+json"
 #define MAX_ARTIFACT_BLOB (256u << 20)
 
 struct artifact {
@@ -39,13 +39,15 @@ char *artifact_tag(const char *manifest_digest)
 	return tag;
 }
 
-static json_t *descriptor(const char *mt, const void *data, size_t len, char digest[UTIL_DIGEST_STR_LEN])
+static json_t *descriptor(const char *mt, const void *data, size_t len,
+			  char digest[UTIL_DIGEST_STR_LEN])
 {
 	uint8_t d[32];
 
 	util_sha256(data, len, d);
 	util_digest_format(d, digest);
-	return json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest", digest, "size", (json_int_t)len);
+	return json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest", digest, "size",
+			 (json_int_t)len);
 }
 
 /* Builds one layer's index blob and windows blob. Both are malloc'd. */
@@ -73,7 +75,8 @@ static int layer_blobs(struct store *store, const char *layer, void **index, siz
 	if (rc < 0)
 		goto out;
 	if (index_layer_blob_kind(l) == INDEX_BLOB_UNKNOWN) {
-		rc = strata_err(ENOTSUP, "layer %s has no random-access index (pull it again)", layer);
+		rc = strata_err(ENOTSUP, "layer %s has no random-access index (pull it again)",
+				layer);
 		goto out;
 	}
 	for (uint32_t i = 0; i < index_layer_ncheckpoints(l); i++) {
@@ -142,14 +145,16 @@ int artifact_push(struct store *store, struct fetch_client *fc, const struct fet
 			d = descriptor(ARTIFACT_INDEX_MT, index, ilen, digest);
 			rc = fetch_blob_push(fc, ref, index, ilen, digest);
 			json_object_set_new(d, "annotations",
-					    json_pack("{s:s}", ARTIFACT_LAYER_ANNOTATION, layers[i]));
+					    json_pack("{s:s}", ARTIFACT_LAYER_ANNOTATION,
+						      layers[i]));
 			json_array_append_new(blobs, d);
 		}
 		if (rc == 0 && wlen) {
 			d = descriptor(ARTIFACT_WINDOWS_MT, windows, wlen, digest);
 			rc = fetch_blob_push(fc, ref, windows, wlen, digest);
 			json_object_set_new(d, "annotations",
-					    json_pack("{s:s}", ARTIFACT_LAYER_ANNOTATION, layers[i]));
+					    json_pack("{s:s}", ARTIFACT_LAYER_ANNOTATION,
+						      layers[i]));
 			json_array_append_new(blobs, d);
 		}
 		free(index);
@@ -163,8 +168,8 @@ int artifact_push(struct store *store, struct fetch_client *fc, const struct fet
 		goto out;
 	m = json_pack("{s:i, s:s, s:s, s:o, s:O, s:{s:s, s:s, s:I}, s:{s:s}}", "schemaVersion", 2,
 		      "mediaType", FETCH_MT_OCI_MANIFEST, "artifactType", ARTIFACT_TYPE, "config",
-		      descriptor(EMPTY_MT, "{}", 2, digest), "layers", blobs, "subject", "mediaType",
-		      manifest_media_type, "digest", manifest_digest, "size",
+		      descriptor(EMPTY_MT, "{}", 2, digest), "layers", blobs, "subject",
+		      "mediaType", manifest_media_type, "digest", manifest_digest, "size",
 		      (json_int_t)manifest_size, "annotations", "org.strata.image.manifest",
 		      manifest_digest);
 	body = m ? json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -216,8 +221,8 @@ static int parse_artifact(const char *body, size_t len, const char *digest,
 	return 0;
 }
 
-int artifact_find(struct fetch_client *fc, const struct fetch_ref *ref,
-		  const char *manifest_digest, struct artifact **out)
+int artifact_find(struct fetch_client *fc, const struct fetch_ref *ref, const char *manifest_digest,
+		  struct artifact **out)
 {
 	struct fetch_ref r = *ref;
 	char *body = NULL, *digest = NULL, *tag = artifact_tag(manifest_digest);
@@ -248,7 +253,7 @@ int artifact_find(struct fetch_client *fc, const struct fetch_ref *ref,
 		j = json_loadb(idx, ilen, 0, &jerr);
 		free(idx);
 		rc = -ENOENT;
-		json_array_foreach(json_object_get(j, "manifests"), i, e) {
+		json_array_foreach (json_object_get(j, "manifests"), i, e) {
 			const char *t = json_string_value(json_object_get(e, "artifactType"));
 			const char *d = json_string_value(json_object_get(e, "digest"));
 
@@ -321,11 +326,12 @@ int artifact_layer(struct fetch_client *fc, const struct fetch_ref *ref, const s
 	*idx = NULL;
 	*enc = NULL;
 	windows[0] = '\0';
-	json_array_foreach(json_object_get(a->manifest, "layers"), i, d) {
+	json_array_foreach (json_object_get(a->manifest, "layers"), i, d) {
 		const char *mt = json_string_value(json_object_get(d, "mediaType"));
 		const char *dg = json_string_value(json_object_get(d, "digest"));
 		const char *for_layer = json_string_value(
-			json_object_get(json_object_get(d, "annotations"), ARTIFACT_LAYER_ANNOTATION));
+			json_object_get(json_object_get(d, "annotations"),
+					ARTIFACT_LAYER_ANNOTATION));
 
 		if (!mt || !dg || !for_layer || strcmp(for_layer, layer_digest) != 0)
 			continue;

@@ -13,9 +13,9 @@ struct fetch_ref;
 struct index_layer;
 struct store;
 
-#define ARTIFACT_TYPE "application/vnd.strata.index.v1"
-#define ARTIFACT_INDEX_MT "application/vnd.strata.layer.index.v2+zstd"
-#define ARTIFACT_WINDOWS_MT "application/vnd.strata.layer.windows.v1"
+#define ARTIFACT_TYPE		  "application/vnd.strata.index.v1"
+#define ARTIFACT_INDEX_MT	  "application/vnd.strata.layer.index.v2+zstd"
+#define ARTIFACT_WINDOWS_MT	  "application/vnd.strata.layer.windows.v1"
 #define ARTIFACT_LAYER_ANNOTATION "org.strata.layer.digest"
 
 /* The tag an image manifest's artifact is pushed under: "sha256-<hex>.strata". Returns a malloc'd
@@ -39,8 +39,8 @@ struct artifact;
 /* Looks for the artifact of manifest_digest in ref's repository: by tag, then via the referrers
  * API where the registry has it. Returns 0 and *out (free with artifact_free), -ENOENT when there
  * is none, or negative errno for a broken one (strata_err set). */
-int artifact_find(struct fetch_client *fc, const struct fetch_ref *ref,
-		  const char *manifest_digest, struct artifact **out);
+int artifact_find(struct fetch_client *fc, const struct fetch_ref *ref, const char *manifest_digest,
+		  struct artifact **out);
 
 /* The artifact manifest's digest. Borrowed. */
 const char *artifact_digest(const struct artifact *a);

@@ -25,26 +25,26 @@ struct cli {
 	const char *config;
 	const char *hosts_dir;
 	int strict_cache;
-	uint64_t quota;          /* bytes; 0 = no quota (flag, else the config file) */
-	unsigned low_water;      /* percent of the quota eviction goes down to; 0 = default */
-	long read_timeout_s;     /* mount's read timeout from the config file; 0 = default */
-	uint64_t index_cache;    /* mount's cache caps (config file, mount flags); 0 = default */
+	uint64_t quota;	      /* bytes; 0 = no quota (flag, else the config file) */
+	unsigned low_water;   /* percent of the quota eviction goes down to; 0 = default */
+	long read_timeout_s;  /* mount's read timeout from the config file; 0 = default */
+	uint64_t index_cache; /* mount's cache caps (config file, mount flags); 0 = default */
 	uint64_t chunk_cache;
 	uint64_t block_cache;
-	char *config_hosts_dir;  /* owned: hosts_dir as the config file set it (free it) */
+	char *config_hosts_dir; /* owned: hosts_dir as the config file set it (free it) */
 	int json;
 	int verbose;
-	int tty;                 /* err is a terminal: progress may be drawn */
+	int tty; /* err is a terminal: progress may be drawn */
 	FILE *out, *err;
-	struct store *store;     /* open store (the daemon's, or opened for this command) */
+	struct store *store;	    /* open store (the daemon's, or opened for this command) */
 	struct fetch_client *fetch; /* the daemon's registry client (its counters), or NULL */
-	struct fs *fs;           /* the daemon's mounted fs (open files, fetching), or NULL */
-	struct quota *evictor;   /* the daemon's background evictor, or NULL */
-	const char *metrics;     /* mount --metrics: HOST:PORT or unix:PATH for Prometheus, or NULL */
+	struct fs *fs;		    /* the daemon's mounted fs (open files, fetching), or NULL */
+	struct quota *evictor;	    /* the daemon's background evictor, or NULL */
+	const char *metrics; /* mount --metrics: HOST:PORT or unix:PATH for Prometheus, or NULL */
 	int in_daemon;
-	atomic_int *cancel;      /* set when the daemon shuts down; long commands stop early */
-	const char *cmd;         /* the command name, for error messages */
-	cli_cmd_fn dispatch;     /* runs a command by name (main.c's table); the daemon's control
+	atomic_int *cancel;  /* set when the daemon shuts down; long commands stop early */
+	const char *cmd;     /* the command name, for error messages */
+	cli_cmd_fn dispatch; /* runs a command by name (main.c's table); the daemon's control
 				    socket runs forwarded commands through it */
 };
 

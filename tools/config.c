@@ -49,10 +49,26 @@ int config_parse_size(const char *s, uint64_t *out)
 	switch (*end) {
 	case '\0':
 		break;
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -83,10 +99,18 @@ static int parse_value(const char *p, struct value *v, const char **why)
 			if (ch == '\\') {
 				p++;
 				switch (*p) {
-				case '"': ch = '"'; break;
-				case '\\': ch = '\\'; break;
-				case 't': ch = '\t'; break;
-				case 'n': ch = '\n'; break;
+				case '"':
+					ch = '"';
+					break;
+				case '\\':
+					ch = '\\';
+					break;
+				case 't':
+					ch = '\t';
+					break;
+				case 'n':
+					ch = '\n';
+					break;
 				default:
 					*why = "unsupported escape in string";
 					return -EINVAL;
@@ -108,7 +132,8 @@ static int parse_value(const char *p, struct value *v, const char **why)
 		v->type = V_BOOL;
 		v->num = *p == 't';
 		p += v->num ? 4 : 5;
-	} else if (isdigit((unsigned char)*p) || ((*p == '-' || *p == '+') && isdigit((unsigned char)p[1]))) {
+	} else if (isdigit((unsigned char)*p) ||
+		   ((*p == '-' || *p == '+') && isdigit((unsigned char)p[1]))) {
 		char *end;
 
 		errno = 0;
@@ -168,9 +193,11 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 	} else if (strcmp(key, "index_cache") == 0 || strcmp(key, "chunk_cache") == 0 ||
 		   strcmp(key, "block_cache") == 0) {
 		uint64_t *dst = key[0] == 'i' ? &cfg->index_cache :
-				key[0] == 'c' ? &cfg->chunk_cache : &cfg->block_cache;
+				key[0] == 'c' ? &cfg->chunk_cache :
+						&cfg->block_cache;
 		int *has = key[0] == 'i' ? &cfg->has_index_cache :
-			   key[0] == 'c' ? &cfg->has_chunk_cache : &cfg->has_block_cache;
+			   key[0] == 'c' ? &cfg->has_chunk_cache :
+					   &cfg->has_block_cache;
 
 		if (v->type == V_INT && v->num > 0)
 			*dst = (uint64_t)v->num;
@@ -179,9 +206,11 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 				    "%s: expected a size greater than 0 such as \"32M\"", key);
 		*has = 1;
 	} else {
-		return fail(err, cap, name, line,
-			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, strict_cache, "
-			    "read_timeout, index_cache, chunk_cache, block_cache)", key);
+		return fail(
+			err, cap, name, line,
+			"unknown key '%s' (known: quota, quota_low_water, hosts_dir, strict_cache, "
+			"read_timeout, index_cache, chunk_cache, block_cache)",
+			key);
 	}
 	return 0;
 }
@@ -226,7 +255,8 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 		if (!*p || *p == '#')
 			continue;
 		if (*p == '[') {
-			rc = fail(err, errcap, name, lineno, "tables are not supported; use top-level keys");
+			rc = fail(err, errcap, name, lineno,
+				  "tables are not supported; use top-level keys");
 			break;
 		}
 		while (isalnum((unsigned char)*p) || *p == '_' || *p == '-') {
@@ -296,7 +326,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errcap)
 		snprintf(err, errcap, "config file %s: read error", path);
 	} else if (n > MAX_CONFIG_BYTES) {
 		rc = -EINVAL;
-		snprintf(err, errcap, "config file %s: larger than %u bytes", path, MAX_CONFIG_BYTES);
+		snprintf(err, errcap, "config file %s: larger than %u bytes", path,
+			 MAX_CONFIG_BYTES);
 	} else {
 		rc = config_parse(path, buf, n, cfg, err, errcap);
 	}

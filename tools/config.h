@@ -8,14 +8,14 @@
 
 /* Values read from a configuration file; a has_ flag says whether the file set the key. */
 struct config {
-	uint64_t quota;            /* bytes; "20G" strings or plain integers */
-	unsigned low_water;        /* quota_low_water: percent of the quota eviction goes down to */
-	char *hosts_dir;           /* malloc'd, or NULL */
+	uint64_t quota;	    /* bytes; "20G" strings or plain integers */
+	unsigned low_water; /* quota_low_water: percent of the quota eviction goes down to */
+	char *hosts_dir;    /* malloc'd, or NULL */
 	int strict_cache;
-	long read_timeout;         /* seconds, 1-86400 */
-	uint64_t index_cache;      /* bytes of decoded layer indexes a daemon keeps loaded */
-	uint64_t chunk_cache;      /* bytes of decoded chunks a daemon keeps */
-	uint64_t block_cache;      /* bytes of RocksDB block cache */
+	long read_timeout;    /* seconds, 1-86400 */
+	uint64_t index_cache; /* bytes of decoded layer indexes a daemon keeps loaded */
+	uint64_t chunk_cache; /* bytes of decoded chunks a daemon keeps */
+	uint64_t block_cache; /* bytes of RocksDB block cache */
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
 	int has_index_cache, has_chunk_cache, has_block_cache;
 };

@@ -18,7 +18,7 @@
 #include "util/thread.h"
 
 #define PROTO_MAGIC "STRATA01"
-#define MAX_ARGS 4096
+#define MAX_ARGS    4096
 #define MAX_ARG_LEN 65536
 
 /* ---------------------------------------------------------------- framing */
@@ -134,9 +134,9 @@ struct ctl {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
-	int active;          /* protected by mu */
-	atomic_int cancel;   /* set at shutdown; long commands poll it through struct cli */
-	struct fs *fs;       /* the mount this daemon serves */
+	int active;		   /* protected by mu */
+	atomic_int cancel;	   /* set at shutdown; long commands poll it through struct cli */
+	struct fs *fs;		   /* the mount this daemon serves */
 	struct takeover *takeover; /* the old daemon's side of a takeover of fs */
 };
 

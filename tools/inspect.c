@@ -49,15 +49,17 @@ static int ls_cb(void *ctx, const char *ref, const char *json)
 		json_array_append_new(l->all, o);
 		return 0;
 	}
-	json_array_foreach(json_object_get(o, "layers"), i, layer)
+	json_array_foreach (json_object_get(o, "layers"), i, layer)
 		total += json_integer_value(json_object_get(layer, "size"));
 	fprintf(l->c->out, "%-50s %-19.19s %-12s %6zu %10s %s\n", ref,
 		json_string_value(json_object_get(o, "manifest")) ?
-			json_string_value(json_object_get(o, "manifest")) : "-",
+			json_string_value(json_object_get(o, "manifest")) :
+			"-",
 		json_string_value(json_object_get(o, "platform")) ?
-			json_string_value(json_object_get(o, "platform")) : "-",
-		json_array_size(json_object_get(o, "layers")), cli_bytes((uint64_t)total, size, sizeof(size)),
-		pinned ? "pinned" : "");
+			json_string_value(json_object_get(o, "platform")) :
+			"-",
+		json_array_size(json_object_get(o, "layers")),
+		cli_bytes((uint64_t)total, size, sizeof(size)), pinned ? "pinned" : "");
 	json_decref(o);
 	return 0;
 }
@@ -71,8 +73,8 @@ int cmd_ls(struct cli *c, int argc, char **argv)
 	if (argc > 1)
 		return cli_usage(c, "ls takes no arguments");
 	if (!c->json)
-		fprintf(c->out, "%-50s %-19s %-12s %6s %10s %s\n", "REFERENCE", "MANIFEST", "PLATFORM",
-			"LAYERS", "SIZE", "PINNED");
+		fprintf(c->out, "%-50s %-19s %-12s %6s %10s %s\n", "REFERENCE", "MANIFEST",
+			"PLATFORM", "LAYERS", "SIZE", "PINNED");
 	rc = store_image_list(c->store, ls_cb, &l);
 	if (rc < 0) {
 		json_decref(l.all);
@@ -104,13 +106,13 @@ int cmd_ls(struct cli *c, int argc, char **argv)
  */
 struct stats_ctx {
 	struct store *store;
-	uint8_t (*have)[32];      /* stored chunk digests, sorted (the scan's order) */
-	uint8_t *seen;            /* have[i] was counted in unique_bytes */
+	uint8_t (*have)[32]; /* stored chunk digests, sorted (the scan's order) */
+	uint8_t *seen;	     /* have[i] was counted in unique_bytes */
 	size_t nhave, cap;
 	uint64_t stored_bytes;
 	uint64_t layers, tar_bytes, blob_bytes;
 	uint64_t content_bytes, local_bytes, unique_bytes;
-	int trim;                 /* running in the daemon: return freed memory to the system */
+	int trim; /* running in the daemon: return freed memory to the system */
 };
 
 static int stats_chunk_cb(void *ctx, const uint8_t digest[32], size_t stored_len, int verified)
@@ -196,8 +198,9 @@ static void host_json_cb(void *ctx, const struct fetch_host_stats *h)
 			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "requests",
 				      (json_int_t)h->requests, "bytes", (json_int_t)h->bytes,
 				      "retries", (json_int_t)h->retries, "http_429",
-				      (json_int_t)h->throttled, "fallbacks", (json_int_t)h->fallbacks,
-				      "breaker", h->breaker, "failures", (json_int_t)h->failures));
+				      (json_int_t)h->throttled, "fallbacks",
+				      (json_int_t)h->fallbacks, "breaker", h->breaker, "failures",
+				      (json_int_t)h->failures));
 }
 
 static void host_line_cb(void *ctx, const struct fetch_host_stats *h)
@@ -262,9 +265,12 @@ static json_t *reads_json(const struct fs_read_stats *r)
 			continue;
 		n += r->fetch_us[i];
 		/* [upper bound in us (-1: unbounded), count] */
-		json_array_append_new(buckets, json_pack("[I, I]", i < FS_LAT_BUCKETS - 1 ?
-							 (json_int_t)fs_latency_bucket_us(i) : -1,
-							 (json_int_t)r->fetch_us[i]));
+		json_array_append_new(buckets,
+				      json_pack("[I, I]",
+						i < FS_LAT_BUCKETS - 1 ?
+							(json_int_t)fs_latency_bucket_us(i) :
+							-1,
+						(json_int_t)r->fetch_us[i]));
 	}
 	return json_pack("{s:I, s:I, s:I, s:I, s:f, s:{s:I, s:f, s:f, s:f, s:o}}", "cache",
 			 (json_int_t)r->cache_hits, "store", (json_int_t)r->store_hits, "fetched",
@@ -318,8 +324,9 @@ static int stats_gather(struct cli *c, struct stats_figures *f)
 		return rc;
 	/* the daemon's evictor applies its quota; a command's own --quota only its gc */
 	f->quota = c->evictor ? quota_bytes(c->evictor) : c->quota;
-	f->low_water = c->evictor ? quota_low_water(c->evictor) :
-		       c->low_water ? c->low_water : STORE_EVICT_LOW_WATER_DEFAULT;
+	f->low_water = c->evictor   ? quota_low_water(c->evictor) :
+		       c->low_water ? c->low_water :
+				      STORE_EVICT_LOW_WATER_DEFAULT;
 	if (c->fetch)
 		fetch_client_counters(c->fetch, &f->fcnt);
 	if (c->in_daemon) {
@@ -331,37 +338,41 @@ static int stats_gather(struct cli *c, struct stats_figures *f)
 
 static void stats_print_json(struct cli *c, const struct stats_figures *f)
 {
-	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:{s:I, s:I, s:I, s:I}}",
-			      "store", store_dir(c->store), "images", (json_int_t)f->images,
-			      "layers", (json_int_t)f->s.layers, "chunks", (json_int_t)f->s.nhave,
-			      "logical_bytes", (json_int_t)f->s.content_bytes, "stored_bytes",
-			      (json_int_t)f->s.stored_bytes, "local_bytes",
-			      (json_int_t)f->s.local_bytes, "unique_bytes",
-			      (json_int_t)f->s.unique_bytes, "content_bytes",
-			      (json_int_t)f->s.content_bytes, "tar_bytes", (json_int_t)f->s.tar_bytes,
-			      "blob_bytes", (json_int_t)f->s.blob_bytes, "disk_bytes",
-			      (json_int_t)f->ss.disk_bytes, "dedup_ratio",
-			      ratio(f->s.local_bytes, f->s.stored_bytes),
-			      "daemon", c->in_daemon, "read_fetch", "requests",
-			      (json_int_t)f->fcnt.requests, "range_requests",
-			      (json_int_t)f->fcnt.range_requests, "bytes", (json_int_t)f->fcnt.bytes,
-			      "retries", (json_int_t)f->fcnt.retries);
+	json_t *o = json_pack(
+		"{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:{s:I, s:I, s:I, s:I}}",
+		"store", store_dir(c->store), "images", (json_int_t)f->images, "layers",
+		(json_int_t)f->s.layers, "chunks", (json_int_t)f->s.nhave, "logical_bytes",
+		(json_int_t)f->s.content_bytes, "stored_bytes", (json_int_t)f->s.stored_bytes,
+		"local_bytes", (json_int_t)f->s.local_bytes, "unique_bytes",
+		(json_int_t)f->s.unique_bytes, "content_bytes", (json_int_t)f->s.content_bytes,
+		"tar_bytes", (json_int_t)f->s.tar_bytes, "blob_bytes", (json_int_t)f->s.blob_bytes,
+		"disk_bytes", (json_int_t)f->ss.disk_bytes, "dedup_ratio",
+		ratio(f->s.local_bytes, f->s.stored_bytes), "daemon", c->in_daemon, "read_fetch",
+		"requests", (json_int_t)f->fcnt.requests, "range_requests",
+		(json_int_t)f->fcnt.range_requests, "bytes", (json_int_t)f->fcnt.bytes, "retries",
+		(json_int_t)f->fcnt.retries);
 	json_t *hosts = json_object();
 
 	if (c->in_daemon) {
 		json_object_set_new(o, "reads", reads_json(&f->rs));
-		json_object_set_new(o, "index_cache", json_pack(
-			"{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)f->is.bytes, "layers",
-			(json_int_t)f->is.layers, "cap", (json_int_t)f->is.cap, "loads",
-			(json_int_t)f->is.loads, "unloads", (json_int_t)f->is.unloads));
+		json_object_set_new(o, "index_cache",
+				    json_pack("{s:I, s:I, s:I, s:I, s:I}", "bytes",
+					      (json_int_t)f->is.bytes, "layers",
+					      (json_int_t)f->is.layers, "cap",
+					      (json_int_t)f->is.cap, "loads",
+					      (json_int_t)f->is.loads, "unloads",
+					      (json_int_t)f->is.unloads));
 	}
 	if (c->fetch)
 		fetch_client_hosts(c->fetch, host_json_cb, hosts);
 	json_object_set_new(o, "hosts", hosts);
-	json_object_set_new(o, "quota", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "bytes",
-		(json_int_t)f->quota, "low_water_percent", (json_int_t)f->low_water,
-		"pins", (json_int_t)f->q.pins, "evictions", (json_int_t)f->q.evictions,
-		"evicted_chunks", (json_int_t)f->q.chunks, "evicted_bytes", (json_int_t)f->q.bytes));
+	json_object_set_new(o, "quota",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "bytes",
+				      (json_int_t)f->quota, "low_water_percent",
+				      (json_int_t)f->low_water, "pins", (json_int_t)f->q.pins,
+				      "evictions", (json_int_t)f->q.evictions, "evicted_chunks",
+				      (json_int_t)f->q.chunks, "evicted_bytes",
+				      (json_int_t)f->q.bytes));
 	char *txt = json_dumps(o, JSON_COMPACT);
 
 	fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -380,18 +391,23 @@ static void stats_print_text(struct cli *c, const struct stats_figures *f)
 	fprintf(c->out, "chunks         %llu\n", (unsigned long long)f->s.nhave);
 	fprintf(c->out, "logical bytes  %s (file content of every layer)\n",
 		cli_bytes(f->s.content_bytes, b1, sizeof(b1)));
-	fprintf(c->out, "local bytes    %s of it in the store (the rest is fetched when read), %s distinct\n",
-		cli_bytes(f->s.local_bytes, b1, sizeof(b1)), cli_bytes(f->s.unique_bytes, b2, sizeof(b2)));
+	fprintf(c->out,
+		"local bytes    %s of it in the store (the rest is fetched when read), %s distinct\n",
+		cli_bytes(f->s.local_bytes, b1, sizeof(b1)),
+		cli_bytes(f->s.unique_bytes, b2, sizeof(b2)));
 	fprintf(c->out, "stored bytes   %s (chunks, compressed; %s on disk)\n",
-		cli_bytes(f->s.stored_bytes, b1, sizeof(b1)), cli_bytes(f->ss.disk_bytes, b2, sizeof(b2)));
+		cli_bytes(f->s.stored_bytes, b1, sizeof(b1)),
+		cli_bytes(f->ss.disk_bytes, b2, sizeof(b2)));
 	fprintf(c->out, "dedup ratio    %.2f (local bytes / stored bytes)\n",
 		ratio(f->s.local_bytes, f->s.stored_bytes));
 	fprintf(c->out, "layer bytes    %s as tar, %s as blobs\n",
-		cli_bytes(f->s.tar_bytes, b1, sizeof(b1)), cli_bytes(f->s.blob_bytes, b2, sizeof(b2)));
+		cli_bytes(f->s.tar_bytes, b1, sizeof(b1)),
+		cli_bytes(f->s.blob_bytes, b2, sizeof(b2)));
 	if (c->in_daemon) {
 		uint64_t total = f->rs.cache_hits + f->rs.store_hits + f->rs.fetched;
 
-		fprintf(c->out, "chunk reads    %llu: %llu cached, %llu from the store, %llu fetched (hit rate %.1f%%)\n",
+		fprintf(c->out,
+			"chunk reads    %llu: %llu cached, %llu from the store, %llu fetched (hit rate %.1f%%)\n",
 			(unsigned long long)total, (unsigned long long)f->rs.cache_hits,
 			(unsigned long long)f->rs.store_hits, (unsigned long long)f->rs.fetched,
 			100.0 * ratio(f->rs.cache_hits + f->rs.store_hits, total));
@@ -401,21 +417,27 @@ static void stats_print_text(struct cli *c, const struct stats_figures *f)
 			fs_latency_quantile_us(&f->rs, 0.50) / 1000.0,
 			fs_latency_quantile_us(&f->rs, 0.90) / 1000.0,
 			fs_latency_quantile_us(&f->rs, 0.99) / 1000.0);
-		fprintf(c->out, "index cache    %s in %llu layers (cap %s); %llu loads, %llu unloads\n",
+		fprintf(c->out,
+			"index cache    %s in %llu layers (cap %s); %llu loads, %llu unloads\n",
 			cli_bytes(f->is.bytes, b1, sizeof(b1)), (unsigned long long)f->is.layers,
 			cli_bytes(f->is.cap, b2, sizeof(b2)), (unsigned long long)f->is.loads,
 			(unsigned long long)f->is.unloads);
 	}
-	fprintf(c->out, "quota          %s%s%s\n", f->quota ? cli_bytes(f->quota, b1, sizeof(b1)) : "none",
+	fprintf(c->out, "quota          %s%s%s\n",
+		f->quota ? cli_bytes(f->quota, b1, sizeof(b1)) : "none",
 		f->quota ? ", evicting down to " : "",
 		f->quota ? cli_bytes(f->quota / 100 * f->low_water, b2, sizeof(b2)) : "");
 	fprintf(c->out, "pinned images  %llu\n", (unsigned long long)f->q.pins);
-	fprintf(c->out, "evictions      %llu (%llu chunks, %s)\n", (unsigned long long)f->q.evictions,
-		(unsigned long long)f->q.chunks, cli_bytes(f->q.bytes, b3, sizeof(b3)));
+	fprintf(c->out, "evictions      %llu (%llu chunks, %s)\n",
+		(unsigned long long)f->q.evictions, (unsigned long long)f->q.chunks,
+		cli_bytes(f->q.bytes, b3, sizeof(b3)));
 	if (c->fetch)
-		fprintf(c->out, "read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
-			cli_bytes(f->fcnt.bytes, b1, sizeof(b1)), (unsigned long long)f->fcnt.requests,
-			(unsigned long long)f->fcnt.range_requests, (unsigned long long)f->fcnt.retries);
+		fprintf(c->out,
+			"read fetches   %s in %llu requests (%llu ranges, %llu retries) since the daemon started\n",
+			cli_bytes(f->fcnt.bytes, b1, sizeof(b1)),
+			(unsigned long long)f->fcnt.requests,
+			(unsigned long long)f->fcnt.range_requests,
+			(unsigned long long)f->fcnt.retries);
 	if (c->fetch) {
 		fprintf(c->out, "  %-28s %9s %10s %7s %5s %9s  %s\n", "host", "requests", "bytes",
 			"retries", "429s", "fallbacks", "breaker");
@@ -468,7 +490,8 @@ int cmd_rm(struct cli *c, int argc, char **argv)
 		if (rc == -ENOENT) {
 			failed = cli_fail(c, "%s: no such image in the store", name);
 		} else if (rc == 0 && (rc = store_pin_has(c->store, name)) == 1) {
-			failed = cli_fail(c, "%s is pinned; run 'strata unpin %s' first", name, name);
+			failed = cli_fail(c, "%s is pinned; run 'strata unpin %s' first", name,
+					  name);
 		} else if (rc < 0 || (rc = store_image_del(c->store, name)) < 0) {
 			failed = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 		} else if (!c->json) {

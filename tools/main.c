@@ -12,7 +12,7 @@
 #include "tools/ctl.h"
 #include "util/log.h"
 
-#define DEFAULT_STORE "/var/lib/strata"
+#define DEFAULT_STORE	  "/var/lib/strata"
 #define DEFAULT_HOSTS_DIR "/etc/containerd/certs.d"
 
 static const char usage_text[] =
@@ -56,7 +56,8 @@ static const char usage_text[] =
 	"  --config FILE     configuration file (key = value: quota, quota_low_water,\n"
 	"                    hosts_dir, strict_cache, read_timeout, index_cache, chunk_cache,\n"
 	"                    block_cache); flags override it\n"
-	"  --hosts-dir DIR   containerd certs.d layout for mirrors (default " DEFAULT_HOSTS_DIR ")\n"
+	"  --hosts-dir DIR   containerd certs.d layout for mirrors (default " DEFAULT_HOSTS_DIR
+	")\n"
 	"  --strict-cache    never fall back to the upstream registry\n"
 	"  --quota SIZE      store size bound (e.g. 20G): a daemon evicts down to 90%\n"
 	"  --json            machine-readable output\n"
@@ -72,14 +73,10 @@ static const struct {
 	cli_cmd_fn fn;
 	int local; /* runs in the CLI process (mount, umount), never forwarded to a daemon */
 } commands[] = {
-	{ "pull", cmd_pull, 0 },
-	{ "index", cmd_index, 0 },
-	{ "ls", cmd_ls, 0 },
-	{ "stats", cmd_stats, 0 },
-	{ "rm", cmd_rm, 0 }, { "fsck", cmd_fsck, 0 }, { "gc", cmd_gc, 0 },
-	{ "pin", cmd_pin, 0 }, { "unpin", cmd_unpin, 0 },
-	{ "mount", cmd_mount, 1 },
-	{ "umount", cmd_umount, 1 },
+	{ "pull", cmd_pull, 0 },   { "index", cmd_index, 0 },	{ "ls", cmd_ls, 0 },
+	{ "stats", cmd_stats, 0 }, { "rm", cmd_rm, 0 },		{ "fsck", cmd_fsck, 0 },
+	{ "gc", cmd_gc, 0 },	   { "pin", cmd_pin, 0 },	{ "unpin", cmd_unpin, 0 },
+	{ "mount", cmd_mount, 1 }, { "umount", cmd_umount, 1 },
 };
 
 static int is_local(const char *cmd)

@@ -37,8 +37,8 @@ static void progress_line(struct cli *c, const char *what, uint64_t n, int done)
 
 struct fsck_out {
 	struct cli *c;
-	json_t *problems;      /* array of strings */
-	json_t *repaired;      /* array of strings */
+	json_t *problems; /* array of strings */
+	json_t *repaired; /* array of strings */
 };
 
 static int fsck_cancelled(void *ctx)
@@ -75,13 +75,14 @@ static void fsck_print(struct cli *c, const struct store_fsck_result *r, const s
 		       int repair)
 {
 	if (c->json) {
-		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:b, s:O}", "chunks",
-				      (json_int_t)r->chunks, "bad_chunks", (json_int_t)r->bad,
-				      "orphan_chunks", (json_int_t)r->orphans, "remote_chunks",
-				      (json_int_t)r->remote, "layers", (json_int_t)r->layers, "images",
-				      (json_int_t)r->images, "problems",
-				      (json_int_t)json_array_size(o->problems), "problem_list",
-				      o->problems, "repair", repair, "repaired", o->repaired);
+		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:b, s:O}",
+				      "chunks", (json_int_t)r->chunks, "bad_chunks",
+				      (json_int_t)r->bad, "orphan_chunks", (json_int_t)r->orphans,
+				      "remote_chunks", (json_int_t)r->remote, "layers",
+				      (json_int_t)r->layers, "images", (json_int_t)r->images,
+				      "problems", (json_int_t)json_array_size(o->problems),
+				      "problem_list", o->problems, "repair", repair, "repaired",
+				      o->repaired);
 		char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
 		fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -90,9 +91,11 @@ static void fsck_print(struct cli *c, const struct store_fsck_result *r, const s
 	} else {
 		fprintf(c->out, "chunks checked %llu\n", (unsigned long long)r->chunks);
 		fprintf(c->out, "bad chunks     %llu\n", (unsigned long long)r->bad);
-		fprintf(c->out, "orphan chunks  %llu (referenced by no layer; strata gc removes them)\n",
+		fprintf(c->out,
+			"orphan chunks  %llu (referenced by no layer; strata gc removes them)\n",
 			(unsigned long long)r->orphans);
-		fprintf(c->out, "remote chunks  %llu (referenced, not stored yet: fetched when read)\n",
+		fprintf(c->out,
+			"remote chunks  %llu (referenced, not stored yet: fetched when read)\n",
 			(unsigned long long)r->remote);
 		fprintf(c->out, "layers         %llu\n", (unsigned long long)r->layers);
 		fprintf(c->out, "images         %llu\n", (unsigned long long)r->images);
@@ -158,13 +161,12 @@ static void gc_print(struct cli *c, const struct store_gc_result *g,
 		for (size_t i = 0; list && i < g->nfreed_layers; i++)
 			json_array_append_new(list, json_string(g->freed_layers[i]));
 		o = json_pack("{s:I, s:I, s:I, s:O, s:I, s:I, s:{s:I, s:I, s:b, s:I, s:I, s:I}}",
-			      "freed_chunks",
-			      (json_int_t)g->chunks, "freed_chunk_bytes",
+			      "freed_chunks", (json_int_t)g->chunks, "freed_chunk_bytes",
 			      (json_int_t)g->chunk_bytes, "freed_layers",
-			      (json_int_t)g->nfreed_layers, "freed_layer_list",
-			      list, "disk_bytes_before", (json_int_t)before->disk_bytes,
-			      "disk_bytes_after", (json_int_t)after->disk_bytes, "quota",
-			      "bytes", (json_int_t)q->quota, "low_water_bytes", (json_int_t)q->target,
+			      (json_int_t)g->nfreed_layers, "freed_layer_list", list,
+			      "disk_bytes_before", (json_int_t)before->disk_bytes,
+			      "disk_bytes_after", (json_int_t)after->disk_bytes, "quota", "bytes",
+			      (json_int_t)q->quota, "low_water_bytes", (json_int_t)q->target,
 			      "over", q->over, "evicted_chunks", (json_int_t)q->chunks,
 			      "evicted_bytes", (json_int_t)q->bytes, "evicted_layers",
 			      (json_int_t)q->layers);
@@ -178,15 +180,17 @@ static void gc_print(struct cli *c, const struct store_gc_result *g,
 
 		for (size_t i = 0; i < g->nfreed_layers; i++)
 			fprintf(c->out, "removed layer %s\n", g->freed_layers[i]);
-		fprintf(c->out, "freed %llu chunks (%s stored), %zu layers; store on disk %s -> %s\n",
+		fprintf(c->out,
+			"freed %llu chunks (%s stored), %zu layers; store on disk %s -> %s\n",
 			(unsigned long long)g->chunks, cli_bytes(g->chunk_bytes, b1, sizeof(b1)),
 			g->nfreed_layers, cli_bytes(before->disk_bytes, b2, sizeof(b2)),
 			cli_bytes(after->disk_bytes, b3, sizeof(b3)));
 		if (q->over)
-			fprintf(c->out, "quota %s: evicted %llu chunks (%s stored) of %llu least recently "
-				"used layers\n", cli_bytes(q->quota, b1, sizeof(b1)),
-				(unsigned long long)q->chunks, cli_bytes(q->bytes, b2, sizeof(b2)),
-				(unsigned long long)q->layers);
+			fprintf(c->out,
+				"quota %s: evicted %llu chunks (%s stored) of %llu least recently "
+				"used layers\n",
+				cli_bytes(q->quota, b1, sizeof(b1)), (unsigned long long)q->chunks,
+				cli_bytes(q->bytes, b2, sizeof(b2)), (unsigned long long)q->layers);
 	}
 }
 
@@ -211,8 +215,11 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	 * with this command's quota, else the daemon's. */
 	if (rc == 0)
 		rc = store_evict(c->store, c->fs ? &open : NULL,
-				 c->quota ? c->quota : c->evictor ? quota_bytes(c->evictor) : 0,
-				 c->quota || !c->evictor ? c->low_water : quota_low_water(c->evictor),
+				 c->quota   ? c->quota :
+				 c->evictor ? quota_bytes(c->evictor) :
+					      0,
+				 c->quota || !c->evictor ? c->low_water :
+							   quota_low_water(c->evictor),
 				 &h, &q);
 	if (rc == 0)
 		rc = store_get_stats(c->store, &after);
@@ -222,8 +229,10 @@ int cmd_gc(struct cli *c, int argc, char **argv)
 	if (rc == -ECANCELED)
 		return cli_fail(c, "cancelled: the daemon is shutting down");
 	if (rc == -EBADMSG)
-		return cli_fail(c, "%s does not decode; nothing was deleted (run 'strata fsck --repair' first)",
-				g.bad);
+		return cli_fail(
+			c,
+			"%s does not decode; nothing was deleted (run 'strata fsck --repair' first)",
+			g.bad);
 	if (rc == -ENOMEM)
 		return cli_fail(c, "out of memory");
 	if (rc < 0)

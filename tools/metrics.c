@@ -29,7 +29,7 @@
 #include "util/thread.h"
 
 #define REQUEST_TIMEOUT_MS 2000
-#define REQUEST_MAX 4096
+#define REQUEST_MAX	   4096
 
 /* ---------------------------------------------------------------- rendering */
 
@@ -100,19 +100,22 @@ struct host_rows {
 static const struct {
 	const char *name, *type, *help;
 } host_metrics[] = {
-	{ "strata_registry_requests_total", "counter", "HTTP requests sent to the host, retries included" },
+	{ "strata_registry_requests_total", "counter",
+	  "HTTP requests sent to the host, retries included" },
 	{ "strata_registry_bytes_total", "counter", "Body bytes received from the host" },
 	{ "strata_registry_retries_total", "counter", "Requests to the host that were retried" },
 	{ "strata_registry_throttled_total", "counter", "HTTP 429 answers from the host" },
-	{ "strata_registry_fallbacks_total", "counter", "Requests handed from the host to the next" },
-	{ "strata_registry_breaker_open", "gauge", "1 while the host's circuit breaker is not closed" },
+	{ "strata_registry_fallbacks_total", "counter",
+	  "Requests handed from the host to the next" },
+	{ "strata_registry_breaker_open", "gauge",
+	  "1 while the host's circuit breaker is not closed" },
 };
 
 static void host_cb(void *ctx, const struct fetch_host_stats *h)
 {
 	struct host_rows *r = ctx;
-	uint64_t v[] = { h->requests, h->bytes, h->retries, h->throttled, h->fallbacks,
-			 strcmp(h->breaker, "closed") != 0 };
+	uint64_t v[] = { h->requests,  h->bytes,     h->retries,
+			 h->throttled, h->fallbacks, strcmp(h->breaker, "closed") != 0 };
 
 	put(r->t, "%s{host=\"", host_metrics[r->field].name);
 	label(r->t, h->host);
@@ -143,9 +146,12 @@ char *metrics_render(struct store *s, struct fetch_client *fc, struct quota *q)
 	fs_read_stats_get(&rs);
 	metric(&t, "strata_chunk_reads_total", "counter",
 	       "Chunks FUSE reads needed, by where they came from");
-	put(&t, "strata_chunk_reads_total{source=\"cache\"} %llu\n", (unsigned long long)rs.cache_hits);
-	put(&t, "strata_chunk_reads_total{source=\"store\"} %llu\n", (unsigned long long)rs.store_hits);
-	put(&t, "strata_chunk_reads_total{source=\"fetched\"} %llu\n", (unsigned long long)rs.fetched);
+	put(&t, "strata_chunk_reads_total{source=\"cache\"} %llu\n",
+	    (unsigned long long)rs.cache_hits);
+	put(&t, "strata_chunk_reads_total{source=\"store\"} %llu\n",
+	    (unsigned long long)rs.store_hits);
+	put(&t, "strata_chunk_reads_total{source=\"fetched\"} %llu\n",
+	    (unsigned long long)rs.fetched);
 	metric(&t, "strata_chunk_read_failures_total", "counter", "Chunk reads that failed (EIO)");
 	put(&t, "strata_chunk_read_failures_total %llu\n", (unsigned long long)rs.failed);
 	metric(&t, "strata_fetch_wait_seconds", "histogram",
@@ -164,7 +170,8 @@ char *metrics_render(struct store *s, struct fetch_client *fc, struct quota *q)
 		for (size_t m = 0; m < sizeof(host_metrics) / sizeof(host_metrics[0]); m++) {
 			struct host_rows r = { &t, (int)m };
 
-			metric(&t, host_metrics[m].name, host_metrics[m].type, host_metrics[m].help);
+			metric(&t, host_metrics[m].name, host_metrics[m].type,
+			       host_metrics[m].help);
 			fetch_client_hosts(fc, host_cb, &r);
 		}
 	}
@@ -173,7 +180,8 @@ char *metrics_render(struct store *s, struct fetch_client *fc, struct quota *q)
 		metric(&t, "strata_store_disk_bytes", "gauge",
 		       "Bytes the store directory takes on disk");
 		put(&t, "strata_store_disk_bytes %llu\n", (unsigned long long)ss.disk_bytes);
-		metric(&t, "strata_store_chunks", "gauge", "Chunks in the store (RocksDB's estimate)");
+		metric(&t, "strata_store_chunks", "gauge",
+		       "Chunks in the store (RocksDB's estimate)");
 		put(&t, "strata_store_chunks %llu\n", (unsigned long long)ss.chunks);
 	}
 	if (store_pending_list(s, count_cb, &pending) == 0) {
@@ -192,8 +200,10 @@ char *metrics_render(struct store *s, struct fetch_client *fc, struct quota *q)
 			const char *counter, *name, *help;
 		} ev[] = {
 			{ "evictions", "strata_evictions_total", "Quota eviction passes" },
-			{ "evicted_chunks", "strata_evicted_chunks_total", "Chunks evicted by the quota" },
-			{ "evicted_bytes", "strata_evicted_bytes_total", "Stored bytes evicted by the quota" },
+			{ "evicted_chunks", "strata_evicted_chunks_total",
+			  "Chunks evicted by the quota" },
+			{ "evicted_bytes", "strata_evicted_bytes_total",
+			  "Stored bytes evicted by the quota" },
 		};
 
 		for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++) {
@@ -236,14 +246,15 @@ static void serve(struct metrics *m, int fd)
 	const char *text = "not found: try GET /metrics\n";
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (got < REQUEST_MAX && !memmem(req, got, "\r\n\r\n", 4) && !memmem(req, got, "\n\n", 2)) {
+	while (got < REQUEST_MAX && !memmem(req, got, "\r\n\r\n", 4) &&
+	       !memmem(req, got, "\n\n", 2)) {
 		struct pollfd p = { fd, POLLIN, 0 };
 		long left;
 		ssize_t n;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		left = REQUEST_TIMEOUT_MS - ((now.tv_sec - t0.tv_sec) * 1000 +
-					     (now.tv_nsec - t0.tv_nsec) / 1000000);
+		left = REQUEST_TIMEOUT_MS -
+		       ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			return;
 		n = recv(fd, req + got, REQUEST_MAX - got, 0);
@@ -266,8 +277,10 @@ static void serve(struct metrics *m, int fd)
 		status = "405 Method Not Allowed";
 		text = "only GET /metrics\n";
 	}
-	snprintf(head, sizeof(head), "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		 "Connection: close\r\n\r\n", status, type, strlen(text));
+	snprintf(head, sizeof(head),
+		 "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		 "Connection: close\r\n\r\n",
+		 status, type, strlen(text));
 	if (util_sock_write_all(fd, head, strlen(head)) == 0)
 		util_sock_write_all(fd, text, strlen(text));
 	free(body);
@@ -323,7 +336,8 @@ static int bind_addr(struct metrics *m, const char *addr)
 		size_t hl;
 
 		if (!colon || colon == addr)
-			return strata_err(EINVAL, "metrics address %s: expected HOST:PORT or unix:PATH",
+			return strata_err(EINVAL,
+					  "metrics address %s: expected HOST:PORT or unix:PATH",
 					  addr);
 		port = strtol(colon + 1, &end, 10);
 		if (*end || port < 1 || port > 65535)
@@ -344,13 +358,16 @@ static int bind_addr(struct metrics *m, const char *addr)
 			((struct sockaddr_in *)&ss)->sin_family = AF_INET;
 			((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
 			slen = sizeof(struct sockaddr_in);
-		} else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		} else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) ==
+			   1) {
 			((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
 			((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
 			slen = sizeof(struct sockaddr_in6);
 		} else {
-			return strata_err(EINVAL, "metrics address %s: the host must be an IP address "
-					  "or localhost", addr);
+			return strata_err(EINVAL,
+					  "metrics address %s: the host must be an IP address "
+					  "or localhost",
+					  addr);
 		}
 		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
@@ -404,7 +421,8 @@ void metrics_stop(struct metrics *m)
 		return;
 	if (m->started) {
 		if (write(m->stop_pipe[1], "x", 1) < 0)
-			strata_log(LOG_WARNING, "metrics: cannot stop the thread: %s", strerror(errno));
+			strata_log(LOG_WARNING, "metrics: cannot stop the thread: %s",
+				   strerror(errno));
 		pthread_join(m->thread, NULL);
 	}
 	if (m->lfd >= 0)

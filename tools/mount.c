@@ -64,7 +64,7 @@ struct daemon {
 	struct cli *c;
 	const char *mnt;
 	int debug, background, takeover;
-	int status_fd;              /* the waiting parent's pipe, or -1 */
+	int status_fd; /* the waiting parent's pipe, or -1 */
 	long read_timeout_s;
 	struct store *store;
 	struct fetch_client *fc;
@@ -72,10 +72,10 @@ struct daemon {
 	struct quota *evictor;
 	struct metrics *metrics;
 	struct ctl *ctl;
-	char real[PATH_MAX];        /* mnt resolved (takeover) */
-	char *state;                /* the handed-over fs state, until the fs runs */
+	char real[PATH_MAX]; /* mnt resolved (takeover) */
+	char *state;	     /* the handed-over fs state, until the fs runs */
 	uint32_t slen;
-	int fuse_fd;                /* the handed-over /dev/fuse, until the fs took it */
+	int fuse_fd; /* the handed-over /dev/fuse, until the fs took it */
 };
 
 /* Before the takeover, the registry client (the less the new daemon does after it, the shorter
@@ -202,8 +202,10 @@ static int daemon_fail(struct daemon *d, int rc)
 	store_close(d->store);
 	if (d->state) {
 		/* Past the confirmation: the old daemon is gone, and so will the mount be with us. */
-		snprintf(msg, sizeof(msg), "took %s over, but: %s. The mount is now disconnected: run "
-			 "'strata umount %s' and mount again", d->real, strata_errmsg(rc), d->real);
+		snprintf(msg, sizeof(msg),
+			 "took %s over, but: %s. The mount is now disconnected: run "
+			 "'strata umount %s' and mount again",
+			 d->real, strata_errmsg(rc), d->real);
 		strata_log(LOG_CRIT, "%s", msg);
 		if (d->fuse_fd >= 0)
 			close(d->fuse_fd);
@@ -281,29 +283,38 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			background = 1;
 		else if (strcmp(argv[i], "--takeover") == 0)
 			takeover = 1;
-		else if (strcmp(argv[i], "--metrics") == 0 || strncmp(argv[i], "--metrics=", 10) == 0) {
-			c->metrics = argv[i][9] == '=' ? argv[i] + 10 : i + 1 < argc ? argv[++i] : "";
+		else if (strcmp(argv[i], "--metrics") == 0 ||
+			 strncmp(argv[i], "--metrics=", 10) == 0) {
+			c->metrics = argv[i][9] == '=' ? argv[i] + 10 :
+				     i + 1 < argc      ? argv[++i] :
+							 "";
 			if (!*c->metrics)
 				return cli_usage(c, "--metrics needs HOST:PORT or unix:PATH");
-		}
-		else if (strcmp(argv[i], "--read-timeout") == 0 ||
-			 strncmp(argv[i], "--read-timeout=", 15) == 0) {
-			const char *v = argv[i][14] == '=' ? argv[i] + 15 : i + 1 < argc ? argv[++i] : "";
+		} else if (strcmp(argv[i], "--read-timeout") == 0 ||
+			   strncmp(argv[i], "--read-timeout=", 15) == 0) {
+			const char *v = argv[i][14] == '=' ? argv[i] + 15 :
+					i + 1 < argc	   ? argv[++i] :
+							     "";
 			char *end;
 
 			errno = 0;
 			read_timeout_s = strtol(v, &end, 10);
 			if (!*v || *end || errno || read_timeout_s <= 0 || read_timeout_s > 86400)
-				return cli_usage(c, "--read-timeout needs a number of seconds (1-86400)");
+				return cli_usage(
+					c, "--read-timeout needs a number of seconds (1-86400)");
 		} else if (cache_flag(argv[i])) {
 			const char *name = cache_flag(argv[i]);
 			size_t nl = strlen(name);
-			const char *v = argv[i][nl] == '=' ? argv[i] + nl + 1 : i + 1 < argc ? argv[++i] : "";
+			const char *v = argv[i][nl] == '=' ? argv[i] + nl + 1 :
+					i + 1 < argc	   ? argv[++i] :
+							     "";
 			uint64_t bytes;
 
 			if (cli_parse_size(v, &bytes) < 0 || bytes == 0)
-				return cli_usage(c, "%s needs a size greater than 0 (e.g. 32M)", name);
-			*(name[2] == 'i' ? &c->index_cache : name[2] == 'c' ? &c->chunk_cache :
+				return cli_usage(c, "%s needs a size greater than 0 (e.g. 32M)",
+						 name);
+			*(name[2] == 'i' ? &c->index_cache :
+			  name[2] == 'c' ? &c->chunk_cache :
 					   &c->block_cache) = bytes;
 		} else if (argv[i][0] == '-')
 			return cli_usage(c, "unknown option %s", argv[i]);
@@ -398,7 +409,8 @@ int cmd_umount(struct cli *c, int argc, char **argv)
 		int e = errno;
 
 		if (e == EBUSY)
-			return cli_fail(c, "%s is busy (open files, or mounts stacked on it)", real);
+			return cli_fail(c, "%s is busy (open files, or mounts stacked on it)",
+					real);
 		if (e == EPERM) {
 			pid_t pid = fork();
 			int status = 0;
@@ -416,7 +428,7 @@ int cmd_umount(struct cli *c, int argc, char **argv)
 	}
 	if (strncmp(source, "strata:", 7) == 0 &&
 	    wait_store_released(source + 7, UMOUNT_WAIT_MS) < 0)
-		return cli_fail(c, "unmounted %s, but its daemon still holds store %s after %d s", real,
-				source + 7, UMOUNT_WAIT_MS / 1000);
+		return cli_fail(c, "unmounted %s, but its daemon still holds store %s after %d s",
+				real, source + 7, UMOUNT_WAIT_MS / 1000);
 	return 0;
 }

@@ -67,7 +67,7 @@ static int pin_fetch(struct cli *c, struct fetch_client *fc, const char *name, j
 	size_t i;
 	int rc = 0;
 
-	json_array_foreach(layers, i, layer) {
+	json_array_foreach (layers, i, layer) {
 		struct index_layer *l = NULL;
 		const char *d = json_string_value(json_object_get(layer, "digest"));
 
@@ -88,7 +88,7 @@ static int pin_fetch(struct cli *c, struct fetch_client *fc, const char *name, j
 			return rc;
 		eng = own;
 	}
-	json_array_foreach(layers, i, layer) {
+	json_array_foreach (layers, i, layer) {
 		const char *d = json_string_value(json_object_get(layer, "digest"));
 		struct index_layer *l = NULL;
 
@@ -162,7 +162,8 @@ static int pin_one(struct cli *c, struct fetch_client *fc, const char *arg)
 		char b[32];
 
 		fprintf(c->out, "pinned %s (%zu layers, %s, all local)\n", name,
-			json_array_size(json_object_get(o, "layers")), cli_bytes(content, b, sizeof(b)));
+			json_array_size(json_object_get(o, "layers")),
+			cli_bytes(content, b, sizeof(b)));
 	}
 	code = 0;
 out:
@@ -214,7 +215,8 @@ int cmd_unpin(struct cli *c, int argc, char **argv)
 		else if (rc < 0 || (rc = store_pin_del(c->store, name)) < 0)
 			failed = cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 		else if (!c->json)
-			fprintf(c->out, "unpinned %s (strata gc or the quota may now evict it)\n", name);
+			fprintf(c->out, "unpinned %s (strata gc or the quota may now evict it)\n",
+				name);
 		free(name);
 	}
 	return failed;

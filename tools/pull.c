@@ -28,18 +28,18 @@ enum index_mode { MODE_AUTO, MODE_ARTIFACT, MODE_BUILD };
 struct pull_opts {
 	uint32_t chunk_size;
 	enum index_mode mode;
-	int push;                  /* strata index --push */
+	int push; /* strata index --push */
 };
 
 struct pull_layer {
 	const struct fetch_layer *fl;
-	struct index_layer *idx;   /* NULL when the store had it already */
-	void *enc;                 /* the encoded index when it came from an artifact */
+	struct index_layer *idx; /* NULL when the store had it already */
+	void *enc;		 /* the encoded index when it came from an artifact */
 	size_t enc_len;
 	struct store_layer info;
-	int dup_of;                /* index of an earlier identical layer of this image, or -1 */
-	const char *how;           /* "store", "artifact", "estargz", "build" or "stream" */
-	int record_pending;        /* to be streamed by the daemon: record it as pending */
+	int dup_of;	    /* index of an earlier identical layer of this image, or -1 */
+	const char *how;    /* "store", "artifact", "estargz", "build" or "stream" */
+	int record_pending; /* to be streamed by the daemon: record it as pending */
 };
 
 struct progress {
@@ -61,7 +61,8 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	if (!p->c->tty || p->c->json)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (done != total && (now.tv_sec - p->last.tv_sec) * 1000 + (now.tv_nsec - p->last.tv_nsec) / 1000000 < 100)
+	if (done != total &&
+	    (now.tv_sec - p->last.tv_sec) * 1000 + (now.tv_nsec - p->last.tv_nsec) / 1000000 < 100)
 		return 0;
 	p->last = now;
 	fprintf(p->c->err, "\r\033[K%s: layer %zu/%zu %s / %s", p->ref, p->layer + 1, p->nlayers,
@@ -75,7 +76,8 @@ static void layer_info(struct pull_layer *pl, const struct fetch_ref *ref)
 {
 	memset(&pl->info, 0, sizeof(pl->info));
 	snprintf(pl->info.digest, sizeof(pl->info.digest), "%s", pl->fl->digest);
-	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s", pl->fl->diff_id ? pl->fl->diff_id : "");
+	snprintf(pl->info.diff_id, sizeof(pl->info.diff_id), "%s",
+		 pl->fl->diff_id ? pl->fl->diff_id : "");
 	snprintf(pl->info.media_type, sizeof(pl->info.media_type), "%s", pl->fl->media_type);
 	pl->info.size = pl->fl->size;
 	snprintf(pl->info.source, sizeof(pl->info.source), "%s/%s", ref->domain, ref->path);
@@ -198,7 +200,8 @@ static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, str
 		return -ENOENT;
 	}
 	if (!pl->fl->toc_digest) {
-		strata_log(LOG_WARNING, "layer %s: eStargz, but its descriptor has no %s annotation: "
+		strata_log(LOG_WARNING,
+			   "layer %s: eStargz, but its descriptor has no %s annotation: "
 			   "its TOC cannot be verified; indexing the layer by streaming it",
 			   pl->fl->digest, FETCH_ANNOTATION_TOC_DIGEST);
 		return -ENOENT;
@@ -237,16 +240,16 @@ static char *image_json(const char *name, const struct fetch_image *img, struct 
 	for (size_t i = 0; i < img->nlayers; i++) {
 		const struct fetch_layer *fl = &img->layers[i];
 
-		json_array_append_new(layers, json_pack("{s:s, s:s, s:I, s:s}", "digest", fl->digest,
-							"media_type", fl->media_type, "size",
-							(json_int_t)fl->size, "diff_id",
+		json_array_append_new(layers, json_pack("{s:s, s:s, s:I, s:s}", "digest",
+							fl->digest, "media_type", fl->media_type,
+							"size", (json_int_t)fl->size, "diff_id",
 							pls[i].info.diff_id));
 	}
 	o = json_pack("{s:s, s:s, s:I, s:s?, s:s, s:s, s:s, s:o, s:I}", "ref", name, "manifest",
 		      img->manifest_digest, "manifest_size", (json_int_t)img->manifest_len, "index",
-		      img->index_digest, "media_type", img->media_type, "config", img->config_digest,
-		      "platform", img->platform ? img->platform : "", "layers", layers, "pulled",
-		      (json_int_t)time(NULL));
+		      img->index_digest, "media_type", img->media_type, "config",
+		      img->config_digest, "platform", img->platform ? img->platform : "", "layers",
+		      layers, "pulled", (json_int_t)time(NULL));
 	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return s;
@@ -265,7 +268,7 @@ struct pull {
 	char *name;
 	char art_digest[STORE_DIGEST_LEN];
 	size_t fresh, missing, streaming;
-	int stream;                /* layers without an index stream in the daemon's background */
+	int stream; /* layers without an index stream in the daemon's background */
 	struct fetch_counters before;
 	struct progress pg;
 };
@@ -314,7 +317,8 @@ static int check_layers(struct pull *p)
 	for (size_t i = 0; i < img->nlayers; i++) {
 		struct store_layer tmp;
 
-		if (store_layer_get(p->c->store, img->layers[i].digest, &tmp, NULL, NULL) == -ENOENT)
+		if (store_layer_get(p->c->store, img->layers[i].digest, &tmp, NULL, NULL) ==
+		    -ENOENT)
 			p->missing++;
 	}
 	strata_err_clear();
@@ -323,9 +327,10 @@ static int check_layers(struct pull *p)
 		if (rc < 0 && (p->po->mode == MODE_ARTIFACT || rc != -ENOENT)) {
 			if (p->po->mode == MODE_ARTIFACT)
 				return cli_fail(p->c, "%s: %s", p->name,
-						rc == -ENOENT ? "no index artifact in the registry "
-								"(push one with 'strata index --push')" :
-								strata_errmsg(rc));
+						rc == -ENOENT ?
+							"no index artifact in the registry "
+							"(push one with 'strata index --push')" :
+							strata_errmsg(rc));
 			strata_log(LOG_WARNING, "%s: ignoring the index artifact: %s", p->name,
 				   strata_errmsg(rc));
 		}
@@ -372,9 +377,10 @@ static int choose_source(struct pull *p, size_t i)
 			return 0;
 		}
 		if (p->po->mode == MODE_ARTIFACT)
-			return cli_fail(c, "%s: layer %s: index artifact %s: %s", name, pl->fl->digest,
-					artifact_digest(p->art),
-					rc == -ENOENT ? "does not cover this layer" : strata_errmsg(rc));
+			return cli_fail(c, "%s: layer %s: index artifact %s: %s", name,
+					pl->fl->digest, artifact_digest(p->art),
+					rc == -ENOENT ? "does not cover this layer" :
+							strata_errmsg(rc));
 		strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
 			   pl->fl->digest, artifact_digest(p->art),
 			   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
@@ -390,8 +396,8 @@ static int choose_source(struct pull *p, size_t i)
 			return 0;
 		}
 		if (rc != -ENOENT)
-			strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming",
-				   name, pl->fl->digest, strata_errmsg(rc));
+			strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming", name,
+				   pl->fl->digest, strata_errmsg(rc));
 		strata_err_clear();
 	}
 	if (p->stream) {
@@ -488,10 +494,12 @@ static int push_index(struct pull *p)
 		digests[i] = img->layers[i].digest;
 	rc = digests ? artifact_push(p->c->store, p->fc, p->ref, img->manifest_digest,
 				     img->media_type, img->manifest_len, digests, img->nlayers,
-				     p->art_digest) : -ENOMEM;
+				     p->art_digest) :
+		       -ENOMEM;
 	free(digests);
 	if (rc < 0)
-		return cli_fail(p->c, "%s: pushing the index artifact: %s", p->name, strata_errmsg(rc));
+		return cli_fail(p->c, "%s: pushing the index artifact: %s", p->name,
+				strata_errmsg(rc));
 	return 0;
 }
 
@@ -503,8 +511,8 @@ static void print_result(struct pull *p)
 
 	fetch_client_counters(p->fc, &after);
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:[], s:I, s:I, s:I, s:I, s:s?}", "ref",
-				      p->name, "manifest", img->manifest_digest, "platform",
+		json_t *o = json_pack("{s:s, s:s, s:s, s:[], s:[], s:I, s:I, s:I, s:I, s:s?}",
+				      "ref", p->name, "manifest", img->manifest_digest, "platform",
 				      img->platform ? img->platform : "", "layers", "index_sources",
 				      "new_layers", (json_int_t)p->fresh, "streaming",
 				      (json_int_t)p->streaming, "bytes_fetched",
@@ -529,10 +537,11 @@ static void print_result(struct pull *p)
 		char sbuf[48] = "";
 
 		if (p->streaming)
-			snprintf(sbuf, sizeof(sbuf), ", %zu streaming in the background", p->streaming);
-		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s%s, %s fetched)\n", p->name,
-			img->manifest_digest, img->platform ? img->platform : "?", img->nlayers, p->fresh,
-			p->art ? " from an index artifact" : "", sbuf,
+			snprintf(sbuf, sizeof(sbuf), ", %zu streaming in the background",
+				 p->streaming);
+		fprintf(c->out, "pulled %s (%s, %s, %zu layers, %zu new%s%s, %s fetched)\n",
+			p->name, img->manifest_digest, img->platform ? img->platform : "?",
+			img->nlayers, p->fresh, p->art ? " from an index artifact" : "", sbuf,
 			cli_bytes(after.bytes - p->before.bytes, b, sizeof(b)));
 		if (p->po->push)
 			fprintf(c->out, "pushed index artifact %s\n", p->art_digest);
@@ -593,11 +602,13 @@ static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
 	int nrefs = 0, failed = 0;
 
 	for (int i = 1; i < argc; i++) {
-		if (strncmp(argv[i], "--chunk-size", 12) == 0 && (!argv[i][12] || argv[i][12] == '=')) {
-			const char *v = argv[i][12] == '=' ? argv[i] + 13 : (i + 1 < argc ? argv[++i] : NULL);
+		if (strncmp(argv[i], "--chunk-size", 12) == 0 &&
+		    (!argv[i][12] || argv[i][12] == '=')) {
+			const char *v = argv[i][12] == '=' ? argv[i] + 13 :
+							     (i + 1 < argc ? argv[++i] : NULL);
 
-			if (!v || cli_parse_size(v, &chunk_size) < 0 || chunk_size < INDEX_MIN_CHUNK_SIZE ||
-			    chunk_size > INDEX_MAX_CHUNK_SIZE)
+			if (!v || cli_parse_size(v, &chunk_size) < 0 ||
+			    chunk_size < INDEX_MIN_CHUNK_SIZE || chunk_size > INDEX_MAX_CHUNK_SIZE)
 				return cli_usage(c, "--chunk-size takes a size from 4K to 16M");
 		} else if (strcmp(c->cmd, "pull") == 0 && strncmp(argv[i], "--index=", 8) == 0) {
 			const char *v = argv[i] + 8;

@@ -24,7 +24,7 @@ struct quota {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	_Atomic int stop; /* written under mu; read by store_evict between batches */
+	_Atomic int stop;	      /* written under mu; read by store_evict between batches */
 	struct store_open_files open; /* fs's open-file table */
 };
 
@@ -77,19 +77,22 @@ static void *evictor_main(void *arg)
 			break;
 		pthread_mutex_unlock(&q->mu);
 		if (store_evict_disk_bytes(q->s) > q->quota) {
-			rc = store_evict(q->s, q->fs ? &q->open : NULL, q->quota, q->low_water, &hooks,
-					 &r);
+			rc = store_evict(q->s, q->fs ? &q->open : NULL, q->quota, q->low_water,
+					 &hooks, &r);
 			if (rc < 0 && rc != -ECANCELED && !failed++) {
-				strata_log(LOG_ERR, "quota: eviction failed: %s", strata_errmsg(rc));
+				strata_log(LOG_ERR, "quota: eviction failed: %s",
+					   strata_errmsg(rc));
 			} else if (rc == 0 && r.over) {
 				char b1[32], b2[32], b3[32], b4[32];
 
 				failed = 0;
-				strata_log(LOG_NOTICE, "quota: store was %s (quota %s): evicted %llu chunks "
+				strata_log(LOG_NOTICE,
+					   "quota: store was %s (quota %s): evicted %llu chunks "
 					   "(%s) of %llu layers; now %s",
 					   cli_bytes(r.disk_before, b1, sizeof(b1)),
 					   cli_bytes(r.quota, b2, sizeof(b2)),
-					   (unsigned long long)r.chunks, cli_bytes(r.bytes, b3, sizeof(b3)),
+					   (unsigned long long)r.chunks,
+					   cli_bytes(r.bytes, b3, sizeof(b3)),
 					   (unsigned long long)r.layers,
 					   cli_bytes(r.disk_after, b4, sizeof(b4)));
 				if (r.disk_after > r.quota && !r.chunks) {

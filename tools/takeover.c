@@ -22,7 +22,7 @@
 #include "util/sock.h"
 
 #define HANDOVER_STATE_MAX (4u << 20) /* the open-file table: 12 bytes per open file */
-#define HANDOVER_ACK_MS 30000
+#define HANDOVER_ACK_MS	   30000
 
 /*
  * strata mount --takeover: the new daemon connects and sends TAKEOVER_MAGIC, u32 length, the
@@ -34,11 +34,11 @@
  */
 
 struct takeover {
-	struct fs *fs;              /* the mount this daemon serves */
+	struct fs *fs; /* the mount this daemon serves */
 	struct store *store;
-	int drain_ms;               /* how long a handover waits for requests being processed */
-	pthread_mutex_t mu;         /* one handover at a time */
-	_Atomic int handed_over;    /* the mount went to a new daemon: exit without unmounting */
+	int drain_ms;		 /* how long a handover waits for requests being processed */
+	pthread_mutex_t mu;	 /* one handover at a time */
+	_Atomic int handed_over; /* the mount went to a new daemon: exit without unmounting */
 };
 
 static int send_ho_frame(int sock, char type, const void *data, uint32_t len, int fuse_fd)
@@ -172,7 +172,8 @@ int takeover_serve(struct takeover *t, int fd)
 	}
 	if (poll(&p, 1, HANDOVER_ACK_MS) != 1 || util_sock_read_all(fd, &ack, 1) < 0 ||
 	    ack != 'k') {
-		strata_log(LOG_ERR, "takeover of %s: the new daemon did not confirm; serving on", mnt);
+		strata_log(LOG_ERR, "takeover of %s: the new daemon did not confirm; serving on",
+			   mnt);
 		goto resume;
 	}
 	atomic_store(&t->handed_over, 1);
@@ -210,7 +211,8 @@ int takeover_receive(const char *store_dir, const char *mnt, long wait_s, int *f
 	*state = NULL;
 	fd = util_sock_connect(store_dir, CLI_SOCK_NAME);
 	if (fd < 0)
-		return strata_err(ESRCH, "no daemon serves store %s: nothing to take over", store_dir);
+		return strata_err(ESRCH, "no daemon serves store %s: nothing to take over",
+				  store_dir);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (util_sock_write_all(fd, TAKEOVER_MAGIC, 8) < 0 || util_sock_write_all(fd, &l, 4) < 0 ||
 	    util_sock_write_all(fd, mnt, l) < 0)
@@ -246,15 +248,16 @@ int takeover_receive(const char *store_dir, const char *mnt, long wait_s, int *f
 		goto out;
 	}
 	if (rfd < 0) {
-		rc = strata_err(EPROTO, "the daemon of store %s sent no /dev/fuse descriptor", store_dir);
+		rc = strata_err(EPROTO, "the daemon of store %s sent no /dev/fuse descriptor",
+				store_dir);
 		goto out;
 	}
 	rc = fs_handover_check(buf, l, smnt, sizeof(smnt));
 	if (rc < 0)
 		goto out;
 	if (strcmp(smnt, mnt) != 0) {
-		rc = strata_err(EPROTO, "the daemon of store %s handed over %s, not %s", store_dir, smnt,
-				mnt);
+		rc = strata_err(EPROTO, "the daemon of store %s handed over %s, not %s", store_dir,
+				smnt, mnt);
 		goto out;
 	}
 	if (util_sock_write_all(fd, "k", 1) < 0)
@@ -267,8 +270,10 @@ int takeover_receive(const char *store_dir, const char *mnt, long wait_s, int *f
 	rc = 0;
 	goto out;
 lost:
-	rc = strata_err(EPROTO, "the daemon of store %s did not hand %s over (it exited, or its strata "
-			"has no takeover); it serves on if it is still running", store_dir, mnt);
+	rc = strata_err(EPROTO,
+			"the daemon of store %s did not hand %s over (it exited, or its strata "
+			"has no takeover); it serves on if it is still running",
+			store_dir, mnt);
 out:
 	if (rfd >= 0)
 		close(rfd);

@@ -73,7 +73,8 @@ int util_base64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len
 
 char *util_base64_encode(const void *data, size_t len)
 {
-	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	const uint8_t *in = data;
 	size_t o = 0;
 	char *out;

@@ -96,7 +96,8 @@ int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN])
 		int lo = util_hexval(s[8 + 2 * i]);
 
 		if (hi < 0 || lo < 0)
-			return strata_err(EINVAL, "invalid digest '%.80s' (want sha256:<64 hex>)", s);
+			return strata_err(EINVAL, "invalid digest '%.80s' (want sha256:<64 hex>)",
+					  s);
 		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	return 0;

@@ -69,8 +69,8 @@ int util_sock_listen(const char *dir, const char *name, const char *dir_what, co
 		goto out;
 	}
 	unlink(addr.sun_path);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(addr.sun_path, 0600) < 0 ||
-	    listen(fd, 64) < 0) {
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+	    chmod(addr.sun_path, 0600) < 0 || listen(fd, 64) < 0) {
 		rc = strata_err(errno, "%s %s/%s: %s", what, dir, name, strerror(errno));
 		close(fd);
 		goto out;

@@ -26,9 +26,9 @@ static inline uint64_t xorshift64(uint64_t *s)
 struct memsrc {
 	const uint8_t *p;
 	size_t len, pos;
-	size_t chunk;    /* > 0: a read returns at most chunk bytes (0: as many as asked) */
-	uint64_t seed;   /* != 0 (with chunk): a read returns 1..chunk bytes drawn from this */
-	size_t fail_at;  /* > 0: reads fail with -EIO ("mock read error") once pos reaches this */
+	size_t chunk;	/* > 0: a read returns at most chunk bytes (0: as many as asked) */
+	uint64_t seed;	/* != 0 (with chunk): a read returns 1..chunk bytes drawn from this */
+	size_t fail_at; /* > 0: reads fail with -EIO ("mock read error") once pos reaches this */
 };
 
 static inline ssize_t memsrc_read(void *ctx, void *buf, size_t len)

@@ -11,8 +11,8 @@ enum tarw_fmt { TARW_USTAR, TARW_GNU, TARW_V7 };
 
 /* One header's fields; zero ones take the defaults (mode 0100644, ustar, uid/gid/mtime 0). */
 struct tarw_hdr {
-	const char *name;     /* up to 100 bytes (no NUL at 100) */
-	const char *prefix;   /* ustar only, up to 155 bytes */
+	const char *name;   /* up to 100 bytes (no NUL at 100) */
+	const char *prefix; /* ustar only, up to 155 bytes */
 	const char *link;
 	char type;
 	uint32_t mode;
@@ -59,7 +59,10 @@ static inline void tarw_make_header(uint8_t *b, const struct tarw_hdr *h)
 	if (h->link)
 		strncpy((char *)b + 157, h->link, 100);
 	if (h->fmt == TARW_USTAR) {
-		memcpy(b + 257, "ustar\0" "00", 8);
+		memcpy(b + 257,
+		       "ustar\0"
+		       "00",
+		       8);
 		strcpy((char *)b + 265, "root");
 		strcpy((char *)b + 297, "root");
 		tarw_octal(b + 329, 8, h->major);
@@ -142,8 +145,9 @@ static inline void tarw_put_pax(struct bytebuf *a, char type, const struct tarw_
 /* A GNU long name ('L') or long link ('K') member for the next header. */
 static inline void tarw_put_gnu_long(struct bytebuf *a, char type, const char *name)
 {
-	struct tarw_hdr h = { .name = "././@LongLink", .type = type, .size = strlen(name) + 1,
-			      .fmt = TARW_GNU };
+	struct tarw_hdr h = {
+		.name = "././@LongLink", .type = type, .size = strlen(name) + 1, .fmt = TARW_GNU
+	};
 
 	tarw_put_file(a, &h, name); /* with its NUL */
 }
@@ -154,7 +158,11 @@ static inline void tarw_put_gnu_long(struct bytebuf *a, char type, const char *n
 static inline void tarw_header(struct bytebuf *a, const char *name, char type, unsigned mode,
 			       uint64_t size, const char *link, unsigned long mtime)
 {
-	struct tarw_hdr h = { .name = name, .type = type, .mode = mode, .size = size, .link = link,
+	struct tarw_hdr h = { .name = name,
+			      .type = type,
+			      .mode = mode,
+			      .size = size,
+			      .link = link,
 			      .mtime = (int64_t)mtime };
 
 	tarw_put_header(a, &h);
@@ -172,8 +180,9 @@ static inline void tarw_pax(struct bytebuf *a, const char *key, const void *val,
 /* A regular file, mode 0644, with its data and padding. */
 static inline void tarw_file(struct bytebuf *a, const char *name, const void *data, size_t size)
 {
-	struct tarw_hdr h = { .name = name, .type = '0', .mode = 0644, .size = size,
-			      .mtime = 1700000000 };
+	struct tarw_hdr h = {
+		.name = name, .type = '0', .mode = 0644, .size = size, .mtime = 1700000000
+	};
 
 	tarw_put_file(a, &h, data);
 }

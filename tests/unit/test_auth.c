@@ -70,10 +70,12 @@ static void test_challenge_docker_hub(void **state)
 	struct fetch_challenge c;
 
 	(void)state;
-	assert_int_equal(fetch_challenge_parse("Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
-					       "scope=\"repository:library/alpine:pull\"",
-					       &c),
-			 0);
+	assert_int_equal(
+		fetch_challenge_parse(
+			"Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
+			"scope=\"repository:library/alpine:pull\"",
+			&c),
+		0);
 	assert_string_equal(c.scheme, "bearer");
 	assert_string_equal(c.realm, "https://auth.docker.io/token");
 	assert_string_equal(c.service, "registry.docker.io");
@@ -84,7 +86,9 @@ static void test_challenge_docker_hub(void **state)
 	fetch_challenge_clear(NULL);
 
 	/* case-insensitive scheme and names, OWS around '=', a token value, no scope */
-	assert_int_equal(fetch_challenge_parse("  BEARER   Realm = \"http://127.0.0.1:5001/auth\" , SERVICE=reg ", &c),
+	assert_int_equal(fetch_challenge_parse(
+				 "  BEARER   Realm = \"http://127.0.0.1:5001/auth\" , SERVICE=reg ",
+				 &c),
 			 0);
 	assert_string_equal(c.scheme, "bearer");
 	assert_string_equal(c.realm, "http://127.0.0.1:5001/auth");
@@ -93,9 +97,10 @@ static void test_challenge_docker_hub(void **state)
 	fetch_challenge_clear(&c);
 
 	/* ghcr.io's shape: push and pull in one scope, extra parameters ignored */
-	assert_int_equal(fetch_challenge_parse("Bearer realm=\"https://ghcr.io/token\",service=\"ghcr.io\","
-					       "scope=\"repository:a/b:pull,push\",error=\"insufficient_scope\"",
-					       &c),
+	assert_int_equal(fetch_challenge_parse(
+				 "Bearer realm=\"https://ghcr.io/token\",service=\"ghcr.io\","
+				 "scope=\"repository:a/b:pull,push\",error=\"insufficient_scope\"",
+				 &c),
 			 0);
 	assert_string_equal(c.scope, "repository:a/b:pull,push");
 	fetch_challenge_clear(&c);
@@ -106,16 +111,19 @@ static void test_challenge_escapes(void **state)
 	struct fetch_challenge c;
 
 	(void)state;
-	assert_int_equal(fetch_challenge_parse("Bearer realm=\"https://h/t\",service=\"a \\\"quoted\\\" \\\\ \\x\","
-					       "scope=\"\"",
-					       &c),
+	assert_int_equal(fetch_challenge_parse(
+				 "Bearer realm=\"https://h/t\",service=\"a \\\"quoted\\\" \\\\ \\x\","
+				 "scope=\"\"",
+				 &c),
 			 0);
 	assert_string_equal(c.service, "a \"quoted\" \\ x");
 	assert_string_equal(c.scope, "");
 	fetch_challenge_clear(&c);
 
 	/* a comma inside a quoted string does not split */
-	assert_int_equal(fetch_challenge_parse("Bearer scope=\"x, Basic realm=y\",realm=\"https://h/t\"", &c), 0);
+	assert_int_equal(fetch_challenge_parse(
+				 "Bearer scope=\"x, Basic realm=y\",realm=\"https://h/t\"", &c),
+			 0);
 	assert_string_equal(c.scope, "x, Basic realm=y");
 	assert_string_equal(c.realm, "https://h/t");
 	fetch_challenge_clear(&c);
@@ -127,9 +135,10 @@ static void test_challenge_multiple(void **state)
 
 	(void)state;
 	/* an unknown scheme with params, one with a token68, then Bearer */
-	assert_int_equal(fetch_challenge_parse("Newauth realm=\"apps\", type=1, title=\"Login to \\\"apps\\\"\", "
-					       "Negotiate abc+/==, Bearer realm=\"https://a/t\",service=s",
-					       &c),
+	assert_int_equal(fetch_challenge_parse(
+				 "Newauth realm=\"apps\", type=1, title=\"Login to \\\"apps\\\"\", "
+				 "Negotiate abc+/==, Bearer realm=\"https://a/t\",service=s",
+				 &c),
 			 0);
 	assert_string_equal(c.scheme, "bearer");
 	assert_string_equal(c.realm, "https://a/t");
@@ -137,7 +146,10 @@ static void test_challenge_multiple(void **state)
 	fetch_challenge_clear(&c);
 
 	/* the first of Basic and Bearer wins; the second is still parsed for syntax */
-	assert_int_equal(fetch_challenge_parse("Basic realm=\"Registry Realm\", Bearer realm=\"https://a/t\"", &c), 0);
+	assert_int_equal(fetch_challenge_parse(
+				 "Basic realm=\"Registry Realm\", Bearer realm=\"https://a/t\"",
+				 &c),
+			 0);
 	assert_string_equal(c.scheme, "basic");
 	assert_string_equal(c.realm, "Registry Realm");
 	assert_null(c.service);
@@ -159,20 +171,20 @@ static void test_challenge_bad(void **state)
 	static const char *const bad[] = {
 		"",
 		"   ",
-		"Negotiate abc==",			  /* no Bearer or Basic */
-		"Bearer",				  /* no realm */
-		"Bearer service=x",			  /* no realm */
-		"Bearer realm=\"ftp://h/t\"",		  /* not http(s) */
-		"Bearer realm=\"https://h/t",		  /* unterminated */
-		"Bearer realm=\"https://h/t\" service=x", /* missing comma */
-		"Bearer realm=",			  /* no value */
+		"Negotiate abc==",				  /* no Bearer or Basic */
+		"Bearer",					  /* no realm */
+		"Bearer service=x",				  /* no realm */
+		"Bearer realm=\"ftp://h/t\"",			  /* not http(s) */
+		"Bearer realm=\"https://h/t",			  /* unterminated */
+		"Bearer realm=\"https://h/t\" service=x",	  /* missing comma */
+		"Bearer realm=",				  /* no value */
 		"Bearer realm=\"https://a\",realm=\"https://b\"", /* duplicate */
-		"Bearer realm=\"https://h/\x01t\"",		 /* control character */
+		"Bearer realm=\"https://h/\x01t\"",		  /* control character */
 		"=Bearer",
 		"Bearer; realm=x",
 		"\"Bearer\"",
 		"Bearer realm=\"https://h/t\",@x=y",
-		"Basic abc def",			  /* two token68s */
+		"Basic abc def", /* two token68s */
 		"Basic realm=\"r\" extra",
 		NULL,
 	};
@@ -195,7 +207,7 @@ static void test_challenge_bad(void **state)
 static void test_base64_encode(void **state)
 {
 	static const char *const vec[][2] = {
-		{ "", "" },	    { "f", "Zg==" },	 { "fo", "Zm8=" },
+		{ "", "" },	   { "f", "Zg==" },	   { "fo", "Zm8=" },
 		{ "foo", "Zm9v" }, { "foob", "Zm9vYg==" }, { "foobar", "Zm9vYmFy" },
 	};
 	uint8_t all[256], *dec = NULL;
@@ -251,7 +263,8 @@ static void lookup_ok(const char *host, const char *user, const char *secret, in
 
 static void lookup_fails(const char *host, int want)
 {
-	static const char *const secrets[] = { "pw-secret", "helpersecret", "s3cret-leak", "idtok-xyz", NULL };
+	static const char *const secrets[] = { "pw-secret", "helpersecret", "s3cret-leak",
+					       "idtok-xyz", NULL };
 	struct fetch_creds c;
 	int rc;
 
@@ -272,24 +285,25 @@ static void test_config_auths(void **state)
 	struct fetch_creds c;
 
 	(void)state;
-	assert_true(asprintf(&cfg,
-			     "{\"auths\": {"
-			     " \"127.0.0.1:5000\": {\"auth\": \"%s\"},"
-			     " \"http://reg.example:5000/v2/\": {\"auth\": \"%s\"},"
-			     " \"docker.io\": {\"auth\": \"%s\"},"
-			     " \"https://index.docker.io/v1/\": {\"auth\": \"%s\"},"
-			     " \"idt.example\": {\"auth\": \"%s\", \"identitytoken\": \"idtok-xyz\"},"
-			     " \"bare.example\": {\"identitytoken\": \"idtok-xyz\"},"
-			     " \"plain.example\": {\"username\": \"carol\", \"password\": \"pw-secret\"},"
-			     " \"empty.example\": {},"
-			     " \"badb64.example\": {\"auth\": \"!!!pw-secret\"},"
-			     " \"nocolon.example\": {\"auth\": \"%s\"}"
-			     "}}",
-			     a, a, a, h, i, nc) > 0);
+	assert_true(
+		asprintf(&cfg,
+			 "{\"auths\": {"
+			 " \"127.0.0.1:5000\": {\"auth\": \"%s\"},"
+			 " \"http://reg.example:5000/v2/\": {\"auth\": \"%s\"},"
+			 " \"docker.io\": {\"auth\": \"%s\"},"
+			 " \"https://index.docker.io/v1/\": {\"auth\": \"%s\"},"
+			 " \"idt.example\": {\"auth\": \"%s\", \"identitytoken\": \"idtok-xyz\"},"
+			 " \"bare.example\": {\"identitytoken\": \"idtok-xyz\"},"
+			 " \"plain.example\": {\"username\": \"carol\", \"password\": \"pw-secret\"},"
+			 " \"empty.example\": {},"
+			 " \"badb64.example\": {\"auth\": \"!!!pw-secret\"},"
+			 " \"nocolon.example\": {\"auth\": \"%s\"}"
+			 "}}",
+			 a, a, a, h, i, nc) > 0);
 	write_config(cfg);
 	lookup_ok("127.0.0.1:5000", "bob", "pw-secret", 0);
-	lookup_ok("reg.example:5000", "bob", "pw-secret", 0); /* key with scheme and path */
-	lookup_ok("REG.Example:5000", "bob", "pw-secret", 0); /* case-insensitive */
+	lookup_ok("reg.example:5000", "bob", "pw-secret", 0);  /* key with scheme and path */
+	lookup_ok("REG.Example:5000", "bob", "pw-secret", 0);  /* case-insensitive */
 	lookup_ok("docker.io", "hubuser", "pw-secret-hub", 0); /* the v1 URL key wins */
 	lookup_ok("idt.example", "alice", "idtok-xyz", 1);
 	lookup_ok("bare.example", NULL, "idtok-xyz", 1);
@@ -312,14 +326,18 @@ static void test_config_auths(void **state)
 	lookup_ok("index.docker.io", "bob", "pw-secret", 0);
 	free(cfg);
 	cfg = NULL;
-	assert_true(asprintf(&cfg, "{\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"%s\"}}}", a) > 0);
+	assert_true(asprintf(&cfg,
+			     "{\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"%s\"}}}",
+			     a) > 0);
 	write_config(cfg);
 	lookup_ok("docker.io", "bob", "pw-secret", 0);
 	lookup_fails("quay.io", -ENOENT);
 	free(cfg);
 
 	/* an explicit path wins over DOCKER_CONFIG */
-	write_file("other.json", "{\"auths\": {\"x.example\": {\"username\": \"u\", \"password\": \"p\"}}}", 0600);
+	write_file("other.json",
+		   "{\"auths\": {\"x.example\": {\"username\": \"u\", \"password\": \"p\"}}}",
+		   0600);
 	{
 		char path[PATH_MAX];
 
@@ -349,17 +367,19 @@ static void test_config_helpers(void **state)
 	char *cfg = NULL;
 
 	(void)state;
-	assert_true(asprintf(&cfg,
-			     "{\"credHelpers\": {\"reg.example:5000\": \"fake\", \"tok.example\": \"fake\","
-			     " \"index.docker.io\": \"fake\", \"broken.example\": \"broken\","
-			     " \"garbage.example\": \"garbage\", \"gone.example\": \"nonexistent\","
-			     " \"none.example\": \"fake\", \"evil.example\": \"../fake\"},"
-			     " \"auths\": {\"none.example\": {\"auth\": \"%s\"}}}",
-			     a) > 0);
+	assert_true(
+		asprintf(&cfg,
+			 "{\"credHelpers\": {\"reg.example:5000\": \"fake\", \"tok.example\": \"fake\","
+			 " \"index.docker.io\": \"fake\", \"broken.example\": \"broken\","
+			 " \"garbage.example\": \"garbage\", \"gone.example\": \"nonexistent\","
+			 " \"none.example\": \"fake\", \"evil.example\": \"../fake\"},"
+			 " \"auths\": {\"none.example\": {\"auth\": \"%s\"}}}",
+			 a) > 0);
 	write_config(cfg);
 	lookup_ok("reg.example:5000", "helperuser", "helpersecret", 0);
 	lookup_ok("tok.example", NULL, "idtok-xyz", 1);
-	lookup_ok("docker.io", "hubhelper", "helpersecret", 0); /* asked for https://index.docker.io/v1/ */
+	lookup_ok("docker.io", "hubhelper", "helpersecret",
+		  0); /* asked for https://index.docker.io/v1/ */
 	lookup_fails("broken.example", -EIO);
 	lookup_fails("garbage.example", -EINVAL);
 	lookup_fails("gone.example", -EIO);
@@ -370,9 +390,11 @@ static void test_config_helpers(void **state)
 
 	/* credsStore: asked first, then the file */
 	cfg = NULL;
-	assert_true(asprintf(&cfg, "{\"credsStore\": \"fake\", \"auths\": {\"file.example\": {\"auth\": \"%s\"},"
-				   " \"reg.example:5000\": {}}}",
-			     a) > 0);
+	assert_true(
+		asprintf(&cfg,
+			 "{\"credsStore\": \"fake\", \"auths\": {\"file.example\": {\"auth\": \"%s\"},"
+			 " \"reg.example:5000\": {}}}",
+			 a) > 0);
 	write_config(cfg);
 	lookup_ok("reg.example:5000", "helperuser", "helpersecret", 0);
 	lookup_ok("file.example", "filebob", "pw-secret", 0);
@@ -380,11 +402,13 @@ static void test_config_helpers(void **state)
 	free(cfg);
 
 	/* credHelpers wins over credsStore */
-	write_config("{\"credsStore\": \"broken\", \"credHelpers\": {\"reg.example:5000\": \"fake\"}}");
+	write_config(
+		"{\"credsStore\": \"broken\", \"credHelpers\": {\"reg.example:5000\": \"fake\"}}");
 	lookup_ok("reg.example:5000", "helperuser", "helpersecret", 0);
 	lookup_fails("other.example", -EIO);
 	assert_int_equal(fetch_creds_lookup(NULL, "other.example", &c), -EIO);
-	assert_non_null(strstr(strata_errmsg(-EIO), "docker-credential-broken failed (exit status 3)"));
+	assert_non_null(
+		strstr(strata_errmsg(-EIO), "docker-credential-broken failed (exit status 3)"));
 	free(a);
 }
 
@@ -554,7 +578,10 @@ static int stop_issuer(void **state)
 
 static size_t sink(char *d, size_t s, size_t n, void *u)
 {
-	struct { char buf[4096]; size_t len; } *b = u;
+	struct {
+		char buf[4096];
+		size_t len;
+	} *b = u;
 	size_t k = s * n;
 
 	if (b->len + k >= sizeof(b->buf))
@@ -568,7 +595,10 @@ static size_t sink(char *d, size_t s, size_t n, void *u)
 /* Requests the issuer has seen on path. */
 static long issuer_count(const char *path)
 {
-	struct { char buf[4096]; size_t len; } b = { "", 0 };
+	struct {
+		char buf[4096];
+		size_t len;
+	} b = { "", 0 };
 	char url[128];
 	CURL *h = curl_easy_init();
 	json_t *root;
@@ -600,10 +630,11 @@ static void challenge_for(struct fetch_challenge *ch, const char *path, const ch
 }
 
 static const struct fetch_creds alice = { .username = "alice", .secret = "s3cret-pw" };
-static const char *const token_secrets[] = { "s3cret-pw", "YWxpY2U6czNjcmV0LXB3", "idtok-secret", "tok-", NULL };
+static const char *const token_secrets[] = { "s3cret-pw", "YWxpY2U6czNjcmV0LXB3", "idtok-secret",
+					     "tok-", NULL };
 
-static void get_ok(struct fetch_tokens *t, const struct fetch_challenge *ch, const struct fetch_creds *cr,
-		   const char *want)
+static void get_ok(struct fetch_tokens *t, const struct fetch_challenge *ch,
+		   const struct fetch_creds *cr, const char *want)
 {
 	char *auth = NULL;
 	int rc = fetch_tokens_get(t, ch, cr, &auth);
@@ -614,8 +645,8 @@ static void get_ok(struct fetch_tokens *t, const struct fetch_challenge *ch, con
 	free(auth);
 }
 
-static void get_fails(struct fetch_tokens *t, const struct fetch_challenge *ch, const struct fetch_creds *cr,
-		      int want)
+static void get_fails(struct fetch_tokens *t, const struct fetch_challenge *ch,
+		      const struct fetch_creds *cr, int want)
 {
 	char *auth = (char *)"x";
 	int rc;
@@ -623,7 +654,8 @@ static void get_fails(struct fetch_tokens *t, const struct fetch_challenge *ch, 
 	strata_err_clear();
 	rc = fetch_tokens_get(t, ch, cr, &auth);
 	if (rc != want)
-		fail_msg("fetch_tokens_get %s: expected %d, got %d: %s", ch->realm, want, rc, strata_errmsg(rc));
+		fail_msg("fetch_tokens_get %s: expected %d, got %d: %s", ch->realm, want, rc,
+			 strata_errmsg(rc));
 	assert_null(auth);
 	assert_no_secret(rc, token_secrets);
 }
@@ -714,7 +746,8 @@ static void test_tokens_cache(void **state)
 
 static void test_tokens_errors(void **state)
 {
-	static const struct fetch_creds wrong = { .username = "alice", .secret = "s3cret-pw-wrong" };
+	static const struct fetch_creds wrong = { .username = "alice",
+						  .secret = "s3cret-pw-wrong" };
 	struct fetch_challenge ch = { 0 };
 	struct fetch_tokens *t = NULL;
 	char want[128];
@@ -726,7 +759,8 @@ static void test_tokens_errors(void **state)
 
 	challenge_for(&ch, "/token", "repository:foo/bar:pull");
 	get_fails(t, &ch, &wrong, -EACCES);
-	snprintf(want, sizeof(want), "token request to 127.0.0.1:%d denied (HTTP 401)", issuer.port);
+	snprintf(want, sizeof(want), "token request to 127.0.0.1:%d denied (HTTP 401)",
+		 issuer.port);
 	assert_string_equal(strata_errmsg(-EACCES), want);
 	get_fails(t, &ch, NULL, -EACCES);
 	fetch_challenge_clear(&ch);
@@ -788,7 +822,8 @@ static void *worker_main(void *arg)
 	for (int i = 0; i < 25; i++) {
 		char *auth = NULL;
 
-		if (fetch_tokens_get(w->t, w->ch, &alice, &auth) != 0 || strncmp(auth, "Bearer tok-", 11) != 0)
+		if (fetch_tokens_get(w->t, w->ch, &alice, &auth) != 0 ||
+		    strncmp(auth, "Bearer tok-", 11) != 0)
 			w->failures++;
 		free(auth);
 		if (i % 10 == 5)
@@ -833,22 +868,26 @@ static int setup_tmp(void **state)
 	snprintf(bindir, sizeof(bindir), "%s/bin", tmpdir_path);
 	if (mkdir(bindir, 0700) != 0)
 		return -1;
-	write_file("bin/docker-credential-fake",
-		   "#!/bin/sh\n"
-		   "[ \"$1\" = get ] || exit 9\n"
-		   "url=$(cat)\n"
-		   "case \"$url\" in\n"
-		   "reg.example:5000) printf '{\"ServerURL\":\"%s\",\"Username\":\"helperuser\","
-		   "\"Secret\":\"helpersecret\"}' \"$url\";;\n"
-		   "tok.example) printf '{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"idtok-xyz\"}\\n' "
-		   "\"$url\";;\n"
-		   "https://index.docker.io/v1/) echo '{\"Username\":\"hubhelper\",\"Secret\":\"helpersecret\"}';;\n"
-		   "*) echo 'credentials not found in native keychain'; exit 1;;\n"
-		   "esac\n",
+	write_file(
+		"bin/docker-credential-fake",
+		"#!/bin/sh\n"
+		"[ \"$1\" = get ] || exit 9\n"
+		"url=$(cat)\n"
+		"case \"$url\" in\n"
+		"reg.example:5000) printf '{\"ServerURL\":\"%s\",\"Username\":\"helperuser\","
+		"\"Secret\":\"helpersecret\"}' \"$url\";;\n"
+		"tok.example) printf '{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"idtok-xyz\"}\\n' "
+		"\"$url\";;\n"
+		"https://index.docker.io/v1/) echo '{\"Username\":\"hubhelper\",\"Secret\":\"helpersecret\"}';;\n"
+		"*) echo 'credentials not found in native keychain'; exit 1;;\n"
+		"esac\n",
+		0700);
+	write_file("bin/docker-credential-broken", "#!/bin/sh\necho 'oops s3cret-leak'\nexit 3\n",
 		   0700);
-	write_file("bin/docker-credential-broken", "#!/bin/sh\necho 'oops s3cret-leak'\nexit 3\n", 0700);
-	write_file("bin/docker-credential-garbage", "#!/bin/sh\necho 'not json s3cret-leak'\n", 0700);
-	write_file("bin/docker-credential-slow", "#!/bin/sh\nsleep 30 &\necho $! > \"$(dirname \"$0\")/../sleep.pid\"\nwait\n",
+	write_file("bin/docker-credential-garbage", "#!/bin/sh\necho 'not json s3cret-leak'\n",
+		   0700);
+	write_file("bin/docker-credential-slow",
+		   "#!/bin/sh\nsleep 30 &\necho $! > \"$(dirname \"$0\")/../sleep.pid\"\nwait\n",
 		   0700);
 	if (asprintf(&path, "%s:%s", bindir, old ? old : "/usr/bin:/bin") < 0)
 		return -1;

@@ -27,7 +27,9 @@ static void test_values(void **state)
 	(void)state;
 	assert_int_equal(parse("# strata\n\n  quota = \"20G\"   # the bound\r\n"
 			       "quota_low_water=75\nhosts_dir = \"/etc/a \\\"b\\\"#c\"\n"
-			       "strict_cache = true\nread_timeout = 7\n", &cfg, err), 0);
+			       "strict_cache = true\nread_timeout = 7\n",
+			       &cfg, err),
+			 0);
 	assert_true(cfg.has_quota && cfg.has_low_water && cfg.has_strict_cache &&
 		    cfg.has_read_timeout);
 	assert_int_equal(cfg.quota, 20ull << 30);
@@ -61,8 +63,10 @@ static void test_cache_keys(void **state)
 	char err[512] = "";
 
 	(void)state;
-	assert_int_equal(parse("index_cache = \"8M\"\nchunk_cache = 1048576\nblock_cache = \"1GiB\"\n",
-			       &cfg, err), 0);
+	assert_int_equal(
+		parse("index_cache = \"8M\"\nchunk_cache = 1048576\nblock_cache = \"1GiB\"\n", &cfg,
+		      err),
+		0);
 	assert_true(cfg.has_index_cache && cfg.has_chunk_cache && cfg.has_block_cache);
 	assert_int_equal(cfg.index_cache, 8ull << 20);
 	assert_int_equal(cfg.chunk_cache, 1048576);
@@ -97,7 +101,8 @@ static void test_errors(void **state)
 	expect_error("quota_low_water = \"90\"\n", "strata.toml:1: quota_low_water");
 	expect_error("strict_cache = 1\n", "strata.toml:1: strict_cache: expected true or false");
 	expect_error("read_timeout = 0\n", "strata.toml:1: read_timeout");
-	expect_error("read_timeout = 99999999999999999999\n", "strata.toml:1: read_timeout: integer out of range");
+	expect_error("read_timeout = 99999999999999999999\n",
+		     "strata.toml:1: read_timeout: integer out of range");
 	expect_error("hosts_dir = \"/x\" extra\n", "strata.toml:1: hosts_dir: unexpected text");
 	expect_error("hosts_dir = \"/x\n", "strata.toml:1: hosts_dir: unterminated string");
 	expect_error("hosts_dir = \"\\q\"\n", "strata.toml:1: hosts_dir: unsupported escape");
@@ -106,13 +111,17 @@ static void test_errors(void **state)
 	expect_error("quota\n", "strata.toml:1: expected key = value");
 	expect_error("= 3\n", "strata.toml:1: expected key = value");
 	expect_error("[store]\nquota = 1\n", "strata.toml:1: tables are not supported");
-	expect_error("# c\nread_timeout = 3\nread_timeout = 4\n", "strata.toml:3: read_timeout is set twice");
-	expect_error("hosts_dir = \"/a\"\nhosts_dir = \"/b\"\n", "strata.toml:2: hosts_dir is set twice");
-	expect_error("index_cache = 0\n", "strata.toml:1: index_cache: expected a size greater than 0");
+	expect_error("# c\nread_timeout = 3\nread_timeout = 4\n",
+		     "strata.toml:3: read_timeout is set twice");
+	expect_error("hosts_dir = \"/a\"\nhosts_dir = \"/b\"\n",
+		     "strata.toml:2: hosts_dir is set twice");
+	expect_error("index_cache = 0\n",
+		     "strata.toml:1: index_cache: expected a size greater than 0");
 	expect_error("chunk_cache = \"0M\"\n", "strata.toml:1: chunk_cache: expected a size");
 	expect_error("block_cache = \"32X\"\n", "strata.toml:1: block_cache: expected a size");
 	expect_error("block_cache = true\n", "strata.toml:1: block_cache: expected a size");
-	expect_error("index_cache = 1\nindex_cache = 2\n", "strata.toml:2: index_cache is set twice");
+	expect_error("index_cache = 1\nindex_cache = 2\n",
+		     "strata.toml:2: index_cache is set twice");
 }
 
 static void test_load(void **state)
@@ -156,10 +165,8 @@ static void test_size(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_values),
-		cmocka_unit_test(test_cache_keys),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_values), cmocka_unit_test(test_cache_keys),
+		cmocka_unit_test(test_errors), cmocka_unit_test(test_load),
 		cmocka_unit_test(test_size),
 	};
 

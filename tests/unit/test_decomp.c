@@ -75,7 +75,9 @@ static void roundtrip(enum index_compression c, const struct bytebuf *comp, cons
 			/* byte-at-a-time both ways is slow on big inputs and adds nothing */
 			if (chunks[i] == 1 && steps[j] == 1 && comp->len > 100000)
 				continue;
-			assert_int_equal(index_decomp_new(c, memsrc_open(&m, comp->p, comp->len, chunks[i]),
+			assert_int_equal(index_decomp_new(c,
+							  memsrc_open(&m, comp->p, comp->len,
+								      chunks[i]),
 							  &d),
 					 0);
 			out = reader_drain(index_decomp_reader(d), steps[j], 0, &rc);
@@ -90,7 +92,8 @@ static void roundtrip(enum index_compression c, const struct bytebuf *comp, cons
 			{
 				uint8_t b[4];
 
-				assert_int_equal(index_decomp_read(d, b, sizeof(b)), 0); /* stays at end */
+				assert_int_equal(index_decomp_read(d, b, sizeof(b)),
+						 0); /* stays at end */
 			}
 			free(out.p);
 			index_decomp_free(d);
@@ -127,7 +130,7 @@ static void expect_msg(int err, const char *part)
 }
 
 #define RANDOM_LEN (300 * 1024)
-#define TEXT_LEN (1536 * 1024)
+#define TEXT_LEN   (1536 * 1024)
 
 /* ---- tests ---- */
 
@@ -189,7 +192,8 @@ static void test_gzip_roundtrip(void **state)
 
 static void test_gzip_members_and_padding(void **state)
 {
-	struct bytebuf a = gzip_of("hello ", 6, 6), b = gzip_of("", 0, 1), c = gzip_of("world", 5, 9);
+	struct bytebuf a = gzip_of("hello ", 6, 6), b = gzip_of("", 0, 1),
+		       c = gzip_of("world", 5, 9);
 	struct bytebuf all = { 0 }, out;
 	uint8_t zeros[1000] = { 0 };
 
@@ -233,7 +237,8 @@ static void test_gzip_consumed_at_member_boundary(void **state)
 	(void)state;
 	bytebuf_put(&all, a.p, a.len);
 	bytebuf_put(&all, b.p, b.len);
-	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, memsrc_open(&m, all.p, all.len, 0), &d), 0);
+	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, memsrc_open(&m, all.p, all.len, 0), &d),
+			 0);
 	n = index_decomp_read(d, out, sizeof(out));
 	/* a read stops at the end of a member: consumed is exactly that member's length */
 	assert_int_equal(n, 5);
@@ -291,7 +296,9 @@ static void test_zstd_frames_and_skippable(void **state)
 	struct bytebuf a = zstd_of("frame one, ", 11, 3, 1), b = zstd_of("frame two", 9, 3, 0);
 	struct bytebuf all = { 0 }, out;
 	/* skippable frame: magic 0x184D2A5? little-endian, 4-byte size, payload */
-	static const uint8_t skip1[] = { 0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0, 'm', 'e', 't', 'a', '!' };
+	static const uint8_t skip1[] = {
+		0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0, 'm', 'e', 't', 'a', '!'
+	};
 	static const uint8_t skip2[] = { 0x5f, 0x2a, 0x4d, 0x18, 0, 0, 0, 0 };
 
 	(void)state;
@@ -410,7 +417,8 @@ static void test_truncated(void **state)
 
 			for (size_t k = 0; k < sizeof(zcuts) / sizeof(zcuts[0]); k++) {
 				z.len = zcuts[k];
-				assert_int_equal(decode_all(INDEX_COMP_ZSTD, &z, chunks[c], &out), -EPIPE);
+				assert_int_equal(decode_all(INDEX_COMP_ZSTD, &z, chunks[c], &out),
+						 -EPIPE);
 				expect_msg(EPIPE, "truncated zstd stream");
 				if (out.len)
 					assert_memory_equal(out.p, txt, out.len);
@@ -463,7 +471,8 @@ static void test_source_error_and_reader(void **state)
 	g = gzip_of(txt, TEXT_LEN, 6);
 
 	/* the reader adapter with index_reader_full */
-	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, memsrc_open(&m, g.p, g.len, 777), &d), 0);
+	assert_int_equal(index_decomp_new(INDEX_COMP_GZIP, memsrc_open(&m, g.p, g.len, 777), &d),
+			 0);
 	r = index_decomp_reader(d);
 	assert_int_equal(index_reader_full(r, out, TEXT_LEN), TEXT_LEN);
 	assert_memory_equal(out, txt, TEXT_LEN);
@@ -485,7 +494,9 @@ static void test_source_error_and_reader(void **state)
 			z.len = TEXT_LEN;
 			src = &z;
 		}
-		assert_int_equal(index_decomp_new(comp, memsrc_open(&m, src->p, src->len, 1000), &d), 0);
+		assert_int_equal(index_decomp_new(comp, memsrc_open(&m, src->p, src->len, 1000),
+						  &d),
+				 0);
 		m.fail_at = 5000;
 		do {
 			n = index_decomp_read(d, out, 4096);

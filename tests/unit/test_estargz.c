@@ -26,11 +26,11 @@
 /* ---------------------------------------------------------------- an in-test eStargz writer */
 
 struct esgz {
-	struct bytebuf blob;  /* compressed output */
-	struct bytebuf pend;  /* uncompressed bytes of the open gzip member */
-	uint64_t tar_off;  /* uncompressed tar offset (for padding) */
+	struct bytebuf blob; /* compressed output */
+	struct bytebuf pend; /* uncompressed bytes of the open gzip member */
+	uint64_t tar_off;    /* uncompressed tar offset (for padding) */
 	json_t *entries;
-	uint64_t member;   /* compressed offset of the open member */
+	uint64_t member; /* compressed offset of the open member */
 	uint64_t toc_off;
 };
 
@@ -231,7 +231,8 @@ static int build_blob(const struct esgz *w, struct index_layer **l)
 	size_t fs;
 	const uint8_t *tail = w->blob.p + w->blob.len - INDEX_ESTARGZ_TAIL;
 
-	assert_int_equal(index_estargz_footer(tail, INDEX_ESTARGZ_TAIL, w->blob.len, &toc_off, &fs), 0);
+	assert_int_equal(index_estargz_footer(tail, INDEX_ESTARGZ_TAIL, w->blob.len, &toc_off, &fs),
+			 0);
 	assert_int_equal(toc_off, w->toc_off);
 	assert_int_equal(fs, 51);
 	return index_estargz_build(w->blob.p + toc_off, w->blob.len - fs - toc_off, toc_off,
@@ -254,17 +255,22 @@ static void check_chunks(const struct index_layer *l, const uint8_t *blob, size_
 		assert_true(sp.cstart < sp.cend && sp.cend <= blob_len);
 		assert_true(sp.ustart <= c->offset && sp.uend >= c->offset + c->size);
 		assert_int_equal(index_layer_checkpoint(l, sp.cp)->kind, INDEX_CP_GZIP_MEMBER);
-		assert_int_equal(index_layer_extract(l, &sp, NULL, blob + sp.cstart, sp.cend - sp.cstart,
-						     c->offset, out, c->size), 0);
+		assert_int_equal(index_layer_extract(l, &sp, NULL, blob + sp.cstart,
+						     sp.cend - sp.cstart, c->offset, out, c->size),
+				 0);
 		util_sha256(out, c->size, d);
 		assert_memory_equal(d, c->digest, 32);
 		free(out);
 
 		all = malloc(sp.uend - sp.ustart);
-		assert_int_equal(index_layer_extract(l, &sp, NULL, blob + sp.cstart, sp.cend - sp.cstart,
-						     sp.ustart, all, sp.uend - sp.ustart), 0);
-		for (uint32_t k = index_layer_chunk_rank(l, sp.ustart); k < index_layer_nchunks(l); k++) {
-			const struct index_chunk *o = index_layer_chunk(l, index_layer_chunk_by_offset(l, k));
+		assert_int_equal(index_layer_extract(l, &sp, NULL, blob + sp.cstart,
+						     sp.cend - sp.cstart, sp.ustart, all,
+						     sp.uend - sp.ustart),
+				 0);
+		for (uint32_t k = index_layer_chunk_rank(l, sp.ustart); k < index_layer_nchunks(l);
+		     k++) {
+			const struct index_chunk *o =
+				index_layer_chunk(l, index_layer_chunk_by_offset(l, k));
 
 			if (o->offset + o->size > sp.uend)
 				break;
@@ -287,8 +293,10 @@ static uint8_t *read_file(const struct index_layer *l, uint32_t ino, const uint8
 		struct index_span sp;
 
 		assert_int_equal(index_layer_span(l, c->offset, c->offset + c->size, &sp), 0);
-		assert_int_equal(index_layer_extract(l, &sp, NULL, blob + sp.cstart, sp.cend - sp.cstart,
-						     c->offset, buf + at, c->size), 0);
+		assert_int_equal(index_layer_extract(l, &sp, NULL, blob + sp.cstart,
+						     sp.cend - sp.cstart, c->offset, buf + at,
+						     c->size),
+				 0);
 		at += c->size;
 	}
 	assert_int_equal(at, in->size);
@@ -367,7 +375,8 @@ static void test_footer(void **state)
 
 		fill_pattern(data, sizeof(data), 7);
 		gzip_append(&g, data, sizeof(data), 9, 0);
-		assert_int_equal(index_estargz_footer(g.p + g.len - 51, 51, g.len, &off, &fs), -ENOENT);
+		assert_int_equal(index_estargz_footer(g.p + g.len - 51, 51, g.len, &off, &fs),
+				 -ENOENT);
 		free(g.p);
 	}
 }
@@ -402,7 +411,8 @@ static void write_sample(struct esgz *w, struct sample *s)
 		json_t *x = json_object();
 
 		json_object_set_new(x, "user.k", json_string("dmFsdWU=")); /* "value" */
-		json_object_set_new(x, "security.capability", json_string("AAECAw==")); /* 00 01 02 03 */
+		json_object_set_new(x, "security.capability",
+				    json_string("AAECAw==")); /* 00 01 02 03 */
 		json_object_set_new(e, "xattrs", x);
 	}
 	/* two files in one member: the second one at innerOffset > 0 */
@@ -455,7 +465,9 @@ static void check_sample_files(const struct index_layer *l, const struct sample 
 	assert_memory_equal(got, s->b, sizeof(s->b));
 	free(got);
 	{
-		const struct index_chunk *ca = index_layer_chunk(l, index_layer_inode(l, (uint32_t)walk(l, "pack/a"))->first);
+		const struct index_chunk *ca =
+			index_layer_chunk(l,
+					  index_layer_inode(l, (uint32_t)walk(l, "pack/a"))->first);
 		const struct index_chunk *cb = index_layer_chunk(l, in->first);
 
 		assert_int_equal(cb->offset - ca->offset, 1024 + 512); /* a padded, b's header */
@@ -646,23 +658,29 @@ static void test_malformed(void **state)
 	(void)state;
 	/* a minimal valid TOC */
 	assert_int_equal(build_json("{\"version\":1,\"entries\":[{\"name\":\"a\",\"type\":\"reg\","
-				    "\"size\":5,\"offset\":100,\"chunkDigest\":" D1 "}]}"), 0);
+				    "\"size\":5,\"offset\":100,\"chunkDigest\":" D1 "}]}"),
+			 0);
 	assert_int_equal(build_json("{\"version\":1,\"entries\":[]}"), 0);
 	/* bad JSON */
 	assert_int_equal(build_json("{\"version\":1,\"entries\":[{\"name\":"), -EBADMSG);
 	assert_int_equal(build_json("[1,2]"), -EBADMSG);
 	assert_int_equal(build_json("{\"version\":1}"), -EBADMSG);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\"}]}"), -EBADMSG);
-	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"socket\"}]}"), -EBADMSG);
-	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"dir\",\"mode\":\"x\"}]}"),
+	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"socket\"}]}"),
+			 -EBADMSG);
+	assert_int_equal(build_json(
+				 "{\"entries\":[{\"name\":\"a\",\"type\":\"dir\",\"mode\":\"x\"}]}"),
 			 -EBADMSG);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"dir\","
-				    "\"modtime\":\"yesterday\"}]}"), -EBADMSG);
+				    "\"modtime\":\"yesterday\"}]}"),
+			 -EBADMSG);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"dir\","
-				    "\"xattrs\":{\"user.a\":\"!!!\"}}]}"), -EBADMSG);
+				    "\"xattrs\":{\"user.a\":\"!!!\"}}]}"),
+			 -EBADMSG);
 	/* chunk beyond the data (at or past the TOC) */
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":5,"
-				    "\"offset\":1000,\"chunkDigest\":" D1 "}]}"), -EBADMSG);
+				    "\"offset\":1000,\"chunkDigest\":" D1 "}]}"),
+			 -EBADMSG);
 	/* a chunk entry with no file before it, chunks that do not add up */
 	assert_int_equal(build_json("{\"entries\":[{\"type\":\"chunk\",\"offset\":5}]}"), -EBADMSG);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,"
@@ -671,29 +689,41 @@ static void test_malformed(void **state)
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,"
 				    "\"offset\":10,\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
 				    "{\"type\":\"chunk\",\"offset\":20,\"chunkOffset\":4000,"
-				    "\"chunkDigest\":" D1 "}]}"), -EBADMSG);
+				    "\"chunkDigest\":" D1 "}]}"),
+			 -EBADMSG);
 	/* a bad digest; a hard link to nothing; a path below a file */
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":5,"
-				    "\"offset\":100,\"chunkDigest\":\"sha256:12\"}]}"), -EBADMSG);
+				    "\"offset\":100,\"chunkDigest\":\"sha256:12\"}]}"),
+			 -EBADMSG);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"hardlink\","
-				    "\"linkName\":\"b\"}]}"), -EBADMSG);
+				    "\"linkName\":\"b\"}]}"),
+			 -EBADMSG);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"fifo\"},"
-				    "{\"name\":\"a/b\",\"type\":\"fifo\"}]}"), -EBADMSG);
+				    "{\"name\":\"a/b\",\"type\":\"fifo\"}]}"),
+			 -EBADMSG);
 	/* files split at two sizes; no chunk digest at all */
-	assert_int_equal(build_json("{\"entries\":["
-				    "{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,\"offset\":10,"
-				    "\"chunkSize\":8192,\"chunkDigest\":" D1 "},"
-				    "{\"type\":\"chunk\",\"offset\":20,\"chunkOffset\":8192,\"chunkDigest\":" D1 "},"
-				    "{\"name\":\"b\",\"type\":\"reg\",\"size\":9000,\"offset\":30,"
-				    "\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
-				    "{\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":4096,\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
-				    "{\"type\":\"chunk\",\"offset\":50,\"chunkOffset\":8192,\"chunkDigest\":" D1 "}"
-				    "]}"), -ENOTSUP);
+	assert_int_equal(
+		build_json(
+			"{\"entries\":["
+			"{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,\"offset\":10,"
+			"\"chunkSize\":8192,\"chunkDigest\":" D1 "},"
+			"{\"type\":\"chunk\",\"offset\":20,\"chunkOffset\":8192,\"chunkDigest\":" D1
+			"},"
+			"{\"name\":\"b\",\"type\":\"reg\",\"size\":9000,\"offset\":30,"
+			"\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+			"{\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":4096,\"chunkSize\":4096,\"chunkDigest\":" D1
+			"},"
+			"{\"type\":\"chunk\",\"offset\":50,\"chunkOffset\":8192,\"chunkDigest\":" D1
+			"}"
+			"]}"),
+		-ENOTSUP);
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":5,"
-				    "\"offset\":100}]}"), -ENOTSUP);
+				    "\"offset\":100}]}"),
+			 -ENOTSUP);
 	/* legacy: a whole-file digest stands in for a single chunk's */
 	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":5,"
-				    "\"offset\":100,\"digest\":" D1 "}]}"), 0);
+				    "\"offset\":100,\"digest\":" D1 "}]}"),
+			 0);
 
 	/* not gzip; a tar whose first entry is something else */
 	memset(&t, 0, sizeof(t));
@@ -704,7 +734,8 @@ static void test_malformed(void **state)
 	toc_member(&t, "other.json", "{\"entries\":[]}");
 	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000 + t.len + 51, &l), -EBADMSG);
 	/* truncated member */
-	assert_int_equal(index_estargz_build(t.p, t.len / 2, 1000, 1000 + t.len + 51, &l), -EBADMSG);
+	assert_int_equal(index_estargz_build(t.p, t.len / 2, 1000, 1000 + t.len + 51, &l),
+			 -EBADMSG);
 	/* a TOC range outside the blob */
 	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000, &l), -EINVAL);
 	assert_null(l);
@@ -720,7 +751,8 @@ static void test_semantics(void **state)
 	const char *json =
 		"{\"version\":1,\"entries\":["
 		"{\"name\":\"./\",\"type\":\"dir\",\"mode\":448,\"modtime\":\"2020-01-01T00:00:00+01:00\"},"
-		"{\"name\":\"x\",\"type\":\"reg\",\"size\":5,\"offset\":100,\"chunkDigest\":" D1 "},"
+		"{\"name\":\"x\",\"type\":\"reg\",\"size\":5,\"offset\":100,\"chunkDigest\":" D1
+		"},"
 		"{\"name\":\"x\",\"type\":\"symlink\",\"linkName\":\"../t\"},"
 		"{\"name\":\"../../y/\",\"type\":\"dir\",\"modtime\":\"2020-01-01T00:00:00.25Z\"},"
 		"{\"name\":\"/y/z\",\"type\":\"block\",\"devMajor\":8,\"devMinor\":1,\"uid\":5}"
@@ -765,20 +797,23 @@ static void test_toc_digest(void **state)
 	md[0] ^= 1;
 	util_digest_format(md, bad);
 	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, good,
-						      &l), 0);
+						      &l),
+			 0);
 	assert_true(walk(l, "d") > 0);
 	index_layer_free(l);
 	l = NULL;
-	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, bad,
-						      &l), -EBADMSG);
+	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, bad, &l),
+			 -EBADMSG);
 	assert_null(l);
 	assert_non_null(strstr(strata_errmsg(-EBADMSG), "TOC digest mismatch"));
 	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51,
-						      "sha256:xyz", &l), -EINVAL);
+						      "sha256:xyz", &l),
+			 -EINVAL);
 	assert_null(l);
 	/* NULL: not checked */
 	assert_int_equal(index_estargz_build_verified(t.p, t.len, 1000, 1000 + t.len + 51, NULL,
-						      &l), 0);
+						      &l),
+			 0);
 	index_layer_free(l);
 	free(t.p);
 }
@@ -786,12 +821,9 @@ static void test_toc_digest(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_footer),
-		cmocka_unit_test(test_build),
-		cmocka_unit_test(test_chunk_size),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_semantics),
-		cmocka_unit_test(test_toc_digest),
+		cmocka_unit_test(test_footer),	   cmocka_unit_test(test_build),
+		cmocka_unit_test(test_chunk_size), cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_semantics),  cmocka_unit_test(test_toc_digest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -54,10 +54,12 @@ static void test_docs_local_mirror(void **state)
 
 	assert_int_equal(fetch_hosts_count(h), 3);
 	check_host(m0, "https", "public-mirror.example.com", "/v2", FETCH_CAP_PULL, -1, 0);
-	check_host(m1, "https", "docker-mirror.internal", "/v2", FETCH_CAP_PULL | FETCH_CAP_RESOLVE, -1, 0);
+	check_host(m1, "https", "docker-mirror.internal", "/v2", FETCH_CAP_PULL | FETCH_CAP_RESOLVE,
+		   -1, 0);
 	assert_int_equal(m1->nca, 1);
 	assert_string_equal(m1->ca[0], "/etc/containerd/certs.d/docker.io/docker-mirror.crt");
-	check_host(fetch_hosts_get(h, 2), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1, 1);
+	check_host(fetch_hosts_get(h, 2), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1,
+		   1);
 
 	assert_true(fetch_host_has_cap(m0, FETCH_CAP_PULL));
 	assert_false(fetch_host_has_cap(m0, FETCH_CAP_RESOLVE));
@@ -115,7 +117,8 @@ static void test_docs_host_section(void **state)
 	assert_string_equal(x->headers[1].name, "x-custom-2");
 	assert_string_equal(x->headers[1].value, "value2");
 
-	check_host(fetch_hosts_get(h, 1), "https", "mirror-bak.registry", "/us/v2", FETCH_CAP_PULL, 1, 0);
+	check_host(fetch_hosts_get(h, 1), "https", "mirror-bak.registry", "/us/v2", FETCH_CAP_PULL,
+		   1, 0);
 	check_host(fetch_hosts_get(h, 2), "http", "mirror.registry", "/v2", FETCH_CAP_PULL, -1, 0);
 
 	x = fetch_hosts_get(h, 3);
@@ -145,7 +148,8 @@ static void test_docs_host_section(void **state)
 	check_host(fetch_hosts_get(h, 6), "https", "non-compliant-mirror.registry", "/v2/upstream",
 		   FETCH_CAP_PULL, -1, 0);
 	/* no server: the registry itself, port kept */
-	check_host(fetch_hosts_get(h, 7), "https", "myregistry.io:5000", "/v2", FETCH_CAP_ALL, -1, 1);
+	check_host(fetch_hosts_get(h, 7), "https", "myregistry.io:5000", "/v2", FETCH_CAP_ALL, -1,
+		   1);
 	fetch_hosts_free(h);
 }
 
@@ -165,7 +169,8 @@ static void test_docs_default_mirror(void **state)
 	/* only the mirror: make it the server */
 	h = parse_ok("server = \"https://registry.example.com\"\n", T, "ghcr.io");
 	assert_int_equal(fetch_hosts_count(h), 1);
-	check_host(fetch_hosts_get(h, 0), "https", "registry.example.com", "/v2", FETCH_CAP_ALL, -1, 1);
+	check_host(fetch_hosts_get(h, 0), "https", "registry.example.com", "/v2", FETCH_CAP_ALL, -1,
+		   1);
 	fetch_hosts_free(h);
 }
 
@@ -179,8 +184,10 @@ static void test_docs_skip_verify_example(void **state)
 					 "  skip_verify = true\n",
 					 DOCKER_TOML, "docker.io");
 
-	check_host(fetch_hosts_get(h, 0), "http", "192.168.31.250:5000", "/v2", FETCH_CAP_ALL, 1, 0);
-	check_host(fetch_hosts_get(h, 1), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1, 1);
+	check_host(fetch_hosts_get(h, 0), "http", "192.168.31.250:5000", "/v2", FETCH_CAP_ALL, 1,
+		   0);
+	check_host(fetch_hosts_get(h, 1), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1,
+		   1);
 	fetch_hosts_free(h);
 }
 
@@ -230,15 +237,15 @@ static void test_default_server(void **state)
 	(void)state;
 	/* no server: top-level TLS settings go to the default server, capabilities and override_path do not
 	 */
-	struct fetch_hosts *h =
-		parse_ok("ca = \"ca.pem\"\n"
-			 "skip_verify = true\n"
-			 "capabilities = [\"pull\"]\n"
-			 "override_path = true\n"
-			 "client = \"c.pem\"\n"
-			 "[header]\n"
-			 "  Authorization-Hint = \"x\"\n",
-			 "/etc/containerd/certs.d/registry.example.com/hosts.toml", "registry.example.com");
+	struct fetch_hosts *h = parse_ok("ca = \"ca.pem\"\n"
+					 "skip_verify = true\n"
+					 "capabilities = [\"pull\"]\n"
+					 "override_path = true\n"
+					 "client = \"c.pem\"\n"
+					 "[header]\n"
+					 "  Authorization-Hint = \"x\"\n",
+					 "/etc/containerd/certs.d/registry.example.com/hosts.toml",
+					 "registry.example.com");
 	const struct fetch_host *s = fetch_hosts_get(h, 0);
 
 	assert_int_equal(fetch_hosts_count(h), 1);
@@ -246,14 +253,16 @@ static void test_default_server(void **state)
 	assert_int_equal(s->nca, 1);
 	assert_string_equal(s->ca[0], "/etc/containerd/certs.d/registry.example.com/ca.pem");
 	assert_int_equal(s->nclient, 1);
-	assert_string_equal(s->client[0].cert, "/etc/containerd/certs.d/registry.example.com/c.pem");
+	assert_string_equal(s->client[0].cert,
+			    "/etc/containerd/certs.d/registry.example.com/c.pem");
 	assert_int_equal(s->nheaders, 1);
 	fetch_hosts_free(h);
 
 	/* with a server, top-level capabilities apply to it */
-	h = parse_ok("server = \"https://up.example\"\ncapabilities = [\"pull\", \"resolve\"]\n", T, "x.io");
-	check_host(fetch_hosts_get(h, 0), "https", "up.example", "/v2", FETCH_CAP_PULL | FETCH_CAP_RESOLVE,
-		   -1, 1);
+	h = parse_ok("server = \"https://up.example\"\ncapabilities = [\"pull\", \"resolve\"]\n", T,
+		     "x.io");
+	check_host(fetch_hosts_get(h, 0), "https", "up.example", "/v2",
+		   FETCH_CAP_PULL | FETCH_CAP_RESOLVE, -1, 1);
 	fetch_hosts_free(h);
 
 	/* empty server = absent */
@@ -263,7 +272,8 @@ static void test_default_server(void **state)
 
 	/* empty file, comments only */
 	h = parse_ok("# nothing here\n\n   \t\n", T, "docker.io");
-	check_host(fetch_hosts_get(h, 0), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1, 1);
+	check_host(fetch_hosts_get(h, 0), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1,
+		   1);
 	fetch_hosts_free(h);
 }
 
@@ -274,7 +284,8 @@ static void test_docker_io_default(void **state)
 
 	assert_int_equal(fetch_hosts_load(NULL, "docker.io", &h), 0);
 	assert_int_equal(fetch_hosts_count(h), 1);
-	check_host(fetch_hosts_get(h, 0), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1, 1);
+	check_host(fetch_hosts_get(h, 0), "https", "registry-1.docker.io", "/v2", FETCH_CAP_ALL, -1,
+		   1);
 	assert_null(fetch_hosts_source(h));
 	{
 		char *url = fetch_host_base_url(fetch_hosts_get(h, 0));
@@ -293,16 +304,16 @@ static void test_loopback_http(void **state)
 		const char *registry, *scheme;
 		int skip;
 	} cases[] = {
-		{"127.0.0.1:5000", "http", 1},
-		{"localhost", "http", 1},
-		{"localhost:5000", "http", 1},
-		{"127.1.2.3", "http", 1},
-		{"[::1]:5000", "http", 1},
-		{"[::1]", "http", 1},
-		{"::1", "http", 1},
-		{"10.0.0.1:5000", "https", -1},
-		{"localhost.example", "https", -1},
-		{"128.0.0.1", "https", -1},
+		{ "127.0.0.1:5000", "http", 1 },
+		{ "localhost", "http", 1 },
+		{ "localhost:5000", "http", 1 },
+		{ "127.1.2.3", "http", 1 },
+		{ "[::1]:5000", "http", 1 },
+		{ "[::1]", "http", 1 },
+		{ "::1", "http", 1 },
+		{ "10.0.0.1:5000", "https", -1 },
+		{ "localhost.example", "https", -1 },
+		{ "128.0.0.1", "https", -1 },
 	};
 
 	(void)state;
@@ -310,7 +321,8 @@ static void test_loopback_http(void **state)
 		struct fetch_hosts *h = NULL;
 		const struct fetch_host *s;
 
-		assert_int_equal(fetch_hosts_load("/nonexistent/certs.d", cases[i].registry, &h), 0);
+		assert_int_equal(fetch_hosts_load("/nonexistent/certs.d", cases[i].registry, &h),
+				 0);
 		s = fetch_hosts_get(h, 0);
 		if (strcmp(s->scheme, cases[i].scheme) != 0)
 			fail_msg("%s: scheme %s", cases[i].registry, s->scheme);
@@ -324,7 +336,8 @@ static void test_loopback_http(void **state)
 	{
 		struct fetch_hosts *h = parse_ok("skip_verify = false\n", T, "127.0.0.1:5000");
 
-		check_host(fetch_hosts_get(h, 0), "http", "127.0.0.1:5000", "/v2", FETCH_CAP_ALL, 0, 1);
+		check_host(fetch_hosts_get(h, 0), "http", "127.0.0.1:5000", "/v2", FETCH_CAP_ALL, 0,
+			   1);
 		fetch_hosts_free(h);
 	}
 }
@@ -336,20 +349,20 @@ static void test_urls_and_override_path(void **state)
 		int override;
 		const char *scheme, *host, *path;
 	} cases[] = {
-		{"mirror.example:5000", 0, "https", "mirror.example:5000", "/v2"},
-		{"http://mirror.example", 0, "http", "mirror.example", "/v2"},
-		{"HTTPS://Mirror.Example", 0, "https", "Mirror.Example", "/v2"},
-		{"https://m.example/", 0, "https", "m.example", "/v2"},
-		{"https://m.example/us", 0, "https", "m.example", "/us/v2"},
-		{"https://m.example/us/v2", 0, "https", "m.example", "/us/v2"},
-		{"https://m.example/us/v2/", 0, "https", "m.example", "/us/v2"},
-		{"https://m.example//a/./b/../c", 0, "https", "m.example", "/a/c/v2"},
-		{"https://m.example/v2/upstream", 0, "https", "m.example", "/v2/upstream/v2"},
-		{"https://m.example/v2/upstream", 1, "https", "m.example", "/v2/upstream"},
-		{"https://m.example/api/", 1, "https", "m.example", "/api"},
-		{"https://m.example", 1, "https", "m.example", ""},
-		{"https://[fd00::1]:5000/p", 0, "https", "[fd00::1]:5000", "/p/v2"},
-		{"http://10.0.0.1:80", 0, "http", "10.0.0.1:80", "/v2"},
+		{ "mirror.example:5000", 0, "https", "mirror.example:5000", "/v2" },
+		{ "http://mirror.example", 0, "http", "mirror.example", "/v2" },
+		{ "HTTPS://Mirror.Example", 0, "https", "Mirror.Example", "/v2" },
+		{ "https://m.example/", 0, "https", "m.example", "/v2" },
+		{ "https://m.example/us", 0, "https", "m.example", "/us/v2" },
+		{ "https://m.example/us/v2", 0, "https", "m.example", "/us/v2" },
+		{ "https://m.example/us/v2/", 0, "https", "m.example", "/us/v2" },
+		{ "https://m.example//a/./b/../c", 0, "https", "m.example", "/a/c/v2" },
+		{ "https://m.example/v2/upstream", 0, "https", "m.example", "/v2/upstream/v2" },
+		{ "https://m.example/v2/upstream", 1, "https", "m.example", "/v2/upstream" },
+		{ "https://m.example/api/", 1, "https", "m.example", "/api" },
+		{ "https://m.example", 1, "https", "m.example", "" },
+		{ "https://[fd00::1]:5000/p", 0, "https", "[fd00::1]:5000", "/p/v2" },
+		{ "http://10.0.0.1:80", 0, "http", "10.0.0.1:80", "/v2" },
 	};
 
 	(void)state;
@@ -371,8 +384,9 @@ static void test_urls_and_override_path(void **state)
 
 	/* override_path on the server */
 	{
-		struct fetch_hosts *h = parse_ok(
-			"server = \"https://up.example/registry\"\noverride_path = true\n", T, "example.com");
+		struct fetch_hosts *h =
+			parse_ok("server = \"https://up.example/registry\"\noverride_path = true\n",
+				 T, "example.com");
 		char *url = fetch_host_base_url(fetch_hosts_get(h, 0));
 
 		assert_string_equal(url, "https://up.example/registry");
@@ -478,10 +492,10 @@ static void test_header_forms(void **state)
 static void test_relative_paths(void **state)
 {
 	(void)state;
-	struct fetch_hosts *h =
-		parse_ok("ca = [\"./a.pem\", \"../shared/b.pem\", \"c//d/./e.pem\", \"../../../../x.pem\"]\n"
-			 "client = [[\"k/../c.cert\", \"./c.key\"]]\n",
-			 "/etc/containerd/certs.d/reg/hosts.toml", "reg");
+	struct fetch_hosts *h = parse_ok(
+		"ca = [\"./a.pem\", \"../shared/b.pem\", \"c//d/./e.pem\", \"../../../../x.pem\"]\n"
+		"client = [[\"k/../c.cert\", \"./c.key\"]]\n",
+		"/etc/containerd/certs.d/reg/hosts.toml", "reg");
 	const struct fetch_host *s = fetch_hosts_get(h, 0);
 
 	assert_int_equal(s->nca, 4);
@@ -519,8 +533,8 @@ static void test_capabilities(void **state)
 
 	parse_bad("[host.\"https://a\"]\ncapabilities = [\"pull\",\n  \"pul\"]\n",
 		  T ":3: unknown capability \"pul\" (expected \"pull\", \"resolve\" or \"push\")");
-	parse_bad("capabilities = \"pull\"\n",
-		  T ":1: \"capabilities\" must be an array of strings, e.g. [\"pull\", \"resolve\"]");
+	parse_bad("capabilities = \"pull\"\n", T
+		  ":1: \"capabilities\" must be an array of strings, e.g. [\"pull\", \"resolve\"]");
 }
 
 static void test_skip_verify_and_extras(void **state)
@@ -549,10 +563,12 @@ static void test_skip_verify_and_extras(void **state)
 	fetch_hosts_free(h);
 
 	parse_bad("skip_verify = \"yes\"\n", T ":1: \"skip_verify\" must be true or false");
-	parse_bad("dial_timeout = \"10\"\n",
-		  T ":1: \"dial_timeout\" must be a duration string like \"500ms\" or \"2s\" (at most 24h)");
-	parse_bad("proxy = \"ftp://p\"\n",
-		  T ":1: invalid \"proxy\" \"ftp://p\": expected http://, https://, socks5:// or socks5h://");
+	parse_bad(
+		"dial_timeout = \"10\"\n", T
+		":1: \"dial_timeout\" must be a duration string like \"500ms\" or \"2s\" (at most 24h)");
+	parse_bad(
+		"proxy = \"ftp://p\"\n", T
+		":1: invalid \"proxy\" \"ftp://p\": expected http://, https://, socks5:// or socks5h://");
 }
 
 static void test_toml_values(void **state)
@@ -560,16 +576,16 @@ static void test_toml_values(void **state)
 	(void)state;
 	/* escapes, literal strings, integers, nested arrays, CRLF, BOM, quoted keys: all parse; the unknown
 	 * keys become warnings */
-	struct fetch_hosts *h =
-		parse_ok("\xef\xbb\xbf# bom first\r\n"
-			 "x-int = -1_000\r\n"
-			 "x-zero = 0\r\n"
-			 "x-nested = [[1, 2], [\"a\", ['b']], []]\r\n"
-			 "\"quoted key\" = \"tab\\there \\\"q\\\" \\\\ \\u00e9\\U0001F600 \\b\\f\\r\\n\"\r\n"
-			 "'literal key' = 'C:\\path'\r\n"
-			 "[host.\"https://a\".header]\r\n"
-			 "  X-Unicode = \"\\u00e9t\\u00e9\"\r\n",
-			 T, "example.com");
+	struct fetch_hosts *h = parse_ok(
+		"\xef\xbb\xbf# bom first\r\n"
+		"x-int = -1_000\r\n"
+		"x-zero = 0\r\n"
+		"x-nested = [[1, 2], [\"a\", ['b']], []]\r\n"
+		"\"quoted key\" = \"tab\\there \\\"q\\\" \\\\ \\u00e9\\U0001F600 \\b\\f\\r\\n\"\r\n"
+		"'literal key' = 'C:\\path'\r\n"
+		"[host.\"https://a\".header]\r\n"
+		"  X-Unicode = \"\\u00e9t\\u00e9\"\r\n",
+		T, "example.com");
 
 	assert_string_equal(fetch_hosts_get(h, 0)->headers[0].value, "\xc3\xa9t\xc3\xa9");
 	assert_int_equal(fetch_hosts_warning_count(h), 5);

@@ -77,12 +77,13 @@ static void test_load_dirs(void **state)
 	fetch_hosts_free(h);
 
 	/* a bad hosts.toml is an error naming the file and line */
-	tmpdir_write_text(regp, "hosts.toml", "server = \"http://127.0.0.1:7000\"\n\n[host.\"x\"\n");
+	tmpdir_write_text(regp, "hosts.toml",
+			  "server = \"http://127.0.0.1:7000\"\n\n[host.\"x\"\n");
 	strata_err_clear();
 	h = NULL;
 	assert_int_equal(fetch_hosts_load(root, "127.0.0.1:5000", &h), -EINVAL);
-	snprintf(path, sizeof(path), "%s/hosts.toml:3: expected '.' or ']' in table header, got end of line",
-		 regp);
+	snprintf(path, sizeof(path),
+		 "%s/hosts.toml:3: expected '.' or ']' in table header, got end of line", regp);
 	assert_string_equal(strata_errmsg(-EINVAL), path);
 	assert_null(h);
 }

@@ -287,7 +287,8 @@ static void check_random_access(const struct index_layer *l, const uint8_t *blob
 			}
 		}
 		assert_int_equal(index_layer_extract(l, &sp, window, blob + sp.cstart,
-						     sp.cend - sp.cstart, c->offset, out, c->size), 0);
+						     sp.cend - sp.cstart, c->offset, out, c->size),
+				 0);
 		util_sha256(out, c->size, d);
 		assert_memory_equal(d, c->digest, 32);
 		free(out);
@@ -362,7 +363,8 @@ static void test_random_access(void **state)
 		assert_int_equal(index_layer_span(l, c->offset, c->offset + 16, &sp), 0);
 		if (index_layer_checkpoint(l, sp.cp)->wlen == 0)
 			assert_int_equal(index_layer_extract(l, &sp, NULL, gz.p + sp.cstart, 10,
-							     c->offset, out, sizeof(out)), -EPIPE);
+							     c->offset, out, sizeof(out)),
+					 -EPIPE);
 	}
 	index_layer_free(l);
 
@@ -389,8 +391,9 @@ static void test_random_access(void **state)
 	check_random_access(l, zs, zslen, t.p);
 	{
 		/* the chunk last in the tar is fetched from its own frame, not from the blob start */
-		const struct index_chunk *c = index_layer_chunk(
-			l, index_layer_chunk_by_offset(l, index_layer_nchunks(l) - 1));
+		const struct index_chunk *c =
+			index_layer_chunk(l, index_layer_chunk_by_offset(l, index_layer_nchunks(l) -
+										    1));
 		struct index_span sp;
 
 		assert_int_equal(index_layer_span(l, c->offset, c->offset + c->size, &sp), 0);
@@ -399,7 +402,8 @@ static void test_random_access(void **state)
 	index_layer_free(l);
 
 	/* an index built from a plain tar stream has no random access */
-	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), 4096, NULL, NULL, &l), 0);
+	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), 4096, NULL, NULL, &l),
+			 0);
 	{
 		struct index_span sp;
 
@@ -415,10 +419,8 @@ static void test_random_access(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tree_semantics),
-		cmocka_unit_test(test_encode_decode),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_replace_dir_with_file),
+		cmocka_unit_test(test_tree_semantics), cmocka_unit_test(test_encode_decode),
+		cmocka_unit_test(test_errors),	       cmocka_unit_test(test_replace_dir_with_file),
 		cmocka_unit_test(test_random_access),
 	};
 

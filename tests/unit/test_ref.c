@@ -14,7 +14,7 @@
 #include "fetch/ref.h"
 #include "util/log.h"
 
-#define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define HEX64  "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define DIGEST "sha256:" HEX64
 
 struct good_case {
@@ -27,7 +27,8 @@ struct good_case {
 };
 
 static const struct good_case good[] = {
-	{ "ubuntu", "docker.io", "library/ubuntu", "latest", NULL, "docker.io/library/ubuntu:latest" },
+	{ "ubuntu", "docker.io", "library/ubuntu", "latest", NULL,
+	  "docker.io/library/ubuntu:latest" },
 	{ "ubuntu:22.04", "docker.io", "library/ubuntu", "22.04", NULL,
 	  "docker.io/library/ubuntu:22.04" },
 	{ "library/ubuntu", "docker.io", "library/ubuntu", "latest", NULL,
@@ -75,7 +76,8 @@ static const struct bad_case bad[] = {
 	{ "a:bad$tag", "tag must match" },
 	{ "a@sha256:short", "digest must be sha256" },
 	{ "a@sha512:" HEX64, "digest must be sha256" },
-	{ "a@sha256:" "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+	{ "a@sha256:"
+	  "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
 	  "digest must be sha256" },
 	{ "a@", "digest must be sha256" },
 	{ "a//b", "empty path component" },
@@ -159,7 +161,8 @@ static void test_bad(void **state)
 			fail_msg("'%s': expected -EINVAL, got %d", t->in, rc);
 		assert_null(r);
 		msg = strata_errmsg(rc);
-		snprintf(prefix, sizeof(prefix), "invalid reference '%s': ", t->echo ? t->echo : t->in);
+		snprintf(prefix, sizeof(prefix),
+			 "invalid reference '%s': ", t->echo ? t->echo : t->in);
 		if (strncmp(msg, prefix, strlen(prefix)) != 0 || !strstr(msg, t->reason))
 			fail_msg("'%s': message '%s' lacks '%s'", t->in, msg, t->reason);
 		assert_null(strchr(msg, '\n'));
@@ -238,8 +241,8 @@ static void test_loopback(void **state)
 
 		assert_int_equal(fetch_ref_parse(cases[i].in, &r), 0);
 		if (fetch_ref_is_loopback(r) != cases[i].loopback)
-			fail_msg("'%s': loopback %d, want %d", cases[i].in, fetch_ref_is_loopback(r),
-				 cases[i].loopback);
+			fail_msg("'%s': loopback %d, want %d", cases[i].in,
+				 fetch_ref_is_loopback(r), cases[i].loopback);
 		fetch_ref_free(r);
 	}
 }
@@ -293,9 +296,9 @@ static void test_string_forms(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_good),	     cmocka_unit_test(test_bad),
+		cmocka_unit_test(test_good),	      cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_null_is_empty), cmocka_unit_test(test_length_limits),
-		cmocka_unit_test(test_loopback),     cmocka_unit_test(test_api_host),
+		cmocka_unit_test(test_loopback),      cmocka_unit_test(test_api_host),
 		cmocka_unit_test(test_string_forms),
 	};
 

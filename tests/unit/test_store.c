@@ -253,7 +253,7 @@ static void test_chunk_scan_del(void **state)
 	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
 	assert_int_equal(ss.n, 0);
-	assert_int_equal(store_chunk_put(s, d1, text, sizeof(text)), 1); /* zstd */
+	assert_int_equal(store_chunk_put(s, d1, text, sizeof(text)), 1);   /* zstd */
 	assert_int_equal(store_chunk_put(s, d2, noise, sizeof(noise)), 1); /* raw */
 	store_close(s);
 
@@ -267,7 +267,7 @@ static void test_chunk_scan_del(void **state)
 
 	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
 	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
-	assert_int_equal(ss.n, 4);              /* a bad chunk does not stop the scan */
+	assert_int_equal(ss.n, 4); /* a bad chunk does not stop the scan */
 	assert_int_equal(ss.bad, 2);
 	assert_int_equal(ss.bad_is_d3, 1);
 	assert_int_equal(ss.bad_is_d4, 1);
@@ -417,8 +417,9 @@ static void put_layer(struct store *s, const char *digest, const char *name1, ch
 	memset(data, c2, sizeof(data));
 	tarw_file(&t, name2, data, sizeof(data));
 	tarw_end(&t);
-	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), INDEX_MIN_CHUNK_SIZE, put_chunk_cb, s,
-					   &l), 0);
+	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), INDEX_MIN_CHUNK_SIZE,
+					   put_chunk_cb, s, &l),
+			 0);
 	assert_int_equal(index_layer_nchunks(l), 2);
 	assert_int_equal(index_layer_encode(l, &enc, &len), 0);
 	memset(&info, 0, sizeof(info));

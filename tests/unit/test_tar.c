@@ -18,9 +18,16 @@ static void test_regular_and_empty(void **state)
 {
 	struct bytebuf a = { 0 };
 	uint8_t data[1000];
-	struct tarw_hdr f = { .name = "hello.txt", .type = '0', .mode = 0100644, .uid = 1000, .gid = 100,
-			   .size = sizeof(data), .mtime = 1234567890 };
-	struct tarw_hdr z = { .name = "empty", .type = '\0', .mode = 0104755, .size = 0, .mtime = 1 };
+	struct tarw_hdr f = { .name = "hello.txt",
+			      .type = '0',
+			      .mode = 0100644,
+			      .uid = 1000,
+			      .gid = 100,
+			      .size = sizeof(data),
+			      .mtime = 1234567890 };
+	struct tarw_hdr z = {
+		.name = "empty", .type = '\0', .mode = 0104755, .size = 0, .mtime = 1
+	};
 
 	(void)state;
 	fill_pattern(data, sizeof(data), 1);
@@ -77,10 +84,18 @@ static void test_special_types(void **state)
 {
 	struct bytebuf a = { 0 };
 	struct tarw_hdr dir = { .name = "dir/", .type = '5', .mode = 040755, .mtime = 10 };
-	struct tarw_hdr sym = { .name = "dir/link", .type = '2', .mode = 0120777, .link = "../target/./x" };
-	struct tarw_hdr hard = { .name = "dir/hard", .type = '1', .link = "./dir//file", .size = 10 };
-	struct tarw_hdr chr = { .name = "dev/null", .type = '3', .mode = 020666, .major = 1, .minor = 3 };
-	struct tarw_hdr blk = { .name = "dev/sda", .type = '4', .mode = 060660, .major = 8, .minor = 16 };
+	struct tarw_hdr sym = {
+		.name = "dir/link", .type = '2', .mode = 0120777, .link = "../target/./x"
+	};
+	struct tarw_hdr hard = {
+		.name = "dir/hard", .type = '1', .link = "./dir//file", .size = 10
+	};
+	struct tarw_hdr chr = {
+		.name = "dev/null", .type = '3', .mode = 020666, .major = 1, .minor = 3
+	};
+	struct tarw_hdr blk = {
+		.name = "dev/sda", .type = '4', .mode = 060660, .major = 8, .minor = 16
+	};
 	struct tarw_hdr fifo = { .name = "fifo", .type = '6', .mode = 010600 };
 	struct tarw_hdr cont = { .name = "contig", .type = '7', .size = 3 };
 	struct tarw_hdr after = { .name = "after", .type = '0', .size = 2 };
@@ -256,11 +271,11 @@ static void test_pax(void **state)
 	struct bytebuf a = { 0 };
 	struct tarw_pax g = { 0 }, p1 = { 0 }, p2 = { 0 }, p3 = { 0 }, p4 = { 0 };
 	char longpath[301];
-	static const uint8_t cap[] = { 0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00,
-				       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-				       0x00, 0x00, 0x00, 0x00 };
-	struct tarw_hdr f1 = { .name = "truncated-name", .type = '0', .size = 0, .uid = 1, .gid = 2,
-			    .mtime = 99 };
+	static const uint8_t cap[] = { 0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00,
+				       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 };
+	struct tarw_hdr f1 = {
+		.name = "truncated-name", .type = '0', .size = 0, .uid = 1, .gid = 2, .mtime = 99
+	};
 	struct tarw_hdr f2 = { .name = "five", .type = '0', .mtime = 99 };
 	struct tarw_hdr f3 = { .name = "neg", .type = '0', .mtime = 99 };
 	struct tarw_hdr f4 = { .name = "sym", .type = '2', .link = "short" };
@@ -300,8 +315,14 @@ static void test_pax(void **state)
 	tarw_pax_adds(&p1, "LIBARCHIVE.xattr.user.dup", "dHdvIQ=="); /* "two!" replaces "one" */
 	tarw_pax_adds(&p1, "size", "5");
 	tarw_put_pax(&a, 'x', &p1);
-	tarw_put_file(&a, &(struct tarw_hdr){ .name = f1.name, .type = '0', .size = 0, .uid = 1, .gid = 2,
-				      .mtime = 99 }, NULL);
+	tarw_put_file(&a,
+		      &(struct tarw_hdr){ .name = f1.name,
+					  .type = '0',
+					  .size = 0,
+					  .uid = 1,
+					  .gid = 2,
+					  .mtime = 99 },
+		      NULL);
 	bytebuf_put(&a, "12345", 5); /* the pax size wins over the header's 0 */
 	tarw_pad(&a);
 

@@ -64,7 +64,8 @@ static void check_real(const char *archive, struct want *w, size_t nw, bool gz, 
 		if (e->type == INDEX_TAR_HARDLINK) {
 			/* top.txt and hard are the same inode: whichever comes second links */
 			nhard++;
-			assert_true(strcmp(e->linkname, "top.txt") == 0 || strcmp(e->linkname, "hard") == 0);
+			assert_true(strcmp(e->linkname, "top.txt") == 0 ||
+				    strcmp(e->linkname, "hard") == 0);
 			assert_true(w[i].type == INDEX_TAR_REG);
 			continue;
 		}
@@ -171,10 +172,12 @@ static void test_real_gnu_tar(void **state)
 		for (int gz = 0; gz < 2; gz++) {
 			snprintf(archive, sizeof(archive), "%s/out-%s.tar%s", dir, formats[f],
 				 gz ? ".gz" : "");
-			snprintf(cmd, sizeof(cmd), "tar --format=%s %s %s -C '%s' -cf '%s' .", formats[f],
-				 f == 0 ? "--xattrs" : "", gz ? "-z" : "", src, archive);
+			snprintf(cmd, sizeof(cmd), "tar --format=%s %s %s -C '%s' -cf '%s' .",
+				 formats[f], f == 0 ? "--xattrs" : "", gz ? "-z" : "", src,
+				 archive);
 			assert_int_equal(run(cmd), 0);
-			check_real(archive, w, sizeof(w) / sizeof(w[0]), gz, f == 0 && have_xattr, &top);
+			check_real(archive, w, sizeof(w) / sizeof(w[0]), gz, f == 0 && have_xattr,
+				   &top);
 		}
 	}
 

@@ -146,8 +146,8 @@ static size_t check_cps(const struct index_zran *z, const uint8_t *in, uint64_t 
 			for (size_t k = 0; k < nstarts; k++)
 				if (starts[k] < cp->uoff)
 					mstart = starts[k];
-			expect = cp->uoff - mstart < INDEX_ZRAN_WINDOW ? cp->uoff - mstart
-								      : INDEX_ZRAN_WINDOW;
+			expect = cp->uoff - mstart < INDEX_ZRAN_WINDOW ? cp->uoff - mstart :
+									 INDEX_ZRAN_WINDOW;
 			assert_int_equal(cp->wlen, expect);
 			assert_non_null(w);
 			assert_memory_equal(w, in + cp->uoff - cp->wlen, cp->wlen);
@@ -173,7 +173,8 @@ static int extract_at(const struct index_zran *z, size_t i, const struct bytebuf
  * request); both must return exactly the input.
  */
 static void check_extract(const struct index_zran *z, const struct bytebuf *gz, const uint8_t *in,
-			  size_t in_len, size_t pairs, uint64_t max_skip, size_t max_len, uint64_t seed)
+			  size_t in_len, size_t pairs, uint64_t max_skip, size_t max_len,
+			  uint64_t seed)
 {
 	size_t n = index_zran_count(z);
 	uint8_t *out = malloc(max_len + 1);
@@ -302,8 +303,11 @@ static void test_incompressible(void **state)
 		struct index_zran *zr = NULL;
 
 		assert_non_null(got);
-		assert_int_equal(index_zran_new(memsrc_open_varied(&m, gz.p, gz.len, 0), 64 * KiB, &zr), 0);
-		assert_int_equal(index_reader_full(index_zran_reader(zr), got, len + 1), (ssize_t)len);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, gz.p, gz.len, 0), 64 * KiB,
+						&zr),
+				 0);
+		assert_int_equal(index_reader_full(index_zran_reader(zr), got, len + 1),
+				 (ssize_t)len);
 		assert_memory_equal(got, in, len);
 		assert_int_equal(index_zran_count(zr), blocks + 1);
 		index_zran_free(zr);
@@ -398,8 +402,9 @@ static void test_members(void **state)
 		uint64_t cu = index_zran_cp(z, cross)->uoff;
 		uint64_t from = cu > sizes[1] - 5000 ? cu : sizes[1] - 5000;
 
-		assert_int_equal(extract_at(z, cross, &gz, gz.len - comp_start(index_zran_cp(z, cross)),
-					    from - cu, out, 10000),
+		assert_int_equal(extract_at(z, cross, &gz,
+					    gz.len - comp_start(index_zran_cp(z, cross)), from - cu,
+					    out, 10000),
 				 0);
 		assert_memory_equal(out, in + from, 10000);
 		/* cut right at the next member's first byte: its header is not needed for the range */
@@ -443,7 +448,9 @@ static void test_members(void **state)
 		index_zran_free(z);
 
 		bytebuf_put(&padded, "junk", 4);
-		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0,
+						&zp),
+				 0);
 		got = drain(zp, 1 * MiB, &rc);
 		assert_int_equal(rc, -EBADMSG);
 		assert_int_equal(got.len, len);
@@ -453,7 +460,9 @@ static void test_members(void **state)
 		padded.len = gz.len;
 		bytebuf_put(&padded, "\x1f\x8b\x08garbage", 10);
 		bytebuf_put(&padded, zeros, 64);
-		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0,
+						&zp),
+				 0);
 		got = drain(zp, 1 * MiB, &rc);
 		assert_int_equal(rc, -EBADMSG);
 		free(got.p);
@@ -461,7 +470,9 @@ static void test_members(void **state)
 
 		padded.len = gz.len;
 		bytebuf_put(&padded, "garbage", 7);
-		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0, &zp), 0);
+		assert_int_equal(index_zran_new(memsrc_open_varied(&m, padded.p, padded.len, 0), 0,
+						&zp),
+				 0);
 		got = drain(zp, 1 * MiB, &rc);
 		assert_int_equal(rc, -EBADMSG);
 		free(got.p);
@@ -555,7 +566,8 @@ static void test_errors(void **state)
 	assert_int_equal(extract_at(z, 0, &gz, gz.len / 2, 0, out, len), -EPIPE);
 	assert_int_equal(extract_at(z, 0, &gz, 5, 0, out, 1), -EPIPE);
 	assert_int_equal(extract_at(z, 0, &gz, 0, 0, out, 1), -EPIPE);
-	assert_int_equal(extract_at(z, 0, &gz, gz.len - 4, 0, out, len), 0); /* trailer not needed */
+	assert_int_equal(extract_at(z, 0, &gz, gz.len - 4, 0, out, len),
+			 0); /* trailer not needed */
 	assert_memory_equal(out, in, len);
 	assert_int_equal(extract_at(z, 0, &gz, gz.len, 0, out, 0), 0);
 	{
@@ -564,17 +576,19 @@ static void test_errors(void **state)
 		uint8_t junk[64];
 
 		assert_int_equal(cp->kind, INDEX_ZRAN_BLOCK);
-		assert_int_equal(index_zran_extract(cp, index_zran_window(z, 1), gz.p + comp_start(cp),
-						    gz.len - comp_start(cp), len - cp->uoff, out, 1),
+		assert_int_equal(index_zran_extract(cp, index_zran_window(z, 1),
+						    gz.p + comp_start(cp), gz.len - comp_start(cp),
+						    len - cp->uoff, out, 1),
 				 -EPIPE);
 		c.bits = 1;
-		assert_int_equal(index_zran_extract(&c, index_zran_window(z, 1), junk, 0, 0, out, 1),
+		assert_int_equal(index_zran_extract(&c, index_zran_window(z, 1), junk, 0, 0, out,
+						    1),
 				 -EPIPE);
 		/* BFINAL 1, BTYPE 11: invalid block type */
 		c.bits = 0;
 		memset(junk, 0x07, sizeof(junk));
-		assert_int_equal(index_zran_extract(&c, index_zran_window(z, 1), junk, sizeof(junk), 0,
-						    out, 16),
+		assert_int_equal(index_zran_extract(&c, index_zran_window(z, 1), junk, sizeof(junk),
+						    0, out, 16),
 				 -EBADMSG);
 		/* a member checkpoint over bytes that are not a gzip header */
 		c = *index_zran_cp(z, 0);
