@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Writes the fuzz targets' seed corpora (tests/fuzz/corpus/<target>/) from small, valid inputs.
+
+Run from the repository root after building (the layer_decode seeds are indexes that
+build/fuzz_layer_build writes when FUZZ_DUMP_INDEX names a directory). Deterministic: the same
+inputs every run, so the committed corpus only changes when this script does."""
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zlib
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(ROOT, "corpus")
+
+
+def put(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def tar_bytes(fmt, members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for info, data in members:
+            info.mtime = 1600000000
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def member(name, kind=tarfile.REGTYPE, data=None, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.mode = kw.pop("mode", 0o644)
+    if data is not None:
+        ti.size = len(data)
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti, data
+
+
+def trees():
+    long = "d/" + "x" * 120 + "/" + "y" * 120
+    common = [
+        member("d", tarfile.DIRTYPE, mode=0o755),
+        member("d/a.txt", data=b"hello\n" * 40),
+        member("d/big", data=bytes(range(256)) * 40),
+        member("d/link", tarfile.SYMTYPE, linkname="a.txt"),
+        member("d/hard", tarfile.LNKTYPE, linkname="d/a.txt"),
+        member("d/fifo", tarfile.FIFOTYPE),
+        member("d/chr", tarfile.CHRTYPE, devmajor=1, devminor=3),
+        member("d/.wh.gone", data=b""),
+        member("e/.wh..wh..opq", data=b""),
+        member(long, data=b"long name\n"),
+    ]
+    pax = list(common)
+    xi, xd = member("d/xattr", data=b"x")
+    xi.pax_headers = {"SCHILY.xattr.user.k": "v", "SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
+    pax.append((xi, xd))
+    return {
+        "pax": tar_bytes(tarfile.PAX_FORMAT, pax),
+        "gnu": tar_bytes(tarfile.GNU_FORMAT, common),
+        "ustar": tar_bytes(tarfile.USTAR_FORMAT, [m for m in common if m[0].name != long]),
+        "empty": b"\0" * 1024,
+    }
+
+
+def estargz_toc(entries, toc_off):
+    """A TOC member (gzip of a tar holding stargz.index.json) followed by the eStargz footer."""
+    js = json.dumps({"version": 1, "entries": entries}).encode()
+    toc = gzip.compress(tar_bytes(tarfile.USTAR_FORMAT, [member("stargz.index.json", data=js)]), mtime=0)
+    extra = b"SG" + (22).to_bytes(2, "little") + b"%016xSTARGZ" % toc_off
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    footer = (b"\x1f\x8b\x08\x04" + b"\0" * 4 + b"\0\xff" + len(extra).to_bytes(2, "little") + extra +
+              c.compress(b"") + c.flush() + (0).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+    return toc + footer
+
+
+def dg(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def main():
+    shutil.rmtree(CORPUS, ignore_errors=True)
+    t = trees()
+    for name, data in t.items():
+        put("tar", name, data)
+        put("layer_build", name + ".tar", data)
+        put("layer_build", name + ".tar.gz", gzip.compress(data, 6, mtime=0))
+        if shutil.which("zstd"):
+            z = subprocess.run(["zstd", "-q", "-c", "-3"], input=data, stdout=subprocess.PIPE, check=True)
+            put("layer_build", name + ".tar.zst", z.stdout)
+    pax = t["pax"]
+    put("gzip", "one.gz", gzip.compress(pax, 9, mtime=0))
+    put("gzip", "fast.gz", gzip.compress(pax * 3, 1, mtime=0))
+    put("gzip", "members.gz", gzip.compress(pax[:3000], 6, mtime=0) + gzip.compress(pax[3000:], 6, mtime=0))
+    put("gzip", "stored.gz", gzip.compress(bytes(range(256)) * 8, 0, mtime=0))
+    # eStargz: data members before the TOC at offset 126976 (what fuzz_estargz places it at for '\x1f')
+    a, b = b"hello\n" * 40, bytes(range(256)) * 40
+    ents = [
+        {"name": "d/", "type": "dir", "mode": 493, "modtime": "2020-09-13T12:26:40Z"},
+        {"name": "d/a.txt", "type": "reg", "mode": 420, "size": len(a), "offset": 100, "chunkDigest": dg(a)},
+        {"name": "d/big", "type": "reg", "mode": 420, "size": len(b), "offset": 300, "chunkSize": 8192,
+         "chunkDigest": dg(b[:8192])},
+        {"type": "chunk", "offset": 900, "chunkOffset": 8192, "chunkSize": len(b) - 8192, "chunkDigest": dg(b[8192:])},
+        {"name": "d/link", "type": "symlink", "linkName": "a.txt"},
+        {"name": "d/hard", "type": "hardlink", "linkName": "d/a.txt"},
+        {"name": "d/.wh.gone", "type": "reg", "size": 0},
+        {"name": "d/x", "type": "reg", "size": 1, "offset": 1200, "chunkDigest": dg(b"x"),
+         "xattrs": {"user.k": "dg=="}},
+    ]
+    put("estargz", "toc", estargz_toc(ents, 126976))
+    put("estargz", "toc-legacy", estargz_toc([{"name": "f", "type": "reg", "size": 5, "offset": 10, "digest": dg(b"abcde")}], 126976))
+    # layer_decode: indexes the build target writes for the layer_build seeds
+    exe = os.environ.get("FUZZ_BUILD", "build")
+    for target in ("layer_build", "estargz"):
+        tmp = os.path.join(CORPUS, "tmp-" + target)
+        os.makedirs(tmp)
+        subprocess.run([os.path.join(exe, "fuzz_" + target), os.path.join(CORPUS, target)],
+                       env=dict(os.environ, FUZZ_DUMP_INDEX=tmp), check=True, stdout=subprocess.DEVNULL)
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                put("layer_decode", target + "-" + name, f.read())
+        shutil.rmtree(tmp)
+    texts = {
+        "hosts": [
+            'server = "https://registry.example:5000"\n\n[host."https://mirror.example"]\n'
+            '  capabilities = ["pull", "resolve"]\n  ca = ["/etc/ca.pem"]\n  skip_verify = false\n'
+            '  override_path = true\n  [host."https://mirror.example".header]\n    x-a = ["b", "c"]\n',
+            '[host."http://127.0.0.1:5001"]\ncapabilities = ["pull"]\nclient = [["/c.pem", "/k.pem"]]\n'
+            "dial_timeout = '3s'\n# comment\n",
+            'server = "https://r"\n[host]\n[host."https://m".header]\nk = "v"\n',
+        ],
+        "config": [
+            'quota = "20G"\nquota_low_water = 90\nhosts_dir = "/etc/containerd/certs.d"\nstrict_cache = false\n'
+            'read_timeout = 30\nindex_cache = "32M"\nchunk_cache = "64M"\nblock_cache = "32M"\n',
+            '# c\nquota = 1048576 # bytes\nhosts_dir = "a\\"b\\\\c\\t"\n',
+        ],
+        "challenge": [
+            'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"',
+            'Basic realm="x", Bearer realm="http://127.0.0.1:1/t", error="invalid_token"',
+            'Negotiate abc==, Basic realm="r\\"q"',
+        ],
+        "ref": [
+            "ubuntu", "docker.io/library/ubuntu:22.04", "127.0.0.1:5000/a/b-c__d.e:tag",
+            "[::1]:5000/x@sha256:" + "a" * 64, "localhost/x:y@sha256:" + "0" * 64, "Upper/Case",
+        ],
+    }
+    for target, items in texts.items():
+        for i, s in enumerate(items):
+            put(target, "seed%d" % i, s.encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
