@@ -17,7 +17,8 @@ void fuzz_query_layer(const struct index_layer *l)
 			for (uint32_t i = 0; i < in->count; i++) {
 				const struct index_dirent *d = index_layer_dirent(l, in->first + i);
 
-				index_layer_lookup(l, ino, index_layer_str(l, d->name_off), d->name_len);
+				index_layer_lookup(l, ino, index_layer_str(l, d->name_off),
+						   d->name_len);
 			}
 		} else if ((in->mode & 0170000) == 0100000) {
 			for (uint32_t i = 0; i < in->count; i++) {

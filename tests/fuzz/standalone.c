@@ -23,8 +23,8 @@ static int run_file(const char *path)
 		fprintf(stderr, "%s: %s\n", path, strerror(errno));
 		return 1;
 	}
-	if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || (unsigned long)size > INPUT_MAX ||
-	    fseek(f, 0, SEEK_SET) != 0) {
+	if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 ||
+	    (unsigned long)size > INPUT_MAX || fseek(f, 0, SEEK_SET) != 0) {
 		fprintf(stderr, "%s: cannot size it (or over %u bytes)\n", path, INPUT_MAX);
 		goto out;
 	}
