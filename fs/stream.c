@@ -243,26 +243,35 @@ static int run_progress(void *ctx, uint64_t done, uint64_t total)
 	return atomic_load(&r->st->stop) ? 1 : 0;
 }
 
-/* Streams one pending layer and stores its index. Returns 0 or negative errno (strata_err). */
-static int job_run(struct fs_streamer *st, struct job *j)
+/* Whether claim k repeats an earlier one (k > i, newest first) in what a stream of it checks. */
+static int claim_repeats(const struct store_claim *c, size_t n, size_t k)
+{
+	for (size_t i = n; i-- > k + 1;) {
+		if (strcmp(c[i].source, c[k].source) == 0 &&
+		    strcmp(c[i].media_type, c[k].media_type) == 0 && c[i].size == c[k].size &&
+		    strcmp(c[i].diff_id, c[k].diff_id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Streams the layer as claim c describes it (its source, media type, size, diff_id) and stores
+ * the verified index. Returns 0 or negative errno (strata_err). */
+static int stream_claim(struct fs_streamer *st, struct job *j, const struct store_layer *rec,
+			const struct store_claim *c)
 {
 	struct run_ctx r = { st, j };
-	struct store_layer info;
+	struct store_layer info = *rec;
 	struct fetch_ref *ref = NULL;
 	struct index_layer *idx = NULL;
 	void *enc = NULL;
 	size_t len = 0;
 	int rc;
 
-	if (store_layer_get(st->store, j->digest, NULL, NULL, NULL) == 0) {
-		store_pending_del(st->store, j->digest); /* built meanwhile (e.g. strata index) */
-		return 0;
-	}
-	rc = store_pending_get(st->store, j->digest, &info);
-	if (rc == -ENOENT)
-		return 0; /* forgotten (strata rm and gc) */
-	if (rc < 0)
-		return rc;
+	snprintf(info.source, sizeof(info.source), "%s", c->source);
+	snprintf(info.media_type, sizeof(info.media_type), "%s", c->media_type);
+	snprintf(info.diff_id, sizeof(info.diff_id), "%s", c->diff_id);
+	info.size = c->size;
 	rc = fetch_ref_parse(info.source, &ref);
 	if (rc < 0)
 		return strata_err(EINVAL, "unusable source '%s'", info.source);
@@ -271,14 +280,58 @@ static int job_run(struct fs_streamer *st, struct job *j)
 	rc = fs_layer_build(st->store, st->fetch, ref, &info, run_progress, &r, &idx);
 	if (rc == 0)
 		rc = index_layer_encode(idx, &enc, &len);
-	if (rc == 0)
+	if (rc == 0) {
+		info.prov = STORE_PROV_VERIFIED; /* blob digest and diff_id checked */
+		info.prov_digest[0] = info.signer[0] = '\0';
 		rc = store_layer_put(st->store, &info, enc,
 				     len); /* also drops the pending record */
+	}
 	if (rc == 0)
 		strata_log(LOG_INFO, "layer %s: streamed and indexed", j->digest);
 	free(enc);
 	index_layer_free(idx);
 	fetch_ref_free(ref);
+	return rc;
+}
+
+/*
+ * Streams one pending layer and stores its index. Each image that registered the layer made a
+ * claim (source, media type, size, diff_id); none is trusted: the newest claim is streamed first
+ * and checked as fs_layer_build checks, a claim that fails (a lying config, a repository that does
+ * not serve the blob) is logged and the next one tried. Returns 0 or negative errno (strata_err,
+ * the last claim's error).
+ */
+static int job_run(struct fs_streamer *st, struct job *j)
+{
+	struct store_layer rec;
+	struct store_claim *claims = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (store_layer_get(st->store, j->digest, NULL, NULL, NULL) == 0) {
+		store_pending_del(st->store, j->digest); /* built meanwhile (e.g. strata index) */
+		return 0;
+	}
+	rc = store_pending_get(st->store, j->digest, &rec);
+	if (rc == 0)
+		rc = store_pending_claims(st->store, j->digest, &claims, &n);
+	if (rc == -ENOENT)
+		return 0; /* forgotten (strata rm and gc) */
+	if (rc < 0)
+		return rc;
+	rc = strata_err(ENOENT, "layer %s: no image claims it", j->digest);
+	for (size_t k = n; k-- > 0;) {
+		if (claim_repeats(claims, n, k))
+			continue;
+		if (k + 1 < n) /* an earlier claim failed */
+			strata_log(LOG_WARNING, "layer %s: %s; trying the claim of %s", j->digest,
+				   strata_errmsg(rc), claims[k].image[0] ? claims[k].image : "?");
+		strata_err_clear();
+		rc = stream_claim(st, j, &rec, &claims[k]);
+		if (rc == 0 || atomic_load(&st->stop))
+			break;
+	}
+	free(claims);
 	return rc;
 }
 

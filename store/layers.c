@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Layer records (with their seq numbers) and pending layers, and the layers lock. */
+/* Layer records: their seq numbers, provenance and quarantine; the layers lock. */
 #include "store_i.h"
 
 #include <errno.h>
@@ -7,23 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "util/log.h"
-#include "util/thread.h"
+#include "util/sha256.h"
 
-/* Layer record: u32 LE length of the JSON header, the JSON header, then the encoded index. */
-static char *layer_json(const struct store_layer *l)
+/*
+ * Record value: u32 LE length of the JSON header, the JSON header, then the encoded index. The
+ * header's provenance keys ("prov", "prov_digest", "signer", "index_digest", "quarantine") are
+ * optional: records written before they existed read as STORE_PROV_LEGACY, and older strata
+ * versions ignore them.
+ */
+
+static const char *const prov_names[] = {
+	[STORE_PROV_LEGACY] = "legacy",
+	[STORE_PROV_ARTIFACT] = "artifact",
+	[STORE_PROV_TOC] = "toc",
+	[STORE_PROV_VERIFIED] = "verified",
+};
+
+const char *store_prov_name(enum store_prov p)
 {
-	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "digest", l->digest,
-			      "diff_id", l->diff_id, "media_type", l->media_type, "size",
-			      (json_int_t)l->size, "tar_size", (json_int_t)l->tar_size, "seq",
-			      (json_int_t)l->seq, "chunk_size", (json_int_t)l->chunk_size, "source",
-			      l->source, "windows", l->windows);
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-
-	json_decref(o);
-	return s;
+	return (unsigned)p < sizeof(prov_names) / sizeof(prov_names[0]) ? prov_names[p] : "?";
 }
 
 static void copy_str(char *dst, size_t cap, const char *src)
@@ -31,8 +34,75 @@ static void copy_str(char *dst, size_t cap, const char *src)
 	snprintf(dst, cap, "%s", src ? src : "");
 }
 
-static int parse_layer(const char *val, size_t vlen, struct store_layer *info, void **index,
-		       size_t *len)
+/* Adds key = value to o unless value is empty. */
+static void set_nonempty(json_t *o, const char *key, const char *value)
+{
+	if (value[0])
+		json_object_set_new(o, key, json_string(value));
+}
+
+char *store_layer_json(const struct store_layer *l, json_t *claims)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "digest", l->digest,
+			      "diff_id", l->diff_id, "media_type", l->media_type, "size",
+			      (json_int_t)l->size, "tar_size", (json_int_t)l->tar_size, "seq",
+			      (json_int_t)l->seq, "chunk_size", (json_int_t)l->chunk_size, "source",
+			      l->source, "windows", l->windows);
+	char *s;
+
+	if (!o)
+		return NULL;
+	if (l->prov != STORE_PROV_LEGACY)
+		json_object_set_new(o, "prov", json_string(store_prov_name(l->prov)));
+	set_nonempty(o, "prov_digest", l->prov_digest);
+	set_nonempty(o, "signer", l->signer);
+	set_nonempty(o, "index_digest", l->index_digest);
+	set_nonempty(o, "quarantine", l->quarantine);
+	if (claims)
+		json_object_set(o, "claims", claims);
+	s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+char *store_layer_value(const char *json, const void *index, size_t len, size_t *vlen)
+{
+	size_t jlen = strlen(json);
+	uint32_t u32 = (uint32_t)jlen;
+	char *val = malloc(4 + jlen + len);
+
+	if (!val)
+		return NULL;
+	memcpy(val, &u32, 4);
+	memcpy(val + 4, json, jlen);
+	if (len)
+		memcpy(val + 4 + jlen, index, len);
+	*vlen = 4 + jlen + len;
+	return val;
+}
+
+/* Fills info's provenance from the header o. Returns 0 or -EBADMSG. */
+static int parse_prov(json_t *o, struct store_layer *info)
+{
+	const char *prov = NULL, *pd = NULL, *signer = NULL, *id = NULL, *q = NULL;
+
+	if (json_unpack(o, "{s?s, s?s, s?s, s?s, s?s}", "prov", &prov, "prov_digest", &pd, "signer",
+			&signer, "index_digest", &id, "quarantine", &q) < 0)
+		return -EBADMSG;
+	info->prov = STORE_PROV_LEGACY;
+	for (size_t i = 0; prov && i < sizeof(prov_names) / sizeof(prov_names[0]); i++) {
+		if (strcmp(prov, prov_names[i]) == 0)
+			info->prov = (enum store_prov)i;
+	}
+	copy_str(info->prov_digest, sizeof(info->prov_digest), pd);
+	copy_str(info->signer, sizeof(info->signer), signer);
+	copy_str(info->index_digest, sizeof(info->index_digest), id);
+	copy_str(info->quarantine, sizeof(info->quarantine), q);
+	return 0;
+}
+
+int store_layer_parse(const char *val, size_t vlen, struct store_layer *info, void **index,
+		      size_t *len, json_t **claims)
 {
 	uint32_t jlen;
 	json_t *o;
@@ -65,14 +135,38 @@ static int parse_layer(const char *val, size_t vlen, struct store_layer *info, v
 		info->chunk_size = (uint32_t)cs;
 		copy_str(info->source, sizeof(info->source), source);
 		copy_str(info->windows, sizeof(info->windows), windows);
+		if (parse_prov(o, info) < 0) {
+			json_decref(o);
+			return strata_err(EBADMSG, "corrupt layer record");
+		}
+		if (!info->index_digest[0]) { /* a record from before index digests */
+			uint8_t d[32];
+
+			util_sha256(val + 4 + jlen, vlen - 4 - jlen, d);
+			util_digest_format(d, info->index_digest);
+		}
+	}
+	if (claims) {
+		*claims = json_incref(json_object_get(o, "claims"));
+		if (*claims && !json_is_array(*claims)) {
+			json_decref(*claims);
+			*claims = NULL;
+			json_decref(o);
+			return strata_err(EBADMSG, "corrupt pending layer record");
+		}
 	}
 	json_decref(o);
 	if (index) {
 		size_t n = vlen - 4 - jlen;
 
 		*index = malloc(n ? n : 1);
-		if (!*index)
+		if (!*index) {
+			if (claims) {
+				json_decref(*claims);
+				*claims = NULL;
+			}
 			return -ENOMEM;
+		}
 		memcpy(*index, val + 4 + jlen, n);
 		*len = n;
 	}
@@ -94,7 +188,7 @@ int store_layer_get(struct store *s, const char *digest, struct store_layer *inf
 	if (!v)
 		return strata_err(ENOENT, "layer %s is not in the store", digest);
 	val = rocksdb_pinnableslice_value(v, &vlen);
-	rc = parse_layer(val, vlen, info, index, len);
+	rc = store_layer_parse(val, vlen, info, index, len, NULL);
 	rocksdb_pinnableslice_destroy(v);
 	return rc;
 }
@@ -108,60 +202,117 @@ static void seq_key(uint32_t seq, char key[8])
 	key[7] = (char)seq;
 }
 
+void store_layers_changed(struct store *s)
+{
+	atomic_fetch_add_explicit(&s->layers_gen, 1, memory_order_release);
+}
+
+uint64_t store_layers_generation(struct store *s)
+{
+	return atomic_load_explicit(&s->layers_gen, memory_order_acquire);
+}
+
+int store_quarantine_count_stage(struct store *s, rocksdb_writebatch_t *wb, int64_t delta)
+{
+	static const char key[] = COUNTER_PREFIX QUARANTINE_COUNTER;
+	uint64_t v = 0;
+	char buf[8];
+	int rc = store_counter_get(s, QUARANTINE_COUNTER, &v);
+
+	if (rc < 0)
+		return rc;
+	if (delta < 0 && v < (uint64_t)-delta)
+		v = 0; /* never below zero, whatever a crash left */
+	else
+		v += (uint64_t)delta;
+	for (int i = 0; i < 8; i++)
+		buf[i] = (char)(v >> (8 * i));
+	rocksdb_writebatch_put_cf(wb, s->cf[CF_META], key, sizeof(key) - 1, buf, 8);
+	return 0;
+}
+
+int store_layer_stage_delete(struct store *s, rocksdb_writebatch_t *wb, const char *digest,
+			     struct store_layer *old)
+{
+	struct store_layer info;
+	char key[8], other[STORE_DIGEST_LEN];
+	int rc = store_layer_get(s, digest, &info, NULL, NULL);
+
+	if (old)
+		memset(old, 0, sizeof(*old));
+	if (rc == -ENOENT) {
+		strata_err_clear();
+		return 0;
+	}
+	if (rc < 0 && rc != -EBADMSG)
+		return rc;
+	rocksdb_writebatch_delete_cf(wb, s->cf[CF_LAYERS], digest, strlen(digest));
+	store_atime_forget(s, wb, digest);
+	if (rc == 0) {
+		/* Only drop the seq entry when it points back at this layer. */
+		if (store_layer_by_seq(s, info.seq, other) == 0 && strcmp(other, digest) == 0) {
+			seq_key(info.seq, key);
+			rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], key, sizeof(key));
+		}
+		if (info.quarantine[0]) {
+			rc = store_quarantine_count_stage(s, wb, -1);
+			if (rc < 0)
+				return rc;
+		}
+		if (old)
+			*old = info;
+	}
+	strata_err_clear();
+	return 1;
+}
+
+/* Reads the next seq to assign. With seq_mutex held. Returns 0 or negative errno. */
+static int next_seq(struct store *s, uint32_t *seq)
+{
+	char *err = NULL;
+	size_t nlen = 0;
+	char *next = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_NEXT_SEQ,
+				    strlen(KEY_NEXT_SEQ), &nlen, &err);
+
+	if (err)
+		return store_db_error(err, "read layer sequence");
+	*seq = 1;
+	if (next && nlen == 4)
+		memcpy(seq, next, 4);
+	if (next)
+		rocksdb_free(next);
+	return 0;
+}
+
 int store_layer_put(struct store *s, struct store_layer *info, const void *index, size_t len)
 {
 	struct store_layer old;
-	char *err = NULL, *json = NULL, *val = NULL, *next = NULL;
-	rocksdb_writebatch_t *wb = NULL;
-	size_t nlen = 0, jlen;
-	uint32_t seq, u32;
-	char key[8];
-	int rc;
+	char *err = NULL, *json = NULL, *val = NULL;
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	char pkey[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], key[8];
+	size_t vlen;
+	uint32_t seq = 0, u32;
+	uint8_t d[32];
+	int rc, had, n;
 
+	util_sha256(index, len, d);
+	util_digest_format(d, info->index_digest);
+	info->quarantine[0] = '\0';
 	pthread_mutex_lock(&s->seq_mutex);
 	rc = store_layer_get(s, info->digest, &old, NULL, NULL);
-	if (rc == 0) {
-		seq = old.seq;
-	} else if (rc == -ENOENT) {
-		next = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], KEY_NEXT_SEQ,
-				      strlen(KEY_NEXT_SEQ), &nlen, &err);
-		if (err) {
-			rc = store_db_error(err, "read layer sequence");
-			goto out;
-		}
-		seq = 1;
-		if (next && nlen == 4)
-			memcpy(&seq, next, 4);
-	} else {
+	had = rc == 0 && strcmp(old.index_digest, info->index_digest) == 0 && !old.quarantine[0];
+	if (rc < 0 && rc != -ENOENT && rc != -EBADMSG)
 		goto out;
-	}
 	strata_err_clear();
-	info->seq = seq;
-	json = layer_json(info);
-	if (!json) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	jlen = strlen(json);
-	val = malloc(4 + jlen + len);
-	if (!val) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	u32 = (uint32_t)jlen;
-	memcpy(val, &u32, 4);
-	memcpy(val + 4, json, jlen);
-	memcpy(val + 4 + jlen, index, len);
-	wb = rocksdb_writebatch_create();
-	rocksdb_writebatch_put_cf(wb, s->cf[CF_LAYERS], info->digest, strlen(info->digest), val,
-				  4 + jlen + len);
-	{
-		char pkey[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN];
-		int n = snprintf(pkey, sizeof(pkey), PENDING_PREFIX "%s", info->digest);
-
-		rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], pkey, (size_t)n);
-	}
-	if (rc == -ENOENT) {
+	if (had) {
+		seq = old.seq; /* the same index: its inodes stay valid */
+	} else {
+		/* New, or other index bytes: drop the old record with its seq, take the next. */
+		rc = store_layer_stage_delete(s, wb, info->digest, NULL);
+		if (rc == 0 || rc == 1)
+			rc = next_seq(s, &seq);
+		if (rc < 0)
+			goto out;
 		u32 = seq + 1;
 		seq_key(seq, key);
 		rocksdb_writebatch_put_cf(wb, s->cf[CF_META], key, sizeof(key), info->digest,
@@ -169,16 +320,28 @@ int store_layer_put(struct store *s, struct store_layer *info, const void *index
 		rocksdb_writebatch_put_cf(wb, s->cf[CF_META], KEY_NEXT_SEQ, strlen(KEY_NEXT_SEQ),
 					  (const char *)&u32, 4);
 	}
+	info->seq = seq;
+	json = store_layer_json(info, NULL);
+	val = json ? store_layer_value(json, index, len, &vlen) : NULL;
+	if (!val) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rocksdb_writebatch_put_cf(wb, s->cf[CF_LAYERS], info->digest, strlen(info->digest), val,
+				  vlen);
+	n = snprintf(pkey, sizeof(pkey), PENDING_PREFIX "%s", info->digest);
+	rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], pkey, (size_t)n);
 	rocksdb_write(s->db, s->wo_sync, wb, &err);
 	rc = err ? store_db_error(err, "layer write") : 0;
+	if (rc == 0)
+		store_layers_changed(s);
 out:
 	pthread_mutex_unlock(&s->seq_mutex);
-	if (wb)
-		rocksdb_writebatch_destroy(wb);
-	if (next)
-		rocksdb_free(next);
+	rocksdb_writebatch_destroy(wb);
 	free(json);
 	free(val);
+	if (rc == 0)
+		store_pending_notify(s); /* a pending record may have ended */
 	return rc;
 }
 
@@ -201,31 +364,125 @@ int store_layer_by_seq(struct store *s, uint32_t seq, char digest[STORE_DIGEST_L
 
 int store_layer_del(struct store *s, const char *digest)
 {
-	struct store_layer info;
-	rocksdb_writebatch_t *wb;
-	char key[8], *err = NULL;
-	int rc = store_layer_get(s, digest, &info, NULL, NULL);
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	char *err = NULL;
+	int rc;
 
-	if (rc == -ENOENT)
-		return 0;
-	if (rc < 0 && rc != -EBADMSG)
-		return rc;
-	wb = rocksdb_writebatch_create();
-	rocksdb_writebatch_delete_cf(wb, s->cf[CF_LAYERS], digest, strlen(digest));
-	store_atime_forget(s, wb, digest);
-	if (rc == 0) {
-		char other[STORE_DIGEST_LEN];
-
-		/* Only drop the seq entry when it points back at this layer. */
-		if (store_layer_by_seq(s, info.seq, other) == 0 && strcmp(other, digest) == 0) {
-			seq_key(info.seq, key);
-			rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], key, sizeof(key));
-		}
+	pthread_mutex_lock(&s->seq_mutex);
+	rc = store_layer_stage_delete(s, wb, digest, NULL);
+	if (rc == 1) {
+		rocksdb_write(s->db, s->wo_sync, wb, &err);
+		rc = err ? store_db_error(err, "layer delete") : 0;
+		if (rc == 0)
+			store_layers_changed(s);
 	}
-	strata_err_clear();
-	rocksdb_write(s->db, s->wo_sync, wb, &err);
+	pthread_mutex_unlock(&s->seq_mutex);
 	rocksdb_writebatch_destroy(wb);
-	return err ? store_db_error(err, "layer delete") : 0;
+	return rc < 0 ? rc : 0;
+}
+
+/* Rewrites the record of digest (still with seq) after change(info) edits its header; the index
+ * bytes and seq stay. With seq_mutex held. Returns 0, -ESTALE, or negative errno. */
+static int rewrite(struct store *s, const char *digest, uint32_t seq,
+		   int (*change)(struct store *s, rocksdb_writebatch_t *wb,
+				 struct store_layer *info, const void *arg),
+		   const void *arg)
+{
+	struct store_layer info;
+	rocksdb_writebatch_t *wb = NULL;
+	void *index = NULL;
+	size_t len = 0, vlen;
+	char *json = NULL, *val = NULL, *err = NULL;
+	int rc = store_layer_get(s, digest, &info, &index, &len);
+
+	if (rc == -ENOENT || (rc == 0 && info.seq != seq)) {
+		strata_err_clear();
+		rc = strata_err(ESTALE, "layer %s was replaced meanwhile", digest);
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+	wb = rocksdb_writebatch_create();
+	rc = change(s, wb, &info, arg);
+	if (rc <= 0)
+		goto out; /* 0: nothing to change */
+	json = store_layer_json(&info, NULL);
+	val = json ? store_layer_value(json, index, len, &vlen) : NULL;
+	if (!val) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rocksdb_writebatch_put_cf(wb, s->cf[CF_LAYERS], digest, strlen(digest), val, vlen);
+	rocksdb_write(s->db, s->wo_sync, wb, &err);
+	rc = err ? store_db_error(err, "layer write") : 0;
+	if (rc == 0)
+		store_layers_changed(s);
+out:
+	if (wb)
+		rocksdb_writebatch_destroy(wb);
+	free(index);
+	free(json);
+	free(val);
+	return rc;
+}
+
+struct verified_arg {
+	const char *diff_id;
+	uint64_t tar_size;
+};
+
+static int set_verified(struct store *s, rocksdb_writebatch_t *wb, struct store_layer *info,
+			const void *arg)
+{
+	const struct verified_arg *va = arg;
+
+	(void)s;
+	(void)wb;
+	if (info->quarantine[0])
+		return strata_err(EIO, "layer %s is quarantined: %s", info->digest,
+				  info->quarantine);
+	info->prov = STORE_PROV_VERIFIED;
+	copy_str(info->diff_id, sizeof(info->diff_id), va->diff_id);
+	info->tar_size = va->tar_size;
+	return 1;
+}
+
+int store_layer_set_verified(struct store *s, const char *digest, uint32_t seq, const char *diff_id,
+			     uint64_t tar_size)
+{
+	struct verified_arg va = { diff_id, tar_size };
+	int rc;
+
+	pthread_mutex_lock(&s->seq_mutex);
+	rc = rewrite(s, digest, seq, set_verified, &va);
+	pthread_mutex_unlock(&s->seq_mutex);
+	return rc < 0 ? rc : 0;
+}
+
+static int set_quarantine(struct store *s, rocksdb_writebatch_t *wb, struct store_layer *info,
+			  const void *arg)
+{
+	int rc;
+
+	if (info->quarantine[0])
+		return 0; /* already */
+	rc = store_quarantine_count_stage(s, wb, 1);
+	if (rc < 0)
+		return rc;
+	copy_str(info->quarantine, sizeof(info->quarantine), arg);
+	if (!info->quarantine[0])
+		copy_str(info->quarantine, sizeof(info->quarantine), "quarantined");
+	return 1;
+}
+
+int store_layer_quarantine(struct store *s, const char *digest, uint32_t seq, const char *why)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->seq_mutex);
+	rc = rewrite(s, digest, seq, set_quarantine, why);
+	pthread_mutex_unlock(&s->seq_mutex);
+	return rc < 0 ? rc : 0;
 }
 
 struct layer_iter {
@@ -238,9 +495,7 @@ static int layer_iter_cb(void *ctx, const char *k, size_t kl, const char *v, siz
 	struct layer_iter *li = ctx;
 	struct store_layer info;
 
-	(void)k;
-	(void)kl;
-	if (parse_layer(v, vl, &info, NULL, NULL) < 0) {
+	if (store_layer_parse(v, vl, &info, NULL, NULL, NULL) < 0) {
 		strata_log(LOG_WARNING, "store: skipping corrupt layer record %.*s", (int)kl, k);
 		return 0;
 	}
@@ -278,128 +533,6 @@ int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), voi
 	struct key_iter ki = { fn, ctx };
 
 	return store_iterate(s, CF_LAYERS, key_iter_cb, &ki);
-}
-
-/* ---------------------------------------------------------------- pending layers */
-
-void store_pending_notify(struct store *s)
-{
-	pthread_mutex_lock(&s->pending_mu);
-	s->pending_gen++;
-	pthread_cond_broadcast(&s->pending_cv);
-	pthread_mutex_unlock(&s->pending_mu);
-}
-
-static int pending_key(const char *digest, char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN])
-{
-	return snprintf(key, sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN, PENDING_PREFIX "%s",
-			digest);
-}
-
-int store_pending_put(struct store *s, const struct store_layer *info)
-{
-	char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], *err = NULL, *json, *val;
-	int klen = pending_key(info->digest, key);
-	size_t jlen;
-	uint32_t u32;
-
-	json = layer_json(info);
-	if (!json)
-		return -ENOMEM;
-	jlen = strlen(json);
-	val = malloc(4 + jlen);
-	if (!val) {
-		free(json);
-		return -ENOMEM;
-	}
-	u32 = (uint32_t)jlen;
-	memcpy(val, &u32, 4);
-	memcpy(val + 4, json, jlen);
-	rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)klen, val, 4 + jlen, &err);
-	free(json);
-	free(val);
-	if (err)
-		return store_db_error(err, "pending layer write");
-	store_pending_notify(s);
-	return 0;
-}
-
-int store_pending_get(struct store *s, const char *digest, struct store_layer *info)
-{
-	char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], *err = NULL, *val;
-	int klen = pending_key(digest, key);
-	size_t len = 0;
-	int rc;
-
-	val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_META], key, (size_t)klen, &len, &err);
-	if (err)
-		return store_db_error(err, "pending layer read");
-	if (!val)
-		return -ENOENT;
-	rc = parse_layer(val, len, info, NULL, NULL);
-	rocksdb_free(val);
-	return rc;
-}
-
-int store_pending_del(struct store *s, const char *digest)
-{
-	char key[sizeof(PENDING_PREFIX) + STORE_DIGEST_LEN], *err = NULL;
-	int klen = pending_key(digest, key);
-
-	rocksdb_delete_cf(s->db, s->wo_sync, s->cf[CF_META], key, (size_t)klen, &err);
-	if (err)
-		return store_db_error(err, "pending layer delete");
-	store_pending_notify(s);
-	return 0;
-}
-
-int store_pending_list(struct store *s, int (*fn)(void *ctx, const struct store_layer *l),
-		       void *ctx)
-{
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_META]);
-	const size_t plen = strlen(PENDING_PREFIX);
-	char *err = NULL;
-	int rc = 0;
-
-	for (rocksdb_iter_seek(it, PENDING_PREFIX, plen); rocksdb_iter_valid(it);
-	     rocksdb_iter_next(it)) {
-		struct store_layer info;
-		size_t kl, vl;
-		const char *k = rocksdb_iter_key(it, &kl);
-		const char *v = rocksdb_iter_value(it, &vl);
-
-		if (kl < plen || memcmp(k, PENDING_PREFIX, plen) != 0)
-			break;
-		if (parse_layer(v, vl, &info, NULL, NULL) < 0) {
-			strata_log(LOG_WARNING, "store: skipping corrupt pending record %.*s",
-				   (int)kl, k);
-			continue;
-		}
-		rc = fn(ctx, &info);
-		if (rc)
-			break;
-	}
-	rocksdb_iter_get_error(it, &err);
-	rocksdb_iter_destroy(it);
-	if (err)
-		return store_db_error(err, "pending layer list");
-	return rc;
-}
-
-uint64_t store_pending_wait(struct store *s, uint64_t seen, int timeout_ms)
-{
-	struct timespec until;
-	uint64_t gen;
-
-	util_deadline_in(&until, timeout_ms);
-	pthread_mutex_lock(&s->pending_mu);
-	while (s->pending_gen == seen) {
-		if (pthread_cond_timedwait(&s->pending_cv, &s->pending_mu, &until) == ETIMEDOUT)
-			break;
-	}
-	gen = s->pending_gen;
-	pthread_mutex_unlock(&s->pending_mu);
-	return gen;
 }
 
 /* ---------------------------------------------------------------- the layers lock */

@@ -79,6 +79,23 @@ int store_chunk_compact(struct store *s);
 
 /* ---- layers */
 
+/* Where a layer record's index came from, weakest first after LEGACY (DESIGN.md "Trust"). A
+ * record serves an image only when it is VERIFIED or that image's own source vouches for the same
+ * index bytes (tools/pull.c). */
+enum store_prov {
+	STORE_PROV_LEGACY = 0,	 /* written before provenance was recorded: trusted least */
+	STORE_PROV_ARTIFACT = 1, /* an index artifact: prov_digest = its manifest digest */
+	STORE_PROV_TOC = 2,	 /* an eStargz TOC the layer descriptor's annotation names:
+				    prov_digest = the TOC digest */
+	STORE_PROV_VERIFIED = 3, /* built here from the streamed blob: blob digest and diff_id
+				    checked */
+};
+
+/* "legacy", "artifact", "toc", "verified". */
+const char *store_prov_name(enum store_prov p);
+
+#define STORE_WHY_LEN 256
+
 struct store_layer {
 	char digest[STORE_DIGEST_LEN];	/* compressed blob digest: the key */
 	char diff_id[STORE_DIGEST_LEN]; /* sha256 of the uncompressed tar */
@@ -89,13 +106,25 @@ struct store_layer {
 	uint32_t chunk_size;
 	char source[512];		/* repository to fetch missing bytes from: "domain/path" */
 	char windows[STORE_DIGEST_LEN]; /* an index artifact's windows blob in source, or "" */
+	enum store_prov prov;
+	char prov_digest[STORE_DIGEST_LEN];  /* ARTIFACT: manifest digest; TOC: TOC digest; or "" */
+	char signer[STORE_DIGEST_LEN];	     /* ARTIFACT: fingerprint of the key that signed it */
+	char index_digest[STORE_DIGEST_LEN]; /* sha256 of the encoded index (set by the store) */
+	char quarantine[STORE_WHY_LEN];	     /* why the layer is quarantined, or "" */
 };
 
-/* Stores a layer record with its encoded index. Keeps the layer's seq if it exists, else assigns
- * the next one; info->seq is updated. The write is synced. Returns 0 or negative errno. */
+/*
+ * Stores a layer record with its encoded index, provenance as info says (info->quarantine is
+ * ignored: a put clears a quarantine). info->index_digest is set to sha256(index). When a record of
+ * the digest exists with the same index bytes its seq is kept; otherwise (new, or other index bytes)
+ * the next seq is assigned and the old one dropped, so inodes of an old index go stale and never
+ * point into a new tree. info->seq is updated. Deletes a pending record of the digest in the same
+ * write, which is synced. Returns 0 or negative errno.
+ */
 int store_layer_put(struct store *s, struct store_layer *info, const void *index, size_t len);
 
 /* Reads a layer. index/len may be NULL (info only); otherwise *index is malloc'd (caller frees).
+ * Records written before provenance existed read as STORE_PROV_LEGACY (index_digest computed).
  * Returns 0, -ENOENT, -EBADMSG (corrupt record) or -EIO. */
 int store_layer_get(struct store *s, const char *digest, struct store_layer *info, void **index,
 		    size_t *len);
@@ -116,6 +145,29 @@ int store_layer_keys(struct store *s, int (*fn)(void *ctx, const char *key), voi
  * deleted without one. Returns 0 (also when absent) or negative errno. */
 int store_layer_del(struct store *s, const char *digest);
 
+/*
+ * The record of digest, still with seq, has been checked against its whole blob and matched:
+ * marks it STORE_PROV_VERIFIED keeping its index bytes and seq; diff_id and tar_size (from the
+ * blob) replace the recorded ones. Synced. Returns 0, -ESTALE when the record is gone or has
+ * another seq now (replaced meanwhile), or negative errno.
+ */
+int store_layer_set_verified(struct store *s, const char *digest, uint32_t seq, const char *diff_id,
+			     uint64_t tar_size);
+
+/*
+ * The record of digest, still with seq, does not match its blob: marks it quarantined with the
+ * reason why (truncated to STORE_WHY_LEN), keeping seq and index; the counter
+ * "quarantined_layers" counts quarantined records (a delete or a put of the record takes it off).
+ * Synced. Returns 0 (also when already quarantined), -ESTALE as store_layer_set_verified, or
+ * negative errno.
+ */
+int store_layer_quarantine(struct store *s, const char *digest, uint32_t seq, const char *why);
+
+/* A number that changes whenever a layer record is put, deleted, replaced, verified or
+ * quarantined by this process (pending writes that delete a record included): a cache of decoded
+ * layers revalidates its entries when it moved. Thread-safe, lock-free. */
+uint64_t store_layers_generation(struct store *s);
+
 /* Pulls hold the layers lock for reading while they make layers and their image visible, gc for
  * writing while it decides which layers no image needs and deletes them: a layer written by a pull
  * is never deleted before its image record exists. A pthread rwlock of the handle (not taken by
@@ -124,16 +176,39 @@ void store_layers_rdlock(struct store *s);
 void store_layers_wrlock(struct store *s);
 void store_layers_unlock(struct store *s);
 
-/* ---- pending layers: registered by a pull, their index not built yet (a daemon streams them).
- * A record holds the layer's info (digest, media_type, size, diff_id if known, source,
- * chunk_size); store_layer_put of the same digest deletes it in the same write. */
+/* ---- pending layers (store/pending.c): registered by pulls, their index not built yet (a daemon
+ * streams them). A pending record holds the layer's info (digest, chunk_size, and the first
+ * claim's media_type, size, diff_id and source) and the claims of every image that registered it:
+ * what each image's manifest and config say of the blob. None is trusted: the stream verifies the
+ * blob against its digest and checks each claim. A digest has a layer record or a pending record,
+ * never both. */
 
-/* Records (replacing) a pending layer. Synced. Wakes store_pending_wait. Returns 0 or negative
- * errno. */
-int store_pending_put(struct store *s, const struct store_layer *info);
+#define STORE_PENDING_MAX_CLAIMS 32
+
+struct store_claim {
+	char image[512];  /* the image reference that registered the layer */
+	char source[512]; /* its repository, "domain/path" */
+	char media_type[128];
+	uint64_t size;
+	char diff_id[STORE_DIGEST_LEN]; /* its config's diff_id, or "" */
+};
+
+/*
+ * Registers a pending layer for image: adds the claim {image, info->source, info->media_type,
+ * info->size, info->diff_id} to the pending record of info->digest (replacing that image's earlier
+ * claim; past STORE_PENDING_MAX_CLAIMS the oldest goes), creating the record from info when there
+ * is none. A layer record of the digest is deleted in the same write (its seq too: its inodes go
+ * stale): the stream replaces it. Synced. Wakes store_pending_wait. Returns 0 or negative errno.
+ */
+int store_pending_put(struct store *s, const struct store_layer *info, const char *image);
 
 /* Reads a pending layer's info (info may be NULL). Returns 0, -ENOENT, -EBADMSG or -EIO. */
 int store_pending_get(struct store *s, const char *digest, struct store_layer *info);
+
+/* Reads a pending layer's claims, oldest first: *out is malloc'd (caller frees), *n of them
+ * (records written before claims existed give one claim from their info, image ""). Returns 0,
+ * -ENOENT, -EBADMSG or -EIO. */
+int store_pending_claims(struct store *s, const char *digest, struct store_claim **out, size_t *n);
 
 /* Deletes a pending record. Returns 0 (also when absent) or negative errno. */
 int store_pending_del(struct store *s, const char *digest);

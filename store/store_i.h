@@ -4,8 +4,11 @@
 #define STRATA_STORE_STORE_I_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include <rocksdb/c.h>
 
@@ -15,14 +18,15 @@ enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
 
 enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
 
-#define KEY_FORMAT	  "format"
-#define KEY_NEXT_SEQ	  "next_seq"
-#define SEQ_PREFIX	  "seq/"
-#define PENDING_PREFIX	  "pending/"
-#define PIN_PREFIX	  "pin/"
-#define ATIME_PREFIX	  "atime/"
-#define COUNTER_PREFIX	  "counter/"
-#define ATIME_WRITE_EVERY 60 /* seconds between writes of one layer's access time */
+#define KEY_FORMAT	   "format"
+#define KEY_NEXT_SEQ	   "next_seq"
+#define SEQ_PREFIX	   "seq/"
+#define PENDING_PREFIX	   "pending/"
+#define PIN_PREFIX	   "pin/"
+#define ATIME_PREFIX	   "atime/"
+#define COUNTER_PREFIX	   "counter/"
+#define QUARANTINE_COUNTER "quarantined_layers"
+#define ATIME_WRITE_EVERY  60 /* seconds between writes of one layer's access time */
 
 /* A layer's access time as last touched and as last written to the meta column family. */
 struct atime {
@@ -42,7 +46,8 @@ struct store {
 	rocksdb_readoptions_t *ro;
 	rocksdb_writeoptions_t *wo;	 /* WAL, unsynced: chunks (refetched if lost) */
 	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
-	pthread_mutex_t seq_mutex;	 /* serializes seq assignment in store_layer_put */
+	pthread_mutex_t seq_mutex;	 /* serializes layer and pending record changes */
+	_Atomic uint64_t layers_gen;	 /* store_layers_generation() */
 	pthread_rwlock_t layers_lock;	 /* store_layers_rdlock/wrlock: pulls vs gc */
 	pthread_mutex_t pending_mu;
 	pthread_cond_t pending_cv;
@@ -62,6 +67,36 @@ int store_db_error(char *err, const char *what);
 int store_iterate(struct store *s, int cf,
 		  int (*fn)(void *ctx, const char *k, size_t kl, const char *v, size_t vl),
 		  void *ctx);
+
+/* ---- layer records shared by layers.c and pending.c (with seq_mutex held where it says) */
+
+/* The JSON header of a layer or pending record for info; claims (borrowed, may be NULL) is added
+ * as "claims". Returns a malloc'd string or NULL. */
+char *store_layer_json(const struct store_layer *info, json_t *claims);
+
+/* Parses a record value (u32 LE header length, JSON header, encoded index). info, index and claims
+ * may be NULL; *index (malloc'd, *len bytes) is the encoded index; *claims (new reference, or NULL
+ * when the record has none) its "claims". Returns 0, -EBADMSG or -ENOMEM. */
+int store_layer_parse(const char *val, size_t vlen, struct store_layer *info, void **index,
+		      size_t *len, json_t **claims);
+
+/* Builds a record value: the header json and len bytes of index. Returns a malloc'd buffer (*vlen
+ * bytes) or NULL. */
+char *store_layer_value(const char *json, const void *index, size_t len, size_t *vlen);
+
+/* With seq_mutex held: adds to wb the deletion of digest's layer record, its seq entry (when it
+ * names digest), its access time and, for a quarantined record, one off the quarantine counter.
+ * old (may be NULL) receives the record's info. Returns 1 when there was a record, 0 when none, or
+ * negative errno (a record that does not parse is deleted, returns 1 with old zeroed). */
+int store_layer_stage_delete(struct store *s, rocksdb_writebatch_t *wb, const char *digest,
+			     struct store_layer *old);
+
+/* With seq_mutex held: adds delta (may be negative) to the quarantine counter in wb, reading its
+ * current value. Returns 0 or negative errno. */
+int store_quarantine_count_stage(struct store *s, rocksdb_writebatch_t *wb, int64_t delta);
+
+/* A layer record changed: moves store_layers_generation(). */
+void store_layers_changed(struct store *s);
 
 /* meta.c: writes every access time not written yet (at close). */
 void store_atime_flush(struct store *s);

@@ -313,18 +313,16 @@ static int blob_to_mem(struct fetch_client *fc, const struct fetch_ref *ref, con
 	return rc;
 }
 
-int artifact_layer(struct fetch_client *fc, const struct fetch_ref *ref, const struct artifact *a,
-		   const char *layer_digest, struct index_layer **idx, void **enc, size_t *len,
-		   char windows[STORE_DIGEST_LEN])
+/* Finds the index (and windows) descriptors of layer_digest in the artifact. */
+static void find_layer(const struct artifact *a, const char *layer_digest,
+		       const char **index_digest, json_int_t *index_size,
+		       char windows[STORE_DIGEST_LEN])
 {
-	const char *index_digest = NULL;
-	json_int_t index_size = 0;
 	json_t *d;
 	size_t i;
-	int rc;
 
-	*idx = NULL;
-	*enc = NULL;
+	*index_digest = NULL;
+	*index_size = 0;
 	windows[0] = '\0';
 	json_array_foreach (json_object_get(a->manifest, "layers"), i, d) {
 		const char *mt = json_string_value(json_object_get(d, "mediaType"));
@@ -336,14 +334,43 @@ int artifact_layer(struct fetch_client *fc, const struct fetch_ref *ref, const s
 		if (!mt || !dg || !for_layer || strcmp(for_layer, layer_digest) != 0)
 			continue;
 		if (strcmp(mt, ARTIFACT_INDEX_MT) == 0) {
-			index_digest = dg;
-			index_size = json_integer_value(json_object_get(d, "size"));
+			*index_digest = dg;
+			*index_size = json_integer_value(json_object_get(d, "size"));
 		} else if (strcmp(mt, ARTIFACT_WINDOWS_MT) == 0) {
 			snprintf(windows, STORE_DIGEST_LEN, "%s", dg);
 		}
 	}
+}
+
+int artifact_index_digest(const struct artifact *a, const char *layer_digest,
+			  char out[STORE_DIGEST_LEN])
+{
+	char windows[STORE_DIGEST_LEN];
+	const char *index_digest;
+	json_int_t index_size;
+
+	find_layer(a, layer_digest, &index_digest, &index_size, windows);
 	if (!index_digest)
 		return -ENOENT;
+	snprintf(out, STORE_DIGEST_LEN, "%s", index_digest);
+	return 0;
+}
+
+int artifact_layer(struct fetch_client *fc, const struct fetch_ref *ref, const struct artifact *a,
+		   const char *layer_digest, struct index_layer **idx, void **enc, size_t *len,
+		   char windows[STORE_DIGEST_LEN])
+{
+	const char *index_digest = NULL;
+	json_int_t index_size = 0;
+	int rc;
+
+	*idx = NULL;
+	*enc = NULL;
+	find_layer(a, layer_digest, &index_digest, &index_size, windows);
+	if (!index_digest)
+		return -ENOENT;
+	if (index_size < 0)
+		return strata_err(EBADMSG, "index artifact %s: negative size", a->digest);
 	rc = blob_to_mem(fc, ref, index_digest, (uint64_t)index_size, enc, len);
 	if (rc < 0)
 		return rc;

@@ -55,6 +55,12 @@ int artifact_layer(struct fetch_client *fc, const struct fetch_ref *ref, const s
 		   const char *layer_digest, struct index_layer **idx, void **enc, size_t *len,
 		   char windows[STORE_DIGEST_LEN]);
 
+/* The digest of the index blob the artifact lists for layer_digest (what sha256 of the encoded
+ * index artifact_layer returns must be), without fetching it. Returns 0 or -ENOENT when the
+ * artifact does not cover the layer. */
+int artifact_index_digest(const struct artifact *a, const char *layer_digest,
+			  char out[STORE_DIGEST_LEN]);
+
 void artifact_free(struct artifact *a);
 
 #endif

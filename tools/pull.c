@@ -40,6 +40,8 @@ struct pull_layer {
 	int dup_of;	    /* index of an earlier identical layer of this image, or -1 */
 	const char *how;    /* "store", "artifact", "estargz", "build" or "stream" */
 	int record_pending; /* to be streamed by the daemon: record it as pending */
+	int have_rec;	    /* the store has a record of the layer: rec */
+	struct store_layer rec;
 };
 
 struct progress {
@@ -92,8 +94,10 @@ static int index_one(struct cli *c, struct fetch_client *fc, const struct fetch_
 	layer_info(pl, ref);
 	pl->info.chunk_size = chunk_size;
 	rc = fs_layer_build(c->store, fc, ref, &pl->info, on_progress, pg, &pl->idx);
-	if (rc == 0)
+	if (rc == 0) {
+		pl->info.prov = STORE_PROV_VERIFIED;
 		pg->fetched += pl->fl->size;
+	}
 	return rc;
 }
 
@@ -125,7 +129,7 @@ static int check_artifact_index(const struct pull_layer *pl, const struct index_
 
 /* Takes layer pl's index from artifact a. Returns 0, -ENOENT when a lacks it, or an error. */
 static int use_artifact(struct fetch_client *fc, const struct fetch_ref *ref,
-			const struct artifact *a, struct pull_layer *pl)
+			const struct artifact *a, const char *signer, struct pull_layer *pl)
 {
 	char windows[STORE_DIGEST_LEN];
 	int rc = artifact_layer(fc, ref, a, pl->fl->digest, &pl->idx, &pl->enc, &pl->enc_len,
@@ -145,6 +149,9 @@ static int use_artifact(struct fetch_client *fc, const struct fetch_ref *ref,
 	pl->info.tar_size = index_layer_tar_size(pl->idx);
 	pl->info.chunk_size = index_layer_chunk_size(pl->idx);
 	snprintf(pl->info.windows, sizeof(pl->info.windows), "%s", windows);
+	pl->info.prov = STORE_PROV_ARTIFACT;
+	snprintf(pl->info.prov_digest, sizeof(pl->info.prov_digest), "%s", artifact_digest(a));
+	snprintf(pl->info.signer, sizeof(pl->info.signer), "%s", signer);
 	pl->how = "artifact";
 	return 0;
 }
@@ -227,6 +234,8 @@ static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, str
 	layer_info(pl, ref);
 	pl->info.tar_size = index_layer_content_size(pl->idx); /* the real tar size is not known */
 	pl->info.chunk_size = index_layer_chunk_size(pl->idx);
+	pl->info.prov = STORE_PROV_TOC;
+	snprintf(pl->info.prov_digest, sizeof(pl->info.prov_digest), "%s", pl->fl->toc_digest);
 	pl->how = "estargz";
 	return 0;
 }
@@ -267,6 +276,7 @@ struct pull {
 	struct artifact *art;
 	char *name;
 	char art_digest[STORE_DIGEST_LEN];
+	char art_signer[STORE_DIGEST_LEN]; /* the key that signed art, or "" */
 	size_t fresh, missing, streaming;
 	int stream; /* layers without an index stream in the daemon's background */
 	struct fetch_counters before;
@@ -314,11 +324,12 @@ static int check_layers(struct pull *p)
 			return cli_fail(p->c, "%s: layer %s has unsupported media type %s", p->name,
 					img->layers[i].digest, img->layers[i].media_type);
 	}
+	/* Layers not in the store, or whose record only this image's own source can vouch for. */
 	for (size_t i = 0; i < img->nlayers; i++) {
 		struct store_layer tmp;
 
-		if (store_layer_get(p->c->store, img->layers[i].digest, &tmp, NULL, NULL) ==
-		    -ENOENT)
+		if (store_layer_get(p->c->store, img->layers[i].digest, &tmp, NULL, NULL) < 0 ||
+		    tmp.prov != STORE_PROV_VERIFIED || tmp.quarantine[0])
 			p->missing++;
 	}
 	strata_err_clear();
@@ -338,14 +349,132 @@ static int check_layers(struct pull *p)
 	return 0;
 }
 
-/* Finds where layer i's index comes from: the store, an earlier identical layer, the daemon's
- * stream, the artifact, its eStargz TOC, a background stream, or a build here (which fetches it). */
-static int choose_source(struct pull *p, size_t i)
+/* Describes record r for a log line: "verified", "artifact sha256:... from SOURCE", ... */
+static const char *rec_origin(const struct store_layer *r, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s%s%s from %s", store_prov_name(r->prov), r->prov_digest[0] ? " " : "",
+		 r->prov_digest, r->source[0] ? r->source : "?");
+	return buf;
+}
+
+/*
+ * Whether layer pl's store record may serve this image (DESIGN.md "Trust"): a verified record
+ * serves anyone; another one only when this image's own source vouches for the same index bytes
+ * (its index artifact lists a blob of that digest, or its eStargz TOC is the one the record was
+ * made from), never for --index=build, and never a quarantined one.
+ */
+static int record_vouched(const struct pull *p, const struct pull_layer *pl)
+{
+	const struct store_layer *r = &pl->rec;
+	char d[STORE_DIGEST_LEN];
+
+	if (r->quarantine[0])
+		return 0;
+	if (r->prov == STORE_PROV_VERIFIED)
+		return 1;
+	if (p->po->mode == MODE_BUILD)
+		return 0;
+	if (p->art && artifact_index_digest(p->art, pl->fl->digest, d) == 0 &&
+	    strcmp(d, r->index_digest) == 0)
+		return 1;
+	return p->po->mode == MODE_AUTO && r->prov == STORE_PROV_TOC && pl->fl->toc_digest &&
+	       strcmp(r->prov_digest, pl->fl->toc_digest) == 0;
+}
+
+/* Layer pl has an index from this image's artifact or TOC and the store a record made otherwise:
+ * whether the two agree (the same index bytes). */
+static int agrees_with_record(struct pull_layer *pl)
+{
+	uint8_t md[UTIL_SHA256_LEN];
+	char d[STORE_DIGEST_LEN];
+	void *buf = NULL;
+	size_t len = 0;
+
+	if (!pl->have_rec)
+		return 1;
+	if (pl->enc) {
+		util_sha256(pl->enc, pl->enc_len, md);
+	} else {
+		if (index_layer_encode(pl->idx, &buf, &len) < 0)
+			return 0;
+		util_sha256(buf, len, md);
+		free(buf);
+	}
+	util_digest_format(md, d);
+	return strcmp(d, pl->rec.index_digest) == 0;
+}
+
+/* Forgets the index pl took from an artifact or TOC. */
+static void drop_index(struct pull_layer *pl)
+{
+	index_layer_free(pl->idx);
+	pl->idx = NULL;
+	free(pl->enc);
+	pl->enc = NULL;
+	pl->enc_len = 0;
+}
+
+/* Tries this image's artifact, then its eStargz TOC, for layer i. Returns 0 (pl->idx set), 1 when
+ * neither gives an index (or one that disagrees with the store's record: *conflict set), or 1
+ * after printing an error with *failed set. */
+static int try_own_sources(struct pull *p, size_t i, int *conflict, int *failed)
 {
 	struct cli *c = p->c;
 	struct pull_layer *pl = &p->pls[i];
 	const char *name = p->name;
 	int rc;
+
+	if (p->art) {
+		rc = use_artifact(p->fc, p->ref, p->art, p->art_signer, pl);
+		if (rc == 0 && !agrees_with_record(pl)) {
+			drop_index(pl);
+			*conflict = 1;
+			return 1;
+		}
+		if (rc == 0)
+			return 0;
+		if (p->po->mode == MODE_ARTIFACT) {
+			*failed = 1;
+			return cli_fail(c, "%s: layer %s: index artifact %s: %s", name,
+					pl->fl->digest, artifact_digest(p->art),
+					rc == -ENOENT ? "does not cover this layer" :
+							strata_errmsg(rc));
+		}
+		strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
+			   pl->fl->digest, artifact_digest(p->art),
+			   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
+		strata_err_clear();
+	}
+	if (p->po->mode == MODE_AUTO) {
+		enum index_compression comp = INDEX_COMP_NONE;
+
+		index_compression_of_media_type(pl->fl->media_type, &comp);
+		rc = comp == INDEX_COMP_GZIP ? use_estargz(p->fc, p->ref, pl) : -ENOENT;
+		if (rc == 0 && !agrees_with_record(pl)) {
+			drop_index(pl);
+			*conflict = 1;
+			return 1;
+		}
+		if (rc == 0)
+			return 0;
+		if (rc != -ENOENT)
+			strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming", name,
+				   pl->fl->digest, strata_errmsg(rc));
+		strata_err_clear();
+	}
+	return 1;
+}
+
+/* Finds where layer i's index comes from: the store (when the record may serve this image), an
+ * earlier identical layer, the daemon's stream, the artifact, its eStargz TOC, a background
+ * stream, or a build here (which fetches and verifies it). */
+static int choose_source(struct pull *p, size_t i)
+{
+	struct cli *c = p->c;
+	struct pull_layer *pl = &p->pls[i];
+	const char *name = p->name;
+	char origin[STORE_DIGEST_LEN * 2 + 600];
+	int rc, conflict = 0, failed = 0;
 
 	p->pg.layer = i;
 	pl->how = "store";
@@ -358,48 +487,44 @@ static int choose_source(struct pull *p, size_t i)
 	}
 	if (pl->dup_of >= 0)
 		return 0;
-	rc = store_layer_get(c->store, pl->fl->digest, &pl->info, NULL, NULL);
-	if (rc == 0)
-		return 0; /* already in the store */
-	if (rc != -ENOENT)
+	rc = store_layer_get(c->store, pl->fl->digest, &pl->rec, NULL, NULL);
+	if (rc < 0 && rc != -ENOENT)
 		return cli_fail(c, "%s: %s", name, strata_errmsg(rc));
 	strata_err_clear();
-	if (p->stream && store_pending_get(c->store, pl->fl->digest, &pl->info) == 0) {
-		pl->how = "stream"; /* the daemon streams it already */
+	pl->have_rec = rc == 0;
+	if (pl->have_rec && record_vouched(p, pl)) {
+		pl->info = pl->rec;
+		return 0; /* already in the store */
+	}
+	if (pl->have_rec && pl->rec.quarantine[0])
+		strata_log(LOG_WARNING, "%s: layer %s is quarantined (%s): indexing it again", name,
+			   pl->fl->digest, pl->rec.quarantine);
+	if (!pl->have_rec && p->stream && store_pending_get(c->store, pl->fl->digest, NULL) == 0) {
+		/* The daemon streams it already: add this image's claim to the record. */
+		layer_info(pl, p->ref);
+		pl->info.chunk_size = p->po->chunk_size;
+		pl->how = "stream";
+		pl->record_pending = 1;
 		p->streaming++;
 		return 0;
 	}
 	strata_err_clear();
-	if (p->art) {
-		rc = use_artifact(p->fc, p->ref, p->art, pl);
+	if (!pl->have_rec || (p->po->mode != MODE_BUILD && !pl->rec.quarantine[0])) {
+		rc = try_own_sources(p, i, &conflict, &failed);
+		if (failed)
+			return 1;
 		if (rc == 0) {
 			p->fresh++;
 			return 0;
 		}
-		if (p->po->mode == MODE_ARTIFACT)
-			return cli_fail(c, "%s: layer %s: index artifact %s: %s", name,
-					pl->fl->digest, artifact_digest(p->art),
-					rc == -ENOENT ? "does not cover this layer" :
-							strata_errmsg(rc));
-		strata_log(LOG_WARNING, "%s: layer %s: not using index artifact %s: %s", name,
-			   pl->fl->digest, artifact_digest(p->art),
-			   rc == -ENOENT ? "it does not cover this layer" : strata_errmsg(rc));
-		strata_err_clear();
 	}
-	if (p->po->mode == MODE_AUTO) {
-		enum index_compression comp = INDEX_COMP_NONE;
-
-		index_compression_of_media_type(pl->fl->media_type, &comp);
-		rc = comp == INDEX_COMP_GZIP ? use_estargz(p->fc, p->ref, pl) : -ENOENT;
-		if (rc == 0) {
-			p->fresh++;
-			return 0;
-		}
-		if (rc != -ENOENT)
-			strata_log(LOG_WARNING, "%s: layer %s: %s; indexing it by streaming", name,
-				   pl->fl->digest, strata_errmsg(rc));
-		strata_err_clear();
-	}
+	if (pl->have_rec && !pl->rec.quarantine[0])
+		strata_log(conflict ? LOG_WARNING : LOG_INFO,
+			   "%s: layer %s: the store's index (%s) %s: verifying the layer against its "
+			   "blob",
+			   name, pl->fl->digest, rec_origin(&pl->rec, origin, sizeof(origin)),
+			   conflict ? "differs from what this image's own source says" :
+				      "is not vouched for by this image's source");
 	if (p->stream) {
 		/* No index anywhere: the daemon streams the blob once in the background,
 		 * lookups of the layer wait for it; this pull returns now. */
@@ -432,7 +557,7 @@ static int commit_layer(struct pull *p, size_t i)
 	int rc;
 
 	if (pl->record_pending)
-		return store_pending_put(p->c->store, &pl->info);
+		return store_pending_put(p->c->store, &pl->info, p->name);
 	if (!pl->idx)
 		return 0;
 	if (pl->enc)

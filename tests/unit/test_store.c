@@ -180,6 +180,125 @@ static void raw_put(int cfi, const void *key, size_t klen, const void *val, size
 	rocksdb_options_destroy(o);
 }
 
+/* A record as strata wrote it before provenance existed (the JSON header without its keys),
+ * written into the closed store. */
+static void put_legacy_record(const char *digest, const char *index)
+{
+	char json[512], val[600];
+	uint32_t jlen;
+
+	jlen = (uint32_t)snprintf(json, sizeof(json),
+				  "{\"digest\":\"%s\",\"diff_id\":\"\",\"media_type\":\"x\","
+				  "\"size\":1,\"tar_size\":2,\"seq\":7,\"chunk_size\":4096,"
+				  "\"source\":\"r/x\",\"windows\":\"\"}",
+				  digest);
+	memcpy(val, &jlen, 4);
+	memcpy(val + 4, json, jlen);
+	memcpy(val + 4 + jlen, index, strlen(index));
+	raw_put(2, digest, strlen(digest), val, 4 + jlen + strlen(index));
+}
+
+static void test_layer_provenance(void **state)
+{
+	struct store *s;
+	struct store_layer a, got;
+	struct store_claim *claims;
+	char digest[STORE_DIGEST_LEN], d[STORE_DIGEST_LEN];
+	uint8_t md[32];
+	uint64_t q = 0, gen;
+	uint32_t seq;
+	size_t n;
+
+	(void)state;
+	memset(&a, 0, sizeof(a));
+	snprintf(a.digest, sizeof(a.digest), "sha256:%064d", 1);
+	a.prov = STORE_PROV_ARTIFACT;
+	snprintf(a.prov_digest, sizeof(a.prov_digest), "sha256:%064d", 9);
+	snprintf(a.source, sizeof(a.source), "example.com/evil");
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	gen = store_layers_generation(s);
+	assert_int_equal(store_layer_put(s, &a, "INDEX", 5), 0);
+	assert_true(store_layers_generation(s) != gen);
+	util_sha256("INDEX", 5, md);
+	util_digest_format(md, d);
+	assert_string_equal(a.index_digest, d);
+	assert_int_equal(store_layer_get(s, a.digest, &got, NULL, NULL), 0);
+	assert_int_equal(got.prov, STORE_PROV_ARTIFACT);
+	assert_string_equal(got.prov_digest, a.prov_digest);
+	assert_string_equal(got.index_digest, d);
+	assert_string_equal(store_prov_name(got.prov), "artifact");
+
+	/* the same index bytes keep the seq; other bytes replace the record under a new seq, so
+	 * that inodes of the old index go stale */
+	seq = a.seq;
+	assert_int_equal(store_layer_put(s, &a, "INDEX", 5), 0);
+	assert_int_equal(a.seq, seq);
+	a.prov = STORE_PROV_VERIFIED;
+	a.prov_digest[0] = '\0';
+	assert_int_equal(store_layer_put(s, &a, "OTHER", 5), 0);
+	assert_true(a.seq > seq);
+	assert_int_equal(store_layer_by_seq(s, seq, digest), -ENOENT);
+	assert_int_equal(store_layer_by_seq(s, a.seq, digest), 0);
+	assert_string_equal(digest, a.digest);
+	assert_int_equal(store_layer_get(s, a.digest, &got, NULL, NULL), 0);
+	assert_int_equal(got.prov, STORE_PROV_VERIFIED);
+
+	/* quarantine: counted once, kept seq, cleared by a put (new seq) */
+	assert_int_equal(store_layer_quarantine(s, a.digest, a.seq + 1, "x"), -ESTALE);
+	assert_int_equal(store_layer_quarantine(s, a.digest, a.seq, "diff_id mismatch"), 0);
+	assert_int_equal(store_layer_quarantine(s, a.digest, a.seq, "again"), 0);
+	assert_int_equal(store_counter_get(s, "quarantined_layers", &q), 0);
+	assert_int_equal(q, 1);
+	assert_int_equal(store_layer_get(s, a.digest, &got, NULL, NULL), 0);
+	assert_string_equal(got.quarantine, "diff_id mismatch");
+	assert_int_equal(got.seq, a.seq);
+	assert_int_equal(store_layer_set_verified(s, a.digest, a.seq, "", 1), -EIO);
+	seq = a.seq;
+	assert_int_equal(store_layer_put(s, &a, "OTHER", 5), 0);
+	assert_true(a.seq != seq);
+	assert_int_equal(store_counter_get(s, "quarantined_layers", &q), 0);
+	assert_int_equal(q, 0);
+	assert_int_equal(store_layer_get(s, a.digest, &got, NULL, NULL), 0);
+	assert_string_equal(got.quarantine, "");
+
+	/* a record from before provenance reads as legacy, its index digest computed */
+	store_close(s);
+	snprintf(digest, sizeof(digest), "sha256:%064d", 3);
+	put_legacy_record(digest, "OLD");
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	assert_int_equal(store_layer_get(s, digest, &got, NULL, NULL), 0);
+	assert_int_equal(got.prov, STORE_PROV_LEGACY);
+	util_sha256("OLD", 3, md);
+	util_digest_format(md, d);
+	assert_string_equal(got.index_digest, d);
+
+	/* pending claims: one per image, every image's kept, the layer record replaced */
+	{
+		struct store_layer p;
+
+		memset(&p, 0, sizeof(p));
+		snprintf(p.digest, sizeof(p.digest), "%s", a.digest);
+		snprintf(p.source, sizeof(p.source), "example.com/evil");
+		snprintf(p.diff_id, sizeof(p.diff_id), "sha256:%064d", 6);
+		assert_int_equal(store_pending_put(s, &p, "example.com/evil:1"), 0);
+		assert_int_equal(store_layer_get(s, a.digest, NULL, NULL, NULL), -ENOENT);
+		snprintf(p.source, sizeof(p.source), "example.com/app");
+		snprintf(p.diff_id, sizeof(p.diff_id), "sha256:%064d", 5);
+		assert_int_equal(store_pending_put(s, &p, "example.com/app:1"), 0);
+		assert_int_equal(store_pending_put(s, &p, "example.com/app:1"), 0);
+		assert_int_equal(store_pending_claims(s, a.digest, &claims, &n), 0);
+		assert_int_equal(n, 2);
+		assert_string_equal(claims[0].image, "example.com/evil:1");
+		assert_string_equal(claims[1].image, "example.com/app:1");
+		assert_string_equal(claims[1].source, "example.com/app");
+		assert_string_equal(claims[1].diff_id, p.diff_id);
+		free(claims);
+		assert_int_equal(store_pending_get(s, a.digest, &p), 0);
+		assert_string_equal(p.source, "example.com/evil"); /* the record: the first claim */
+	}
+	store_close(s);
+}
+
 static void test_format_version(void **state)
 {
 	struct store *s = NULL;
@@ -511,7 +630,7 @@ static void put_maint_fixture(struct store *s)
 	assert_int_equal(store_chunk_put(s, d, orphan, sizeof(orphan)), 1);
 	memset(&p, 0, sizeof(p));
 	snprintf(p.digest, sizeof(p.digest), "%s", LAYER_P);
-	assert_int_equal(store_pending_put(s, &p), 0);
+	assert_int_equal(store_pending_put(s, &p, "example.com/p:1"), 0);
 }
 
 static void test_fsck_gc(void **state)
@@ -653,6 +772,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_chunks, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_layers_images, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_layer_provenance, tmpdir_setup,
+						tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_lock, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_format_version, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_scan_del, tmpdir_setup, tmpdir_teardown),

@@ -1,0 +1,229 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Trust: no image can change another image's files (issue 11, findings 1 and 2).
+
+The cross-repository poisoning attack: an attacker who controls only their own repository pushes an
+image that lists a public layer X of someone else's image, plus their own layer Y, and an index
+artifact whose entry for X is really Y's index (its size, compression and diff_id patched to X's,
+copied from public metadata). A node that pulls the attacker's image and then the victim's must
+still serve the victim's real files for X (tar -x equal), with `--index=build` too, and with the
+pulls made inside a running daemon (pending layers streamed there).
+
+The images are made here with the registry's HTTP API, in a registry of this module's own.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tarfile
+import urllib.request
+
+import pytest
+
+from harness.fs import bounded
+from harness.images import LayerTree
+from harness.registry import Registry
+from harness.strata import Strata, new_store, notes, one_json
+
+note = notes("trust")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+ARTIFACT_TYPE = "application/vnd.strata.index.v1"
+ARTIFACT_INDEX_MT = "application/vnd.strata.layer.index.v2+zstd"
+LAYER_ANNOTATION = "org.strata.layer.digest"
+
+# struct index_layer_header (index/layer_i.h): where diff_id and blob_size are
+HDR_DIFF_ID = 56
+HDR_BLOB_SIZE = 96
+
+
+def sha256(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def tar_gz(files):
+    """A deterministic gzip'd tar of {path: (bytes, mode)}: (blob, diff_id, tar bytes)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        dirs = sorted({os.path.dirname(p) for p in files if os.path.dirname(p)})
+        for d in dirs:
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+            tf.addfile(ti)
+        for path, (data, mode) in sorted(files.items()):
+            ti = tarfile.TarInfo(path)
+            ti.size, ti.mode, ti.mtime = len(data), mode, 1700000000
+            tf.addfile(ti, io.BytesIO(data))
+    tar = raw.getvalue()
+    return gzip.compress(tar, mtime=0), sha256(tar), tar
+
+
+class Repo:
+    """Pushes blobs and manifests to one repository of a registry."""
+
+    def __init__(self, registry, name):
+        self.registry, self.name = registry, name
+
+    def _req(self, method, path, data=None, headers=None):
+        req = urllib.request.Request(self.registry.url + path, data=data, method=method,
+                                     headers=headers or {})
+        return urllib.request.urlopen(req, timeout=60)
+
+    def blob(self, data):
+        digest = sha256(data)
+        with self._req("POST", "/v2/%s/blobs/uploads/" % self.name) as r:
+            loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = self.registry.url + loc
+        sep = "&" if "?" in loc else "?"
+        req = urllib.request.Request(loc + sep + "digest=" + digest, data=data, method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
+        urllib.request.urlopen(req, timeout=60).close()
+        return {"digest": digest, "size": len(data)}
+
+    def manifest(self, tag, obj, media_type=OCI_MANIFEST):
+        body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+        with self._req("PUT", "/v2/%s/manifests/%s" % (self.name, tag), data=body,
+                       headers={"Content-Type": media_type}):
+            pass
+        return sha256(body), len(body)
+
+    def get_manifest(self, tag):
+        with self.registry.get("/v2/%s/manifests/%s" % (self.name, tag), accept=OCI_MANIFEST) as r:
+            return json.loads(r.read())
+
+    def get_blob(self, digest):
+        with self.registry.get("/v2/%s/blobs/%s" % (self.name, digest)) as r:
+            return r.read()
+
+    def image(self, tag, layers):
+        """Pushes an image of layers [(blob, diff_id)]: its manifest digest."""
+        descs = []
+        for blob, _ in layers:
+            d = self.blob(blob)
+            descs.append({"mediaType": OCI_GZIP, "digest": d["digest"], "size": d["size"]})
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers",
+                                        "diff_ids": [dd for _, dd in layers]}}).encode()
+        c = self.blob(config)
+        digest, _ = self.manifest(tag, {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                        "config": {"mediaType": OCI_CONFIG, **c},
+                                        "layers": descs})
+        return digest
+
+    def ref(self, tag):
+        return "%s/%s:%s" % (self.registry.host, self.name, tag)
+
+
+def zstd(data, decompress=False):
+    # (compressing: the frame must state its content size, as strata's do)
+    args = ["zstd", "-q", "-c"] + (["-d"] if decompress else
+                                   ["-3", "--stream-size=%d" % len(data)])
+    return subprocess.run(args, input=data, capture_output=True, check=True, timeout=60).stdout
+
+
+class Attack:
+    """The victim's image (X), the attacker's helper image (Y, to get Y's index from strata) and
+    the attacker's image [X, Y] with a lying artifact entry for X."""
+
+    def __init__(self, strata_bin, registry, tmp):
+        self.real = {"bin/tool": (b"the real tool\n" * 50, 0o755),
+                     "etc/victim.conf": (b"victim=1\n", 0o644)}
+        self.evil = {"bin/tool": (b"#!/bin/sh\necho owned\n" + b"#" * 700, 0o4755),
+                     "etc/victim.conf": (b"evil=1\n", 0o644)}
+        self.x_blob, self.x_diff, _ = tar_gz(self.real)
+        self.y_blob, self.y_diff, _ = tar_gz(self.evil)
+        self.x = sha256(self.x_blob)
+        self.y = sha256(self.y_blob)
+        victim = Repo(registry, "victim/app")
+        victim.image("1", [(self.x_blob, self.x_diff)])
+        self.victim_ref = victim.ref("1")
+        # the attacker's index of Y, made by strata itself and pushed as an artifact
+        helper = Repo(registry, "evil/helper")
+        hdigest = helper.image("1", [(self.y_blob, self.y_diff)])
+        Strata(strata_bin, new_store(tmp, "attacker"))("index", "--push", helper.ref("1"))
+        art = helper.get_manifest("sha256-%s.strata" % hdigest.split(":", 1)[1])
+        ydesc = [l for l in art["layers"] if l["mediaType"] == ARTIFACT_INDEX_MT][0]
+        raw = bytearray(zstd(helper.get_blob(ydesc["digest"]), decompress=True))
+        raw[HDR_DIFF_ID:HDR_DIFF_ID + 32] = bytes.fromhex(self.x_diff.split(":", 1)[1])
+        raw[HDR_BLOB_SIZE:HDR_BLOB_SIZE + 8] = struct.pack("<Q", len(self.x_blob))
+        lie = zstd(bytes(raw))
+        # the attacker's image: [X, Y] and an artifact whose X entry is Y's index
+        evil = Repo(registry, "evil/app")
+        edigest = evil.image("1", [(self.x_blob, self.x_diff), (self.y_blob, self.y_diff)])
+        ld = evil.blob(lie)
+        empty = evil.blob(b"{}")
+        evil.manifest("sha256-%s.strata" % edigest.split(":", 1)[1], {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+            "config": {"mediaType": OCI_EMPTY, **empty},
+            "layers": [{"mediaType": ARTIFACT_INDEX_MT, **ld,
+                        "annotations": {LAYER_ANNOTATION: self.x}}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": edigest,
+                        "size": len(json.dumps({}))}})
+        self.evil_ref = evil.ref("1")
+        self.blob_path = tmp / "x.tar.gz"
+        self.blob_path.write_bytes(self.x_blob)
+
+
+@pytest.fixture(scope="module")
+def trust_registry(strata_bin, tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("trust-registry"))
+    try:
+        with reg:
+            yield reg
+    finally:
+        shutil.rmtree(reg.storage, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def attack(strata_bin, trust_registry, tmp_path_factory):
+    return Attack(strata_bin, trust_registry, tmp_path_factory.mktemp("attack"))
+
+
+@pytest.fixture(scope="module")
+def x_tree(attack, extract):
+    info = {"compression": "gzip"}
+    return LayerTree.of_blob("x", info, str(attack.blob_path), extract)
+
+
+def test_attack_is_real(strata, attack):
+    """The attacker's own image is served from their artifact: X shows Y's files there."""
+    p = strata("--json", "pull", attack.evil_ref)
+    o = one_json(p)
+    note("attacker pull: %s" % o["index_sources"])
+    assert o["index_sources"][0] == "artifact", p.stderr
+
+
+@pytest.mark.parametrize("mode", ["auto", "build"])
+def test_poisoned_layer_is_not_served_to_the_victim(strata, mount, attack, x_tree, mode):
+    strata("pull", attack.evil_ref)
+    args = ["--json", "pull"] + (["--index=build"] if mode == "build" else []) + \
+        [attack.victim_ref]
+    o = one_json(strata(*args))
+    note("victim pull after the attacker's (%s): %s" % (mode, o["index_sources"]))
+    m = mount()
+    x_tree.compare(m.layer(attack.x), dir_mtime=False)  # the victim's files, not Y's
+    assert o["index_sources"] == ["build"], o
+
+
+def test_poisoned_layer_in_daemon_is_streamed(strata, mount, attack, x_tree):
+    """Both pulls inside a running daemon: the victim's pending layer is streamed and verified."""
+    m = mount()
+    o = one_json(strata("--json", "pull", attack.evil_ref))
+    assert o["index_sources"][0] == "artifact", o
+    o = one_json(strata("--json", "pull", attack.victim_ref))
+    layer = m.layer(attack.x)
+    assert bounded(m, lambda: os.path.isdir(layer), "isdir(%s)" % layer)
+    x_tree.compare(layer, dir_mtime=False)
+    assert o["index_sources"] == ["stream"], o
+    # the attacker pulling again cannot take the verified record back
+    o = one_json(strata("--json", "pull", attack.evil_ref))
+    assert o["index_sources"][0] == "store", o
+    x_tree.compare(layer, dir_mtime=False)
