@@ -28,6 +28,19 @@ struct artifact {
 	json_t *manifest;
 };
 
+int artifact_trust_parse(const char *s, enum artifact_trust *out)
+{
+	if (!s[0] || strcmp(s, "repository") == 0)
+		*out = ARTIFACT_TRUST_REPOSITORY;
+	else if (strcmp(s, "signed") == 0)
+		*out = ARTIFACT_TRUST_SIGNED;
+	else if (strcmp(s, "none") == 0)
+		*out = ARTIFACT_TRUST_NONE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 char *artifact_tag(const char *manifest_digest)
 {
 	char *tag = NULL;

@@ -18,6 +18,14 @@ struct store;
 #define ARTIFACT_WINDOWS_MT	  "application/vnd.strata.layer.windows.v1"
 #define ARTIFACT_LAYER_ANNOTATION "org.strata.layer.digest"
 
+/* Which index artifacts a pull uses (config artifact_trust, pull --artifact-trust): those in the
+ * image's own repository (trusted as far as that repository is), only those signed by a trusted
+ * key (tools/sign.c), or none (layers are indexed from their blobs or eStargz TOCs). */
+enum artifact_trust { ARTIFACT_TRUST_REPOSITORY = 0, ARTIFACT_TRUST_SIGNED, ARTIFACT_TRUST_NONE };
+
+/* Parses "repository", "signed" or "none" ("" = the default, repository). Returns 0 or -EINVAL. */
+int artifact_trust_parse(const char *s, enum artifact_trust *out);
+
 /* The tag an image manifest's artifact is pushed under: "sha256-<hex>.strata". Returns a malloc'd
  * string or NULL. */
 char *artifact_tag(const char *manifest_digest);

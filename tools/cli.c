@@ -170,6 +170,25 @@ int cli_apply_config(struct cli *c)
 		c->chunk_cache = cfg.chunk_cache;
 	if (!c->block_cache && cfg.has_block_cache)
 		c->block_cache = cfg.block_cache;
+	if (!c->artifact_trust[0])
+		snprintf(c->artifact_trust, sizeof(c->artifact_trust), "%s", cfg.artifact_trust);
+	if (!c->trusted_keys) {
+		c->trusted_keys = cfg.trusted_keys;
+		c->ntrusted_keys = cfg.ntrusted_keys;
+		cfg.trusted_keys = NULL;
+		cfg.ntrusted_keys = 0;
+	}
 	config_free(&cfg);
 	return 0;
+}
+
+void cli_config_free(struct cli *c)
+{
+	free(c->config_hosts_dir);
+	c->config_hosts_dir = NULL;
+	for (size_t i = 0; i < c->ntrusted_keys; i++)
+		free(c->trusted_keys[i]);
+	free(c->trusted_keys);
+	c->trusted_keys = NULL;
+	c->ntrusted_keys = 0;
 }

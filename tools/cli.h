@@ -31,7 +31,10 @@ struct cli {
 	uint64_t index_cache; /* mount's cache caps (config file, mount flags); 0 = default */
 	uint64_t chunk_cache;
 	uint64_t block_cache;
-	char *config_hosts_dir; /* owned: hosts_dir as the config file set it (free it) */
+	char *config_hosts_dir;	 /* owned: hosts_dir as the config file set it (free it) */
+	char artifact_trust[16]; /* config artifact_trust: "repository", "signed", "none" or "" */
+	char **trusted_keys;	 /* owned: config trusted_keys (paths of PEM public keys) */
+	size_t ntrusted_keys;
 	int json;
 	int verbose;
 	int tty; /* err is a terminal: progress may be drawn */
@@ -73,4 +76,7 @@ int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nr
  * strict_cache, read timeout, cache caps. On an error prints "strata: FILE:LINE: message" on c->err and
  * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
 int cli_apply_config(struct cli *c);
+
+/* Frees what cli_apply_config gave c (config_hosts_dir, trusted_keys). */
+void cli_config_free(struct cli *c);
 #endif

@@ -11,8 +11,11 @@
 
 #define MAX_CONFIG_BYTES (1u << 20)
 
-enum vtype { V_STRING, V_INT, V_BOOL };
+enum vtype { V_STRING, V_INT, V_BOOL, V_ARRAY };
 
+#define MAX_ARRAY 16 /* strings in an array value */
+
+/* A value: V_ARRAY holds num strings, one after the other in str, each NUL-terminated. */
 struct value {
 	enum vtype type;
 	char str[4096];
@@ -82,52 +85,106 @@ int config_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Parses the "string" at p into out (cap bytes, NUL-terminated); *end is after its closing
+ * quote. Returns the string's length, or -EINVAL with *why set. */
+static int parse_string(const char *p, char *out, size_t cap, const char **end, const char **why)
+{
+	size_t n = 0;
+
+	for (p++; *p != '"'; p++) {
+		char ch = *p;
+
+		if (!*p) {
+			*why = "unterminated string";
+			return -EINVAL;
+		}
+		if (ch == '\\') {
+			p++;
+			switch (*p) {
+			case '"':
+				ch = '"';
+				break;
+			case '\\':
+				ch = '\\';
+				break;
+			case 't':
+				ch = '\t';
+				break;
+			case 'n':
+				ch = '\n';
+				break;
+			default:
+				*why = "unsupported escape in string";
+				return -EINVAL;
+			}
+		} else if ((unsigned char)ch < 0x20) {
+			*why = "control character in string";
+			return -EINVAL;
+		}
+		if (n + 1 >= cap) {
+			*why = "string too long";
+			return -EINVAL;
+		}
+		out[n++] = ch;
+	}
+	out[n] = '\0';
+	*end = p + 1;
+	return (int)n;
+}
+
+static const char *skip_blanks(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* Parses a one-line array of strings ["a", "b"] at p into v. Returns 0 or -EINVAL. */
+static int parse_array(const char *p, struct value *v, const char **end, const char **why)
+{
+	size_t used = 0;
+
+	v->type = V_ARRAY;
+	v->num = 0;
+	for (p = skip_blanks(p + 1); *p != ']';) {
+		int n;
+
+		if (*p != '"') {
+			*why = *p ? "expected a \"string\" in the array" : "unterminated array";
+			return -EINVAL;
+		}
+		if (v->num == MAX_ARRAY) {
+			*why = "too many strings in the array";
+			return -EINVAL;
+		}
+		n = parse_string(p, v->str + used, sizeof(v->str) - used, &p, why);
+		if (n < 0)
+			return n;
+		used += (size_t)n + 1;
+		v->num++;
+		p = skip_blanks(p);
+		if (*p == ',')
+			p = skip_blanks(p + 1);
+		else if (*p != ']') {
+			*why = *p ? "expected , or ] in the array" : "unterminated array";
+			return -EINVAL;
+		}
+	}
+	*end = p + 1;
+	return 0;
+}
+
 /* Parses the value starting at p (the rest of the line, comments included) into v. Returns 0 or
  * -EINVAL with *why set. */
 static int parse_value(const char *p, struct value *v, const char **why)
 {
-	size_t n = 0;
-
 	if (*p == '"') {
-		for (p++; *p != '"'; p++) {
-			char ch = *p;
-
-			if (!*p) {
-				*why = "unterminated string";
-				return -EINVAL;
-			}
-			if (ch == '\\') {
-				p++;
-				switch (*p) {
-				case '"':
-					ch = '"';
-					break;
-				case '\\':
-					ch = '\\';
-					break;
-				case 't':
-					ch = '\t';
-					break;
-				case 'n':
-					ch = '\n';
-					break;
-				default:
-					*why = "unsupported escape in string";
-					return -EINVAL;
-				}
-			} else if ((unsigned char)ch < 0x20) {
-				*why = "control character in string";
-				return -EINVAL;
-			}
-			if (n + 1 >= sizeof(v->str)) {
-				*why = "string too long";
-				return -EINVAL;
-			}
-			v->str[n++] = ch;
-		}
-		v->str[n] = '\0';
+		if (parse_string(p, v->str, sizeof(v->str), &p, why) < 0)
+			return -EINVAL;
 		v->type = V_STRING;
-		p++;
+	} else if (*p == '[') {
+		if (parse_array(p, v, &p, why) < 0)
+			return -EINVAL;
 	} else if (strncmp(p, "true", 4) == 0 || strncmp(p, "false", 5) == 0) {
 		v->type = V_BOOL;
 		v->num = *p == 't';
@@ -148,11 +205,34 @@ static int parse_value(const char *p, struct value *v, const char **why)
 		*why = *p ? "expected a \"string\", an integer, true or false" : "missing value";
 		return -EINVAL;
 	}
-	while (*p == ' ' || *p == '\t')
-		p++;
+	p = skip_blanks(p);
 	if (*p && *p != '#') {
 		*why = "unexpected text after the value";
 		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Applies trusted_keys = ["path", ...]. Returns 0 or -EINVAL/-ENOMEM. */
+static int set_trusted_keys(struct config *cfg, const struct value *v, const char *name, int line,
+			    char *err, size_t cap)
+{
+	const char *k = v->str;
+
+	if (v->type != V_ARRAY || v->num < 1)
+		return fail(err, cap, name, line,
+			    "trusted_keys: expected [\"path.pem\", ...] (public keys)");
+	cfg->trusted_keys = calloc((size_t)v->num, sizeof(char *));
+	if (!cfg->trusted_keys)
+		return -ENOMEM;
+	for (long long i = 0; i < v->num; i++, k += strlen(k) + 1) {
+		if (k[0] != '/')
+			return fail(err, cap, name, line,
+				    "trusted_keys: '%.200s' is not an absolute path", k);
+		cfg->trusted_keys[i] = strdup(k);
+		if (!cfg->trusted_keys[i])
+			return -ENOMEM;
+		cfg->ntrusted_keys++;
 	}
 	return 0;
 }
@@ -205,12 +285,22 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 			return fail(err, cap, name, line,
 				    "%s: expected a size greater than 0 such as \"32M\"", key);
 		*has = 1;
+	} else if (strcmp(key, "artifact_trust") == 0) {
+		if (v->type != V_STRING ||
+		    (strcmp(v->str, "repository") != 0 && strcmp(v->str, "signed") != 0 &&
+		     strcmp(v->str, "none") != 0))
+			return fail(
+				err, cap, name, line,
+				"artifact_trust: expected \"repository\", \"signed\" or \"none\"");
+		snprintf(cfg->artifact_trust, sizeof(cfg->artifact_trust), "%s", v->str);
+	} else if (strcmp(key, "trusted_keys") == 0) {
+		return set_trusted_keys(cfg, v, name, line, err, cap);
 	} else {
-		return fail(
-			err, cap, name, line,
-			"unknown key '%s' (known: quota, quota_low_water, hosts_dir, strict_cache, "
-			"read_timeout, index_cache, chunk_cache, block_cache)",
-			key);
+		return fail(err, cap, name, line,
+			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, "
+			    "strict_cache, read_timeout, index_cache, chunk_cache, block_cache, "
+			    "artifact_trust, trusted_keys)",
+			    key);
 	}
 	return 0;
 }
@@ -220,7 +310,8 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 {
 	static const char *const keys[] = { "quota",	    "quota_low_water", "hosts_dir",
 					    "strict_cache", "read_timeout",    "index_cache",
-					    "chunk_cache",  "block_cache" };
+					    "chunk_cache",  "block_cache",     "artifact_trust",
+					    "trusted_keys" };
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;
@@ -342,4 +433,9 @@ void config_free(struct config *cfg)
 		return;
 	free(cfg->hosts_dir);
 	cfg->hosts_dir = NULL;
+	for (size_t i = 0; i < cfg->ntrusted_keys; i++)
+		free(cfg->trusted_keys[i]);
+	free(cfg->trusted_keys);
+	cfg->trusted_keys = NULL;
+	cfg->ntrusted_keys = 0;
 }

@@ -12,10 +12,13 @@ struct config {
 	unsigned low_water; /* quota_low_water: percent of the quota eviction goes down to */
 	char *hosts_dir;    /* malloc'd, or NULL */
 	int strict_cache;
-	long read_timeout;    /* seconds, 1-86400 */
-	uint64_t index_cache; /* bytes of decoded layer indexes a daemon keeps loaded */
-	uint64_t chunk_cache; /* bytes of decoded chunks a daemon keeps */
-	uint64_t block_cache; /* bytes of RocksDB block cache */
+	long read_timeout;	 /* seconds, 1-86400 */
+	uint64_t index_cache;	 /* bytes of decoded layer indexes a daemon keeps loaded */
+	uint64_t chunk_cache;	 /* bytes of decoded chunks a daemon keeps */
+	uint64_t block_cache;	 /* bytes of RocksDB block cache */
+	char artifact_trust[16]; /* "repository", "signed", "none", or "" (not set) */
+	char **trusted_keys;	 /* malloc'd paths of PEM public keys (artifact_trust "signed") */
+	size_t ntrusted_keys;
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
 	int has_index_cache, has_chunk_cache, has_block_cache;
 };
@@ -28,7 +31,8 @@ struct config {
  * lines; values are "strings" (escapes \" \\ \t \n), integers, or true/false. Known keys: quota
  * (size string like "20G", or bytes), quota_low_water (1-100), hosts_dir (string), strict_cache
  * (boolean), read_timeout (seconds, 1-86400), index_cache, chunk_cache, block_cache (sizes like
- * quota, greater than 0). Returns 0, or -EINVAL with "NAME:LINE: message" in
+ * quota, greater than 0), artifact_trust ("repository", "signed" or "none"), trusted_keys (a
+ * one-line array of 1-16 "paths" of PEM public keys). Returns 0, or -EINVAL with "NAME:LINE: message" in
  * err (errcap bytes) for an unknown key, a repeated key, a table header, or a bad value; *cfg is
  * then freed. -ENOMEM when out of memory. Release with config_free.
  */

@@ -214,7 +214,7 @@ static int serve_request(struct ctl *srv, int fd)
 			code = srv->dispatch(&c, nrest, rest);
 	}
 streams:
-	free(c.config_hosts_dir);
+	cli_config_free(&c);
 	if (c.out)
 		fclose(c.out);
 	if (c.err)

@@ -175,7 +175,7 @@ int main(int argc, char **argv)
 	rc = run_command(&c, nrest, rest);
 	store_close(c.store);
 out:
-	free(c.config_hosts_dir);
+	cli_config_free(&c);
 	free(abs_config);
 	free(abs_hosts);
 	free(rest);

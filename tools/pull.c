@@ -19,7 +19,9 @@
 #include "index/decomp.h"
 #include "index/estargz.h"
 #include "index/layer.h"
+#include "sign.h"
 #include "store/store.h"
+#include "util/ecdsa.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -28,7 +30,11 @@ enum index_mode { MODE_AUTO, MODE_ARTIFACT, MODE_BUILD };
 struct pull_opts {
 	uint32_t chunk_size;
 	enum index_mode mode;
-	int push; /* strata index --push */
+	int push;		   /* strata index --push */
+	enum artifact_trust trust; /* which index artifacts are used */
+	struct util_key **keys;	   /* trusted public keys (trust "signed") */
+	size_t nkeys;
+	struct util_key *sign_key; /* strata index --push --sign KEY: the private key */
 };
 
 struct pull_layer {
@@ -308,6 +314,27 @@ static int resolve(struct pull *p, const char *arg)
 	return 0;
 }
 
+/* artifact_trust "signed": the artifact found is used only when a trusted key signed it (its
+ * cosign signature in the image's repository names it and the repository). Returns 0, or an error
+ * after which the artifact is dropped (strata_err says why). */
+static int check_signature(struct pull *p)
+{
+	const char *d = artifact_digest(p->art);
+	int rc = sign_verify(p->fc, p->ref, d, p->po->keys, p->po->nkeys, p->art_signer);
+
+	if (rc == 0) {
+		strata_log(LOG_INFO, "%s: index artifact %s is signed by %s", p->name, d,
+			   p->art_signer);
+		return 0;
+	}
+	rc = strata_err_prefix(rc == -ENOENT ? EPERM : -rc,
+			       "index artifact %s is not signed by a trusted key", d);
+	artifact_free(p->art);
+	p->art = NULL;
+	p->art_signer[0] = '\0';
+	return rc;
+}
+
 /* Checks every layer before fetching any, counts those missing from the store and, when some
  * are, looks for an index artifact. */
 static int check_layers(struct pull *p)
@@ -333,8 +360,10 @@ static int check_layers(struct pull *p)
 			p->missing++;
 	}
 	strata_err_clear();
-	if (p->missing && p->po->mode != MODE_BUILD) {
+	if (p->missing && p->po->mode != MODE_BUILD && p->po->trust != ARTIFACT_TRUST_NONE) {
 		rc = artifact_find(p->fc, p->ref, img->manifest_digest, &p->art);
+		if (rc == 0 && p->po->trust == ARTIFACT_TRUST_SIGNED)
+			rc = check_signature(p);
 		if (rc < 0 && (p->po->mode == MODE_ARTIFACT || rc != -ENOENT)) {
 			if (p->po->mode == MODE_ARTIFACT)
 				return cli_fail(p->c, "%s: %s", p->name,
@@ -625,6 +654,13 @@ static int push_index(struct pull *p)
 	if (rc < 0)
 		return cli_fail(p->c, "%s: pushing the index artifact: %s", p->name,
 				strata_errmsg(rc));
+	if (p->po->sign_key) {
+		rc = sign_push(p->fc, p->ref, p->art_digest, p->po->sign_key);
+		if (rc < 0)
+			return cli_fail(p->c, "%s: signing index artifact %s: %s", p->name,
+					p->art_digest, strata_errmsg(rc));
+		util_key_fingerprint(p->po->sign_key, p->art_signer);
+	}
 	return 0;
 }
 
@@ -652,6 +688,8 @@ static void print_result(struct pull *p)
 			json_array_append_new(json_object_get(o, "index_sources"),
 					      json_string(p->pls[i].how));
 		}
+		if (o && p->art_signer[0])
+			json_object_set_new(o, "signer", json_string(p->art_signer));
 		s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		fprintf(c->out, "%s\n", s ? s : "{}");
 		free(s);
@@ -672,6 +710,9 @@ static void print_result(struct pull *p)
 			fprintf(c->out, "pushed index artifact %s\n", p->art_digest);
 		else if (p->art)
 			fprintf(c->out, "used index artifact %s\n", p->art_digest);
+		if (p->art_signer[0])
+			fprintf(c->out, "%s by key %s\n",
+				p->po->push ? "signed" : "its signature verified", p->art_signer);
 	}
 	fflush(c->out);
 }
@@ -720,22 +761,58 @@ static int pull_one(struct cli *c, struct fetch_client *fc, const char *arg,
 }
 
 /* Shared by pull and index: options, then each reference. */
-static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
+/* Loads the trusted public keys the configuration lists (artifact_trust "signed"). Returns 0,
+ * or 1 after printing the error. */
+static int load_trusted_keys(struct cli *c, struct pull_opts *po)
 {
-	struct fetch_client *fc = NULL;
+	if (!c->ntrusted_keys)
+		return cli_fail(c,
+				"artifact_trust \"signed\" needs trusted_keys = [\"/path/key.pub\"] "
+				"in the configuration file");
+	po->keys = calloc(c->ntrusted_keys, sizeof(*po->keys));
+	if (!po->keys)
+		return cli_fail(c, "out of memory");
+	for (size_t i = 0; i < c->ntrusted_keys; i++) {
+		int rc = util_key_load(c->trusted_keys[i], 0, &po->keys[po->nkeys]);
+
+		if (rc < 0)
+			return cli_fail(c, "trusted_keys: %s", strata_errmsg(rc));
+		po->nkeys++;
+	}
+	return 0;
+}
+
+/* An option's value: "--name=V" or "--name V" (argv[*i] starts with name). NULL when missing. */
+static const char *opt_value(int argc, char **argv, int *i, size_t namelen)
+{
+	if (argv[*i][namelen] == '=')
+		return argv[*i] + namelen + 1;
+	return *i + 1 < argc ? argv[++*i] : NULL;
+}
+
+static int is_opt(const char *arg, const char *name)
+{
+	size_t n = strlen(name);
+
+	return strncmp(arg, name, n) == 0 && (!arg[n] || arg[n] == '=');
+}
+
+/* Parses pull's and index's options; the references are moved to argv[1..*nrefs]. Returns 0, or
+ * the exit code after printing the error. */
+static int parse_opts(struct cli *c, int argc, char **argv, struct pull_opts *po, int *nrefs,
+		      const char **trust, const char **sign)
+{
 	uint64_t chunk_size = INDEX_DEFAULT_CHUNK_SIZE;
-	int nrefs = 0, failed = 0;
+	int pull = strcmp(c->cmd, "pull") == 0;
 
 	for (int i = 1; i < argc; i++) {
-		if (strncmp(argv[i], "--chunk-size", 12) == 0 &&
-		    (!argv[i][12] || argv[i][12] == '=')) {
-			const char *v = argv[i][12] == '=' ? argv[i] + 13 :
-							     (i + 1 < argc ? argv[++i] : NULL);
+		if (is_opt(argv[i], "--chunk-size")) {
+			const char *v = opt_value(argc, argv, &i, 12);
 
 			if (!v || cli_parse_size(v, &chunk_size) < 0 ||
 			    chunk_size < INDEX_MIN_CHUNK_SIZE || chunk_size > INDEX_MAX_CHUNK_SIZE)
 				return cli_usage(c, "--chunk-size takes a size from 4K to 16M");
-		} else if (strcmp(c->cmd, "pull") == 0 && strncmp(argv[i], "--index=", 8) == 0) {
+		} else if (pull && strncmp(argv[i], "--index=", 8) == 0) {
 			const char *v = argv[i] + 8;
 
 			if (strcmp(v, "auto") == 0)
@@ -746,37 +823,82 @@ static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
 				po->mode = MODE_BUILD;
 			else
 				return cli_usage(c, "--index takes auto, artifact or build");
-		} else if (strcmp(c->cmd, "index") == 0 && strcmp(argv[i], "--push") == 0) {
+		} else if (pull && is_opt(argv[i], "--artifact-trust")) {
+			*trust = opt_value(argc, argv, &i, 16);
+			if (!*trust || artifact_trust_parse(*trust, &po->trust) < 0 || !**trust)
+				return cli_usage(
+					c, "--artifact-trust takes repository, signed or none");
+		} else if (!pull && strcmp(argv[i], "--push") == 0) {
 			po->push = 1;
+		} else if (!pull && is_opt(argv[i], "--sign")) {
+			*sign = opt_value(argc, argv, &i, 6);
+			if (!*sign || !**sign)
+				return cli_usage(c, "--sign takes the path of a PEM private key");
 		} else if (argv[i][0] == '-') {
 			return cli_usage(c, "unknown option %s", argv[i]);
 		} else {
-			argv[++nrefs] = argv[i];
+			argv[++*nrefs] = argv[i];
 		}
 	}
-	if (nrefs == 0)
+	if (*nrefs == 0)
 		return cli_usage(c, "%s needs at least one reference", c->cmd);
+	if (*sign && !po->push)
+		return cli_usage(c, "--sign needs --push");
+	if (*sign && c->in_daemon && (*sign)[0] != '/')
+		return cli_usage(c, "--sign needs an absolute path while a daemon runs");
 	po->chunk_size = (uint32_t)chunk_size;
-	if (cli_fetch_client(c, &fc))
-		return 1;
-	for (int i = 1; i <= nrefs; i++) {
-		if (pull_one(c, fc, argv[i], po))
-			failed = 1;
+	return 0;
+}
+
+/* Shared by pull and index: options, then each reference. */
+static int run_pull(struct cli *c, int argc, char **argv, struct pull_opts *po)
+{
+	struct fetch_client *fc = NULL;
+	const char *trust = NULL, *sign = NULL;
+	int nrefs = 0, failed = 0;
+
+	failed = parse_opts(c, argc, argv, po, &nrefs, &trust, &sign);
+	if (failed)
+		return failed;
+	if (!trust && artifact_trust_parse(c->artifact_trust, &po->trust) < 0)
+		return cli_fail(c, "artifact_trust: unknown policy '%s'", c->artifact_trust);
+	if (po->trust == ARTIFACT_TRUST_NONE && po->mode == MODE_ARTIFACT)
+		return cli_usage(c,
+				 "--index=artifact and artifact trust \"none\" exclude each other");
+	if (po->trust == ARTIFACT_TRUST_SIGNED && po->mode != MODE_BUILD)
+		failed = load_trusted_keys(c, po);
+	if (!failed && sign) {
+		int rc = util_key_load(sign, 1, &po->sign_key);
+
+		if (rc < 0)
+			failed = cli_fail(c, "--sign: %s", strata_errmsg(rc));
 	}
-	fetch_client_free(fc);
+	if (!failed)
+		failed = cli_fetch_client(c, &fc);
+	if (!failed) {
+		for (int i = 1; i <= nrefs; i++) {
+			if (pull_one(c, fc, argv[i], po))
+				failed = 1;
+		}
+		fetch_client_free(fc);
+	}
+	for (size_t i = 0; i < po->nkeys; i++)
+		util_key_free(po->keys[i]);
+	free(po->keys);
+	util_key_free(po->sign_key);
 	return failed;
 }
 
 int cmd_pull(struct cli *c, int argc, char **argv)
 {
-	struct pull_opts po = { 0, MODE_AUTO, 0 };
+	struct pull_opts po = { .mode = MODE_AUTO };
 
 	return run_pull(c, argc, argv, &po);
 }
 
 int cmd_index(struct cli *c, int argc, char **argv)
 {
-	struct pull_opts po = { 0, MODE_BUILD, 0 };
+	struct pull_opts po = { .mode = MODE_BUILD };
 
 	return run_pull(c, argc, argv, &po);
 }

@@ -227,3 +227,163 @@ def test_poisoned_layer_in_daemon_is_streamed(strata, mount, attack, x_tree):
     o = one_json(strata("--json", "pull", attack.evil_ref))
     assert o["index_sources"][0] == "store", o
     x_tree.compare(layer, dir_mtime=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# artifact trust policy: repository (default), none, signed
+# ----------------------------------------------------------------------------------------------
+
+def test_policy_none_uses_no_artifact(strata, mount, attack, x_tree):
+    p = strata("--json", "pull", "--artifact-trust=none", attack.evil_ref)
+    o = one_json(p)
+    assert o["index_sources"] == ["build", "build"], o
+    assert not o.get("artifact"), o
+    m = mount()
+    x_tree.compare(m.layer(attack.x), dir_mtime=False)
+
+
+def test_policy_none_from_config(strata, attack, tmp_path):
+    cfg = tmp_path / "strata.toml"
+    cfg.write_text('artifact_trust = "none"\n')
+    o = one_json(strata("--config", cfg, "--json", "pull", attack.evil_ref))
+    assert o["index_sources"] == ["build", "build"], o
+    p = strata("--config", cfg, "pull", "--index=artifact", attack.evil_ref, check=False)
+    assert p.returncode == 2 and "exclude each other" in p.stderr, p.stderr
+
+
+def openssl_key(d, name):
+    """A P-256 key pair made with the openssl CLI: (private PEM path, public PEM path)."""
+    priv, pub = d / (name + ".pem"), d / (name + ".pub")
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+                    "-out", priv], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "ec", "-in", priv, "-pubout", "-out", pub], check=True,
+                   capture_output=True, timeout=60)
+    return priv, pub
+
+
+class Signed:
+    """signed/app:1 with an artifact signed by key "good" (strata index --push --sign), and the
+    same image in mirror/app with an unsigned artifact of the same digest."""
+
+    def __init__(self, strata_bin, registry, tmp):
+        self.priv, self.pub = openssl_key(tmp, "good")
+        _, self.other_pub = openssl_key(tmp, "other")
+        blob, diff, _ = tar_gz({"srv/app.conf": (b"signed=1\n", 0o644)})
+        self.layer = sha256(blob)
+        self.repo = Repo(registry, "signed/app")
+        self.manifest = self.repo.image("1", [(blob, diff)])
+        self.ref = self.repo.ref("1")
+        run = Strata(strata_bin, new_store(tmp, "signer"))
+        self.push = one_json(run("--json", "index", "--push", "--sign", self.priv, self.ref))
+        self.artifact = self.push["artifact"]
+        self.mirror = Repo(registry, "mirror/app")
+        self.mirror.image("1", [(blob, diff)])
+        self.mirror_ref = self.mirror.ref("1")
+        mo = one_json(run("--json", "index", "--push", self.mirror_ref))
+        assert mo["artifact"] == self.artifact, (mo, self.push)
+
+    def sig_tag(self, digest=None):
+        return "sha256-%s.sig" % (digest or self.artifact).split(":", 1)[1]
+
+    def copy_signature(self, dst, to_digest=None):
+        """Copies the signature manifest (and its blobs) of the artifact into repository dst,
+        tagged for to_digest (default: the same artifact)."""
+        m = self.repo.get_manifest(self.sig_tag())
+        for d in [m["config"]] + m["layers"]:
+            dst.blob(self.repo.get_blob(d["digest"]))
+        dst.manifest(self.sig_tag(to_digest), m)
+
+
+@pytest.fixture(scope="module")
+def signed(strata_bin, trust_registry, tmp_path_factory):
+    return Signed(strata_bin, trust_registry, tmp_path_factory.mktemp("signed"))
+
+
+def signed_config(tmp_path, *pubs):
+    cfg = tmp_path / "signed.toml"
+    cfg.write_text('artifact_trust = "signed"\ntrusted_keys = [%s]\n' %
+                   ", ".join('"%s"' % p for p in pubs))
+    return cfg
+
+
+def test_sign_writes_a_cosign_signature(signed):
+    """The layout cosign's SIGNATURE_SPEC describes: tag sha256-<hex>.sig, an OCI manifest whose
+    layer is the simple-signing payload, the base64 ECDSA signature as its annotation."""
+    assert signed.push.get("signer", "").startswith("sha256:"), signed.push
+    m = signed.repo.get_manifest(signed.sig_tag())
+    assert m["config"]["mediaType"] == OCI_CONFIG, m
+    [layer] = m["layers"]
+    assert layer["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json", m
+    sig = layer["annotations"]["dev.cosignproject.cosign/signature"]
+    payload = signed.repo.get_blob(layer["digest"])
+    body = json.loads(payload)
+    assert body["critical"]["type"] == "cosign container image signature", body
+    assert body["critical"]["image"]["docker-manifest-digest"] == signed.artifact, body
+    assert body["critical"]["identity"]["docker-reference"] == \
+        "%s/signed/app" % signed.repo.registry.host, body
+    # the signature verifies with the openssl CLI (sha256 ECDSA over the payload bytes)
+    d = signed.priv.parent
+    (d / "payload").write_bytes(payload)
+    (d / "sig").write_bytes(__import__("base64").b64decode(sig))
+    v = subprocess.run(["openssl", "dgst", "-sha256", "-verify", signed.pub, "-signature",
+                        d / "sig", d / "payload"], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_signed_artifact_is_used(strata, signed, tmp_path):
+    p = strata("--config", signed_config(tmp_path, signed.other_pub, signed.pub), "--json",
+               "pull", signed.ref)
+    o = one_json(p)
+    assert o["index_sources"] == ["artifact"], (o, p.stderr)
+    assert o["signer"] == signed.push["signer"], o
+
+
+def signed_pull_falls_back(strata, cfg, ref, why):
+    p = strata("--config", cfg, "--json", "pull", ref)
+    o = one_json(p)
+    assert o["index_sources"] == ["build"], (o, p.stderr)
+    lines = [l for l in p.stderr.splitlines() if "not signed by a trusted key" in l]
+    assert len(lines) == 1 and why in lines[0], p.stderr
+    note("fallback: %s" % lines[0])
+
+
+def test_signed_wrong_key_falls_back(strata, signed, tmp_path):
+    signed_pull_falls_back(strata, signed_config(tmp_path, signed.other_pub), signed.ref,
+                           "no trusted key verifies the signature")
+
+
+def test_signed_unsigned_artifact_falls_back(strata, signed, tmp_path):
+    signed_pull_falls_back(strata, signed_config(tmp_path, signed.pub), signed.mirror_ref,
+                           "no signature")
+
+
+def test_signed_for_another_repository_falls_back(strata, signed, trust_registry, tmp_path):
+    """A valid signature of the same artifact digest, copied from signed/app: it names signed/app,
+    not this repository."""
+    dst = Repo(trust_registry, "copy/app")
+    blob, diff, _ = tar_gz({"srv/app.conf": (b"signed=1\n", 0o644)})
+    dst.image("1", [(blob, diff)])
+    Strata(strata.binary, new_store(tmp_path, "copier"))("index", "--push", dst.ref("1"))
+    signed.copy_signature(dst)
+    signed_pull_falls_back(strata, signed_config(tmp_path, signed.pub), dst.ref("1"),
+                           "names repository")
+
+
+def test_signed_for_another_digest_falls_back(strata, signed, attack, trust_registry, tmp_path):
+    """The signature of signed/app's artifact stored under the tag of another artifact: its
+    payload names the other digest."""
+    evil = Repo(trust_registry, "evil/app")
+    art = one_json(strata("--json", "pull", attack.evil_ref,
+                          store=new_store(tmp_path, "look")))["artifact"]
+    # copy the signed payload (for signed/app's artifact) into evil/app under art's tag
+    m = signed.repo.get_manifest(signed.sig_tag())
+    for d in [m["config"]] + m["layers"]:
+        evil.blob(signed.repo.get_blob(d["digest"]))
+    evil.manifest(signed.sig_tag(art), m)
+    store2 = new_store(tmp_path, "fresh")
+    p = strata("--config", signed_config(tmp_path, signed.pub), "--json", "pull",
+               attack.evil_ref, store=store2)
+    o = one_json(p)
+    assert o["index_sources"] == ["build", "build"], (o, p.stderr)
+    assert "not signed by a trusted key" in p.stderr and \
+        "the signature is for %s" % signed.artifact in p.stderr, p.stderr

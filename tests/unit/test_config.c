@@ -124,6 +124,37 @@ static void test_errors(void **state)
 		     "strata.toml:2: index_cache is set twice");
 }
 
+static void test_trust_keys(void **state)
+{
+	struct config cfg;
+	char err[512];
+
+	(void)state;
+	assert_int_equal(parse("artifact_trust = \"signed\"\n"
+			       "trusted_keys = [ \"/etc/strata/a.pub\", \"/k/b.pub\" ] # two\n",
+			       &cfg, err),
+			 0);
+	assert_string_equal(cfg.artifact_trust, "signed");
+	assert_int_equal(cfg.ntrusted_keys, 2);
+	assert_string_equal(cfg.trusted_keys[0], "/etc/strata/a.pub");
+	assert_string_equal(cfg.trusted_keys[1], "/k/b.pub");
+	config_free(&cfg);
+	assert_int_equal(parse("trusted_keys = [\"/a\",]\n", &cfg, err), 0);
+	assert_int_equal(cfg.ntrusted_keys, 1);
+	assert_string_equal(cfg.artifact_trust, "");
+	config_free(&cfg);
+	expect_error("artifact_trust = \"everyone\"\n", "strata.toml:1: artifact_trust: expected");
+	expect_error("trusted_keys = \"/a.pub\"\n", "strata.toml:1: trusted_keys: expected [");
+	expect_error("trusted_keys = []\n", "strata.toml:1: trusted_keys: expected [");
+	expect_error("trusted_keys = [\"a.pub\"]\n", "strata.toml:1: trusted_keys: 'a.pub' is not");
+	expect_error("trusted_keys = [\"/a\"\n", "strata.toml:1: trusted_keys: unterminated array");
+	expect_error("trusted_keys = [\"/a\" \"/b\"]\n",
+		     "strata.toml:1: trusted_keys: expected , or ]");
+	expect_error("trusted_keys = [1]\n",
+		     "strata.toml:1: trusted_keys: expected a \"string\" in");
+	expect_error("quota = [\"1\"]\n", "strata.toml:1: quota: expected a size");
+}
+
 static void test_load(void **state)
 {
 	char path[] = "/tmp/strata-test-config-XXXXXX", err[512];
@@ -166,8 +197,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_values), cmocka_unit_test(test_cache_keys),
-		cmocka_unit_test(test_errors), cmocka_unit_test(test_load),
-		cmocka_unit_test(test_size),
+		cmocka_unit_test(test_errors), cmocka_unit_test(test_trust_keys),
+		cmocka_unit_test(test_load),   cmocka_unit_test(test_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
