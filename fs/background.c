@@ -68,6 +68,22 @@ static int bg_layer(struct fs_engine *eng, struct fs_layer *l)
 	return failed ? -EIO : 0;
 }
 
+/* A layer the background made fully local whose record was not built from its blob: checked
+ * against it now (fs_layer_verify). */
+static void bg_verify(struct fs_engine *eng, struct fs_layer *l, int *incomplete)
+{
+	int rc = fs_layer_verify(eng, l);
+
+	if (rc == 0)
+		atomic_store(&l->verified, 1);
+	else if (rc != -EIO && rc != -ESTALE) {
+		*incomplete = 1;
+		if (!atomic_exchange(&l->warned, 1))
+			strata_log(LOG_WARNING, "background: %s (will retry later)",
+				   strata_errmsg(rc));
+	}
+}
+
 static void *bg_main(void *arg)
 {
 	struct fs_engine *eng = arg;
@@ -85,6 +101,10 @@ static void *bg_main(void *arg)
 					continue;
 				if (l->src && bg_layer(eng, l) < 0)
 					incomplete = 1;
+				else if (l->src && !atomic_load(&l->verified) &&
+					 !atomic_load(&l->quarantined) &&
+					 !atomic_load(&eng->bg_stop))
+					bg_verify(eng, l, &incomplete);
 				fs_layer_put(eng, l);
 			}
 		}
@@ -134,6 +154,14 @@ int fs_fetch_layer(struct fs_engine *eng, const char *digest,
 	rc = fs_layer_load(eng, digest, &l);
 	if (rc < 0)
 		goto out;
+	/* A record not built here from its blob: the whole blob through the verifying builder
+	 * first, which also stores every chunk (a quarantined layer fails the pin). */
+	if (!atomic_load(&l->verified) && eng->fetch && l->src) {
+		rc = fs_layer_verify(eng, l);
+		if (rc < 0)
+			goto out;
+		atomic_store(&l->verified, 1);
+	}
 	for (uint32_t i = 0; i < index_layer_nchunks(l->idx); i++)
 		total += index_layer_chunk(l->idx, i)->size;
 	if (progress)

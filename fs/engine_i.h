@@ -126,16 +126,30 @@ struct fs_layer {
 	struct fetch_ref *src;		/* where missing bytes come from; NULL: nowhere */
 	char windows[STORE_DIGEST_LEN]; /* index artifact windows blob, or "" */
 	atomic_int warned;		/* a fetch failure was logged (log once per layer) */
-	_Atomic uint64_t touched;	/* last access second passed to the store */
-	atomic_int refs;		/* references (taken under layers_lock) */
-	_Atomic uint64_t used;		/* fs_engine.layer_tick at the last reference */
-	size_t bytes;			/* memory held: the decoded index and this struct */
-	struct fs_layer *gone;		/* unloaded, to be freed; layer_trim()'s own list */
+	atomic_int quarantined;		/* its index does not match its blob: reads fail (EIO) */
+	atomic_int verified;	  /* its record is STORE_PROV_VERIFIED (checked against its blob) */
+	_Atomic uint64_t touched; /* last access second passed to the store */
+	atomic_int refs;	  /* references (taken under layers_lock) */
+	_Atomic uint64_t used;	  /* fs_engine.layer_tick at the last reference */
+	size_t bytes;		  /* memory held: the decoded index and this struct */
+	struct fs_layer *gone;	  /* unloaded, to be freed; layer_trim()'s own list */
 };
 
 /* Loads the layer with this digest from the store (or returns the loaded one). Returns 0 and *out
  * referenced (fs_layer_put), or negative errno (-ENOENT: no such layer in the store). */
 int fs_layer_load(struct fs_engine *eng, const char *digest, struct fs_layer **out);
+
+/*
+ * Checks layer l, whose chunks are local or about to be, against its blob (fs/verify.c): a record
+ * not built here from its blob (an index artifact's, an eStargz TOC's, a legacy one) is compared
+ * with the index the verifying builder makes from the whole blob (its digest checked by the
+ * download; its chunks go to the store) and its diff_id with the record's. A match marks the
+ * record verified; a mismatch quarantines the layer (store record and counter, one log line, its
+ * reads fail with EIO). Returns 0 (verified, now or before), -EIO when quarantined, -ESTALE when
+ * the record was replaced meanwhile, or another negative errno (the blob could not be fetched:
+ * nothing is concluded). Thread-safe; downloads the whole blob.
+ */
+int fs_layer_verify(struct fs_engine *eng, struct fs_layer *l);
 
 /* Gives back a reference (NULL ok); l may be unloaded from then on. Lock-free unless it trims. */
 void fs_layer_put(struct fs_engine *eng, struct fs_layer *l);

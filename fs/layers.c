@@ -149,6 +149,10 @@ int fs_layer_load(struct fs_engine *eng, const char *digest, struct fs_layer **o
 		char now[STORE_DIGEST_LEN];
 
 		if (store_layer_by_seq(eng->store, l->seq, now) == 0 && strcmp(now, digest) == 0) {
+			if (atomic_load(&l->quarantined)) {
+				fs_layer_put(eng, l);
+				return strata_err(EIO, "layer %s is quarantined", digest);
+			}
 			*out = l;
 			return 0;
 		}
@@ -159,6 +163,8 @@ int fs_layer_load(struct fs_engine *eng, const char *digest, struct fs_layer **o
 	rc = store_layer_get(eng->store, digest, &info, NULL, NULL);
 	if (rc < 0)
 		return rc;
+	if (info.quarantine[0])
+		return strata_err(EIO, "layer %s is quarantined: %s", digest, info.quarantine);
 	*out = layer_get_seq(eng, info.seq);
 	if (*out)
 		return 0;
@@ -178,6 +184,7 @@ int fs_layer_load(struct fs_engine *eng, const char *digest, struct fs_layer **o
 		return rc;
 	}
 	l->seq = info.seq;
+	atomic_store(&l->verified, info.prov == STORE_PROV_VERIFIED);
 	l->bytes = sizeof(*l) + index_layer_mem_size(l->idx);
 	snprintf(l->digest, sizeof(l->digest), "%s", digest);
 	snprintf(l->windows, sizeof(l->windows), "%s", info.windows);
@@ -248,6 +255,10 @@ int fs_layer_of(struct fs_engine *eng, uint64_t ino, struct fs_layer **out, uint
 	if (l->seq != seq || (uint32_t)ino >= index_layer_ninodes(l->idx)) {
 		fs_layer_put(eng, l);
 		return -ESTALE;
+	}
+	if (atomic_load(&l->quarantined)) {
+		fs_layer_put(eng, l);
+		return strata_err(EIO, "layer %s is quarantined", l->digest);
 	}
 	*out = l;
 	*node = (uint32_t)ino;

@@ -224,6 +224,7 @@ static int count_cb(void *ctx, const char *ref, const char *json)
 /* The store's quota figures for stats. */
 struct quota_figures {
 	uint64_t pins, evictions, chunks, bytes;
+	uint64_t quarantined; /* layers whose index did not match their blob */
 };
 
 static int pin_count_cb(void *ctx, const char *ref)
@@ -245,6 +246,8 @@ static int quota_figures(struct store *s, struct quota_figures *q)
 		rc = store_counter_get(s, "evicted_chunks", &q->chunks);
 	if (rc == 0)
 		rc = store_counter_get(s, "evicted_bytes", &q->bytes);
+	if (rc == 0)
+		rc = store_counter_get(s, "quarantined_layers", &q->quarantined);
 	return rc;
 }
 
@@ -353,6 +356,7 @@ static void stats_print_json(struct cli *c, const struct stats_figures *f)
 		(json_int_t)f->fcnt.retries);
 	json_t *hosts = json_object();
 
+	json_object_set_new(o, "quarantined_layers", json_integer((json_int_t)f->q.quarantined));
 	if (c->in_daemon) {
 		json_object_set_new(o, "reads", reads_json(&f->rs));
 		json_object_set_new(o, "index_cache",
@@ -403,6 +407,10 @@ static void stats_print_text(struct cli *c, const struct stats_figures *f)
 	fprintf(c->out, "layer bytes    %s as tar, %s as blobs\n",
 		cli_bytes(f->s.tar_bytes, b1, sizeof(b1)),
 		cli_bytes(f->s.blob_bytes, b2, sizeof(b2)));
+	if (f->q.quarantined)
+		fprintf(c->out,
+			"quarantined    %llu layers (their index did not match their blob)\n",
+			(unsigned long long)f->q.quarantined);
 	if (c->in_daemon) {
 		uint64_t total = f->rs.cache_hits + f->rs.store_hits + f->rs.fetched;
 

@@ -11,6 +11,7 @@ pulls made inside a running daemon (pending layers streamed there).
 The images are made here with the registry's HTTP API, in a registry of this module's own.
 """
 
+import errno
 import gzip
 import hashlib
 import io
@@ -20,6 +21,7 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import time
 import urllib.request
 
 import pytest
@@ -387,3 +389,64 @@ def test_signed_for_another_digest_falls_back(strata, signed, attack, trust_regi
     assert o["index_sources"] == ["build", "build"], (o, p.stderr)
     assert "not signed by a trusted key" in p.stderr and \
         "the signature is for %s" % signed.artifact in p.stderr, p.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# quarantine: a layer that becomes fully local is checked against its blob
+# ----------------------------------------------------------------------------------------------
+
+def quarantined(strata):
+    return strata.stats()["quarantined_layers"]
+
+
+def assert_reads_eio(m, path):
+    def read():
+        try:
+            with open(path, "rb") as f:
+                f.read()
+        except OSError as e:
+            return e.errno
+        return 0
+    assert bounded(m, read, "read(%s)" % path) == errno.EIO
+
+
+def test_pin_quarantines_a_lying_index(strata, mount, attack, x_tree):
+    strata("pull", attack.evil_ref)
+    assert quarantined(strata) == 0
+    p = strata("pin", attack.evil_ref, check=False)
+    assert p.returncode == 1 and "quarantined" in p.stderr, p.stderr
+    note("pin: %s" % p.stderr.strip().splitlines()[-1])
+    assert quarantined(strata) == 1
+    m = mount()
+    assert_reads_eio(m, os.path.join(m.layer(attack.x), "bin/tool"))
+    assert quarantined(strata) == 1  # counted once
+    # pulling again (any image that lists X) replaces the record with a verified build
+    o = one_json(strata("--json", "pull", attack.evil_ref))
+    assert o["index_sources"][0] in ("build", "stream"), o
+    layer = m.layer(attack.x)
+    assert bounded(m, lambda: os.path.isdir(layer), "isdir(%s)" % layer)
+    x_tree.compare(layer, dir_mtime=False)
+    assert quarantined(strata) == 0
+
+
+def test_background_quarantines_a_lying_index(strata, mount, attack):
+    strata("pull", attack.evil_ref)
+    m = mount(args=("--background",))
+    deadline = time.monotonic() + 60
+    while quarantined(strata) == 0:
+        assert time.monotonic() < deadline, m.stderr()[-3000:]
+        time.sleep(0.5)
+    assert_reads_eio(m, os.path.join(m.layer(attack.x), "bin/tool"))
+    time.sleep(2)  # more background passes: still one line
+    lines = [l for l in m.stderr().splitlines() if "quarantined:" in l and attack.x in l]
+    assert len(lines) == 1, m.stderr()[-3000:]
+    note("daemon: %s" % lines[0])
+
+
+def test_pin_verifies_an_honest_artifact(strata, signed, x_tree):
+    o = one_json(strata("--json", "pull", signed.ref))
+    assert o["index_sources"] == ["artifact"], o
+    strata("pin", signed.ref)
+    assert quarantined(strata) == 0
+    s = strata.stats()
+    assert s["local_bytes"] == s["content_bytes"] > 0, s

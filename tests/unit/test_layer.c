@@ -15,6 +15,7 @@
 #include "gzipw.h"
 #include "index/layer.h"
 #include "layerq.h"
+#include "index/compare.h"
 #include "memsrc.h"
 #include "tarw.h"
 #include "util/sha256.h"
@@ -198,6 +199,57 @@ static void test_encode_decode(void **state)
 	index_layer_free(l);
 	index_layer_free(l2);
 	free(t.p);
+}
+
+/* A small tree as a tar: variant picks one difference from variant 0. */
+static struct index_layer *compare_tree(int variant)
+{
+	struct bytebuf t = { 0 };
+	struct memsrc m;
+	struct index_layer *l = NULL;
+	char big[10000];
+
+	memset(big, 'b', sizeof(big));
+	if (variant == 5)
+		big[9000] = 'B'; /* content in the third chunk */
+	tarw_header(&t, "d", '5', variant == 1 ? 0700 : 0755, 0, NULL, 1700000000);
+	if (variant == 2)
+		tarw_pax(&t, "SCHILY.xattr.user.x", "1", 1);
+	tarw_file(&t, "d/big", big, sizeof(big));
+	tarw_header(&t, variant == 3 ? "d/other" : "d/link", '1', 0644, 0, "d/big", 1700000000);
+	tarw_header(&t, "s", '2', 0777, 0, variant == 4 ? "d/bag" : "d/big", 1700000000);
+	tarw_end(&t);
+	assert_int_equal(index_layer_build(memsrc_open(&m, t.p, t.len, 0), 4096, NULL, NULL, &l),
+			 0);
+	free(t.p);
+	return l;
+}
+
+static void test_compare(void **state)
+{
+	struct index_layer *a = compare_tree(0), *b = compare_tree(0);
+	static const char *const want[] = {
+		NULL,
+		"/d: mode 40755, not 40700",
+		"/d/big: 0 xattrs, not 1",
+		"/d: entry link is not in the other index",
+		"/s: another symlink target",
+		"/d/big: chunk 2 has other content",
+	};
+	char why[256];
+
+	(void)state;
+	assert_int_equal(index_layer_compare(a, b, INDEX_CMP_EXACT, why, sizeof(why)), 1);
+	assert_string_equal(why, "");
+	for (int v = 1; v < 6; v++) {
+		struct index_layer *c = compare_tree(v);
+
+		assert_int_equal(index_layer_compare(a, c, INDEX_CMP_EXACT, why, sizeof(why)), 0);
+		assert_string_equal(why, want[v]);
+		index_layer_free(c);
+	}
+	index_layer_free(a);
+	index_layer_free(b);
 }
 
 static void test_errors(void **state)
@@ -421,7 +473,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tree_semantics), cmocka_unit_test(test_encode_decode),
 		cmocka_unit_test(test_errors),	       cmocka_unit_test(test_replace_dir_with_file),
-		cmocka_unit_test(test_random_access),
+		cmocka_unit_test(test_random_access),  cmocka_unit_test(test_compare),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
