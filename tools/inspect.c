@@ -112,6 +112,7 @@ struct stats_ctx {
 	uint64_t stored_bytes;
 	uint64_t layers, tar_bytes, blob_bytes;
 	uint64_t content_bytes, local_bytes, unique_bytes;
+	uint64_t by_prov[STORE_PROV_VERIFIED + 1]; /* layers per provenance */
 	int trim; /* running in the daemon: return freed memory to the system */
 };
 
@@ -162,6 +163,8 @@ static int stats_layer_cb(void *ctx, const struct store_layer *sl)
 	size_t len = 0;
 
 	s->layers++;
+	if ((unsigned)sl->prov <= STORE_PROV_VERIFIED)
+		s->by_prov[sl->prov]++;
 	s->tar_bytes += sl->tar_size;
 	s->blob_bytes += sl->size;
 	if (store_layer_get(s->store, sl->digest, NULL, &enc, &len) == 0 &&
@@ -357,6 +360,14 @@ static void stats_print_json(struct cli *c, const struct stats_figures *f)
 	json_t *hosts = json_object();
 
 	json_object_set_new(o, "quarantined_layers", json_integer((json_int_t)f->q.quarantined));
+	{
+		json_t *prov = json_object();
+
+		for (int p = 0; p <= STORE_PROV_VERIFIED; p++)
+			json_object_set_new(prov, store_prov_name((enum store_prov)p),
+					    json_integer((json_int_t)f->s.by_prov[p]));
+		json_object_set_new(o, "layer_provenance", prov);
+	}
 	if (c->in_daemon) {
 		json_object_set_new(o, "reads", reads_json(&f->rs));
 		json_object_set_new(o, "index_cache",
@@ -391,7 +402,14 @@ static void stats_print_text(struct cli *c, const struct stats_figures *f)
 	fprintf(c->out, "store          %s%s\n", store_dir(c->store),
 		c->in_daemon ? " (served by a running daemon)" : "");
 	fprintf(c->out, "images         %llu\n", (unsigned long long)f->images);
-	fprintf(c->out, "layers         %llu\n", (unsigned long long)f->s.layers);
+	fprintf(c->out,
+		"layers         %llu (%llu verified from their blob, %llu from an eStargz TOC, %llu "
+		"from an index artifact, %llu legacy)\n",
+		(unsigned long long)f->s.layers,
+		(unsigned long long)f->s.by_prov[STORE_PROV_VERIFIED],
+		(unsigned long long)f->s.by_prov[STORE_PROV_TOC],
+		(unsigned long long)f->s.by_prov[STORE_PROV_ARTIFACT],
+		(unsigned long long)f->s.by_prov[STORE_PROV_LEGACY]);
 	fprintf(c->out, "chunks         %llu\n", (unsigned long long)f->s.nhave);
 	fprintf(c->out, "logical bytes  %s (file content of every layer)\n",
 		cli_bytes(f->s.content_bytes, b1, sizeof(b1)));

@@ -355,8 +355,16 @@ static int check_layers(struct pull *p)
 	for (size_t i = 0; i < img->nlayers; i++) {
 		struct store_layer tmp;
 
-		if (store_layer_get(p->c->store, img->layers[i].digest, &tmp, NULL, NULL) < 0 ||
-		    tmp.prov != STORE_PROV_VERIFIED || tmp.quarantine[0])
+		const struct fetch_layer *fl = &img->layers[i];
+		int toc_vouched;
+
+		if (store_layer_get(p->c->store, fl->digest, &tmp, NULL, NULL) < 0) {
+			p->missing++;
+			continue;
+		}
+		toc_vouched = p->po->mode == MODE_AUTO && tmp.prov == STORE_PROV_TOC &&
+			      fl->toc_digest && strcmp(tmp.prov_digest, fl->toc_digest) == 0;
+		if (tmp.quarantine[0] || (tmp.prov != STORE_PROV_VERIFIED && !toc_vouched))
 			p->missing++;
 	}
 	strata_err_clear();

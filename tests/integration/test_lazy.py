@@ -401,7 +401,9 @@ def test_background_completion_makes_the_image_local(strata_bin, lazy_corner, co
     deadline = time.monotonic() + 120
     while True:
         st = run.stats()
-        if st["local_bytes"] == st["content_bytes"]:
+        # complete, and each layer checked against its blob (a download of its own)
+        if st["local_bytes"] == st["content_bytes"] and \
+                st["layer_provenance"]["verified"] == st["layers"]:
             break
         assert time.monotonic() < deadline, "background completion stalled at %s\n%s" % (
             st, m.stderr())
