@@ -450,3 +450,31 @@ def test_pin_verifies_an_honest_artifact(strata, signed, x_tree):
     assert quarantined(strata) == 0
     s = strata.stats()
     assert s["local_bytes"] == s["content_bytes"] > 0, s
+
+
+def test_pending_claims_are_checked_each(strata, mount, attack, trust_registry, x_tree):
+    """An image whose config lies about X's diff_id registers X as pending first (its stream
+    fails); the victim's later claim is streamed and checked on its own: no first pull wins."""
+    liar = Repo(trust_registry, "liar/app")
+    liar.image("1", [(attack.x_blob, attack.y_diff)])
+    m = mount()
+    o = one_json(strata("--json", "pull", liar.ref("1")))
+    assert o["index_sources"] == ["stream"], o
+    deadline = time.monotonic() + 30
+    while "does not match the image config's diff_id" not in m.stderr():
+        assert time.monotonic() < deadline, m.stderr()[-3000:]
+        time.sleep(0.2)
+    o = one_json(strata("--json", "pull", attack.victim_ref))
+    assert o["index_sources"] == ["stream"], o
+    layer = m.layer(attack.x)
+    deadline = time.monotonic() + 60
+
+    def isdir():
+        try:
+            return os.path.isdir(layer)
+        except OSError:
+            return False
+    while not bounded(m, isdir, "isdir(%s)" % layer):
+        assert time.monotonic() < deadline, m.stderr()[-3000:]
+        time.sleep(0.5)
+    x_tree.compare(layer, dir_mtime=False)
