@@ -170,6 +170,8 @@ int cli_apply_config(struct cli *c)
 		c->chunk_cache = cfg.chunk_cache;
 	if (!c->block_cache && cfg.has_block_cache)
 		c->block_cache = cfg.block_cache;
+	if (!c->allow_other && cfg.has_allow_other)
+		c->allow_other = cfg.allow_other;
 	config_free(&cfg);
 	return 0;
 }
