@@ -209,10 +209,12 @@ static size_t sink_fd(struct req *r, const char *data, size_t n)
 {
 	int rc;
 
-	if (r->expected > 0 && n > r->expected - r->got) {
+	/* the descriptor's size is exact, 0 included: a host cannot stream more than it claimed */
+	if (n > r->expected - r->got) {
 		r->sink_err = strata_err(EBADMSG,
-					 "blob %s is larger than its descriptor (%llu bytes)",
-					 r->blob_digest, (unsigned long long)r->expected);
+					 "blob %s from %s is larger than its descriptor says (%llu "
+					 "bytes)",
+					 r->blob_digest, r->host, (unsigned long long)r->expected);
 		return 0;
 	}
 	rc = write_all(r->fd, data, n);
@@ -340,16 +342,14 @@ static int on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_o
 		       curl_off_t ulnow)
 {
 	struct req *r = userp;
-	uint64_t total = r->expected;
 
+	(void)dltotal;
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
 	if (!r->progress || !is_2xx(r->status))
 		return 0;
-	if (total == 0 && dltotal > 0)
-		total = (uint64_t)dltotal;
-	if (r->progress(r->pctx, r->got, total) != 0) {
+	if (r->progress(r->pctx, r->got, r->expected) != 0) {
 		r->sink_err = strata_err(ECANCELED, "%s: download cancelled", r->what);
 		return 1;
 	}
