@@ -94,6 +94,10 @@ static int get_manifest(struct fetch_client *c, const struct fetch_ref *ref, con
 	r.accept = accept ? accept : ACCEPT_MANIFESTS;
 	r.kind = SINK_MEM;
 	r.limit = FETCH_MANIFEST_MAX;
+	if (expect_size >= 0 && (uint64_t)expect_size < r.limit) {
+		r.limit = (size_t)expect_size; /* an index entry's: exact */
+		r.limit_exact = 1;
+	}
 	r.limit_what = "manifest";
 	r.check = manifest_check;
 	r.check_ctx = &mc;
@@ -156,7 +160,8 @@ static int get_config(struct fetch_client *c, const struct fetch_ref *ref, const
 	if (rc < 0)
 		goto out;
 	r.kind = SINK_MEM;
-	r.limit = FETCH_CONFIG_MAX;
+	r.limit = size; /* exact, at most FETCH_CONFIG_MAX (fetch_doc_parse checked) */
+	r.limit_exact = 1;
 	r.limit_what = "config";
 	r.check = config_check;
 	r.check_ctx = &chk;

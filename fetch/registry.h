@@ -21,7 +21,7 @@ struct fetch_opts {
 	const char *platform_arch;    /* GOARCH name of this host: "amd64", "arm64", ... */
 	const char *platform_variant; /* "v8", or NULL */
 	long connect_timeout_ms;      /* 0 = default 10 s */
-	long low_speed_timeout_s; /* abort a transfer slower than 1 byte/s for this long; 0 = 30 s */
+	long low_speed_timeout_s; /* abort a transfer slower than 1 KiB/s for this long; 0 = 30 s */
 	int max_attempts;	  /* per request and host, for connection errors and 5xx; 0 = 3 */
 	const char *hosts_dir;	  /* containerd certs.d layout (hosts.toml per registry); NULL or
 				    * "": each registry alone, with the defaults of fetch_hosts_load */

@@ -20,6 +20,11 @@
 #include "registry.h"
 #include "util/sha256.h"
 
+/* The slowest a transfer may be, in bytes a second, for longer than the client's low_speed_s;
+ * and the longest one attempt at a document (SINK_MEM: manifest, index, config) may take. */
+#define FETCH_LOW_SPEED_BYTES 1024L
+#define FETCH_DOC_TIMEOUT_MS  120000L
+
 /* Idle easy handles kept per client: each keeps its own connection cache, so reusing one reuses its
  * keep-alive connections (libcurl does not support sharing a connection cache across threads). */
 #define POOL_MAX 8
@@ -118,6 +123,7 @@ struct req {
 	char *mem;
 	size_t len, cap, limit;
 	const char *limit_what; /* "manifest", "config" */
+	int limit_exact;	/* limit is the descriptor's size, not a cap in MiB */
 	/* SINK_FD: the body streamed to fd from fd_start, hashed as it goes */
 	int fd;
 	off_t fd_start;

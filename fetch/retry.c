@@ -339,6 +339,8 @@ int fetch_retry_request(struct req *r)
 		if (r->deadline_ms) {
 			int64_t left = r->deadline_ms - fetch_now_ms();
 
+			if (r->kind == SINK_MEM && left > FETCH_DOC_TIMEOUT_MS)
+				left = FETCH_DOC_TIMEOUT_MS;
 			curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(left > 1 ? left : 1));
 		}
 		r->retry_after[0] = '\0';

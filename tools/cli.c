@@ -23,6 +23,7 @@ int cli_fetch_client(struct cli *c, struct fetch_client **out)
 	fo.platform_arch = fetch_host_arch();
 	fo.hosts_dir = c->hosts_dir;
 	fo.strict_cache = c->strict_cache;
+	fo.low_speed_timeout_s = c->low_speed_s;
 	rc = fetch_client_new(&fo, out);
 	return rc < 0 ? cli_fail(c, "%s", strata_errmsg(rc)) : 0;
 }
@@ -172,6 +173,8 @@ int cli_apply_config(struct cli *c)
 		c->block_cache = cfg.block_cache;
 	if (!c->allow_other && cfg.has_allow_other)
 		c->allow_other = cfg.allow_other;
+	if (!c->low_speed_s && cfg.has_low_speed_timeout)
+		c->low_speed_s = cfg.low_speed_timeout;
 	config_free(&cfg);
 	return 0;
 }

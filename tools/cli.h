@@ -31,7 +31,8 @@ struct cli {
 	uint64_t index_cache; /* mount's cache caps (config file, mount flags); 0 = default */
 	uint64_t chunk_cache;
 	uint64_t block_cache;
-	int allow_other;	/* mount: other users may read the mount (flag, else the config) */
+	int allow_other;  /* mount: other users may read the mount (flag, else the config) */
+	long low_speed_s; /* registry transfers: the config's low_speed_timeout; 0 = default */
 	char *config_hosts_dir; /* owned: hosts_dir as the config file set it (free it) */
 	int json;
 	int verbose;

@@ -190,6 +190,13 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 				    "read_timeout: expected a number of seconds from 1 to 86400");
 		cfg->read_timeout = (long)v->num;
 		cfg->has_read_timeout = 1;
+	} else if (strcmp(key, "low_speed_timeout") == 0) {
+		if (v->type != V_INT || v->num < 1 || v->num > 3600)
+			return fail(
+				err, cap, name, line,
+				"low_speed_timeout: expected a number of seconds from 1 to 3600");
+		cfg->low_speed_timeout = (long)v->num;
+		cfg->has_low_speed_timeout = 1;
 	} else if (strcmp(key, "allow_other") == 0) {
 		if (v->type != V_BOOL)
 			return fail(err, cap, name, line, "allow_other: expected true or false");
@@ -214,7 +221,8 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 		return fail(
 			err, cap, name, line,
 			"unknown key '%s' (known: quota, quota_low_water, hosts_dir, strict_cache, "
-			"read_timeout, index_cache, chunk_cache, block_cache, allow_other)",
+			"read_timeout, index_cache, chunk_cache, block_cache, allow_other, "
+			"low_speed_timeout)",
 			key);
 	}
 	return 0;
@@ -223,9 +231,10 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 int config_parse(const char *name, const char *text, size_t len, struct config *cfg, char *err,
 		 size_t errcap)
 {
-	static const char *const keys[] = { "quota",	    "quota_low_water", "hosts_dir",
-					    "strict_cache", "read_timeout",    "index_cache",
-					    "chunk_cache",  "block_cache",     "allow_other" };
+	static const char *const keys[] = {
+		"quota",       "quota_low_water", "hosts_dir",	 "strict_cache", "read_timeout",
+		"index_cache", "chunk_cache",	  "block_cache", "allow_other",	 "low_speed_timeout"
+	};
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;

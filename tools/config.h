@@ -12,13 +12,15 @@ struct config {
 	unsigned low_water; /* quota_low_water: percent of the quota eviction goes down to */
 	char *hosts_dir;    /* malloc'd, or NULL */
 	int strict_cache;
-	long read_timeout;    /* seconds, 1-86400 */
-	uint64_t index_cache; /* bytes of decoded layer indexes a daemon keeps loaded */
-	uint64_t chunk_cache; /* bytes of decoded chunks a daemon keeps */
-	uint64_t block_cache; /* bytes of RocksDB block cache */
-	int allow_other;      /* mount: let other users read the mount */
+	long read_timeout;	/* seconds, 1-86400 */
+	uint64_t index_cache;	/* bytes of decoded layer indexes a daemon keeps loaded */
+	uint64_t chunk_cache;	/* bytes of decoded chunks a daemon keeps */
+	uint64_t block_cache;	/* bytes of RocksDB block cache */
+	int allow_other;	/* mount: let other users read the mount */
+	long low_speed_timeout; /* seconds a transfer may stay below 1 KiB/s, 1-3600 */
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
 	int has_index_cache, has_chunk_cache, has_block_cache, has_allow_other;
+	int has_low_speed_timeout;
 };
 
 #define CONFIG_LOW_WATER_DEFAULT 90
@@ -29,7 +31,7 @@ struct config {
  * lines; values are "strings" (escapes \" \\ \t \n), integers, or true/false. Known keys: quota
  * (size string like "20G", or bytes), quota_low_water (1-100), hosts_dir (string), strict_cache
  * (boolean), read_timeout (seconds, 1-86400), index_cache, chunk_cache, block_cache (sizes like
- * quota, greater than 0), allow_other (boolean). Returns 0, or -EINVAL with "NAME:LINE: message" in
+ * quota, greater than 0), allow_other (boolean), low_speed_timeout (seconds, 1-3600). Returns 0, or -EINVAL with "NAME:LINE: message" in
  * err (errcap bytes) for an unknown key, a repeated key, a table header, or a bad value; *cfg is
  * then freed. -ENOMEM when out of memory. Release with config_free.
  */

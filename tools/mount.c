@@ -93,6 +93,7 @@ static int daemon_open(struct daemon *d)
 	fopts.hosts_dir = c->hosts_dir;
 	fopts.strict_cache = c->strict_cache;
 	fopts.read_timeout_ms = d->read_timeout_s * 1000;
+	fopts.low_speed_timeout_s = c->low_speed_s;
 	rc = fetch_client_new(&fopts, &d->fc);
 	if (rc < 0)
 		return rc;

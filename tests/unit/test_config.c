@@ -95,6 +95,20 @@ static void test_allow_other(void **state)
 	config_free(&cfg);
 }
 
+static void test_low_speed_timeout(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("low_speed_timeout = 5\n", &cfg, err), 0);
+	assert_true(cfg.has_low_speed_timeout && cfg.low_speed_timeout == 5);
+	config_free(&cfg);
+	assert_int_equal(parse("low_speed_timeout = 0\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "strata.toml:1: low_speed_timeout: expected a number"));
+	assert_int_equal(parse("low_speed_timeout = 3601\n", &cfg, err), -EINVAL);
+}
+
 static void expect_error(const char *text, const char *msg)
 {
 	struct config cfg;
@@ -187,8 +201,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_values),	    cmocka_unit_test(test_cache_keys),
-		cmocka_unit_test(test_allow_other), cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_load),	    cmocka_unit_test(test_size),
+		cmocka_unit_test(test_allow_other), cmocka_unit_test(test_low_speed_timeout),
+		cmocka_unit_test(test_errors),	    cmocka_unit_test(test_load),
+		cmocka_unit_test(test_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
