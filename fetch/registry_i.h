@@ -251,6 +251,11 @@ long fetch_deadline_left_ms(const struct req *r);
 /* Frees c's per-host states. For fetch_client_free only. */
 void fetch_retry_clear(struct fetch_client *c);
 
+/* A Retry-After value (NUL-terminated, as the header gave it, trimmed) in seconds from now:
+ * delta-seconds or an HTTP-date (RFC 9110 10.2.3), at most a day; 0 when empty, malformed or in
+ * the past. Never fails. Thread-safe. */
+long fetch_retry_after_parse(const char *v);
+
 /* --- authorize.c: 401 -> token --- */
 
 /* fetch_retry_request() with registry authentication when r->auth_ref is set (see the function).
