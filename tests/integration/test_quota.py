@@ -309,7 +309,8 @@ def test_config_file(qenv, strata, store, tmp_path):
     p = strata("--config", bad, "stats", check=False)
     assert p.returncode == 1, p
     assert p.stderr.strip() == "strata: %s:3: unknown key 'quoat' (known: quota, quota_low_water, " \
-        "hosts_dir, strict_cache, read_timeout, index_cache, chunk_cache, block_cache)" % bad, \
+        "hosts_dir, strict_cache, read_timeout, index_cache, chunk_cache, block_cache, " \
+        "allow_other, low_speed_timeout)" % bad, \
         p.stderr
     bad.write_text('quota = "20X"\n')
     p = strata("--config", bad, "gc", check=False)
