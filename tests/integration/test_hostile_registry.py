@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """A hostile registry (harness.hostile.HostileFront on 127.0.0.1 in front of a real registry):
 descriptor size 0 is an exact size, endless bodies and headers are cut off, slowloris hosts are
-cut off by the low-speed limit, redirect loops end, a 206 whose Content-Range does not match is
+cut off by the low-speed limit, redirect loops end (each pull below 256 MiB of RSS), a 206 whose Content-Range does not match is
 an error whose bytes are never served, a token challenge from a redirect target is ignored, and a
 plain-http token realm off loopback is refused. Each ends in a clear one-line error, quickly,
 and a daemon serving the mount lives on."""
@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -45,15 +46,26 @@ def front(reg):
         f.stop()
 
 
+RSS_LIMIT_KIB = 256 << 10
+
+
 def pull_fails(strata_bin, store, ref, *args, timeout=60, config=None, env=None):
-    """`strata pull ARGS REF` must exit 1 within timeout: (its one line of stderr, seconds)."""
-    extra = ("--config", str(config)) if config else ()
+    """`strata pull ARGS REF` must exit 1 within timeout, its peak RSS below 256 MiB (GNU time):
+    (its one line of stderr, seconds)."""
+    extra = ["--config", str(config)] if config else []
+    cmd = ["/usr/bin/time", "-f", "maxrss-kib %M", str(strata_bin), "--store", str(store)] + \
+        extra + ["pull"] + list(args) + [ref]
     t0 = time.monotonic()
-    p = Strata(strata_bin, store)(*extra, "pull", *args, ref, check=False, timeout=timeout,
-                                  env=env)
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       errors="replace", timeout=timeout, env=env)
     took = time.monotonic() - t0
+    lines = [l for l in p.stderr.splitlines()
+             if not l.startswith("Command exited with non-zero status")]
+    err, rss = "\n".join(lines[:-1]), lines[-1]
+    assert rss.startswith("maxrss-kib "), p.stderr
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
-    return one_line(p.stderr), took
+    assert int(rss.split()[1]) < RSS_LIMIT_KIB, rss
+    return one_line(err + "\n"), took
 
 
 def test_size_zero_is_an_exact_size(strata_bin, reg, front, tmp_path):
