@@ -19,9 +19,11 @@ struct fetch_challenge {
  * Parses one WWW-Authenticate header value: a comma-separated list of challenges, each a scheme
  * followed by a token68 or by auth-params (name = token / quoted-string with \-escapes; names and
  * schemes case-insensitive). The first Bearer or Basic challenge is returned; other schemes are
- * skipped. A Bearer challenge needs a realm that starts with "http://" or "https://".
+ * skipped. A Bearer challenge needs a realm that starts with "https://", or "http://" for an
+ * issuer on a loopback address (127.0.0.0/8, ::1, localhost): it gets the registry's credentials.
  * Returns 0 with *out filled (caller frees with fetch_challenge_clear), or -EINVAL with strata_err
- * for a syntax error, a duplicate parameter, a Bearer challenge without a usable realm, or a header
+ * for a syntax error, a duplicate parameter, a Bearer challenge without a usable realm (a plain
+ * http one elsewhere than on loopback included), or a header
  * with no Bearer or Basic challenge; *out is zeroed then. -ENOMEM. Thread-safe.
  */
 int fetch_challenge_parse(const char *value, struct fetch_challenge *out);

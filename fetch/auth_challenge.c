@@ -2,10 +2,14 @@
 /* WWW-Authenticate challenges (RFC 7235): the first Bearer or Basic challenge of a header value. */
 #include "auth.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <curl/curl.h>
 
 #include "util/log.h"
 
@@ -104,6 +108,27 @@ static int set_param(char **slot, char *value, const char *name)
 	}
 	*slot = value;
 	return 0;
+}
+
+/* Whether url's host is a loopback address or name (127.0.0.0/8, ::1, localhost). */
+static int loopback_url(const char *url)
+{
+	CURLU *u = curl_url();
+	char *host = NULL;
+	int yes = 0;
+
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		struct in_addr a4;
+
+		if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+			yes = 1;
+		else if (inet_pton(AF_INET, host, &a4) == 1)
+			yes = (ntohl(a4.s_addr) >> 24) == 127;
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return yes;
 }
 
 int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
@@ -217,6 +242,15 @@ int fetch_challenge_parse(const char *value, struct fetch_challenge *out)
 			    strncasecmp(cur.realm, "http://", 7) != 0))) {
 		rc = strata_err(EINVAL,
 				"WWW-Authenticate: Bearer challenge without an http(s) realm");
+		goto out;
+	}
+	if (strcmp(cur.scheme, "bearer") == 0 && strncasecmp(cur.realm, "http://", 7) == 0 &&
+	    !loopback_url(cur.realm)) {
+		/* the issuer gets the registry's credentials: never in clear over a network */
+		rc = strata_err(EINVAL,
+				"WWW-Authenticate: token realm %.120s is plain http (only a "
+				"loopback issuer may be)",
+				cur.realm);
 		goto out;
 	}
 	*out = cur;

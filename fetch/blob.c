@@ -22,7 +22,7 @@ static int blob_check(struct req *r)
 
 	util_sha256_final(r->sha, md); /* also resets the context for another host */
 	util_digest_format(md, got);
-	if (r->expected > 0 && r->got != r->expected)
+	if (r->got != r->expected)
 		return strata_err(EBADMSG,
 				  "blob %s from %s is %llu bytes, its descriptor says %llu",
 				  r->blob_digest, r->host, (unsigned long long)r->got,
@@ -44,6 +44,11 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	rc = util_digest_normalize(digest, want);
 	if (rc < 0)
 		return rc;
+	if (expected_size > FETCH_BLOB_SIZE_MAX)
+		return strata_err(EFBIG,
+				  "blob %s claims %llu bytes, more than the %llu strata accepts",
+				  want, (unsigned long long)expected_size,
+				  (unsigned long long)FETCH_BLOB_SIZE_MAX);
 	rc = fetch_route_init(&r, c, ref, "blobs", want, &url, &what);
 	if (rc < 0)
 		goto out;

@@ -191,8 +191,15 @@ static int write_all(int fd, const char *p, size_t n)
 static size_t sink_mem(struct req *r, const char *data, size_t n)
 {
 	if (n > r->limit - r->len) {
-		r->sink_err = strata_err(EBADMSG, "%s: %s is larger than %zu MiB", r->what,
-					 r->limit_what, r->limit >> 20);
+		if (r->limit_exact)
+			r->sink_err =
+				strata_err(EBADMSG,
+					   "%s: %s from %s is larger than its descriptor says "
+					   "(%zu bytes)",
+					   r->what, r->limit_what, r->host, r->limit);
+		else
+			r->sink_err = strata_err(EBADMSG, "%s: %s is larger than %zu MiB", r->what,
+						 r->limit_what, r->limit >> 20);
 		return 0;
 	}
 	if (util_grow((void **)&r->mem, &r->cap, r->len + n + 1, 1) < 0) {
@@ -209,10 +216,12 @@ static size_t sink_fd(struct req *r, const char *data, size_t n)
 {
 	int rc;
 
-	if (r->expected > 0 && n > r->expected - r->got) {
+	/* the descriptor's size is exact, 0 included: a host cannot stream more than it claimed */
+	if (n > r->expected - r->got) {
 		r->sink_err = strata_err(EBADMSG,
-					 "blob %s is larger than its descriptor (%llu bytes)",
-					 r->blob_digest, (unsigned long long)r->expected);
+					 "blob %s from %s is larger than its descriptor says (%llu "
+					 "bytes)",
+					 r->blob_digest, r->host, (unsigned long long)r->expected);
 		return 0;
 	}
 	rc = write_all(r->fd, data, n);
@@ -232,11 +241,11 @@ uint64_t fetch_range_last(const struct req *r)
 }
 
 /* Whether a 206 answers the Range sent: it starts at range_off and ends at its last byte, or earlier
- * where the blob ends. Without a Content-Range header it is taken on trust. */
+ * where the blob ends. A 206 without a (valid) Content-Range does not say which bytes it holds: no. */
 static int range_matches(const struct req *r)
 {
 	if (!r->has_range)
-		return 1;
+		return 0;
 	if (r->cr_first != r->range_off)
 		return 0;
 	return r->cr_last == fetch_range_last(r) ||
@@ -263,6 +272,14 @@ static size_t sink_buf(struct req *r, const char *data, size_t n)
 			r->sink_err = strata_err(EIO,
 						 "%s: server returned several ranges for request "
 						 "%llu-%llu",
+						 r->what, (unsigned long long)r->range_off,
+						 (unsigned long long)fetch_range_last(r));
+			return 0;
+		}
+		if (!r->has_range) {
+			r->sink_err = strata_err(EIO,
+						 "%s: server returned a partial response without a "
+						 "valid Content-Range for request %llu-%llu",
 						 r->what, (unsigned long long)r->range_off,
 						 (unsigned long long)fetch_range_last(r));
 			return 0;
@@ -340,16 +357,14 @@ static int on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_o
 		       curl_off_t ulnow)
 {
 	struct req *r = userp;
-	uint64_t total = r->expected;
 
+	(void)dltotal;
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
 	if (!r->progress || !is_2xx(r->status))
 		return 0;
-	if (total == 0 && dltotal > 0)
-		total = (uint64_t)dltotal;
-	if (r->progress(r->pctx, r->got, total) != 0) {
+	if (r->progress(r->pctx, r->got, r->expected) != 0) {
 		r->sink_err = strata_err(ECANCELED, "%s: download cancelled", r->what);
 		return 1;
 	}
@@ -477,8 +492,13 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	/* a host trickling bytes (slowloris) is cut off: below FETCH_LOW_SPEED_BYTES a second for
+	 * low_speed_s, and a document (manifest, config: a few MiB at most) within
+	 * FETCH_DOC_TIMEOUT_MS whatever its pace */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, FETCH_LOW_SPEED_BYTES);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->low_speed_s);
+	if (r->kind == SINK_MEM)
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, FETCH_DOC_TIMEOUT_MS);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, MAX_REDIRS);
 	curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
 	/* credentials through curl's auth options, never as a custom header: curl sends these only
@@ -685,6 +705,42 @@ static int range_finish(struct req *r, int *retry)
 			  proven ? "" : " or the response was cut short");
 }
 
+/* The "host:port" of url into out (cap bytes), lowercase; "" when it cannot be parsed. */
+static void url_authority(const char *url, char *out, size_t cap)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *port = NULL;
+
+	out[0] = '\0';
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+		snprintf(out, cap, "%s:%s", host, port);
+	for (char *p = out; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+}
+
+/* Whether the final response of a redirected request came from another host than the one asked
+ * (a blob's storage, say); its name into other (cap bytes). */
+static int from_redirect_target(const struct req *r, CURL *h, char *other, size_t cap)
+{
+	char asked[300];
+	long redirects = 0;
+	char *eff = NULL;
+
+	if (curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects) != CURLE_OK ||
+	    redirects <= 0 || curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &eff) != CURLE_OK ||
+	    !eff)
+		return 0;
+	url_authority(r->url, asked, sizeof(asked));
+	url_authority(eff, other, cap);
+	return strcmp(asked, other) != 0;
+}
+
 /* One attempt. Returns 0 for a 2xx response (or a 3xx where redirects are not followed), else
  * negative errno with strata_err set; *retry when another attempt may succeed (a non-2xx status:
  * r->status_err, for retry.c to judge). */
@@ -719,6 +775,21 @@ int fetch_http_perform(struct req *r, CURL *h, int attempt, int *retry)
 		return r->kind == SINK_BUF ? range_finish(r, retry) : 0;
 	if (r->method != M_GET && status >= 300 && status < 400)
 		return 0;
+	if (status == 401 && r->www_auth) {
+		char other[300];
+
+		if (from_redirect_target(r, h, other, sizeof(other))) {
+			/* only the registry itself may say where to get credentials: a redirect
+			 * target's challenge would send the registry's credentials elsewhere */
+			free(r->www_auth);
+			r->www_auth = NULL;
+			r->status_err = 1;
+			return strata_err(EACCES,
+					  "%s: access denied (HTTP 401 from %s, where %s redirected; "
+					  "its challenge is ignored)",
+					  r->what, other, r->host);
+		}
+	}
 	return http_error(r, status);
 }
 

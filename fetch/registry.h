@@ -21,7 +21,7 @@ struct fetch_opts {
 	const char *platform_arch;    /* GOARCH name of this host: "amd64", "arm64", ... */
 	const char *platform_variant; /* "v8", or NULL */
 	long connect_timeout_ms;      /* 0 = default 10 s */
-	long low_speed_timeout_s; /* abort a transfer slower than 1 byte/s for this long; 0 = 30 s */
+	long low_speed_timeout_s; /* abort a transfer slower than 1 KiB/s for this long; 0 = 30 s */
 	int max_attempts;	  /* per request and host, for connection errors and 5xx; 0 = 3 */
 	const char *hosts_dir;	  /* containerd certs.d layout (hosts.toml per registry); NULL or
 				    * "": each registry alone, with the defaults of fetch_hosts_load */
@@ -116,10 +116,13 @@ typedef int (*fetch_progress_fn)(void *ctx, uint64_t done, uint64_t total);
  * Downloads blob `digest` of ref's repository into fd (appending from the fd's current offset; the
  * caller passes an empty file; a host whose bytes do not match is followed by the next host, which
  * needs a seekable fd), following redirects (and dropping Authorization on a redirect to
- * another host). Verifies the sha256 of the whole body and, when expected_size > 0, the size.
+ * another host). Verifies the sha256 of the whole body and its size: expected_size (the
+ * descriptor's) is exact, 0 too, and a host that sends more is cut off at once (it cannot fill the
+ * disk); a size above FETCH_BLOB_SIZE_MAX (1 TiB) is refused before any request.
  * Returns 0, or negative errno with strata_err set: -EBADMSG "blob sha256:... digest mismatch
- * (got sha256:...)", -ENOENT "blob unknown", and the network errors above. On failure the fd's
- * content is unspecified (the caller discards it). progress may be NULL.
+ * (got sha256:...)" or "... is larger than its descriptor says", -EFBIG for a size above the cap,
+ * -ENOENT "blob unknown", and the network errors above. On failure the fd's content is
+ * unspecified (the caller discards it). progress may be NULL; its total is expected_size.
  */
 int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t expected_size, int fd, fetch_progress_fn progress, void *pctx);

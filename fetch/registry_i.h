@@ -18,6 +18,12 @@
 #include "clock_i.h"
 #include "hosts.h"
 #include "registry.h"
+#include "util/sha256.h"
+
+/* The slowest a transfer may be, in bytes a second, for longer than the client's low_speed_s;
+ * and the longest one attempt at a document (SINK_MEM: manifest, index, config) may take. */
+#define FETCH_LOW_SPEED_BYTES 1024L
+#define FETCH_DOC_TIMEOUT_MS  120000L
 
 /* Idle easy handles kept per client: each keeps its own connection cache, so reusing one reuses its
  * keep-alive connections (libcurl does not support sharing a connection cache across threads). */
@@ -117,6 +123,7 @@ struct req {
 	char *mem;
 	size_t len, cap, limit;
 	const char *limit_what; /* "manifest", "config" */
+	int limit_exact;	/* limit is the descriptor's size, not a cap in MiB */
 	/* SINK_FD: the body streamed to fd from fd_start, hashed as it goes */
 	int fd;
 	off_t fd_start;
@@ -244,6 +251,11 @@ long fetch_deadline_left_ms(const struct req *r);
 /* Frees c's per-host states. For fetch_client_free only. */
 void fetch_retry_clear(struct fetch_client *c);
 
+/* A Retry-After value (NUL-terminated, as the header gave it, trimmed) in seconds from now:
+ * delta-seconds or an HTTP-date (RFC 9110 10.2.3), at most a day; 0 when empty, malformed or in
+ * the past. Never fails. Thread-safe. */
+long fetch_retry_after_parse(const char *v);
+
 /* --- authorize.c: 401 -> token --- */
 
 /* fetch_retry_request() with registry authentication when r->auth_ref is set (see the function).
@@ -253,6 +265,55 @@ int fetch_authorize_request(struct req *r);
 
 /* Frees c's credential caches and remembered challenges. For fetch_client_free only. */
 void fetch_authorize_clear(struct fetch_client *c);
+
+/* --- manifest_parse.c: manifest, index and config documents --- */
+
+/* What strata accepts from a registry, checked before anything is fetched for a descriptor (and
+ * on the bytes that came): a manifest or index at most 4 MiB (containerd's limit), an image
+ * config at most 16 MiB, at most 1000 layers per manifest (Docker refuses more than 125 and
+ * overlayfs stacks at most 500) and 1000 entries per index, and a blob at most 1 TiB (far above any
+ * registry's layer limit, and far below where offset arithmetic could wrap). */
+#define FETCH_MANIFEST_MAX	(4u << 20)
+#define FETCH_CONFIG_MAX	(16u << 20)
+#define FETCH_LAYERS_MAX	1000u
+#define FETCH_INDEX_ENTRIES_MAX 1000u
+#define FETCH_BLOB_SIZE_MAX	(1ull << 40)
+
+/* The platform an index entry is chosen for (os, arch; variant NULL matches any). Borrowed. */
+struct fetch_platform {
+	const char *os, *arch, *variant;
+};
+
+/* What fetch_doc_parse() found besides what it put in the image. */
+struct fetch_doc {
+	int is_index;
+	char entry_digest[UTIL_DIGEST_STR_LEN]; /* is_index: the entry chosen for the platform */
+	uint64_t entry_size;			/* is_index: its descriptor's size (exact) */
+	uint64_t config_size;			/* !is_index: the config descriptor's size */
+};
+
+/*
+ * Parses a manifest document (len bytes, NUL-terminated or not; content_type the Content-Type it
+ * came with, or NULL): a JSON object of schema 2 whose kind its mediaType, else content_type, else
+ * its shape decides. An index (unless manifest_only, then -ENOTSUP "nested indexes are not
+ * supported") gets its first entry for `want` chosen: out->entry_digest/entry_size and
+ * img->platform (malloc'd). An image manifest fills img->media_type, config_digest, nlayers and
+ * layers (malloc'd; fetch_image_free frees them, also after a failure) and out->config_size.
+ * Every descriptor size and count is checked against the caps above. refstr names the image in
+ * messages. Returns 0, or negative errno with strata_err set, one line: -EBADMSG for malformed
+ * JSON or descriptors, -ENOTSUP for schema 1 or an unknown media type, -ENOENT when the index has
+ * no entry for want (listing what it has), -EFBIG beyond a cap, -ENOMEM. Thread-safe.
+ */
+int fetch_doc_parse(const struct fetch_platform *want, const char *refstr, const char *data,
+		    size_t len, const char *content_type, int manifest_only,
+		    struct fetch_image *img, struct fetch_doc *out);
+
+/* Parses img->config (img->config_len bytes): the rootfs.diff_ids when there is one per layer
+ * (else none, logged at debug level), and img->platform from the config when no index set it
+ * (a warning when it is not want's). Returns 0, or negative errno with strata_err set (-EBADMSG
+ * malformed, -EFBIG above the cap, -ENOMEM). Thread-safe. */
+int fetch_config_parse(const struct fetch_platform *want, const char *refstr,
+		       struct fetch_image *img);
 
 /* --- route.c: which hosts, in which order --- */
 

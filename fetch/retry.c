@@ -26,9 +26,7 @@
 
 /* --- 429, 5xx and Retry-After: whether and when to try again --- */
 
-/* A Retry-After value in seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3), at most
- * RETRY_AFTER_LIMIT_S; 0 when absent, malformed or in the past. */
-static long parse_retry_after(const char *v)
+long fetch_retry_after_parse(const char *v)
 {
 	uint64_t secs;
 	char *end;
@@ -55,7 +53,7 @@ static int status_retry(const struct req *r, long *retry_after_s)
 	*retry_after_s = 0;
 	if (!r->status_err || !(r->status == 429 || r->status >= 500))
 		return 0;
-	*retry_after_s = parse_retry_after(r->retry_after);
+	*retry_after_s = fetch_retry_after_parse(r->retry_after);
 	return 1;
 }
 
@@ -339,6 +337,8 @@ int fetch_retry_request(struct req *r)
 		if (r->deadline_ms) {
 			int64_t left = r->deadline_ms - fetch_now_ms();
 
+			if (r->kind == SINK_MEM && left > FETCH_DOC_TIMEOUT_MS)
+				left = FETCH_DOC_TIMEOUT_MS;
 			curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(left > 1 ? left : 1));
 		}
 		r->retry_after[0] = '\0';

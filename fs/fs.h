@@ -28,6 +28,9 @@ struct fs_opts {
 	int background;	     /* fetch every missing chunk at low priority while serving */
 	int read_timeout_ms; /* how long a lookup of a streaming layer waits without
 				       progress; 0 = FS_STREAM_STALL_MS_DEFAULT (stream.h) */
+	int allow_other;     /* mount with allow_other: other users may read the mount (as far as
+				file modes allow); 0: only the mounting user (and overlayfs mounts it
+				makes, which read lower layers with its credentials) */
 };
 
 /*

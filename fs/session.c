@@ -132,8 +132,12 @@ int fs_session_create(struct store *store, const struct fs_opts *opts, const cha
 		const char *src = f->source;
 		size_t o = 0;
 
+		/* Without allow_other the kernel lets only the mounting user in: every layer of
+		 * every image stays private to root. overlayfs still works on top, since it reads
+		 * its lower layers with the credentials of whoever mounted the overlay. */
 		o = (size_t)snprintf(mopts, sizeof(mopts),
-				     "ro,allow_other,default_permissions,subtype=strata,fsname=");
+				     "ro,%sdefault_permissions,subtype=strata,fsname=",
+				     opts->allow_other ? "allow_other," : "");
 		for (; *src && o + 3 < sizeof(mopts); src++) {
 			if (*src == ',' || *src == '\\')
 				mopts[o++] = '\\';

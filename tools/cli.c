@@ -23,6 +23,7 @@ int cli_fetch_client(struct cli *c, struct fetch_client **out)
 	fo.platform_arch = fetch_host_arch();
 	fo.hosts_dir = c->hosts_dir;
 	fo.strict_cache = c->strict_cache;
+	fo.low_speed_timeout_s = c->low_speed_s;
 	rc = fetch_client_new(&fo, out);
 	return rc < 0 ? cli_fail(c, "%s", strata_errmsg(rc)) : 0;
 }
@@ -170,6 +171,10 @@ int cli_apply_config(struct cli *c)
 		c->chunk_cache = cfg.chunk_cache;
 	if (!c->block_cache && cfg.has_block_cache)
 		c->block_cache = cfg.block_cache;
+	if (!c->allow_other && cfg.has_allow_other)
+		c->allow_other = cfg.allow_other;
+	if (!c->low_speed_s && cfg.has_low_speed_timeout)
+		c->low_speed_s = cfg.low_speed_timeout;
 	if (!c->artifact_trust[0])
 		snprintf(c->artifact_trust, sizeof(c->artifact_trust), "%s", cfg.artifact_trust);
 	if (!c->trusted_keys) {

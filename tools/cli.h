@@ -31,6 +31,8 @@ struct cli {
 	uint64_t index_cache; /* mount's cache caps (config file, mount flags); 0 = default */
 	uint64_t chunk_cache;
 	uint64_t block_cache;
+	int allow_other;  /* mount: other users may read the mount (flag, else the config) */
+	long low_speed_s; /* registry transfers: the config's low_speed_timeout; 0 = default */
 	char *config_hosts_dir;	 /* owned: hosts_dir as the config file set it (free it) */
 	char artifact_trust[16]; /* config artifact_trust: "repository", "signed", "none" or "" */
 	char **trusted_keys;	 /* owned: config trusted_keys (paths of PEM public keys) */
@@ -73,7 +75,7 @@ int cli_parse_size(const char *s, uint64_t *out);
 int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nrest);
 
 /* Reads c->config (when set) and fills what no flag set: quota, low water, hosts_dir,
- * strict_cache, read timeout, cache caps. On an error prints "strata: FILE:LINE: message" on c->err and
+ * strict_cache, read timeout, cache caps, allow_other. On an error prints "strata: FILE:LINE: message" on c->err and
  * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
 int cli_apply_config(struct cli *c);
 

@@ -270,6 +270,18 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 				    "read_timeout: expected a number of seconds from 1 to 86400");
 		cfg->read_timeout = (long)v->num;
 		cfg->has_read_timeout = 1;
+	} else if (strcmp(key, "low_speed_timeout") == 0) {
+		if (v->type != V_INT || v->num < 1 || v->num > 3600)
+			return fail(
+				err, cap, name, line,
+				"low_speed_timeout: expected a number of seconds from 1 to 3600");
+		cfg->low_speed_timeout = (long)v->num;
+		cfg->has_low_speed_timeout = 1;
+	} else if (strcmp(key, "allow_other") == 0) {
+		if (v->type != V_BOOL)
+			return fail(err, cap, name, line, "allow_other: expected true or false");
+		cfg->allow_other = (int)v->num;
+		cfg->has_allow_other = 1;
 	} else if (strcmp(key, "index_cache") == 0 || strcmp(key, "chunk_cache") == 0 ||
 		   strcmp(key, "block_cache") == 0) {
 		uint64_t *dst = key[0] == 'i' ? &cfg->index_cache :
@@ -299,7 +311,7 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 		return fail(err, cap, name, line,
 			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, "
 			    "strict_cache, read_timeout, index_cache, chunk_cache, block_cache, "
-			    "artifact_trust, trusted_keys)",
+			    "allow_other, low_speed_timeout, artifact_trust, trusted_keys)",
 			    key);
 	}
 	return 0;
@@ -308,10 +320,11 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 int config_parse(const char *name, const char *text, size_t len, struct config *cfg, char *err,
 		 size_t errcap)
 {
-	static const char *const keys[] = { "quota",	    "quota_low_water", "hosts_dir",
-					    "strict_cache", "read_timeout",    "index_cache",
-					    "chunk_cache",  "block_cache",     "artifact_trust",
-					    "trusted_keys" };
+	static const char *const keys[] = {
+		"quota",	"quota_low_water",   "hosts_dir",      "strict_cache",
+		"read_timeout", "index_cache",	     "chunk_cache",    "block_cache",
+		"allow_other",	"low_speed_timeout", "artifact_trust", "trusted_keys"
+	};
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;

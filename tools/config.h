@@ -16,11 +16,14 @@ struct config {
 	uint64_t index_cache;	 /* bytes of decoded layer indexes a daemon keeps loaded */
 	uint64_t chunk_cache;	 /* bytes of decoded chunks a daemon keeps */
 	uint64_t block_cache;	 /* bytes of RocksDB block cache */
+	int allow_other;	 /* mount: let other users read the mount */
+	long low_speed_timeout;	 /* seconds a transfer may stay below 1 KiB/s, 1-3600 */
 	char artifact_trust[16]; /* "repository", "signed", "none", or "" (not set) */
 	char **trusted_keys;	 /* malloc'd paths of PEM public keys (artifact_trust "signed") */
 	size_t ntrusted_keys;
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
-	int has_index_cache, has_chunk_cache, has_block_cache;
+	int has_index_cache, has_chunk_cache, has_block_cache, has_allow_other;
+	int has_low_speed_timeout;
 };
 
 #define CONFIG_LOW_WATER_DEFAULT 90
@@ -31,8 +34,9 @@ struct config {
  * lines; values are "strings" (escapes \" \\ \t \n), integers, or true/false. Known keys: quota
  * (size string like "20G", or bytes), quota_low_water (1-100), hosts_dir (string), strict_cache
  * (boolean), read_timeout (seconds, 1-86400), index_cache, chunk_cache, block_cache (sizes like
- * quota, greater than 0), artifact_trust ("repository", "signed" or "none"), trusted_keys (a
- * one-line array of 1-16 "paths" of PEM public keys). Returns 0, or -EINVAL with "NAME:LINE: message" in
+ * quota, greater than 0), allow_other (boolean), low_speed_timeout (seconds, 1-3600),
+ * artifact_trust ("repository", "signed" or "none"), trusted_keys (a one-line array of
+ * 1-16 "paths" of PEM public keys). Returns 0, or -EINVAL with "NAME:LINE: message" in
  * err (errcap bytes) for an unknown key, a repeated key, a table header, or a bad value; *cfg is
  * then freed. -ENOMEM when out of memory. Release with config_free.
  */

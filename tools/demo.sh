@@ -65,7 +65,8 @@ mnt = sys.argv[1]
 print(":".join((mnt + "/layers/" + l["digest"]).replace(":", "\\:") for l in reversed(img["layers"])))
 ' "$work/mnt")
 [ "$(echo "$lower" | grep -o 'layers/' | wc -l)" -ge 2 ] || lower="$lower:$work/empty"
-mount -t overlay overlay -o "ro,lowerdir=$lower" "$work/rootfs"
+# nosuid,nodev: the image's setuid programs and device nodes do not work on the host
+mount -t overlay overlay -o "ro,nosuid,nodev,lowerdir=$lower" "$work/rootfs"
 
 say "running /bin/sh -c 'cat /hello.txt' from the image"
 chroot "$work/rootfs" /bin/sh -c 'cat /hello.txt; echo "busybox from the image: $(/bin/busybox | /bin/busybox head -n 1)"'

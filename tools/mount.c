@@ -93,6 +93,7 @@ static int daemon_open(struct daemon *d)
 	fopts.hosts_dir = c->hosts_dir;
 	fopts.strict_cache = c->strict_cache;
 	fopts.read_timeout_ms = d->read_timeout_s * 1000;
+	fopts.low_speed_timeout_s = c->low_speed_s;
 	rc = fetch_client_new(&fopts, &d->fc);
 	if (rc < 0)
 		return rc;
@@ -123,6 +124,7 @@ static int daemon_mount(struct daemon *d)
 	fo.chunk_cache_bytes = d->c->chunk_cache;
 	fo.mountpoint = d->mnt;
 	fo.debug = d->debug;
+	fo.allow_other = d->c->allow_other;
 	snprintf(source, sizeof(source), "strata:%s", store_dir(d->store));
 	fo.source = source;
 	if (!d->takeover)
@@ -283,6 +285,8 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			background = 1;
 		else if (strcmp(argv[i], "--takeover") == 0)
 			takeover = 1;
+		else if (strcmp(argv[i], "--allow-other") == 0)
+			c->allow_other = 1;
 		else if (strcmp(argv[i], "--metrics") == 0 ||
 			 strncmp(argv[i], "--metrics=", 10) == 0) {
 			c->metrics = argv[i][9] == '=' ? argv[i] + 10 :

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Fuzz targets over small texts: hosts.toml, the config file, WWW-Authenticate and references
- * (FUZZ_TEXT selects which one this object is built as). */
+/* Fuzz targets over small texts: hosts.toml, the config file, WWW-Authenticate, references and
+ * Retry-After (FUZZ_TEXT selects which one this object is built as). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fetch/auth.h"
 #include "fetch/hosts.h"
 #include "fetch/ref.h"
+#include "fetch/registry_i.h"
 #include "fuzz.h"
 #include "tools/config.h"
 #include "util/log.h"
@@ -45,8 +46,14 @@ static void one(const char *s, size_t len)
 		fetch_ref_is_loopback(r);
 	}
 	fetch_ref_free(r);
+#elif FUZZ_TEXT == 5
+	long s_after = fetch_retry_after_parse(s);
+
+	(void)len;
+	if (s_after < 0 || s_after > 86400)
+		abort();
 #else
-#error "FUZZ_TEXT selects the parser: 1 hosts.toml, 2 config, 3 WWW-Authenticate, 4 reference"
+#error "FUZZ_TEXT selects the parser: 1 hosts.toml, 2 config, 3 WWW-Authenticate, 4 reference, 5 Retry-After"
 #endif
 }
 

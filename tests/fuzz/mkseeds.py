@@ -88,8 +88,43 @@ def dg(b):
     return "sha256:" + hashlib.sha256(b).hexdigest()
 
 
+def registry_docs():
+    """Seeds of the manifest target (selector byte, document, NUL, config) and of retry_after."""
+    d = lambda c: "sha256:" + hashlib.sha256(c).hexdigest()
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
+                      "diff_ids": [d(b"l0"), d(b"l1")]}, "config": {"Cmd": ["/bin/sh"]}}).encode()
+    layer = lambda mt, c, **kw: dict({"mediaType": mt, "digest": d(c), "size": len(c)}, **kw)
+    gz = "application/vnd.oci.image.layer.v1.tar+gzip"
+    oci = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(cfg),
+                      "size": len(cfg)},
+           "layers": [layer(gz, b"l0"), layer(gz, b"l1", annotations={
+               "containerd.io/snapshot/stargz/toc.digest": d(b"toc")})]}
+    docker = dict(oci, mediaType="application/vnd.docker.distribution.manifest.v2+json")
+    bare = {k: v for k, v in oci.items() if k != "mediaType"}
+    plat = lambda os_, arch, var=None: dict({"os": os_, "architecture": arch},
+                                            **({"variant": var} if var else {}))
+    entry = lambda p: {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": d(json.dumps(p).encode()), "size": 500, "platform": p}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [entry(plat("linux", "arm64", "v8")), entry(plat("unknown", "unknown")),
+                           entry(plat("linux", "amd64")), entry(plat("windows", "amd64"))]}
+    lst = dict(index, mediaType="application/vnd.docker.distribution.manifest.list.v2+json")
+    docs = [(0, oci), (5, docker), (2, bare), (4, index), (6, lst), (16 | 4, index), (8, index),
+            (7, {"schemaVersion": 1, "name": "x", "fsLayers": []})]
+    seeds = [bytes([sel]) + json.dumps(doc).encode() + (b"\0" + cfg if "layers" in doc else b"")
+             for sel, doc in docs]
+    retry = [b"0", b"120", b"86401", b"Wed, 21 Oct 2015 07:28:00 GMT",
+             b"Sunday, 06-Nov-94 08:49:37 GMT", b"Sun Nov  6 08:49:37 1994", b"Fri, 31 Dec 9999 23:59:59 GMT",
+             b"18446744073709551616"]
+    return {"manifest": seeds, "retry_after": retry}
+
+
 def main():
     shutil.rmtree(CORPUS, ignore_errors=True)
+    for target, items in registry_docs().items():
+        for i, data in enumerate(items):
+            put(target, "seed%d" % i, data)
     t = trees()
     for name, data in t.items():
         put("tar", name, data)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness.fs import read_bytes, read_file, regular_files, run_bounded
+from harness.fs import largest_file, read_bytes, read_file, regular_files, run_bounded
 from harness.proxy import RedirectingFront
 from harness.registry import HtpasswdRegistry, Registry, TokenAuthRegistry, TokenIssuer
 from harness.strata import Strata, one_json, one_line
@@ -355,3 +355,85 @@ def test_basic_auth_no_secret_in_any_output(basicreg):
     for i, out in enumerate(basicreg.outputs):
         for s in (PASSWORD, BASIC):
             assert s not in out, "output %d contains a secret (%s...):\n%s" % (i, s[:3], out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Every file a session with credentials writes: no secret in any of them
+# ----------------------------------------------------------------------------------------------
+
+def written_files(root, skip):
+    """Every regular file under root but those under the directories skip (the docker configs):
+    (path, bytes)."""
+    skip = [os.path.abspath(d) + os.sep for d in skip]
+    for dirpath, dirs, files in os.walk(root):
+        if any((os.path.abspath(dirpath) + os.sep).startswith(d) for d in skip):
+            continue
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    yield p, f.read()
+
+
+def secrets_of(authenv):
+    """The session's secrets: the password, the Basic value, every token issued and its
+    signature alone."""
+    out = [PASSWORD, BASIC]
+    if authenv.issuer:
+        out += list(authenv.issuer.tokens) + [t.split(".")[2] for t in authenv.issuer.tokens]
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "basic"])
+def test_no_secret_in_any_file_a_session_writes(request, scheme, strata_bin, mount, tmp_path,
+                                                monkeypatch):
+    """Index push, artifact pull, a mount with --background at -v -v, lazy reads, a pull
+    forwarded to the daemon, --json stats, a refused pull with a wrong password: then every file
+    under the test's directory (stdout, stderr and --json of every command, the daemon log, the
+    store itself) is searched for the password, the Basic value and every token issued."""
+    env_ = request.getfixturevalue("authreg" if scheme == "bearer" else "basicreg")
+    cfg, env = alice_env(env_, tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    ref = env_.reg.ref(PRIVATE_REPO + ":gzip")
+    ran = []
+
+    def run_logged(store, *args, check=True):
+        p = Strata(strata_bin, store)("-v", "-v", *args, env=env, check=check,
+                                      timeout=INDEX_TIMEOUT)
+        n = len(ran)
+        (logs / ("%d.stdout" % n)).write_text(p.stdout)
+        (logs / ("%d.stderr" % n)).write_text(p.stderr)
+        ran.append(args)
+        return p
+
+    store = tmp_path / "store"
+    run_logged(tmp_path / "A", "--json", "index", "--push", ref)
+    run_logged(store, "--json", "pull", "--index=artifact", ref)
+    monkeypatch.setenv("DOCKER_CONFIG", cfg)   # the daemon inherits it
+    m = mount(store_dir=str(store), args=["-v", "-v", "--background"])
+    try:
+        for d in env_.fixtures.layer_digests("corner:gzip"):
+            f = largest_file(m.layer(d))
+            if f:
+                read_file(m, f)
+        run_logged(store, "--json", "pull", "--index=build", env_.reg.ref(PRIVATE_REPO + ":oci"))
+        run_logged(store, "--json", "stats")
+    finally:
+        m.umount()
+    bad = base64.b64encode(b"alice:wrong-pw").decode()
+    bad_cfg = docker_config(tmp_path, "bad", {"auths": {env_.reg.host: {"auth": bad}}})
+    p = Strata(strata_bin, tmp_path / "C")("-v", "-v", "pull", ref, env=run_env(bad_cfg),
+                                           check=False)
+    (logs / "refused.stderr").write_text(p.stdout + p.stderr)
+    assert p.returncode == 1
+    assert os.path.getsize(m.log) > 0 and len(ran) == 4
+    secrets = secrets_of(env_) + ["wrong-pw", bad]
+    if scheme == "bearer":
+        assert env_.issuer.tokens, "no token was issued: the test proves nothing"
+    checked = 0
+    for path, data in written_files(tmp_path, skip=(tmp_path / "auths", tmp_path / "bad")):
+        checked += 1
+        for s in secrets:
+            assert s.encode() not in data, "%s contains a secret (%s...)" % (path, s[:6])
+    assert checked > 10, checked

@@ -35,7 +35,8 @@ def corner(strata_bin, fixtures, tmp_path_factory):
     for tag in TAGS:
         pulls[tag] = run("--json", "pull", fixtures.ref("corner:" + tag), check=False)
     mnt = public_tempdir("strata-layers-mnt-")
-    m = Mount(strata_bin, store, mnt, base / "daemon.log")
+    # --allow-other: test_permissions_for_other_users reads as another user (modes enforced)
+    m = Mount(strata_bin, store, mnt, base / "daemon.log", ("--allow-other",))
 
     class Env:
         pass

@@ -129,6 +129,38 @@ static void test_challenge_escapes(void **state)
 	fetch_challenge_clear(&c);
 }
 
+/* A token realm gets the registry's credentials: plain http only to a loopback issuer. */
+static void test_challenge_http_realm_only_on_loopback(void **state)
+{
+	static const char *const ok[] = { "http://127.0.0.1:5001/auth", "http://127.9.0.3/t",
+					  "http://localhost:80/t",	"http://LOCALHOST/t",
+					  "http://[::1]:5000/t",	"https://auth.example/t" };
+	static const char *const refused[] = { "http://auth.example/t",
+					       "http://192.0.2.2:5001/t",
+					       "http://128.0.0.1/t",
+					       "http://[fd00::2]/t",
+					       "http://127.0.0.1.evil.example/t",
+					       "http://localhost.evil.example/t" };
+	struct fetch_challenge c;
+	char v[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		snprintf(v, sizeof(v), "Bearer realm=\"%s\"", ok[i]);
+		assert_int_equal(fetch_challenge_parse(v, &c), 0);
+		fetch_challenge_clear(&c);
+	}
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		snprintf(v, sizeof(v), "Bearer realm=\"%s\",service=x", refused[i]);
+		assert_int_equal(fetch_challenge_parse(v, &c), -EINVAL);
+		assert_non_null(strstr(strata_errmsg(-EINVAL), "plain http"));
+		assert_null(c.realm);
+	}
+	/* Basic sends the credentials to the registry itself, which is the user's choice */
+	assert_int_equal(fetch_challenge_parse("Basic realm=\"http://auth.example/\"", &c), 0);
+	fetch_challenge_clear(&c);
+}
+
 static void test_challenge_multiple(void **state)
 {
 	struct fetch_challenge c;
@@ -910,6 +942,7 @@ int main(void)
 		cmocka_unit_test(test_challenge_docker_hub),
 		cmocka_unit_test(test_challenge_escapes),
 		cmocka_unit_test(test_challenge_multiple),
+		cmocka_unit_test(test_challenge_http_realm_only_on_loopback),
 		cmocka_unit_test(test_challenge_bad),
 		cmocka_unit_test(test_base64_encode),
 		cmocka_unit_test(test_config_auths),

@@ -78,6 +78,37 @@ static void test_cache_keys(void **state)
 	config_free(&cfg);
 }
 
+static void test_allow_other(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("", &cfg, err), 0);
+	assert_false(cfg.has_allow_other || cfg.allow_other); /* private by default */
+	config_free(&cfg);
+	assert_int_equal(parse("allow_other = true\n", &cfg, err), 0);
+	assert_true(cfg.has_allow_other && cfg.allow_other);
+	config_free(&cfg);
+	assert_int_equal(parse("allow_other = false\n", &cfg, err), 0);
+	assert_true(cfg.has_allow_other && !cfg.allow_other);
+	config_free(&cfg);
+}
+
+static void test_low_speed_timeout(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("low_speed_timeout = 5\n", &cfg, err), 0);
+	assert_true(cfg.has_low_speed_timeout && cfg.low_speed_timeout == 5);
+	config_free(&cfg);
+	assert_int_equal(parse("low_speed_timeout = 0\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "strata.toml:1: low_speed_timeout: expected a number"));
+	assert_int_equal(parse("low_speed_timeout = 3601\n", &cfg, err), -EINVAL);
+}
+
 static void expect_error(const char *text, const char *msg)
 {
 	struct config cfg;
@@ -122,6 +153,10 @@ static void test_errors(void **state)
 	expect_error("block_cache = true\n", "strata.toml:1: block_cache: expected a size");
 	expect_error("index_cache = 1\nindex_cache = 2\n",
 		     "strata.toml:2: index_cache is set twice");
+	expect_error("allow_other = 1\n", "strata.toml:1: allow_other: expected true or false");
+	expect_error("allow_other = \"yes\"\n", "strata.toml:1: allow_other: expected true");
+	expect_error("allow_other = true\nallow_other = true\n",
+		     "strata.toml:2: allow_other is set twice");
 }
 
 static void test_trust_keys(void **state)
@@ -196,9 +231,10 @@ static void test_size(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_values), cmocka_unit_test(test_cache_keys),
-		cmocka_unit_test(test_errors), cmocka_unit_test(test_trust_keys),
-		cmocka_unit_test(test_load),   cmocka_unit_test(test_size),
+		cmocka_unit_test(test_values),	    cmocka_unit_test(test_cache_keys),
+		cmocka_unit_test(test_allow_other), cmocka_unit_test(test_low_speed_timeout),
+		cmocka_unit_test(test_errors),	    cmocka_unit_test(test_trust_keys),
+		cmocka_unit_test(test_load),	    cmocka_unit_test(test_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -343,16 +343,17 @@ class Daemons:
 # ----------------------------------------------------------------------------------------------
 
 class Overlay:
-    """A read-only overlayfs of lowerdirs (top first)."""
+    """A read-only overlayfs of lowerdirs (top first), with more mount options in extra (e.g.
+    "nosuid,nodev")."""
 
-    def __init__(self, lowers, target):
+    def __init__(self, lowers, target, extra=""):
         self.lowers = [str(l) for l in lowers]
         self.target = str(target)
         os.makedirs(self.target, exist_ok=True)
         # "sha256:<hex>" has a colon, overlayfs's lowerdir separator: escape it (and \\ and ,)
         esc = [l.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
                for l in self.lowers]
-        opts = "ro,lowerdir=" + ":".join(esc)
+        opts = "ro,%slowerdir=%s" % (extra + "," if extra else "", ":".join(esc))
         p = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, self.target],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
