@@ -14,6 +14,17 @@
 #define INDEX_MIN_CHUNK_SIZE	 4096u
 #define INDEX_MAX_CHUNK_SIZE	 (16u << 20)
 
+/* What one layer may hold (Linux's limits where it has one). Indexing a layer beyond one fails
+ * with an error naming the member and the limit; nothing else is affected. */
+#define INDEX_MAX_PATH	      4095u  /* bytes of a member's path or link target (PATH_MAX - 1) */
+#define INDEX_MAX_NAME	      255u   /* bytes of one path component (NAME_MAX) */
+#define INDEX_MAX_XATTR_NAME  255u   /* XATTR_NAME_MAX */
+#define INDEX_MAX_XATTR_VALUE 65536u /* XATTR_SIZE_MAX */
+#define INDEX_MAX_XATTR_LIST  65536u /* an entry's xattr names, each with its NUL (XATTR_LIST_MAX) */
+#define INDEX_MAX_ENTRIES     400000u	  /* members, hard links and implicit directories */
+#define INDEX_MAX_PATH_BYTES  (32u << 20) /* the lengths of every path added to the tree */
+#define INDEX_MAX_XATTR_BYTES (16u << 20) /* xattr names and values, 32 bytes more for each */
+
 /* Inode flags. */
 #define INDEX_INODE_IMPLICIT 1u /* a directory the tar never named; made for its children */
 

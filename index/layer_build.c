@@ -60,6 +60,8 @@ struct index_builder {
 	uint64_t blob_size;
 	struct index_checkpoint *cps;
 	size_t ncps;
+	/* what the layer used of its limits (layer.h) */
+	size_t nentries, path_bytes, xattr_bytes;
 };
 
 /* ---------------------------------------------------------------- tree */
@@ -113,70 +115,181 @@ static int is_dir(const struct bnode *n)
 	return S_ISDIR(n->a.mode);
 }
 
-/* Drops path's descendants from the map (a directory is being replaced by a non-directory). */
-static int unmap_subtree(struct index_builder *b, uint32_t dir, const char *path)
+/* Member names in messages: at most this many bytes of a path are shown. */
+#define SHOWN 80
+
+/* A path for a message: its first SHOWN bytes, "..." when there is more. */
+#define SHOW(p) (int)(strlen(p) > SHOWN ? SHOWN : strlen(p)), (p), (strlen(p) > SHOWN ? "..." : "")
+
+/* Counts one more entry of the layer (a member or an implicit directory) against
+ * INDEX_MAX_ENTRIES. Returns 0 or -EFBIG with strata_err naming path. */
+static int count_entry(struct index_builder *b, const char *path)
 {
-	struct bnode *d = &b->nodes[dir];
-
-	for (size_t i = 0; i < d->nchildren; i++) {
-		size_t len = strlen(path) + strlen(d->children[i].name) + 2;
-		char *sub = malloc(len);
-		uint32_t child = d->children[i].node;
-
-		if (!sub)
-			return -ENOMEM;
-		snprintf(sub, len, "%s%s%s", path, *path ? "/" : "", d->children[i].name);
-		if (index_pathmap_get(&b->map, sub) == (int64_t)child) {
-			if (is_dir(&b->nodes[child]) && unmap_subtree(b, child, sub) < 0) {
-				free(sub);
-				return -ENOMEM;
-			}
-			index_pathmap_del(&b->map, sub);
-		}
-		free(sub);
-	}
+	if (++b->nentries > INDEX_MAX_ENTRIES)
+		return strata_err(EFBIG,
+				  "layer member '%.*s%s': the layer has more than %u entries",
+				  SHOW(path), INDEX_MAX_ENTRIES);
 	return 0;
 }
 
-/* Ensures the directory at path exists (implicitly if needed) and returns its node. */
-static int64_t ensure_dir(struct index_builder *b, const char *path)
+/* Maps path to node at position pos of its parent's children, counting its bytes against
+ * INDEX_MAX_PATH_BYTES. Returns 0, -EFBIG with strata_err set, or -ENOMEM. */
+static int map_path(struct index_builder *b, const char *path, uint32_t node, uint32_t pos)
+{
+	size_t len = strlen(path);
+
+	if (len > INDEX_MAX_PATH_BYTES - b->path_bytes)
+		return strata_err(EFBIG,
+				  "layer member '%.*s%s': the layer's paths add up to more than %u "
+				  "bytes",
+				  SHOW(path), INDEX_MAX_PATH_BYTES);
+	b->path_bytes += len;
+	return index_pathmap_set(&b->map, path, node, pos);
+}
+
+/* Appends child name -> node to directory parent. Returns its position, or -ENOMEM. */
+static int64_t add_child(struct index_builder *b, uint32_t parent, const char *name, uint32_t node)
+{
+	struct bnode *p = &b->nodes[parent];
+	char *dup = strdup(name);
+
+	if (!dup || util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
+			      sizeof(*p->children)) < 0) {
+		free(dup);
+		return -ENOMEM;
+	}
+	p->children[p->nchildren].name = dup;
+	p->children[p->nchildren].node = node;
+	return (int64_t)p->nchildren++;
+}
+
+/* Drops path's descendants from the map (a directory is being replaced by a non-directory):
+ * depth-first with a stack of paths, no recursion (the depth comes from the layer). */
+static int unmap_subtree(struct index_builder *b, uint32_t dir, const char *path)
+{
+	struct pending {
+		uint32_t dir;
+		char *path;
+	} *stack = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+
+	if (util_grow((void **)&stack, &cap, 1, sizeof(*stack)) < 0)
+		return -ENOMEM;
+	stack[n].dir = dir;
+	stack[n].path = strdup(path);
+	if (!stack[n].path) {
+		free(stack);
+		return -ENOMEM;
+	}
+	n++;
+	while (n > 0 && rc == 0) {
+		struct pending top = stack[--n];
+		const struct bnode *d = &b->nodes[top.dir];
+
+		for (size_t i = 0; i < d->nchildren && rc == 0; i++) {
+			size_t len = strlen(top.path) + strlen(d->children[i].name) + 2;
+			char *sub = malloc(len);
+			uint32_t child = d->children[i].node;
+
+			if (!sub) {
+				rc = -ENOMEM;
+				break;
+			}
+			snprintf(sub, len, "%s%s%s", top.path, *top.path ? "/" : "",
+				 d->children[i].name);
+			if (index_pathmap_get(&b->map, sub) != (int64_t)child) {
+				free(sub);
+				continue;
+			}
+			index_pathmap_del(&b->map, sub);
+			if (!is_dir(&b->nodes[child])) {
+				free(sub);
+				continue;
+			}
+			if (util_grow((void **)&stack, &cap, n + 1, sizeof(*stack)) < 0) {
+				free(sub);
+				rc = -ENOMEM;
+				break;
+			}
+			stack[n].dir = child;
+			stack[n++].path = sub;
+		}
+		free(top.path);
+	}
+	while (n > 0)
+		free(stack[--n].path);
+	free(stack);
+	return rc;
+}
+
+/* Ensures the directory at path (modified during the call, restored on return) exists, making
+ * the missing ones implicitly, and returns its node. Iterative: the depth comes from the layer. */
+static int64_t ensure_dir(struct index_builder *b, char *path)
 {
 	int64_t node = index_pathmap_get(&b->map, path);
-	char *slash;
-	int64_t parent;
-	struct bnode *p;
-	int rc;
+	size_t len = strlen(path), have;
 
 	if (node >= 0) {
 		if (!is_dir(&b->nodes[node]))
 			return strata_err(ENOTDIR,
-					  "'%s' is not a directory but has entries below it", path);
+					  "'%.*s%s' is not a directory but has entries below it",
+					  SHOW(path));
 		return node;
 	}
-	slash = strrchr(path, '/');
-	if (slash) {
-		*slash = '\0';
-		parent = ensure_dir(b, path);
-		*slash = '/';
-	} else {
-		parent = index_pathmap_get(&b->map, "");
+	/* the longest prefix that exists (the root always does) */
+	have = len;
+	for (;;) {
+		while (have > 0 && path[have - 1] != '/')
+			have--;
+		if (have == 0) {
+			node = index_pathmap_get(&b->map, "");
+			break;
+		}
+		path[have - 1] = '\0';
+		node = index_pathmap_get(&b->map, path);
+		path[have - 1] = '/';
+		if (node >= 0)
+			break;
+		have--;
 	}
-	if (parent < 0)
-		return parent;
-	node = new_node(b, S_IFDIR | 0755);
 	if (node < 0)
 		return node;
-	b->nodes[node].a.flags = INDEX_INODE_IMPLICIT;
-	p = &b->nodes[parent];
-	if (util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
-		      sizeof(*p->children)) < 0)
-		return -ENOMEM;
-	p->children[p->nchildren].name = strdup(slash ? slash + 1 : path);
-	if (!p->children[p->nchildren].name)
-		return -ENOMEM;
-	p->children[p->nchildren++].node = (uint32_t)node;
-	rc = index_pathmap_set(&b->map, path, (uint32_t)node);
-	return rc < 0 ? rc : node;
+	if (!is_dir(&b->nodes[node])) { /* not the root: it is always a directory */
+		path[have - 1] = '\0';
+		node = strata_err(ENOTDIR, "'%.*s%s' is not a directory but has entries below it",
+				  SHOW(path));
+		path[have - 1] = '/';
+		return node;
+	}
+	/* make each missing component below it, from the top */
+	while (have <= len) {
+		size_t end = have;
+		int64_t child, pos;
+		char saved;
+		int rc;
+
+		while (end < len && path[end] != '/')
+			end++;
+		saved = path[end];
+		path[end] = '\0';
+		rc = count_entry(b, path);
+		child = rc < 0 ? rc : new_node(b, S_IFDIR | 0755);
+		pos = child < 0 ? child :
+				  add_child(b, (uint32_t)node, path + have, (uint32_t)child);
+		if (pos >= 0) {
+			b->nodes[child].a.flags = INDEX_INODE_IMPLICIT;
+			rc = map_path(b, path, (uint32_t)child, (uint32_t)pos);
+			if (rc < 0)
+				pos = rc;
+		}
+		path[end] = saved;
+		if (pos < 0)
+			return pos;
+		node = child;
+		have = end + 1;
+	}
+	return node;
 }
 
 /* Links name (last component of path) in its parent to node, replacing an existing child. */
@@ -184,8 +297,8 @@ static int link_child(struct index_builder *b, const char *path, uint32_t node)
 {
 	char *dup = strdup(path);
 	char *slash, *name;
-	int64_t parent, old;
-	struct bnode *p;
+	int64_t parent, old, pos;
+	uint32_t at = 0;
 	int rc = 0;
 
 	if (!dup)
@@ -203,36 +316,90 @@ static int link_child(struct index_builder *b, const char *path, uint32_t node)
 		rc = (int)parent;
 		goto out;
 	}
-	p = &b->nodes[parent];
-	old = index_pathmap_get(&b->map, path);
+	old = index_pathmap_find(&b->map, path, &at);
 	if (old >= 0) {
 		if (is_dir(&b->nodes[old]) && !is_dir(&b->nodes[node])) {
 			rc = unmap_subtree(b, (uint32_t)old, path);
 			if (rc < 0)
 				goto out;
 		}
-		for (size_t i = 0; i < p->nchildren; i++) {
-			if (strcmp(p->children[i].name, name) == 0) {
-				p->children[i].node = node;
-				break;
-			}
-		}
+		b->nodes[parent].children[at].node = node;
+		pos = at;
 	} else {
-		rc = util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
-			       sizeof(*p->children));
-		if (rc < 0)
-			goto out;
-		p->children[p->nchildren].name = strdup(name);
-		if (!p->children[p->nchildren].name) {
-			rc = -ENOMEM;
+		pos = add_child(b, (uint32_t)parent, name, node);
+		if (pos < 0) {
+			rc = (int)pos;
 			goto out;
 		}
-		p->children[p->nchildren++].node = node;
 	}
-	rc = index_pathmap_set(&b->map, path, node);
+	rc = map_path(b, path, node, (uint32_t)pos);
 out:
 	free(dup);
 	return rc;
+}
+
+/* Checks member e against the per-member limits of layer.h and charges its xattrs to the layer's.
+ * Returns 0, or -ENAMETOOLONG, -E2BIG or -EFBIG with strata_err naming the member and the limit. */
+static int check_entry(struct index_builder *b, const struct index_tar_entry *e)
+{
+	const char *p = e->path;
+	size_t len = strlen(p), list = 0, xbytes = 0;
+
+	if (len > INDEX_MAX_PATH)
+		return strata_err(ENAMETOOLONG,
+				  "layer member '%.*s%s': its path of %zu bytes exceeds %u bytes",
+				  SHOW(p), len, INDEX_MAX_PATH);
+	while (*p) {
+		size_t c = strcspn(p, "/");
+
+		if (c > INDEX_MAX_NAME)
+			return strata_err(ENAMETOOLONG,
+					  "layer member '%.*s%s': a name of %zu bytes in its path "
+					  "exceeds %u bytes",
+					  SHOW(e->path), c, INDEX_MAX_NAME);
+		p += c + (p[c] == '/');
+	}
+	if (e->linkname && strlen(e->linkname) > INDEX_MAX_PATH)
+		return strata_err(ENAMETOOLONG,
+				  "layer member '%.*s%s': its link target of %zu bytes exceeds %u "
+				  "bytes",
+				  SHOW(e->path), strlen(e->linkname), INDEX_MAX_PATH);
+	if (e->linkname && strlen(e->linkname) > INDEX_MAX_PATH_BYTES - b->path_bytes)
+		return strata_err(EFBIG,
+				  "layer member '%.*s%s': the layer's paths add up to more than %u "
+				  "bytes",
+				  SHOW(e->path), INDEX_MAX_PATH_BYTES);
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		size_t nlen = strlen(e->xattrs[i].name);
+
+		if (nlen > INDEX_MAX_XATTR_NAME)
+			return strata_err(E2BIG,
+					  "layer member '%.*s%s': an xattr name of %zu bytes exceeds "
+					  "%u bytes",
+					  SHOW(e->path), nlen, INDEX_MAX_XATTR_NAME);
+		if (e->xattrs[i].len > INDEX_MAX_XATTR_VALUE)
+			return strata_err(
+				E2BIG,
+				"layer member '%.*s%s': xattr %.*s has a value of %zu bytes, "
+				"more than %u",
+				SHOW(e->path), (int)nlen, e->xattrs[i].name, e->xattrs[i].len,
+				INDEX_MAX_XATTR_VALUE);
+		list += nlen + 1;
+		xbytes += nlen + e->xattrs[i].len + 32;
+	}
+	if (list > INDEX_MAX_XATTR_LIST)
+		return strata_err(E2BIG,
+				  "layer member '%.*s%s': its %zu xattr names take %zu bytes, more "
+				  "than %u",
+				  SHOW(e->path), e->nxattrs, list, INDEX_MAX_XATTR_LIST);
+	if (e->linkname)
+		b->path_bytes += strlen(e->linkname);
+	if (xbytes > INDEX_MAX_XATTR_BYTES - b->xattr_bytes)
+		return strata_err(
+			EFBIG, "layer member '%.*s%s': the layer's xattrs take more than %u bytes",
+			SHOW(e->path), INDEX_MAX_XATTR_BYTES);
+	b->xattr_bytes += xbytes;
+	return 0;
 }
 
 static int copy_xattrs(struct bnode *n, const struct index_tar_entry *e)
@@ -362,6 +529,11 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	struct bnode *n;
 	int rc;
 
+	rc = count_entry(b, e->path);
+	if (rc == 0)
+		rc = check_entry(b, e);
+	if (rc < 0)
+		return rc;
 	base = base ? base + 1 : e->path;
 
 	if (strncmp(base, WHITEOUT_PREFIX, 4) == 0) {
@@ -721,7 +893,7 @@ static int builder_init(struct index_builder *b, uint32_t chunk_size, int cut)
 	root = new_node(b, S_IFDIR | 0755);
 	if (root < 0)
 		return (int)root;
-	if (index_pathmap_set(&b->map, "", (uint32_t)root) < 0)
+	if (index_pathmap_set(&b->map, "", (uint32_t)root, 0) < 0)
 		return -ENOMEM;
 	b->nodes[root].a.flags = INDEX_INODE_IMPLICIT;
 	return 0;
