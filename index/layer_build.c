@@ -766,11 +766,13 @@ static int fill_inodes(struct index_builder *b, struct layout *lo)
 			x = &lo->xattrs[lo->nxattrs++];
 			x->name_len = (uint32_t)strlen(name);
 			x->value_len = (uint32_t)vlen;
-			if (str_append(&lo->strtab, &lo->strlen_, &lo->strcap, name, x->name_len,
-				       &x->name_off) < 0 ||
-			    str_append(&lo->strtab, &lo->strlen_, &lo->strcap, val, vlen,
-				       &x->value_off) < 0)
-				return -ENOMEM;
+			rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, name, x->name_len,
+					&x->name_off);
+			if (rc == 0)
+				rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, val, vlen,
+						&x->value_off);
+			if (rc < 0)
+				return rc; /* -ENOMEM, or -EFBIG for a string table past 4 GiB */
 		}
 	}
 	return 0;

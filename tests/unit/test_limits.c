@@ -363,13 +363,110 @@ static void test_source_overrun(void **state)
 	index_tar_free(t);
 }
 
+/* A one-file index laid out by hand (as a hostile artifact could encode it): root with "f", whose
+ * size, chunks and checkpoints the test sets. Returns index_layer_pack's result. */
+static int pack_one(uint64_t size, const struct index_chunk *chunks, size_t nchunks,
+		    const struct index_checkpoint *cps, size_t ncps, uint64_t tar_size)
+{
+	static const uint8_t diff_id[32];
+	struct index_inode in[2] = {
+		{ .mode = S_IFDIR | 0755, .nlink = 2, .count = 1 },
+		{ .mode = S_IFREG | 0644, .nlink = 1, .size = size, .count = (uint32_t)nchunks }
+	};
+	struct index_dirent d = { .name_off = 0, .name_len = 1, .ino = 1 };
+	struct index_layer_sections sec = { .chunk_size = CS,
+					    .diff_id = diff_id,
+					    .tar_size = tar_size,
+					    .blob_kind = ncps ? INDEX_BLOB_GZIP : INDEX_BLOB_TAR,
+					    .blob_size = 1 << 20,
+					    .inodes = in,
+					    .ninodes = 2,
+					    .dirents = &d,
+					    .ndirents = 1,
+					    .chunks = chunks,
+					    .nchunks = nchunks,
+					    .cps = cps,
+					    .ncps = ncps,
+					    .strtab = "f",
+					    .strtab_len = 1 };
+	struct index_layer *l = NULL;
+	int rc = index_layer_pack(&sec, &l);
+
+	index_layer_free(l);
+	return rc;
+}
+
+/* Values from outside (an index artifact, a stored record) that the span planner relies on are
+ * checked when the index is decoded; what used to be asserts are errors. */
+static void test_index_validation(void **state)
+{
+	struct index_chunk c[2] = { { .offset = 512, .size = CS },
+				    { .offset = 512 + CS, .size = 100 } };
+	struct index_checkpoint cp[2] = { { .uoff = 0, .coff = 0 }, { .uoff = 4096, .coff = 900 } };
+
+	(void)state;
+	assert_int_equal(pack_one(CS + 100, c, 2, NULL, 0, 1 << 20), 0);
+	/* a file's chunks out of order, or overlapping */
+	c[1].offset = 0;
+	assert_int_equal(pack_one(CS + 100, c, 2, NULL, 0, 1 << 20), -EBADMSG);
+	assert_string_equal(strata_errmsg(-EBADMSG),
+			    "corrupt layer index: file chunks out of order");
+	c[1].offset = 512 + CS - 1;
+	assert_int_equal(pack_one(CS + 100, c, 2, NULL, 0, 1 << 20), -EBADMSG);
+	/* beyond the tar stream */
+	c[1].offset = 1 << 20;
+	assert_int_equal(pack_one(CS + 100, c, 2, NULL, 0, 1 << 20), -EBADMSG);
+	assert_string_equal(strata_errmsg(-EBADMSG),
+			    "corrupt layer index: chunk outside the tar stream");
+	c[1].offset = UINT64_MAX - 50;
+	assert_int_equal(pack_one(CS + 100, c, 2, NULL, 0, UINT64_MAX), -EBADMSG);
+	c[1].offset = 512 + CS;
+	/* a size near 2^64 wrapped the chunk-count check: 0 chunks for 2^64 - 1 bytes passed */
+	assert_int_equal(pack_one(UINT64_MAX, c, 0, NULL, 0, 1 << 20), -EBADMSG);
+	assert_string_equal(strata_errmsg(-EBADMSG),
+			    "corrupt layer index: file chunks out of range");
+	/* checkpoints: in order in both coordinates, inside the tar */
+	assert_int_equal(pack_one(CS + 100, c, 2, cp, 2, 1 << 20), 0);
+	cp[1].coff = 0;
+	assert_int_equal(pack_one(CS + 100, c, 2, cp, 2, 1 << 20), 0); /* equal coff: allowed */
+	cp[0].coff = 10;
+	cp[0].bits = 0;
+	assert_int_equal(pack_one(CS + 100, c, 2, cp, 2, 1 << 20), -EBADMSG);
+	assert_string_equal(strata_errmsg(-EBADMSG), "corrupt layer index: invalid checkpoint");
+	cp[0].coff = 0;
+	cp[1].uoff = (1 << 20) + 1;
+	assert_int_equal(pack_one(CS + 100, c, 2, cp, 2, 1 << 20), -EBADMSG);
+}
+
+/* The span planner and extractor return errors for ranges a caller got wrong. */
+static void test_span_errors(void **state)
+{
+	struct bytebuf t = { 0 };
+	struct index_layer *l;
+	struct index_span sp = { .cp = UINT32_MAX, .ustart = 1024 };
+	uint8_t out[8];
+
+	(void)state;
+	tarw_file(&t, "f", "hello", 5);
+	tarw_end(&t);
+	assert_int_equal(build(&t, &l), 0);
+	assert_int_equal(index_layer_span(l, 10, 10, &sp), -EINVAL);
+	assert_int_equal(index_layer_span(l, 10, 5, &sp), -EINVAL);
+	sp = (struct index_span){ .cp = UINT32_MAX, .cstart = 1024, .ustart = 1024 };
+	assert_int_equal(index_layer_extract(l, &sp, NULL, (const uint8_t *)"x", 1, 0, out, 1),
+			 -EINVAL);
+	index_layer_free(l);
+	free(t.p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_deep_path),    cmocka_unit_test(test_deepest_allowed),
-		cmocka_unit_test(test_long_name),    cmocka_unit_test(test_xattr_sizes),
-		cmocka_unit_test(test_xattr_many),   cmocka_unit_test(test_entry_cap),
-		cmocka_unit_test(test_layer_totals), cmocka_unit_test(test_source_overrun),
+		cmocka_unit_test(test_deep_path),	 cmocka_unit_test(test_deepest_allowed),
+		cmocka_unit_test(test_long_name),	 cmocka_unit_test(test_xattr_sizes),
+		cmocka_unit_test(test_xattr_many),	 cmocka_unit_test(test_entry_cap),
+		cmocka_unit_test(test_layer_totals),	 cmocka_unit_test(test_source_overrun),
+		cmocka_unit_test(test_index_validation), cmocka_unit_test(test_span_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
