@@ -223,10 +223,20 @@ class Estargz:
         return self.blob.getvalue(), sha256_digest(self.tar.getvalue()), sha256_digest(toc_json)
 
 
+BIG_CHUNK = 128 << 10
+
+
+def noise(n):
+    """n deterministic incompressible bytes."""
+    return b"".join(hashlib.sha256(b"%d" % i).digest() for i in range((n + 31) // 32))[:n]
+
+
 def estargz_lie(kind):
     w = Estargz()
     w.add_file("a.txt", b"first file\n" * 100)
-    w.add_file("big.bin", bytes(range(256)) * 64, chunk=4096)   # 16 KiB in 4 chunks
+    # 384 KiB in 3 incompressible chunks: a read of the last one first plans its span from the
+    # one before it (their members overlap by more than 64 KiB), which the lie puts after it
+    w.add_file("big.bin", noise(3 * BIG_CHUNK), chunk=BIG_CHUNK)
     w.add_file("b.txt", b"second file\n" * 100)
 
     def lie(entries):

@@ -139,7 +139,20 @@ def test_pull_serves_tar_content(strata, mount, hostile, extract, name):
     assert rc == 0, err
     note("%s: %d KiB" % (name, rss))
     m = mount()
+    if name.startswith("toc-"):
+        read_last_chunk_first(m, hostile, name, extract)
     compare(m, hostile, name, extract)
+
+
+def read_last_chunk_first(m, fx, name, extract):
+    """Finding 4: reading big.bin's last chunk first made the daemon plan a reversed span (from the
+    chunk the lying TOC put after it) and abort on an assert."""
+    chunk = 128 << 10
+    tar_dir = extract(fx.blob_path(digest_of(fx, name)), "gzip")
+    path = os.path.join(m.layer(digest_of(fx, name)), "big.bin")
+    want = Path(tar_dir, "big.bin").read_bytes()[2 * chunk:2 * chunk + 4096]
+    assert read_file(m, path, 2 * chunk, 4096) == want
+    assert m.proc.poll() is None
 
 
 def test_dotdot_stays_inside(strata, mount, hostile):
@@ -218,6 +231,7 @@ def test_daemon_streamer_survives(strata, mount, hostile, extract):
             bounded(m, lambda: os.listdir(layer), "listing %s" % name, 120)
         assert ei.value.errno != errno.ENOTCONN, name
         assert m.proc.poll() is None, "daemon died on %s:\n%s" % (name, m.stderr()[-3000:])
+    read_last_chunk_first(m, hostile, "toc-order", extract)
     for name in good:
         compare(m, hostile, name, extract)
     assert m.proc.poll() is None
