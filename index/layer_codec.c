@@ -297,7 +297,10 @@ static int check_dir_links(const struct index_layer *l)
 	for (uint32_t i = 0; i < h->ndirents && rc == 0; i++) {
 		uint32_t ino = l->dirents[i].ino;
 
-		if (S_ISDIR(l->inodes[ino].mode) && (ino == 0 || seen[ino]++))
+		/* check_dirents saw only the entries some directory lists: not every one */
+		if (ino >= h->ninodes)
+			rc = bad("directory entry invalid");
+		else if (S_ISDIR(l->inodes[ino].mode) && (ino == 0 || seen[ino]++))
 			rc = bad("directory linked twice");
 	}
 	free(seen);
