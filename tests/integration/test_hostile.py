@@ -135,9 +135,12 @@ def test_limit_messages_name_member_and_limit(strata, hostile):
 
 @pytest.mark.parametrize("name", TAR_SERVE)
 def test_pull_serves_tar_content(strata, mount, hostile, extract, name):
-    rc, out, err, rss = pull(strata, hostile.ref("hostile:" + name))
+    rc, out, err, rss = pull(strata, hostile.ref("hostile:" + name), "--json")
     assert rc == 0, err
-    note("%s: %d KiB" % (name, rss))
+    sources = json.loads(out.splitlines()[-1])["index_sources"]
+    note("%s: %d KiB, index sources %s %s" % (name, rss, sources, err[-600:]))
+    if name.startswith("toc-"):
+        assert sources == ["build"], "the lying TOC was used: %s\n%s" % (sources, err)
     m = mount()
     if name.startswith("toc-"):
         read_last_chunk_first(m, hostile, name, extract)
