@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include "pathmap_i.h"
+#include "layer_tree_i.h"
 #include "tar.h"
 #include "util/log.h"
 #include "util/mem.h"
@@ -22,64 +22,7 @@
 #define WHITEOUT_PREFIX ".wh."
 #define OPAQUE_NAME	".wh..wh..opq"
 
-struct bxattr {
-	char *name;
-	uint8_t *value;
-	size_t len;
-};
-
-struct bchild {
-	char *name;
-	uint32_t node;
-};
-
-struct bnode {
-	struct index_inode a; /* first/count unused while building */
-	uint32_t chunk_first, nchunks;
-	char *target; /* symlink target */
-	struct bxattr *xattrs;
-	size_t nxattrs;
-	int opaque;
-	struct bchild *children; /* dirs only, unsorted until finalize */
-	size_t nchildren, cap_children;
-	uint32_t new_ino; /* UINT32_MAX until numbered */
-};
-
-struct index_builder {
-	struct bnode *nodes;
-	size_t nnodes, cap_nodes;
-	struct index_chunk *chunks;
-	size_t nchunks, cap_chunks;
-	struct index_pathmap map;
-	uint32_t chunk_size;
-	uint8_t *chunk_buf;
-	index_chunk_fn chunk_fn;
-	void *ctx;
-	/* random access: set by index_builder_set_blob before finalize */
-	enum index_blob blob_kind;
-	uint64_t blob_size;
-	struct index_checkpoint *cps;
-	size_t ncps;
-	/* what the layer used of its limits (layer.h) */
-	size_t nentries, path_bytes, xattr_bytes;
-};
-
-/* ---------------------------------------------------------------- tree */
-
-static int64_t new_node(struct index_builder *b, uint32_t mode)
-{
-	struct bnode *n;
-
-	if (b->nnodes >= UINT32_MAX - 1)
-		return strata_err(EFBIG, "layer has too many entries");
-	if (util_grow((void **)&b->nodes, &b->cap_nodes, b->nnodes + 1, sizeof(*b->nodes)) < 0)
-		return -ENOMEM;
-	n = &b->nodes[b->nnodes];
-	memset(n, 0, sizeof(*n));
-	n->a.mode = mode;
-	n->new_ino = UINT32_MAX;
-	return (int64_t)b->nnodes++;
-}
+/* ---------------------------------------------------------------- entries */
 
 static void free_xattrs(struct bnode *n)
 {
@@ -108,298 +51,6 @@ static void builder_free(struct index_builder *b)
 	index_pathmap_free(&b->map);
 	free(b->chunk_buf);
 	free(b->cps);
-}
-
-static int is_dir(const struct bnode *n)
-{
-	return S_ISDIR(n->a.mode);
-}
-
-/* Member names in messages: at most this many bytes of a path are shown. */
-#define SHOWN 80
-
-/* A path for a message: its first SHOWN bytes, "..." when there is more. */
-#define SHOW(p) (int)(strlen(p) > SHOWN ? SHOWN : strlen(p)), (p), (strlen(p) > SHOWN ? "..." : "")
-
-/* Counts one more entry of the layer (a member or an implicit directory) against
- * INDEX_MAX_ENTRIES. Returns 0 or -EFBIG with strata_err naming path. */
-static int count_entry(struct index_builder *b, const char *path)
-{
-	if (++b->nentries > INDEX_MAX_ENTRIES)
-		return strata_err(EFBIG,
-				  "layer member '%.*s%s': the layer has more than %u entries",
-				  SHOW(path), INDEX_MAX_ENTRIES);
-	return 0;
-}
-
-/* Maps path to node at position pos of its parent's children, counting its bytes against
- * INDEX_MAX_PATH_BYTES. Returns 0, -EFBIG with strata_err set, or -ENOMEM. */
-static int map_path(struct index_builder *b, const char *path, uint32_t node, uint32_t pos)
-{
-	size_t len = strlen(path);
-
-	if (len > INDEX_MAX_PATH_BYTES - b->path_bytes)
-		return strata_err(EFBIG,
-				  "layer member '%.*s%s': the layer's paths add up to more than %u "
-				  "bytes",
-				  SHOW(path), INDEX_MAX_PATH_BYTES);
-	b->path_bytes += len;
-	return index_pathmap_set(&b->map, path, node, pos);
-}
-
-/* Appends child name -> node to directory parent. Returns its position, or -ENOMEM. */
-static int64_t add_child(struct index_builder *b, uint32_t parent, const char *name, uint32_t node)
-{
-	struct bnode *p = &b->nodes[parent];
-	char *dup = strdup(name);
-
-	if (!dup || util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
-			      sizeof(*p->children)) < 0) {
-		free(dup);
-		return -ENOMEM;
-	}
-	p->children[p->nchildren].name = dup;
-	p->children[p->nchildren].node = node;
-	return (int64_t)p->nchildren++;
-}
-
-/* Drops path's descendants from the map (a directory is being replaced by a non-directory):
- * depth-first with a stack of paths, no recursion (the depth comes from the layer). */
-static int unmap_subtree(struct index_builder *b, uint32_t dir, const char *path)
-{
-	struct pending {
-		uint32_t dir;
-		char *path;
-	} *stack = NULL;
-	size_t n = 0, cap = 0;
-	int rc = 0;
-
-	if (util_grow((void **)&stack, &cap, 1, sizeof(*stack)) < 0)
-		return -ENOMEM;
-	stack[n].dir = dir;
-	stack[n].path = strdup(path);
-	if (!stack[n].path) {
-		free(stack);
-		return -ENOMEM;
-	}
-	n++;
-	while (n > 0 && rc == 0) {
-		struct pending top = stack[--n];
-		const struct bnode *d = &b->nodes[top.dir];
-
-		for (size_t i = 0; i < d->nchildren && rc == 0; i++) {
-			size_t len = strlen(top.path) + strlen(d->children[i].name) + 2;
-			char *sub = malloc(len);
-			uint32_t child = d->children[i].node;
-
-			if (!sub) {
-				rc = -ENOMEM;
-				break;
-			}
-			snprintf(sub, len, "%s%s%s", top.path, *top.path ? "/" : "",
-				 d->children[i].name);
-			if (index_pathmap_get(&b->map, sub) != (int64_t)child) {
-				free(sub);
-				continue;
-			}
-			index_pathmap_del(&b->map, sub);
-			if (!is_dir(&b->nodes[child])) {
-				free(sub);
-				continue;
-			}
-			if (util_grow((void **)&stack, &cap, n + 1, sizeof(*stack)) < 0) {
-				free(sub);
-				rc = -ENOMEM;
-				break;
-			}
-			stack[n].dir = child;
-			stack[n++].path = sub;
-		}
-		free(top.path);
-	}
-	while (n > 0)
-		free(stack[--n].path);
-	free(stack);
-	return rc;
-}
-
-/* Ensures the directory at path (modified during the call, restored on return) exists, making
- * the missing ones implicitly, and returns its node. Iterative: the depth comes from the layer. */
-static int64_t ensure_dir(struct index_builder *b, char *path)
-{
-	int64_t node = index_pathmap_get(&b->map, path);
-	size_t len = strlen(path), have;
-
-	if (node >= 0) {
-		if (!is_dir(&b->nodes[node]))
-			return strata_err(ENOTDIR,
-					  "'%.*s%s' is not a directory but has entries below it",
-					  SHOW(path));
-		return node;
-	}
-	/* the longest prefix that exists (the root always does) */
-	have = len;
-	for (;;) {
-		while (have > 0 && path[have - 1] != '/')
-			have--;
-		if (have == 0) {
-			node = index_pathmap_get(&b->map, "");
-			break;
-		}
-		path[have - 1] = '\0';
-		node = index_pathmap_get(&b->map, path);
-		path[have - 1] = '/';
-		if (node >= 0)
-			break;
-		have--;
-	}
-	if (node < 0)
-		return node;
-	if (!is_dir(&b->nodes[node])) { /* not the root: it is always a directory */
-		path[have - 1] = '\0';
-		node = strata_err(ENOTDIR, "'%.*s%s' is not a directory but has entries below it",
-				  SHOW(path));
-		path[have - 1] = '/';
-		return node;
-	}
-	/* make each missing component below it, from the top */
-	while (have <= len) {
-		size_t end = have;
-		int64_t child, pos;
-		char saved;
-		int rc;
-
-		while (end < len && path[end] != '/')
-			end++;
-		saved = path[end];
-		path[end] = '\0';
-		rc = count_entry(b, path);
-		child = rc < 0 ? rc : new_node(b, S_IFDIR | 0755);
-		pos = child < 0 ? child :
-				  add_child(b, (uint32_t)node, path + have, (uint32_t)child);
-		if (pos >= 0) {
-			b->nodes[child].a.flags = INDEX_INODE_IMPLICIT;
-			rc = map_path(b, path, (uint32_t)child, (uint32_t)pos);
-			if (rc < 0)
-				pos = rc;
-		}
-		path[end] = saved;
-		if (pos < 0)
-			return pos;
-		node = child;
-		have = end + 1;
-	}
-	return node;
-}
-
-/* Links name (last component of path) in its parent to node, replacing an existing child. */
-static int link_child(struct index_builder *b, const char *path, uint32_t node)
-{
-	char *dup = strdup(path);
-	char *slash, *name;
-	int64_t parent, old, pos;
-	uint32_t at = 0;
-	int rc = 0;
-
-	if (!dup)
-		return -ENOMEM;
-	slash = strrchr(dup, '/');
-	if (slash) {
-		*slash = '\0';
-		name = slash + 1;
-		parent = ensure_dir(b, dup);
-	} else {
-		name = dup;
-		parent = index_pathmap_get(&b->map, "");
-	}
-	if (parent < 0) {
-		rc = (int)parent;
-		goto out;
-	}
-	old = index_pathmap_find(&b->map, path, &at);
-	if (old >= 0) {
-		if (is_dir(&b->nodes[old]) && !is_dir(&b->nodes[node])) {
-			rc = unmap_subtree(b, (uint32_t)old, path);
-			if (rc < 0)
-				goto out;
-		}
-		b->nodes[parent].children[at].node = node;
-		pos = at;
-	} else {
-		pos = add_child(b, (uint32_t)parent, name, node);
-		if (pos < 0) {
-			rc = (int)pos;
-			goto out;
-		}
-	}
-	rc = map_path(b, path, node, (uint32_t)pos);
-out:
-	free(dup);
-	return rc;
-}
-
-/* Checks member e against the per-member limits of layer.h and charges its xattrs to the layer's.
- * Returns 0, or -ENAMETOOLONG, -E2BIG or -EFBIG with strata_err naming the member and the limit. */
-static int check_entry(struct index_builder *b, const struct index_tar_entry *e)
-{
-	const char *p = e->path;
-	size_t len = strlen(p), list = 0, xbytes = 0;
-
-	if (len > INDEX_MAX_PATH)
-		return strata_err(ENAMETOOLONG,
-				  "layer member '%.*s%s': its path of %zu bytes exceeds %u bytes",
-				  SHOW(p), len, INDEX_MAX_PATH);
-	while (*p) {
-		size_t c = strcspn(p, "/");
-
-		if (c > INDEX_MAX_NAME)
-			return strata_err(ENAMETOOLONG,
-					  "layer member '%.*s%s': a name of %zu bytes in its path "
-					  "exceeds %u bytes",
-					  SHOW(e->path), c, INDEX_MAX_NAME);
-		p += c + (p[c] == '/');
-	}
-	if (e->linkname && strlen(e->linkname) > INDEX_MAX_PATH)
-		return strata_err(ENAMETOOLONG,
-				  "layer member '%.*s%s': its link target of %zu bytes exceeds %u "
-				  "bytes",
-				  SHOW(e->path), strlen(e->linkname), INDEX_MAX_PATH);
-	if (e->linkname && strlen(e->linkname) > INDEX_MAX_PATH_BYTES - b->path_bytes)
-		return strata_err(EFBIG,
-				  "layer member '%.*s%s': the layer's paths add up to more than %u "
-				  "bytes",
-				  SHOW(e->path), INDEX_MAX_PATH_BYTES);
-	for (size_t i = 0; i < e->nxattrs; i++) {
-		size_t nlen = strlen(e->xattrs[i].name);
-
-		if (nlen > INDEX_MAX_XATTR_NAME)
-			return strata_err(E2BIG,
-					  "layer member '%.*s%s': an xattr name of %zu bytes exceeds "
-					  "%u bytes",
-					  SHOW(e->path), nlen, INDEX_MAX_XATTR_NAME);
-		if (e->xattrs[i].len > INDEX_MAX_XATTR_VALUE)
-			return strata_err(
-				E2BIG,
-				"layer member '%.*s%s': xattr %.*s has a value of %zu bytes, "
-				"more than %u",
-				SHOW(e->path), (int)nlen, e->xattrs[i].name, e->xattrs[i].len,
-				INDEX_MAX_XATTR_VALUE);
-		list += nlen + 1;
-		xbytes += nlen + e->xattrs[i].len + 32;
-	}
-	if (list > INDEX_MAX_XATTR_LIST)
-		return strata_err(E2BIG,
-				  "layer member '%.*s%s': its %zu xattr names take %zu bytes, more "
-				  "than %u",
-				  SHOW(e->path), e->nxattrs, list, INDEX_MAX_XATTR_LIST);
-	if (e->linkname)
-		b->path_bytes += strlen(e->linkname);
-	if (xbytes > INDEX_MAX_XATTR_BYTES - b->xattr_bytes)
-		return strata_err(
-			EFBIG, "layer member '%.*s%s': the layer's xattrs take more than %u bytes",
-			SHOW(e->path), INDEX_MAX_XATTR_BYTES);
-	b->xattr_bytes += xbytes;
-	return 0;
 }
 
 static int copy_xattrs(struct bnode *n, const struct index_tar_entry *e)
@@ -529,9 +180,9 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	struct bnode *n;
 	int rc;
 
-	rc = count_entry(b, e->path);
+	rc = index_tree_count_entry(b, e->path);
 	if (rc == 0)
-		rc = check_entry(b, e);
+		rc = index_tree_check_entry(b, e);
 	if (rc < 0)
 		return rc;
 	base = base ? base + 1 : e->path;
@@ -545,7 +196,7 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 
 			if (!dir)
 				return -ENOMEM;
-			node = ensure_dir(b, dir);
+			node = index_tree_ensure_dir(b, dir);
 			free(dir);
 			if (node < 0)
 				return (int)node;
@@ -561,12 +212,12 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 			return -ENOMEM;
 		memcpy(path, e->path, plen);
 		strcpy(path + plen, base + 4);
-		node = new_node(b, S_IFCHR);
+		node = index_tree_new_node(b, S_IFCHR);
 		if (node >= 0) {
 			set_attrs(&b->nodes[node], e, S_IFCHR);
 			b->nodes[node].a.mode = S_IFCHR;
 			b->nodes[node].a.rdev = makedev(0, 0);
-			rc = link_child(b, path, (uint32_t)node);
+			rc = index_tree_link_child(b, path, (uint32_t)node);
 		} else {
 			rc = (int)node;
 		}
@@ -579,17 +230,17 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 		if (old < 0)
 			return strata_err(EINVAL, "hard link '%s' points to missing '%s'", e->path,
 					  e->linkname ? e->linkname : "");
-		if (is_dir(&b->nodes[old]))
+		if (index_tree_is_dir(&b->nodes[old]))
 			return strata_err(EINVAL, "hard link '%s' points to directory '%s'",
 					  e->path, e->linkname);
 		if (!*e->path)
 			return strata_err(EINVAL, "hard link at the layer root");
-		return link_child(b, e->path, (uint32_t)old);
+		return index_tree_link_child(b, e->path, (uint32_t)old);
 	}
 
 	if (e->type == INDEX_TAR_DIR) {
 		old = index_pathmap_get(&b->map, e->path);
-		if (old >= 0 && is_dir(&b->nodes[old])) {
+		if (old >= 0 && index_tree_is_dir(&b->nodes[old])) {
 			/* A directory named again keeps its children and takes the new attributes. */
 			n = &b->nodes[old];
 			set_attrs(n, e, S_IFDIR);
@@ -599,7 +250,7 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 		return strata_err(EINVAL, "non-directory entry at the layer root");
 	}
 
-	node = new_node(b, types[e->type]);
+	node = index_tree_new_node(b, types[e->type]);
 	if (node < 0)
 		return (int)node;
 	n = &b->nodes[node];
@@ -635,7 +286,7 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	}
 	if (!*e->path)
 		return 0; /* unreachable: root handled as a directory above */
-	return link_child(b, e->path, (uint32_t)node);
+	return index_tree_link_child(b, e->path, (uint32_t)node);
 }
 
 static int cmp_child(const void *a, const void *b)
@@ -692,7 +343,7 @@ static int number_bfs(struct index_builder *b, struct layout *lo)
 	for (size_t q = 0; q < lo->ninodes; q++) {
 		struct bnode *n = &b->nodes[lo->order[q]];
 
-		if (!is_dir(n))
+		if (!index_tree_is_dir(n))
 			continue;
 		if (n->nchildren) /* children is NULL in an empty directory */
 			qsort(n->children, n->nchildren, sizeof(*n->children), cmp_child);
@@ -740,7 +391,7 @@ static int fill_inodes(struct index_builder *b, struct layout *lo)
 		struct index_inode *in = &lo->inodes[i];
 
 		*in = n->a;
-		in->nlink = is_dir(n) ? 2 : 0;
+		in->nlink = index_tree_is_dir(n) ? 2 : 0;
 		if (S_ISREG(n->a.mode)) {
 			in->first = (uint32_t)lo->nchunks;
 			in->count = n->nchunks;
@@ -892,7 +543,7 @@ static int builder_init(struct index_builder *b, uint32_t chunk_size, int cut)
 	}
 	if (index_pathmap_grow(&b->map) < 0)
 		return -ENOMEM;
-	root = new_node(b, S_IFDIR | 0755);
+	root = index_tree_new_node(b, S_IFDIR | 0755);
 	if (root < 0)
 		return (int)root;
 	if (index_pathmap_set(&b->map, "", (uint32_t)root, 0) < 0)
