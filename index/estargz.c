@@ -215,6 +215,19 @@ static int add_piece(struct layout *lo, struct tfile *f, json_t *ent, size_t i, 
 				  "malformed eStargz TOC: entry %zu: chunk at compressed "
 				  "offset %llu is not before the TOC at %llu",
 				  i, (unsigned long long)coff, (unsigned long long)toc_off);
+	if (f->n > 0) {
+		const struct tchunk *p = &lo->chunks[f->first + f->n - 1];
+
+		/* a file's chunks follow each other in the blob: reads plan spans by that order */
+		if (coff < p->coff || (coff == p->coff && inner < p->inner + p->size))
+			return strata_err(EBADMSG,
+					  "malformed eStargz TOC: entry %zu: chunk at compressed "
+					  "offset %llu+%llu is out of order (the previous chunk of "
+					  "its file is at %llu+%llu)",
+					  i, (unsigned long long)coff, (unsigned long long)inner,
+					  (unsigned long long)p->coff,
+					  (unsigned long long)p->inner);
+	}
 	if (util_grow((void **)&lo->chunks, &lo->cap_chunks, lo->nchunks + 1, sizeof(*lo->chunks)) <
 	    0)
 		return -ENOMEM;
@@ -378,6 +391,42 @@ static int check_chunks(struct layout *lo, uint32_t *chunk_size)
 				  (unsigned long long)largest, INDEX_MAX_CHUNK_SIZE);
 	*chunk_size = (uint32_t)largest;
 	return 0;
+}
+
+static int cmp_chunk_place(const void *a, const void *b)
+{
+	const struct tchunk *x = *(const struct tchunk *const *)a,
+			    *y = *(const struct tchunk *const *)b;
+
+	if (x->coff != y->coff)
+		return (x->coff > y->coff) - (x->coff < y->coff);
+	return (x->inner > y->inner) - (x->inner < y->inner);
+}
+
+/* No two chunks share bytes of one gzip member (each would read the other's bytes). */
+static int check_overlap(const struct layout *lo)
+{
+	const struct tchunk **ord;
+	int rc = 0;
+
+	if (lo->nchunks < 2)
+		return 0;
+	ord = malloc(lo->nchunks * sizeof(*ord));
+	if (!ord)
+		return -ENOMEM;
+	for (size_t k = 0; k < lo->nchunks; k++)
+		ord[k] = &lo->chunks[k];
+	qsort(ord, lo->nchunks, sizeof(*ord), cmp_chunk_place);
+	for (size_t k = 1; k < lo->nchunks && rc == 0; k++) {
+		if (ord[k]->coff == ord[k - 1]->coff &&
+		    ord[k]->inner < ord[k - 1]->inner + ord[k - 1]->size)
+			rc = strata_err(EBADMSG,
+					"malformed eStargz TOC: two chunks overlap in the gzip "
+					"member at compressed offset %llu",
+					(unsigned long long)ord[k]->coff);
+	}
+	free(ord);
+	return rc;
 }
 
 static int cmp_member(const void *a, const void *b)
@@ -705,6 +754,8 @@ int index_estargz_build_verified(const uint8_t *toc, size_t len, uint64_t toc_of
 	if (rc < 0)
 		goto out;
 	rc = check_chunks(&lo, &chunk_size);
+	if (rc == 0)
+		rc = check_overlap(&lo);
 	if (rc < 0)
 		goto out;
 	toc_first = lo.nchunks;

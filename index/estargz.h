@@ -12,6 +12,9 @@
 #define INDEX_ESTARGZ_FOOTER_SIZE 51
 /* Legacy stargz footer: the same, with the Extra field "%016xSTARGZ" bare. */
 #define INDEX_ESTARGZ_LEGACY_FOOTER_SIZE 47
+/* The largest TOC (its gzip member, and the JSON in it) indexed: parsing holds about five times
+ * the JSON's size. */
+#define INDEX_ESTARGZ_MAX_TOC (32u << 20)
 /* How many tail bytes index_estargz_footer wants (fewer only when the blob is smaller). */
 #define INDEX_ESTARGZ_TAIL INDEX_ESTARGZ_FOOTER_SIZE
 
@@ -21,7 +24,8 @@
  * then the legacy one. Returns 0 with the TOC member's compressed offset in *toc_off and the footer's
  * length in *footer_size (the TOC member is blob bytes [*toc_off, blob_size - *footer_size)),
  * -ENOENT when the tail is no stargz footer, -EBADMSG with strata_err set when it is one but its TOC
- * offset lies outside the blob, -EINVAL for a tail shorter than required. No side effects.
+ * offset lies outside the blob, -EINVAL for a tail shorter than required or longer than the blob.
+ * No side effects.
  */
 int index_estargz_footer(const uint8_t *tail, size_t len, uint64_t blob_size, uint64_t *toc_off,
 			 size_t *footer_size);
@@ -57,7 +61,8 @@ int index_estargz_footer(const uint8_t *tail, size_t len, uint64_t blob_size, ui
  *
  * Returns 0 and *out (free with index_layer_free), or a negative errno with strata_err set: -EBADMSG
  * for a malformed TOC (bad gzip, tar or JSON, a missing or bad field, chunks that do not add up to
- * their file, a chunk outside the blob's data, a hard link to a missing target), -ENOTSUP "irregular
+ * their file, a chunk outside the blob's data, a file's chunks out of compressed order, two chunks
+ * overlapping in one gzip member, a hard link to a missing target), -ENOTSUP "irregular
  * eStargz chunking" when files are split at different sizes (or a chunk exceeds
  * INDEX_MAX_CHUNK_SIZE), -ENOTSUP for a TOC without chunk digests, -ENOMEM. Thread-safe.
  */

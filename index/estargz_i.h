@@ -18,7 +18,7 @@ struct index_estargz_toc_file {
 
 /*
  * Inflates the TOC member toc[0..len) (borrowed) and returns the JSON bytes of its tar's first
- * entry, which must be a regular file named stargz.index.json of at most 1 GiB: *json (malloc'd,
+ * entry, which must be a regular file named stargz.index.json of at most INDEX_ESTARGZ_MAX_TOC bytes: *json (malloc'd,
  * NUL-ended; the caller frees it) and *json_len, and that entry's header in *tf. Returns 0, or
  * -EBADMSG "malformed eStargz TOC..." (bad gzip or tar, another first entry, a short JSON) or
  * -ENOMEM, with strata_err set.

@@ -4,7 +4,6 @@
 #include "estargz.h"
 #include "estargz_i.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +12,6 @@
 #include "tar.h"
 #include "util/log.h"
 #include "util/sha256.h"
-
-#define MAX_TOC_JSON (1u << 30) /* uncompressed TOC JSON we are willing to hold */
 
 /* ---------------------------------------------------------------- footer */
 
@@ -49,7 +46,9 @@ int index_estargz_footer(const uint8_t *tail, size_t len, uint64_t blob_size, ui
 	uint64_t off = 0;
 	size_t fs = 0;
 
-	assert(len <= blob_size);
+	if (len > blob_size)
+		return strata_err(EINVAL, "eStargz footer: %zu tail bytes of a %llu-byte blob", len,
+				  (unsigned long long)blob_size);
 	if (len < INDEX_ESTARGZ_TAIL && len != blob_size)
 		return strata_err(EINVAL, "eStargz footer: %zu tail bytes of a %llu-byte blob", len,
 				  (unsigned long long)blob_size);
@@ -128,9 +127,10 @@ int index_estargz_read_toc(const uint8_t *toc, size_t len, char **json, size_t *
 				INDEX_ESTARGZ_TOC_NAME);
 		goto out;
 	}
-	if (e->size > MAX_TOC_JSON) {
-		rc = strata_err(EBADMSG, "malformed eStargz TOC: %s is %llu bytes",
-				INDEX_ESTARGZ_TOC_NAME, (unsigned long long)e->size);
+	if (e->size > INDEX_ESTARGZ_MAX_TOC) {
+		rc = strata_err(EBADMSG, "malformed eStargz TOC: %s is %llu bytes, more than %u",
+				INDEX_ESTARGZ_TOC_NAME, (unsigned long long)e->size,
+				INDEX_ESTARGZ_MAX_TOC);
 		goto out;
 	}
 	tf->mode = e->mode;

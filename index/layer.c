@@ -158,7 +158,9 @@ int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend,
 	uint32_t n = l->hdr->ncheckpoints, lo = 0, hi = n;
 	const struct index_checkpoint *cp;
 
-	assert(uoff < uend);
+	if (uoff >= uend)
+		return strata_err(EINVAL, "empty or reversed tar range [%llu, %llu)",
+				  (unsigned long long)uoff, (unsigned long long)uend);
 	switch (l->hdr->blob_kind) {
 	case INDEX_BLOB_TAR:
 		s->cp = UINT32_MAX;
@@ -252,7 +254,9 @@ int index_layer_extract(const struct index_layer *l, const struct index_span *s,
 	const struct index_checkpoint *cp;
 	struct index_zran_cp zc;
 
-	assert(uoff >= s->ustart);
+	if (uoff < s->ustart)
+		return strata_err(EINVAL, "tar offset %llu is before its span at %llu",
+				  (unsigned long long)uoff, (unsigned long long)s->ustart);
 	if (s->cp == UINT32_MAX) {
 		uint64_t at = uoff - s->cstart;
 

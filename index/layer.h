@@ -14,6 +14,18 @@
 #define INDEX_MIN_CHUNK_SIZE	 4096u
 #define INDEX_MAX_CHUNK_SIZE	 (16u << 20)
 
+/* What one layer may hold (Linux's limits where it has one). Indexing a layer beyond one fails
+ * with an error naming the member and the limit; nothing else is affected. */
+#define INDEX_MAX_PATH	      4095u  /* bytes of a member's path or link target (PATH_MAX - 1) */
+#define INDEX_MAX_NAME	      255u   /* bytes of one path component (NAME_MAX) */
+#define INDEX_MAX_XATTR_NAME  255u   /* XATTR_NAME_MAX */
+#define INDEX_MAX_XATTR_VALUE 65536u /* XATTR_SIZE_MAX */
+#define INDEX_MAX_XATTR_LIST  65536u /* an entry's xattr names, each with its NUL (XATTR_LIST_MAX) */
+#define INDEX_MAX_ENTRIES     400000u	     /* members, hard links and implicit directories */
+#define INDEX_MAX_PATH_BYTES  (32u << 20)    /* the lengths of every path added to the tree */
+#define INDEX_MAX_XATTR_BYTES (16u << 20)    /* xattr names and values, 32 bytes more for each */
+#define INDEX_MAX_DECODED     (128ull << 20) /* bytes of a decoded index */
+
 /* Inode flags. */
 #define INDEX_INODE_IMPLICIT 1u /* a directory the tar never named; made for its children */
 
@@ -139,8 +151,10 @@ int index_layer_encode(const struct index_layer *l, void **buf, size_t *len);
 
 /*
  * Decodes an encoded index and validates every offset and count in it (the bytes may come from a
- * disk or a registry). Returns 0 and *out, -EBADMSG "corrupt layer index: <what>", or -EPROTO for an
- * unknown format version (message names both versions), or -ENOMEM.
+ * disk or a registry): sections in range, sizes that add up, each file's chunks inside the tar
+ * stream in increasing order, checkpoints in increasing order. Memory grows with the bytes that
+ * really decode, up to INDEX_MAX_DECODED. Returns 0 and *out, -EBADMSG "corrupt layer index:
+ * <what>", or -EPROTO for an unknown format version (message names both versions), or -ENOMEM.
  */
 int index_layer_decode(const void *buf, size_t len, struct index_layer **out);
 
@@ -176,7 +190,8 @@ uint32_t index_layer_chunk_rank(const struct index_layer *l, uint64_t uoff);
 
 /*
  * Plans the fetch of tar bytes [uoff, uend): which compressed range to request and where decoding
- * starts. Returns 0, or -ENOTSUP when the index has no random-access information.
+ * starts. Returns 0, -ENOTSUP when the index has no random-access information, or -EINVAL with
+ * strata_err set for an empty or reversed range.
  */
 int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend,
 		     struct index_span *s);
@@ -184,7 +199,8 @@ int index_layer_span(const struct index_layer *l, uint64_t uoff, uint64_t uend,
 /*
  * Decodes tar bytes [uoff, uoff + len) from comp, the blob bytes [s->cstart, s->cstart + clen) of a
  * span planned by index_layer_span. window is the span checkpoint's window (NULL when wlen is 0).
- * Returns 0, -EPIPE when comp is too short, -EBADMSG for corrupt data, -ENOMEM. Thread-safe.
+ * Returns 0, -EPIPE when comp is too short, -EBADMSG for corrupt data, -EINVAL for a uoff before
+ * the span, -ENOMEM. Thread-safe.
  */
 int index_layer_extract(const struct index_layer *l, const struct index_span *s,
 			const uint8_t *window, const uint8_t *comp, size_t clen, uint64_t uoff,

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include "pathmap_i.h"
+#include "layer_tree_i.h"
 #include "tar.h"
 #include "util/log.h"
 #include "util/mem.h"
@@ -22,62 +22,7 @@
 #define WHITEOUT_PREFIX ".wh."
 #define OPAQUE_NAME	".wh..wh..opq"
 
-struct bxattr {
-	char *name;
-	uint8_t *value;
-	size_t len;
-};
-
-struct bchild {
-	char *name;
-	uint32_t node;
-};
-
-struct bnode {
-	struct index_inode a; /* first/count unused while building */
-	uint32_t chunk_first, nchunks;
-	char *target; /* symlink target */
-	struct bxattr *xattrs;
-	size_t nxattrs;
-	int opaque;
-	struct bchild *children; /* dirs only, unsorted until finalize */
-	size_t nchildren, cap_children;
-	uint32_t new_ino; /* UINT32_MAX until numbered */
-};
-
-struct index_builder {
-	struct bnode *nodes;
-	size_t nnodes, cap_nodes;
-	struct index_chunk *chunks;
-	size_t nchunks, cap_chunks;
-	struct index_pathmap map;
-	uint32_t chunk_size;
-	uint8_t *chunk_buf;
-	index_chunk_fn chunk_fn;
-	void *ctx;
-	/* random access: set by index_builder_set_blob before finalize */
-	enum index_blob blob_kind;
-	uint64_t blob_size;
-	struct index_checkpoint *cps;
-	size_t ncps;
-};
-
-/* ---------------------------------------------------------------- tree */
-
-static int64_t new_node(struct index_builder *b, uint32_t mode)
-{
-	struct bnode *n;
-
-	if (b->nnodes >= UINT32_MAX - 1)
-		return strata_err(EFBIG, "layer has too many entries");
-	if (util_grow((void **)&b->nodes, &b->cap_nodes, b->nnodes + 1, sizeof(*b->nodes)) < 0)
-		return -ENOMEM;
-	n = &b->nodes[b->nnodes];
-	memset(n, 0, sizeof(*n));
-	n->a.mode = mode;
-	n->new_ino = UINT32_MAX;
-	return (int64_t)b->nnodes++;
-}
+/* ---------------------------------------------------------------- entries */
 
 static void free_xattrs(struct bnode *n)
 {
@@ -106,133 +51,6 @@ static void builder_free(struct index_builder *b)
 	index_pathmap_free(&b->map);
 	free(b->chunk_buf);
 	free(b->cps);
-}
-
-static int is_dir(const struct bnode *n)
-{
-	return S_ISDIR(n->a.mode);
-}
-
-/* Drops path's descendants from the map (a directory is being replaced by a non-directory). */
-static int unmap_subtree(struct index_builder *b, uint32_t dir, const char *path)
-{
-	struct bnode *d = &b->nodes[dir];
-
-	for (size_t i = 0; i < d->nchildren; i++) {
-		size_t len = strlen(path) + strlen(d->children[i].name) + 2;
-		char *sub = malloc(len);
-		uint32_t child = d->children[i].node;
-
-		if (!sub)
-			return -ENOMEM;
-		snprintf(sub, len, "%s%s%s", path, *path ? "/" : "", d->children[i].name);
-		if (index_pathmap_get(&b->map, sub) == (int64_t)child) {
-			if (is_dir(&b->nodes[child]) && unmap_subtree(b, child, sub) < 0) {
-				free(sub);
-				return -ENOMEM;
-			}
-			index_pathmap_del(&b->map, sub);
-		}
-		free(sub);
-	}
-	return 0;
-}
-
-/* Ensures the directory at path exists (implicitly if needed) and returns its node. */
-static int64_t ensure_dir(struct index_builder *b, const char *path)
-{
-	int64_t node = index_pathmap_get(&b->map, path);
-	char *slash;
-	int64_t parent;
-	struct bnode *p;
-	int rc;
-
-	if (node >= 0) {
-		if (!is_dir(&b->nodes[node]))
-			return strata_err(ENOTDIR,
-					  "'%s' is not a directory but has entries below it", path);
-		return node;
-	}
-	slash = strrchr(path, '/');
-	if (slash) {
-		*slash = '\0';
-		parent = ensure_dir(b, path);
-		*slash = '/';
-	} else {
-		parent = index_pathmap_get(&b->map, "");
-	}
-	if (parent < 0)
-		return parent;
-	node = new_node(b, S_IFDIR | 0755);
-	if (node < 0)
-		return node;
-	b->nodes[node].a.flags = INDEX_INODE_IMPLICIT;
-	p = &b->nodes[parent];
-	if (util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
-		      sizeof(*p->children)) < 0)
-		return -ENOMEM;
-	p->children[p->nchildren].name = strdup(slash ? slash + 1 : path);
-	if (!p->children[p->nchildren].name)
-		return -ENOMEM;
-	p->children[p->nchildren++].node = (uint32_t)node;
-	rc = index_pathmap_set(&b->map, path, (uint32_t)node);
-	return rc < 0 ? rc : node;
-}
-
-/* Links name (last component of path) in its parent to node, replacing an existing child. */
-static int link_child(struct index_builder *b, const char *path, uint32_t node)
-{
-	char *dup = strdup(path);
-	char *slash, *name;
-	int64_t parent, old;
-	struct bnode *p;
-	int rc = 0;
-
-	if (!dup)
-		return -ENOMEM;
-	slash = strrchr(dup, '/');
-	if (slash) {
-		*slash = '\0';
-		name = slash + 1;
-		parent = ensure_dir(b, dup);
-	} else {
-		name = dup;
-		parent = index_pathmap_get(&b->map, "");
-	}
-	if (parent < 0) {
-		rc = (int)parent;
-		goto out;
-	}
-	p = &b->nodes[parent];
-	old = index_pathmap_get(&b->map, path);
-	if (old >= 0) {
-		if (is_dir(&b->nodes[old]) && !is_dir(&b->nodes[node])) {
-			rc = unmap_subtree(b, (uint32_t)old, path);
-			if (rc < 0)
-				goto out;
-		}
-		for (size_t i = 0; i < p->nchildren; i++) {
-			if (strcmp(p->children[i].name, name) == 0) {
-				p->children[i].node = node;
-				break;
-			}
-		}
-	} else {
-		rc = util_grow((void **)&p->children, &p->cap_children, p->nchildren + 1,
-			       sizeof(*p->children));
-		if (rc < 0)
-			goto out;
-		p->children[p->nchildren].name = strdup(name);
-		if (!p->children[p->nchildren].name) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		p->children[p->nchildren++].node = node;
-	}
-	rc = index_pathmap_set(&b->map, path, node);
-out:
-	free(dup);
-	return rc;
 }
 
 static int copy_xattrs(struct bnode *n, const struct index_tar_entry *e)
@@ -362,6 +180,11 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	struct bnode *n;
 	int rc;
 
+	rc = index_tree_count_entry(b, e->path);
+	if (rc == 0)
+		rc = index_tree_check_entry(b, e);
+	if (rc < 0)
+		return rc;
 	base = base ? base + 1 : e->path;
 
 	if (strncmp(base, WHITEOUT_PREFIX, 4) == 0) {
@@ -373,7 +196,7 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 
 			if (!dir)
 				return -ENOMEM;
-			node = ensure_dir(b, dir);
+			node = index_tree_ensure_dir(b, dir);
 			free(dir);
 			if (node < 0)
 				return (int)node;
@@ -389,12 +212,12 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 			return -ENOMEM;
 		memcpy(path, e->path, plen);
 		strcpy(path + plen, base + 4);
-		node = new_node(b, S_IFCHR);
+		node = index_tree_new_node(b, S_IFCHR);
 		if (node >= 0) {
 			set_attrs(&b->nodes[node], e, S_IFCHR);
 			b->nodes[node].a.mode = S_IFCHR;
 			b->nodes[node].a.rdev = makedev(0, 0);
-			rc = link_child(b, path, (uint32_t)node);
+			rc = index_tree_link_child(b, path, (uint32_t)node);
 		} else {
 			rc = (int)node;
 		}
@@ -407,17 +230,17 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 		if (old < 0)
 			return strata_err(EINVAL, "hard link '%s' points to missing '%s'", e->path,
 					  e->linkname ? e->linkname : "");
-		if (is_dir(&b->nodes[old]))
+		if (index_tree_is_dir(&b->nodes[old]))
 			return strata_err(EINVAL, "hard link '%s' points to directory '%s'",
 					  e->path, e->linkname);
 		if (!*e->path)
 			return strata_err(EINVAL, "hard link at the layer root");
-		return link_child(b, e->path, (uint32_t)old);
+		return index_tree_link_child(b, e->path, (uint32_t)old);
 	}
 
 	if (e->type == INDEX_TAR_DIR) {
 		old = index_pathmap_get(&b->map, e->path);
-		if (old >= 0 && is_dir(&b->nodes[old])) {
+		if (old >= 0 && index_tree_is_dir(&b->nodes[old])) {
 			/* A directory named again keeps its children and takes the new attributes. */
 			n = &b->nodes[old];
 			set_attrs(n, e, S_IFDIR);
@@ -427,7 +250,7 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 		return strata_err(EINVAL, "non-directory entry at the layer root");
 	}
 
-	node = new_node(b, types[e->type]);
+	node = index_tree_new_node(b, types[e->type]);
 	if (node < 0)
 		return (int)node;
 	n = &b->nodes[node];
@@ -463,7 +286,7 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	}
 	if (!*e->path)
 		return 0; /* unreachable: root handled as a directory above */
-	return link_child(b, e->path, (uint32_t)node);
+	return index_tree_link_child(b, e->path, (uint32_t)node);
 }
 
 static int cmp_child(const void *a, const void *b)
@@ -520,7 +343,7 @@ static int number_bfs(struct index_builder *b, struct layout *lo)
 	for (size_t q = 0; q < lo->ninodes; q++) {
 		struct bnode *n = &b->nodes[lo->order[q]];
 
-		if (!is_dir(n))
+		if (!index_tree_is_dir(n))
 			continue;
 		if (n->nchildren) /* children is NULL in an empty directory */
 			qsort(n->children, n->nchildren, sizeof(*n->children), cmp_child);
@@ -568,7 +391,7 @@ static int fill_inodes(struct index_builder *b, struct layout *lo)
 		struct index_inode *in = &lo->inodes[i];
 
 		*in = n->a;
-		in->nlink = is_dir(n) ? 2 : 0;
+		in->nlink = index_tree_is_dir(n) ? 2 : 0;
 		if (S_ISREG(n->a.mode)) {
 			in->first = (uint32_t)lo->nchunks;
 			in->count = n->nchunks;
@@ -594,11 +417,13 @@ static int fill_inodes(struct index_builder *b, struct layout *lo)
 			x = &lo->xattrs[lo->nxattrs++];
 			x->name_len = (uint32_t)strlen(name);
 			x->value_len = (uint32_t)vlen;
-			if (str_append(&lo->strtab, &lo->strlen_, &lo->strcap, name, x->name_len,
-				       &x->name_off) < 0 ||
-			    str_append(&lo->strtab, &lo->strlen_, &lo->strcap, val, vlen,
-				       &x->value_off) < 0)
-				return -ENOMEM;
+			rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, name, x->name_len,
+					&x->name_off);
+			if (rc == 0)
+				rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, val, vlen,
+						&x->value_off);
+			if (rc < 0)
+				return rc; /* -ENOMEM, or -EFBIG for a string table past 4 GiB */
 		}
 	}
 	return 0;
@@ -718,10 +543,10 @@ static int builder_init(struct index_builder *b, uint32_t chunk_size, int cut)
 	}
 	if (index_pathmap_grow(&b->map) < 0)
 		return -ENOMEM;
-	root = new_node(b, S_IFDIR | 0755);
+	root = index_tree_new_node(b, S_IFDIR | 0755);
 	if (root < 0)
 		return (int)root;
-	if (index_pathmap_set(&b->map, "", (uint32_t)root) < 0)
+	if (index_pathmap_set(&b->map, "", (uint32_t)root, 0) < 0)
 		return -ENOMEM;
 	b->nodes[root].a.flags = INDEX_INODE_IMPLICIT;
 	return 0;

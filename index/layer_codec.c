@@ -14,8 +14,7 @@
 #include "zran.h"
 #include "util/log.h"
 
-#define MAGIC	    "STRATAIX"
-#define MAX_DECODED (1ull << 31)
+#define MAGIC "STRATAIX"
 
 _Static_assert(sizeof(struct index_inode) == 64, "inode record layout");
 _Static_assert(sizeof(struct index_dirent) == 16, "dirent record layout");
@@ -56,6 +55,9 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 	total = sizeof(hdr) + s->ninodes * sizeof(*s->inodes) + s->ndirents * sizeof(*s->dirents) +
 		s->nchunks * sizeof(*s->chunks) + s->nxattrs * sizeof(*s->xattrs) +
 		s->ncps * sizeof(*s->cps) + s->strtab_len;
+	if (total > INDEX_MAX_DECODED)
+		return strata_err(EFBIG, "the layer's index would take %zu bytes, more than %llu",
+				  total, (unsigned long long)INDEX_MAX_DECODED);
 	mem = malloc(total);
 	if (!mem)
 		return -ENOMEM;
@@ -245,7 +247,8 @@ static int check_inodes(const struct index_layer *l)
 				return rc;
 			break;
 		case S_IFREG: {
-			uint64_t want = (in->size + h->chunk_size - 1) / h->chunk_size;
+			/* no rounding up by addition: a size near 2^64 would wrap */
+			uint64_t want = in->size / h->chunk_size + (in->size % h->chunk_size != 0);
 
 			if (!in_range(in->first, in->count, h->nchunks) || want != in->count)
 				return bad("file chunks out of range");
@@ -256,6 +259,13 @@ static int check_inodes(const struct index_layer *l)
 					sz = h->chunk_size;
 				if (l->chunks[in->first + j].size != sz)
 					return bad("chunk size mismatch");
+				if (!in_range(l->chunks[in->first + j].offset, sz, h->tar_size))
+					return bad("chunk outside the tar stream");
+				/* in stream order, none overlapping: spans are planned from them */
+				if (j > 0 && l->chunks[in->first + j].offset <
+						     l->chunks[in->first + j - 1].offset +
+							     l->chunks[in->first + j - 1].size)
+					return bad("file chunks out of order");
 			}
 			break;
 		}
@@ -287,7 +297,10 @@ static int check_dir_links(const struct index_layer *l)
 	for (uint32_t i = 0; i < h->ndirents && rc == 0; i++) {
 		uint32_t ino = l->dirents[i].ino;
 
-		if (S_ISDIR(l->inodes[ino].mode) && (ino == 0 || seen[ino]++))
+		/* check_dirents saw only the entries some directory lists: not every one */
+		if (ino >= h->ninodes)
+			rc = bad("directory entry invalid");
+		else if (S_ISDIR(l->inodes[ino].mode) && (ino == 0 || seen[ino]++))
 			rc = bad("directory linked twice");
 	}
 	free(seen);
@@ -307,6 +320,7 @@ static int check_checkpoints(const struct index_layer *l)
 		if (cp->kind > INDEX_CP_ZSTD_FRAME || cp->bits > 7 ||
 		    cp->wlen > INDEX_ZRAN_WINDOW || cp->coff > h->blob_size ||
 		    (cp->bits && cp->coff == 0) || (i > 0 && cp->uoff <= l->cps[i - 1].uoff) ||
+		    (i > 0 && cp->coff < l->cps[i - 1].coff) || cp->uoff > h->tar_size ||
 		    (i == 0 && cp->uoff != 0))
 			return bad("invalid checkpoint");
 	}
@@ -364,21 +378,66 @@ fail:
 int index_layer_decode(const void *buf, size_t len, struct index_layer **out)
 {
 	unsigned long long raw = ZSTD_getFrameContentSize(buf, len);
-	void *mem;
-	size_t n;
+	ZSTD_DStream *ds = NULL;
+	ZSTD_inBuffer in = { buf, len, 0 };
+	ZSTD_outBuffer ob = { NULL, 0, 0 };
+	size_t r = 1;
+	int rc;
 
 	*out = NULL;
-	if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN || raw > MAX_DECODED)
+	if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN)
 		return bad("not a zstd frame with a known size");
-	mem = malloc(raw ? raw : 1);
-	if (!mem)
+	if (raw > INDEX_MAX_DECODED)
+		return strata_err(EBADMSG,
+				  "corrupt layer index: it claims %llu bytes, more than %llu", raw,
+				  (unsigned long long)INDEX_MAX_DECODED);
+	/* Memory grows with what really decodes, not with what the frame header claims. */
+	ds = ZSTD_createDStream();
+	if (!ds)
 		return -ENOMEM;
-	n = ZSTD_decompress(mem, raw, buf, len);
-	if (ZSTD_isError(n) || n != raw) {
-		free(mem);
-		return bad(ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
+	ob.size = raw < (1u << 20) ? (size_t)raw : (1u << 20);
+	ob.dst = malloc(ob.size ? ob.size : 1);
+	if (!ob.dst) {
+		rc = -ENOMEM;
+		goto fail;
 	}
-	return decode_raw(mem, n, out);
+	while (r != 0) {
+		if (ob.pos == ob.size) {
+			size_t grow = ob.size * 2 < raw ? ob.size * 2 : (size_t)raw;
+			void *p;
+
+			if (grow == ob.size) { /* more than the frame said */
+				rc = bad("frame longer than its header says");
+				goto fail;
+			}
+			p = realloc(ob.dst, grow);
+			if (!p) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+			ob.dst = p;
+			ob.size = grow;
+		}
+		r = ZSTD_decompressStream(ds, &ob, &in);
+		if (ZSTD_isError(r)) {
+			rc = bad(ZSTD_getErrorName(r));
+			goto fail;
+		}
+		if (r != 0 && in.pos == in.size && ob.pos < ob.size) {
+			rc = bad("short frame");
+			goto fail;
+		}
+	}
+	ZSTD_freeDStream(ds);
+	if (ob.pos != raw) {
+		free(ob.dst);
+		return bad("short frame");
+	}
+	return decode_raw(ob.dst, ob.pos, out);
+fail:
+	ZSTD_freeDStream(ds);
+	free(ob.dst);
+	return rc;
 }
 
 void index_layer_free(struct index_layer *l)

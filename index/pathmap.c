@@ -51,7 +51,7 @@ int index_pathmap_grow(struct index_pathmap *m)
 	return 0;
 }
 
-int index_pathmap_set(struct index_pathmap *m, const char *path, uint32_t node)
+int index_pathmap_set(struct index_pathmap *m, const char *path, uint32_t node, uint32_t pos)
 {
 	struct index_pathmap_slot *s;
 
@@ -65,6 +65,7 @@ int index_pathmap_set(struct index_pathmap *m, const char *path, uint32_t node)
 		m->used++;
 	}
 	s->node = node;
+	s->pos = pos;
 	return 0;
 }
 
@@ -73,6 +74,16 @@ int64_t index_pathmap_get(struct index_pathmap *m, const char *path)
 	struct index_pathmap_slot *s = map_find(m, path);
 
 	return s->path ? (int64_t)s->node : -ENOENT;
+}
+
+int64_t index_pathmap_find(struct index_pathmap *m, const char *path, uint32_t *pos)
+{
+	struct index_pathmap_slot *s = map_find(m, path);
+
+	if (!s->path)
+		return -ENOENT;
+	*pos = s->pos;
+	return (int64_t)s->node;
 }
 
 /* Tombstones are avoided by re-inserting the rest of the cluster. */

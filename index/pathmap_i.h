@@ -9,6 +9,7 @@
 struct index_pathmap_slot {
 	char *path; /* NULL = empty, owned */
 	uint32_t node;
+	uint32_t pos; /* the caller's: where path's entry sits in its parent's children */
 };
 
 /* Zeroed, it is an empty map that index_pathmap_set cannot use yet: call index_pathmap_grow once.
@@ -22,11 +23,14 @@ struct index_pathmap {
  * was. */
 int index_pathmap_grow(struct index_pathmap *m);
 
-/* Maps path (copied) to node, replacing any earlier mapping. Returns 0 or -ENOMEM. */
-int index_pathmap_set(struct index_pathmap *m, const char *path, uint32_t node);
+/* Maps path (copied) to node and pos, replacing any earlier mapping. Returns 0 or -ENOMEM. */
+int index_pathmap_set(struct index_pathmap *m, const char *path, uint32_t node, uint32_t pos);
 
 /* The node path maps to, or -ENOENT. */
 int64_t index_pathmap_get(struct index_pathmap *m, const char *path);
+
+/* Like index_pathmap_get, also setting *pos (when found) to the pos given with the mapping. */
+int64_t index_pathmap_find(struct index_pathmap *m, const char *path, uint32_t *pos);
 
 /* Removes path (absent: nothing happens). */
 void index_pathmap_del(struct index_pathmap *m, const char *path);

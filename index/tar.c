@@ -18,7 +18,6 @@
 
 #define BLOCK	      512
 #define READ_BUF_SIZE (64 * 1024)
-#define MAX_EXT_SIZE  (16 * 1024 * 1024) /* PAX / GNU long name data, per member */
 
 /* ustar header field offsets and sizes */
 #define H_NAME		  0
@@ -130,7 +129,9 @@ static ssize_t get(struct index_tar *t, void *dst, size_t len)
 
 		if (r <= 0)
 			return r;
-		assert((size_t)r <= READ_BUF_SIZE);
+		if ((size_t)r > READ_BUF_SIZE)
+			return strata_err(EIO, "tar source returned %zd bytes for a %d-byte read",
+					  r, READ_BUF_SIZE);
 		t->pos = 0;
 		t->len = (size_t)r;
 	}
@@ -311,8 +312,11 @@ static int read_ext_data(struct index_tar *t, uint64_t size, char **out)
 	ssize_t n;
 
 	*out = NULL;
-	if (size > MAX_EXT_SIZE)
-		return strata_err(EINVAL, "tar header too large");
+	if (size > INDEX_TAR_MAX_EXT)
+		return strata_err(EINVAL,
+				  "tar header too large: %llu bytes of extension data at offset "
+				  "%" PRIu64 ", the limit is %u",
+				  (unsigned long long)size, t->off, INDEX_TAR_MAX_EXT);
 	data = malloc((size_t)size + 1);
 	if (!data)
 		return strata_err(ENOMEM, "out of memory reading tar header");
@@ -555,7 +559,9 @@ static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, u
 		goto out;
 	rc = 1;
 
-	/* xattrs move from the pending extensions to the entry */
+	/* xattrs move from the pending extensions to the entry, duplicates merged */
+	if (index_tar_xattrs_dedup(x) < 0)
+		goto nomem;
 	e->xattrs = x->xattrs;
 	e->nxattrs = x->nxattrs;
 	x->xattrs = NULL;
@@ -656,8 +662,11 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 				first_off = t->off;
 			continue;
 		}
-		if (size > MAX_EXT_SIZE || t->ext.bytes + size > MAX_EXT_SIZE) {
-			rc = strata_err(EINVAL, "tar header too large");
+		if (size > INDEX_TAR_MAX_EXT || t->ext.bytes + size > INDEX_TAR_MAX_EXT) {
+			rc = strata_err(EINVAL,
+					"tar header too large: the extension headers at offset "
+					"%" PRIu64 " hold more than %u bytes for one member",
+					first_off, INDEX_TAR_MAX_EXT);
 			goto fail;
 		}
 		t->ext.bytes += size;

@@ -9,6 +9,9 @@
 
 #include "reader.h"
 
+/* PAX and GNU long-name data one member may carry (all its extension headers together). */
+#define INDEX_TAR_MAX_EXT (1u << 20)
+
 enum index_tar_type {
 	INDEX_TAR_REG,
 	INDEX_TAR_HARDLINK,

@@ -35,6 +35,12 @@ struct index_tar_ext {
  */
 int index_tar_pax_parse(struct index_tar_ext *x, const char *data, size_t size, uint64_t hdr_off);
 
+/*
+ * Merges x's xattrs of the same name (libarchive writes both SCHILY and LIBARCHIVE forms): the
+ * last value wins, at the first one's place. O(n log n). Returns 0 or -ENOMEM (x unchanged).
+ */
+int index_tar_xattrs_dedup(struct index_tar_ext *x);
+
 /* A NUL-terminated copy of the first len bytes (or up to the first NUL). NULL on ENOMEM. */
 static inline char *index_tar_dup_field(const void *f, size_t len)
 {

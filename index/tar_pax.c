@@ -104,19 +104,11 @@ static char *url_decode(const char *s, size_t len, bool *bad)
 	return out;
 }
 
-/* Adds or replaces (libarchive writes both SCHILY and LIBARCHIVE forms) an xattr; takes ownership of
- * name and value on success and on failure. Returns 0 or -ENOMEM. */
+/* Adds an xattr (duplicates are merged once the member's headers are read, by
+ * index_tar_xattrs_dedup); takes ownership of name and value on success and on failure. Returns 0
+ * or -ENOMEM. */
 static int ext_add_xattr(struct index_tar_ext *x, char *name, uint8_t *value, size_t len)
 {
-	for (size_t i = 0; i < x->nxattrs; i++) {
-		if (strcmp(x->xattrs[i].name, name) == 0) {
-			free(name);
-			free(x->xattrs[i].value);
-			x->xattrs[i].value = value;
-			x->xattrs[i].len = len;
-			return 0;
-		}
-	}
 	if (x->nxattrs == x->cap) {
 		size_t cap = x->cap ? x->cap * 2 : 4;
 		struct index_tar_xattr *n = realloc(x->xattrs, cap * sizeof(*n));
@@ -133,6 +125,65 @@ static int ext_add_xattr(struct index_tar_ext *x, char *name, uint8_t *value, si
 	x->xattrs[x->nxattrs].value = value;
 	x->xattrs[x->nxattrs].len = len;
 	x->nxattrs++;
+	return 0;
+}
+
+static int cmp_xattr_at(const void *a, const void *b, void *arg)
+{
+	const struct index_tar_xattr *xs = arg;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int c = strcmp(xs[i].name, xs[j].name);
+
+	return c ? c : (i > j) - (i < j);
+}
+
+int index_tar_xattrs_dedup(struct index_tar_ext *x)
+{
+	size_t *ord, n = x->nxattrs, o = 0;
+	bool *drop;
+
+	if (n < 2)
+		return 0;
+	ord = malloc(n * sizeof(*ord));
+	drop = calloc(n, sizeof(*drop));
+	if (!ord || !drop) {
+		free(ord);
+		free(drop);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		ord[i] = i;
+	qsort_r(ord, n, sizeof(*ord), cmp_xattr_at, x->xattrs);
+	/* in each run of one name (by position), the first keeps the last's value */
+	for (size_t r = 0; r < n;) {
+		size_t e = r + 1;
+
+		while (e < n && strcmp(x->xattrs[ord[r]].name, x->xattrs[ord[e]].name) == 0)
+			e++;
+		if (e - r > 1) {
+			struct index_tar_xattr *keep = &x->xattrs[ord[r]],
+					       *last = &x->xattrs[ord[e - 1]];
+
+			free(keep->value);
+			keep->value = last->value;
+			keep->len = last->len;
+			last->value = NULL;
+			for (size_t k = r + 1; k < e; k++)
+				drop[ord[k]] = true;
+		}
+		r = e;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (drop[i]) {
+			free(x->xattrs[i].name);
+			free(x->xattrs[i].value);
+		} else {
+			x->xattrs[o++] = x->xattrs[i];
+		}
+	}
+	x->nxattrs = o;
+	free(ord);
+	free(drop);
 	return 0;
 }
 

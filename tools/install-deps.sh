@@ -7,6 +7,8 @@ packages=(
 	gcc pkg-config meson ninja-build
 	libfuse3-dev librocksdb-dev libcurl4-openssl-dev libzstd-dev libssl-dev zlib1g-dev
 	libjansson-dev libcmocka-dev
+	# fuzzing (tests/fuzz): clang with libFuzzer
+	clang libclang-rt-14-dev
 	# run
 	fuse3
 	# tests and demo: the real registry, image tools, ground truth extractors

@@ -219,7 +219,7 @@ static int use_estargz(struct fetch_client *fc, const struct fetch_ref *ref, str
 			   pl->fl->digest, FETCH_ANNOTATION_TOC_DIGEST);
 		return -ENOENT;
 	}
-	if (size - footer - toc_off > (256u << 20))
+	if (size - footer - toc_off > INDEX_ESTARGZ_MAX_TOC)
 		return strata_err(EFBIG, "eStargz TOC of %llu bytes is too large",
 				  (unsigned long long)(size - footer - toc_off));
 	toc = malloc(size - footer - toc_off + 1);

@@ -742,6 +742,64 @@ static void test_malformed(void **state)
 	free(t.p);
 }
 
+/* Finding 4: a TOC (verified against its annotation) that lists a file's chunks out of compressed
+ * order, or gives two chunks the same bytes of a member, is refused when it is read, not left to
+ * an assert in the span planning of a later read. */
+static void test_lying_layout(void **state)
+{
+	uint8_t tail[10];
+
+	(void)state;
+	/* in order: fine */
+	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,"
+				    "\"offset\":10,\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+				    "{\"type\":\"chunk\",\"offset\":20,\"chunkOffset\":4096,"
+				    "\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+				    "{\"type\":\"chunk\",\"offset\":30,\"chunkOffset\":8192,"
+				    "\"chunkDigest\":" D1 "}]}"),
+			 0);
+	/* the second chunk before the first in the blob */
+	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,"
+				    "\"offset\":30,\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+				    "{\"type\":\"chunk\",\"offset\":20,\"chunkOffset\":4096,"
+				    "\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+				    "{\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":8192,"
+				    "\"chunkDigest\":" D1 "}]}"),
+			 -EBADMSG);
+	assert_non_null(strstr(strata_errmsg(-EBADMSG),
+			       "entry 1: chunk at compressed offset 20+0 is out of order"));
+	/* the same member and inner offset twice in one file */
+	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":9000,"
+				    "\"offset\":30,\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+				    "{\"type\":\"chunk\",\"offset\":30,\"chunkOffset\":4096,"
+				    "\"chunkSize\":4096,\"chunkDigest\":" D1 "},"
+				    "{\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":8192,"
+				    "\"chunkDigest\":" D1 "}]}"),
+			 -EBADMSG);
+	/* two files in the same bytes of one member */
+	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":5,"
+				    "\"offset\":100,\"chunkDigest\":" D1 "},"
+				    "{\"name\":\"b\",\"type\":\"reg\",\"size\":5,"
+				    "\"offset\":100,\"innerOffset\":3,\"chunkDigest\":" D1 "}]}"),
+			 -EBADMSG);
+	assert_non_null(strstr(strata_errmsg(-EBADMSG),
+			       "two chunks overlap in the gzip member at compressed offset 100"));
+	/* ... one after the other in it is fine */
+	assert_int_equal(build_json("{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":5,"
+				    "\"offset\":100,\"chunkDigest\":" D1 "},"
+				    "{\"name\":\"b\",\"type\":\"reg\",\"size\":5,"
+				    "\"offset\":100,\"innerOffset\":5,\"chunkDigest\":" D1 "}]}"),
+			 0);
+	/* a footer tail longer than the blob is an error, not an assert */
+	{
+		uint64_t off = 0;
+		size_t fs = 0;
+
+		memset(tail, 0, sizeof(tail));
+		assert_int_equal(index_estargz_footer(tail, sizeof(tail), 5, &off, &fs), -EINVAL);
+	}
+}
+
 /* Later entries replace earlier ones; ".." and "./" names are cleaned; fractional modtimes. */
 static void test_semantics(void **state)
 {
@@ -821,9 +879,10 @@ static void test_toc_digest(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_footer),	   cmocka_unit_test(test_build),
-		cmocka_unit_test(test_chunk_size), cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_semantics),  cmocka_unit_test(test_toc_digest),
+		cmocka_unit_test(test_footer),	     cmocka_unit_test(test_build),
+		cmocka_unit_test(test_chunk_size),   cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_semantics),    cmocka_unit_test(test_toc_digest),
+		cmocka_unit_test(test_lying_layout),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
