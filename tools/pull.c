@@ -502,6 +502,17 @@ static int try_own_sources(struct pull *p, size_t i, int *conflict, int *failed)
 	return 1;
 }
 
+/* Records layer pl as pending with this image's claim: the daemon streams its blob. */
+static int stream_layer(struct pull *p, struct pull_layer *pl)
+{
+	layer_info(pl, p->ref);
+	pl->info.chunk_size = p->po->chunk_size;
+	pl->how = "stream";
+	pl->record_pending = 1;
+	p->streaming++;
+	return 0;
+}
+
 /* Finds where layer i's index comes from: the store (when the record may serve this image), an
  * earlier identical layer, the daemon's stream, the artifact, its eStargz TOC, a background
  * stream, or a build here (which fetches and verifies it). */
@@ -538,12 +549,7 @@ static int choose_source(struct pull *p, size_t i)
 			   pl->fl->digest, pl->rec.quarantine);
 	if (!pl->have_rec && p->stream && store_pending_get(c->store, pl->fl->digest, NULL) == 0) {
 		/* The daemon streams it already: add this image's claim to the record. */
-		layer_info(pl, p->ref);
-		pl->info.chunk_size = p->po->chunk_size;
-		pl->how = "stream";
-		pl->record_pending = 1;
-		p->streaming++;
-		return 0;
+		return stream_layer(p, pl);
 	}
 	strata_err_clear();
 	if (!pl->have_rec || (p->po->mode != MODE_BUILD && !pl->rec.quarantine[0])) {
@@ -565,12 +571,7 @@ static int choose_source(struct pull *p, size_t i)
 	if (p->stream) {
 		/* No index anywhere: the daemon streams the blob once in the background,
 		 * lookups of the layer wait for it; this pull returns now. */
-		layer_info(pl, p->ref);
-		pl->info.chunk_size = p->po->chunk_size;
-		pl->how = "stream";
-		pl->record_pending = 1;
-		p->streaming++;
-		return 0;
+		return stream_layer(p, pl);
 	}
 	pl->how = "build";
 	rc = index_one(c, p->fc, p->ref, pl, p->po->chunk_size, &p->pg);
