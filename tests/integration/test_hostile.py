@@ -51,18 +51,24 @@ def _layout(registry, tmp_path_factory, name, *only):
     return layout
 
 
-@pytest.fixture(scope="module")
-def hostile(strata_bin, tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("hostile-registry"))
+def _registry(tmp_path_factory, name, *only):
+    """Yields Fixtures of a registry of its own holding mkhostile's images (only those named,
+    when given); removes their bytes afterwards (some are large)."""
+    reg = Registry(tmp_path_factory.mktemp(name + "-registry"))
     layout = None
     try:
         with reg:
-            layout = _layout(reg, tmp_path_factory, "hostile-layout")
+            layout = _layout(reg, tmp_path_factory, name + "-layout", *only)
             yield Fixtures(layout, reg)
     finally:
         shutil.rmtree(reg.storage, ignore_errors=True)
         if layout:
             shutil.rmtree(layout, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hostile(strata_bin, tmp_path_factory):
+    yield from _registry(tmp_path_factory, "hostile")
 
 
 def run_measured(cmd, timeout=PULL_TIMEOUT):
@@ -245,16 +251,7 @@ def test_daemon_streamer_survives(strata, mount, hostile, extract):
 
 @pytest.fixture(scope="module")
 def many(strata_bin, tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("many-registry"))
-    layout = None
-    try:
-        with reg:
-            layout = _layout(reg, tmp_path_factory, "many-layout", "many-1m", "many-cap")
-            yield Fixtures(layout, reg)
-    finally:
-        shutil.rmtree(reg.storage, ignore_errors=True)
-        if layout:
-            shutil.rmtree(layout, ignore_errors=True)
+    yield from _registry(tmp_path_factory, "many", "many-1m", "many-cap")
 
 
 def test_million_entries(strata, mount, many):

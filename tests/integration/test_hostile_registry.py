@@ -21,7 +21,6 @@ from harness.hostile import HostileFront, RecordingServer
 from harness.images import Fixtures
 from harness.registry import Registry
 from harness.strata import Strata, new_store, one_line
-from harness.timeouts import INDEX_TIMEOUT
 
 IMAGE = "corner:oci"
 
@@ -30,9 +29,8 @@ IMAGE = "corner:oci"
 def reg(strata_bin, fixtures, tmp_path_factory):
     """A registry of this module's own with the corner images and an index artifact of IMAGE."""
     with Registry(tmp_path_factory.mktemp("hostile-registry")) as r:
-        r.push(fixtures.layout)
-        Strata(strata_bin, tmp_path_factory.mktemp("hostile-index"))(
-            "--json", "index", "--push", r.ref(IMAGE), timeout=INDEX_TIMEOUT)
+        r.push_indexed(fixtures.layout, IMAGE,
+                          Strata(strata_bin, tmp_path_factory.mktemp("hostile-index")))
         r.fx = Fixtures(fixtures.layout, r)
         yield r
 

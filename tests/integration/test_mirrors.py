@@ -249,9 +249,8 @@ def artifact_registry(strata_bin, fixtures, tmp_path_factory):
     """A registry of its own with the corner images and an index artifact of corner:oci (so the
     artifact changes no other test's pulls)."""
     with Registry(tmp_path_factory.mktemp("artifact-registry")) as reg:
-        reg.push(fixtures.layout)
-        Strata(strata_bin, tmp_path_factory.mktemp("artifact-store"))(
-            "index", "--push", reg.ref(IMAGE), timeout=INDEX_TIMEOUT)
+        reg.push_indexed(fixtures.layout, IMAGE,
+                            Strata(strata_bin, tmp_path_factory.mktemp("artifact-store")))
         yield reg
 
 

@@ -27,9 +27,8 @@ def reg(strata_bin, fixtures, tmp_path_factory):
     """A registry of this module's own (it is stopped and throttled here) with the corner images
     and an index artifact of corner:oci."""
     with Registry(tmp_path_factory.mktemp("resilience-registry")) as r:
-        r.push(fixtures.layout)
-        Strata(strata_bin, tmp_path_factory.mktemp("resilience-index"))(
-            "--json", "index", "--push", r.ref(IMAGE), timeout=INDEX_TIMEOUT)
+        r.push_indexed(fixtures.layout, IMAGE,
+                          Strata(strata_bin, tmp_path_factory.mktemp("resilience-index")))
         r.fx = Fixtures(fixtures.layout, r)
         yield r
 

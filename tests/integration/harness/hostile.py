@@ -101,11 +101,16 @@ class HostileFront(ForwardingProxy):
 
     # -- helpers --
 
-    def _upstream(self, handler):
+    def _upstream(self, handler, byte_range=None):
+        """handler's GET asked of the upstream registry (its Range, or bytes first-last when
+        byte_range is given): (status, headers, body)."""
         host, port = self.upstream.rsplit(":", 1)
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         hdrs = {k: v for k, v in handler.headers.items()
                 if k.lower() in ("range", "accept", "authorization")}
+        if byte_range:
+            hdrs = {k: v for k, v in hdrs.items() if k.lower() != "range"}
+            hdrs["Range"] = "bytes=%d-%d" % byte_range
         try:
             conn.request("GET", handler.path, headers=hdrs)
             resp = conn.getresponse()
@@ -232,7 +237,7 @@ class HostileFront(ForwardingProxy):
             out = body
         else:
             # the same length one byte later (the registry cuts the last one off at the blob's end)
-            _, _, later = self._upstream_range(h, first + 1, last + 1)
+            _, _, later = self._upstream(h, (first + 1, last + 1))
             out = later
             first, last = ((first + 1, first + len(later)) if mode == "range_shifted"
                            else (first, first + len(later) - 1))
@@ -241,14 +246,3 @@ class HostileFront(ForwardingProxy):
         self._respond(h, 206, headers, out)
         return True
 
-    def _upstream_range(self, h, first, last):
-        host, port = self.upstream.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        hdrs = {k: v for k, v in h.headers.items() if k.lower() in ("accept", "authorization")}
-        hdrs["Range"] = "bytes=%d-%d" % (first, last)
-        try:
-            conn.request("GET", h.path, headers=hdrs)
-            resp = conn.getresponse()
-            return resp.status, resp.getheaders(), resp.read()
-        finally:
-            conn.close()

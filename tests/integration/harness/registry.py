@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .images import run_mkfixture
 from .servers import free_port, stop_process
-from .timeouts import READY_TIMEOUT, STOP_TIMEOUT
+from .timeouts import INDEX_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT
 
 
 def registry_config(storage, addr, auth=""):
@@ -115,6 +115,12 @@ class Registry:
     def push(self, layout):
         """Pushes a mkfixture layout's images here."""
         run_mkfixture("push", "--layout", layout, "--registry", self.host)
+
+    def push_indexed(self, layout, image, strata):
+        """Pushes a mkfixture layout's images here and, with strata (a harness.strata.Strata),
+        an index artifact of image."""
+        self.push(layout)
+        strata("--json", "index", "--push", self.ref(image), timeout=INDEX_TIMEOUT)
 
     def get(self, path, accept=None, timeout=60):
         """urlopen of GET url+path (a context manager), asked directly (not through a proxy)."""
