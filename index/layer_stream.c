@@ -152,8 +152,18 @@ static void on_frame(void *ctx, uint64_t coff, uint64_t uoff)
 	cp->woff = UINT64_MAX;
 }
 
-/* The blob is read to its end: records its kind, size and checkpoints (for gzip, passing every
- * checkpoint window to window_fn). */
+/* A gzip window nobody keeps (no window_fn): only its digest goes into the index. */
+static int drop_window(void *ctx, const uint8_t digest[32], const void *data, size_t len)
+{
+	(void)ctx;
+	(void)digest;
+	(void)data;
+	(void)len;
+	return 0;
+}
+
+/* The blob is read to its end: records its kind, size and checkpoints (gzip windows went to
+ * window_fn as their checkpoints became final, so one window at a time is in memory). */
 static int blob_finish(struct index_builder *b, void *arg)
 {
 	struct blob_build *bb = arg;
@@ -185,6 +195,9 @@ static int blob_finish(struct index_builder *b, void *arg)
 	} else if (bb->o->blob == INDEX_BLOB_GZIP) {
 		size_t n_cp = index_zran_count(bb->z);
 
+		rc = index_zran_finish(bb->z); /* the last window goes to window_fn too */
+		if (rc < 0)
+			return rc;
 		cps = calloc(n_cp ? n_cp : 1, sizeof(*cps));
 		if (!cps)
 			return -ENOMEM;
@@ -198,21 +211,12 @@ static int blob_finish(struct index_builder *b, void *arg)
 			cp->kind = zc->kind;
 			cp->wlen = zc->wlen;
 			cp->woff = UINT64_MAX;
-			if (cp->wlen) {
-				const uint8_t *w = index_zran_window(bb->z, i);
-
-				util_sha256(w, cp->wlen, cp->window);
-				if (bb->o->window_fn) {
-					rc = bb->o->window_fn(bb->o->ctx, cp->window, w, cp->wlen);
-					if (rc < 0)
-						goto out;
-				}
-			}
+			if (cp->wlen)
+				memcpy(cp->window, index_zran_window_digest(bb->z, i), 32);
 		}
 		ncps = n_cp;
 	}
 	rc = index_builder_set_blob(b, bb->o->blob, bb->count.n, cps, ncps);
-out:
 	free(cps);
 	return rc;
 }
@@ -236,6 +240,10 @@ int index_layer_build_blob(struct index_reader src, const struct index_build_opt
 		rc = index_zran_new(counted, o->span, &bb.z);
 		if (rc < 0)
 			return rc;
+		if (o->window_fn)
+			index_zran_set_window_sink(bb.z, o->window_fn, o->ctx);
+		else
+			index_zran_set_window_sink(bb.z, drop_window, NULL);
 		tar = index_zran_reader(bb.z);
 		break;
 	case INDEX_BLOB_ZSTD:

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "util/log.h"
+#include "util/sha256.h"
 
 #define IN_BUF_SIZE  (64 * 1024)
 #define SCRATCH_SIZE (32 * 1024)
@@ -79,8 +80,12 @@ struct index_zran {
 	uint64_t produced; /* uncompressed bytes produced */
 
 	struct index_zran_cp *cps; /* ncp checkpoints, capacity cap */
-	uint8_t **windows;	   /* windows[i]: cps[i].wlen bytes, NULL for MEMBER */
+	uint8_t **windows;	   /* windows[i]: cps[i].wlen bytes, NULL for MEMBER or handed on */
+	uint8_t (*wdig)[32];	   /* wdig[i]: sha256 of window i, once final (i < nfinal) */
 	size_t ncp, cap;
+	size_t nfinal;		   /* checkpoints [0, nfinal) can no longer be replaced */
+	index_zran_window_fn sink; /* NULL: windows stay in memory until index_zran_free */
+	void *sink_ctx;
 };
 
 /* ---- gzip member header parser (shared by the streaming reader and extract) ---- */
@@ -247,14 +252,40 @@ out:
 	return rc;
 }
 
+/* Checkpoints before `upto` are final (a later uoff follows them): each window is hashed and, with
+ * a sink, handed to it and freed, so that at most the last window stays in memory. Returns 0 or the
+ * sink's negative errno. */
+static int finalize(struct index_zran *z, size_t upto)
+{
+	for (; z->nfinal < upto; z->nfinal++) {
+		size_t i = z->nfinal;
+		int rc;
+
+		if (!z->windows[i])
+			continue;
+		util_sha256(z->windows[i], z->cps[i].wlen, z->wdig[i]);
+		if (!z->sink)
+			continue;
+		rc = z->sink(z->sink_ctx, z->wdig[i], z->windows[i], z->cps[i].wlen);
+		if (rc < 0)
+			return rc;
+		free(z->windows[i]);
+		z->windows[i] = NULL;
+	}
+	return 0;
+}
+
 /*
  * Appends a checkpoint; window (wlen bytes, malloc'd) is taken over, also on failure. The previous
  * checkpoint is replaced when it has the same uoff and is a BLOCK (a member start needs no window);
  * a MEMBER after a MEMBER at the same uoff (empty member) is dropped, so cps[0] stays at 0/0.
- * Returns 0 or -ENOMEM.
+ * The checkpoints before the new one become final (see finalize).
+ * Returns 0, -ENOMEM or the window sink's negative errno.
  */
 static int add_cp(struct index_zran *z, const struct index_zran_cp *cp, uint8_t *window)
 {
+	int rc;
+
 	if (z->ncp > 0 && z->cps[z->ncp - 1].uoff == cp->uoff) {
 		if (z->cps[z->ncp - 1].kind == INDEX_ZRAN_MEMBER || cp->kind == INDEX_ZRAN_BLOCK) {
 			free(window);
@@ -265,10 +296,16 @@ static int add_cp(struct index_zran *z, const struct index_zran_cp *cp, uint8_t 
 		z->windows[z->ncp] = NULL;
 	}
 	assert(z->ncp == 0 || z->cps[z->ncp - 1].uoff < cp->uoff);
+	rc = finalize(z, z->ncp);
+	if (rc < 0) {
+		free(window);
+		return rc;
+	}
 	if (z->ncp == z->cap) {
 		size_t cap = z->cap ? 2 * z->cap : 16;
 		struct index_zran_cp *cps = realloc(z->cps, cap * sizeof(*cps));
 		uint8_t **windows;
+		uint8_t(*wdig)[32];
 
 		if (!cps) {
 			free(window);
@@ -281,6 +318,12 @@ static int add_cp(struct index_zran *z, const struct index_zran_cp *cp, uint8_t 
 			return strata_err(ENOMEM, "out of memory recording a gzip checkpoint");
 		}
 		z->windows = windows;
+		wdig = realloc(z->wdig, cap * sizeof(*wdig));
+		if (!wdig) {
+			free(window);
+			return strata_err(ENOMEM, "out of memory recording a gzip checkpoint");
+		}
+		z->wdig = wdig;
 		z->cap = cap;
 	}
 	z->cps[z->ncp] = *cp;
@@ -556,6 +599,23 @@ const uint8_t *index_zran_window(const struct index_zran *z, size_t i)
 	return z->windows[i];
 }
 
+void index_zran_set_window_sink(struct index_zran *z, index_zran_window_fn fn, void *ctx)
+{
+	z->sink = fn;
+	z->sink_ctx = ctx;
+}
+
+int index_zran_finish(struct index_zran *z)
+{
+	return finalize(z, z->ncp);
+}
+
+const uint8_t *index_zran_window_digest(const struct index_zran *z, size_t i)
+{
+	assert(i < z->nfinal);
+	return z->wdig[i];
+}
+
 uint64_t index_zran_consumed(const struct index_zran *z)
 {
 	return z->consumed;
@@ -570,6 +630,7 @@ void index_zran_free(struct index_zran *z)
 	for (size_t i = 0; i < z->ncp; i++)
 		free(z->windows[i]);
 	free(z->windows);
+	free(z->wdig);
 	free(z->cps);
 	free(z->in);
 	free(z);

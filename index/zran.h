@@ -48,7 +48,27 @@ struct index_reader index_zran_reader(struct index_zran *z);
  * until the next index_zran_read. Window i (wlen bytes) is what index_zran_window returns. */
 size_t index_zran_count(const struct index_zran *z);
 const struct index_zran_cp *index_zran_cp(const struct index_zran *z, size_t i);
-const uint8_t *index_zran_window(const struct index_zran *z, size_t i);
+const uint8_t *index_zran_window(const struct index_zran *z, size_t i); /* NULL once handed on */
+
+/* Receives a final checkpoint's window (len bytes) and its sha256; a negative errno fails the read
+ * that recorded the next checkpoint (or index_zran_finish). */
+typedef int (*index_zran_window_fn)(void *ctx, const uint8_t digest[32], const void *data,
+				    size_t len);
+
+/*
+ * With a sink, each window is handed to fn once its checkpoint is final (a checkpoint at a later
+ * offset was recorded) and freed, so memory holds one window however long the stream; without
+ * one (the default) every window stays readable through index_zran_window. Set before reading.
+ */
+void index_zran_set_window_sink(struct index_zran *z, index_zran_window_fn fn, void *ctx);
+
+/* At the end of the stream: makes every checkpoint final (hashing, and handing its window to the
+ * sink). Returns 0 or the sink's negative errno. */
+int index_zran_finish(struct index_zran *z);
+
+/* The sha256 of window i (BLOCK checkpoints), valid once it is final: i below the count at the last
+ * index_zran_finish. */
+const uint8_t *index_zran_window_digest(const struct index_zran *z, size_t i);
 
 /* Total compressed bytes consumed so far (the blob size once the stream has ended). */
 uint64_t index_zran_consumed(const struct index_zran *z);
