@@ -169,6 +169,14 @@ static int inode_equal(struct cmp *c, uint32_t x, uint32_t y)
 						   ib->first, (uint32_t)ib->size)))
 		return differ(c, x, "another symlink target");
 	if (S_ISREG(ia->mode)) {
+		const struct index_extent *ea, *eb;
+		uint32_t na, nb;
+
+		index_layer_file_extents(c->a, ia, &ea, &na);
+		index_layer_file_extents(c->b, ib, &eb, &nb);
+		if ((ia->flags & INDEX_INODE_SPARSE) != (ib->flags & INDEX_INODE_SPARSE) ||
+		    na != nb || (na && memcmp(ea, eb, na * sizeof(*ea)) != 0))
+			return differ(c, x, "other holes");
 		if (ia->count != ib->count)
 			return differ(c, x, "%u chunks, not %u", ia->count, ib->count);
 		for (uint32_t k = 0; k < ia->count; k++) {

@@ -108,6 +108,46 @@ int64_t index_layer_lookup(const struct index_layer *l, uint32_t dir, const char
 	return -ENOENT;
 }
 
+uint64_t index_layer_file_extents(const struct index_layer *l, const struct index_inode *in,
+				  const struct index_extent **ext, uint32_t *n)
+{
+	uint32_t ino, lo = 0, hi = l->hdr->nsparse;
+
+	assert(in >= l->inodes && in < l->inodes + l->hdr->ninodes && S_ISREG(in->mode));
+	*ext = NULL;
+	*n = 0;
+	if (!(in->flags & INDEX_INODE_SPARSE))
+		return in->size;
+	ino = (uint32_t)(in - l->inodes);
+	while (lo < hi) { /* the decoder checked: one record per sparse file, sorted by ino */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (l->sparse[mid].ino < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	assert(lo < l->hdr->nsparse && l->sparse[lo].ino == ino);
+	*n = l->sparse[lo].count;
+	*ext = *n ? &l->extents[l->sparse[lo].first] : NULL;
+	return l->sparse[lo].data_size;
+}
+
+uint32_t index_layer_extent_find(const struct index_extent *ext, uint32_t n, uint64_t off)
+{
+	uint32_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (ext[mid].offset + ext[mid].len <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* ---------------------------------------------------------------- random access */
 
 enum index_blob index_layer_blob_kind(const struct index_layer *l)

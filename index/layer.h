@@ -9,10 +9,13 @@
 
 #include "reader.h"
 
-#define INDEX_FORMAT_VERSION	 2
-#define INDEX_DEFAULT_CHUNK_SIZE (1u << 20)
-#define INDEX_MIN_CHUNK_SIZE	 4096u
-#define INDEX_MAX_CHUNK_SIZE	 (16u << 20)
+/* The index format: version 2 for layers without sparse files (what strata always wrote before), 3
+ * (version 2 plus the sparse sections) only for layers with one. Both decode. */
+#define INDEX_FORMAT_VERSION	    2
+#define INDEX_FORMAT_VERSION_SPARSE 3
+#define INDEX_DEFAULT_CHUNK_SIZE    (1u << 20)
+#define INDEX_MIN_CHUNK_SIZE	    4096u
+#define INDEX_MAX_CHUNK_SIZE	    (16u << 20)
 
 /* What one layer may hold (Linux's limits where it has one). Indexing a layer beyond one fails
  * with an error naming the member and the limit; nothing else is affected. */
@@ -25,9 +28,11 @@
 #define INDEX_MAX_PATH_BYTES  (32u << 20)    /* the lengths of every path added to the tree */
 #define INDEX_MAX_XATTR_BYTES (16u << 20)    /* xattr names and values, 32 bytes more for each */
 #define INDEX_MAX_DECODED     (128ull << 20) /* bytes of a decoded index */
+#define INDEX_MAX_EXTENTS     (1u << 20)     /* data extents of the layer's sparse files */
 
 /* Inode flags. */
 #define INDEX_INODE_IMPLICIT 1u /* a directory the tar never named; made for its children */
+#define INDEX_INODE_SPARSE   2u /* a regular file with holes: see index_layer_file_extents */
 
 /* One inode of a layer. Inode 0 is the layer root. A plain record, read in place. */
 struct index_inode {
@@ -57,6 +62,13 @@ struct index_chunk {
 	uint64_t offset;    /* where those bytes start in the uncompressed tar stream */
 	uint32_t size;
 	uint32_t pad;
+};
+
+/* Data of a sparse file: file bytes [offset, offset + len) are its chunks' bytes from data_off on. */
+struct index_extent {
+	uint64_t offset;
+	uint64_t len;
+	uint64_t data_off;
 };
 
 struct index_xattr {
@@ -175,8 +187,21 @@ uint32_t index_layer_chunk_size(const struct index_layer *l);
 /* sha256 of the uncompressed tar stream, and its length. */
 const uint8_t *index_layer_diff_id(const struct index_layer *l);
 uint64_t index_layer_tar_size(const struct index_layer *l);
-/* Sum of regular file sizes (each inode once). */
+/* Sum of regular file data (each inode once): their sizes, without the holes of sparse files. */
 uint64_t index_layer_content_size(const struct index_layer *l);
+
+/*
+ * The data of regular file in (an inode of l): returns the bytes its chunks hold, cut as usual from
+ * the file's chunk 0 on. For a sparse file (INDEX_INODE_SPARSE) those are the bytes of its extents
+ * *ext[0..*n) (sorted, not touching, non-empty, inside in->size) one after another, and the rest
+ * of the file reads as zeros; for any other file *ext is NULL, *n is 0 and the data is its size.
+ * Pointers live as long as l.
+ */
+uint64_t index_layer_file_extents(const struct index_layer *l, const struct index_inode *in,
+				  const struct index_extent **ext, uint32_t *n);
+
+/* The first of the n sorted extents ext that ends after file offset off (n when none). */
+uint32_t index_layer_extent_find(const struct index_extent *ext, uint32_t n, uint64_t off);
 
 enum index_blob index_layer_blob_kind(const struct index_layer *l);
 uint64_t index_layer_blob_size(const struct index_layer *l);

@@ -48,6 +48,7 @@ static void builder_free(struct index_builder *b)
 	}
 	free(b->nodes);
 	free(b->chunks);
+	free(b->extents);
 	index_pathmap_free(&b->map);
 	free(b->chunk_buf);
 	free(b->cps);
@@ -88,11 +89,46 @@ static void set_attrs(struct bnode *n, const struct index_tar_entry *e, uint32_t
 	n->a.flags = 0;
 }
 
+/* The bytes a regular file's chunks hold: its data (a sparse file's extents), else its size. */
+static uint64_t entry_data(const struct index_tar_entry *e)
+{
+	return e->sparse ? e->data_size : e->size;
+}
+
+/* Records sparse file e's extents on node (the holes are not stored). Returns 0, -EFBIG past
+ * INDEX_MAX_EXTENTS in the layer, or -ENOMEM. */
+static int put_extents(struct index_builder *b, const struct index_tar_entry *e, uint32_t node)
+{
+	uint64_t data = 0;
+
+	if (e->nextents > INDEX_MAX_EXTENTS - b->nextents)
+		return strata_err(EFBIG,
+				  "sparse file '%s': the layer's sparse files have more than %u "
+				  "extents",
+				  e->path, INDEX_MAX_EXTENTS);
+	if (util_grow((void **)&b->extents, &b->cap_extents, b->nextents + e->nextents,
+		      sizeof(*b->extents)) < 0)
+		return -ENOMEM;
+	b->nodes[node].ext_first = (uint32_t)b->nextents;
+	b->nodes[node].nextents = (uint32_t)e->nextents;
+	b->nodes[node].data_size = e->data_size;
+	b->nodes[node].a.flags |= INDEX_INODE_SPARSE;
+	for (size_t i = 0; i < e->nextents; i++) {
+		struct index_extent *x = &b->extents[b->nextents++];
+
+		x->offset = e->extents[i].offset;
+		x->len = e->extents[i].len;
+		x->data_off = data;
+		data += x->len;
+	}
+	return 0;
+}
+
 /* Reads the current member's content in chunks and records them on node. */
 static int cut_chunks(struct index_builder *b, struct index_tar *t, const struct index_tar_entry *e,
 		      uint32_t node)
 {
-	uint64_t left = e->size;
+	uint64_t left = entry_data(e);
 	uint64_t off = e->data_offset;
 	int rc;
 
@@ -149,8 +185,8 @@ static int put_chunks(struct index_builder *b, const struct index_tar_entry *e, 
 	}
 	if (left)
 		return strata_err(EINVAL, "chunks of '%s' cover %llu of its %llu bytes", e->path,
-				  (unsigned long long)(e->size - left),
-				  (unsigned long long)e->size);
+				  (unsigned long long)(entry_data(e) - left),
+				  (unsigned long long)entry_data(e));
 	if (npre > UINT32_MAX - b->nchunks)
 		return strata_err(EFBIG, "layer has too many chunks");
 	rc = util_grow((void **)&b->chunks, &b->cap_chunks, b->nchunks + npre, sizeof(*b->chunks));
@@ -261,6 +297,11 @@ static int add_entry(struct index_builder *b, struct index_tar *t, const struct 
 	switch (e->type) {
 	case INDEX_TAR_REG:
 		n->a.size = e->size;
+		if (e->sparse) {
+			rc = put_extents(b, e, (uint32_t)node);
+			if (rc < 0)
+				return rc;
+		}
 		rc = t ? cut_chunks(b, t, e, (uint32_t)node) :
 			 put_chunks(b, e, (uint32_t)node, pre, npre);
 		if (rc < 0)
@@ -323,6 +364,10 @@ struct layout {
 	size_t nxattrs, cap_x;
 	struct index_chunk *chunks;
 	size_t nchunks;
+	struct index_sparse *sparse;
+	size_t nsparse, cap_s;
+	struct index_extent *extents;
+	size_t nextents;
 	char *strtab;
 	size_t strlen_, strcap;
 	uint64_t content;
@@ -377,6 +422,32 @@ static int number_bfs(struct index_builder *b, struct layout *lo)
 	return 0;
 }
 
+/* Records sparse file n, inode ino in BFS order, with its extents. */
+static int add_sparse(struct index_builder *b, struct layout *lo, const struct bnode *n,
+		      uint32_t ino)
+{
+	struct index_sparse *sp;
+
+	if (util_grow((void **)&lo->sparse, &lo->cap_s, lo->nsparse + 1, sizeof(*lo->sparse)) < 0)
+		return -ENOMEM;
+	if (!lo->extents) {
+		lo->extents = malloc((b->nextents ? b->nextents : 1) * sizeof(*lo->extents));
+		if (!lo->extents)
+			return -ENOMEM;
+	}
+	sp = &lo->sparse[lo->nsparse++];
+	memset(sp, 0, sizeof(*sp));
+	sp->ino = ino;
+	sp->first = (uint32_t)lo->nextents;
+	sp->count = n->nextents;
+	sp->data_size = n->data_size;
+	if (n->nextents)
+		memcpy(&lo->extents[lo->nextents], &b->extents[n->ext_first],
+		       n->nextents * sizeof(*lo->extents));
+	lo->nextents += n->nextents;
+	return 0;
+}
+
 /* Fills the inode records in BFS order: attributes, chunk ranges, symlink targets and xattrs (the
  * opaque marker after the entry's own). */
 static int fill_inodes(struct index_builder *b, struct layout *lo)
@@ -395,8 +466,13 @@ static int fill_inodes(struct index_builder *b, struct layout *lo)
 		if (S_ISREG(n->a.mode)) {
 			in->first = (uint32_t)lo->nchunks;
 			in->count = n->nchunks;
-			lo->content += n->a.size;
+			lo->content += n->a.flags & INDEX_INODE_SPARSE ? n->data_size : n->a.size;
 			lo->nchunks += n->nchunks;
+			if (n->a.flags & INDEX_INODE_SPARSE) {
+				rc = add_sparse(b, lo, n, (uint32_t)i);
+				if (rc < 0)
+					return rc;
+			}
 		} else if (S_ISLNK(n->a.mode)) {
 			rc = str_append(&lo->strtab, &lo->strlen_, &lo->strcap, n->target,
 					strlen(n->target), &in->first);
@@ -489,6 +565,10 @@ static int serialize(const struct index_builder *b, const struct layout *lo,
 	s.nxattrs = lo->nxattrs;
 	s.cps = b->cps;
 	s.ncps = b->ncps;
+	s.sparse = lo->sparse;
+	s.nsparse = lo->nsparse;
+	s.extents = lo->extents;
+	s.nextents = lo->nextents;
 	s.strtab = lo->strtab;
 	s.strtab_len = lo->strlen_;
 	return index_layer_pack(&s, out);
@@ -519,6 +599,8 @@ out:
 	free(lo.dirents);
 	free(lo.chunks);
 	free(lo.xattrs);
+	free(lo.sparse);
+	free(lo.extents);
 	free(lo.strtab);
 	return rc;
 }

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,7 +25,11 @@ _Static_assert(sizeof(struct index_xattr) == 16, "xattr record layout");
 #error "the layer index encoding is little-endian; add byte swapping for this target"
 #endif
 
-_Static_assert(sizeof(struct index_layer_header) == 104, "header layout");
+_Static_assert(sizeof(struct index_layer_header) == 112, "header layout");
+_Static_assert(offsetof(struct index_layer_header, nsparse) == INDEX_HEADER_V2_SIZE,
+	       "version 2 header layout");
+_Static_assert(sizeof(struct index_sparse) == 24, "sparse record layout");
+_Static_assert(sizeof(struct index_extent) == 24, "extent record layout");
 _Static_assert(sizeof(struct index_checkpoint) == 72, "checkpoint record layout");
 
 static int decode_raw(void *mem, size_t len, struct index_layer **out);
@@ -35,11 +40,11 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 {
 	struct index_layer_header hdr;
 	void *mem = NULL;
-	size_t total;
+	size_t total, hsize = s->nsparse ? sizeof(hdr) : INDEX_HEADER_V2_SIZE;
 
 	memset(&hdr, 0, sizeof(hdr));
 	memcpy(hdr.magic, MAGIC, 8);
-	hdr.version = INDEX_FORMAT_VERSION;
+	hdr.version = s->nsparse ? INDEX_FORMAT_VERSION_SPARSE : INDEX_FORMAT_VERSION;
 	hdr.chunk_size = s->chunk_size;
 	hdr.ninodes = (uint32_t)s->ninodes;
 	hdr.ndirents = (uint32_t)s->ndirents;
@@ -52,7 +57,13 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 	hdr.ncheckpoints = (uint32_t)s->ncps;
 	hdr.blob_kind = s->blob_kind;
 	hdr.blob_size = s->blob_size;
-	total = sizeof(hdr) + s->ninodes * sizeof(*s->inodes) + s->ndirents * sizeof(*s->dirents) +
+	hdr.nsparse = (uint32_t)s->nsparse;
+	hdr.nextents = (uint32_t)s->nextents;
+	if (s->nsparse > UINT32_MAX || s->nextents > INDEX_MAX_EXTENTS)
+		return strata_err(EFBIG, "the layer has more than %u extents of sparse files",
+				  INDEX_MAX_EXTENTS);
+	total = hsize + s->nsparse * sizeof(*s->sparse) + s->nextents * sizeof(*s->extents) +
+		s->ninodes * sizeof(*s->inodes) + s->ndirents * sizeof(*s->dirents) +
 		s->nchunks * sizeof(*s->chunks) + s->nxattrs * sizeof(*s->xattrs) +
 		s->ncps * sizeof(*s->cps) + s->strtab_len;
 	if (total > INDEX_MAX_DECODED)
@@ -70,12 +81,14 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 			memcpy(p, src, n); \
 		p += (n);                  \
 	} while (0)
-		PUT(&hdr, sizeof(hdr));
+		PUT(&hdr, hsize);
 		PUT(s->inodes, s->ninodes * sizeof(*s->inodes));
 		PUT(s->dirents, s->ndirents * sizeof(*s->dirents));
 		PUT(s->chunks, s->nchunks * sizeof(*s->chunks));
 		PUT(s->xattrs, s->nxattrs * sizeof(*s->xattrs));
 		PUT(s->cps, s->ncps * sizeof(*s->cps));
+		PUT(s->sparse, s->nsparse * sizeof(*s->sparse));
+		PUT(s->extents, s->nextents * sizeof(*s->extents));
 		PUT(s->strtab, s->strtab_len);
 #undef PUT
 	}
@@ -84,8 +97,7 @@ int index_layer_pack(const struct index_layer_sections *s, struct index_layer **
 
 int index_layer_encode(const struct index_layer *l, void **buf, size_t *len)
 {
-	size_t raw = sizeof(*l->hdr) + (size_t)(l->strtab - (const char *)l->mem) -
-		     sizeof(*l->hdr) + l->hdr->strtab_len;
+	size_t raw = (size_t)(l->strtab - (const char *)l->mem) + l->hdr->strtab_len;
 	size_t cap = ZSTD_compressBound(raw);
 	void *out = malloc(cap);
 	size_t n;
@@ -140,43 +152,64 @@ static int in_range(uint64_t off, uint64_t len, uint64_t limit)
 	return off <= limit && len <= limit - off;
 }
 
-/* The header: magic, version, section sizes that add up to len, and sane counts. */
-static int check_header(const struct index_layer_header *h, size_t len)
+/* The header's size for its version, or 0 for a version this strata does not read. */
+static size_t header_size(uint32_t version)
 {
+	if (version == INDEX_FORMAT_VERSION)
+		return INDEX_HEADER_V2_SIZE;
+	if (version == INDEX_FORMAT_VERSION_SPARSE)
+		return sizeof(struct index_layer_header);
+	return 0;
+}
+
+/* The header in mem (len bytes): magic, version, section sizes that add up to len, and sane counts.
+ * Copies it into *h (a version 2 header gets no sparse sections). */
+static int check_header(const void *mem, size_t len, struct index_layer_header *h)
+{
+	size_t hsize;
 	uint64_t need;
 
-	if (len < sizeof(*h) || memcmp(h->magic, MAGIC, 8) != 0)
+	memset(h, 0, sizeof(*h));
+	if (len < INDEX_HEADER_V2_SIZE || memcmp(mem, MAGIC, 8) != 0)
 		return bad("bad magic");
-	if (h->version != INDEX_FORMAT_VERSION)
-		return strata_err(
-			EPROTO,
-			"layer index format version %u is not supported (this strata reads version %u)",
-			h->version, INDEX_FORMAT_VERSION);
-	need = sizeof(*h) + (uint64_t)h->ninodes * sizeof(struct index_inode) +
+	memcpy(h, mem, INDEX_HEADER_V2_SIZE);
+	hsize = header_size(h->version);
+	if (!hsize)
+		return strata_err(EPROTO,
+				  "layer index format version %u is not supported (this strata "
+				  "reads versions %u and %u)",
+				  h->version, INDEX_FORMAT_VERSION, INDEX_FORMAT_VERSION_SPARSE);
+	if (len < hsize)
+		return bad("short header");
+	memcpy(h, mem, hsize);
+	need = hsize + (uint64_t)h->ninodes * sizeof(struct index_inode) +
 	       (uint64_t)h->ndirents * sizeof(struct index_dirent) +
 	       (uint64_t)h->nchunks * sizeof(struct index_chunk) +
 	       (uint64_t)h->nxattrs * sizeof(struct index_xattr) +
-	       (uint64_t)h->ncheckpoints * sizeof(struct index_checkpoint);
+	       (uint64_t)h->ncheckpoints * sizeof(struct index_checkpoint) +
+	       (uint64_t)h->nsparse * sizeof(struct index_sparse) +
+	       (uint64_t)h->nextents * sizeof(struct index_extent);
 	if (h->strtab_len > len || need != len - h->strtab_len)
 		return bad("section sizes do not add up");
 	if (h->ninodes == 0 || h->chunk_size < INDEX_MIN_CHUNK_SIZE ||
-	    h->chunk_size > INDEX_MAX_CHUNK_SIZE)
+	    h->chunk_size > INDEX_MAX_CHUNK_SIZE || h->nextents > INDEX_MAX_EXTENTS)
 		return bad("bad header");
 	return 0;
 }
 
-/* Points a new index at the sections in mem (checked by check_header). Returns NULL on ENOMEM. */
-static struct index_layer *map_sections(void *mem)
+/* Points a new index at the sections in mem, whose header check_header copied into *h. Returns NULL
+ * on ENOMEM. */
+static struct index_layer *map_sections(void *mem, const struct index_layer_header *h)
 {
 	struct index_layer *l = calloc(1, sizeof(*l));
-	const struct index_layer_header *h = mem;
 	const char *p;
 
 	if (!l)
 		return NULL;
 	l->mem = mem;
-	l->hdr = h;
-	p = (const char *)mem + sizeof(*h);
+	l->h = *h;
+	l->hdr = &l->h;
+	p = (const char *)mem + header_size(h->version);
 	l->inodes = (const void *)p;
 	p += (size_t)h->ninodes * sizeof(struct index_inode);
 	l->dirents = (const void *)p;
@@ -187,8 +220,54 @@ static struct index_layer *map_sections(void *mem)
 	p += (size_t)h->nxattrs * sizeof(struct index_xattr);
 	l->cps = (const void *)p;
 	p += (size_t)h->ncheckpoints * sizeof(struct index_checkpoint);
+	l->sparse = (const void *)p;
+	p += (size_t)h->nsparse * sizeof(struct index_sparse);
+	l->extents = (const void *)p;
+	p += (size_t)h->nextents * sizeof(struct index_extent);
 	l->strtab = p;
 	return l;
+}
+
+/* The sparse records: sorted by ino, each a regular file marked sparse (and every marked file has
+ * one), taking the extents in order, each file's extents sorted, apart, non-empty, inside its size,
+ * their data offsets adding up to its data size. */
+static int check_sparse(const struct index_layer *l)
+{
+	const struct index_layer_header *h = l->hdr;
+	uint64_t next = 0, marked = 0;
+
+	for (uint32_t i = 0; i < h->ninodes; i++)
+		marked += (l->inodes[i].flags & INDEX_INODE_SPARSE) != 0;
+	if (marked != h->nsparse)
+		return bad("sparse files do not match their records");
+	for (uint32_t i = 0; i < h->nsparse; i++) {
+		const struct index_sparse *sp = &l->sparse[i];
+		const struct index_inode *in;
+		uint64_t end = 0, data = 0;
+
+		if (sp->ino >= h->ninodes || (i > 0 && sp->ino <= l->sparse[i - 1].ino))
+			return bad("sparse file records out of order");
+		in = &l->inodes[sp->ino];
+		if (!S_ISREG(in->mode) || !(in->flags & INDEX_INODE_SPARSE))
+			return bad("sparse record of a file that is not sparse");
+		if (sp->first != next || !in_range(sp->first, sp->count, h->nextents))
+			return bad("sparse extents out of range");
+		next += sp->count;
+		for (uint32_t j = 0; j < sp->count; j++) {
+			const struct index_extent *x = &l->extents[sp->first + j];
+
+			if (x->len == 0 || (j > 0 && x->offset <= end) ||
+			    !in_range(x->offset, x->len, in->size) || x->data_off != data)
+				return bad("sparse extent invalid");
+			end = x->offset + x->len;
+			data += x->len;
+		}
+		if (data != sp->data_size)
+			return bad("sparse extents do not add up");
+	}
+	if (next != h->nextents)
+		return bad("sparse extents out of range");
+	return 0;
 }
 
 /* Directory i's entries: in range, valid names, no cycles, sorted. */
@@ -224,6 +303,7 @@ static int check_dirents(const struct index_layer *l, uint32_t i)
 static int check_inodes(const struct index_layer *l)
 {
 	const struct index_layer_header *h = l->hdr;
+	uint32_t sp = 0; /* the next sparse record: check_sparse sorted them by ino */
 	int rc;
 
 	if (!S_ISDIR(l->inodes[0].mode))
@@ -247,13 +327,16 @@ static int check_inodes(const struct index_layer *l)
 				return rc;
 			break;
 		case S_IFREG: {
+			/* the bytes the chunks hold: a sparse file's data */
+			uint64_t data = in->flags & INDEX_INODE_SPARSE ? l->sparse[sp++].data_size :
+									 in->size;
 			/* no rounding up by addition: a size near 2^64 would wrap */
-			uint64_t want = in->size / h->chunk_size + (in->size % h->chunk_size != 0);
+			uint64_t want = data / h->chunk_size + (data % h->chunk_size != 0);
 
 			if (!in_range(in->first, in->count, h->nchunks) || want != in->count)
 				return bad("file chunks out of range");
 			for (uint32_t j = 0; j < in->count; j++) {
-				uint64_t sz = in->size - (uint64_t)j * h->chunk_size;
+				uint64_t sz = data - (uint64_t)j * h->chunk_size;
 
 				if (sz > h->chunk_size)
 					sz = h->chunk_size;
@@ -334,18 +417,22 @@ static int check_checkpoints(const struct index_layer *l)
 static int decode_raw(void *mem, size_t len, struct index_layer **out)
 {
 	struct index_layer *l = NULL;
-	const struct index_layer_header *h = mem;
+	struct index_layer_header hc;
+	const struct index_layer_header *h = &hc;
 	int rc;
 
 	*out = NULL;
-	rc = check_header(h, len);
+	rc = check_header(mem, len, &hc);
 	if (rc < 0)
 		goto fail;
-	l = map_sections(mem);
+	l = map_sections(mem, &hc);
 	if (!l) {
 		rc = -ENOMEM;
 		goto fail;
 	}
+	rc = check_sparse(l);
+	if (rc < 0)
+		goto fail;
 	rc = check_inodes(l);
 	if (rc < 0)
 		goto fail;

@@ -78,8 +78,9 @@ void index_builder_free(struct index_builder *ib);
 
 /*
  * The raw (uncompressed) encoding, little-endian: this header, then the sections in this order:
- * inodes, dirents, chunks, xattrs, checkpoints, the string table. index_layer_encode zstd-compresses
- * it as a whole.
+ * inodes, dirents, chunks, xattrs, checkpoints, sparse files, extents, the string table.
+ * index_layer_encode zstd-compresses it as a whole. Version 2 has neither sparse section and a
+ * header without its last two fields (INDEX_HEADER_V2_SIZE bytes).
  */
 struct index_layer_header {
 	char magic[8];
@@ -93,18 +94,34 @@ struct index_layer_header {
 	uint32_t ncheckpoints;
 	uint32_t blob_kind;
 	uint64_t blob_size;
+	/* version 3 */
+	uint32_t nsparse, nextents;
+};
+
+#define INDEX_HEADER_V2_SIZE 104
+
+/* A sparse file's record (version 3), sorted by ino: its extents are [first, first + count) of the
+ * extents section, holding data_size bytes. */
+struct index_sparse {
+	uint32_t ino;
+	uint32_t first, count;
+	uint32_t pad;
+	uint64_t data_size;
 };
 
 /* A decoded index: pointers into one raw buffer, read in place (layer_codec.c makes it, layer.c
  * answers queries from it). */
 struct index_layer {
-	void *mem; /* owns everything below */
-	const struct index_layer_header *hdr;
+	void *mem;			      /* owns everything below but hdr */
+	const struct index_layer_header *hdr; /* &h */
+	struct index_layer_header h;	      /* a copy: a version 2 header lacks the last fields */
 	const struct index_inode *inodes;
 	const struct index_dirent *dirents;
 	const struct index_chunk *chunks;
 	const struct index_xattr *xattrs;
 	const struct index_checkpoint *cps;
+	const struct index_sparse *sparse;
+	const struct index_extent *extents;
 	const char *strtab;
 	uint32_t *by_offset; /* chunk indexes in tar-offset order (own allocation) */
 	size_t mem_len;	     /* bytes at mem */
@@ -127,6 +144,10 @@ struct index_layer_sections {
 	size_t nxattrs;
 	const struct index_checkpoint *cps;
 	size_t ncps;
+	const struct index_sparse *sparse; /* none: the index is written as version 2 */
+	size_t nsparse;
+	const struct index_extent *extents;
+	size_t nextents;
 	const char *strtab;
 	size_t strtab_len;
 };

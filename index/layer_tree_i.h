@@ -28,7 +28,9 @@ struct bchild {
 struct bnode {
 	struct index_inode a; /* first/count unused while building */
 	uint32_t chunk_first, nchunks;
-	char *target; /* symlink target */
+	uint32_t ext_first, nextents; /* a sparse file's extents in the builder's */
+	uint64_t data_size;	      /* a sparse file's data bytes */
+	char *target;		      /* symlink target */
 	struct bxattr *xattrs;
 	size_t nxattrs;
 	int opaque;
@@ -43,6 +45,8 @@ struct index_builder {
 	size_t nnodes, cap_nodes;
 	struct index_chunk *chunks;
 	size_t nchunks, cap_chunks;
+	struct index_extent *extents; /* sparse files' data extents (data_off per file) */
+	size_t nextents, cap_extents;
 	struct index_pathmap map;
 	uint32_t chunk_size;
 	uint8_t *chunk_buf;

@@ -38,7 +38,11 @@
 #define H_PREFIX_LEN	  155
 #define H_STAR_PREFIX_LEN 131
 #define H_STAR_MAGIC	  508
+#define H_GNU_SPARSE	  386 /* four 24-byte map entries */
 #define H_GNU_ISEXTENDED  482
+#define H_GNU_REALSIZE	  483
+#define GNU_SPARSE_IN_HDR 4
+#define GNU_SPARSE_IN_EXT 21 /* per extension block, whose isextended byte is at 504 */
 
 struct index_tar {
 	struct index_reader src; /* borrowed */
@@ -69,6 +73,7 @@ static void ext_reset(struct index_tar_ext *x)
 	free(x->linkpath);
 	free(x->gnu_name);
 	free(x->gnu_link);
+	index_tar_sparse_reset(&x->sp);
 	xattrs_free(x->xattrs, x->nxattrs);
 	memset(x, 0, sizeof(*x));
 }
@@ -78,6 +83,7 @@ static void entry_reset(struct index_tar *t)
 	free(t->ent.path);
 	free(t->ent.linkname);
 	xattrs_free(t->ent.xattrs, t->ent.nxattrs);
+	free((void *)t->ent.extents); /* the reader owns it (tar.h) */
 	memset(&t->ent, 0, sizeof(t->ent));
 	t->have_entry = false;
 }
@@ -194,7 +200,7 @@ static uint64_t padding(uint64_t size)
  * an empty field is 0) or GNU base-256 (high bit of the first byte set; two's complement when the
  * 0x40 bit is also set). Returns 0 and *v, or -1 when malformed or out of int64 range.
  */
-static int parse_num(const uint8_t *f, size_t len, int64_t *v)
+int index_tar_parse_num(const uint8_t *f, size_t len, int64_t *v)
 {
 	uint64_t x = 0;
 	size_t i = 0;
@@ -236,7 +242,7 @@ static int parse_unum(const uint8_t *f, size_t len, uint64_t max, uint64_t *v)
 {
 	int64_t s;
 
-	if (parse_num(f, len, &s) < 0 || s < 0 || (uint64_t)s > max)
+	if (index_tar_parse_num(f, len, &s) < 0 || s < 0 || (uint64_t)s > max)
 		return -1;
 	*v = (uint64_t)s;
 	return 0;
@@ -397,6 +403,9 @@ static const char *member_path(const struct index_tar_ext *x, const uint8_t *b, 
 {
 	size_t nlen, plen = 0;
 
+	if (x->sp.name)
+		return x->sp
+			.name; /* GNU sparse 0.1 and 1.0 name the member "./GNUSparseFile.N/..." */
 	if (x->path)
 		return x->path;
 	if (x->gnu_name)
@@ -462,7 +471,7 @@ static int member_attrs(struct index_tar_entry *e, const struct index_tar_ext *x
 	if (x->has_mtime) {
 		e->mtime_sec = x->mtime_sec;
 		e->mtime_nsec = x->mtime_nsec;
-	} else if (parse_num(b + H_MTIME, 12, &s) == 0) {
+	} else if (index_tar_parse_num(b + H_MTIME, 12, &s) == 0) {
 		e->mtime_sec = s;
 	} else {
 		return bad_field(hdr_off, "mtime");
@@ -500,6 +509,7 @@ static int member_size(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, 
 		size = 0;
 	if (rc == 1 && t->ent.type == INDEX_TAR_REG) {
 		t->ent.size = size;
+		t->ent.data_size = size;
 		t->remain = size;
 		t->skip = padding(size);
 	} else {
@@ -509,6 +519,156 @@ static int member_size(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, 
 	if (rc == 1)
 		t->have_entry = true;
 	return rc;
+}
+
+/* Reads a PAX 1.0 sparse map from the start of the member's data (archive bytes: size) into sp.
+ * Returns the bytes of blocks it took, or negative errno (strata_err set). */
+static int64_t read_v1_map(struct index_tar *t, struct index_tar_sparse *sp, uint64_t size,
+			   const char *path, uint64_t hdr_off)
+{
+	struct index_tar_sparse_v1 p = { 0 };
+	uint8_t blk[BLOCK];
+	uint64_t used = 0;
+
+	for (;;) {
+		ssize_t n;
+
+		if (size - used < BLOCK)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64
+					  ": its map runs past the member's %" PRIu64 " bytes",
+					  path, hdr_off, size);
+		n = get_full(t, blk, BLOCK);
+		if (n < 0)
+			return n;
+		if (n < BLOCK)
+			return truncated(t);
+		used += BLOCK;
+		n = index_tar_sparse_v1_feed(sp, &p, blk, BLOCK);
+		if (n == -1)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64 ": malformed map",
+					  path, hdr_off);
+		if (n < 0)
+			return strata_err_prefix(-(int)n, "sparse file %s at offset %" PRIu64, path,
+						 hdr_off);
+		if (n > 0)
+			return (int64_t)used;
+	}
+}
+
+/* Reads an old GNU sparse map: the header's entries, then its extension blocks. Sets *realsize.
+ * Returns 0 or negative errno (strata_err set). */
+static int read_oldgnu_map(struct index_tar *t, struct index_tar_sparse *sp, const uint8_t *b,
+			   uint64_t hdr_off, uint64_t *realsize)
+{
+	uint8_t blk[BLOCK];
+	bool ended = false, ext = b[H_GNU_ISEXTENDED] != 0;
+	uint64_t blocks = 0;
+	int rc;
+
+	if (parse_unum(b + H_GNU_REALSIZE, 12, INT64_MAX, realsize) < 0)
+		return bad_field(hdr_off, "sparse realsize");
+	rc = index_tar_sparse_oldgnu(sp, b + H_GNU_SPARSE, GNU_SPARSE_IN_HDR, &ended);
+	while (rc == 0 && ext) {
+		ssize_t n;
+
+		if (++blocks > INDEX_TAR_MAX_SPARSE / GNU_SPARSE_IN_EXT + 1)
+			return strata_err(
+				EFBIG,
+				"tar member at offset %" PRIu64
+				": more sparse extension headers than a map of %u entries needs",
+				hdr_off, INDEX_TAR_MAX_SPARSE);
+		n = get_full(t, blk, BLOCK);
+		if (n < 0)
+			return (int)n;
+		if (n < BLOCK)
+			return truncated(t);
+		rc = index_tar_sparse_oldgnu(sp, blk, GNU_SPARSE_IN_EXT, &ended);
+		ext = blk[GNU_SPARSE_IN_EXT * 24] != 0;
+	}
+	if (rc == -1)
+		return bad_field(hdr_off, "sparse map");
+	if (rc < 0)
+		return strata_err_prefix(-rc, "tar member at offset %" PRIu64, hdr_off);
+	return 0;
+}
+
+/*
+ * Finishes t->ent as a GNU sparse file (old GNU 'S' header or PAX 0.0, 0.1, 1.0 records), reading
+ * what precedes its data (extension blocks, a 1.0 map). Returns 1 (the entry is current), -ENOTSUP
+ * for another sparse format version (the member is skipped), or a negative errno (strata_err set).
+ */
+static int sparse_member(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, bool gnu)
+{
+	struct index_tar_entry *e = &t->ent;
+	struct index_tar_sparse *sp = &t->ext.sp;
+	uint64_t size, realsize = 0, data_size;
+	int rc;
+
+	if (t->ext.has_size)
+		size = t->ext.size;
+	else if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0)
+		return bad_field(hdr_off, "size");
+	data_size = size;
+	if (!sp->any) { /* old GNU */
+		if (!gnu)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64
+					  ": a type 'S' member without a GNU header",
+					  e->path, hdr_off);
+		rc = read_oldgnu_map(t, sp, b, hdr_off, &realsize);
+		if (rc < 0)
+			return rc;
+	} else if (b[H_TYPE] == 'S') {
+		return strata_err(EINVAL,
+				  "sparse file %s at offset %" PRIu64
+				  ": both an old GNU and a PAX sparse map",
+				  e->path, hdr_off);
+	} else {
+		if (sp->has_major && (sp->major > 1 || (sp->major == 1 && sp->minor != 0))) {
+			t->remain = 0;
+			t->skip = size + padding(size);
+			return strata_err(ENOTSUP,
+					  "sparse file %s: GNU sparse format %" PRIu64 ".%" PRIu64
+					  " is not supported",
+					  e->path, sp->major, sp->minor);
+		}
+		if (!sp->has_realsize)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64
+					  ": no real size given",
+					  e->path, hdr_off);
+		realsize = sp->realsize;
+		if (sp->has_major && sp->major == 1) {
+			int64_t used;
+
+			if (sp->n || sp->half)
+				return strata_err(EINVAL,
+						  "sparse file %s at offset %" PRIu64
+						  ": a 1.0 member with a 0.x map",
+						  e->path, hdr_off);
+			used = read_v1_map(t, sp, size, e->path, hdr_off);
+			if (used < 0)
+				return (int)used;
+			data_size = size - (uint64_t)used;
+		}
+	}
+	rc = index_tar_sparse_finish(sp, realsize, data_size, e->path, hdr_off);
+	if (rc < 0)
+		return rc;
+	e->data_offset = t->off;
+	e->size = realsize;
+	e->data_size = data_size;
+	e->sparse = true;
+	e->extents = sp->map;
+	e->nextents = sp->n;
+	sp->map = NULL;
+	sp->n = sp->cap = 0;
+	t->remain = data_size;
+	t->skip = padding(size);
+	t->have_entry = true;
+	return 1;
 }
 
 /* Builds t->ent from a member header block b and the pending extensions. Sets t->remain, t->skip.
@@ -542,14 +702,14 @@ static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, u
 	e->path = clean_path(raw);
 	if (!e->path)
 		goto nomem;
-	if (flag == 'S' || x->sparse) {
-		rc = strata_err(ENOTSUP, "sparse file %s is not supported", e->path);
-		if (flag == 'S' && b[H_GNU_ISEXTENDED]) {
-			/* extension sparse maps follow, outside the size: the stream cannot be resumed */
-			t->err = rc;
-			goto out;
-		}
-		goto skip_member;
+	if (flag == 'S')
+		e->type = INDEX_TAR_REG;
+	if (x->sp.any && e->type != INDEX_TAR_REG) {
+		rc = strata_err(EINVAL,
+				"tar member %s at offset %" PRIu64
+				" has a sparse map but is not a regular file",
+				e->path, hdr_off);
+		goto out;
 	}
 	if ((e->type == INDEX_TAR_HARDLINK || e->type == INDEX_TAR_SYMLINK) &&
 	    member_link(e, x, b) < 0)
@@ -566,6 +726,11 @@ static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, u
 	e->nxattrs = x->nxattrs;
 	x->xattrs = NULL;
 	x->nxattrs = x->cap = 0;
+	e->data_size = 0;
+	if (flag == 'S' || x->sp.any) {
+		rc = sparse_member(t, b, hdr_off, gnu);
+		goto out;
+	}
 
 skip_member:
 	rc = member_size(t, b, hdr_off, rc);

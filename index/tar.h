@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A streaming tar reader: ustar, GNU (long names, base-256 numbers) and PAX (incl. xattrs). */
+/* A streaming tar reader: ustar, GNU (long names, base-256 numbers, sparse files) and PAX (incl.
+ * xattrs and GNU sparse files). */
 #ifndef STRATA_INDEX_TAR_H
 #define STRATA_INDEX_TAR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -11,6 +13,12 @@
 
 /* PAX and GNU long-name data one member may carry (all its extension headers together). */
 #define INDEX_TAR_MAX_EXT (1u << 20)
+
+/* A GNU sparse member's map may hold this many entries (each 16 bytes while it is read). */
+#define INDEX_TAR_MAX_SPARSE (1u << 18)
+/* The largest real size of a sparse file (1 PiB): its holes cost nothing, but offsets stay far
+ * from overflow. */
+#define INDEX_TAR_MAX_SPARSE_SIZE (1ull << 50)
 
 enum index_tar_type {
 	INDEX_TAR_REG,
@@ -28,6 +36,11 @@ struct index_tar_xattr {
 	size_t len;
 };
 
+/* Data of a sparse file: bytes [offset, offset + len) of the file. */
+struct index_tar_extent {
+	uint64_t offset, len;
+};
+
 /* One archive member. All pointers are owned by the reader and valid until the next index_tar_next(). */
 struct index_tar_entry {
 	/* Cleaned path relative to the root: no leading "/" or "./", no trailing "/", no "." or empty
@@ -41,6 +54,15 @@ struct index_tar_entry {
 	int64_t mtime_sec;
 	uint32_t mtime_nsec; /* from PAX mtime fractions, else 0 */
 	uint64_t size;	     /* content size (0 for everything but regular files) */
+	/* A GNU sparse file (any of the formats GNU tar and libarchive write: old GNU 'S' headers,
+	 * PAX 0.0, 0.1 and 1.0): size is its real size, its data lies in the nextents extents
+	 * (sorted, non-empty, not touching each other, inside size), the rest are holes, and
+	 * index_tar_read returns the extents' bytes one after another (data_size bytes). For any
+	 * other member sparse is false, extents NULL, nextents 0 and data_size == size. */
+	bool sparse;
+	const struct index_tar_extent *extents;
+	size_t nextents;
+	uint64_t data_size;
 	uint32_t devmajor, devminor;
 	struct index_tar_xattr *xattrs;
 	size_t nxattrs;
@@ -58,8 +80,10 @@ int index_tar_open(struct index_reader src, struct index_tar **out);
  * Returns 1 and *e (borrowed, see above), 0 at the end of the archive (two zero blocks, or a clean
  * EOF at a header boundary), or a negative errno with strata_err set:
  * -EINVAL "not a tar archive: bad header checksum at offset N" (also for the very first block),
- * -EPIPE "truncated tar archive at offset N", -ENOTSUP for unsupported members (sparse files, …),
- * or the source's error.
+ * -EPIPE "truncated tar archive at offset N", -ENOTSUP for unsupported members (an unknown type,
+ * a sparse format other than GNU's), -EINVAL "sparse file P at offset N: ..." for a sparse map
+ * that is malformed or does not fit the member, -EFBIG for one past INDEX_TAR_MAX_SPARSE entries
+ * or INDEX_TAR_MAX_SPARSE_SIZE bytes, or the source's error.
  */
 int index_tar_next(struct index_tar *t, const struct index_tar_entry **e);
 

@@ -7,8 +7,21 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "tar.h"
+
+/* A GNU sparse map being collected for one member (tar_sparse.c). */
+struct index_tar_sparse {
+	bool any; /* a GNU.sparse.* record was seen */
+	bool has_major, has_minor, has_realsize, has_numblocks;
+	uint64_t major, minor, realsize, numblocks;
+	bool half;	   /* PAX 0.0: a GNU.sparse.offset waits for its GNU.sparse.numbytes */
+	uint64_t half_off; /* ... at this offset */
+	char *name;	   /* GNU.sparse.name: the member's real path (0.1, 1.0) */
+	struct index_tar_extent *map; /* entries as read (zero-length ones included) */
+	size_t n, cap;
+};
 
 /* Metadata collected from PAX 'x' and GNU 'L'/'K' headers for the next member. */
 struct index_tar_ext {
@@ -21,7 +34,7 @@ struct index_tar_ext {
 	uint32_t uid, gid, devmajor, devminor;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
-	bool sparse; /* GNU.sparse.* seen */
+	struct index_tar_sparse sp;
 	struct index_tar_xattr *xattrs;
 	size_t nxattrs, cap;
 };
@@ -40,6 +53,63 @@ int index_tar_pax_parse(struct index_tar_ext *x, const char *data, size_t size, 
  * last value wins, at the first one's place. O(n log n). Returns 0 or -ENOMEM (x unchanged).
  */
 int index_tar_xattrs_dedup(struct index_tar_ext *x);
+
+/* ---- GNU sparse maps (tar_sparse.c) ---- */
+
+/* Frees s's map and name and clears it. */
+void index_tar_sparse_reset(struct index_tar_sparse *s);
+
+/* Appends the map entry (off, len). Returns 0, -EFBIG with strata_err set past
+ * INDEX_TAR_MAX_SPARSE entries, or -ENOMEM. */
+int index_tar_sparse_add(struct index_tar_sparse *s, uint64_t off, uint64_t len);
+
+/*
+ * Applies the PAX record GNU.sparse.<key>=<val> (key is what follows "GNU.sparse."): major, minor,
+ * name, realsize, size (0.x's real size), numblocks, offset and numbytes (0.0, repeated in pairs),
+ * map (0.1: "off,len,off,len..."). Unknown keys are ignored. Returns 0, -1 for a malformed value,
+ * -EFBIG (strata_err set) for a map past INDEX_TAR_MAX_SPARSE entries, or -ENOMEM.
+ */
+int index_tar_sparse_pax(struct index_tar_sparse *s, const char *key, size_t klen, const char *val,
+			 size_t vlen);
+
+/*
+ * Adds n old GNU map entries (24 bytes each: offset[12], numbytes[12], octal or base-256) from p
+ * (borrowed). An entry whose numbytes field starts with NUL ends the map: *ended is set, and a
+ * later non-empty entry is an error. Returns 0, -1 for a bad number or an entry after the end,
+ * -EFBIG or -ENOMEM as index_tar_sparse_add.
+ */
+int index_tar_sparse_oldgnu(struct index_tar_sparse *s, const uint8_t *p, size_t n, bool *ended);
+
+/* The PAX 1.0 map at the start of a member's data, being read ("<count>\n" then "<offset>\n<len>\n"
+ * count times, padded to a 512-byte block). Zero-initialize. */
+struct index_tar_sparse_v1 {
+	bool have_count;
+	uint64_t count, numbers; /* entries announced; numbers read after the count */
+	uint64_t cur, pend_off;
+	unsigned digits;
+};
+
+/*
+ * Feeds the next len bytes of a PAX 1.0 map to p, adding entries to s. Returns the number of bytes
+ * the map used from buf once it is complete (the rest of its block is padding), 0 when it needs
+ * more, -1 when malformed (not a digit, a number of more than 20 digits, or past UINT64_MAX),
+ * -EFBIG (count past INDEX_TAR_MAX_SPARSE, strata_err set) or -ENOMEM. Never reads past buf.
+ */
+ssize_t index_tar_sparse_v1_feed(struct index_tar_sparse *s, struct index_tar_sparse_v1 *p,
+				 const uint8_t *buf, size_t len);
+
+/*
+ * Checks the collected map of member path (whose headers start at hdr_off) against its real size
+ * and the data_size bytes the archive holds for it, and normalizes it: entries sorted and not
+ * overlapping, each inside realsize (at most INDEX_TAR_MAX_SPARSE_SIZE), their lengths adding up to
+ * data_size; zero-length entries dropped and touching ones merged, in place (s->n shrinks).
+ * Returns 0, or -EINVAL / -EFBIG with strata_err "sparse file P at offset N: ...".
+ */
+int index_tar_sparse_finish(struct index_tar_sparse *s, uint64_t realsize, uint64_t data_size,
+			    const char *path, uint64_t hdr_off);
+
+/* Parses a numeric tar header field (octal, or GNU base-256). Returns 0 and *v, or -1. */
+int index_tar_parse_num(const uint8_t *f, size_t len, int64_t *v);
 
 /* A NUL-terminated copy of the first len bytes (or up to the first NUL). NULL on ENOMEM. */
 static inline char *index_tar_dup_field(const void *f, size_t len)

@@ -238,7 +238,8 @@ static int set_num32(bool *has, uint32_t *dst, const char *val, size_t vlen)
 	return 0;
 }
 
-/* Applies one PAX record. Returns 0, -1 for a malformed value, or -ENOMEM. */
+/* Applies one PAX record. Returns 0, -1 for a malformed value, -EFBIG (strata_err set) for a sparse
+ * map past its bound, or -ENOMEM. */
 static int pax_record(struct index_tar_ext *x, const char *key, size_t klen, const char *val,
 		      size_t vlen)
 {
@@ -306,8 +307,11 @@ static int pax_record(struct index_tar_ext *x, const char *key, size_t klen, con
 		}
 		return ext_add_xattr(x, name, value, len);
 	}
-	if (key_has_prefix(key, klen, "GNU.sparse."))
-		x->sparse = true;
+	if (key_has_prefix(key, klen, "GNU.sparse.")) {
+		size_t p = strlen("GNU.sparse.");
+
+		return index_tar_sparse_pax(&x->sp, key + p, klen - p, val, vlen);
+	}
 	/* atime, ctime, uname, gname, comment, charset, hdrcharset and unknown keys are ignored */
 	return 0;
 }
@@ -349,6 +353,8 @@ int index_tar_pax_parse(struct index_tar_ext *x, const char *data, size_t size, 
 		rc = pax_record(x, data + key, eq - key, data + eq + 1, end - 1 - (eq + 1));
 		if (rc == -ENOMEM)
 			return strata_err(ENOMEM, "out of memory parsing pax header");
+		if (rc == -EFBIG)
+			return strata_err_prefix(EFBIG, "pax header at offset %" PRIu64, hdr_off);
 		if (rc < 0)
 			goto bad;
 		pos = end;
