@@ -88,6 +88,21 @@ extern const struct fuse_lowlevel_ops fs_ops;
 /* The read operation (read.c): a file's bytes from the chunk cache, the store or the registry. */
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 
+/* ---- sparse files (sparse.c) */
+
+/* lseek's SEEK_DATA and SEEK_HOLE on a layer's file: holes of sparse files as the index records them,
+ * any other file all data. */
+void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
+
+/*
+ * Fills buf with bytes [off, end) of sparse file in of layer index idx (borrowed): holes as zeros,
+ * the data of its extents through read_data(ctx, data_start, data_end, dst), which copies that range
+ * of the file's data bytes (what its chunks hold) to dst. Returns 0 or read_data's error.
+ */
+int fs_sparse_read(const struct index_layer *idx, const struct index_inode *in, uint64_t off,
+		   uint64_t end, char *buf,
+		   int (*read_data)(void *ctx, uint64_t pos, uint64_t end, char *dst), void *ctx);
+
 /* Frees the handles of layers/ (no request may run). */
 void fs_dir_handles_free(struct fs *f);
 

@@ -45,6 +45,13 @@ static void node_stat(const struct fs_layer *l, uint32_t node, struct stat *st)
 	st->st_rdev = in->rdev;
 	st->st_blksize = 4096;
 	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
+	if (S_ISREG(in->mode)) { /* a sparse file's holes take no blocks */
+		const struct index_extent *x;
+		uint32_t n;
+
+		st->st_blocks = (blkcnt_t)((index_layer_file_extents(l->idx, in, &x, &n) + 511) /
+					   512);
+	}
 	st->st_mtim.tv_sec = in->mtime_sec;
 	st->st_mtim.tv_nsec = in->mtime_nsec;
 	st->st_atim = st->st_mtim;
@@ -695,6 +702,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.open = op_open,
 	.release = op_release,
 	.read = fs_op_read,
+	.lseek = fs_op_lseek,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

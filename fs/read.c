@@ -84,54 +84,75 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	free(buf);
 }
 
-/* Reads [off, off + size) of file ino into *out (malloc'd; NULL past the end) and its length into
- * *len. Returns 0 or negative errno. */
-static int do_read(struct fs *f, fuse_ino_t ino, size_t size, off_t off, char **out, size_t *len)
-{
-	const struct index_inode *in;
+/* What read_data() reads from: file in of layer l (referenced). */
+struct data_reader {
+	struct fs *f;
 	struct fs_layer *l;
-	uint32_t node, cs;
-	uint64_t end, pos;
-	char *buf;
-	int rc;
+	const struct index_inode *in;
+};
 
-	*out = NULL;
-	*len = 0;
-	rc = fs_layer_of(&f->eng, ino, &l, &node);
-	if (rc < 0)
-		return rc;
-	fs_layer_touch(&f->eng, l);
-	in = index_layer_inode(l->idx, node);
-	if (!S_ISREG(in->mode)) {
-		rc = -EISDIR;
-		goto out;
-	}
-	if (off < 0 || (uint64_t)off >= in->size || size == 0)
-		goto out;
-	end = (uint64_t)off + size;
-	if (end > in->size)
-		end = in->size;
-	buf = malloc(end - (uint64_t)off);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	cs = index_layer_chunk_size(l->idx);
-	fetch_read_begin(f->eng.fetch); /* one read timeout for all the fetches of this read */
-	for (pos = (uint64_t)off; pos < end;) {
+/* Copies the file's data bytes [pos, end) (what its chunks hold: a sparse file's extents one after
+ * another) to dst, chunk by chunk. Returns 0 or negative errno. */
+static int read_data(void *ctx, uint64_t pos, uint64_t end, char *dst)
+{
+	struct data_reader *r = ctx;
+	uint32_t cs = index_layer_chunk_size(r->l->idx);
+	int rc = 0;
+
+	while (pos < end) {
 		uint32_t ci = (uint32_t)(pos / cs);
 		uint64_t cstart = (uint64_t)ci * cs;
 		uint64_t cend = cstart + cs < end ? cstart + cs : end;
 		struct cchunk *e = NULL;
 
-		assert(ci < in->count);
-		rc = chunk_get(&f->eng, l, in, ci, &e);
+		assert(ci < r->in->count);
+		rc = chunk_get(&r->f->eng, r->l, r->in, ci, &e);
 		if (rc < 0)
 			break;
-		memcpy(buf + (pos - (uint64_t)off), e->data + (pos - cstart), cend - pos);
-		fs_cache_put(&f->eng.cache, e);
+		memcpy(dst, e->data + (pos - cstart), cend - pos);
+		fs_cache_put(&r->f->eng.cache, e);
+		dst += cend - pos;
 		pos = cend;
 	}
+	return rc;
+}
+
+/* Reads [off, off + size) of file ino into *out (malloc'd; NULL past the end) and its length into
+ * *len. Returns 0 or negative errno. */
+static int do_read(struct fs *f, fuse_ino_t ino, size_t size, off_t off, char **out, size_t *len)
+{
+	struct data_reader r = { f, NULL, NULL };
+	uint32_t node;
+	uint64_t end;
+	char *buf;
+	int rc;
+
+	*out = NULL;
+	*len = 0;
+	rc = fs_layer_of(&f->eng, ino, &r.l, &node);
+	if (rc < 0)
+		return rc;
+	fs_layer_touch(&f->eng, r.l);
+	r.in = index_layer_inode(r.l->idx, node);
+	if (!S_ISREG(r.in->mode)) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (off < 0 || (uint64_t)off >= r.in->size || size == 0)
+		goto out;
+	end = (uint64_t)off + size;
+	if (end > r.in->size)
+		end = r.in->size;
+	buf = malloc(end - (uint64_t)off);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	fetch_read_begin(f->eng.fetch); /* one read timeout for all the fetches of this read */
+	if (r.in->flags & INDEX_INODE_SPARSE)
+		rc = fs_sparse_read(r.l->idx, r.in, (uint64_t)off, end, buf, read_data, &r);
+	else
+		rc = read_data(&r, (uint64_t)off, end, buf);
 	fetch_read_end();
 	if (rc < 0) {
 		free(buf);
@@ -140,7 +161,7 @@ static int do_read(struct fs *f, fuse_ino_t ino, size_t size, off_t off, char **
 	*out = buf;
 	*len = end - (uint64_t)off;
 out:
-	fs_layer_put(&f->eng, l); /* buf is a copy */
+	fs_layer_put(&f->eng, r.l); /* buf is a copy */
 	return rc;
 }
 
