@@ -14,6 +14,8 @@ packages=(
 	# tests and demo: the real registry, image tools, ground truth extractors
 	python3 python3-pytest docker-registry skopeo umoci tar gzip zstd busybox-static attr
 	util-linux curl nginx pigz
+	# bsdtar, for the sparse files libarchive writes (tests/integration/test_sparse.py)
+	libarchive-tools
 	# Basic auth tests: bcrypt htpasswd entries for Distribution
 	apache2-utils
 	# eStargz images for tests: ctr-remote converts with a private containerd

@@ -1399,6 +1399,84 @@ def cmd_many(args):
     print("wrote %s: %d images of %d files" % (lay.out, args.images, args.files))
 
 
+# --------------------------------------------------------------------------------------------
+# sparse: GNU sparse files as GNU tar (every --sparse-version, old GNU) and bsdtar write them
+# --------------------------------------------------------------------------------------------
+
+# path -> (real size, [(offset, length) of data]); the rest is holes
+SPARSE_FILES = {
+    "sparse/many": (60 * 65536 + 100000, [(i * 65536 + 8192, 4096 + 7 * i) for i in range(60)]),
+    "sparse/allhole": (1 << 20, []),
+    "sparse/head": (3 << 20, [(0, 8192)]),
+    "sparse/tail": ((1 << 20) + 4096, [(1 << 20, 4096)]),
+    # data across chunk boundaries, 1.5 MiB and 2.5 MiB of random bytes, in 64 MiB
+    "sparse/big.img": (64 << 20, [(10 << 20, 3 << 19), ((40 << 20) + 12345, 5 << 19)]),
+}
+# (layer name, tool, arguments, compression)
+SPARSE_LAYERS = [
+    ("sparse-gnu", "tar", ["--format=gnu", "--sparse"], "gzip"),
+    ("sparse-v00", "tar", ["--format=posix", "--sparse", "--sparse-version=0.0"], "gzip"),
+    ("sparse-v01", "tar", ["--format=posix", "--sparse", "--sparse-version=0.1"], "none"),
+    ("sparse-v10", "tar", ["--format=posix", "--sparse", "--sparse-version=1.0"], "zstd"),
+    ("sparse-bsd", "bsdtar", ["--format=pax"], "gzip"),
+]
+
+
+def stage_sparse(root):
+    """The sparse files (written with holes), a plain file, a hard link to a sparse file and a
+    symlink, with fixed modes and times. Returns the data ranges written, by path."""
+    os.makedirs(os.path.join(root, "sparse"))
+    for i, (path, (size, data)) in enumerate(sorted(SPARSE_FILES.items())):
+        full = os.path.join(root, path)
+        with open(full, "wb") as f:
+            for k, (off, n) in enumerate(data):
+                f.seek(off)
+                f.write(prng_bytes(3000 + 17 * i + k, n))
+            f.truncate(size)
+        os.chmod(full, 0o640 if i % 2 else 0o755)
+        os.utime(full, ns=(mtime(400 + i, frac=0), mtime(400 + i, frac=0)))
+    with open(os.path.join(root, "sparse/plain.txt"), "wb") as f:
+        f.write(b"not sparse at all\n" * 100)
+    os.link(os.path.join(root, "sparse/head"), os.path.join(root, "sparse/head-link"))
+    os.symlink("big.img", os.path.join(root, "sparse/big-link"))
+    for p in ("sparse/plain.txt", "sparse/big-link", "sparse"):
+        os.utime(os.path.join(root, p), ns=(mtime(450, frac=0), mtime(450, frac=0)),
+                 follow_symlinks=False)
+
+
+def sparse_tar(root, tool, args):
+    cmd = [tool] + args + ["--numeric-owner", "-C", root, "-cf", "-", "sparse"]
+    if tool == "tar":
+        cmd[1:1] = ["--sort=name"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=dict(os.environ, LC_ALL="C.UTF-8"))
+    if p.returncode != 0:
+        raise RuntimeError("%s failed: %s" % (tool, p.stderr.decode(errors="replace")))
+    return p.stdout
+
+
+def cmd_sparse(args):
+    prepare_out(args.out)
+    lay = Layout(args.out, "sparse", DEFAULT_CHUNK)
+    with tempfile.TemporaryDirectory(prefix="mkfixture-sparse-") as root:
+        stage_sparse(root)
+        names = []
+        for name, tool, targs, comp in SPARSE_LAYERS:
+            if shutil.which(tool) is None:
+                print("%s: %s not installed, left out" % (name, tool))
+                continue
+            tar = sparse_tar(root, tool, targs)
+            lay.add_layer(name, tar, comp, tool + " " + " ".join(targs),
+                          "GNU sparse files written by %s %s" % (tool, " ".join(targs)))
+            desc, rec = lay.make_manifest([name], host_arch())
+            lay.tag("sparse:" + name[len("sparse-"):], desc, rec, "one layer: " + name)
+            names.append(name)
+    lay.meta["paths"]["sparse"] = {p: {"size": size, "data": data}
+                                   for p, (size, data) in SPARSE_FILES.items()}
+    lay.finish()
+    print("wrote %s: %s" % (lay.out, ", ".join("sparse:" + n[7:] for n in names)))
+
+
 def cmd_push(args):
     layout = os.path.abspath(args.layout)
     reg = Registry(args.registry)
@@ -1467,6 +1545,8 @@ def main(argv=None):
     mn.add_argument("--out", required=True)
     mn.add_argument("--images", type=int, default=20, help="images (default %(default)s)")
     mn.add_argument("--files", type=int, default=20000, help="files per image (default %(default)s)")
+    sp = sub.add_parser("sparse", help="sparse:*, GNU sparse files in every tar format")
+    sp.add_argument("--out", required=True)
     p = sub.add_parser("push", help="push every tagged image of a layout")
     p.add_argument("--layout", required=True)
     p.add_argument("--registry", required=True, help="HOST:PORT (plain HTTP)")
@@ -1478,6 +1558,7 @@ def main(argv=None):
         else:
             {"build": cmd_build, "demo": cmd_demo, "bad": cmd_bad, "big": cmd_big,
              "coldstart": cmd_coldstart, "dedup": cmd_dedup, "many": cmd_many,
+             "sparse": cmd_sparse,
              "push": cmd_push}[args.cmd](args)
     except (RuntimeError, OSError) as e:
         sys.exit("mkfixture.py %s: %s" % (args.cmd, e))
