@@ -120,13 +120,73 @@ def registry_docs():
     return {"manifest": seeds, "retry_after": retry}
 
 
+def _hdr(name, size, typ=b"0", gnu=False, extra=None):
+    """One 512-byte header (ustar, or old GNU with gnu=True); extra: {offset: bytes}."""
+    b = bytearray(512)
+    b[0:len(name)] = name.encode()
+    b[100:108] = b"0000644\0"
+    b[108:116] = b"0000000\0"
+    b[116:124] = b"0000000\0"
+    b[124:136] = b"%011o\0" % size
+    b[136:148] = b"%011o\0" % 1600000000
+    b[156:157] = typ
+    b[257:265] = b"ustar  \0" if gnu else b"ustar\x0000"
+    for off, v in (extra or {}).items():
+        b[off:off + len(v)] = v
+    b[148:156] = b" " * 8
+    b[148:156] = b"%06o\0 " % sum(b)
+    return bytes(b)
+
+
+def _pad(data):
+    return data + bytes(-len(data) % 512)
+
+
+def _pax(records):
+    body = b""
+    for k, v in records:
+        rec = " %s=%s\n" % (k, v)
+        n = len(rec) + 1
+        while len(str(n)) + len(rec) != n:
+            n += 1
+        body += (str(n) + rec).encode()
+    return _hdr("PaxHeaders/x", len(body), b"x") + _pad(body)
+
+
+def sparse_tars():
+    """GNU sparse members in each form: old GNU 'S' (with an extension block), PAX 0.0, 0.1, 1.0;
+    each a 20000-byte file holding "abc..." at 512 and at 8192 (tar-rounded), holes elsewhere."""
+    data = _pad(b"a" * 512 + b"b" * 512)
+    ent = [(512, 512), (8192, 512), (20000, 0)]
+    num = lambda v: b"%011o\0" % v
+    sp = {386 + 24 * i: num(o) + num(n) for i, (o, n) in enumerate(ent[:2])}
+    sp.update({482: b"\x01", 483: num(20000)})
+    ext = bytearray(512)
+    ext[0:24] = num(ent[2][0]) + num(ent[2][1])
+    end = bytes(1024)
+    gnu = _hdr("s/gnu", len(data), b"S", gnu=True, extra=sp) + bytes(ext) + data
+    v00 = _pax([("GNU.sparse.size", 20000), ("GNU.sparse.numblocks", 3)] +
+               [kv for o, n in ent for kv in (("GNU.sparse.offset", o), ("GNU.sparse.numbytes", n))])
+    v01 = _pax([("GNU.sparse.size", 20000), ("GNU.sparse.numblocks", 3), ("GNU.sparse.name", "s/v01"),
+                ("GNU.sparse.map", ",".join("%d,%d" % e for e in ent))])
+    v10 = _pax([("GNU.sparse.major", 1), ("GNU.sparse.minor", 0), ("GNU.sparse.name", "s/v10"),
+                ("GNU.sparse.realsize", 20000)])
+    map10 = _pad(("%d\n" % len(ent) + "".join("%d\n%d\n" % e for e in ent)).encode())
+    return {
+        "sparse-gnu": gnu + end,
+        "sparse-pax00": v00 + _hdr("s/v00", len(data)) + data + end,
+        "sparse-pax01": v01 + _hdr("s/GNUSparseFile.1/v01", len(data)) + data + end,
+        "sparse-pax10": v10 + _hdr("s/GNUSparseFile.1/v10", len(map10) + len(data)) + map10 + data + end,
+    }
+
+
 def main():
     shutil.rmtree(CORPUS, ignore_errors=True)
     for target, items in registry_docs().items():
         for i, data in enumerate(items):
             put(target, "seed%d" % i, data)
     t = trees()
-    for name, data in t.items():
+    for name, data in list(t.items()) + list(sparse_tars().items()):
         put("tar", name, data)
         put("layer_build", name + ".tar", data)
         put("layer_build", name + ".tar.gz", gzip.compress(data, 6, mtime=0))
