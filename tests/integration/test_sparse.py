@@ -169,7 +169,7 @@ def test_holes_are_not_stored(strata_bin, sparse, built):
 def test_artifact_lazy(strata_bin, sparse, trees, nginx_proxy, tmp_path, tag):
     """The index artifact (format version 3) pulled into an empty store: reading one small file
     fetches a span, not the blob (gzip layers: a single-frame zstd layer decodes from its start);
-    then every file is tar -x's."""
+    then every file is tar -x's, and a pin finds the artifact's index equal to the blob's."""
     ng = nginx_proxy(sparse.registry)
     name = layer_name(tag)
     info = sparse.layers[name]
@@ -192,6 +192,11 @@ def test_artifact_lazy(strata_bin, sparse, trees, nginx_proxy, tmp_path, tag):
                                                                            info["size"]))
         assert 0 < body < info["size"] // 2, format_requests(reqs)
         check_layer(layer, trees(tag), sparse)
+        # pin checks the artifact's index (its holes included) against the whole blob
+        o = one_json(run("--json", "pin", ng.ref("sparse:" + tag), timeout=INDEX_TIMEOUT))
+        assert o["pinned"], o
+        st = run.stats()
+        assert st["layer_provenance"].get("verified") == 1, st
     finally:
         m.cleanup()
 
