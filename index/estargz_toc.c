@@ -127,6 +127,11 @@ int index_estargz_read_toc(const uint8_t *toc, size_t len, char **json, size_t *
 				INDEX_ESTARGZ_TOC_NAME);
 		goto out;
 	}
+	if (e->sparse) {
+		rc = strata_err(EBADMSG, "malformed eStargz TOC: %s is a sparse file",
+				INDEX_ESTARGZ_TOC_NAME);
+		goto out;
+	}
 	if (e->size > INDEX_ESTARGZ_MAX_TOC) {
 		rc = strata_err(EBADMSG, "malformed eStargz TOC: %s is %llu bytes, more than %u",
 				INDEX_ESTARGZ_TOC_NAME, (unsigned long long)e->size,

@@ -740,6 +740,24 @@ static void test_malformed(void **state)
 	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000, &l), -EINVAL);
 	assert_null(l);
 	free(t.p);
+	/* stargz.index.json as a GNU sparse file: its holes are no JSON */
+	memset(&t, 0, sizeof(t));
+	{
+		struct bytebuf tar = { 0 };
+		struct tarw_pax p = { .len = 0 };
+		struct tarw_hdr h = { .name = "stargz.index.json", .type = '0', .size = 14 };
+
+		tarw_pax_adds(&p, "GNU.sparse.size", "100");
+		tarw_pax_adds(&p, "GNU.sparse.map", "0,14,100,0");
+		tarw_put_pax(&tar, 'x', &p);
+		tarw_put_file(&tar, &h, "{\"entries\":[]}");
+		tarw_end(&tar);
+		gzip_append(&t, tar.p, tar.len, 9, 0);
+		free(tar.p);
+	}
+	assert_int_equal(index_estargz_build(t.p, t.len, 1000, 1000 + t.len + 51, &l), -EBADMSG);
+	assert_non_null(strstr(strata_errmsg(EBADMSG), "sparse"));
+	free(t.p);
 }
 
 /* Finding 4: a TOC (verified against its annotation) that lists a file's chunks out of compressed
