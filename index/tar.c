@@ -16,47 +16,7 @@
 #include "util/mem.h"
 #include "util/sha256.h"
 
-#define BLOCK	      512
 #define READ_BUF_SIZE (64 * 1024)
-
-/* ustar header field offsets and sizes */
-#define H_NAME		  0
-#define H_NAME_LEN	  100
-#define H_MODE		  100
-#define H_UID		  108
-#define H_GID		  116
-#define H_SIZE		  124
-#define H_MTIME		  136
-#define H_CHKSUM	  148
-#define H_TYPE		  156
-#define H_LINK		  157
-#define H_LINK_LEN	  100
-#define H_MAGIC		  257
-#define H_DEVMAJOR	  329
-#define H_DEVMINOR	  337
-#define H_PREFIX	  345
-#define H_PREFIX_LEN	  155
-#define H_STAR_PREFIX_LEN 131
-#define H_STAR_MAGIC	  508
-#define H_GNU_SPARSE	  386 /* four 24-byte map entries */
-#define H_GNU_ISEXTENDED  482
-#define H_GNU_REALSIZE	  483
-#define GNU_SPARSE_IN_HDR 4
-#define GNU_SPARSE_IN_EXT 21 /* per extension block, whose isextended byte is at 504 */
-
-struct index_tar {
-	struct index_reader src; /* borrowed */
-	uint8_t *buf;		 /* read buffer; unconsumed bytes are buf[pos, len) */
-	size_t pos, len;
-	uint64_t off;	 /* stream offset of buf[pos] */
-	bool done;	 /* end of archive reached */
-	int err;	 /* sticky negative errno after a fatal error, else 0 */
-	uint64_t remain; /* readable content left in the current member */
-	uint64_t skip;	 /* bytes after the readable content: unreadable content + padding */
-	bool have_entry;
-	struct index_tar_entry ent; /* owns path, linkname, xattrs */
-	struct index_tar_ext ext;
-};
 
 static void xattrs_free(struct index_tar_xattr *x, size_t n)
 {
@@ -151,13 +111,13 @@ static ssize_t get(struct index_tar *t, void *dst, size_t len)
 	return (ssize_t)n;
 }
 
-static int truncated(struct index_tar *t)
+int index_tar_truncated(struct index_tar *t)
 {
 	return strata_err(EPIPE, "truncated tar archive at offset %" PRIu64, t->off);
 }
 
 /* Reads len bytes (dst NULL: skips them). Returns the count (less than len only at EOF) or errno. */
-static ssize_t get_full(struct index_tar *t, void *dst, size_t len)
+ssize_t index_tar_get_full(struct index_tar *t, void *dst, size_t len)
 {
 	size_t got = 0;
 
@@ -182,15 +142,10 @@ static int skip_bytes(struct index_tar *t, uint64_t n)
 		if (r < 0)
 			return (int)r;
 		if (r == 0)
-			return truncated(t);
+			return index_tar_truncated(t);
 		n -= (uint64_t)r;
 	}
 	return 0;
-}
-
-static uint64_t padding(uint64_t size)
-{
-	return (BLOCK - size % BLOCK) % BLOCK;
 }
 
 /* ---- header fields ---- */
@@ -238,7 +193,7 @@ int index_tar_parse_num(const uint8_t *f, size_t len, int64_t *v)
 }
 
 /* Like parse_num, but the value must lie in [0, max]. */
-static int parse_unum(const uint8_t *f, size_t len, uint64_t max, uint64_t *v)
+int index_tar_parse_unum(const uint8_t *f, size_t len, uint64_t max, uint64_t *v)
 {
 	int64_t s;
 
@@ -262,7 +217,7 @@ static bool checksum_ok(const uint8_t *b)
 	uint64_t want;
 	int64_t usum = 0, ssum = 0;
 
-	if (parse_unum(b + H_CHKSUM, 8, UINT32_MAX, &want) < 0)
+	if (index_tar_parse_unum(b + H_CHKSUM, 8, UINT32_MAX, &want) < 0)
 		return false;
 	for (size_t i = 0; i < BLOCK; i++) {
 		uint8_t c = (i >= H_CHKSUM && i < H_CHKSUM + 8) ? ' ' : b[i];
@@ -326,17 +281,17 @@ static int read_ext_data(struct index_tar *t, uint64_t size, char **out)
 	data = malloc((size_t)size + 1);
 	if (!data)
 		return strata_err(ENOMEM, "out of memory reading tar header");
-	n = get_full(t, data, (size_t)size);
+	n = index_tar_get_full(t, data, (size_t)size);
 	if (n < 0) {
 		free(data);
 		return (int)n;
 	}
 	if ((uint64_t)n < size) {
 		free(data);
-		return truncated(t);
+		return index_tar_truncated(t);
 	}
 	data[size] = '\0';
-	n = skip_bytes(t, padding(size));
+	n = skip_bytes(t, index_tar_padding(size));
 	if (n < 0) {
 		free(data);
 		return (int)n;
@@ -358,7 +313,7 @@ static int read_gnu_name(struct index_tar *t, uint64_t size, char **dst)
 	return 0;
 }
 
-static int bad_field(uint64_t hdr_off, const char *what)
+int index_tar_bad_field(uint64_t hdr_off, const char *what)
 {
 	return strata_err(EINVAL, "invalid tar header at offset %" PRIu64 ": bad %s field", hdr_off,
 			  what);
@@ -453,38 +408,38 @@ static int member_attrs(struct index_tar_entry *e, const struct index_tar_ext *x
 	uint64_t u;
 	int64_t s;
 
-	if (parse_unum(b + H_MODE, 8, UINT32_MAX, &u) < 0)
-		return bad_field(hdr_off, "mode");
+	if (index_tar_parse_unum(b + H_MODE, 8, UINT32_MAX, &u) < 0)
+		return index_tar_bad_field(hdr_off, "mode");
 	e->mode = (uint32_t)u & 07777;
 	if (x->has_uid)
 		e->uid = x->uid;
-	else if (parse_unum(b + H_UID, 8, UINT32_MAX, &u) == 0)
+	else if (index_tar_parse_unum(b + H_UID, 8, UINT32_MAX, &u) == 0)
 		e->uid = (uint32_t)u;
 	else
-		return bad_field(hdr_off, "uid");
+		return index_tar_bad_field(hdr_off, "uid");
 	if (x->has_gid)
 		e->gid = x->gid;
-	else if (parse_unum(b + H_GID, 8, UINT32_MAX, &u) == 0)
+	else if (index_tar_parse_unum(b + H_GID, 8, UINT32_MAX, &u) == 0)
 		e->gid = (uint32_t)u;
 	else
-		return bad_field(hdr_off, "gid");
+		return index_tar_bad_field(hdr_off, "gid");
 	if (x->has_mtime) {
 		e->mtime_sec = x->mtime_sec;
 		e->mtime_nsec = x->mtime_nsec;
 	} else if (index_tar_parse_num(b + H_MTIME, 12, &s) == 0) {
 		e->mtime_sec = s;
 	} else {
-		return bad_field(hdr_off, "mtime");
+		return index_tar_bad_field(hdr_off, "mtime");
 	}
 	if (e->type == INDEX_TAR_CHAR || e->type == INDEX_TAR_BLOCK) {
 		uint64_t maj = 0, min = 0;
 
 		if (!x->has_devmajor && ustar &&
-		    parse_unum(b + H_DEVMAJOR, 8, UINT32_MAX, &maj) < 0)
-			return bad_field(hdr_off, "devmajor");
+		    index_tar_parse_unum(b + H_DEVMAJOR, 8, UINT32_MAX, &maj) < 0)
+			return index_tar_bad_field(hdr_off, "devmajor");
 		if (!x->has_devminor && ustar &&
-		    parse_unum(b + H_DEVMINOR, 8, UINT32_MAX, &min) < 0)
-			return bad_field(hdr_off, "devminor");
+		    index_tar_parse_unum(b + H_DEVMINOR, 8, UINT32_MAX, &min) < 0)
+			return index_tar_bad_field(hdr_off, "devminor");
 		e->devmajor = x->has_devmajor ? x->devmajor : (uint32_t)maj;
 		e->devminor = x->has_devminor ? x->devminor : (uint32_t)min;
 	}
@@ -502,8 +457,8 @@ static int member_size(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, 
 
 	if (t->ext.has_size) {
 		size = t->ext.size;
-	} else if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
-		return bad_field(hdr_off, "size");
+	} else if (index_tar_parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
+		return index_tar_bad_field(hdr_off, "size");
 	}
 	if (b[H_TYPE] == '5')
 		size = 0;
@@ -511,164 +466,14 @@ static int member_size(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, 
 		t->ent.size = size;
 		t->ent.data_size = size;
 		t->remain = size;
-		t->skip = padding(size);
+		t->skip = index_tar_padding(size);
 	} else {
 		t->remain = 0;
-		t->skip = size + padding(size);
+		t->skip = size + index_tar_padding(size);
 	}
 	if (rc == 1)
 		t->have_entry = true;
 	return rc;
-}
-
-/* Reads a PAX 1.0 sparse map from the start of the member's data (archive bytes: size) into sp.
- * Returns the bytes of blocks it took, or negative errno (strata_err set). */
-static int64_t read_v1_map(struct index_tar *t, struct index_tar_sparse *sp, uint64_t size,
-			   const char *path, uint64_t hdr_off)
-{
-	struct index_tar_sparse_v1 p = { 0 };
-	uint8_t blk[BLOCK];
-	uint64_t used = 0;
-
-	for (;;) {
-		ssize_t n;
-
-		if (size - used < BLOCK)
-			return strata_err(EINVAL,
-					  "sparse file %s at offset %" PRIu64
-					  ": its map runs past the member's %" PRIu64 " bytes",
-					  path, hdr_off, size);
-		n = get_full(t, blk, BLOCK);
-		if (n < 0)
-			return n;
-		if (n < BLOCK)
-			return truncated(t);
-		used += BLOCK;
-		n = index_tar_sparse_v1_feed(sp, &p, blk, BLOCK);
-		if (n == -1)
-			return strata_err(EINVAL,
-					  "sparse file %s at offset %" PRIu64 ": malformed map",
-					  path, hdr_off);
-		if (n < 0)
-			return strata_err_prefix(-(int)n, "sparse file %s at offset %" PRIu64, path,
-						 hdr_off);
-		if (n > 0)
-			return (int64_t)used;
-	}
-}
-
-/* Reads an old GNU sparse map: the header's entries, then its extension blocks. Sets *realsize.
- * Returns 0 or negative errno (strata_err set). */
-static int read_oldgnu_map(struct index_tar *t, struct index_tar_sparse *sp, const uint8_t *b,
-			   uint64_t hdr_off, uint64_t *realsize)
-{
-	uint8_t blk[BLOCK];
-	bool ended = false, ext = b[H_GNU_ISEXTENDED] != 0;
-	uint64_t blocks = 0;
-	int rc;
-
-	if (parse_unum(b + H_GNU_REALSIZE, 12, INT64_MAX, realsize) < 0)
-		return bad_field(hdr_off, "sparse realsize");
-	rc = index_tar_sparse_oldgnu(sp, b + H_GNU_SPARSE, GNU_SPARSE_IN_HDR, &ended);
-	while (rc == 0 && ext) {
-		ssize_t n;
-
-		if (++blocks > INDEX_TAR_MAX_SPARSE / GNU_SPARSE_IN_EXT + 1)
-			return strata_err(
-				EFBIG,
-				"tar member at offset %" PRIu64
-				": more sparse extension headers than a map of %u entries needs",
-				hdr_off, INDEX_TAR_MAX_SPARSE);
-		n = get_full(t, blk, BLOCK);
-		if (n < 0)
-			return (int)n;
-		if (n < BLOCK)
-			return truncated(t);
-		rc = index_tar_sparse_oldgnu(sp, blk, GNU_SPARSE_IN_EXT, &ended);
-		ext = blk[GNU_SPARSE_IN_EXT * 24] != 0;
-	}
-	if (rc == -1)
-		return bad_field(hdr_off, "sparse map");
-	if (rc < 0)
-		return strata_err_prefix(-rc, "tar member at offset %" PRIu64, hdr_off);
-	return 0;
-}
-
-/*
- * Finishes t->ent as a GNU sparse file (old GNU 'S' header or PAX 0.0, 0.1, 1.0 records), reading
- * what precedes its data (extension blocks, a 1.0 map). Returns 1 (the entry is current), -ENOTSUP
- * for another sparse format version (the member is skipped), or a negative errno (strata_err set).
- */
-static int sparse_member(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, bool gnu)
-{
-	struct index_tar_entry *e = &t->ent;
-	struct index_tar_sparse *sp = &t->ext.sp;
-	uint64_t size, realsize = 0, data_size;
-	int rc;
-
-	if (t->ext.has_size)
-		size = t->ext.size;
-	else if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0)
-		return bad_field(hdr_off, "size");
-	data_size = size;
-	if (!sp->any) { /* old GNU */
-		if (!gnu)
-			return strata_err(EINVAL,
-					  "sparse file %s at offset %" PRIu64
-					  ": a type 'S' member without a GNU header",
-					  e->path, hdr_off);
-		rc = read_oldgnu_map(t, sp, b, hdr_off, &realsize);
-		if (rc < 0)
-			return rc;
-	} else if (b[H_TYPE] == 'S') {
-		return strata_err(EINVAL,
-				  "sparse file %s at offset %" PRIu64
-				  ": both an old GNU and a PAX sparse map",
-				  e->path, hdr_off);
-	} else {
-		if (sp->has_major && (sp->major > 1 || (sp->major == 1 && sp->minor != 0))) {
-			t->remain = 0;
-			t->skip = size + padding(size);
-			return strata_err(ENOTSUP,
-					  "sparse file %s: GNU sparse format %" PRIu64 ".%" PRIu64
-					  " is not supported",
-					  e->path, sp->major, sp->minor);
-		}
-		if (!sp->has_realsize)
-			return strata_err(EINVAL,
-					  "sparse file %s at offset %" PRIu64
-					  ": no real size given",
-					  e->path, hdr_off);
-		realsize = sp->realsize;
-		if (sp->has_major && sp->major == 1) {
-			int64_t used;
-
-			if (sp->n || sp->half)
-				return strata_err(EINVAL,
-						  "sparse file %s at offset %" PRIu64
-						  ": a 1.0 member with a 0.x map",
-						  e->path, hdr_off);
-			used = read_v1_map(t, sp, size, e->path, hdr_off);
-			if (used < 0)
-				return (int)used;
-			data_size = size - (uint64_t)used;
-		}
-	}
-	rc = index_tar_sparse_finish(sp, realsize, data_size, e->path, hdr_off);
-	if (rc < 0)
-		return rc;
-	e->data_offset = t->off;
-	e->size = realsize;
-	e->data_size = data_size;
-	e->sparse = true;
-	e->extents = sp->map;
-	e->nextents = sp->n;
-	sp->map = NULL;
-	sp->n = sp->cap = 0;
-	t->remain = data_size;
-	t->skip = padding(size);
-	t->have_entry = true;
-	return 1;
 }
 
 /* Builds t->ent from a member header block b and the pending extensions. Sets t->remain, t->skip.
@@ -728,7 +533,7 @@ static int make_entry(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, u
 	x->nxattrs = x->cap = 0;
 	e->data_size = 0;
 	if (flag == 'S' || x->sp.any) {
-		rc = sparse_member(t, b, hdr_off, gnu);
+		rc = index_tar_sparse_member(t, b, hdr_off, gnu);
 		goto out;
 	}
 
@@ -765,7 +570,7 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 	first_off = t->off;
 	for (;;) {
 		uint64_t hdr_off = t->off;
-		ssize_t n = get_full(t, b, BLOCK);
+		ssize_t n = index_tar_get_full(t, b, BLOCK);
 		uint64_t size;
 		char *data;
 
@@ -778,7 +583,7 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 			return 0;
 		}
 		if (n < BLOCK) {
-			rc = truncated(t);
+			rc = index_tar_truncated(t);
 			goto fail;
 		}
 		if (is_zero_block(b)) {
@@ -807,8 +612,8 @@ int index_tar_next(struct index_tar *t, const struct index_tar_entry **e)
 			*e = &t->ent;
 			return 1;
 		}
-		if (parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
-			rc = bad_field(hdr_off, "size");
+		if (index_tar_parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0) {
+			rc = index_tar_bad_field(hdr_off, "size");
 			goto fail;
 		}
 		if (b[H_TYPE] == 'g') {
@@ -878,7 +683,7 @@ ssize_t index_tar_read(struct index_tar *t, void *buf, size_t len)
 		len = SSIZE_MAX;
 	n = get(t, buf, len);
 	if (n == 0)
-		n = truncated(t);
+		n = index_tar_truncated(t);
 	if (n < 0) {
 		t->err = (int)n;
 		return n;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Private to index/: the metadata PAX and GNU extension headers carry for the next tar member. */
+/* Private to index/: the tar reader's state and header layout (tar.c), the metadata PAX and GNU
+ * extension headers carry for the next member (tar_pax.c), GNU sparse maps (tar_sparse.c). */
 #ifndef STRATA_INDEX_TAR_I_H
 #define STRATA_INDEX_TAR_I_H
 
@@ -43,8 +44,9 @@ struct index_tar_ext {
  * Parses the PAX records "<len> <key>=<value>\n" of one extended header (data[0..size), borrowed;
  * NUL padding after the last record is allowed) into x, later records replacing earlier values.
  * hdr_off (the header's stream offset) is for the message. Returns 0, or -EINVAL "invalid pax
- * header at offset N" or -ENOMEM with strata_err set; x may then hold part of the records (they
- * are freed with the rest of the pending metadata).
+ * header at offset N", -EFBIG for a sparse map past INDEX_TAR_MAX_SPARSE entries, or -ENOMEM, with
+ * strata_err set; x may then hold part of the records (they are freed with the rest of the pending
+ * metadata).
  */
 int index_tar_pax_parse(struct index_tar_ext *x, const char *data, size_t size, uint64_t hdr_off);
 
@@ -54,7 +56,74 @@ int index_tar_pax_parse(struct index_tar_ext *x, const char *data, size_t size, 
  */
 int index_tar_xattrs_dedup(struct index_tar_ext *x);
 
+/* ---- the reader (tar.c) ---- */
+
+#define BLOCK 512
+
+/* ustar header field offsets and sizes */
+#define H_NAME		  0
+#define H_NAME_LEN	  100
+#define H_MODE		  100
+#define H_UID		  108
+#define H_GID		  116
+#define H_SIZE		  124
+#define H_MTIME		  136
+#define H_CHKSUM	  148
+#define H_TYPE		  156
+#define H_LINK		  157
+#define H_LINK_LEN	  100
+#define H_MAGIC		  257
+#define H_DEVMAJOR	  329
+#define H_DEVMINOR	  337
+#define H_PREFIX	  345
+#define H_PREFIX_LEN	  155
+#define H_STAR_PREFIX_LEN 131
+#define H_STAR_MAGIC	  508
+
+/* The reader (tar.h); tar_sparse.c reads sparse members through it. */
+struct index_tar {
+	struct index_reader src; /* borrowed */
+	uint8_t *buf;		 /* read buffer; unconsumed bytes are buf[pos, len) */
+	size_t pos, len;
+	uint64_t off;	 /* stream offset of buf[pos] */
+	bool done;	 /* end of archive reached */
+	int err;	 /* sticky negative errno after a fatal error, else 0 */
+	uint64_t remain; /* readable content left in the current member */
+	uint64_t skip;	 /* bytes after the readable content: unreadable content + padding */
+	bool have_entry;
+	struct index_tar_entry ent; /* owns path, linkname, xattrs */
+	struct index_tar_ext ext;
+};
+
+/* Zero bytes after a member of size bytes, up to its 512-byte boundary. */
+static inline uint64_t index_tar_padding(uint64_t size)
+{
+	return (BLOCK - size % BLOCK) % BLOCK;
+}
+
+/* -EPIPE "truncated tar archive at offset N" (strata_err set). */
+int index_tar_truncated(struct index_tar *t);
+
+/* Reads len bytes of the stream (dst NULL: skips them). Returns the count (less than len only at
+ * the end of the stream) or the source's negative errno. */
+ssize_t index_tar_get_full(struct index_tar *t, void *dst, size_t len);
+
+/* Parses a numeric header field whose value must lie in [0, max]. Returns 0 and *v, or -1. */
+int index_tar_parse_unum(const uint8_t *f, size_t len, uint64_t max, uint64_t *v);
+
+/* -EINVAL "invalid tar header at offset N: bad WHAT field" (strata_err set). */
+int index_tar_bad_field(uint64_t hdr_off, const char *what);
+
 /* ---- GNU sparse maps (tar_sparse.c) ---- */
+
+/*
+ * Finishes t->ent as a GNU sparse file (old GNU 'S' header b, or the pending PAX 0.0, 0.1, 1.0
+ * records), reading what precedes its data (extension blocks, a 1.0 map) and setting what is left
+ * to read and skip. gnu: b has the GNU magic. Returns 1 (the entry is current), -ENOTSUP for
+ * another sparse format version (the member is skipped; the stream goes on), or a negative errno
+ * with strata_err set (fatal for the stream).
+ */
+int index_tar_sparse_member(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, bool gnu);
 
 /* Frees s's map and name and clears it. */
 void index_tar_sparse_reset(struct index_tar_sparse *s);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* GNU sparse file maps in every form GNU tar and libarchive write (old GNU 'S' headers, PAX 0.0,
- * 0.1 and 1.0): collected entry by entry, bounded, then checked against the member. */
+/* GNU sparse files in every form GNU tar and libarchive write (old GNU 'S' headers, PAX 0.0, 0.1
+ * and 1.0): maps collected entry by entry, bounded, checked against the member; the members read
+ * from the stream (extension blocks, 1.0 maps). */
 #include "tar_i.h"
 
 #include <errno.h>
@@ -15,6 +16,12 @@
 
 #define OLDGNU_ENTRY  24 /* offset[12], numbytes[12] */
 #define V1_MAX_DIGITS 20
+/* old GNU headers: the map in the header, its extension flag and the real size */
+#define H_GNU_SPARSE	  386 /* four entries */
+#define H_GNU_ISEXTENDED  482
+#define H_GNU_REALSIZE	  483
+#define GNU_SPARSE_IN_HDR 4
+#define GNU_SPARSE_IN_EXT 21 /* per extension block, whose isextended byte is at 504 */
 
 void index_tar_sparse_reset(struct index_tar_sparse *s)
 {
@@ -274,4 +281,151 @@ int index_tar_sparse_finish(struct index_tar_sparse *s, uint64_t realsize, uint6
 			       sum, data_size);
 	s->n = o;
 	return 0;
+}
+
+/* ---- sparse members in the stream ---- */
+
+/* Reads a PAX 1.0 sparse map from the start of the member's data (archive bytes: size) into sp.
+ * Returns the bytes of blocks it took, or negative errno (strata_err set). */
+static int64_t read_v1_map(struct index_tar *t, struct index_tar_sparse *sp, uint64_t size,
+			   const char *path, uint64_t hdr_off)
+{
+	struct index_tar_sparse_v1 p = { 0 };
+	uint8_t blk[BLOCK];
+	uint64_t used = 0;
+
+	for (;;) {
+		ssize_t n;
+
+		if (size - used < BLOCK)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64
+					  ": its map runs past the member's %" PRIu64 " bytes",
+					  path, hdr_off, size);
+		n = index_tar_get_full(t, blk, BLOCK);
+		if (n < 0)
+			return n;
+		if (n < BLOCK)
+			return index_tar_truncated(t);
+		used += BLOCK;
+		n = index_tar_sparse_v1_feed(sp, &p, blk, BLOCK);
+		if (n == -1)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64 ": malformed map",
+					  path, hdr_off);
+		if (n < 0)
+			return strata_err_prefix(-(int)n, "sparse file %s at offset %" PRIu64, path,
+						 hdr_off);
+		if (n > 0)
+			return (int64_t)used;
+	}
+}
+
+/* Reads an old GNU sparse map: the header's entries, then its extension blocks. Sets *realsize.
+ * Returns 0 or negative errno (strata_err set). */
+static int read_oldgnu_map(struct index_tar *t, struct index_tar_sparse *sp, const uint8_t *b,
+			   uint64_t hdr_off, uint64_t *realsize)
+{
+	uint8_t blk[BLOCK];
+	bool ended = false, ext = b[H_GNU_ISEXTENDED] != 0;
+	uint64_t blocks = 0;
+	int rc;
+
+	if (index_tar_parse_unum(b + H_GNU_REALSIZE, 12, INT64_MAX, realsize) < 0)
+		return index_tar_bad_field(hdr_off, "sparse realsize");
+	rc = index_tar_sparse_oldgnu(sp, b + H_GNU_SPARSE, GNU_SPARSE_IN_HDR, &ended);
+	while (rc == 0 && ext) {
+		ssize_t n;
+
+		if (++blocks > INDEX_TAR_MAX_SPARSE / GNU_SPARSE_IN_EXT + 1)
+			return strata_err(
+				EFBIG,
+				"tar member at offset %" PRIu64
+				": more sparse extension headers than a map of %u entries needs",
+				hdr_off, INDEX_TAR_MAX_SPARSE);
+		n = index_tar_get_full(t, blk, BLOCK);
+		if (n < 0)
+			return (int)n;
+		if (n < BLOCK)
+			return index_tar_truncated(t);
+		rc = index_tar_sparse_oldgnu(sp, blk, GNU_SPARSE_IN_EXT, &ended);
+		ext = blk[GNU_SPARSE_IN_EXT * 24] != 0;
+	}
+	if (rc == -1)
+		return index_tar_bad_field(hdr_off, "sparse map");
+	if (rc < 0)
+		return strata_err_prefix(-rc, "tar member at offset %" PRIu64, hdr_off);
+	return 0;
+}
+
+int index_tar_sparse_member(struct index_tar *t, const uint8_t *b, uint64_t hdr_off, bool gnu)
+{
+	struct index_tar_entry *e = &t->ent;
+	struct index_tar_sparse *sp = &t->ext.sp;
+	uint64_t size, realsize = 0, data_size;
+	int rc;
+
+	if (t->ext.has_size)
+		size = t->ext.size;
+	else if (index_tar_parse_unum(b + H_SIZE, 12, INT64_MAX, &size) < 0)
+		return index_tar_bad_field(hdr_off, "size");
+	data_size = size;
+	if (!sp->any) { /* old GNU */
+		if (!gnu)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64
+					  ": a type 'S' member without a GNU header",
+					  e->path, hdr_off);
+		rc = read_oldgnu_map(t, sp, b, hdr_off, &realsize);
+		if (rc < 0)
+			return rc;
+	} else if (b[H_TYPE] == 'S') {
+		return strata_err(EINVAL,
+				  "sparse file %s at offset %" PRIu64
+				  ": both an old GNU and a PAX sparse map",
+				  e->path, hdr_off);
+	} else {
+		if (sp->has_major && (sp->major > 1 || (sp->major == 1 && sp->minor != 0))) {
+			t->remain = 0;
+			t->skip = size + index_tar_padding(size);
+			return strata_err(ENOTSUP,
+					  "sparse file %s: GNU sparse format %" PRIu64 ".%" PRIu64
+					  " is not supported",
+					  e->path, sp->major, sp->minor);
+		}
+		if (!sp->has_realsize)
+			return strata_err(EINVAL,
+					  "sparse file %s at offset %" PRIu64
+					  ": no real size given",
+					  e->path, hdr_off);
+		realsize = sp->realsize;
+		if (sp->has_major && sp->major == 1) {
+			int64_t used;
+
+			if (sp->n || sp->half)
+				return strata_err(EINVAL,
+						  "sparse file %s at offset %" PRIu64
+						  ": a 1.0 member with a 0.x map",
+						  e->path, hdr_off);
+			used = read_v1_map(t, sp, size, e->path, hdr_off);
+			if (used < 0)
+				return (int)used;
+			data_size = size - (uint64_t)used;
+		}
+	}
+	rc = index_tar_sparse_finish(sp, realsize, data_size, e->path, hdr_off);
+	if (rc < 0)
+		return rc;
+	e->data_offset = t->off;
+	e->size = realsize;
+	e->data_size = data_size;
+	e->sparse = true;
+	e->extents = sp->map;
+	e->nextents = sp->n;
+	sp->map = NULL;
+	sp->n = sp->cap = 0;
+	t->remain = data_size;
+	t->skip = index_tar_padding(size);
+	t->have_entry = true;
+	return 1;
 }
