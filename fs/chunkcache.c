@@ -19,6 +19,7 @@ static size_t bucket_of(const struct chunk_cache *c, const uint8_t d[32])
 int fs_cache_init(struct chunk_cache *c, uint64_t cap)
 {
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->load_cv, NULL);
 	c->nbuckets = 4096;
 	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
 	c->lru.prev = c->lru.next = &c->lru;
@@ -67,12 +68,11 @@ static void cache_trim(struct chunk_cache *c)
 	}
 }
 
-/* Returns a referenced entry or NULL. Release with cache_put. */
-struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
+/* The entry for d, referenced and made most recent, or NULL. Caller holds mu. */
+static struct cchunk *lookup(struct chunk_cache *c, const uint8_t d[32])
 {
 	struct cchunk *e;
 
-	pthread_mutex_lock(&c->mu);
 	for (e = c->buckets[bucket_of(c, d)]; e; e = e->hnext) {
 		if (memcmp(e->digest, d, 32) == 0) {
 			e->refs++;
@@ -81,8 +81,57 @@ struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
 			break;
 		}
 	}
+	return e;
+}
+
+/* Returns a referenced entry or NULL. Release with cache_put. */
+struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
+{
+	struct cchunk *e;
+
+	pthread_mutex_lock(&c->mu);
+	e = lookup(c, d);
 	pthread_mutex_unlock(&c->mu);
 	return e;
+}
+
+struct cchunk *fs_cache_get_or_load(struct chunk_cache *c, const uint8_t d[32],
+				    struct cache_load *load)
+{
+	struct cchunk *e;
+	struct cache_load *l;
+
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		e = lookup(c, d);
+		if (e)
+			break;
+		for (l = c->loads; l && memcmp(l->digest, d, 32) != 0; l = l->next)
+			;
+		if (!l) {
+			memcpy(load->digest, d, 32);
+			load->next = c->loads;
+			c->loads = load;
+			break;
+		}
+		/* bounded by the loader's store read, which does not wait for anything */
+		pthread_cond_wait(&c->load_cv, &c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return e;
+}
+
+void fs_cache_load_done(struct chunk_cache *c, struct cache_load *load)
+{
+	pthread_mutex_lock(&c->mu);
+	for (struct cache_load **pp = &c->loads; *pp; pp = &(*pp)->next) {
+		if (*pp == load) {
+			*pp = load->next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&c->load_cv);
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* Inserts n (referenced once for the caller) unless an equal entry exists, which is returned
@@ -132,5 +181,6 @@ void fs_cache_destroy(struct chunk_cache *c)
 		e = next;
 	}
 	free(c->buckets);
+	pthread_cond_destroy(&c->load_cv);
 	pthread_mutex_destroy(&c->mu);
 }

@@ -149,7 +149,8 @@ static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct ind
 		     uint32_t ci, struct cchunk **out)
 {
 	const struct index_chunk *c = index_layer_chunk(l->idx, ino->first + ci);
-	struct cchunk *e = fs_cache_get(&eng->cache, c->digest);
+	struct cache_load load;
+	struct cchunk *e = fs_cache_get_or_load(&eng->cache, c->digest, &load);
 	char hex[UTIL_DIGEST_STR_LEN];
 	ssize_t n;
 
@@ -158,13 +159,26 @@ static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct ind
 		*out = e;
 		return 0;
 	}
+	/* This reader loads the chunk; concurrent readers of it wait for the cache entry (one store
+	 * read and check per chunk, not one per kernel read). */
 	e = malloc(sizeof(*e) + c->size);
-	if (!e)
+	if (!e) {
+		fs_cache_load_done(&eng->cache, &load);
 		return -ENOMEM;
+	}
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(eng->store, c->digest, e->data, c->size);
 	if (n == -ENOENT)
 		n = fs_writer_get(eng, c->digest, e->data, c->size); /* fetched, not written yet */
+	if (n >= 0 && (size_t)n == c->size) {
+		fs_stats_count(FS_READ_STORE_HIT);
+		e->len = c->size;
+		*out = fs_cache_insert(&eng->cache, e);
+		fs_cache_load_done(&eng->cache, &load);
+		atomic_store_explicit(&l->warned, 0, memory_order_relaxed);
+		return 0;
+	}
+	fs_cache_load_done(&eng->cache, &load);
 	if (n >= 0)
 		fs_stats_count(FS_READ_STORE_HIT);
 	/* Twice at most: a full store hands fetched chunks over in the cache only, which may trim
