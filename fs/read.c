@@ -22,10 +22,13 @@
 #include "util/sha256.h"
 #include "util/thread.h"
 
-#define MAX_DECODE	 (16u << 20) /* decode at most this much of a span beyond what a read needs */
-#define MAX_BEHIND	 (4u << 20) /* ... and this much before it */
-#define READAHEAD_CHUNKS 8 /* a miss fetches this many chunks of the file at most, in one span */
-#define READAHEAD_BYTES	 (8u << 20) /* ... and no more than this many bytes of them */
+#define MAX_DECODE	(16u << 20) /* decode at most this much of a span beyond what a read needs */
+#define MAX_BEHIND	(4u << 20)  /* ... and this much before it */
+#define READAHEAD_BYTES (8u << 20)  /* a miss fetches at most this much of the file, in one span */
+#define READAHEAD_CHUNKS \
+	128 /* ... and this many chunks: counted in bytes, so that a smaller chunk size (pull
+	       --chunk-size 65536: smaller decode units for random reads) does not mean more
+	       requests on a cold read; 8 chunks of the default 1 MiB either way */
 #define BACK_OVERLAP \
 	(64u << 10) /* spans sharing more than this make a miss take the chunk before */
 
@@ -334,7 +337,7 @@ static int wait_inflight(struct fs_engine *eng, struct inflight *in)
 }
 
 /* The tar range a miss on chunk ci of file in fetches: the chunk and the next ones of the same
- * file that are not stored yet, up to READAHEAD_CHUNKS, so that a file read in order costs one
+ * file that are not stored yet, up to READAHEAD_BYTES, so that a file read in order costs one
  * request per few chunks instead of one per chunk (consecutive chunk spans would share a
  * checkpoint interval each). Called with inflight_mu held; does store lookups only. */
 static void miss_range(struct fs_engine *eng, const struct index_layer *idx,
