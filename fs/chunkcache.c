@@ -50,10 +50,12 @@ static void hash_remove(struct chunk_cache *c, struct cchunk *e)
 	*pp = e->hnext;
 }
 
-/* Evicts unreferenced entries from the cold end while over capacity. Caller holds mu. */
-static void cache_trim(struct chunk_cache *c)
+/* Takes unreferenced entries from the cold end off the cache while over capacity and returns them
+ * chained by hnext, for free_trimmed() after mu is released (freeing a 1 MiB chunk is an munmap:
+ * not under the lock every read takes). Caller holds mu. */
+static struct cchunk *cache_trim(struct chunk_cache *c)
 {
-	struct cchunk *e = c->lru.prev;
+	struct cchunk *e = c->lru.prev, *gone = NULL;
 
 	while (c->bytes > c->cap && e != &c->lru) {
 		struct cchunk *prev = e->prev;
@@ -62,9 +64,21 @@ static void cache_trim(struct chunk_cache *c)
 			lru_unlink(e);
 			hash_remove(c, e);
 			c->bytes -= e->len;
-			free(e);
+			e->hnext = gone;
+			gone = e;
 		}
 		e = prev;
+	}
+	return gone;
+}
+
+static void free_trimmed(struct cchunk *gone)
+{
+	while (gone) {
+		struct cchunk *next = gone->hnext;
+
+		free(gone);
+		gone = next;
 	}
 }
 
@@ -138,7 +152,7 @@ void fs_cache_load_done(struct chunk_cache *c, struct cache_load *load)
  * referenced instead (n is then freed). */
 struct cchunk *fs_cache_insert(struct chunk_cache *c, struct cchunk *n)
 {
-	struct cchunk *e;
+	struct cchunk *e, *gone;
 	size_t b = bucket_of(c, n->digest);
 
 	pthread_mutex_lock(&c->mu);
@@ -155,19 +169,23 @@ struct cchunk *fs_cache_insert(struct chunk_cache *c, struct cchunk *n)
 	c->buckets[b] = n;
 	lru_push_front(c, n);
 	c->bytes += n->len;
-	cache_trim(c);
+	gone = cache_trim(c);
 	pthread_mutex_unlock(&c->mu);
+	free_trimmed(gone);
 	return n;
 }
 
 void fs_cache_put(struct chunk_cache *c, struct cchunk *e)
 {
+	struct cchunk *gone = NULL;
+
 	pthread_mutex_lock(&c->mu);
 	assert(e->refs > 0);
 	e->refs--;
 	if (c->bytes > c->cap)
-		cache_trim(c);
+		gone = cache_trim(c);
 	pthread_mutex_unlock(&c->mu);
+	free_trimmed(gone);
 }
 
 void fs_cache_destroy(struct chunk_cache *c)
