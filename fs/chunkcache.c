@@ -19,6 +19,7 @@ static size_t bucket_of(const struct chunk_cache *c, const uint8_t d[32])
 int fs_cache_init(struct chunk_cache *c, uint64_t cap)
 {
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->load_cv, NULL);
 	c->nbuckets = 4096;
 	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
 	c->lru.prev = c->lru.next = &c->lru;
@@ -49,10 +50,12 @@ static void hash_remove(struct chunk_cache *c, struct cchunk *e)
 	*pp = e->hnext;
 }
 
-/* Evicts unreferenced entries from the cold end while over capacity. Caller holds mu. */
-static void cache_trim(struct chunk_cache *c)
+/* Takes unreferenced entries from the cold end off the cache while over capacity and returns them
+ * chained by hnext, for free_trimmed() after mu is released (freeing a 1 MiB chunk is an munmap:
+ * not under the lock every read takes). Caller holds mu. */
+static struct cchunk *cache_trim(struct chunk_cache *c)
 {
-	struct cchunk *e = c->lru.prev;
+	struct cchunk *e = c->lru.prev, *gone = NULL;
 
 	while (c->bytes > c->cap && e != &c->lru) {
 		struct cchunk *prev = e->prev;
@@ -61,18 +64,29 @@ static void cache_trim(struct chunk_cache *c)
 			lru_unlink(e);
 			hash_remove(c, e);
 			c->bytes -= e->len;
-			free(e);
+			e->hnext = gone;
+			gone = e;
 		}
 		e = prev;
 	}
+	return gone;
 }
 
-/* Returns a referenced entry or NULL. Release with cache_put. */
-struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
+static void free_trimmed(struct cchunk *gone)
+{
+	while (gone) {
+		struct cchunk *next = gone->hnext;
+
+		free(gone);
+		gone = next;
+	}
+}
+
+/* The entry for d, referenced and made most recent, or NULL. Caller holds mu. */
+static struct cchunk *lookup(struct chunk_cache *c, const uint8_t d[32])
 {
 	struct cchunk *e;
 
-	pthread_mutex_lock(&c->mu);
 	for (e = c->buckets[bucket_of(c, d)]; e; e = e->hnext) {
 		if (memcmp(e->digest, d, 32) == 0) {
 			e->refs++;
@@ -81,15 +95,64 @@ struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
 			break;
 		}
 	}
+	return e;
+}
+
+/* Returns a referenced entry or NULL. Release with cache_put. */
+struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32])
+{
+	struct cchunk *e;
+
+	pthread_mutex_lock(&c->mu);
+	e = lookup(c, d);
 	pthread_mutex_unlock(&c->mu);
 	return e;
+}
+
+struct cchunk *fs_cache_get_or_load(struct chunk_cache *c, const uint8_t d[32],
+				    struct cache_load *load)
+{
+	struct cchunk *e;
+	struct cache_load *l;
+
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		e = lookup(c, d);
+		if (e)
+			break;
+		for (l = c->loads; l && memcmp(l->digest, d, 32) != 0; l = l->next)
+			;
+		if (!l) {
+			memcpy(load->digest, d, 32);
+			load->next = c->loads;
+			c->loads = load;
+			break;
+		}
+		/* bounded by the loader's store read, which does not wait for anything */
+		pthread_cond_wait(&c->load_cv, &c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return e;
+}
+
+void fs_cache_load_done(struct chunk_cache *c, struct cache_load *load)
+{
+	pthread_mutex_lock(&c->mu);
+	for (struct cache_load **pp = &c->loads; *pp; pp = &(*pp)->next) {
+		if (*pp == load) {
+			*pp = load->next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&c->load_cv);
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* Inserts n (referenced once for the caller) unless an equal entry exists, which is returned
  * referenced instead (n is then freed). */
 struct cchunk *fs_cache_insert(struct chunk_cache *c, struct cchunk *n)
 {
-	struct cchunk *e;
+	struct cchunk *e, *gone;
 	size_t b = bucket_of(c, n->digest);
 
 	pthread_mutex_lock(&c->mu);
@@ -106,19 +169,23 @@ struct cchunk *fs_cache_insert(struct chunk_cache *c, struct cchunk *n)
 	c->buckets[b] = n;
 	lru_push_front(c, n);
 	c->bytes += n->len;
-	cache_trim(c);
+	gone = cache_trim(c);
 	pthread_mutex_unlock(&c->mu);
+	free_trimmed(gone);
 	return n;
 }
 
 void fs_cache_put(struct chunk_cache *c, struct cchunk *e)
 {
+	struct cchunk *gone = NULL;
+
 	pthread_mutex_lock(&c->mu);
 	assert(e->refs > 0);
 	e->refs--;
 	if (c->bytes > c->cap)
-		cache_trim(c);
+		gone = cache_trim(c);
 	pthread_mutex_unlock(&c->mu);
+	free_trimmed(gone);
 }
 
 void fs_cache_destroy(struct chunk_cache *c)
@@ -132,5 +199,6 @@ void fs_cache_destroy(struct chunk_cache *c)
 		e = next;
 	}
 	free(c->buckets);
+	pthread_cond_destroy(&c->load_cv);
 	pthread_mutex_destroy(&c->mu);
 }

@@ -31,8 +31,16 @@ struct cchunk {
 	uint8_t data[];
 };
 
+/* A chunk one reader is loading from the store; others that miss it wait for it. */
+struct cache_load {
+	uint8_t digest[32];
+	struct cache_load *next; /* protected by cache.mu */
+};
+
 struct chunk_cache {
 	pthread_mutex_t mu;
+	pthread_cond_t load_cv;	  /* a load finished */
+	struct cache_load *loads; /* protected by mu */
 	struct cchunk **buckets;
 	size_t nbuckets;
 	struct cchunk lru; /* sentinel */
@@ -44,6 +52,16 @@ int fs_cache_init(struct chunk_cache *c, uint64_t cap);
 
 /* Returns the entry for digest d, referenced (give it back with fs_cache_put), or NULL. */
 struct cchunk *fs_cache_get(struct chunk_cache *c, const uint8_t d[32]);
+
+/* Returns the entry for digest d referenced (as fs_cache_get), or NULL with *load set: the caller
+ * now loads d (one store read for all readers of a chunk) and must call fs_cache_load_done(c,
+ * *load) whether or not it succeeded; meanwhile other callers for d wait here. */
+struct cchunk *fs_cache_get_or_load(struct chunk_cache *c, const uint8_t d[32],
+				    struct cache_load *load);
+
+/* Ends a load begun by fs_cache_get_or_load (after inserting what it loaded, if anything) and wakes
+ * its waiters (who find the entry, or load it themselves). */
+void fs_cache_load_done(struct chunk_cache *c, struct cache_load *load);
 
 /* Inserts n (malloc'd; consumed in every case) and returns it referenced once for the caller; when
  * an equal entry exists, returns that one referenced instead and frees n. */

@@ -131,6 +131,16 @@ int fs_session_create(struct store *store, const struct fs_opts *opts, const cha
 /* Adds delta (+1 open, -1 release) to ino's open count. Returns 0 or -ENOMEM. */
 int fs_open_count(struct fs *f, fuse_ino_t ino, int delta);
 
+/* The kernel's readahead on the mount (and the largest FUSE read): a whole default chunk, so a
+ * sequential reader costs one FUSE read and one store read per chunk (128 KiB by default: eight
+ * reads of each chunk). */
+#define FS_READAHEAD_BYTES (1u << 20)
+
+/* Raises the readahead of f's mount to FS_READAHEAD_BYTES (its bdi's read_ahead_kb in sysfs);
+ * needs root, logs at debug level when it cannot. Called from the INIT handler: the kernel then
+ * keeps the smaller of this and the INIT reply's max_readahead. */
+void fs_mount_readahead(struct fs *f);
+
 /* Detaches the mount this process adopted (handover.c), unless the kernel already ended it. */
 void fs_adopted_unmount(struct fs *f);
 

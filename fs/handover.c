@@ -159,8 +159,10 @@ int fs_adopt(struct store *store, const struct fs_opts *opts, int fd, const void
 	     struct fs **out)
 {
 	char mnt[PATH_MAX], src[PATH_MAX + 16];
-	const uint8_t *init, *opens = NULL;
-	size_t init_len, opens_len = 0;
+	/* Set by state_parse on success; initialized for -O3's maybe-uninitialized analysis, which
+	 * cannot see through its early returns. */
+	const uint8_t *init = NULL, *opens = NULL;
+	size_t init_len = 0, opens_len = 0;
 	struct fs_opts o = *opts;
 	struct fs *f = NULL;
 	int rc;

@@ -685,7 +685,9 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	/* Reads of up to a chunk: libfuse's buffer already allows 1 MiB (max_pages 256). */
+	conn->max_readahead = FS_READAHEAD_BYTES;
+	fs_mount_readahead(userdata);
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)

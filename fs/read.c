@@ -22,10 +22,13 @@
 #include "util/sha256.h"
 #include "util/thread.h"
 
-#define MAX_DECODE	 (16u << 20) /* decode at most this much of a span beyond what a read needs */
-#define MAX_BEHIND	 (4u << 20) /* ... and this much before it */
-#define READAHEAD_CHUNKS 8 /* a miss fetches this many chunks of the file at most, in one span */
-#define READAHEAD_BYTES	 (8u << 20) /* ... and no more than this many bytes of them */
+#define MAX_DECODE	(16u << 20) /* decode at most this much of a span beyond what a read needs */
+#define MAX_BEHIND	(4u << 20)  /* ... and this much before it */
+#define READAHEAD_BYTES (8u << 20)  /* a miss fetches at most this much of the file, in one span */
+#define READAHEAD_CHUNKS \
+	128 /* ... and this many chunks: counted in bytes, so that a smaller chunk size (pull
+	       --chunk-size 65536: smaller decode units for random reads) does not mean more
+	       requests on a cold read; 8 chunks of the default 1 MiB either way */
 #define BACK_OVERLAP \
 	(64u << 10) /* spans sharing more than this make a miss take the chunk before */
 
@@ -170,7 +173,8 @@ static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct ind
 		     uint32_t ci, struct cchunk **out)
 {
 	const struct index_chunk *c = index_layer_chunk(l->idx, ino->first + ci);
-	struct cchunk *e = fs_cache_get(&eng->cache, c->digest);
+	struct cache_load load;
+	struct cchunk *e = fs_cache_get_or_load(&eng->cache, c->digest, &load);
 	char hex[UTIL_DIGEST_STR_LEN];
 	ssize_t n;
 
@@ -179,13 +183,26 @@ static int chunk_get(struct fs_engine *eng, struct fs_layer *l, const struct ind
 		*out = e;
 		return 0;
 	}
+	/* This reader loads the chunk; concurrent readers of it wait for the cache entry (one store
+	 * read and check per chunk, not one per kernel read). */
 	e = malloc(sizeof(*e) + c->size);
-	if (!e)
+	if (!e) {
+		fs_cache_load_done(&eng->cache, &load);
 		return -ENOMEM;
+	}
 	memcpy(e->digest, c->digest, 32);
 	n = store_chunk_get(eng->store, c->digest, e->data, c->size);
 	if (n == -ENOENT)
 		n = fs_writer_get(eng, c->digest, e->data, c->size); /* fetched, not written yet */
+	if (n >= 0 && (size_t)n == c->size) {
+		fs_stats_count(FS_READ_STORE_HIT);
+		e->len = c->size;
+		*out = fs_cache_insert(&eng->cache, e);
+		fs_cache_load_done(&eng->cache, &load);
+		atomic_store_explicit(&l->warned, 0, memory_order_relaxed);
+		return 0;
+	}
+	fs_cache_load_done(&eng->cache, &load);
 	if (n >= 0)
 		fs_stats_count(FS_READ_STORE_HIT);
 	/* Twice at most: a full store hands fetched chunks over in the cache only, which may trim
@@ -341,7 +358,7 @@ static int wait_inflight(struct fs_engine *eng, struct inflight *in)
 }
 
 /* The tar range a miss on chunk ci of file in fetches: the chunk and the next ones of the same
- * file that are not stored yet, up to READAHEAD_CHUNKS, so that a file read in order costs one
+ * file that are not stored yet, up to READAHEAD_BYTES, so that a file read in order costs one
  * request per few chunks instead of one per chunk (consecutive chunk spans would share a
  * checkpoint interval each). Called with inflight_mu held; does store lookups only. */
 static void miss_range(struct fs_engine *eng, const struct index_layer *idx,

@@ -45,6 +45,55 @@ static void unescape(char *s)
 	*w = '\0';
 }
 
+/* The "major:minor" of the mount on path (the last line of /proc/self/mountinfo for it) into dev.
+ * Returns 1 when found, 0 when not, or negative errno. */
+static int mount_dev(const char *path, char *dev, size_t cap)
+{
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	int found = 0;
+
+	if (!mi)
+		return -errno;
+	while (fgets(line, sizeof(line), mi)) {
+		char *fields[5] = { 0 }, *save = NULL, *tok;
+		int n = 0;
+
+		for (tok = strtok_r(line, " ", &save); tok && n < 5;
+		     tok = strtok_r(NULL, " ", &save))
+			fields[n++] = tok;
+		if (n < 5)
+			continue;
+		unescape(fields[4]);
+		if (strcmp(fields[4], path) == 0) {
+			snprintf(dev, cap, "%s", fields[2]);
+			found = 1;
+		}
+	}
+	fclose(mi);
+	return found;
+}
+
+void fs_mount_readahead(struct fs *f)
+{
+	char dev[64], path[128];
+	FILE *ra;
+
+	if (mount_dev(f->mountpoint, dev, sizeof(dev)) <= 0 || strchr(dev, '/'))
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	ra = fopen(path, "we");
+	if (!ra) {
+		strata_log(LOG_DEBUG, "cannot raise the readahead of %s: %s: %s", f->mountpoint,
+			   path, strerror(errno));
+		return;
+	}
+	fprintf(ra, "%u\n", FS_READAHEAD_BYTES >> 10);
+	if (fclose(ra) != 0)
+		strata_log(LOG_DEBUG, "cannot raise the readahead of %s: %s: %s", f->mountpoint,
+			   path, strerror(errno));
+}
+
 int fs_is_fuse_mount(const char *path, char *type, size_t cap)
 {
 	return fs_mount_info(path, type, cap, NULL, 0);

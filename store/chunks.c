@@ -12,6 +12,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "util/crc32c.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -44,8 +45,9 @@ static int space_left(struct store *s, size_t len)
 
 int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len)
 {
-	size_t cap = ZSTD_compressBound(len) + 1;
+	size_t cap = ZSTD_compressBound(len) + CODEC_CRC_HEADER;
 	char *val;
+	uint32_t crc;
 	size_t vlen;
 	char *err = NULL;
 	int rc;
@@ -67,15 +69,22 @@ int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data,
 	val = malloc(cap);
 	if (!val)
 		return -ENOMEM;
-	vlen = ZSTD_compress(val + 1, cap - 1, data, len, 1);
+	vlen = ZSTD_compress(val + CODEC_CRC_HEADER, cap - CODEC_CRC_HEADER, data, len, 1);
 	if (!ZSTD_isError(vlen) && vlen < len) {
-		val[0] = CODEC_ZSTD;
-		vlen += 1;
+		val[0] = CODEC_ZSTD_CRC;
 	} else {
-		val[0] = CODEC_RAW;
-		memcpy(val + 1, data, len);
-		vlen = len + 1;
+		val[0] = CODEC_RAW_CRC;
+		memcpy(val + CODEC_CRC_HEADER, data, len);
+		vlen = len;
 	}
+	/* data was checked against digest by whoever hands it over (fetch, stream, build, repair);
+	 * the CRC of what is written stands for that check from now on */
+	crc = util_crc32c(0, val + CODEC_CRC_HEADER, vlen);
+	val[1] = (char)(crc & 0xff);
+	val[2] = (char)((crc >> 8) & 0xff);
+	val[3] = (char)((crc >> 16) & 0xff);
+	val[4] = (char)(crc >> 24);
+	vlen += CODEC_CRC_HEADER;
 	rocksdb_put_cf(s->db, s->wo, s->cf[CF_CHUNKS], (const char *)digest, 32, val, vlen, &err);
 	free(val);
 	if (err)
@@ -83,57 +92,96 @@ int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data,
 	return 1;
 }
 
+/* The CRC-32C a version-2 chunk value carries; 0 and *payload, *plen set when val is one with a
+ * matching CRC, -EBADMSG when its CRC does not match or it is too short. */
+static int crc_payload(const char *val, size_t vlen, const char **payload, size_t *plen)
+{
+	const uint8_t *h = (const uint8_t *)val;
+	uint32_t want;
+
+	if (vlen < CODEC_CRC_HEADER)
+		return -EBADMSG;
+	want = (uint32_t)h[1] | (uint32_t)h[2] << 8 | (uint32_t)h[3] << 16 | (uint32_t)h[4] << 24;
+	*payload = val + CODEC_CRC_HEADER;
+	*plen = vlen - CODEC_CRC_HEADER;
+	return util_crc32c(0, *payload, *plen) == want ? 0 : -EBADMSG;
+}
+
+/* Decodes a chunk value into buf (cap bytes): -ENOBUFS when it does not fit, -EBADMSG when it does
+ * not decode, else its length and *checked = 1 when its CRC was checked (else the caller must
+ * check the digest). */
+static ssize_t decode_value(const char *val, size_t vlen, void *buf, size_t cap, int *checked)
+{
+	const char *p;
+	size_t plen, n;
+	int zstd;
+
+	*checked = 0;
+	if (vlen < 1)
+		return -EBADMSG;
+	switch (val[0]) {
+	case CODEC_RAW:
+	case CODEC_ZSTD:
+		p = val + 1;
+		plen = vlen - 1;
+		zstd = val[0] == CODEC_ZSTD;
+		break;
+	case CODEC_RAW_CRC:
+	case CODEC_ZSTD_CRC:
+		if (crc_payload(val, vlen, &p, &plen) < 0)
+			return -EBADMSG;
+		*checked = 1;
+		zstd = val[0] == CODEC_ZSTD_CRC;
+		break;
+	default:
+		return -EBADMSG;
+	}
+	if (!zstd) {
+		if (plen > cap)
+			return -ENOBUFS;
+		memcpy(buf, p, plen);
+		return (ssize_t)plen;
+	}
+	n = ZSTD_decompress(buf, cap, p, plen);
+	if (ZSTD_isError(n))
+		return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOBUFS : -EBADMSG;
+	return (ssize_t)n;
+}
+
 ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, size_t cap)
 {
 	char *err = NULL;
-	rocksdb_pinnableslice_t *v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS],
+	rocksdb_pinnableslice_t *v = rocksdb_get_pinned_cf(s->db, s->ro_chunk, s->cf[CF_CHUNKS],
 							   (const char *)digest, 32, &err);
 	const char *val;
-	size_t vlen, n;
+	size_t vlen;
 	uint8_t check[32];
 	char hex[UTIL_DIGEST_STR_LEN];
 	ssize_t rc;
+	int checked;
 
 	if (err)
 		return store_db_error(err, "chunk read");
 	if (!v)
 		return -ENOENT;
 	val = rocksdb_pinnableslice_value(v, &vlen);
-	if (vlen < 1) {
-		rc = -EBADMSG;
-		goto corrupt;
+	rc = decode_value(val, vlen, buf, cap, &checked);
+	if (rc == -ENOBUFS)
+		goto out;
+	if (rc >= 0 && !checked) {
+		util_sha256(buf, (size_t)rc, check);
+		if (memcmp(check, digest, 32) != 0)
+			rc = -EBADMSG;
 	}
-	if (val[0] == CODEC_RAW) {
-		n = vlen - 1;
-		if (n > cap) {
-			rc = -ENOBUFS;
-			goto out;
-		}
-		memcpy(buf, val + 1, n);
-	} else if (val[0] == CODEC_ZSTD) {
-		n = ZSTD_decompress(buf, cap, val + 1, vlen - 1);
-		if (ZSTD_isError(n)) {
-			rc = ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOBUFS :
-										   -EBADMSG;
-			if (rc == -ENOBUFS)
-				goto out;
-			goto corrupt;
-		}
-	} else {
-		rc = -EBADMSG;
-		goto corrupt;
-	}
-	util_sha256(buf, n, check);
-	if (memcmp(check, digest, 32) != 0) {
-		rc = -EBADMSG;
-		goto corrupt;
-	}
-	rc = (ssize_t)n;
-	goto out;
-corrupt:
+	if (rc >= 0)
+		goto out;
 	util_digest_format(digest, hex);
 	strata_err(EBADMSG, "stored chunk %s is corrupt", hex);
-	strata_log(LOG_ERR, "store: stored chunk %s is corrupt (digest mismatch)", hex);
+	strata_log(LOG_ERR, "store: stored chunk %s is corrupt (%s)", hex,
+		   checked || (vlen >= 1 && (val[0] == CODEC_RAW_CRC || val[0] == CODEC_ZSTD_CRC)) ?
+			   "CRC or encoding mismatch" :
+			   "digest mismatch");
+	rc = -EBADMSG;
 out:
 	rocksdb_pinnableslice_destroy(v);
 	return rc;
@@ -155,23 +203,34 @@ int store_chunk_del(struct store *s, const uint8_t (*digests)[32], size_t n)
 }
 
 /* Verifies one stored chunk value against its key, using *buf (grown as needed) for the
- * decompressed bytes. Returns 0, -EBADMSG or -ENOMEM. */
+ * decompressed bytes: its CRC when it has one, and always its sha256. Returns 0, -EBADMSG or
+ * -ENOMEM. */
 static int verify_chunk(const uint8_t digest[32], const char *val, size_t vlen, void **buf,
 			size_t *cap)
 {
 	uint8_t check[32];
 	unsigned long long n;
-	size_t got;
+	const char *p;
+	size_t plen;
+	ssize_t got;
+	int checked;
 
 	if (vlen < 1)
 		return -EBADMSG;
-	if (val[0] == CODEC_RAW) {
-		util_sha256(val + 1, vlen - 1, check);
+	if (val[0] == CODEC_RAW_CRC || val[0] == CODEC_ZSTD_CRC) {
+		if (crc_payload(val, vlen, &p, &plen) < 0)
+			return -EBADMSG;
+	} else {
+		p = val + 1;
+		plen = vlen - 1;
+	}
+	if (val[0] == CODEC_RAW || val[0] == CODEC_RAW_CRC) {
+		util_sha256(p, plen, check);
 		return memcmp(check, digest, 32) == 0 ? 0 : -EBADMSG;
 	}
-	if (val[0] != CODEC_ZSTD)
+	if (val[0] != CODEC_ZSTD && val[0] != CODEC_ZSTD_CRC)
 		return -EBADMSG;
-	n = ZSTD_getFrameContentSize(val + 1, vlen - 1);
+	n = ZSTD_getFrameContentSize(p, plen);
 	if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN || n > (1ull << 30))
 		return -EBADMSG;
 	if (n > *cap || !*buf) {
@@ -182,10 +241,10 @@ static int verify_chunk(const uint8_t digest[32], const char *val, size_t vlen, 
 		*buf = nb;
 		*cap = n ? (size_t)n : 1;
 	}
-	got = ZSTD_decompress(*buf, *cap, val + 1, vlen - 1);
-	if (ZSTD_isError(got) || got != n)
+	got = decode_value(val, vlen, *buf, *cap, &checked);
+	if (got < 0 || (unsigned long long)got != n)
 		return -EBADMSG;
-	util_sha256(*buf, got, check);
+	util_sha256(*buf, (size_t)got, check);
 	return memcmp(check, digest, 32) == 0 ? 0 : -EBADMSG;
 }
 
@@ -204,6 +263,9 @@ int store_chunk_scan(struct store *s, int verify,
 
 	rocksdb_readoptions_set_snapshot(ro, snap);
 	rocksdb_readoptions_set_fill_cache(ro, 0);
+	/* RocksDB's blob CRC would end the scan at the first rotten value ("Corruption: Blob CRC
+	 * mismatch"), and fsck could not report it: each value is checked here instead. */
+	rocksdb_readoptions_set_verify_checksums(ro, 0);
 	it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_CHUNKS]);
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl, vl;

@@ -8,7 +8,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define STORE_FORMAT_VERSION 1
+/* 2: chunk values carry a CRC-32C (store_i.h); a version-1 store is upgraded when opened (its
+ * chunks stay readable), and older strata refuse a version-2 store. */
+#define STORE_FORMAT_VERSION 2
 #define STORE_DIGEST_LEN     72 /* "sha256:" + 64 hex + NUL */
 
 struct store;
@@ -45,9 +47,10 @@ const char *store_dir(const struct store *s);
  * full disk; writes resume by themselves when space is freed. */
 int store_chunk_put(struct store *s, const uint8_t digest[32], const void *data, size_t len);
 
-/* Reads a chunk into buf (cap bytes) and verifies its digest. Returns its length, -ENOENT when
- * absent, -EBADMSG when the stored bytes do not match the digest (logged), -ENOBUFS when cap is too
- * small, or -EIO. */
+/* Reads a chunk into buf (cap bytes) and checks it: its stored CRC-32C (computed when it entered
+ * the store, from bytes verified against the digest), or for a chunk stored before CRCs its sha256.
+ * Returns its length, -ENOENT when absent, -EBADMSG when the stored bytes do not match (logged),
+ * -ENOBUFS when cap is too small, or -EIO. */
 ssize_t store_chunk_get(struct store *s, const uint8_t digest[32], void *buf, size_t cap);
 
 /* 1 when present, 0 when not, negative errno on error. */

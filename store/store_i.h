@@ -16,7 +16,12 @@
 
 enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
 
-enum { CODEC_RAW = 0, CODEC_ZSTD = 1 };
+/* A chunk value is one codec byte and the payload. RAW and ZSTD (format 1) are checked with
+ * sha256 on every read; RAW_CRC and ZSTD_CRC (format 2) carry the CRC-32C of their payload (4
+ * bytes, little endian, after the codec byte), computed when the chunk entered the store from
+ * bytes checked against its sha256: a read checks the CRC; fsck and scans check the sha256. */
+enum { CODEC_RAW = 0, CODEC_ZSTD = 1, CODEC_RAW_CRC = 2, CODEC_ZSTD_CRC = 3 };
+#define CODEC_CRC_HEADER 5 /* codec byte + CRC-32C */
 
 #define KEY_FORMAT	   "format"
 #define KEY_NEXT_SEQ	   "next_seq"
@@ -44,6 +49,7 @@ struct store {
 	rocksdb_cache_t *cache;
 	rocksdb_column_family_handle_t *cf[CF_COUNT];
 	rocksdb_readoptions_t *ro;
+	rocksdb_readoptions_t *ro_chunk; /* chunk reads: no RocksDB checksums (the CRC-32C is ours) */
 	rocksdb_writeoptions_t *wo;	 /* WAL, unsynced: chunks (refetched if lost) */
 	rocksdb_writeoptions_t *wo_sync; /* WAL, synced: records that acknowledge work */
 	pthread_mutex_t seq_mutex;	 /* serializes layer and pending record changes */

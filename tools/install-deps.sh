@@ -22,6 +22,8 @@ packages=(
 	stargz-snapshotter
 	# bench/cold-start: the containerd baseline, namespaces and traffic shaping, read tracing
 	containerd runc iproute2 strace
+	# bench/warm: the same tree as squashfs through squashfuse, fio for the reads
+	squashfs-tools squashfuse fio
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

@@ -4,11 +4,15 @@ what no remaining image uses, with and without a daemon serving the store.
 
 corner:docker's layers (base gnu upper) are a subset of corner:oci's (base gnu pax upper): removing
 corner:docker frees nothing, removing corner:oci frees exactly the pax layer. Corrupt chunks are
-covered by tests/unit/test_store.c (no RocksDB binding for Python here).
+covered by tests/unit/test_store.c (no RocksDB binding for Python here), and a byte changed in a
+RocksDB blob file on disk by test_chunk_corrupted_on_disk.
 """
 
+import errno
 import json
 import os
+
+import pytest
 
 from harness.fs import bounded
 from harness.images import Fixtures
@@ -140,3 +144,49 @@ def test_fsck_counts_remote_chunks(strata_bin, fixtures, lazy_registry, tmp_path
     assert g["freed_layers"] == 4, g
     f = fsck_json(run)
     assert (f["layers"], f["images"], f["remote_chunks"], f["problems"]) == (0, 0, 0, 0), f
+
+
+def test_chunk_corrupted_on_disk(strata, fixtures, layer_tree, mount):
+    """A byte of a stored chunk changed on disk (bit rot in a RocksDB blob file): a read of the
+    file fails with EIO rather than serve it (the chunk's CRC-32C, checked on every store read
+    instead of RocksDB's checksum and a sha256), fsck reports the chunk, and `fsck --repair`
+    deletes it."""
+    strata("pull", fixtures.ref("corner:oci"))
+    base = fixtures.layers["base"]["digest"]
+    rel = "files/size-C-minus-1"
+    with open(os.path.join(layer_tree(base).path, rel), "rb") as f:
+        data = f.read()
+    needle = data[len(data) // 2:len(data) // 2 + 64]  # incompressible: stored raw
+    hits = 0
+    db = os.path.join(strata.store, "db")
+    for name in sorted(os.listdir(db)):
+        if not name.endswith((".blob", ".sst", ".log")):
+            continue
+        path = os.path.join(db, name)
+        with open(path, "r+b") as f:
+            buf = f.read()
+            at = buf.find(needle)
+            while at >= 0:
+                f.seek(at + 10)
+                f.write(bytes([buf[at + 10] ^ 0x01]))
+                hits += 1
+                at = buf.find(needle, at + 1)
+    assert hits >= 1, "chunk bytes not found in %s" % os.listdir(db)
+
+    m = mount()
+    with pytest.raises(OSError) as e:
+        with open(os.path.join(m.layer(base), rel), "rb") as f:
+            f.read()
+    assert e.value.errno == errno.EIO, e.value
+    assert "is corrupt" in m.stderr(), m.stderr()[-2000:]
+    assert m.umount().returncode == 0 and m.wait_exit() == 0
+
+    p = strata("--json", "fsck", check=False)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout.strip(), (p.returncode, p.stderr)
+    f = json.loads(p.stdout)
+    assert f["bad_chunks"] == 1, f
+    p = strata("--json", "fsck", "--repair", check=False)
+    assert json.loads(p.stdout)["bad_chunks"] == 1, p.stdout
+    f = fsck_json(strata)
+    assert f["bad_chunks"] == 0, f

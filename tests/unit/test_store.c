@@ -21,6 +21,7 @@
 #include "store/store.h"
 #include "tarw.h"
 #include "tmpdir.h"
+#include "util/crc32c.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -312,7 +313,7 @@ static void test_format_version(void **state)
 	assert_int_equal(store_open(tmpdir_path, NULL, &s), -EPROTO);
 	assert_null(s);
 	assert_non_null(strstr(strata_errmsg(EPROTO), "format version 99"));
-	assert_non_null(strstr(strata_errmsg(EPROTO), "supports version 1"));
+	assert_non_null(strstr(strata_errmsg(EPROTO), "supports versions 1 and 2"));
 }
 
 struct scan_seen {
@@ -425,6 +426,69 @@ static void test_chunk_scan_del(void **state)
 	n = 0;
 	assert_int_equal(store_layer_keys(s, key_cb, &n), 0);
 	assert_int_equal(n, 0);
+	store_close(s);
+}
+
+/* Version-2 chunk values carry a CRC-32C of their payload: a read checks it (not the sha256), so
+ * a payload byte changed on disk fails the read with -EBADMSG, and fsck's scan (sha256) finds it;
+ * a version-1 value (no CRC) is still read and checked with its sha256. A version-1 store is
+ * upgraded when opened. */
+static void test_chunk_crc(void **state)
+{
+	struct store *s;
+	struct scan_seen ss = { 0 };
+	uint8_t d1[32], d2[32], buf[4096];
+	char data[3000], val[3000 + 5], old[3000 + 1];
+	uint32_t crc;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (char)(rand() & 0xff);
+	util_sha256(data, sizeof(data), d1);
+	data[0] ^= 1;
+	util_sha256(data, sizeof(data), d2);
+	data[0] ^= 1;
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	store_close(s);
+
+	/* d1: raw with CRC, one payload bit flipped after the CRC was taken (bit rot at rest) */
+	val[0] = 2;
+	memcpy(val + 5, data, sizeof(data));
+	crc = util_crc32c(0, data, sizeof(data));
+	memcpy(val + 1, &crc, 4); /* little endian on the hosts this runs on */
+	val[5 + 100] ^= 0x10;
+	raw_put(1, d1, 32, val, sizeof(val));
+	/* d2: version 1 (raw, no CRC), right bytes */
+	old[0] = 0;
+	memcpy(old + 1, data, sizeof(data));
+	old[1] ^= 1;
+	raw_put(1, d2, 32, old, sizeof(old));
+	raw_put(4, "format", 6, "1", 1);
+
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	assert_int_equal(store_chunk_get(s, d1, buf, sizeof(buf)), -EBADMSG);
+	assert_non_null(strstr(strata_errmsg(EBADMSG), "is corrupt"));
+	assert_int_equal(store_chunk_get(s, d2, buf, sizeof(buf)), sizeof(data));
+	memcpy(ss.d3, d1, 32);
+	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
+	assert_int_equal(ss.n, 2);
+	assert_int_equal(ss.bad, 1);
+	assert_int_equal(ss.bad_is_d3, 1);
+	/* the CRC right again: the payload is still not the digest's, which only the scan sees */
+	store_close(s);
+	crc = util_crc32c(0, val + 5, sizeof(data));
+	memcpy(val + 1, &crc, 4);
+	raw_put(1, d1, 32, val, sizeof(val));
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	memset(&ss.n, 0, sizeof(int) * 4);
+	assert_int_equal(store_chunk_scan(s, 1, scan_cb, &ss), 0);
+	assert_int_equal(ss.bad, 1);
+	assert_int_equal(ss.bad_is_d3, 1);
+	/* a chunk written now carries a CRC and reads back */
+	assert_int_equal(store_chunk_del(s, &d1, 1), 0);
+	assert_int_equal(store_chunk_put(s, d1, data, sizeof(data)), 1);
+	assert_int_equal(store_chunk_get(s, d1, buf, sizeof(buf)), sizeof(data));
+	assert_memory_equal(buf, data, sizeof(data));
 	store_close(s);
 }
 
@@ -777,6 +841,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_format_version, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_scan_del, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_crc, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_meta, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_fsck_gc, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_evict, tmpdir_setup, tmpdir_teardown),
