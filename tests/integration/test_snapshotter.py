@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: Apache-2.0
+"""strata as a containerd proxy snapshotter (`strata mount --snapshotter-socket`), against a private
+containerd whose config.toml has `[proxy_plugins.strata]` (type "snapshot"):
+
+  local snapshots   `ctr images pull --snapshotter strata` unpacks each layer into a snapshot
+                    strata made (Prepare, Mounts, Commit as containerd's overlay snapshotter does),
+                    `ctr run --snapshotter strata` runs the image, `ctr snapshots` ls/usage/rm work
+  persistence       kill -9 of the daemon, restart: containerd lists the same snapshots
+"""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness.containerd import Containerd
+from harness.images import Fixtures, run_mkfixture
+from harness.strata import Mount
+
+SNAP = "strata"
+
+
+@pytest.fixture(scope="module")
+def demo(registry, tmp_path_factory):
+    """demo:latest (busybox; its Cmd prints /hello.txt) pushed to the session registry."""
+    layout = tmp_path_factory.mktemp("snap-demo")
+    run_mkfixture("demo", "--out", layout)
+    registry.push(layout)
+    return Fixtures(layout, registry)
+
+
+class Node:
+    """A strata daemon serving the snapshotter socket, and a containerd using it."""
+
+    def __init__(self, strata_bin, store, tmp_path):
+        for tool in ("containerd", "ctr-remote", "runc"):
+            if not __import__("shutil").which(tool):
+                pytest.fail("missing test tool %s (tools/install-deps.sh installs it)" % tool,
+                            pytrace=False)
+        self.strata_bin = strata_bin
+        self.store = store
+        self.tmp = tmp_path
+        self.ctd = Containerd()
+        self.sock = self.ctd.add_proxy_snapshotter(SNAP)
+        self.mounts = []
+        self.daemon = None
+
+    def start_strata(self):
+        n = len(self.mounts)
+        m = Mount(self.strata_bin, self.store, str(self.tmp / "mnt"),
+                  self.tmp / ("daemon%d.log" % n), ["--snapshotter-socket", self.sock])
+        self.mounts.append(m)
+        m.start()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.sock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(self.sock), m.stderr()
+        self.daemon = m
+        return m
+
+    def start(self):
+        self.start_strata()
+        reason = self.ctd.start()
+        if reason:
+            pytest.skip("a private containerd cannot run here: " + reason)
+
+    def ctr(self, *args, **kw):
+        return self.ctd.ctr(*args, **kw)
+
+    def snapshots(self):
+        """`ctr snapshots ls`: {key: (parent, kind)}."""
+        out = self.ctr("snapshots", "--snapshotter", SNAP, "ls").stdout.splitlines()
+        rows = {}
+        for line in out[1:]:
+            f = line.split()
+            if len(f) == 3:
+                rows[f[0]] = (f[1], f[2])
+            elif len(f) == 2:
+                rows[f[0]] = ("", f[1])
+        return rows
+
+    def stop(self):
+        try:
+            self.ctd.stop()
+        finally:
+            for m in reversed(self.mounts):
+                m.cleanup()
+
+
+@pytest.fixture
+def node(strata_bin, store, tmp_path):
+    n = Node(strata_bin, store, tmp_path)
+    try:
+        n.start()
+        yield n
+    finally:
+        n.stop()
+
+
+def snap_dirs(store):
+    d = os.path.join(store, "snapshots")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_local_pull_run_ls_usage_rm(node, demo, strata):
+    ref = demo.ref("demo:latest")
+    node.ctr("images", "pull", "--plain-http", "--snapshotter", SNAP, ref)
+    snaps = node.snapshots()
+    # two layers, each unpacked into a committed snapshot strata made
+    assert sorted(k for k, (_, kind) in snaps.items() if kind == "Committed") == sorted(snaps)
+    assert len(snaps) == 2, snaps
+    assert len(snap_dirs(node.store)) == 2
+
+    p = node.ctr("run", "--rm", "--snapshotter", SNAP, ref, "snap-run-1", timeout=120)
+    assert p.stdout == demo.meta["paths"]["demo_hello_text"]
+
+    # a container's writes land in its active snapshot's upper dir
+    p = node.ctr("run", "--rm", "--snapshotter", SNAP, ref, "snap-run-2", "/bin/sh", "-c",
+                 "echo written > /new.txt && cat /new.txt", timeout=120)
+    assert p.stdout == "written\n"
+
+    for key in snaps:
+        u = node.ctr("snapshots", "--snapshotter", SNAP, "usage", key).stdout
+        assert key in u
+    # the top layer holds /hello.txt: a non-zero size
+    sizes = [node.ctr("snapshots", "--snapshotter", SNAP, "usage", k).stdout.splitlines()[1]
+             for k in snaps]
+    assert any(not line.split()[1].startswith("0") for line in sizes), sizes
+
+    # fsck checks the records (2 layers; the containers' active snapshots go with containerd's gc)
+    f = strata("fsck", check=False)
+    assert re.search(r"^snapshots +[234]$", f.stdout, re.M), f.stdout + f.stderr
+    assert f.returncode == 0, f.stdout + f.stderr
+
+    # removal: image and snapshots go, and the directories with them
+    node.ctr("images", "rm", "--sync", ref)
+    for key, (parent, _) in sorted(snaps.items(), key=lambda kv: kv[1][0] == ""):
+        node.ctr("snapshots", "--snapshotter", SNAP, "rm", key, check=False)
+    deadline = time.monotonic() + 30
+    while node.snapshots() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node.snapshots() == {}
+    assert snap_dirs(node.store) == []
+
+
+def test_kill9_restart_keeps_snapshots(node, demo):
+    ref = demo.ref("demo:latest")
+    node.ctr("images", "pull", "--plain-http", "--snapshotter", SNAP, ref)
+    node.ctr("snapshots", "--snapshotter", SNAP, "prepare", "active-1",
+             sorted(node.snapshots())[-1] if False else top_key(node))
+    before = node.snapshots()
+    assert "active-1" in before and before["active-1"][1] == "Active"
+    node.daemon.proc.send_signal(signal.SIGKILL)
+    node.daemon.proc.wait(30)
+    node.daemon.cleanup()
+    node.start_strata()
+    deadline = time.monotonic() + 30
+    while True:
+        p = node.ctr("snapshots", "--snapshotter", SNAP, "ls", check=False)
+        if p.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert node.snapshots() == before
+    m = node.ctr("snapshots", "--snapshotter", SNAP, "mounts", "/tmp/x", "active-1").stdout
+    assert "upperdir=" in m and "lowerdir=" in m, m
+
+
+def top_key(node):
+    """The committed snapshot no other one has as parent (the image's top layer)."""
+    snaps = node.snapshots()
+    parents = {p for p, _ in snaps.values()}
+    tops = [k for k, (_, kind) in snaps.items() if kind == "Committed" and k not in parents]
+    assert len(tops) == 1, snaps
+    return tops[0]
