@@ -154,9 +154,15 @@ static int daemon_start(struct daemon *d)
 	}
 	rc = ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
 		       c->dispatch, &d->ctl);
-	if (rc == 0 && c->snapshotter_socket)
-		rc = snapshotter_start(c->snapshotter_socket, d->store, d->fc, d->f, d->mnt,
-				       c->dispatch, &d->snap);
+	if (rc == 0 && c->snapshotter_socket) {
+		/* a pull for the snapshotter runs as a forwarded command does: the daemon's parts */
+		c->store = d->store;
+		c->fetch = d->fc;
+		c->fs = d->f;
+		c->evictor = d->evictor;
+		c->in_daemon = 1;
+		rc = snapshotter_start(c->snapshotter_socket, c, d->mnt, &d->snap);
+	}
 	return rc;
 }
 

@@ -13,32 +13,151 @@
 
 #ifdef STRATA_SNAPSHOTTER
 
+#include <jansson.h>
+
 #include "snap/service.h"
 #include "snap/snapshots.h"
+#include "store/store.h"
+
+/* The labels containerd's CRI plugin puts on a layer's Prepare, and those of `ctr-remote image
+ * rpull` (stargz-snapshotter 0.12: reference and layer digest, no manifest digest). */
+#define LABEL_IMAGE_REF	      "containerd.io/snapshot/cri.image-ref"
+#define LABEL_LAYER_DIGEST    "containerd.io/snapshot/cri.layer-digest"
+#define LABEL_MANIFEST_DIGEST "containerd.io/snapshot/cri.manifest-digest"
+#define LABEL_STARGZ_REF      "containerd.io/snapshot/remote/stargz.reference"
+#define LABEL_STARGZ_DIGEST   "containerd.io/snapshot/remote/stargz.digest"
 
 struct snapshotter {
-	struct store *store;
-	struct fetch_client *fc;
-	struct fs *fs;
-	cli_cmd_fn dispatch;
+	const struct cli *daemon; /* the daemon's options: a pull runs with them */
 	struct snapshots *sn;
 	struct snap_service *svc;
 };
 
-int snapshotter_start(const char *path, struct store *store, struct fetch_client *fc, struct fs *f,
-		      const char *mnt, cli_cmd_fn dispatch, struct snapshotter **out)
+struct image_match {
+	const char *manifest, *layer;
+	int found;
+};
+
+static int image_match_cb(void *ctx, const char *ref, const char *json)
+{
+	struct image_match *im = ctx;
+	json_t *o = json_loads(json, 0, NULL), *l;
+	size_t i;
+
+	(void)ref;
+	if (o && !strcmp(json_string_value(json_object_get(o, "manifest")) ?: "", im->manifest)) {
+		json_array_foreach (json_object_get(o, "layers"), i, l) {
+			if (!strcmp(json_string_value(json_object_get(l, "digest")) ?: "",
+				    im->layer))
+				im->found = 1;
+		}
+	}
+	json_decref(o);
+	return im->found;
+}
+
+/* Runs `strata pull REF` in the daemon, as a forwarded command would; its output is dropped, its
+ * error message kept. Returns 0, or -EIO with strata_err set. */
+static int run_pull(struct snapshotter *s, const char *ref)
+{
+	struct cli c = *s->daemon;
+	char *args[] = { "pull", (char *)ref, NULL };
+	char *errtext = NULL;
+	size_t errlen = 0;
+	int code;
+
+	c.out = fopen("/dev/null", "w");
+	c.err = open_memstream(&errtext, &errlen);
+	c.json = 0;
+	c.tty = 0;
+	c.cmd = "pull";
+	/* the daemon's copies stay with the daemon */
+	c.config_hosts_dir = NULL;
+	c.config_snapshotter_socket = NULL;
+	if (!c.out || !c.err) {
+		if (c.out)
+			fclose(c.out);
+		if (c.err)
+			fclose(c.err);
+		free(errtext);
+		return -ENOMEM;
+	}
+	code = s->daemon->dispatch(&c, 2, args);
+	fclose(c.out);
+	fclose(c.err);
+	if (code != 0) {
+		if (errtext)
+			errtext[strcspn(errtext, "\n")] = '\0';
+		code = strata_err(EIO, "%s", errtext && *errtext ? errtext : "pull failed");
+	}
+	free(errtext);
+	return code;
+}
+
+/* snap_remote_ops.resolve: a layer of an image containerd pulls (its CRI labels) is served from
+ * the mount when `pull` gives it an index (artifact, eStargz TOC); otherwise containerd unpacks it. */
+static int resolve(void *ctx, const char *key, json_t *labels, char *layer, size_t cap)
+{
+	struct snapshotter *s = ctx;
+	const char *ref = json_string_value(json_object_get(labels, LABEL_IMAGE_REF));
+	const char *digest = json_string_value(json_object_get(labels, LABEL_LAYER_DIGEST));
+	const char *manifest = json_string_value(json_object_get(labels, LABEL_MANIFEST_DIGEST));
+	struct image_match im = { manifest, digest, 0 };
+	struct store *st = s->daemon->store;
+	char *pinned = NULL;
+	int rc;
+
+	if (!ref || !digest) {
+		ref = json_string_value(json_object_get(labels, LABEL_STARGZ_REF));
+		digest = json_string_value(json_object_get(labels, LABEL_STARGZ_DIGEST));
+		manifest = NULL;
+		im.layer = digest;
+	}
+	if (!ref || !digest || strlen(digest) >= cap ||
+	    (manifest && strncmp(manifest, "sha256:", 7) != 0))
+		return 0;
+	/* this very image (manifest) registered the layer already: its source vouched for it */
+	rc = manifest ? store_image_list(st, image_match_cb, &im) : 0;
+	if (rc < 0)
+		return rc;
+	if (!im.found) {
+		/* ref@manifest: the manifest containerd resolved, whatever the tag says now (without
+		 * one, the reference as containerd resolved it a moment ago) */
+		if (manifest ? asprintf(&pinned, "%.*s@%s", (int)strcspn(ref, "@"), ref, manifest) <
+				       0 :
+			       !(pinned = strdup(ref)))
+			return -ENOMEM;
+		rc = run_pull(s, pinned);
+		free(pinned);
+		if (rc < 0) {
+			strata_log(LOG_WARNING,
+				   "snapshotter: %s: %s; containerd unpacks layer %s itself", key,
+				   strata_errmsg(rc), digest);
+			strata_err_clear();
+			return 0;
+		}
+	}
+	rc = store_layer_get(st, digest, NULL, NULL, NULL);
+	if (rc < 0) { /* pending (streamed by the daemon) or missing: not lazily served */
+		strata_err_clear();
+		return 0;
+	}
+	snprintf(layer, cap, "%s", digest);
+	return 1;
+}
+
+int snapshotter_start(const char *path, const struct cli *daemon, const char *mnt,
+		      struct snapshotter **out)
 {
 	struct snapshotter *s = calloc(1, sizeof(*s));
+	struct snap_remote_ops remote = { resolve, s };
 	char layers[PATH_MAX];
 	int rc;
 
 	*out = NULL;
 	if (!s)
 		return -ENOMEM;
-	s->store = store;
-	s->fc = fc;
-	s->fs = f;
-	s->dispatch = dispatch;
+	s->daemon = daemon;
 	if (!realpath(mnt, layers))
 		snprintf(layers, sizeof(layers), "%s", mnt);
 	if (strlen(layers) + sizeof("/layers") > sizeof(layers)) {
@@ -46,7 +165,7 @@ int snapshotter_start(const char *path, struct store *store, struct fetch_client
 		return strata_err(ENAMETOOLONG, "mountpoint %s is too long", mnt);
 	}
 	strcat(layers, "/layers");
-	rc = snapshots_new(store, layers, NULL, &s->sn);
+	rc = snapshots_new(daemon->store, layers, &remote, &s->sn);
 	if (rc == 0)
 		rc = snap_service_start(path, s->sn, &s->svc);
 	if (rc < 0) {
@@ -69,10 +188,10 @@ void snapshotter_stop(struct snapshotter *s)
 
 #else
 
-int snapshotter_start(const char *path, struct store *store, struct fetch_client *fc, struct fs *f,
-		      const char *mnt, cli_cmd_fn dispatch, struct snapshotter **out)
+int snapshotter_start(const char *path, const struct cli *daemon, const char *mnt,
+		      struct snapshotter **out)
 {
-	(void)path, (void)store, (void)fc, (void)f, (void)mnt, (void)dispatch;
+	(void)path, (void)daemon, (void)mnt;
 	*out = NULL;
 	return strata_err(ENOTSUP,
 			  "this strata was built without the containerd snapshotter "

@@ -9,13 +9,13 @@
 struct snapshotter;
 
 /*
- * Serves containerd's snapshots API on the unix socket path for the daemon whose store, registry
- * client and mount (at mnt) these are (all borrowed; they outlive snapshotter_stop). dispatch runs
- * `pull` for remote layers. Returns 0 and *out, -ENOTSUP when strata was built without gRPC, or
- * negative errno with strata_err set.
+ * Serves containerd's snapshots API on the unix socket path for the daemon mounted at mnt. daemon
+ * (borrowed; outlives snapshotter_stop) holds its store, registry client, fs and options: a
+ * Prepare with CRI labels runs `pull` through daemon->dispatch with them. Returns 0 and *out,
+ * -ENOTSUP when strata was built without gRPC, or negative errno with strata_err set.
  */
-int snapshotter_start(const char *path, struct store *store, struct fetch_client *fc, struct fs *f,
-		      const char *mnt, cli_cmd_fn dispatch, struct snapshotter **out);
+int snapshotter_start(const char *path, const struct cli *daemon, const char *mnt,
+		      struct snapshotter **out);
 
 /* Stops serving and frees (NULL ok). Snapshot records and directories stay. */
 void snapshotter_stop(struct snapshotter *s);

@@ -6,6 +6,10 @@ containerd whose config.toml has `[proxy_plugins.strata]` (type "snapshot"):
                     strata made (Prepare, Mounts, Commit as containerd's overlay snapshotter does),
                     `ctr run --snapshotter strata` runs the image, `ctr snapshots` ls/usage/rm work
   persistence       kill -9 of the daemon, restart: containerd lists the same snapshots
+  remote layers     `ctr-remote image rpull`: strata registers the image (its index artifact) and
+                    commits each layer as a snapshot itself; `ctr run` reads the layers from the
+                    mount (the registry sees only ranged reads of the layer blobs), writes land in
+                    the container's upper dir
 """
 
 import os
@@ -18,7 +22,8 @@ import pytest
 
 from harness.containerd import Containerd
 from harness.images import Fixtures, run_mkfixture
-from harness.strata import Mount
+from harness.nginx import format_requests, not_ranged
+from harness.strata import Mount, Strata
 
 SNAP = "strata"
 
@@ -175,3 +180,50 @@ def top_key(node):
     tops = [k for k, (_, kind) in snaps.items() if kind == "Committed" and k not in parents]
     assert len(tops) == 1, snaps
     return tops[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# remote layers: ctr-remote image rpull
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def indexed_demo(lazy_registry, tmp_path_factory, strata_bin):
+    """demo:latest on the lazy registry with its strata index artifact (so a pull fetches no layer
+    blob)."""
+    layout = tmp_path_factory.mktemp("snap-demo-indexed")
+    run_mkfixture("demo", "--out", layout)
+    store = tmp_path_factory.mktemp("snap-index-store")
+    lazy_registry.push_indexed(layout, "demo:latest", Strata(strata_bin, str(store)))
+    return Fixtures(layout, lazy_registry)
+
+
+def test_rpull_remote_layers_run(node, indexed_demo, nginx_proxy, tmp_path):
+    nginx = nginx_proxy(indexed_demo.registry)
+    ref = nginx.ref("demo:latest")
+    digests = [indexed_demo.layers[n]["digest"] for n in ("demo-base", "demo-hello")]
+    nginx.clear()
+    node.ctr("image", "rpull", "--plain-http", "--snapshotter", SNAP, ref, timeout=120)
+    snaps = node.snapshots()
+    assert len(snaps) == 2 and all(kind == "Committed" for _, kind in snaps.values()), snaps
+    # strata committed them: no directory of their own, they are layers of the mount
+    assert snap_dirs(node.store) == []
+
+    p = node.ctr("run", "--rm", "--snapshotter", SNAP, ref, "snap-remote-1", timeout=120)
+    assert p.stdout == indexed_demo.meta["paths"]["demo_hello_text"]
+
+    # a container's writes land in its upper dir; the lowerdirs are the mount's layer dirs
+    node.ctr("run", "--snapshotter", SNAP, ref, "snap-remote-2", "/bin/sh", "-c",
+             "echo written > /new.txt", timeout=120)
+    m = node.ctr("snapshots", "--snapshotter", SNAP, "mounts", "/mnt", "snap-remote-2").stdout
+    layers = os.path.join(os.path.realpath(node.daemon.mnt), "layers")
+    want = ":".join("%s/sha256\\:%s" % (layers, d.split(":", 1)[1]) for d in reversed(digests))
+    assert "lowerdir=" + want in m, m
+    upper = re.search(r"upperdir=([^,\s]+)", m).group(1)
+    with open(os.path.join(upper, "new.txt")) as f:
+        assert f.read() == "written\n"
+    node.ctr("containers", "rm", "snap-remote-2")
+
+    reqs = nginx.requests()
+    for d in digests:
+        whole = not_ranged(nginx.blob_requests(d, reqs))
+        assert whole == [], "whole-layer reads of %s:\n%s" % (d, format_requests(reqs))
