@@ -369,7 +369,7 @@ static int check_new(struct snapshots *sn, const char *key, const char *parent)
 
 /* A remote layer: records key's target as a committed snapshot of the layer. -EEXIST when done. */
 static int commit_remote(struct snapshots *sn, const char *parent, json_t *labels,
-			 const char *layer)
+			 const char *layer, const char *image)
 {
 	const char *target = json_string_value(json_object_get(labels, LABEL_TARGET));
 	json_t *rec = NULL;
@@ -385,7 +385,8 @@ static int commit_remote(struct snapshots *sn, const char *parent, json_t *label
 	if (rc < 0)
 		return rc;
 	rec = rec_new(id, SNAP_KIND_COMMITTED, parent, labels);
-	if (!rec || json_object_set_new(rec, "layer", json_string(layer)) < 0) {
+	if (!rec || json_object_set_new(rec, "layer", json_string(layer)) < 0 ||
+	    (*image && json_object_set_new(rec, "image", json_string(image)) < 0)) {
 		json_decref(rec);
 		return -ENOMEM;
 	}
@@ -400,7 +401,7 @@ static int commit_remote(struct snapshots *sn, const char *parent, json_t *label
 int snapshots_prepare(struct snapshots *sn, const char *key, const char *parent, json_t *labels,
 		      int view, struct snap_mount **m, size_t *n)
 {
-	char dir[PATH_MAX], layer[128];
+	char dir[PATH_MAX], layer[512], image[512];
 	json_t *rec = NULL;
 	uint64_t id = 0;
 	int rc, remote = 0;
@@ -413,7 +414,8 @@ int snapshots_prepare(struct snapshots *sn, const char *key, const char *parent,
 		return rc;
 	if (!view && sn->has_remote && labels &&
 	    json_string_value(json_object_get(labels, LABEL_TARGET))) {
-		remote = sn->remote.resolve(sn->remote.ctx, key, labels, layer, sizeof(layer));
+		remote = sn->remote.resolve(sn->remote.ctx, key, labels, layer, image,
+					    sizeof(layer));
 		if (remote < 0)
 			return remote;
 	}
@@ -422,7 +424,7 @@ int snapshots_prepare(struct snapshots *sn, const char *key, const char *parent,
 	if (rc < 0)
 		goto out;
 	if (remote) {
-		rc = commit_remote(sn, parent, labels, layer);
+		rc = commit_remote(sn, parent, labels, layer, image);
 		goto out;
 	}
 	rc = store_snap_next_id(sn->store, &id);
@@ -525,8 +527,9 @@ out:
 	return rc;
 }
 
+/* Finds a record whose field names value. */
 struct child_ctx {
-	const char *key;
+	const char *field, *value;
 	int found;
 };
 
@@ -536,7 +539,7 @@ static int child_cb(void *ctx, const char *key, const char *json)
 	json_t *rec = json_loads(json, 0, NULL);
 
 	(void)key;
-	if (rec && !strcmp(rec_str(rec, "parent"), cc->key))
+	if (rec && !strcmp(rec_str(rec, cc->field), cc->value))
 		cc->found = 1;
 	json_decref(rec);
 	return cc->found;
@@ -544,9 +547,9 @@ static int child_cb(void *ctx, const char *key, const char *json)
 
 int snapshots_remove(struct snapshots *sn, const char *key)
 {
-	struct child_ctx cc = { key, 0 };
+	struct child_ctx cc = { "parent", key, 0 };
 	json_t *rec = NULL;
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], *image = NULL;
 	int rc;
 
 	pthread_mutex_lock(&sn->mu);
@@ -566,14 +569,28 @@ int snapshots_remove(struct snapshots *sn, const char *key)
 		goto out;
 	}
 	rc = store_snap_del(sn->store, key);
+	if (rc == 0 && *rec_str(rec, "image")) {
+		struct child_ctx ic = { "image", rec_str(rec, "image"), 0 };
+
+		if (store_snap_list(sn->store, child_cb, &ic) == 0 && !ic.found)
+			image = strdup(ic.value);
+	}
 	if (rc == 0 && !json_object_get(rec, "layer") &&
-	    snap_path(sn, rec_id(rec), NULL, dir, sizeof(dir)) == 0 && snap_dir_remove(dir) < 0) {
-		strata_log(LOG_WARNING, "snapshotter: %s (Cleanup retries)", strata_errmsg(-EIO));
-		strata_err_clear();
+	    snap_path(sn, rec_id(rec), NULL, dir, sizeof(dir)) == 0) {
+		int err = snap_dir_remove(dir);
+
+		if (err < 0) {
+			strata_log(LOG_WARNING, "snapshotter: %s (Cleanup retries)",
+				   strata_errmsg(err));
+			strata_err_clear();
+		}
 	}
 out:
 	pthread_mutex_unlock(&sn->mu);
 	json_decref(rec);
+	if (image && sn->has_remote && sn->remote.release)
+		sn->remote.release(sn->remote.ctx, image);
+	free(image);
 	return rc;
 }
 
@@ -691,7 +708,8 @@ int snapshots_usage(struct snapshots *sn, const char *key, int64_t *size, int64_
 	if (rc < 0)
 		goto out;
 	if (json_object_get(rec, "layer")) {
-		/* reported by the remote side (slice 4); nothing of it is in this directory */
+		if (sn->has_remote && sn->remote.usage)
+			rc = sn->remote.usage(sn->remote.ctx, rec_str(rec, "layer"), size, inodes);
 	} else if (rec_kind(rec) == SNAP_KIND_COMMITTED) {
 		*size = json_integer_value(json_object_get(rec, "size"));
 		*inodes = json_integer_value(json_object_get(rec, "inodes"));

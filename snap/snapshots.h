@@ -40,10 +40,18 @@ struct snap_mount {
 /* How a remote layer becomes a committed snapshot (tools/snapshotter.c fills it). */
 struct snap_remote_ops {
 	/* Prepare of key carries labels (borrowed): when they name a layer strata can serve lazily,
-	 * register it (as `strata pull` does) and write its digest ("sha256:<hex>") into layer;
-	 * return 1. 0: serve it as a local snapshot (containerd unpacks it). Negative errno: the
-	 * Prepare fails with that error (strata_err set). Called without the snapshots lock. */
-	int (*resolve)(void *ctx, const char *key, json_t *labels, char *layer, size_t cap);
+	 * register it (as `strata pull` does), write its digest ("sha256:<hex>") into layer (cap
+	 * bytes) and into image the name of the image the registration created ("" when it was in
+	 * the store already: not the snapshotter's to remove); return 1. 0: serve it as a local
+	 * snapshot (containerd unpacks it). Negative errno: the Prepare fails with that error
+	 * (strata_err set). Called without the snapshots lock. */
+	int (*resolve)(void *ctx, const char *key, json_t *labels, char *layer, char *image,
+		       size_t cap);
+	/* Usage of a remote layer: its content bytes in the store, and its inodes. 0 or -errno. */
+	int (*usage)(void *ctx, const char *layer, int64_t *size, int64_t *inodes);
+	/* The last snapshot of image (as resolve named it) is gone: forget the image so that
+	 * `strata gc` can reclaim its layers. Called without the snapshots lock. */
+	void (*release)(void *ctx, const char *image);
 	void *ctx;
 };
 

@@ -15,6 +15,8 @@
 
 #include <jansson.h>
 
+#include "fetch/ref.h"
+#include "index/layer.h"
 #include "snap/service.h"
 #include "snap/snapshots.h"
 #include "store/store.h"
@@ -56,12 +58,12 @@ static int image_match_cb(void *ctx, const char *ref, const char *json)
 	return im->found;
 }
 
-/* Runs `strata pull REF` in the daemon, as a forwarded command would; its output is dropped, its
- * error message kept. Returns 0, or -EIO with strata_err set. */
-static int run_pull(struct snapshotter *s, const char *ref)
+/* Runs `strata CMD REF` (pull, rm) in the daemon, as a forwarded command would; its output is
+ * dropped, its error message kept. Returns 0, or -EIO with strata_err set. */
+static int run_cmd(struct snapshotter *s, const char *cmd, const char *ref)
 {
 	struct cli c = *s->daemon;
-	char *args[] = { "pull", (char *)ref, NULL };
+	char *args[] = { (char *)cmd, (char *)ref, NULL };
 	char *errtext = NULL;
 	size_t errlen = 0;
 	int code;
@@ -70,7 +72,7 @@ static int run_pull(struct snapshotter *s, const char *ref)
 	c.err = open_memstream(&errtext, &errlen);
 	c.json = 0;
 	c.tty = 0;
-	c.cmd = "pull";
+	c.cmd = cmd;
 	/* the daemon's copies stay with the daemon */
 	c.config_hosts_dir = NULL;
 	c.config_snapshotter_socket = NULL;
@@ -88,7 +90,7 @@ static int run_pull(struct snapshotter *s, const char *ref)
 	if (code != 0) {
 		if (errtext)
 			errtext[strcspn(errtext, "\n")] = '\0';
-		code = strata_err(EIO, "%s", errtext && *errtext ? errtext : "pull failed");
+		code = strata_err(EIO, "%s", errtext && *errtext ? errtext : "command failed");
 	}
 	free(errtext);
 	return code;
@@ -96,7 +98,7 @@ static int run_pull(struct snapshotter *s, const char *ref)
 
 /* snap_remote_ops.resolve: a layer of an image containerd pulls (its CRI labels) is served from
  * the mount when `pull` gives it an index (artifact, eStargz TOC); otherwise containerd unpacks it. */
-static int resolve(void *ctx, const char *key, json_t *labels, char *layer, size_t cap)
+static int resolve(void *ctx, const char *key, json_t *labels, char *layer, char *image, size_t cap)
 {
 	struct snapshotter *s = ctx;
 	const char *ref = json_string_value(json_object_get(labels, LABEL_IMAGE_REF));
@@ -104,8 +106,9 @@ static int resolve(void *ctx, const char *key, json_t *labels, char *layer, size
 	const char *manifest = json_string_value(json_object_get(labels, LABEL_MANIFEST_DIGEST));
 	struct image_match im = { manifest, digest, 0 };
 	struct store *st = s->daemon->store;
-	char *pinned = NULL;
-	int rc;
+	char *pinned = NULL, *name = NULL, *json = NULL;
+	struct fetch_ref *r;
+	int rc, owned = 0;
 
 	if (!ref || !digest) {
 		ref = json_string_value(json_object_get(labels, LABEL_STARGZ_REF));
@@ -127,9 +130,19 @@ static int resolve(void *ctx, const char *key, json_t *labels, char *layer, size
 				       0 :
 			       !(pinned = strdup(ref)))
 			return -ENOMEM;
-		rc = run_pull(s, pinned);
+		/* the image record this pull makes is the snapshotter's when there was none */
+		if (fetch_ref_parse(pinned, &r) == 0) {
+			name = fetch_ref_string(r);
+			fetch_ref_free(r);
+		}
+		strata_err_clear();
+		owned = name && store_image_get(st, name, &json) == -ENOENT;
+		free(json);
+		strata_err_clear();
+		rc = run_cmd(s, "pull", pinned);
 		free(pinned);
 		if (rc < 0) {
+			free(name);
 			strata_log(LOG_WARNING,
 				   "snapshotter: %s: %s; containerd unpacks layer %s itself", key,
 				   strata_errmsg(rc), digest);
@@ -140,17 +153,61 @@ static int resolve(void *ctx, const char *key, json_t *labels, char *layer, size
 	rc = store_layer_get(st, digest, NULL, NULL, NULL);
 	if (rc < 0) { /* pending (streamed by the daemon) or missing: not lazily served */
 		strata_err_clear();
+		free(name);
 		return 0;
 	}
 	snprintf(layer, cap, "%s", digest);
+	snprintf(image, cap, "%s", owned && strlen(name) < cap ? name : "");
+	free(name);
 	return 1;
+}
+
+/* snap_remote_ops.usage: the layer's content bytes whose chunks are in the store. */
+static int usage(void *ctx, const char *layer, int64_t *size, int64_t *inodes)
+{
+	struct snapshotter *s = ctx;
+	struct index_layer *l = NULL;
+	void *enc = NULL;
+	size_t len = 0;
+	int rc = store_layer_get(s->daemon->store, layer, NULL, &enc, &len);
+
+	if (rc == 0)
+		rc = index_layer_decode(enc, len, &l);
+	free(enc);
+	if (rc < 0)
+		return rc;
+	*inodes = index_layer_ninodes(l);
+	for (uint32_t i = 0; i < index_layer_nchunks(l) && rc >= 0; i++) {
+		const struct index_chunk *c = index_layer_chunk(l, i);
+
+		rc = store_chunk_has(s->daemon->store, c->digest);
+		if (rc == 1)
+			*size += (int64_t)c->size;
+	}
+	index_layer_free(l);
+	return rc < 0 ? rc : 0;
+}
+
+/* snap_remote_ops.release: `strata rm IMAGE`, so gc can reclaim what only it used. */
+static void release(void *ctx, const char *image)
+{
+	int rc = run_cmd(ctx, "rm", image);
+
+	if (rc < 0) {
+		strata_log(LOG_WARNING, "snapshotter: cannot forget image %s: %s", image,
+			   strata_errmsg(rc));
+		strata_err_clear();
+	} else {
+		strata_log(LOG_INFO, "snapshotter: forgot image %s (its last snapshot is gone)",
+			   image);
+	}
 }
 
 int snapshotter_start(const char *path, const struct cli *daemon, const char *mnt,
 		      struct snapshotter **out)
 {
 	struct snapshotter *s = calloc(1, sizeof(*s));
-	struct snap_remote_ops remote = { resolve, s };
+	struct snap_remote_ops remote = { resolve, usage, release, s };
 	char layers[PATH_MAX];
 	int rc;
 

@@ -12,6 +12,7 @@ containerd whose config.toml has `[proxy_plugins.strata]` (type "snapshot"):
                     the container's upper dir
 """
 
+import json
 import os
 import re
 import signal
@@ -197,7 +198,7 @@ def indexed_demo(lazy_registry, tmp_path_factory, strata_bin):
     return Fixtures(layout, lazy_registry)
 
 
-def test_rpull_remote_layers_run(node, indexed_demo, nginx_proxy, tmp_path):
+def test_rpull_remote_layers_run(node, indexed_demo, nginx_proxy, strata):
     nginx = nginx_proxy(indexed_demo.registry)
     ref = nginx.ref("demo:latest")
     digests = [indexed_demo.layers[n]["digest"] for n in ("demo-base", "demo-hello")]
@@ -227,3 +228,20 @@ def test_rpull_remote_layers_run(node, indexed_demo, nginx_proxy, tmp_path):
     for d in digests:
         whole = not_ranged(nginx.blob_requests(d, reqs))
         assert whole == [], "whole-layer reads of %s:\n%s" % (d, format_requests(reqs))
+
+    # usage of a remote layer: its bytes in the store (busybox was read: its chunks are local)
+    usage = {k: node.ctr("snapshots", "--snapshotter", SNAP, "usage", k).stdout.splitlines()[1]
+             for k in snaps}
+    assert any(not u.split()[1].startswith("0") for u in usage.values()), usage
+    assert "demo" in strata("ls").stdout
+
+    # removing the image: containerd's gc removes the snapshots, strata forgets the image it
+    # registered for them (so `strata gc` can reclaim the layers)
+    node.ctr("images", "rm", "--sync", ref)
+    deadline = time.monotonic() + 30
+    while node.snapshots() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node.snapshots() == {}
+    assert "demo" not in strata("ls").stdout
+    strata("gc")
+    assert json.loads(strata("--json", "stats").stdout)["layers"] == 0
