@@ -6,6 +6,8 @@ containerd whose config.toml has `[proxy_plugins.strata]` (type "snapshot"):
                     strata made (Prepare, Mounts, Commit as containerd's overlay snapshotter does),
                     `ctr run --snapshotter strata` runs the image, `ctr snapshots` ls/usage/rm work
   persistence       kill -9 of the daemon, restart: containerd lists the same snapshots
+  takeover          `strata mount --takeover` while a container runs: it keeps running and
+                    reading, containerd keeps using the snapshotter (the new daemon's socket)
   remote layers     `ctr-remote image rpull`: strata registers the image (its index artifact) and
                     commits each layer as a snapshot itself; `ctr run` reads the layers from the
                     mount (the registry sees only ranged reads of the layer blobs), writes land in
@@ -64,6 +66,24 @@ class Node:
         while not os.path.exists(self.sock) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert os.path.exists(self.sock), m.stderr()
+        self.daemon = m
+        return m
+
+    def takeover(self):
+        """`strata mount --takeover` with the same socket: the old daemon hands the mount over and
+        exits 0; the new one serves the socket."""
+        old = self.daemon
+        m = Mount(self.strata_bin, self.store, old.mnt, self.tmp / ("daemon%d.log" % len(self.mounts)),
+                  ["--takeover", "--snapshotter-socket", self.sock])
+        self.mounts.append(m)
+        m.start(wait=False, create=False)
+        m.mounts_before = old.mounts_before
+        assert old.wait_exit(60) == 0, old.stderr() + m.stderr()
+        deadline = time.monotonic() + 60
+        while self.ctr("snapshots", "--snapshotter", SNAP, "ls", check=False).returncode != 0:
+            assert m.proc.poll() is None, m.stderr()
+            assert time.monotonic() < deadline, m.stderr()
+            time.sleep(0.2)
         self.daemon = m
         return m
 
@@ -245,3 +265,26 @@ def test_rpull_remote_layers_run(node, indexed_demo, nginx_proxy, strata):
     assert "demo" not in strata("ls").stdout
     strata("gc")
     assert json.loads(strata("--json", "stats").stdout)["layers"] == 0
+
+
+def test_takeover_while_a_container_runs(node, indexed_demo):
+    ref = indexed_demo.ref("demo:latest")
+    hello = indexed_demo.meta["paths"]["demo_hello_text"]
+    node.ctr("image", "rpull", "--plain-http", "--snapshotter", SNAP, ref, timeout=120)
+    node.ctr("run", "-d", "--snapshotter", SNAP, ref, "snap-long", "/bin/sh", "-c",
+             "while cat /hello.txt > /dev/null; do sleep 0.1; done; echo gone", timeout=120)
+    try:
+        before = node.snapshots()
+        node.takeover()
+        # the container keeps running and reading; containerd keeps using the snapshotter
+        time.sleep(1)
+        tasks = node.ctr("tasks", "ls").stdout
+        assert re.search(r"snap-long\s+\d+\s+RUNNING", tasks), tasks
+        p = node.ctr("tasks", "exec", "--exec-id", "e1", "snap-long", "cat", "/hello.txt")
+        assert p.stdout == hello
+        assert node.snapshots() == before
+        p = node.ctr("run", "--rm", "--snapshotter", SNAP, ref, "snap-after", timeout=120)
+        assert p.stdout == hello
+    finally:
+        node.ctr("tasks", "rm", "-f", "snap-long", check=False)
+        node.ctr("containers", "rm", "snap-long", check=False)
