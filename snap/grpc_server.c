@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -311,6 +312,7 @@ int snap_grpc_start(const char *path, snap_handler_fn handler, void *ctx, struct
 {
 	struct snap_grpc *g;
 	grpc_server_credentials *creds;
+	sigset_t all, old;
 	char *addr = NULL;
 	int rc;
 
@@ -327,6 +329,10 @@ int snap_grpc_start(const char *path, snap_handler_fn handler, void *ctx, struct
 	}
 	g->handler = handler;
 	g->ctx = ctx;
+	/* gRPC starts threads of its own (executors, timers): with every signal blocked, as the
+	 * daemon's other threads, so SIGTERM and friends reach the FUSE loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	grpc_init();
 	g->cq = grpc_completion_queue_create_for_next(NULL);
 	g->server = grpc_server_create(NULL, NULL);
@@ -351,6 +357,7 @@ int snap_grpc_start(const char *path, snap_handler_fn handler, void *ctx, struct
 		rc = strata_err(rc, "cannot start the snapshotter thread");
 		goto fail_started;
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	*out = g;
 	return 0;
 fail_started:
@@ -367,6 +374,7 @@ destroy:
 	grpc_server_destroy(g->server);
 	grpc_completion_queue_destroy(g->cq);
 	grpc_shutdown();
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	unlink(path);
 	free(g->path);
 	free(g);
