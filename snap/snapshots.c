@@ -337,10 +337,11 @@ static json_t *rec_new(uint64_t id, enum snap_kind kind, const char *parent, jso
 {
 	int64_t now = now_ns();
 
-	return json_pack("{s:I, s:s, s:s, s:O, s:I, s:I}", "id", (json_int_t)id, "kind",
+	/* "o" takes the reference: a copy of labels' reference, or the new empty object's */
+	return json_pack("{s:I, s:s, s:s, s:o, s:I, s:I}", "id", (json_int_t)id, "kind",
 			 kind_names[kind], "parent", parent ? parent : "", "labels",
-			 labels ? labels : json_object(), "created", (json_int_t)now, "updated",
-			 (json_int_t)now);
+			 labels ? json_incref(labels) : json_object(), "created", (json_int_t)now,
+			 "updated", (json_int_t)now);
 }
 
 /* Checks that key is free and parent ("" none) a committed snapshot. */
