@@ -96,6 +96,8 @@ static int run_cmd(struct snapshotter *s, const char *cmd, const char *ref)
 	return code;
 }
 
+static void release(void *ctx, const char *image);
+
 /* snap_remote_ops.resolve: a layer of an image containerd pulls (its CRI labels) is served from
  * the mount when `pull` gives it an index (artifact, eStargz TOC); otherwise containerd unpacks it. */
 static int resolve(void *ctx, const char *key, json_t *labels, char *layer, char *image, size_t cap)
@@ -153,6 +155,8 @@ static int resolve(void *ctx, const char *key, json_t *labels, char *layer, char
 	rc = store_layer_get(st, digest, NULL, NULL, NULL);
 	if (rc < 0) { /* pending (streamed by the daemon) or missing: not lazily served */
 		strata_err_clear();
+		if (owned) /* no snapshot will name the image: do not keep it */
+			release(s, name);
 		free(name);
 		return 0;
 	}

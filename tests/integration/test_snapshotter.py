@@ -288,3 +288,20 @@ def test_takeover_while_a_container_runs(node, indexed_demo):
     finally:
         node.ctr("tasks", "rm", "-f", "snap-long", check=False)
         node.ctr("containers", "rm", "snap-long", check=False)
+
+
+def test_rpull_without_index_falls_back_to_local(node, demo, strata):
+    """demo:latest on the session registry has no index artifact and is no eStargz: the daemon
+    streams its layers in the background, and a layer whose stream has not verified yet when
+    containerd prepares it is unpacked by containerd into a local snapshot (this small image's
+    later layers may have streamed already: those are served from the mount). Either way the
+    image runs, and when every layer went local strata keeps no image record for it."""
+    ref = demo.ref("demo:latest")
+    node.ctr("image", "rpull", "--plain-http", "--snapshotter", SNAP, ref, timeout=120)
+    snaps = node.snapshots()
+    assert len(snaps) == 2 and all(kind == "Committed" for _, kind in snaps.values()), snaps
+    local = len(snap_dirs(node.store))
+    p = node.ctr("run", "--rm", "--snapshotter", SNAP, ref, "snap-fallback", timeout=120)
+    assert p.stdout == demo.meta["paths"]["demo_hello_text"]
+    if local == 2:
+        assert "demo" not in strata("ls").stdout
