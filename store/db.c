@@ -14,7 +14,8 @@
 
 #include "util/log.h"
 
-static const char *const cf_names[CF_COUNT] = { "default", "chunks", "layers", "images", "meta" };
+static const char *const cf_names[CF_COUNT] = { "default", "chunks", "layers",
+						"images",  "meta",   "snapshots" };
 
 int store_db_error(char *err, const char *what)
 {
@@ -341,6 +342,8 @@ static uint64_t dir_bytes(const char *path, int depth)
 
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
+		if (depth == 0 && !strcmp(e->d_name, STORE_SNAP_DIR))
+			continue; /* containers' writable layers: not the store's to bound */
 		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
 		if (lstat(sub, &st) < 0)
 			continue;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -183,6 +184,57 @@ static int fsck_image_cb(void *ctx, const char *ref, const char *json)
 	return 0;
 }
 
+/* A snapshot record: JSON with an id and a kind, its parent recorded, its directory there (a
+ * remote snapshot, one with a "layer", has none: it is a layer of the mount). */
+static int fsck_snap_cb(void *ctx, const char *key, const char *json)
+{
+	struct fsck *f = ctx;
+	json_t *o = json_loads(json, 0, NULL);
+	const char *kind = json_string_value(json_object_get(o, "kind"));
+	const char *parent = json_string_value(json_object_get(o, "parent"));
+	json_int_t id = json_integer_value(json_object_get(o, "id"));
+	char dir[4096], *pjson = NULL;
+	struct stat st;
+	int rc = 0;
+
+	if (maint_cancelled(f->h)) {
+		json_decref(o);
+		return -ECANCELED;
+	}
+	f->res->snapshots++;
+	if (!o || !kind || id <= 0 ||
+	    (strcmp(kind, "active") && strcmp(kind, "view") && strcmp(kind, "committed"))) {
+		problem(f, "snapshot %s: unreadable record", key);
+		if (f->repair) {
+			rc = store_snap_del(f->s, key);
+			if (rc == 0)
+				repaired(f, "removed snapshot record %s", key);
+		}
+		goto out;
+	}
+	if (parent && *parent) {
+		rc = store_snap_get(f->s, parent, &pjson);
+		free(pjson);
+		if (rc == -ENOENT)
+			problem(f, "snapshot %s: parent %s is missing", key, parent);
+		if (rc == -ENOENT || rc == -EBADMSG)
+			rc = 0;
+		if (rc < 0)
+			goto out;
+	}
+	if (!json_object_get(o, "layer")) {
+		rc = store_snap_dir(f->s, (uint64_t)id, dir, sizeof(dir) - 4);
+		if (rc < 0)
+			goto out;
+		strcat(dir, "/fs");
+		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+			problem(f, "snapshot %s: directory %s is missing", key, dir);
+	}
+out:
+	json_decref(o);
+	return rc;
+}
+
 int store_fsck(struct store *s, int repair, const struct store_maint_hooks *hooks,
 	       struct store_fsck_result *res)
 {
@@ -201,6 +253,8 @@ int store_fsck(struct store *s, int repair, const struct store_maint_hooks *hook
 		hooks->progress(hooks->ctx, res->chunks, 1);
 	if (rc == 0)
 		rc = store_image_list(s, fsck_image_cb, &f);
+	if (rc == 0)
+		rc = store_snap_list(s, fsck_snap_cb, &f);
 	if (rc == 0)
 		res->remote = f.refs.n - f.present_refs;
 	dset_free(&f.refs);

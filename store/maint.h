@@ -127,14 +127,17 @@ struct store_fsck_result {
 	uint64_t orphans; /* chunks no layer references (gc removes them) */
 	uint64_t remote;  /* referenced chunks not stored yet (fetched when read) */
 	uint64_t layers, images;
+	uint64_t snapshots;	     /* snapshotter records checked */
 	uint64_t problems, repaired; /* hooks->problem and hooks->repaired calls */
 };
 
 /*
  * Verifies the store: every layer record decodes, names its own digest and has its seq entry;
- * every chunk's bytes hash to its digest; every image's layers exist (or are pending). Each
+ * every chunk's bytes hash to its digest; every image's layers exist (or are pending); every
+ * snapshot record parses, its parent exists and a local snapshot has its directory. Each
  * problem goes to hooks->problem. With repair, corrupt chunks are deleted (fetched again when
- * read), undecodable layer records and images whose layers are missing are removed, each reported
+ * read), undecodable layer records and snapshot records, and images whose layers are missing are
+ * removed, each reported
  * to hooks->repaired. Returns 0 (res filled; problems found are not an error) or negative errno
  * (-ECANCELED, -ENOMEM, -EIO with strata_err set).
  */

@@ -275,6 +275,36 @@ int store_counter_add(struct store *s, const char *name, uint64_t delta);
 /* Reads counter name (0 when never written). Returns 0 or negative errno. */
 int store_counter_get(struct store *s, const char *name, uint64_t *value);
 
+/* ---- snapshots (store/snapshots.c): the containerd snapshotter's records, key -> JSON (snap/
+ * defines the JSON), in their own column family; each snapshot's directories live under
+ * <store>/STORE_SNAP_DIR/<id>/. Thread-safe; writes are synced. */
+
+#define STORE_SNAP_DIR "snapshots"
+
+/* Returns 0 and a malloc'd NUL-terminated *json, -ENOENT, or -EIO. */
+int store_snap_get(struct store *s, const char *key, char **json);
+
+/* Stores (replacing) the record of key. Returns 0 or negative errno. */
+int store_snap_put(struct store *s, const char *key, const char *json);
+
+/* Deletes from's record and stores to's in one write (a commit). Returns 0 or negative errno. */
+int store_snap_rename(struct store *s, const char *from, const char *to, const char *json);
+
+/* Deletes key's record. Returns 0 (also when absent) or negative errno. */
+int store_snap_del(struct store *s, const char *key);
+
+/* Calls fn for every record in key order (both borrowed for the call); stops early when fn returns
+ * non-zero and returns that. Returns 0 when all were visited, or negative errno. */
+int store_snap_list(struct store *s, int (*fn)(void *ctx, const char *key, const char *json),
+		    void *ctx);
+
+/* Allocates the next snapshot id (1, 2, ...; never reused). Returns 0 or negative errno. */
+int store_snap_next_id(struct store *s, uint64_t *id);
+
+/* "<store>/snapshots/<id>" into buf (cap bytes; id 0: "<store>/snapshots"). Returns 0, or
+ * -ENAMETOOLONG. */
+int store_snap_dir(const struct store *s, uint64_t id, char *buf, size_t cap);
+
 /* ---- statistics */
 
 struct store_stats {

@@ -14,7 +14,7 @@
 
 #include "store.h"
 
-enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_COUNT };
+enum { CF_DEFAULT, CF_CHUNKS, CF_LAYERS, CF_IMAGES, CF_META, CF_SNAPSHOTS, CF_COUNT };
 
 /* A chunk value is one codec byte and the payload. RAW and ZSTD (format 1) are checked with
  * sha256 on every read; RAW_CRC and ZSTD_CRC (format 2) carry the CRC-32C of their payload (4

@@ -177,6 +177,12 @@ int cli_apply_config(struct cli *c)
 		c->low_speed_s = cfg.low_speed_timeout;
 	if (!c->artifact_trust[0])
 		snprintf(c->artifact_trust, sizeof(c->artifact_trust), "%s", cfg.artifact_trust);
+	if (!c->snapshotter_socket && cfg.snapshotter_socket) {
+		free(c->config_snapshotter_socket);
+		c->config_snapshotter_socket = cfg.snapshotter_socket;
+		c->snapshotter_socket = cfg.snapshotter_socket;
+		cfg.snapshotter_socket = NULL;
+	}
 	if (!c->trusted_keys) {
 		c->trusted_keys = cfg.trusted_keys;
 		c->ntrusted_keys = cfg.ntrusted_keys;
@@ -191,6 +197,8 @@ void cli_config_free(struct cli *c)
 {
 	free(c->config_hosts_dir);
 	c->config_hosts_dir = NULL;
+	free(c->config_snapshotter_socket);
+	c->config_snapshotter_socket = NULL;
 	for (size_t i = 0; i < c->ntrusted_keys; i++)
 		free(c->trusted_keys[i]);
 	free(c->trusted_keys);

@@ -37,6 +37,8 @@ struct cli {
 	char artifact_trust[16]; /* config artifact_trust: "repository", "signed", "none" or "" */
 	char **trusted_keys;	 /* owned: config trusted_keys (paths of PEM public keys) */
 	size_t ntrusted_keys;
+	const char *snapshotter_socket; /* mount: containerd snapshotter socket (flag, else config) */
+	char *config_snapshotter_socket; /* owned: snapshotter_socket as the config file set it */
 	int json;
 	int verbose;
 	int tty; /* err is a terminal: progress may be drawn */

@@ -307,11 +307,19 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 		snprintf(cfg->artifact_trust, sizeof(cfg->artifact_trust), "%s", v->str);
 	} else if (strcmp(key, "trusted_keys") == 0) {
 		return set_trusted_keys(cfg, v, name, line, err, cap);
+	} else if (strcmp(key, "snapshotter_socket") == 0) {
+		if (v->type != V_STRING || v->str[0] != '/')
+			return fail(err, cap, name, line,
+				    "snapshotter_socket: expected an absolute \"path\"");
+		cfg->snapshotter_socket = strdup(v->str);
+		if (!cfg->snapshotter_socket)
+			return -ENOMEM;
 	} else {
 		return fail(err, cap, name, line,
 			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, "
 			    "strict_cache, read_timeout, index_cache, chunk_cache, block_cache, "
-			    "allow_other, low_speed_timeout, artifact_trust, trusted_keys)",
+			    "allow_other, low_speed_timeout, artifact_trust, trusted_keys, "
+			    "snapshotter_socket)",
 			    key);
 	}
 	return 0;
@@ -320,11 +328,19 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 int config_parse(const char *name, const char *text, size_t len, struct config *cfg, char *err,
 		 size_t errcap)
 {
-	static const char *const keys[] = {
-		"quota",	"quota_low_water",   "hosts_dir",      "strict_cache",
-		"read_timeout", "index_cache",	     "chunk_cache",    "block_cache",
-		"allow_other",	"low_speed_timeout", "artifact_trust", "trusted_keys"
-	};
+	static const char *const keys[] = { "quota",
+					    "quota_low_water",
+					    "hosts_dir",
+					    "strict_cache",
+					    "read_timeout",
+					    "index_cache",
+					    "chunk_cache",
+					    "block_cache",
+					    "allow_other",
+					    "low_speed_timeout",
+					    "artifact_trust",
+					    "trusted_keys",
+					    "snapshotter_socket" };
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;
@@ -446,6 +462,8 @@ void config_free(struct config *cfg)
 		return;
 	free(cfg->hosts_dir);
 	cfg->hosts_dir = NULL;
+	free(cfg->snapshotter_socket);
+	cfg->snapshotter_socket = NULL;
 	for (size_t i = 0; i < cfg->ntrusted_keys; i++)
 		free(cfg->trusted_keys[i]);
 	free(cfg->trusted_keys);

@@ -7,6 +7,8 @@ packages=(
 	gcc pkg-config meson ninja-build
 	libfuse3-dev librocksdb-dev libcurl4-openssl-dev libzstd-dev libssl-dev zlib1g-dev
 	libjansson-dev libcmocka-dev
+	# the containerd snapshotter (snap/): gRPC C core, protobuf-c and its compiler
+	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
 	# fuzzing (tests/fuzz): clang with libFuzzer
 	clang libclang-rt-14-dev
 	# run

@@ -37,6 +37,8 @@ static const char usage_text[] =
 	"                                 (32M) and RocksDB blocks (32M) the daemon keeps in memory\n"
 	"                                 [--metrics HOST:PORT|unix:PATH]\n"
 	"                                 serve Prometheus text on GET /metrics\n"
+	"                                 [--snapshotter-socket PATH]\n"
+	"                                 serve containerd's snapshots API (a proxy snapshotter)\n"
 	"  mount --takeover [-f] [options] MNT\n"
 	"                                 restart or upgrade the daemon serving MNT without unmounting:\n"
 	"                                 it hands the mount over, reads pause meanwhile, then go on\n"

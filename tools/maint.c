@@ -75,14 +75,14 @@ static void fsck_print(struct cli *c, const struct store_fsck_result *r, const s
 		       int repair)
 {
 	if (c->json) {
-		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:b, s:O}",
+		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:b, s:O}",
 				      "chunks", (json_int_t)r->chunks, "bad_chunks",
 				      (json_int_t)r->bad, "orphan_chunks", (json_int_t)r->orphans,
 				      "remote_chunks", (json_int_t)r->remote, "layers",
 				      (json_int_t)r->layers, "images", (json_int_t)r->images,
-				      "problems", (json_int_t)json_array_size(o->problems),
-				      "problem_list", o->problems, "repair", repair, "repaired",
-				      o->repaired);
+				      "snapshots", (json_int_t)r->snapshots, "problems",
+				      (json_int_t)json_array_size(o->problems), "problem_list",
+				      o->problems, "repair", repair, "repaired", o->repaired);
 		char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
 		fprintf(c->out, "%s\n", txt ? txt : "{}");
@@ -99,6 +99,8 @@ static void fsck_print(struct cli *c, const struct store_fsck_result *r, const s
 			(unsigned long long)r->remote);
 		fprintf(c->out, "layers         %llu\n", (unsigned long long)r->layers);
 		fprintf(c->out, "images         %llu\n", (unsigned long long)r->images);
+		if (r->snapshots)
+			fprintf(c->out, "snapshots      %llu\n", (unsigned long long)r->snapshots);
 		fprintf(c->out, "problems       %zu%s\n", json_array_size(o->problems),
 			repair && json_array_size(o->repaired) ? " (repaired as listed)" : "");
 	}

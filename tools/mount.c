@@ -19,6 +19,7 @@
 #include "tools/ctl.h"
 #include "tools/metrics.h"
 #include "tools/quota.h"
+#include "tools/snapshotter.h"
 #include "tools/takeover.h"
 #include "util/log.h"
 
@@ -72,6 +73,7 @@ struct daemon {
 	struct quota *evictor;
 	struct metrics *metrics;
 	struct ctl *ctl;
+	struct snapshotter *snap;
 	char real[PATH_MAX]; /* mnt resolved (takeover) */
 	char *state;	     /* the handed-over fs state, until the fs runs */
 	uint32_t slen;
@@ -150,8 +152,18 @@ static int daemon_start(struct daemon *d)
 		if (rc < 0)
 			return rc;
 	}
-	return ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
-			 c->dispatch, &d->ctl);
+	rc = ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
+		       c->dispatch, &d->ctl);
+	if (rc == 0 && c->snapshotter_socket) {
+		/* a pull for the snapshotter runs as a forwarded command does: the daemon's parts */
+		c->store = d->store;
+		c->fetch = d->fc;
+		c->fs = d->f;
+		c->evictor = d->evictor;
+		c->in_daemon = 1;
+		rc = snapshotter_start(c->snapshotter_socket, c, d->mnt, &d->snap);
+	}
+	return rc;
 }
 
 /* Tells the parent, serves until unmounted (or handed over), stops. Returns the exit code. */
@@ -173,6 +185,7 @@ static int daemon_serve(struct daemon *d)
 	free(d->state);
 	d->state = NULL;
 	rc = fs_run(d->f);
+	snapshotter_stop(d->snap);
 	metrics_stop(d->metrics);
 	quota_stop(d->evictor);
 	handed_over = ctl_stop(d->ctl);
@@ -196,6 +209,7 @@ static int daemon_fail(struct daemon *d, int rc)
 {
 	char msg[2048];
 
+	snapshotter_stop(d->snap);
 	ctl_stop(d->ctl);
 	metrics_stop(d->metrics);
 	quota_stop(d->evictor);
@@ -287,8 +301,15 @@ int cmd_mount(struct cli *c, int argc, char **argv)
 			takeover = 1;
 		else if (strcmp(argv[i], "--allow-other") == 0)
 			c->allow_other = 1;
-		else if (strcmp(argv[i], "--metrics") == 0 ||
-			 strncmp(argv[i], "--metrics=", 10) == 0) {
+		else if (strcmp(argv[i], "--snapshotter-socket") == 0 ||
+			 strncmp(argv[i], "--snapshotter-socket=", 21) == 0) {
+			c->snapshotter_socket = argv[i][20] == '=' ? argv[i] + 21 :
+						i + 1 < argc	   ? argv[++i] :
+								     "";
+			if (c->snapshotter_socket[0] != '/')
+				return cli_usage(c, "--snapshotter-socket needs an absolute path");
+		} else if (strcmp(argv[i], "--metrics") == 0 ||
+			   strncmp(argv[i], "--metrics=", 10) == 0) {
 			c->metrics = argv[i][9] == '=' ? argv[i] + 10 :
 				     i + 1 < argc      ? argv[++i] :
 							 "";

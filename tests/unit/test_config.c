@@ -159,6 +159,26 @@ static void test_errors(void **state)
 		     "strata.toml:2: allow_other is set twice");
 }
 
+static void test_snapshotter_socket(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("", &cfg, err), 0);
+	assert_null(cfg.snapshotter_socket);
+	config_free(&cfg);
+	assert_int_equal(parse("snapshotter_socket = \"/run/strata/s.sock\"\n", &cfg, err), 0);
+	assert_string_equal(cfg.snapshotter_socket, "/run/strata/s.sock");
+	config_free(&cfg);
+	assert_null(cfg.snapshotter_socket);
+	expect_error("snapshotter_socket = \"s.sock\"\n",
+		     "strata.toml:1: snapshotter_socket: expected an absolute \"path\"");
+	expect_error("snapshotter_socket = 1\n", "snapshotter_socket: expected an absolute");
+	expect_error("snapshotter_socket = \"/a\"\nsnapshotter_socket = \"/b\"\n",
+		     "strata.toml:2: snapshotter_socket is set twice");
+}
+
 static void test_trust_keys(void **state)
 {
 	struct config cfg;
@@ -231,10 +251,15 @@ static void test_size(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_values),	    cmocka_unit_test(test_cache_keys),
-		cmocka_unit_test(test_allow_other), cmocka_unit_test(test_low_speed_timeout),
-		cmocka_unit_test(test_errors),	    cmocka_unit_test(test_trust_keys),
-		cmocka_unit_test(test_load),	    cmocka_unit_test(test_size),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_cache_keys),
+		cmocka_unit_test(test_allow_other),
+		cmocka_unit_test(test_low_speed_timeout),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_trust_keys),
+		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_size),
+		cmocka_unit_test(test_snapshotter_socket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

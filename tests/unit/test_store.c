@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -157,24 +158,24 @@ static void test_lock(void **state)
 	store_close(s2);
 }
 
-/* Writes key -> val into column family cfi (1 chunks, 2 layers, 4 meta) of the closed store
- * directly. */
+/* Writes key -> val into column family cfi (1 chunks, 2 layers, 4 meta, 5 snapshots) of the
+ * closed store directly. */
 static void raw_put(int cfi, const void *key, size_t klen, const void *val, size_t vlen)
 {
-	const char *names[] = { "default", "chunks", "layers", "images", "meta" };
+	const char *names[] = { "default", "chunks", "layers", "images", "meta", "snapshots" };
 	rocksdb_options_t *o = rocksdb_options_create();
-	const rocksdb_options_t *cfo[5] = { o, o, o, o, o };
-	rocksdb_column_family_handle_t *cf[5];
+	const rocksdb_options_t *cfo[6] = { o, o, o, o, o, o };
+	rocksdb_column_family_handle_t *cf[6];
 	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
 	char path[PATH_MAX + 8], *err = NULL;
 	rocksdb_t *db;
 
 	snprintf(path, sizeof(path), "%s/db", tmpdir_path);
-	db = rocksdb_open_column_families(o, path, 5, names, cfo, cf, &err);
+	db = rocksdb_open_column_families(o, path, 6, names, cfo, cf, &err);
 	assert_null(err);
 	rocksdb_put_cf(db, wo, cf[cfi], key, klen, val, vlen, &err);
 	assert_null(err);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		rocksdb_column_family_handle_destroy(cf[i]);
 	rocksdb_close(db);
 	rocksdb_writeoptions_destroy(wo);
@@ -831,6 +832,81 @@ static void test_evict(void **state)
 	store_close(s);
 }
 
+static int snap_cb(void *ctx, const char *key, const char *json)
+{
+	strcat(ctx, key);
+	strcat(ctx, "=");
+	strcat(ctx, json);
+	strcat(ctx, ";");
+	return 0;
+}
+
+static void snap_problem(void *ctx, const char *msg)
+{
+	strcat(ctx, msg);
+	strcat(ctx, ";");
+}
+
+/* Snapshot records: ids never reused, a commit is one write, fsck finds a missing parent, a
+ * missing directory and an unreadable record (and --repair removes only that one). */
+static void test_snapshots(void **state)
+{
+	struct store *s;
+	struct store_fsck_result res;
+	char all[1024] = "", probs[2048] = "", dir[4096], *json = NULL;
+	struct store_maint_hooks h = { .ctx = probs, .problem = snap_problem };
+	uint64_t a, b;
+
+	(void)state;
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	assert_int_equal(store_snap_next_id(s, &a), 0);
+	assert_int_equal(store_snap_next_id(s, &b), 0);
+	assert_int_equal(a, 1);
+	assert_int_equal(b, 2);
+	assert_int_equal(store_snap_get(s, "ns/1/x", &json), -ENOENT);
+	assert_int_equal(store_snap_put(s, "ns/1/x",
+					"{\"id\":1,\"kind\":\"active\",\"parent\":\"\"}"),
+			 0);
+	assert_int_equal(store_snap_rename(s, "ns/1/x", "c1",
+					   "{\"id\":1,\"kind\":\"committed\",\"parent\":\"\"}"),
+			 0);
+	assert_int_equal(store_snap_get(s, "ns/1/x", &json), -ENOENT);
+	assert_int_equal(store_snap_get(s, "c1", &json), 0);
+	assert_non_null(strstr(json, "committed"));
+	free(json);
+	assert_int_equal(store_snap_put(s, "a2",
+					"{\"id\":2,\"kind\":\"active\",\"parent\":\"gone\"}"),
+			 0);
+	assert_int_equal(store_snap_put(s, "bad", "not json"), 0);
+	assert_int_equal(store_snap_list(s, snap_cb, all), 0);
+	assert_non_null(strstr(all, "a2="));
+	assert_non_null(strstr(all, "c1="));
+	assert_null(strstr(all, "next_id"));
+	assert_int_equal(store_snap_dir(s, 0, dir, sizeof(dir)), 0);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(store_snap_dir(s, 1, dir, sizeof(dir) - 4), 0);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	strcat(dir, "/fs");
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(store_fsck(s, 0, &h, &res), 0);
+	assert_int_equal(res.snapshots, 3);
+	assert_int_equal(res.problems, 3);
+	assert_non_null(strstr(probs, "snapshot a2: parent gone is missing"));
+	assert_non_null(strstr(probs, "snapshot a2: directory"));
+	assert_non_null(strstr(probs, "snapshot bad: unreadable record"));
+	assert_int_equal(store_fsck(s, 1, NULL, &res), 0);
+	assert_int_equal(res.repaired, 1);
+	assert_int_equal(store_snap_get(s, "bad", &json), -ENOENT);
+	/* ids survive a reopen */
+	store_close(s);
+	assert_int_equal(store_open(tmpdir_path, NULL, &s), 0);
+	assert_int_equal(store_snap_next_id(s, &a), 0);
+	assert_int_equal(a, 3);
+	assert_int_equal(store_snap_del(s, "a2"), 0);
+	assert_int_equal(store_snap_del(s, "a2"), 0);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -845,6 +921,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_meta, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_fsck_gc, tmpdir_setup, tmpdir_teardown),
 		cmocka_unit_test_setup_teardown(test_evict, tmpdir_setup, tmpdir_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshots, tmpdir_setup, tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -40,6 +40,17 @@ class Containerd:
             '[plugins."io.containerd.internal.v1.opt"]\n'
             '  path = "%s"\n' % (self.root, self.state, self.address, self.dir / "opt"))
 
+    def add_proxy_snapshotter(self, name="strata"):
+        """Adds `[proxy_plugins.NAME]` (type "snapshot") to the config (before start()); returns the
+        socket path containerd will dial, in this containerd's own directory."""
+        address = str(self.dir / ("%s.sock" % name))
+        with open(self.config, "a") as f:
+            f.write('[proxy_plugins]\n'
+                    '  [proxy_plugins.%s]\n'
+                    '    type = "snapshot"\n'
+                    '    address = "%s"\n' % (name, address))
+        return address
+
     def log_tail(self, n=20):
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
