@@ -533,8 +533,8 @@ static int collect_chunks(struct index_builder *b, struct layout *lo)
 	for (size_t i = 0; i < lo->ninodes; i++) {
 		struct bnode *n = &b->nodes[lo->order[i]];
 
-		if (!S_ISREG(n->a.mode))
-			continue;
+		if (!S_ISREG(n->a.mode) || n->nchunks == 0)
+			continue; /* b->chunks is NULL in a layer of empty files */
 		memcpy(&lo->chunks[lo->nchunks], &b->chunks[n->chunk_first],
 		       n->nchunks * sizeof(*lo->chunks));
 		lo->nchunks += n->nchunks;
