@@ -10,12 +10,10 @@
 #include <sys/statvfs.h>
 
 #include "fs_i.h"
+#include "rootfs_i.h"
 #include "index/layer.h"
 #include "store/store.h"
 #include "stream.h"
-
-#define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
-#define VIEW_TIMEOUT	1.0	/* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- attributes */
 
@@ -31,7 +29,7 @@ static void view_stat(struct fs *f, fuse_ino_t ino, struct stat *st)
 	st->st_atim = f->start;
 }
 
-static void node_stat(const struct fs_layer *l, uint32_t node, struct stat *st)
+void fs_node_stat(const struct fs_layer *l, uint32_t node, struct stat *st)
 {
 	const struct index_inode *in = index_layer_inode(l->idx, node);
 
@@ -61,24 +59,24 @@ static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeo
 	if (ino == INO_ROOT || ino == INO_LAYERS) {
 		view_stat(f, ino, st);
 		if (ino == INO_ROOT)
-			st->st_nlink = 3;
-		*timeout = VIEW_TIMEOUT;
+			st->st_nlink = 4;
+		*timeout = FS_VIEW_TIMEOUT;
 		return 0;
 	}
+	if (fs_view_ino(ino))
+		return fs_view_stat(f, ino, st, timeout);
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
 		return rc;
-	node_stat(l, node, st);
+	fs_node_stat(l, node, st);
 	fs_layer_put(&f->eng, l);
-	*timeout = CONTENT_TIMEOUT;
+	*timeout = FS_CONTENT_TIMEOUT;
 	return 0;
 }
 
 /* ---------------------------------------------------------------- lookup, getattr, readlink */
 
-/* fs_layer_load(), waiting for a pending layer (recorded by a pull, its blob streaming) to be
- * streamed, verified and indexed: bounded while the stream makes progress. */
-static int layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out)
+int fs_layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out)
 {
 	int rc = fs_layer_load(&f->eng, digest, out);
 
@@ -99,17 +97,22 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 
 	memset(e, 0, sizeof(*e));
 	if (parent == INO_ROOT) {
-		if (strcmp(name, LAYERS_NAME) != 0)
+		if (strcmp(name, LAYERS_NAME) == 0)
+			e->ino = INO_LAYERS;
+		else if (strcmp(name, IMAGES_NAME) == 0)
+			e->ino = INO_IMAGES;
+		else
 			return -ENOENT;
-		e->ino = INO_LAYERS;
 		rc = any_stat(f, e->ino, &e->attr, &e->attr_timeout);
 		e->entry_timeout = e->attr_timeout;
 		return rc;
 	}
+	if (fs_view_ino(parent))
+		return fs_view_lookup(f, parent, name, e);
 	if (parent == INO_LAYERS) {
 		if (strncmp(name, "sha256:", 7) != 0 || strlen(name) != 71)
 			return -ENOENT;
-		rc = layer_load_wait(f, name, &l);
+		rc = fs_layer_load_wait(f, name, &l);
 		if (rc < 0)
 			return rc == -ENOENT ? -ENOENT : rc;
 		child = 0;
@@ -125,8 +128,8 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 	}
 	/* stat through the reference held: the layer is not loaded twice */
 	e->ino = fs_layer_ino(l, (uint32_t)child);
-	node_stat(l, (uint32_t)child, &e->attr);
-	e->attr_timeout = CONTENT_TIMEOUT;
+	fs_node_stat(l, (uint32_t)child, &e->attr);
+	e->attr_timeout = FS_CONTENT_TIMEOUT;
 	e->entry_timeout = e->attr_timeout;
 	fs_layer_put(&f->eng, l);
 	return 0;
@@ -158,6 +161,25 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, timeout);
 }
 
+/* For an inode of the images/ view, *ino becomes the layer inode it shows. Returns 0, -EISDIR
+ * for a directory of the view itself, or negative errno. */
+static int layer_ino(struct fs *f, fuse_ino_t *ino)
+{
+	fuse_ino_t src;
+	uint32_t mode;
+	int rc;
+
+	if (!fs_view_ino(*ino))
+		return 0;
+	rc = fs_view_src(f, *ino, &src, &mode);
+	if (rc < 0)
+		return rc;
+	if (!src)
+		return -EISDIR;
+	*ino = src;
+	return 0;
+}
+
 /* The target of symlink ino, malloc'd into *target. Returns 0 or negative errno. */
 static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 {
@@ -165,11 +187,14 @@ static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 	struct fs_layer *l;
 	uint32_t node;
 	int link;
-	int rc = fs_layer_of(&f->eng, ino, &l, &node);
+	int rc = layer_ino(f, &ino);
 
 	*target = NULL;
 	if (rc < 0)
-		return ino <= INO_LAYERS ? -EINVAL : rc;
+		return rc == -EISDIR ? -EINVAL : rc;
+	rc = fs_layer_of(&f->eng, ino, &l, &node);
+	if (rc < 0)
+		return ino <= INO_IMAGES ? -EINVAL : rc;
 	in = index_layer_inode(l->idx, node);
 	link = S_ISLNK(in->mode);
 	*target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
@@ -292,6 +317,8 @@ static int do_opendir(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 			return rc;
 		if (!S_ISDIR(st.st_mode))
 			return -ENOTDIR;
+		if (ino == INO_IMAGES)
+			return 0;
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
 		return 0;
@@ -344,17 +371,17 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct
 	}
 	idx -= 2;
 	if (ino == INO_ROOT) {
-		if (idx > 0)
+		if (idx > 1)
 			return 0;
-		strcpy(name, LAYERS_NAME);
-		*child = INO_LAYERS;
+		strcpy(name, idx == 0 ? LAYERS_NAME : IMAGES_NAME);
+		*child = idx == 0 ? INO_LAYERS : INO_IMAGES;
 		return 1;
 	}
 	if (ino == INO_LAYERS) {
 		if (!d || (size_t)idx >= d->n)
 			return 0;
 		strcpy(name, d->names[idx]);
-		rc = layer_load_wait(f, name, cl);
+		rc = fs_layer_load_wait(f, name, cl);
 		if (rc < 0)
 			return rc;
 		*child = fs_layer_ino(*cl, 0);
@@ -381,12 +408,12 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct
 static void entry_stat(struct fs *f, fuse_ino_t child, struct fs_layer *dl, struct fs_layer *cl,
 		       struct stat *st, double *timeout)
 {
-	if (child <= INO_LAYERS) {
+	if (child <= INO_IMAGES) {
 		any_stat(f, child, st, timeout); /* cannot fail */
 		return;
 	}
-	node_stat(cl ? cl : dl, (uint32_t)child, st);
-	*timeout = CONTENT_TIMEOUT;
+	fs_node_stat(cl ? cl : dl, (uint32_t)child, st);
+	*timeout = FS_CONTENT_TIMEOUT;
 }
 
 /* Lists directory ino from entry off on into *out (malloc'd, size bytes), as readdir (plus 0) or
@@ -402,6 +429,8 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 	char name[NAME_MAX + 1];
 	int rc = 0;
 
+	if (fs_view_ino(ino))
+		return fs_view_readdir(req, f, ino, size, off, plus, out, used);
 	*out = NULL;
 	*used = 0;
 	if (ino == INO_LAYERS) {
@@ -449,7 +478,7 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 
 			memset(&st, 0, sizeof(st));
 			st.st_ino = child;
-			if (idx < 2 || child <= INO_LAYERS || (child & 0xffffffffu) == 0) {
+			if (idx < 2 || child <= INO_IMAGES || (child & 0xffffffffu) == 0) {
 				st.st_mode = S_IFDIR;
 			} else {
 				double t;
@@ -508,7 +537,7 @@ static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	if (ino <= INO_LAYERS)
+	if (ino <= INO_IMAGES)
 		return -EISDIR;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
@@ -526,10 +555,14 @@ static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* Opens ino (of the images/ view: the layer file it shows, counted open under its layer inode). */
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
-	int rc = do_open(f, ino, fi);
+	int rc = layer_ino(f, &ino);
+
+	if (rc == 0)
+		rc = do_open(f, ino, fi);
 
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -542,8 +575,22 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *f = fuse_req_userdata(req);
 
 	(void)fi;
-	fs_open_count(f, ino, -1);
+	if (layer_ino(f, &ino) == 0) /* the number op_open counted */
+		fs_open_count(f, ino, -1);
 	fuse_reply_err(req, 0);
+}
+
+/* Reads ino (of the images/ view: the layer file it shows). */
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	int rc = layer_ino(f, &ino);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_read(req, ino, size, off, fi);
 }
 
 /* ---------------------------------------------------------------- xattrs, statfs */
@@ -560,8 +607,13 @@ static int find_xattr(struct fs *f, fuse_ino_t ino, const char *name, struct fs_
 
 	*l = NULL;
 	*x = NULL;
-	if (ino <= INO_LAYERS)
+	if (ino <= INO_IMAGES)
 		return -ENODATA;
+	if (fs_view_ino(ino) && fs_view_hidden_xattr(name, nlen))
+		return -ENODATA;
+	rc = layer_ino(f, &ino);
+	if (rc < 0)
+		return rc == -EISDIR ? -ENODATA : rc;
 	rc = fs_layer_of(&f->eng, ino, l, &node);
 	if (rc < 0)
 		return rc;
@@ -607,18 +659,27 @@ static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, si
 	struct fs_layer *l;
 	uint32_t node;
 	size_t pos = 0;
+	int view = fs_view_ino(ino);
 	int rc;
 
 	*buf = NULL;
 	*total = 0;
-	if (ino <= INO_LAYERS)
+	if (ino <= INO_IMAGES)
 		return 0;
+	rc = layer_ino(f, &ino);
+	if (rc < 0)
+		return rc == -EISDIR ? 0 : rc;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
 		return rc;
 	in = index_layer_inode(l->idx, node);
-	for (uint32_t i = 0; i < in->nxattrs; i++)
-		*total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
+	for (uint32_t i = 0; i < in->nxattrs; i++) {
+		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
+
+		if (!view ||
+		    !fs_view_hidden_xattr(index_layer_str(l->idx, x->name_off), x->name_len))
+			*total += x->name_len + 1;
+	}
 	if (size == 0)
 		goto out;
 	if (size < *total) {
@@ -633,6 +694,8 @@ static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, si
 	for (uint32_t i = 0; i < in->nxattrs; i++) {
 		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
 
+		if (view && fs_view_hidden_xattr(index_layer_str(l->idx, x->name_off), x->name_len))
+			continue;
 		memcpy(*buf + pos, index_layer_str(l->idx, x->name_off), x->name_len);
 		pos += x->name_len;
 		(*buf)[pos++] = '\0';
@@ -694,7 +757,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.readlink = op_readlink,
 	.open = op_open,
 	.release = op_release,
-	.read = fs_op_read,
+	.read = op_read,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,
