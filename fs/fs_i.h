@@ -18,6 +18,7 @@
 struct fs_streamer;
 struct dir_handle;
 struct fs_rootfs;
+struct fs_als;
 
 /* The two synthetic directories; a layer's inodes are numbered as fs_layer_of says (engine_i.h). */
 #define INO_ROOT    FUSE_ROOT_ID
@@ -84,6 +85,7 @@ struct fs {
 	struct open_ino *opens;	  /* files open on the mount; protected by open_mu */
 	size_t nopens, capopens;  /* protected by open_mu */
 	struct fs_rootfs *rootfs; /* the images/ view (rootfs.c) */
+	struct fs_als *als;	  /* the store/ view (als.c) */
 };
 
 /* ---- FUSE operations (ops.c, read.c) */

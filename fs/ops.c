@@ -10,6 +10,7 @@
 #include <sys/statvfs.h>
 
 #include "fs_i.h"
+#include "als_i.h"
 #include "rootfs_i.h"
 #include "index/layer.h"
 #include "store/store.h"
@@ -59,7 +60,7 @@ static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeo
 	if (ino == INO_ROOT || ino == INO_LAYERS) {
 		view_stat(f, ino, st);
 		if (ino == INO_ROOT)
-			st->st_nlink = 4;
+			st->st_nlink = 5;
 		*timeout = FS_VIEW_TIMEOUT;
 		return 0;
 	}
@@ -101,6 +102,8 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 			e->ino = INO_LAYERS;
 		else if (strcmp(name, IMAGES_NAME) == 0)
 			e->ino = INO_IMAGES;
+		else if (strcmp(name, STORE_NAME) == 0)
+			e->ino = INO_STORE;
 		else
 			return -ENOENT;
 		rc = any_stat(f, e->ino, &e->attr, &e->attr_timeout);
@@ -194,7 +197,7 @@ static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 		return rc == -EISDIR ? -EINVAL : rc;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
-		return ino <= INO_IMAGES ? -EINVAL : rc;
+		return ino <= INO_STORE ? -EINVAL : rc;
 	in = index_layer_inode(l->idx, node);
 	link = S_ISLNK(in->mode);
 	*target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
@@ -317,7 +320,7 @@ static int do_opendir(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 			return rc;
 		if (!S_ISDIR(st.st_mode))
 			return -ENOTDIR;
-		if (ino == INO_IMAGES)
+		if (ino == INO_IMAGES || ino == INO_STORE)
 			return 0;
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
@@ -371,10 +374,13 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct
 	}
 	idx -= 2;
 	if (ino == INO_ROOT) {
-		if (idx > 1)
+		static const char *const names[] = { LAYERS_NAME, IMAGES_NAME, STORE_NAME };
+		static const fuse_ino_t inos[] = { INO_LAYERS, INO_IMAGES, INO_STORE };
+
+		if (idx > 2)
 			return 0;
-		strcpy(name, idx == 0 ? LAYERS_NAME : IMAGES_NAME);
-		*child = idx == 0 ? INO_LAYERS : INO_IMAGES;
+		strcpy(name, names[idx]);
+		*child = inos[idx];
 		return 1;
 	}
 	if (ino == INO_LAYERS) {
@@ -408,7 +414,7 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct
 static void entry_stat(struct fs *f, fuse_ino_t child, struct fs_layer *dl, struct fs_layer *cl,
 		       struct stat *st, double *timeout)
 {
-	if (child <= INO_IMAGES) {
+	if (child <= INO_STORE) {
 		any_stat(f, child, st, timeout); /* cannot fail */
 		return;
 	}
@@ -478,7 +484,7 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 
 			memset(&st, 0, sizeof(st));
 			st.st_ino = child;
-			if (idx < 2 || child <= INO_IMAGES || (child & 0xffffffffu) == 0) {
+			if (idx < 2 || child <= INO_STORE || (child & 0xffffffffu) == 0) {
 				st.st_mode = S_IFDIR;
 			} else {
 				double t;
@@ -537,7 +543,7 @@ static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	if (ino <= INO_IMAGES)
+	if (ino <= INO_STORE)
 		return -EISDIR;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
@@ -559,8 +565,17 @@ static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
-	int rc = layer_ino(f, &ino);
+	int rc;
 
+	if (fs_als_file(ino)) {
+		rc = fs_als_open(f, ino, fi);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_open(req, fi);
+		return;
+	}
+	rc = layer_ino(f, &ino);
 	if (rc == 0)
 		rc = do_open(f, ino, fi);
 
@@ -585,12 +600,34 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
-	int rc = layer_ino(f, &ino);
+	int rc;
 
+	if (fs_als_file(ino)) {
+		fs_als_read(req, f, ino, size, off);
+		return;
+	}
+	rc = layer_ino(f, &ino);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
 		fs_op_read(req, ino, size, off, fi);
+}
+
+/* Creating a file is refused, but for the "use" notification of MNT/store (als.c), which is
+ * answered ENOENT as containers/storage expects of a notification-aware store. Reached only
+ * where the mount is not read-only to the kernel. */
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	(void)mode;
+	(void)fi;
+	fuse_reply_err(req, -fs_als_use(fuse_req_userdata(req), parent, name));
+}
+
+/* rmdir is refused, but for the release notification of a layer of MNT/store (als.c). */
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_als_release(fuse_req_userdata(req), parent, name));
 }
 
 /* ---------------------------------------------------------------- xattrs, statfs */
@@ -607,7 +644,7 @@ static int find_xattr(struct fs *f, fuse_ino_t ino, const char *name, struct fs_
 
 	*l = NULL;
 	*x = NULL;
-	if (ino <= INO_IMAGES)
+	if (ino <= INO_STORE)
 		return -ENODATA;
 	if (fs_view_ino(ino) && fs_view_hidden_xattr(name, nlen))
 		return -ENODATA;
@@ -664,7 +701,7 @@ static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, si
 
 	*buf = NULL;
 	*total = 0;
-	if (ino <= INO_IMAGES)
+	if (ino <= INO_STORE)
 		return 0;
 	rc = layer_ino(f, &ino);
 	if (rc < 0)
@@ -758,6 +795,8 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.open = op_open,
 	.release = op_release,
 	.read = op_read,
+	.create = op_create,
+	.rmdir = op_rmdir,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

@@ -12,13 +12,14 @@
 
 #include "fs_i.h"
 #include "index/layer.h"
+#include "als_i.h"
 #include "merge_i.h"
 #include "rootfs_i.h"
 #include "store/store.h"
 #include "util/log.h"
 
 #define OPAQUE_XATTR "trusted.overlay.opaque"
-#define SLOT_MASK    0x7fffffffu
+#define SLOT_MASK    0x3fffffffu /* bit 62 is the layer store's (als_i.h) */
 
 /* A registered image as the view knows it: its record when first seen, its merged tree once its
  * rootfs was looked up. Never freed before the mount ends (inode numbers point at it). */
@@ -122,7 +123,7 @@ int fs_ref_unescape(const char *name, char *out, size_t cap)
 	return (int)n;
 }
 
-/* The slot of an image: FNV-1a of its reference and manifest digest, 31 bits. */
+/* The slot of an image: FNV-1a of its reference and manifest digest, 30 bits. */
 static uint32_t slot_hash(const char *ref, const char *manifest)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
@@ -406,6 +407,8 @@ int fs_view_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeout)
 	uint32_t node;
 	int rc;
 
+	if (fs_als_ino(ino))
+		return fs_als_stat(f, ino, st, timeout);
 	*timeout = FS_VIEW_TIMEOUT;
 	if (ino == INO_IMAGES) {
 		dir_stat(f, ino, 2, st);
@@ -429,6 +432,8 @@ int fs_view_src(struct fs *f, fuse_ino_t ino, fuse_ino_t *src, uint32_t *mode)
 	uint32_t node;
 	int rc;
 
+	if (fs_als_ino(ino))
+		return fs_als_src(f, ino, src, mode);
 	*src = 0;
 	*mode = S_IFDIR;
 	if (ino == INO_IMAGES)
@@ -451,6 +456,8 @@ int fs_view_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct fus
 	int64_t child;
 	int rc;
 
+	if (fs_als_ino(parent))
+		return fs_als_lookup(f, parent, name, e);
 	memset(e, 0, sizeof(*e));
 	if (parent == INO_IMAGES) {
 		char ref[PATH_MAX];
@@ -586,6 +593,8 @@ int fs_view_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, o
 	char *buf;
 	int rc = 0;
 
+	if (fs_als_ino(ino))
+		return fs_als_readdir(req, f, ino, size, off, plus, out, used);
 	*out = NULL;
 	*used = 0;
 	if (ino == INO_IMAGES)

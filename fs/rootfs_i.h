@@ -13,21 +13,22 @@
 struct fs;
 struct fs_rootfs;
 
-#define INO_IMAGES  3 /* MNT/images */
+#define INO_IMAGES  3 /* MNT/images; 4 is MNT/store (als_i.h) */
 #define IMAGES_NAME "images"
 #define ROOTFS_NAME "rootfs"
 
 /*
  * Inode numbers of the images/ view carry FS_VIEW_BIT (layer seqs stay below 2^31): the image's
- * slot in bits 32..62, a hash of its reference and manifest digest (so the numbers are derivable
+ * slot in bits 32..61 (bit 62 marks the layer store's inodes, als_i.h), a hash of its reference and manifest digest (so the numbers are derivable
  * from the store, across a takeover too), and in the low 32 bits 0 for the image's directory or
  * the merged node + 1.
  */
 #define FS_VIEW_BIT (1ull << 63)
 
+/* An inode of images/ or of store/ (als_i.h). */
 static inline int fs_view_ino(fuse_ino_t ino)
 {
-	return ino == INO_IMAGES || (ino & FS_VIEW_BIT);
+	return ino == INO_IMAGES || ino == 4 || (ino & FS_VIEW_BIT);
 }
 
 /* Creates the view's state (no image is read yet). Returns 0 and *out or -ENOMEM. */
@@ -35,6 +36,8 @@ int fs_rootfs_create(struct fs_rootfs **out);
 
 /* Frees the view's state and every merged tree (NULL ok). No request may run. */
 void fs_rootfs_free(struct fs_rootfs *r);
+
+/* The operations below serve the inodes of store/ too, through als.c. */
 
 /* Attributes of view inode ino. Returns 0 or negative errno (-ESTALE: an image no longer in
  * the store). */

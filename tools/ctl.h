@@ -41,4 +41,11 @@ int ctl_start(struct store *store, struct fetch_client *fc, struct fs *f, struct
  */
 int ctl_stop(struct ctl *c);
 
+/*
+ * Runs `strata pull REF` inside the daemon, as a forwarded pull runs, with the global options of
+ * dc (the daemon's own: store, hosts dir, config, strict cache): MNT/store's resolver. Its output
+ * is dropped. Returns 0, or -ENOENT with strata_err set to the pull's error line. Thread-safe.
+ */
+int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref);
+
 #endif

@@ -20,6 +20,8 @@ packages=(
 	stargz-snapshotter
 	# bench/cold-start: the containerd baseline, namespaces and traffic shaping, read tracing
 	containerd runc iproute2 strace
+	# the podman additional layer store tests (tests/integration/test_podman.py)
+	podman
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

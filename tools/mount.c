@@ -134,7 +134,15 @@ static int daemon_mount(struct daemon *d)
 	return rc;
 }
 
-/* The quota evictor, the metrics endpoint and the control socket. */
+/* MNT/store's resolver: a reference podman asks for that the store lacks is pulled here. */
+static int daemon_resolve(void *ctx, const char *ref)
+{
+	struct daemon *d = ctx;
+
+	return ctl_pull(d->ctl, d->c, ref);
+}
+
+/* The quota evictor, the metrics endpoint and the control socket (and MNT/store's resolver). */
 static int daemon_start(struct daemon *d)
 {
 	struct cli *c = d->c;
@@ -150,8 +158,11 @@ static int daemon_start(struct daemon *d)
 		if (rc < 0)
 			return rc;
 	}
-	return ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
-			 c->dispatch, &d->ctl);
+	rc = ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
+		       c->dispatch, &d->ctl);
+	if (rc == 0)
+		fs_set_resolver(d->f, daemon_resolve, d);
+	return rc;
 }
 
 /* Tells the parent, serves until unmounted (or handed over), stops. Returns the exit code. */
