@@ -225,3 +225,26 @@ def test_podman_run_with_index_artifact(env, podman):
     fx = env.fixtures
     run_twice(env, podman, env.nginx.ref(DEMO_IMAGE), fx.layer_digests(DEMO_IMAGE),
               fx.paths["demo_cmd"], fx.paths["demo_hello_text"])
+
+
+ESGZ_IMAGE = "demo-esgz:latest"
+
+
+@pytest.fixture(scope="module")
+def esgz_digests(env, containerd):
+    """demo:latest converted to eStargz by ctr-remote (--oci: the TOC digests annotated) and
+    pushed to the module's registry: its layer digests."""
+    src, dst = env.registry.ref(DEMO_IMAGE), env.registry.ref(ESGZ_IMAGE)
+    containerd.ctr("images", "pull", "--plain-http", src)
+    containerd.ctr("images", "convert", "--estargz", "--oci", src, dst)
+    containerd.ctr("images", "push", "--plain-http", dst)
+    with env.registry.get("/v2/demo-esgz/manifests/latest",
+                          accept="application/vnd.oci.image.manifest.v1+json") as r:
+        manifest = json.loads(r.read())
+    return [d["digest"] for d in manifest["layers"]]
+
+
+def test_podman_run_estargz(env, podman, esgz_digests):
+    fx = env.fixtures
+    run_twice(env, podman, env.nginx.ref(ESGZ_IMAGE), esgz_digests, fx.paths["demo_cmd"],
+              fx.paths["demo_hello_text"])
