@@ -18,6 +18,7 @@
 #include "store/store.h"
 #include "tools/ctl.h"
 #include "tools/metrics.h"
+#include "tools/notify.h"
 #include "tools/quota.h"
 #include "tools/takeover.h"
 #include "util/log.h"
@@ -165,6 +166,18 @@ static int daemon_start(struct daemon *d)
 	return rc;
 }
 
+/* Tells a service manager (systemd Type=notify) that the mount is served, by this process (after
+ * a takeover, the manager follows the new daemon when NotifyAccess allows it). */
+static void notify_ready(struct daemon *d)
+{
+	char state[128];
+
+	snprintf(state, sizeof(state), "READY=1\nMAINPID=%ld\nSTATUS=serving %s", (long)getpid(),
+		 d->mnt);
+	if (tools_notify(state) < 0)
+		strata_log(LOG_WARNING, "readiness notification: %s", strata_errmsg(EIO));
+}
+
 /* Tells the parent, serves until unmounted (or handed over), stops. Returns the exit code. */
 static int daemon_serve(struct daemon *d)
 {
@@ -183,7 +196,10 @@ static int daemon_serve(struct daemon *d)
 	}
 	free(d->state);
 	d->state = NULL;
+	notify_ready(d);
 	rc = fs_run(d->f);
+	if (tools_notify("STOPPING=1") < 0)
+		strata_log(LOG_WARNING, "%s", strata_errmsg(EIO));
 	metrics_stop(d->metrics);
 	quota_stop(d->evictor);
 	handed_over = ctl_stop(d->ctl);
