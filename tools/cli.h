@@ -37,6 +37,10 @@ struct cli {
 	char artifact_trust[16]; /* config artifact_trust: "repository", "signed", "none" or "" */
 	char **trusted_keys;	 /* owned: config trusted_keys (paths of PEM public keys) */
 	size_t ntrusted_keys;
+	char **images; /* owned: config images (pulled when a daemon starts) */
+	size_t nimages;
+	char **pins; /* owned: config pin (pulled and pinned when a daemon starts) */
+	size_t npins;
 	int json;
 	int verbose;
 	int tty; /* err is a terminal: progress may be drawn */
@@ -79,6 +83,6 @@ int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nr
  * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
 int cli_apply_config(struct cli *c);
 
-/* Frees what cli_apply_config gave c (config_hosts_dir, trusted_keys). */
+/* Frees what cli_apply_config gave c (config_hosts_dir, trusted_keys, images, pins). */
 void cli_config_free(struct cli *c);
 #endif

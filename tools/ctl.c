@@ -384,7 +384,19 @@ int ctl_stop(struct ctl *srv)
 	return handed_over;
 }
 
+void ctl_cancel(struct ctl *srv)
+{
+	if (srv)
+		atomic_store(&srv->cancel, 1);
+}
+
 int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref)
+{
+	return ctl_run_ref(srv, dc, "pull", NULL, ref);
+}
+
+int ctl_run_ref(struct ctl *srv, const struct cli *dc, const char *cmd, const char *opt,
+		const char *ref)
 {
 	const char *argv[20];
 	char *rest[21];
@@ -395,7 +407,9 @@ int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref)
 	int n, code = 1;
 
 	n = global_args(dc, argv, quota);
-	argv[n++] = "pull";
+	argv[n++] = cmd;
+	if (opt)
+		argv[n++] = opt;
 	argv[n++] = ref;
 	argv[n] = NULL;
 	memset(&c, 0, sizeof(c));
@@ -411,7 +425,7 @@ int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref)
 	if (code != 0) {
 		size_t end = msg ? strcspn(msg, "\n") : 0;
 
-		strata_err(ENOENT, "%.*s", (int)end, end ? msg : "pull failed");
+		strata_err(ENOENT, "%.*s", (int)end, end ? msg : "failed");
 	}
 	free(msg);
 	return code == 0 ? 0 : -ENOENT;

@@ -48,4 +48,12 @@ int ctl_stop(struct ctl *c);
  */
 int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref);
 
+/* Runs `strata CMD [OPT] REF` (pull, pin; opt may be NULL) inside the daemon as ctl_pull does.
+ * Returns 0 or -ENOENT with strata_err set to the command's error line. */
+int ctl_run_ref(struct ctl *srv, const struct cli *dc, const char *cmd, const char *opt,
+		const char *ref);
+
+/* Sets the cancel flag long commands poll (before ctl_stop, to end ctl_run_ref calls sooner). */
+void ctl_cancel(struct ctl *srv);
+
 #endif

@@ -3,6 +3,7 @@
 to $NOTIFY_SOCKET once the mount is served, in the foreground and detached, and STOPPING=1 when
 it is unmounted."""
 
+import json
 import os
 import socket
 import subprocess
@@ -64,3 +65,29 @@ def test_ready_when_detached(strata_bin, tmp_path, notify_socket):
         assert os.path.isdir(mnt / "layers")
     finally:
         subprocess.run([strata_bin, "umount", str(mnt)], capture_output=True, timeout=60)
+
+
+def test_configured_images_are_there_when_ready(strata_bin, fixtures, tmp_path, notify_socket):
+    """images = [...] and pin = [...] in the config: pulled (and pinned) by the daemon at start,
+    before READY=1, so a unit ordered after strata finds their rootfs."""
+    store = tmp_path / "store"
+    store.mkdir()
+    demo, merge = fixtures.ref("demo:latest"), fixtures.ref("merge:gzip")
+    cfg = tmp_path / "strata.toml"
+    cfg.write_text('images = ["%s", "127.0.0.1:1/absent:x"]\npin = ["%s"]\n' % (merge, demo))
+    m = Mount(strata_bin, store, tmp_path / "mnt", tmp_path / "daemon.log",
+              args=("--config", cfg))
+    try:
+        m.start()
+        msg = receive(notify_socket, timeout=120)
+        assert msg.get("READY") == "1", msg
+        for ref in (demo, merge):
+            root = os.path.join(m.mnt, "images", ref.replace("/", "%2F"), "rootfs")
+            assert os.path.isdir(root), (root, m.stderr())
+        ls = json.loads(subprocess.run([strata_bin, "--store", str(store), "--json", "ls"],
+                                       capture_output=True, text=True, timeout=60).stdout)
+        pinned = {i["ref"]: i.get("pinned", False) for i in ls}
+        assert pinned == {demo: True, merge: False}, pinned
+        assert "images: 127.0.0.1:1/absent:x" in m.stderr()
+    finally:
+        m.cleanup()
