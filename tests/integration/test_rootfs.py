@@ -166,3 +166,31 @@ def test_chroot_from_empty_store_lazily(strata_bin, fixtures, nginx_proxy, tmp_p
             assert not not_ranged(layer_gets), "whole-blob GETs:\n" + request_context(reqs, m)
         finally:
             m.cleanup()
+
+
+def test_rootfs_inodes_survive_takeover(strata_bin, fixtures, daemons, tmp_path):
+    """The kernel keeps the rootfs inode numbers across `mount --takeover`: the new daemon must
+    answer for them (they derive from the reference and manifest digest, not from what the old
+    process happened to load)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    ref = fixtures.ref(MERGE_IMAGE)
+    Strata(strata_bin, store)("pull", ref)
+    d = daemons(str(store))
+    d.start()
+    root = os.path.join(d.mnt, "images", escape(ref), "rootfs")
+    fd = bounded(d, lambda: os.open(os.path.join(root, "links"), os.O_RDONLY | os.O_DIRECTORY),
+                 "open links", 60)
+    try:
+        d.takeover()
+        # a name never looked up before, in a directory the kernel knows by its old number
+        st = bounded(d, lambda: os.stat("n1", dir_fd=fd, follow_symlinks=False), "lookup", 60)
+        assert st.st_nlink == 2
+        f = os.open("c", os.O_RDONLY, dir_fd=fd)
+        try:
+            assert os.read(f, 100) == b"c is its own file now\n"
+        finally:
+            os.close(f)
+        assert "n2" in os.listdir(fd)
+    finally:
+        os.close(fd)
