@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "als_i.h"
+#include "als_layer_i.h"
 #include "fetch/ref.h"
 #include "fetch/registry.h"
 #include "fs_i.h"
@@ -23,35 +24,14 @@
 #include "util/log.h"
 #include "util/mem.h"
 
-#define SLOT_MASK     0x3fffffffu
-#define NEG_TTL_S     30   /* an unresolvable reference answers ENOENT at once for this long */
-#define MAX_REF_LEN   1024 /* bytes of a decoded reference */
-#define COMPRESS_NONE 0	   /* containers/storage's archive.Compression values */
-#define COMPRESS_GZIP 2
-#define COMPRESS_ZSTD 4
+#define NEG_TTL_S   30	 /* an unresolvable reference answers ENOENT at once for this long */
+#define MAX_REF_LEN 1024 /* bytes of a decoded reference */
 
 /* A reference's directory. */
 struct aref {
 	uint32_t slot;
 	char *ref; /* normalized */
 	struct aref *next;
-};
-
-/* A layer of a reference. */
-struct alayer {
-	uint32_t slot;
-	char *ref;
-	char digest[STORE_DIGEST_LEN];
-	char diff_id[STORE_DIGEST_LEN];
-	char media_type[160];
-	uint64_t size;
-	_Atomic uint32_t seq; /* the layer's store seq once known, else 0 */
-	pthread_mutex_t mu;   /* info, blob_fd */
-	char *info;	      /* the info file, once made */
-	size_t info_len;
-	int blob_fd; /* the verified blob in an unnamed file, or -1 */
-	unsigned uses;
-	struct alayer *next;
 };
 
 /* A reference that did not resolve, until when. */
@@ -133,7 +113,7 @@ static uint32_t slot_of(const char *a, const char *b)
 		for (const char *p = b; *p; p++)
 			h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
 	}
-	return (uint32_t)(h ^ (h >> 32)) & SLOT_MASK;
+	return (uint32_t)(h ^ (h >> 32)) & ALS_SLOT_MASK;
 }
 
 static fuse_ino_t als_ino(uint32_t slot, uint32_t low)
@@ -174,7 +154,7 @@ static int64_t aref_add(struct fs_als *a, const char *ref)
 			;
 		if (!r || strcmp(r->ref, ref) == 0)
 			break;
-		slot = (slot + 1) & SLOT_MASK;
+		slot = (slot + 1) & ALS_SLOT_MASK;
 	}
 	if (!r) {
 		r = calloc(1, sizeof(*r));
@@ -212,7 +192,7 @@ static struct alayer *alayer_add(struct fs_als *a, const char *ref, json_t *desc
 			;
 		if (!l || (strcmp(l->ref, ref) == 0 && strcmp(l->digest, digest) == 0))
 			break;
-		slot = (slot + 1) & SLOT_MASK;
+		slot = (slot + 1) & ALS_SLOT_MASK;
 	}
 	if (!l) {
 		l = calloc(1, sizeof(*l));
@@ -255,9 +235,7 @@ static int scan_cb(void *ctx, const char *ref, const char *json)
 	return 0;
 }
 
-/* The layer or reference of a slot (ref: a reference's directory). NULL with *rc -ESTALE when
- * no image of the store has it. */
-static void *by_slot(struct fs *f, uint32_t slot, int ref, int *rc)
+void *fs_als_by_slot(struct fs *f, uint32_t slot, int ref, int *rc)
 {
 	void *found = NULL;
 
@@ -345,58 +323,6 @@ static void synth_stat(struct fs *f, fuse_ino_t ino, mode_t mode, uint64_t size,
 	st->st_atim = f->start;
 }
 
-/* Loads l's layer (waiting for a pending one); sets l->seq. Returns 0 with *out referenced. */
-static int layer_of(struct fs *f, struct alayer *l, struct fs_layer **out)
-{
-	int rc = fs_layer_load_wait(f, l->digest, out);
-
-	if (rc == 0)
-		atomic_store(&l->seq, (*out)->seq);
-	return rc;
-}
-
-/* Makes l's info file (once). Returns 0 or negative errno. */
-static int make_info(struct fs *f, struct alayer *l)
-{
-	struct fs_layer *fl;
-	enum index_blob kind;
-	uint64_t diff_size;
-	int rc = 0;
-
-	pthread_mutex_lock(&l->mu);
-	if (l->info)
-		goto out;
-	rc = layer_of(f, l, &fl);
-	if (rc < 0)
-		goto out;
-	diff_size = index_layer_tar_size(fl->idx);
-	kind = index_layer_blob_kind(fl->idx);
-	fs_layer_put(&f->eng, fl);
-	if (!l->diff_id[0]) {
-		rc = strata_err(EIO, "layer %s of %s: no diff_id recorded", l->digest, l->ref);
-		goto out;
-	}
-	{
-		json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:i}", "compressed-diff-digest",
-				      l->digest, "compressed-size", (json_int_t)l->size,
-				      "diff-digest", l->diff_id, "diff-size", (json_int_t)diff_size,
-				      "compression",
-				      kind == INDEX_BLOB_GZIP ? COMPRESS_GZIP :
-				      kind == INDEX_BLOB_ZSTD ? COMPRESS_ZSTD :
-								COMPRESS_NONE);
-
-		l->info = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		json_decref(o);
-	}
-	if (!l->info)
-		rc = -ENOMEM;
-	else
-		l->info_len = strlen(l->info);
-out:
-	pthread_mutex_unlock(&l->mu);
-	return rc;
-}
-
 /* Attributes of node of l's diff/ tree. */
 static int diff_stat(struct fs *f, struct alayer *l, uint32_t node, struct stat *st)
 {
@@ -406,7 +332,7 @@ static int diff_stat(struct fs *f, struct alayer *l, uint32_t node, struct stat 
 	int rc;
 
 	if (!seq) {
-		rc = layer_of(f, l, &fl);
+		rc = fs_als_layer_of(f, l, &fl);
 		if (rc < 0)
 			return rc;
 		fs_layer_put(&f->eng, fl);
@@ -423,7 +349,7 @@ static int diff_stat(struct fs *f, struct alayer *l, uint32_t node, struct stat 
 
 int fs_als_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeout)
 {
-	uint32_t low = (uint32_t)ino, slot = (uint32_t)(ino >> 32) & SLOT_MASK;
+	uint32_t low = (uint32_t)ino, slot = (uint32_t)(ino >> 32) & ALS_SLOT_MASK;
 	struct alayer *l;
 	int rc;
 
@@ -433,12 +359,12 @@ int fs_als_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeout)
 		return 0;
 	}
 	if (low == ALS_LOW_REF) {
-		if (!by_slot(f, slot, 1, &rc))
+		if (!fs_als_by_slot(f, slot, 1, &rc))
 			return rc;
 		synth_stat(f, ino, S_IFDIR | 0755, 0, st);
 		return 0;
 	}
-	l = by_slot(f, slot, 0, &rc);
+	l = fs_als_by_slot(f, slot, 0, &rc);
 	if (!l)
 		return rc;
 	*timeout = FS_CONTENT_TIMEOUT;
@@ -447,7 +373,7 @@ int fs_als_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeout)
 		return 0;
 	}
 	if (low == ALS_LOW_INFO) {
-		rc = make_info(f, l);
+		rc = fs_als_make_info(f, l);
 		if (rc == 0)
 			synth_stat(f, ino, S_IFREG | 0444, l->info_len, st);
 		return rc;
@@ -476,7 +402,7 @@ int fs_als_src(struct fs *f, fuse_ino_t ino, fuse_ino_t *src, uint32_t *mode)
 		*mode = S_IFREG;
 		return 0;
 	}
-	l = by_slot(f, (uint32_t)(ino >> 32) & SLOT_MASK, 0, &rc);
+	l = fs_als_by_slot(f, (uint32_t)(ino >> 32) & ALS_SLOT_MASK, 0, &rc);
 	if (!l)
 		return rc;
 	rc = diff_stat(f, l, low - ALS_LOW_DIFF, &st); /* sets l->seq */
@@ -573,7 +499,7 @@ static int lookup_layer_dir(struct fs *f, struct alayer *l, const char *name,
 
 int fs_als_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
 {
-	uint32_t low = (uint32_t)parent, slot = (uint32_t)(parent >> 32) & SLOT_MASK;
+	uint32_t low = (uint32_t)parent, slot = (uint32_t)(parent >> 32) & ALS_SLOT_MASK;
 	struct fs_layer *fl;
 	struct alayer *l;
 	int64_t child;
@@ -603,7 +529,7 @@ int fs_als_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct fuse
 		return 0;
 	}
 	if (low == ALS_LOW_REF) {
-		struct aref *r = by_slot(f, slot, 1, &rc);
+		struct aref *r = fs_als_by_slot(f, slot, 1, &rc);
 
 		if (!r)
 			return rc;
@@ -617,7 +543,7 @@ int fs_als_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct fuse
 		e->attr_timeout = e->entry_timeout = FS_CONTENT_TIMEOUT;
 		return 0;
 	}
-	l = by_slot(f, slot, 0, &rc);
+	l = fs_als_by_slot(f, slot, 0, &rc);
 	if (!l)
 		return rc;
 	if (low == 0)
@@ -702,7 +628,7 @@ static int als_entry(struct fs *f, fuse_ino_t ino, struct fs_layer *fl, uint32_t
 int fs_als_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, off_t off, int plus,
 		   char **out, size_t *used)
 {
-	uint32_t low = (uint32_t)ino, slot = (uint32_t)(ino >> 32) & SLOT_MASK;
+	uint32_t low = (uint32_t)ino, slot = (uint32_t)(ino >> 32) & ALS_SLOT_MASK;
 	struct fs_layer *fl = NULL;
 	struct alayer *l = NULL;
 	struct aref *r = NULL;
@@ -715,11 +641,11 @@ int fs_als_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, of
 	*out = NULL;
 	*used = 0;
 	if (ino != INO_STORE && low == ALS_LOW_REF) {
-		r = by_slot(f, slot, 1, &rc);
+		r = fs_als_by_slot(f, slot, 1, &rc);
 		if (r)
 			rc = image_layers(f, r->ref, &layers);
 	} else if (ino != INO_STORE) {
-		l = by_slot(f, slot, 0, &rc);
+		l = fs_als_by_slot(f, slot, 0, &rc);
 		if (l && low >= ALS_LOW_DIFF) {
 			struct stat st;
 
@@ -771,102 +697,6 @@ int fs_als_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, of
 	return rc;
 }
 
-/* ---------------------------------------------------------------- info and blob */
-
-/* Downloads l's blob (digest checked) into an unnamed file of the store directory. Caller holds
- * l->mu. Returns 0 or negative errno. */
-static int fetch_blob(struct fs *f, struct alayer *l)
-{
-	struct fetch_ref *ref = NULL;
-	int fd, rc;
-
-	if (!f->eng.fetch)
-		return strata_err(EIO, "blob %s: no registry access in this process", l->digest);
-	rc = fetch_ref_parse(l->ref, &ref);
-	if (rc < 0)
-		return rc;
-	fd = open(store_dir(f->eng.store), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = strata_err(errno, "blob %s: cannot make a file in %s: %s", l->digest,
-				store_dir(f->eng.store), strerror(errno));
-		fetch_ref_free(ref);
-		return rc;
-	}
-	rc = fetch_blob_to_fd(f->eng.fetch, ref, l->digest, l->size, fd, NULL, NULL);
-	fetch_ref_free(ref);
-	if (rc < 0) {
-		close(fd);
-		return rc;
-	}
-	l->blob_fd = fd;
-	return 0;
-}
-
-int fs_als_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct alayer *l;
-	int rc;
-
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-		return -EROFS;
-	l = by_slot(f, (uint32_t)(ino >> 32) & SLOT_MASK, 0, &rc);
-	if (!l)
-		return rc;
-	if ((uint32_t)ino == ALS_LOW_INFO)
-		return make_info(f, l);
-	pthread_mutex_lock(&l->mu);
-	rc = l->blob_fd >= 0 ? 0 : fetch_blob(f, l);
-	pthread_mutex_unlock(&l->mu);
-	if (rc < 0)
-		strata_log(LOG_ERR, "store/: %s", strata_errmsg(rc));
-	fi->keep_cache = 1;
-	return rc;
-}
-
-void fs_als_read(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, off_t off)
-{
-	struct alayer *l = by_slot(f, (uint32_t)(ino >> 32) & SLOT_MASK, 0, &(int){ 0 });
-	char *buf;
-	ssize_t n;
-
-	if (!l || off < 0) {
-		fuse_reply_err(req, l ? EINVAL : ESTALE);
-		return;
-	}
-	if ((uint32_t)ino == ALS_LOW_INFO) {
-		int rc = make_info(f, l);
-
-		if (rc < 0)
-			fuse_reply_err(req, -rc);
-		else if ((size_t)off >= l->info_len)
-			fuse_reply_buf(req, NULL, 0);
-		else
-			fuse_reply_buf(req, l->info + off,
-				       size < l->info_len - (size_t)off ?
-					       size :
-					       l->info_len - (size_t)off);
-		return;
-	}
-	pthread_mutex_lock(&l->mu);
-	n = l->blob_fd >= 0 ? 0 : fetch_blob(f, l);
-	pthread_mutex_unlock(&l->mu);
-	if (n < 0) {
-		fuse_reply_err(req, (int)-n);
-		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	n = pread(l->blob_fd, buf, size, off);
-	if (n < 0)
-		fuse_reply_err(req, errno);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
-}
-
 /* ---------------------------------------------------------------- use and release */
 
 int fs_als_use(struct fs *f, fuse_ino_t parent, const char *name)
@@ -877,7 +707,7 @@ int fs_als_use(struct fs *f, fuse_ino_t parent, const char *name)
 	if (!fs_als_ino(parent) || parent == INO_STORE || (uint32_t)parent != 0 ||
 	    strcmp(name, "use") != 0)
 		return -EROFS;
-	l = by_slot(f, (uint32_t)(parent >> 32) & SLOT_MASK, 0, &rc);
+	l = fs_als_by_slot(f, (uint32_t)(parent >> 32) & ALS_SLOT_MASK, 0, &rc);
 	if (!l)
 		return rc;
 	pthread_mutex_lock(&l->mu);
@@ -897,7 +727,7 @@ int fs_als_release(struct fs *f, fuse_ino_t parent, const char *name)
 	rc = fs_als_lookup(f, parent, name, &e);
 	if (rc < 0)
 		return rc;
-	l = by_slot(f, (uint32_t)(e.ino >> 32) & SLOT_MASK, 0, &rc);
+	l = fs_als_by_slot(f, (uint32_t)(e.ino >> 32) & ALS_SLOT_MASK, 0, &rc);
 	if (!l)
 		return rc;
 	pthread_mutex_lock(&l->mu);
