@@ -49,6 +49,17 @@ int fs_run(struct fs *f);
  * fetches what eviction would remove again. */
 void fs_background_limit(struct fs *f, uint64_t bytes);
 
+/*
+ * Resolves and registers image ref (a normalized reference) as `strata pull REF` does inside the
+ * daemon, for a lookup of MNT/store/<base64 ref> that names an image the store does not have.
+ * Called on FUSE threads, one call at a time. Returns 0 or negative errno with strata_err set.
+ */
+typedef int (*fs_resolve_fn)(void *ctx, const char *ref);
+
+/* Sets the resolver of MNT/store (none: unknown references are ENOENT). Call before requests
+ * arrive, or at least before the first lookup of store/. ctx is borrowed. */
+void fs_set_resolver(struct fs *f, fs_resolve_fn fn, void *ctx);
+
 /* Asks a running fs_run to return (async-signal-safe is not guaranteed; call from a thread). */
 void fs_stop(struct fs *f);
 

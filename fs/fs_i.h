@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <fuse_lowlevel.h>
@@ -16,11 +17,16 @@
 
 struct fs_streamer;
 struct dir_handle;
+struct fs_rootfs;
+struct fs_als;
 
 /* The two synthetic directories; a layer's inodes are numbered as fs_layer_of says (engine_i.h). */
 #define INO_ROOT    FUSE_ROOT_ID
 #define INO_LAYERS  2
 #define LAYERS_NAME "layers"
+
+#define FS_CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
+#define FS_VIEW_TIMEOUT	   1.0	   /* synthetic directories change as images are pulled */
 
 /* The kernel's FUSE_INIT request as saved for a handover: the header and fuse_init_in (up to 64
  * bytes in 7.36+); more is not expected. */
@@ -73,11 +79,13 @@ struct fs {
 	struct dir_handle *dh;	  /* handles of layers/; protected by dh_mu */
 	_Atomic uint64_t dh_next; /* the last handle number given */
 	struct fs_io io;
-	int adopted;		 /* serves a mount another process made (fs_adopt) */
-	char *source;		 /* mount source, for a handover */
-	pthread_mutex_t open_mu; /* held by op_open/op_release briefly, by an eviction batch */
-	struct open_ino *opens;	 /* files open on the mount; protected by open_mu */
-	size_t nopens, capopens; /* protected by open_mu */
+	int adopted;		  /* serves a mount another process made (fs_adopt) */
+	char *source;		  /* mount source, for a handover */
+	pthread_mutex_t open_mu;  /* held by op_open/op_release briefly, by an eviction batch */
+	struct open_ino *opens;	  /* files open on the mount; protected by open_mu */
+	size_t nopens, capopens;  /* protected by open_mu */
+	struct fs_rootfs *rootfs; /* the images/ view (rootfs.c) */
+	struct fs_als *als;	  /* the store/ view (als.c) */
 };
 
 /* ---- FUSE operations (ops.c, read.c) */
@@ -102,6 +110,13 @@ void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct f
 int fs_sparse_read(const struct index_layer *idx, const struct index_inode *in, uint64_t off,
 		   uint64_t end, char *buf,
 		   int (*read_data)(void *ctx, uint64_t pos, uint64_t end, char *dst), void *ctx);
+/* Fills st with the attributes of inode node of layer l (referenced by the caller). */
+void fs_node_stat(const struct fs_layer *l, uint32_t node, struct stat *st);
+
+/* fs_layer_load(), waiting for a pending layer (recorded by a pull, its blob streaming) to be
+ * streamed, verified and indexed: bounded while the stream makes progress. Returns 0 and *out
+ * referenced (fs_layer_put), or negative errno. */
+int fs_layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out);
 
 /* Frees the handles of layers/ (no request may run). */
 void fs_dir_handles_free(struct fs *f);

@@ -10,12 +10,11 @@
 #include <sys/statvfs.h>
 
 #include "fs_i.h"
+#include "als_i.h"
+#include "rootfs_i.h"
 #include "index/layer.h"
 #include "store/store.h"
 #include "stream.h"
-
-#define CONTENT_TIMEOUT 86400.0 /* layer content is immutable */
-#define VIEW_TIMEOUT	1.0	/* synthetic directories change as images are pulled */
 
 /* ---------------------------------------------------------------- attributes */
 
@@ -31,7 +30,7 @@ static void view_stat(struct fs *f, fuse_ino_t ino, struct stat *st)
 	st->st_atim = f->start;
 }
 
-static void node_stat(const struct fs_layer *l, uint32_t node, struct stat *st)
+void fs_node_stat(const struct fs_layer *l, uint32_t node, struct stat *st)
 {
 	const struct index_inode *in = index_layer_inode(l->idx, node);
 
@@ -68,24 +67,24 @@ static int any_stat(struct fs *f, fuse_ino_t ino, struct stat *st, double *timeo
 	if (ino == INO_ROOT || ino == INO_LAYERS) {
 		view_stat(f, ino, st);
 		if (ino == INO_ROOT)
-			st->st_nlink = 3;
-		*timeout = VIEW_TIMEOUT;
+			st->st_nlink = 5;
+		*timeout = FS_VIEW_TIMEOUT;
 		return 0;
 	}
+	if (fs_view_ino(ino))
+		return fs_view_stat(f, ino, st, timeout);
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
 		return rc;
-	node_stat(l, node, st);
+	fs_node_stat(l, node, st);
 	fs_layer_put(&f->eng, l);
-	*timeout = CONTENT_TIMEOUT;
+	*timeout = FS_CONTENT_TIMEOUT;
 	return 0;
 }
 
 /* ---------------------------------------------------------------- lookup, getattr, readlink */
 
-/* fs_layer_load(), waiting for a pending layer (recorded by a pull, its blob streaming) to be
- * streamed, verified and indexed: bounded while the stream makes progress. */
-static int layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out)
+int fs_layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out)
 {
 	int rc = fs_layer_load(&f->eng, digest, out);
 
@@ -106,17 +105,24 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 
 	memset(e, 0, sizeof(*e));
 	if (parent == INO_ROOT) {
-		if (strcmp(name, LAYERS_NAME) != 0)
+		if (strcmp(name, LAYERS_NAME) == 0)
+			e->ino = INO_LAYERS;
+		else if (strcmp(name, IMAGES_NAME) == 0)
+			e->ino = INO_IMAGES;
+		else if (strcmp(name, STORE_NAME) == 0)
+			e->ino = INO_STORE;
+		else
 			return -ENOENT;
-		e->ino = INO_LAYERS;
 		rc = any_stat(f, e->ino, &e->attr, &e->attr_timeout);
 		e->entry_timeout = e->attr_timeout;
 		return rc;
 	}
+	if (fs_view_ino(parent))
+		return fs_view_lookup(f, parent, name, e);
 	if (parent == INO_LAYERS) {
 		if (strncmp(name, "sha256:", 7) != 0 || strlen(name) != 71)
 			return -ENOENT;
-		rc = layer_load_wait(f, name, &l);
+		rc = fs_layer_load_wait(f, name, &l);
 		if (rc < 0)
 			return rc == -ENOENT ? -ENOENT : rc;
 		child = 0;
@@ -132,8 +138,8 @@ static int do_lookup(struct fs *f, fuse_ino_t parent, const char *name, struct f
 	}
 	/* stat through the reference held: the layer is not loaded twice */
 	e->ino = fs_layer_ino(l, (uint32_t)child);
-	node_stat(l, (uint32_t)child, &e->attr);
-	e->attr_timeout = CONTENT_TIMEOUT;
+	fs_node_stat(l, (uint32_t)child, &e->attr);
+	e->attr_timeout = FS_CONTENT_TIMEOUT;
 	e->entry_timeout = e->attr_timeout;
 	fs_layer_put(&f->eng, l);
 	return 0;
@@ -165,6 +171,25 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, timeout);
 }
 
+/* For an inode of the images/ view, *ino becomes the layer inode it shows. Returns 0, -EISDIR
+ * for a directory of the view itself, or negative errno. */
+static int layer_ino(struct fs *f, fuse_ino_t *ino)
+{
+	fuse_ino_t src;
+	uint32_t mode;
+	int rc;
+
+	if (!fs_view_ino(*ino))
+		return 0;
+	rc = fs_view_src(f, *ino, &src, &mode);
+	if (rc < 0)
+		return rc;
+	if (!src)
+		return -EISDIR;
+	*ino = src;
+	return 0;
+}
+
 /* The target of symlink ino, malloc'd into *target. Returns 0 or negative errno. */
 static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 {
@@ -172,11 +197,14 @@ static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 	struct fs_layer *l;
 	uint32_t node;
 	int link;
-	int rc = fs_layer_of(&f->eng, ino, &l, &node);
+	int rc = layer_ino(f, &ino);
 
 	*target = NULL;
 	if (rc < 0)
-		return ino <= INO_LAYERS ? -EINVAL : rc;
+		return rc == -EISDIR ? -EINVAL : rc;
+	rc = fs_layer_of(&f->eng, ino, &l, &node);
+	if (rc < 0)
+		return ino <= INO_STORE ? -EINVAL : rc;
 	in = index_layer_inode(l->idx, node);
 	link = S_ISLNK(in->mode);
 	*target = link ? strndup(index_layer_str(l->idx, in->first), in->size) : NULL;
@@ -299,6 +327,8 @@ static int do_opendir(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 			return rc;
 		if (!S_ISDIR(st.st_mode))
 			return -ENOTDIR;
+		if (ino == INO_IMAGES || ino == INO_STORE)
+			return 0;
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
 		return 0;
@@ -351,17 +381,20 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct
 	}
 	idx -= 2;
 	if (ino == INO_ROOT) {
-		if (idx > 0)
+		static const char *const names[] = { LAYERS_NAME, IMAGES_NAME, STORE_NAME };
+		static const fuse_ino_t inos[] = { INO_LAYERS, INO_IMAGES, INO_STORE };
+
+		if (idx > 2)
 			return 0;
-		strcpy(name, LAYERS_NAME);
-		*child = INO_LAYERS;
+		strcpy(name, names[idx]);
+		*child = inos[idx];
 		return 1;
 	}
 	if (ino == INO_LAYERS) {
 		if (!d || (size_t)idx >= d->n)
 			return 0;
 		strcpy(name, d->names[idx]);
-		rc = layer_load_wait(f, name, cl);
+		rc = fs_layer_load_wait(f, name, cl);
 		if (rc < 0)
 			return rc;
 		*child = fs_layer_ino(*cl, 0);
@@ -388,12 +421,12 @@ static int dir_entry(struct fs *f, fuse_ino_t ino, struct digest_list *d, struct
 static void entry_stat(struct fs *f, fuse_ino_t child, struct fs_layer *dl, struct fs_layer *cl,
 		       struct stat *st, double *timeout)
 {
-	if (child <= INO_LAYERS) {
+	if (child <= INO_STORE) {
 		any_stat(f, child, st, timeout); /* cannot fail */
 		return;
 	}
-	node_stat(cl ? cl : dl, (uint32_t)child, st);
-	*timeout = CONTENT_TIMEOUT;
+	fs_node_stat(cl ? cl : dl, (uint32_t)child, st);
+	*timeout = FS_CONTENT_TIMEOUT;
 }
 
 /* Lists directory ino from entry off on into *out (malloc'd, size bytes), as readdir (plus 0) or
@@ -409,6 +442,8 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 	char name[NAME_MAX + 1];
 	int rc = 0;
 
+	if (fs_view_ino(ino))
+		return fs_view_readdir(req, f, ino, size, off, plus, out, used);
 	*out = NULL;
 	*used = 0;
 	if (ino == INO_LAYERS) {
@@ -456,7 +491,7 @@ static int readdir_fill(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t siz
 
 			memset(&st, 0, sizeof(st));
 			st.st_ino = child;
-			if (idx < 2 || child <= INO_LAYERS || (child & 0xffffffffu) == 0) {
+			if (idx < 2 || child <= INO_STORE || (child & 0xffffffffu) == 0) {
 				st.st_mode = S_IFDIR;
 			} else {
 				double t;
@@ -515,7 +550,7 @@ static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	if (ino <= INO_LAYERS)
+	if (ino <= INO_STORE)
 		return -EISDIR;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
@@ -533,10 +568,23 @@ static int do_open(struct fs *f, fuse_ino_t ino, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* Opens ino (of the images/ view: the layer file it shows, counted open under its layer inode). */
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *f = fuse_req_userdata(req);
-	int rc = do_open(f, ino, fi);
+	int rc;
+
+	if (fs_als_file(ino)) {
+		rc = fs_als_open(f, ino, fi);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_open(req, fi);
+		return;
+	}
+	rc = layer_ino(f, &ino);
+	if (rc == 0)
+		rc = do_open(f, ino, fi);
 
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -549,8 +597,63 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *f = fuse_req_userdata(req);
 
 	(void)fi;
-	fs_open_count(f, ino, -1);
+	if (layer_ino(f, &ino) == 0) /* the number op_open counted */
+		fs_open_count(f, ino, -1);
 	fuse_reply_err(req, 0);
+}
+
+/* Reads ino (of the images/ view: the layer file it shows). */
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	int rc;
+
+	if (fs_als_file(ino)) {
+		fs_als_read(req, f, ino, size, off);
+		return;
+	}
+	rc = layer_ino(f, &ino);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_read(req, ino, size, off, fi);
+}
+
+/* SEEK_DATA/SEEK_HOLE of ino (of layers/ or the images/ view); MNT/store's info and blob files
+ * are not sparse and have no lseek of their own. */
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	int rc;
+
+	if (fs_als_file(ino)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	rc = layer_ino(f, &ino);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_lseek(req, ino, off, whence, fi);
+}
+
+/* Creating a file is refused, but for the "use" notification of MNT/store (als.c), which is
+ * answered ENOENT as containers/storage expects of a notification-aware store. Reached only
+ * where the mount is not read-only to the kernel. */
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	(void)mode;
+	(void)fi;
+	fuse_reply_err(req, -fs_als_use(fuse_req_userdata(req), parent, name));
+}
+
+/* rmdir is refused, but for the release notification of a layer of MNT/store (als.c). */
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_als_release(fuse_req_userdata(req), parent, name));
 }
 
 /* ---------------------------------------------------------------- xattrs, statfs */
@@ -567,8 +670,13 @@ static int find_xattr(struct fs *f, fuse_ino_t ino, const char *name, struct fs_
 
 	*l = NULL;
 	*x = NULL;
-	if (ino <= INO_LAYERS)
+	if (ino <= INO_STORE)
 		return -ENODATA;
+	if (fs_view_ino(ino) && fs_view_hidden_xattr(name, nlen))
+		return -ENODATA;
+	rc = layer_ino(f, &ino);
+	if (rc < 0)
+		return rc == -EISDIR ? -ENODATA : rc;
 	rc = fs_layer_of(&f->eng, ino, l, &node);
 	if (rc < 0)
 		return rc;
@@ -614,18 +722,27 @@ static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, si
 	struct fs_layer *l;
 	uint32_t node;
 	size_t pos = 0;
+	int view = fs_view_ino(ino);
 	int rc;
 
 	*buf = NULL;
 	*total = 0;
-	if (ino <= INO_LAYERS)
+	if (ino <= INO_STORE)
 		return 0;
+	rc = layer_ino(f, &ino);
+	if (rc < 0)
+		return rc == -EISDIR ? 0 : rc;
 	rc = fs_layer_of(&f->eng, ino, &l, &node);
 	if (rc < 0)
 		return rc;
 	in = index_layer_inode(l->idx, node);
-	for (uint32_t i = 0; i < in->nxattrs; i++)
-		*total += index_layer_xattr(l->idx, in->xattr_first + i)->name_len + 1;
+	for (uint32_t i = 0; i < in->nxattrs; i++) {
+		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
+
+		if (!view ||
+		    !fs_view_hidden_xattr(index_layer_str(l->idx, x->name_off), x->name_len))
+			*total += x->name_len + 1;
+	}
 	if (size == 0)
 		goto out;
 	if (size < *total) {
@@ -640,6 +757,8 @@ static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, si
 	for (uint32_t i = 0; i < in->nxattrs; i++) {
 		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
 
+		if (view && fs_view_hidden_xattr(index_layer_str(l->idx, x->name_off), x->name_len))
+			continue;
 		memcpy(*buf + pos, index_layer_str(l->idx, x->name_off), x->name_len);
 		pos += x->name_len;
 		(*buf)[pos++] = '\0';
@@ -703,8 +822,10 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.readlink = op_readlink,
 	.open = op_open,
 	.release = op_release,
-	.read = fs_op_read,
-	.lseek = fs_op_lseek,
+	.read = op_read,
+	.lseek = op_lseek,
+	.create = op_create,
+	.rmdir = op_rmdir,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

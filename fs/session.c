@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "fs_i.h"
+#include "als_i.h"
+#include "rootfs_i.h"
 #include "index/layer.h"
 #include "store/store.h"
 #include "stream.h"
@@ -167,6 +169,10 @@ int fs_session_create(struct store *store, const struct fs_opts *opts, const cha
 	f->max_threads = opts->max_threads ? opts->max_threads : FS_MAX_THREADS_DEFAULT;
 	f->mountpoint = strdup(real);
 	f->source = strdup(opts->source ? opts->source : "strata");
+	if (rc == 0)
+		rc = fs_rootfs_create(&f->rootfs);
+	if (rc == 0)
+		rc = fs_als_create(&f->als);
 	if (rc < 0 || !f->mountpoint || !f->source) {
 		rc = -ENOMEM;
 		goto fail;
@@ -317,6 +323,8 @@ void fs_free(struct fs *f)
 		fuse_session_destroy(f->se);
 	}
 	fs_dir_handles_free(f);
+	fs_rootfs_free(f->rootfs);
+	fs_als_free(f->als);
 	pthread_mutex_destroy(&f->dh_mu);
 	fs_io_destroy(&f->io);
 	free(f->source);

@@ -189,6 +189,14 @@ int cli_apply_config(struct cli *c)
 		cfg.trusted_keys = NULL;
 		cfg.ntrusted_keys = 0;
 	}
+	if (!c->images && !c->pins) {
+		c->images = cfg.images;
+		c->nimages = cfg.nimages;
+		c->pins = cfg.pins;
+		c->npins = cfg.npins;
+		cfg.images = cfg.pins = NULL;
+		cfg.nimages = cfg.npins = 0;
+	}
 	config_free(&cfg);
 	return 0;
 }
@@ -204,4 +212,14 @@ void cli_config_free(struct cli *c)
 	free(c->trusted_keys);
 	c->trusted_keys = NULL;
 	c->ntrusted_keys = 0;
+	for (size_t i = 0; i < c->nimages; i++)
+		free(c->images[i]);
+	free(c->images);
+	c->images = NULL;
+	c->nimages = 0;
+	for (size_t i = 0; i < c->npins; i++)
+		free(c->pins[i]);
+	free(c->pins);
+	c->pins = NULL;
+	c->npins = 0;
 }

@@ -39,6 +39,10 @@ struct cli {
 	size_t ntrusted_keys;
 	const char *snapshotter_socket; /* mount: containerd snapshotter socket (flag, else config) */
 	char *config_snapshotter_socket; /* owned: snapshotter_socket as the config file set it */
+	char **images;			 /* owned: config images (pulled when a daemon starts) */
+	size_t nimages;
+	char **pins; /* owned: config pin (pulled and pinned when a daemon starts) */
+	size_t npins;
 	int json;
 	int verbose;
 	int tty; /* err is a terminal: progress may be drawn */
@@ -81,6 +85,6 @@ int cli_parse_globals(struct cli *c, int argc, char **argv, char **rest, int *nr
  * returns 1; returns 0 otherwise. A hosts_dir it sets is owned by c->config_hosts_dir. */
 int cli_apply_config(struct cli *c);
 
-/* Frees what cli_apply_config gave c (config_hosts_dir, trusted_keys). */
+/* Frees what cli_apply_config gave c (config_hosts_dir, trusted_keys, images, pins). */
 void cli_config_free(struct cli *c);
 #endif

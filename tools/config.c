@@ -237,6 +237,29 @@ static int set_trusted_keys(struct config *cfg, const struct value *v, const cha
 	return 0;
 }
 
+/* Applies images = [...] or pin = [...] (key): references, checked when they are pulled. Returns 0
+ * or -EINVAL/-ENOMEM. */
+static int set_refs(char ***dst, size_t *n, const char *key, const struct value *v,
+		    const char *name, int line, char *err, size_t cap)
+{
+	const char *k = v->str;
+
+	if (v->type != V_ARRAY || v->num < 1)
+		return fail(err, cap, name, line, "%s: expected [\"reference\", ...]", key);
+	*dst = calloc((size_t)v->num, sizeof(char *));
+	if (!*dst)
+		return -ENOMEM;
+	for (long long i = 0; i < v->num; i++, k += strlen(k) + 1) {
+		if (!k[0])
+			return fail(err, cap, name, line, "%s: an empty reference", key);
+		(*dst)[i] = strdup(k);
+		if (!(*dst)[i])
+			return -ENOMEM;
+		(*n)++;
+	}
+	return 0;
+}
+
 /* Applies key = v to cfg. Returns 0, or -EINVAL with a message in err. */
 static int set_key(struct config *cfg, const char *key, const struct value *v, const char *name,
 		   int line, char *err, size_t cap)
@@ -314,12 +337,16 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 		cfg->snapshotter_socket = strdup(v->str);
 		if (!cfg->snapshotter_socket)
 			return -ENOMEM;
+	} else if (strcmp(key, "images") == 0) {
+		return set_refs(&cfg->images, &cfg->nimages, key, v, name, line, err, cap);
+	} else if (strcmp(key, "pin") == 0) {
+		return set_refs(&cfg->pins, &cfg->npins, key, v, name, line, err, cap);
 	} else {
 		return fail(err, cap, name, line,
 			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, "
 			    "strict_cache, read_timeout, index_cache, chunk_cache, block_cache, "
 			    "allow_other, low_speed_timeout, artifact_trust, trusted_keys, "
-			    "snapshotter_socket)",
+			    "snapshotter_socket, images, pin)",
 			    key);
 	}
 	return 0;
@@ -340,7 +367,9 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 					    "low_speed_timeout",
 					    "artifact_trust",
 					    "trusted_keys",
-					    "snapshotter_socket" };
+					    "snapshotter_socket",
+					    "images",
+					    "pin" };
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;
@@ -469,4 +498,14 @@ void config_free(struct config *cfg)
 	free(cfg->trusted_keys);
 	cfg->trusted_keys = NULL;
 	cfg->ntrusted_keys = 0;
+	for (size_t i = 0; i < cfg->nimages; i++)
+		free(cfg->images[i]);
+	free(cfg->images);
+	cfg->images = NULL;
+	cfg->nimages = 0;
+	for (size_t i = 0; i < cfg->npins; i++)
+		free(cfg->pins[i]);
+	free(cfg->pins);
+	cfg->pins = NULL;
+	cfg->npins = 0;
 }

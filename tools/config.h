@@ -22,6 +22,10 @@ struct config {
 	char **trusted_keys;	 /* malloc'd paths of PEM public keys (artifact_trust "signed") */
 	size_t ntrusted_keys;
 	char *snapshotter_socket; /* malloc'd absolute path (mount: containerd snapshotter), or NULL */
+	char **images;		  /* malloc'd references the daemon pulls at start */
+	size_t nimages;
+	char **pins; /* malloc'd references the daemon pulls and pins at start */
+	size_t npins;
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
 	int has_index_cache, has_chunk_cache, has_block_cache, has_allow_other;
 	int has_low_speed_timeout;
@@ -37,7 +41,8 @@ struct config {
  * (boolean), read_timeout (seconds, 1-86400), index_cache, chunk_cache, block_cache (sizes like
  * quota, greater than 0), allow_other (boolean), low_speed_timeout (seconds, 1-3600),
  * artifact_trust ("repository", "signed" or "none"), trusted_keys (a one-line array of
- * 1-16 "paths" of PEM public keys), snapshotter_socket (an absolute "path"). Returns 0, or -EINVAL with "NAME:LINE: message" in
+ * 1-16 "paths" of PEM public keys), snapshotter_socket (an absolute "path"), images and pin (one-line arrays of 1-16 "references" a
+ * daemon pulls, and pulls and pins, when it starts). Returns 0, or -EINVAL with "NAME:LINE: message" in
  * err (errcap bytes) for an unknown key, a repeated key, a table header, or a bad value; *cfg is
  * then freed. -ENOMEM when out of memory. Release with config_free.
  */

@@ -41,6 +41,35 @@ static int send_frame(int fd, char type, const void *data, uint32_t len)
 
 /* ---------------------------------------------------------------- client side */
 
+/* The global options of c as arguments (at most 14 of them, then "--") into fwd; quota (32
+ * bytes) holds the --quota value. Returns how many. */
+static int global_args(const struct cli *c, const char **fwd, char *quota)
+{
+	int n = 0;
+
+	fwd[n++] = "--store";
+	fwd[n++] = c->store_dir;
+	fwd[n++] = "--hosts-dir";
+	fwd[n++] = c->hosts_dir;
+	if (c->config) {
+		fwd[n++] = "--config";
+		fwd[n++] = c->config;
+	}
+	if (c->strict_cache)
+		fwd[n++] = "--strict-cache";
+	if (c->quota) {
+		snprintf(quota, 32, "%llu", (unsigned long long)c->quota);
+		fwd[n++] = "--quota";
+		fwd[n++] = quota;
+	}
+	if (c->json)
+		fwd[n++] = "--json";
+	for (int i = 0; i < c->verbose && i < 3; i++)
+		fwd[n++] = "-v";
+	fwd[n++] = "--";
+	return n;
+}
+
 int ctl_forward(struct cli *c, int argc, char **argv)
 {
 	const char *fwd[16 + MAX_ARGS];
@@ -56,26 +85,7 @@ int ctl_forward(struct cli *c, int argc, char **argv)
 		c->cmd = argv[0];
 		return cli_usage(c, "too many arguments");
 	}
-	fwd[n++] = "--store";
-	fwd[n++] = c->store_dir;
-	fwd[n++] = "--hosts-dir";
-	fwd[n++] = c->hosts_dir;
-	if (c->config) {
-		fwd[n++] = "--config";
-		fwd[n++] = c->config;
-	}
-	if (c->strict_cache)
-		fwd[n++] = "--strict-cache";
-	if (c->quota) {
-		snprintf(quota, sizeof(quota), "%llu", (unsigned long long)c->quota);
-		fwd[n++] = "--quota";
-		fwd[n++] = quota;
-	}
-	if (c->json)
-		fwd[n++] = "--json";
-	for (int i = 0; i < c->verbose && i < 3; i++)
-		fwd[n++] = "-v";
-	fwd[n++] = "--";
+	n = global_args(c, fwd, quota);
 	for (int i = 0; i < argc; i++)
 		fwd[n++] = argv[i];
 
@@ -159,6 +169,31 @@ static ssize_t cookie_write(void *cookie, const char *buf, size_t len)
 	return (ssize_t)len;
 }
 
+/* Runs the command in argv (global options, "--", the command; rest has argc + 1 slots) with c's
+ * streams, in this daemon. Returns the exit code. */
+static int run_command(struct ctl *srv, struct cli *c, int argc, char **argv, char **rest)
+{
+	int nrest = 0, code;
+
+	c->store = srv->store;
+	c->fetch = srv->fetch;
+	c->fs = srv->fs;
+	c->evictor = srv->evictor;
+	c->in_daemon = 1;
+	c->cancel = &srv->cancel;
+	c->dispatch = srv->dispatch;
+	code = cli_parse_globals(c, argc, argv, rest, &nrest);
+	if (code == 0)
+		code = cli_apply_config(c);
+	if (code == 0) {
+		if (nrest == 0)
+			code = cli_usage(c, "no command");
+		else /* refuses the commands that must run in the CLI process (mount, umount) */
+			code = srv->dispatch(c, nrest, rest);
+	}
+	return code;
+}
+
 static int serve_request(struct ctl *srv, int fd)
 {
 	struct frame_cookie oc = { fd, 'o' }, ec = { fd, 'e' };
@@ -167,7 +202,7 @@ static int serve_request(struct ctl *srv, int fd)
 	uint32_t flags, argc;
 	char **argv = NULL, **rest = NULL;
 	struct cli c;
-	int nrest = 0, code = 1;
+	int code = 1;
 	int32_t v;
 
 	if (util_sock_read_all(fd, magic, 8) < 0)
@@ -197,22 +232,7 @@ static int serve_request(struct ctl *srv, int fd)
 	if (!c.out || !c.err)
 		goto streams;
 	c.tty = flags & 1;
-	c.store = srv->store;
-	c.fetch = srv->fetch;
-	c.fs = srv->fs;
-	c.evictor = srv->evictor;
-	c.in_daemon = 1;
-	c.cancel = &srv->cancel;
-	c.dispatch = srv->dispatch;
-	code = cli_parse_globals(&c, (int)argc, argv, rest, &nrest);
-	if (code == 0)
-		code = cli_apply_config(&c);
-	if (code == 0) {
-		if (nrest == 0)
-			code = cli_usage(&c, "no command");
-		else /* refuses the commands that must run in the CLI process (mount, umount) */
-			code = srv->dispatch(&c, nrest, rest);
-	}
+	code = run_command(srv, &c, (int)argc, argv, rest);
 streams:
 	cli_config_free(&c);
 	if (c.out)
@@ -362,4 +382,51 @@ int ctl_stop(struct ctl *srv)
 	pthread_cond_destroy(&srv->idle);
 	free(srv);
 	return handed_over;
+}
+
+void ctl_cancel(struct ctl *srv)
+{
+	if (srv)
+		atomic_store(&srv->cancel, 1);
+}
+
+int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref)
+{
+	return ctl_run_ref(srv, dc, "pull", NULL, ref);
+}
+
+int ctl_run_ref(struct ctl *srv, const struct cli *dc, const char *cmd, const char *opt,
+		const char *ref)
+{
+	const char *argv[20];
+	char *rest[21];
+	char quota[32];
+	char *msg = NULL;
+	size_t len = 0;
+	struct cli c;
+	int n, code = 1;
+
+	n = global_args(dc, argv, quota);
+	argv[n++] = cmd;
+	if (opt)
+		argv[n++] = opt;
+	argv[n++] = ref;
+	argv[n] = NULL;
+	memset(&c, 0, sizeof(c));
+	c.out = fopen("/dev/null", "w");
+	c.err = open_memstream(&msg, &len);
+	if (c.out && c.err)
+		code = run_command(srv, &c, n, (char **)argv, rest);
+	cli_config_free(&c);
+	if (c.out)
+		fclose(c.out);
+	if (c.err)
+		fclose(c.err);
+	if (code != 0) {
+		size_t end = msg ? strcspn(msg, "\n") : 0;
+
+		strata_err(ENOENT, "%.*s", (int)end, end ? msg : "failed");
+	}
+	free(msg);
+	return code == 0 ? 0 : -ENOENT;
 }

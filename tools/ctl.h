@@ -41,4 +41,19 @@ int ctl_start(struct store *store, struct fetch_client *fc, struct fs *f, struct
  */
 int ctl_stop(struct ctl *c);
 
+/*
+ * Runs `strata pull REF` inside the daemon, as a forwarded pull runs, with the global options of
+ * dc (the daemon's own: store, hosts dir, config, strict cache): MNT/store's resolver. Its output
+ * is dropped. Returns 0, or -ENOENT with strata_err set to the pull's error line. Thread-safe.
+ */
+int ctl_pull(struct ctl *srv, const struct cli *dc, const char *ref);
+
+/* Runs `strata CMD [OPT] REF` (pull, pin; opt may be NULL) inside the daemon as ctl_pull does.
+ * Returns 0 or -ENOENT with strata_err set to the command's error line. */
+int ctl_run_ref(struct ctl *srv, const struct cli *dc, const char *cmd, const char *opt,
+		const char *ref);
+
+/* Sets the cancel flag long commands poll (before ctl_stop, to end ctl_run_ref calls sooner). */
+void ctl_cancel(struct ctl *srv);
+
 #endif

@@ -26,6 +26,8 @@ packages=(
 	containerd runc iproute2 strace
 	# bench/warm: the same tree as squashfs through squashfuse, fio for the reads
 	squashfs-tools squashfuse fio
+	# the podman additional layer store tests (tests/integration/test_podman.py)
+	podman
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

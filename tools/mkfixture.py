@@ -735,6 +735,67 @@ def build_upper_layer():
     return buf.getvalue()
 
 
+# --------------------------------------------------------------------------------------------
+# merge:gzip, for the merged rootfs view: base, upper, then three layers that replace by type,
+# white out directories, make a directory opaque and break up hard links
+# --------------------------------------------------------------------------------------------
+
+def build_merge_layers():
+    """[(name, tar bytes, description)] of the three layers of merge:gzip over base and upper."""
+    out = []
+    m = lambda i: mtime(700 + i, frac=(i * 7919) % 10 ** 9)
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add("swap", data=b"a file that becomes a directory\n", mtime_ns=m(0))
+    w.add("swapdir", "dir", mode=0o750, mtime_ns=m(1))
+    w.add("swapdir/inner.txt", data=b"in a directory that becomes a file\n", mtime_ns=m(2))
+    w.add("links", "dir", mode=0o755, mtime_ns=m(3))
+    w.add("links/a", data=b"three names, one inode\n", mode=0o640, uid=5, gid=6, mtime_ns=m(4))
+    w.add("links/b", "hardlink", linkname="links/a", mtime_ns=m(4))
+    w.add("links/c", "hardlink", linkname="links/a", mtime_ns=m(4))
+    w.add("wd", "dir", mode=0o755, mtime_ns=m(5))
+    w.add("wd/sub", "dir", mode=0o700, mtime_ns=m(6))
+    w.add("wd/sub/deep.txt", data=b"whited out with its directory\n", mtime_ns=m(7))
+    w.add("op", "dir", mode=0o755, mtime_ns=m(8))
+    w.add("op/old1", data=b"hidden by the opaque dir\n", mtime_ns=m(9))
+    w.add("op/old2", data=b"hidden too\n", mtime_ns=m(10))
+    w.add("files", "dir", mode=0o755, mtime_ns=m(11))
+    w.add("files/xattr-dir-kept", "dir", mode=0o755, mtime_ns=m(12),
+          xattrs={"user.merge": b"lower"})
+    w.close()
+    out.append(("merge-a", buf.getvalue(), "merge:gzip layer 3: a file and a dir to swap, three "
+                "hard links, a dir tree to white out, a dir to make opaque"))
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add("swap", "dir", mode=0o755, mtime_ns=m(20))
+    w.add("swap/inner.txt", data=b"the file became a directory\n", mtime_ns=m(21))
+    w.add("swapdir", data=b"the directory became a file\n", mtime_ns=m(22))
+    w.add("links", "dir", mode=0o755, mtime_ns=m(23))
+    w.add("links/.wh.b", data=b"", mtime_ns=m(24))
+    w.add("links/c", data=b"c is its own file now\n", mtime_ns=m(25))
+    w.add("links/n1", data=b"a new pair\n", mtime_ns=m(26))
+    w.add("links/n2", "hardlink", linkname="links/n1", mtime_ns=m(26))
+    w.add(".wh.wd", data=b"", mtime_ns=m(27))
+    w.add("op", "dir", mode=0o711, mtime_ns=m(28))
+    w.add("op/.wh..wh..opq", data=b"", mtime_ns=m(29))
+    w.add("op/new", data=b"the only entry of the opaque dir\n", mtime_ns=m(30))
+    w.add("files", "dir", mode=0o755, mtime_ns=m(31))
+    w.add("files/xattr-dir-kept", "dir", mode=0o700, uid=3, mtime_ns=m(32),
+          xattrs={"user.merge": b"upper"})
+    w.close()
+    out.append(("merge-b", buf.getvalue(), "merge:gzip layer 4: file->dir, dir->file, a hard "
+                "link whited out and one replaced, a dir whited out, an opaque dir"))
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add("swap", data=b"a file again\n", mode=0o600, mtime_ns=m(40))
+    w.add("wd", "dir", mode=0o755, mtime_ns=m(41))
+    w.add("wd/fresh.txt", data=b"a new wd after the whiteout\n", mtime_ns=m(42))
+    w.close()
+    out.append(("merge-c", buf.getvalue(), "merge:gzip layer 5: the dir becomes a file again, "
+                "the whited out dir comes back empty but for one file"))
+    return out
+
+
 def build_arch_layer(arch):
     buf = io.BytesIO()
     w = TarWriter(buf)
@@ -855,6 +916,12 @@ def cmd_build(args):
     gz_desc, gz_rec = lay.make_manifest(["base", "upper"], arch)
     lay.tag("corner:gzip", gz_desc, gz_rec,
             "OCI manifest, gzip layers only (base, upper): for umoci 0.4.7, which lacks zstd")
+    for name, data, desc in build_merge_layers():
+        lay.add_layer(name, data, "gzip", "mkfixture-pax", desc)
+    mg_desc, mg_rec = lay.make_manifest(["base", "upper", "merge-a", "merge-b", "merge-c"], arch)
+    lay.tag("merge:gzip", mg_desc, mg_rec,
+            "OCI manifest, gzip layers base, upper, merge-a/b/c: the merged rootfs view's corner "
+            "cases (umoci unpack is the reference)")
     add_demo(lay)
     lay.meta["paths"].update({
         "big_file": "files/big-50MiB",

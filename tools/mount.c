@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* strata mount and umount: the daemon that serves a store on a mountpoint, started and stopped. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -18,10 +19,12 @@
 #include "store/store.h"
 #include "tools/ctl.h"
 #include "tools/metrics.h"
+#include "tools/notify.h"
 #include "tools/quota.h"
 #include "tools/snapshotter.h"
 #include "tools/takeover.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define UMOUNT_WAIT_MS 30000
 
@@ -77,7 +80,9 @@ struct daemon {
 	char real[PATH_MAX]; /* mnt resolved (takeover) */
 	char *state;	     /* the handed-over fs state, until the fs runs */
 	uint32_t slen;
-	int fuse_fd; /* the handed-over /dev/fuse, until the fs took it */
+	int fuse_fd;	/* the handed-over /dev/fuse, until the fs took it */
+	pthread_t boot; /* the config's images and pins (boot_main) */
+	int boot_started;
 };
 
 /* Before the takeover, the registry client (the less the new daemon does after it, the shorter
@@ -136,7 +141,15 @@ static int daemon_mount(struct daemon *d)
 	return rc;
 }
 
-/* The quota evictor, the metrics endpoint and the control socket. */
+/* MNT/store's resolver: a reference podman asks for that the store lacks is pulled here. */
+static int daemon_resolve(void *ctx, const char *ref)
+{
+	struct daemon *d = ctx;
+
+	return ctl_pull(d->ctl, d->c, ref);
+}
+
+/* The quota evictor, the metrics endpoint and the control socket (and MNT/store's resolver). */
 static int daemon_start(struct daemon *d)
 {
 	struct cli *c = d->c;
@@ -154,6 +167,8 @@ static int daemon_start(struct daemon *d)
 	}
 	rc = ctl_start(d->store, d->fc, d->f, d->evictor, (int)(d->read_timeout_s * 1000 + 10000),
 		       c->dispatch, &d->ctl);
+	if (rc == 0)
+		fs_set_resolver(d->f, daemon_resolve, d);
 	if (rc == 0 && c->snapshotter_socket) {
 		/* a pull for the snapshotter runs as a forwarded command does: the daemon's parts */
 		c->store = d->store;
@@ -164,6 +179,42 @@ static int daemon_start(struct daemon *d)
 		rc = snapshotter_start(c->snapshotter_socket, c, d->mnt, &d->snap);
 	}
 	return rc;
+}
+
+/* Tells a service manager (systemd Type=notify) that the mount is served, by this process (after
+ * a takeover, the manager follows the new daemon when NotifyAccess allows it). */
+static void notify_ready(struct daemon *d)
+{
+	char state[128];
+
+	snprintf(state, sizeof(state), "READY=1\nMAINPID=%ld\nSTATUS=serving %s", (long)getpid(),
+		 d->mnt);
+	if (tools_notify(state) < 0)
+		strata_log(LOG_WARNING, "readiness notification: %s", strata_errmsg(EIO));
+}
+
+/* Pulls the config's images and pulls and pins its pins, through the daemon as forwarded commands
+ * would (a failure is logged and the others go on), then tells the service manager the daemon is
+ * ready: a unit ordered after strata finds them. */
+static void *boot_main(void *arg)
+{
+	struct daemon *d = arg;
+
+	for (size_t i = 0; i < d->c->nimages; i++) {
+		if (ctl_run_ref(d->ctl, d->c, "pull", NULL, d->c->images[i]) < 0)
+			strata_log(LOG_ERR, "images: %s: %s", d->c->images[i], strata_errmsg(EIO));
+	}
+	for (size_t i = 0; i < d->c->npins; i++) {
+		/* built here from the whole blobs, which a pin fetches anyway (a pull that left
+		 * the layers pending to the daemon's stream would make the pin fail) */
+		if (ctl_run_ref(d->ctl, d->c, "pull", "--index=build", d->c->pins[i]) < 0 ||
+		    ctl_run_ref(d->ctl, d->c, "pin", NULL, d->c->pins[i]) < 0)
+			strata_log(LOG_ERR, "pin: %s: %s", d->c->pins[i], strata_errmsg(EIO));
+	}
+	strata_log(LOG_NOTICE, "configured images pulled (%zu), pinned (%zu)", d->c->nimages,
+		   d->c->npins);
+	notify_ready(d);
+	return NULL;
 }
 
 /* Tells the parent, serves until unmounted (or handed over), stops. Returns the exit code. */
@@ -184,8 +235,26 @@ static int daemon_serve(struct daemon *d)
 	}
 	free(d->state);
 	d->state = NULL;
+	if (d->c->nimages || d->c->npins) {
+		int err = util_thread_start(&d->boot, boot_main, d);
+
+		d->boot_started = err == 0;
+		if (err) {
+			strata_log(LOG_ERR, "cannot start pulling the configured images: %s",
+				   strerror(err));
+			notify_ready(d);
+		}
+	} else {
+		notify_ready(d);
+	}
 	rc = fs_run(d->f);
+	if (d->boot_started) { /* its commands see the cancel flag */
+		ctl_cancel(d->ctl);
+		pthread_join(d->boot, NULL);
+	}
 	snapshotter_stop(d->snap);
+	if (tools_notify("STOPPING=1") < 0)
+		strata_log(LOG_WARNING, "%s", strata_errmsg(EIO));
 	metrics_stop(d->metrics);
 	quota_stop(d->evictor);
 	handed_over = ctl_stop(d->ctl);

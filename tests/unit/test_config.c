@@ -109,6 +109,29 @@ static void test_low_speed_timeout(void **state)
 	assert_int_equal(parse("low_speed_timeout = 3601\n", &cfg, err), -EINVAL);
 }
 
+/* images and pin: the references a daemon pulls (and pins) at start. */
+static void test_images_and_pin(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("images = [\"a/b:1\", \"c@sha256:00\"]\npin = [\"d\"]\n", &cfg, err),
+			 0);
+	assert_int_equal(cfg.nimages, 2);
+	assert_string_equal(cfg.images[0], "a/b:1");
+	assert_string_equal(cfg.images[1], "c@sha256:00");
+	assert_int_equal(cfg.npins, 1);
+	assert_string_equal(cfg.pins[0], "d");
+	config_free(&cfg);
+	assert_null(cfg.images);
+	assert_int_equal(parse("images = \"a\"\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "strata.toml:1: images: expected [\"reference\", ...]"));
+	assert_int_equal(parse("pin = [\"\"]\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "strata.toml:1: pin: an empty reference"));
+	assert_int_equal(parse("images = [\"a\"]\nimages = [\"b\"]\n", &cfg, err), -EINVAL);
+}
+
 static void expect_error(const char *text, const char *msg)
 {
 	struct config cfg;
@@ -260,6 +283,7 @@ int main(void)
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_size),
 		cmocka_unit_test(test_snapshotter_socket),
+		cmocka_unit_test(test_images_and_pin),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
