@@ -150,6 +150,35 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 			    int (*verify)(void *vctx, const void *buf, size_t len), void *vctx);
 
 /*
+ * Where fetch_blob_range_stream() hands a range's bytes as they arrive, so that no buffer holds the
+ * range. Each host (and each retry) sends the range from its first byte: start() comes first and
+ * must forget what an earlier attempt gave. data() takes the next len bytes and returns 0 for more,
+ * 1 when it needs no more (the transfer is stopped there: not an error), or a negative errno with
+ * strata_err set (-EBADMSG: the bytes do not verify, the next host is tried; -ENOMEM or -ECANCELED
+ * end the call). finish() runs when a host's answer ended (every byte, or data() said 1): 0
+ * accepts it, -EBADMSG tries the next host. The callbacks run on the calling thread.
+ */
+struct fetch_range_sink {
+	int (*start)(void *ctx);
+	int (*data)(void *ctx, const void *buf, size_t len);
+	int (*finish)(void *ctx);
+	void *ctx;
+};
+
+/*
+ * Reads bytes [off, off + len) of blob `digest` as fetch_blob_range does (Range GET, redirects,
+ * retries, next hosts, a 200 answer's prefix skipped, the client's read timeout), handing them to
+ * sink as they arrive instead of into a buffer: memory stays bounded (curl's 256 KiB buffer)
+ * whatever len is, and a sink that has what it needs stops the transfer. For len 0 start() and
+ * finish() are called without a request. Returns 0 once finish() accepted a host's bytes, -EPIPE
+ * when the blob ends before off + len (and data() did not stop it first), -EBADMSG when no host's
+ * bytes were accepted, data()'s other errors, or the errors of fetch_blob_range; strata_err set.
+ * Thread-safe when the sink is (each call uses it from one thread).
+ */
+int fetch_blob_range_stream(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+			    uint64_t off, uint64_t len, const struct fetch_range_sink *sink);
+
+/*
  * One deadline for all the fetches of one read: between fetch_read_begin(c) and fetch_read_end()
  * on the same thread, every fetch_blob_range[_verify] call ends by begin + the client's
  * read_timeout_ms (or by its own deadline when that is earlier), so a read that needs several

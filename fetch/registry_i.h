@@ -98,8 +98,9 @@ struct fetch_client {
 
 enum method { M_GET, M_HEAD, M_POST, M_PUT };
 
-/* Where a 2xx response body goes: nowhere, memory, a file, or a caller's buffer (a byte range). */
-enum sink_kind { SINK_NONE, SINK_MEM, SINK_FD, SINK_BUF };
+/* Where a 2xx response body goes: nowhere, memory, a file, a caller's buffer (a byte range), or a
+ * caller's callbacks as it arrives (a byte range). */
+enum sink_kind { SINK_NONE, SINK_MEM, SINK_FD, SINK_BUF, SINK_STREAM };
 
 /* One HTTP request with its retries: what to send, where the 2xx body goes, and what came back. */
 struct req {
@@ -134,13 +135,19 @@ struct req {
 	fetch_progress_fn progress;
 	void *pctx;
 	/* SINK_BUF: bytes [range_off, range_off + range_len) of the blob into buf, sent with a Range
-	 * header; a 206 body starts at range_off, any other 2xx body at 0 (the prefix is skipped) */
+	 * header; a 206 body starts at range_off, any other 2xx body at 0 (the prefix is skipped).
+	 * SINK_STREAM: the same bytes to stream->data() instead (stream->start() before the first of
+	 * each attempt) */
 	char *buf;
+	const struct fetch_range_sink *stream;
+	int stream_started; /* start() was called for this attempt's bytes */
+	int stream_enough;  /* data() asked to stop: the range is complete as far as it cares */
 	uint64_t range_off;
 	size_t range_len;
 	size_t have;	   /* bytes of buf filled */
 	uint64_t body_pos; /* bytes of the current 2xx body seen */
-	int range_done;	   /* have == range_len and the callback stopped the transfer on purpose */
+	int range_done; /* have == range_len (or stream_enough) and the callback stopped the transfer
+			 * on purpose */
 
 	/* the current response; reset at each status line (redirects, retries) */
 	long status;
