@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,6 +34,21 @@ static int blob_check(struct req *r)
 	return 0;
 }
 
+/* Sets r's deadline for a whole-blob download of size bytes: the client's base + size / min rate
+ * (sizes are at most FETCH_BLOB_SIZE_MAX, so nothing overflows). */
+static void download_deadline(struct req *r, const struct fetch_client *c, uint64_t size)
+{
+	uint64_t s = (uint64_t)c->download_base_s + size / c->download_min_rate;
+
+	r->timeout_ms = (long)(s * 1000);
+	r->deadline_ms = fetch_now_ms() + (int64_t)s * 1000;
+	snprintf(r->deadline_what, sizeof(r->deadline_what),
+		 "download deadline of %llus (%lds + %llu bytes at %llu bytes/s: "
+		 "download_deadline_base, download_min_rate)",
+		 (unsigned long long)s, c->download_base_s, (unsigned long long)size,
+		 (unsigned long long)c->download_min_rate);
+}
+
 int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t expected_size, int fd, fetch_progress_fn progress, void *pctx)
 {
@@ -52,6 +68,7 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	rc = fetch_route_init(&r, c, ref, "blobs", want, &url, &what);
 	if (rc < 0)
 		goto out;
+	download_deadline(&r, c, expected_size);
 	r.kind = SINK_FD;
 	r.fd = fd;
 	r.fd_start = lseek(fd, 0, SEEK_CUR); /* -1 for a pipe: then a retry cannot rewind */

@@ -109,6 +109,32 @@ static void test_low_speed_timeout(void **state)
 	assert_int_equal(parse("low_speed_timeout = 3601\n", &cfg, err), -EINVAL);
 }
 
+static void test_download_deadline(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("download_deadline_base = 60\ndownload_min_rate = \"256K\"\n", &cfg,
+			       err),
+			 0);
+	assert_true(cfg.has_download_deadline_base && cfg.download_deadline_base == 60);
+	assert_true(cfg.has_download_min_rate && cfg.download_min_rate == 256 * 1024);
+	config_free(&cfg);
+	assert_int_equal(parse("download_min_rate = 1000\n", &cfg, err), 0);
+	assert_true(cfg.download_min_rate == 1000 && !cfg.has_download_deadline_base);
+	config_free(&cfg);
+	assert_int_equal(parse("download_deadline_base = 0\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "strata.toml:1: download_deadline_base: expected a number"));
+	assert_int_equal(parse("download_deadline_base = 86401\n", &cfg, err), -EINVAL);
+	assert_int_equal(parse("download_min_rate = 0\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "download_min_rate: expected bytes a second"));
+	assert_int_equal(parse("download_min_rate = \"0\"\n", &cfg, err), -EINVAL);
+	assert_int_equal(parse("download_min_rate = \"fast\"\n", &cfg, err), -EINVAL);
+	assert_int_equal(parse("download_min_rate = 5\ndownload_min_rate = 6\n", &cfg, err),
+			 -EINVAL);
+}
+
 static void expect_error(const char *text, const char *msg)
 {
 	struct config cfg;
@@ -231,10 +257,15 @@ static void test_size(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_values),	    cmocka_unit_test(test_cache_keys),
-		cmocka_unit_test(test_allow_other), cmocka_unit_test(test_low_speed_timeout),
-		cmocka_unit_test(test_errors),	    cmocka_unit_test(test_trust_keys),
-		cmocka_unit_test(test_load),	    cmocka_unit_test(test_size),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_cache_keys),
+		cmocka_unit_test(test_allow_other),
+		cmocka_unit_test(test_low_speed_timeout),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_trust_keys),
+		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_size),
+		cmocka_unit_test(test_download_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
