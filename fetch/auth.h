@@ -103,7 +103,8 @@ void fetch_tokens_free(struct fetch_tokens *t);
  *          differ), and the token is treated as expired 10 s early, or half its lifetime early
  *          when that is shorter than 20 s.
  * The issuer request has a 10 s connect timeout and a 30 s total timeout and reads at most 1 MiB;
- * a GET follows at most 3 redirects (Basic credentials are not sent to another host), the POST none.
+ * a GET follows at most 3 redirects (Basic credentials are not sent to another host; see
+ * fetch_token_redirect_protocols for where they may lead), the POST none.
  * Two threads missing the same key at once may both fetch; the later answer is cached.
  * The cache does not key on creds: use one cache per set of credentials.
  * Returns 0; -EACCES when the issuer answers 401 or 403 (strata_err "token request to <realm host>
@@ -113,6 +114,14 @@ void fetch_tokens_free(struct fetch_tokens *t);
  */
 int fetch_tokens_get(struct fetch_tokens *t, const struct fetch_challenge *ch,
 		     const struct fetch_creds *creds, char **authorization);
+
+/*
+ * The protocols a token request for realm may be redirected to (curl's REDIR_PROTOCOLS_STR): "https"
+ * for an https realm, so a redirect can never downgrade the request (its Basic credentials, the
+ * token in the answer) to plain http, wherever the realm is; "http,https" for a plain http realm
+ * (which fetch_challenge_parse accepts only on loopback). Never NULL. Thread-safe.
+ */
+const char *fetch_token_redirect_protocols(const char *realm);
 
 /* fetch_tokens_get, with an issuer request (connect and whole transfer) of at most limit_ms when
  * > 0 and shorter than the defaults: for a token needed by a read with a deadline. A request cut

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -23,6 +24,11 @@
 #define TOKEN_CONNECT_MS 10000L
 #define TOKEN_TIMEOUT_MS 30000L
 #define TOKEN_MAX_REDIRS 3L
+
+const char *fetch_token_redirect_protocols(const char *realm)
+{
+	return strncasecmp(realm, "https://", 8) == 0 ? "https" : "http,https";
+}
 
 /* ---- the cache ---- */
 
@@ -253,7 +259,8 @@ static int fetch_token(const struct fetch_challenge *ch, const struct fetch_cred
 	}
 	if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK) {
+	    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR,
+			     fetch_token_redirect_protocols(ch->realm)) != CURLE_OK) {
 		rc = strata_err(EINVAL, "token request to %s: invalid realm URL", host);
 		goto out;
 	}

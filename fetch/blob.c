@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Blob reads: whole blobs into a file with their digest checked, byte ranges into a buffer, and the
- * deadline one read's fetches share. */
+/* Blob reads: whole blobs into a file with their digest checked, byte ranges into a buffer or
+ * streamed to a caller's sink, and the deadline one read's fetches share. */
 #include "registry.h"
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,6 +34,21 @@ static int blob_check(struct req *r)
 	return 0;
 }
 
+/* Sets r's deadline for a whole-blob download of size bytes: the client's base + size / min rate
+ * (sizes are at most FETCH_BLOB_SIZE_MAX, so nothing overflows). */
+static void download_deadline(struct req *r, const struct fetch_client *c, uint64_t size)
+{
+	uint64_t s = (uint64_t)c->download_base_s + size / c->download_min_rate;
+
+	r->timeout_ms = (long)(s * 1000);
+	r->deadline_ms = fetch_now_ms() + (int64_t)s * 1000;
+	snprintf(r->deadline_what, sizeof(r->deadline_what),
+		 "download deadline of %llus (%lds + %llu bytes at %llu bytes/s: "
+		 "download_deadline_base, download_min_rate)",
+		 (unsigned long long)s, c->download_base_s, (unsigned long long)size,
+		 (unsigned long long)c->download_min_rate);
+}
+
 int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 		     uint64_t expected_size, int fd, fetch_progress_fn progress, void *pctx)
 {
@@ -52,6 +68,7 @@ int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const 
 	rc = fetch_route_init(&r, c, ref, "blobs", want, &url, &what);
 	if (rc < 0)
 		goto out;
+	download_deadline(&r, c, expected_size);
 	r.kind = SINK_FD;
 	r.fd = fd;
 	r.fd_start = lseek(fd, 0, SEEK_CUR); /* -1 for a pipe: then a retry cannot rewind */
@@ -122,6 +139,36 @@ int64_t fetch_read_remaining_ms(void)
 	return left > 0 ? left : 0;
 }
 
+/* Sets up r for a range read of blob want (normalized) into sink kind: the route, the read
+ * deadline, the range. Returns 0 or negative errno (strata_err set); the caller frees *url, *what
+ * and r->errbody either way. */
+static int range_init(struct req *r, struct fetch_client *c, const struct fetch_ref *ref,
+		      const char *want, uint64_t off, uint64_t len, enum sink_kind kind, char **url,
+		      char **what)
+{
+	int rc;
+
+	if (off > UINT64_MAX - (len - 1) || len > SIZE_MAX)
+		return strata_err(EINVAL, "blob %s: range %llu+%llu is out of bounds", want,
+				  (unsigned long long)off, (unsigned long long)len);
+	rc = fetch_route_init(r, c, ref, "blobs", want, url, what);
+	if (rc < 0)
+		return rc;
+	r->kind = kind;
+	if (c->read_timeout_ms > 0) {
+		r->timeout_ms = c->read_timeout_ms;
+		r->deadline_ms = fetch_now_ms() + c->read_timeout_ms;
+	}
+	if (tl_read_deadline_ms && (!r->deadline_ms || tl_read_deadline_ms < r->deadline_ms)) {
+		r->timeout_ms =
+			tl_read_timeout_ms; /* the read's earlier fetches used up some of it */
+		r->deadline_ms = tl_read_deadline_ms;
+	}
+	r->range_off = off;
+	r->range_len = (size_t)len;
+	return 0;
+}
+
 /* Byte ranges of a blob: one GET with a Range header into the caller's buffer (see sink_buf()). */
 int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 			    uint64_t off, size_t len, void *buf,
@@ -138,29 +185,56 @@ int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref,
 		return rc;
 	if (len == 0)
 		return verify ? verify(vctx, buf, 0) : 0;
-	if (off > UINT64_MAX - (len - 1))
-		return strata_err(EINVAL, "blob %s: range %llu+%zu is out of bounds", want,
-				  (unsigned long long)off, len);
-	rc = fetch_route_init(&r, c, ref, "blobs", want, &url, &what);
+	rc = range_init(&r, c, ref, want, off, len, SINK_BUF, &url, &what);
 	if (rc < 0)
 		goto out;
-	r.kind = SINK_BUF;
-	if (c->read_timeout_ms > 0) {
-		r.timeout_ms = c->read_timeout_ms;
-		r.deadline_ms = fetch_now_ms() + c->read_timeout_ms;
-	}
-	if (tl_read_deadline_ms && (!r.deadline_ms || tl_read_deadline_ms < r.deadline_ms)) {
-		r.timeout_ms =
-			tl_read_timeout_ms; /* the read's earlier fetches used up some of it */
-		r.deadline_ms = tl_read_deadline_ms;
-	}
 	r.buf = buf;
-	r.range_off = off;
-	r.range_len = len;
 	if (verify) {
 		r.check = range_check;
 		r.check_ctx = &chk;
 	}
+	rc = fetch_route_request(&r);
+out:
+	free(r.errbody);
+	free(what);
+	free(url);
+	return rc;
+}
+
+/* req.check of a streamed range read: the sink's finish() on what one host sent. */
+static int stream_check(struct req *r)
+{
+	const struct fetch_range_sink *k = r->stream;
+	int v;
+
+	v = k->finish(k->ctx); /* after data(): a 2xx answer delivered at least one byte */
+	if (v == -EBADMSG)
+		return strata_err_prefix(EBADMSG, "%s: bytes %llu-%llu from %s do not verify",
+					 r->what, (unsigned long long)r->range_off,
+					 (unsigned long long)fetch_range_last(r), r->host);
+	return v;
+}
+
+int fetch_blob_range_stream(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+			    uint64_t off, uint64_t len, const struct fetch_range_sink *sink)
+{
+	char want[UTIL_DIGEST_STR_LEN];
+	char *url = NULL, *what = NULL;
+	struct req r = { 0 };
+	int rc;
+
+	rc = util_digest_normalize(digest, want);
+	if (rc < 0)
+		return rc;
+	if (len == 0) {
+		rc = sink->start(sink->ctx);
+		return rc < 0 ? rc : sink->finish(sink->ctx);
+	}
+	rc = range_init(&r, c, ref, want, off, len, SINK_STREAM, &url, &what);
+	if (rc < 0)
+		goto out;
+	r.stream = sink;
+	r.check = stream_check;
 	rc = fetch_route_request(&r);
 out:
 	free(r.errbody);

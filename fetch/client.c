@@ -167,6 +167,10 @@ int fetch_client_new(const struct fetch_opts *opts, struct fetch_client **out)
 	c->variant = opts->platform_variant ? strdup(opts->platform_variant) : NULL;
 	c->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms :
 							       DEFAULT_CONNECT_TIMEOUT_MS;
+	c->download_base_s = opts->download_base_s > 0 ? opts->download_base_s :
+							 FETCH_DOWNLOAD_BASE_S;
+	c->download_min_rate = opts->download_min_rate > 0 ? opts->download_min_rate :
+							     FETCH_DOWNLOAD_MIN_RATE;
 	c->low_speed_s = opts->low_speed_timeout_s > 0 ? opts->low_speed_timeout_s :
 							 DEFAULT_LOW_SPEED_S;
 	c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_ATTEMPTS;

@@ -234,6 +234,12 @@ static size_t sink_fd(struct req *r, const char *data, size_t n)
 	return n;
 }
 
+/* Whether r reads a byte range (into a buffer or a stream sink). */
+static int is_range(const struct req *r)
+{
+	return r->kind == SINK_BUF || r->kind == SINK_STREAM;
+}
+
 /* The last byte offset of the requested range (range_len > 0, checked by fetch_blob_range). */
 uint64_t fetch_range_last(const struct req *r)
 {
@@ -253,12 +259,33 @@ static int range_matches(const struct req *r)
 		r->cr_last + 1 == (uint64_t)r->cr_total);
 }
 
+/* Hands the next n bytes of the range to the stream sink (start() first, once per attempt).
+ * Returns data()'s answer: 0, 1 (enough) or negative errno, a bad-bytes one naming the host. */
+static int stream_put(struct req *r, const char *p, size_t n)
+{
+	const struct fetch_range_sink *k = r->stream;
+	int v;
+
+	if (!r->stream_started) {
+		v = k->start(k->ctx);
+		if (v < 0)
+			return v;
+		r->stream_started = 1;
+	}
+	v = k->data(k->ctx, p, n);
+	if (v == -EBADMSG)
+		return strata_err_prefix(EBADMSG, "%s: bytes %llu-%llu from %s do not verify",
+					 r->what, (unsigned long long)r->range_off,
+					 (unsigned long long)fetch_range_last(r), r->host);
+	return v;
+}
+
 /*
- * Copies the requested range out of a 2xx body. A 206 body starts at range_off; any other 2xx body
- * is the whole blob, whose first range_off bytes are skipped. Once range_len bytes are in, returns a
+ * Copies the requested range out of a 2xx body (SINK_BUF), or hands it on as it arrives
+ * (SINK_STREAM). A 206 body starts at range_off; any other 2xx body is the whole blob, whose first
+ * range_off bytes are skipped. Once range_len bytes are in, or the stream sink has enough, returns a
  * short count to stop the transfer (range_done tells fetch_http_perform() that this is not a
- * failure),
- * unless the body ends right there anyway, which keeps the connection reusable.
+ * failure), unless the body ends right there anyway, which keeps the connection reusable.
  */
 static size_t sink_buf(struct req *r, const char *data, size_t n)
 {
@@ -307,8 +334,23 @@ static size_t sink_buf(struct req *r, const char *data, size_t n)
 
 		if (take > r->range_len - r->have)
 			take = r->range_len - r->have;
-		memcpy(r->buf + r->have, data + skip, take);
-		r->have += take;
+		if (r->kind == SINK_STREAM) {
+			int v = stream_put(r, data + skip, take);
+
+			if (v < 0) {
+				r->sink_err = v;
+				return 0;
+			}
+			r->have += take;
+			if (v == 1) {
+				r->stream_enough = 1;
+				r->range_done = 1;
+				return 0;
+			}
+		} else {
+			memcpy(r->buf + r->have, data + skip, take);
+			r->have += take;
+		}
 	}
 	if (r->have < r->range_len)
 		return n;
@@ -346,6 +388,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 	case SINK_FD:
 		return sink_fd(r, data, n);
 	case SINK_BUF:
+	case SINK_STREAM:
 		return sink_buf(r, data, n);
 	case SINK_NONE:
 		break;
@@ -383,6 +426,8 @@ int fetch_http_sink_reset(struct req *r)
 		r->mem[0] = '\0';
 	r->have = 0;
 	r->range_done = 0;
+	r->stream_started = 0;
+	r->stream_enough = 0;
 	if (r->kind != SINK_FD || r->got == 0)
 		return 0;
 	if (r->fd_start < 0)
@@ -433,7 +478,7 @@ static int request_headers(const struct req *r, struct curl_slist **out)
 	for (size_t i = 0; rc == 0 && r->hc && i < r->hc->host->nheaders; i++)
 		rc = add_header(&h, "%s: %s", r->hc->host->headers[i].name,
 				r->hc->host->headers[i].value);
-	if (rc == 0 && r->kind == SINK_BUF)
+	if (rc == 0 && is_range(r))
 		rc = add_header(&h, "Range: bytes=%llu-%llu", (unsigned long long)r->range_off,
 				(unsigned long long)fetch_range_last(r));
 	if (rc == 0 && (r->method == M_POST || r->method == M_PUT)) {
@@ -522,7 +567,7 @@ static int set_options(struct req *r, CURL *h, struct curl_slist *headers)
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-	if (r->kind == SINK_FD || (r->kind == SINK_BUF && r->range_len >= (size_t)BLOB_BUFFER_SIZE))
+	if (r->kind == SINK_FD || (is_range(r) && r->range_len >= (size_t)BLOB_BUFFER_SIZE))
 		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, BLOB_BUFFER_SIZE);
 	if (r->hc) {
 		const struct fetch_host *fh = r->hc->host;
@@ -641,7 +686,7 @@ static int http_error(struct req *r, long status)
 	if (status == 401 || status == 403) /* fetch_authorize_request() answers a 401 challenge */
 		return strata_err(EACCES, "%s: access denied (HTTP %ld from %s)", r->what, status,
 				  r->host);
-	if (status == 416 && r->kind == SINK_BUF)
+	if (status == 416 && is_range(r))
 		return strata_err(EPIPE,
 				  "%s: blob is shorter than the requested range (bytes %llu-%llu)",
 				  r->what, (unsigned long long)r->range_off,
@@ -673,7 +718,7 @@ static void count_attempt(const struct req *r, CURL *h, int attempt)
 	atomic_fetch_add_explicit(&c->n_bytes, r->rx, memory_order_relaxed);
 	if (attempt > 0)
 		atomic_fetch_add_explicit(&c->n_retries, 1, memory_order_relaxed);
-	if (r->kind == SINK_BUF)
+	if (is_range(r))
 		atomic_fetch_add_explicit(&c->n_range, 1, memory_order_relaxed);
 	if (r->hs) {
 		atomic_fetch_add_explicit(&r->hs->n_requests, 1 + (uint64_t)redirects,
@@ -690,7 +735,7 @@ static int range_finish(struct req *r, int *retry)
 {
 	int proven;
 
-	if (r->have == r->range_len)
+	if (r->have == r->range_len || r->stream_enough)
 		return 0;
 	if (r->status == 206)
 		proven = r->has_range && r->cr_total >= 0 &&
@@ -772,7 +817,7 @@ int fetch_http_perform(struct req *r, CURL *h, int attempt, int *retry)
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	r->status = status;
 	if (is_2xx(status))
-		return r->kind == SINK_BUF ? range_finish(r, retry) : 0;
+		return is_range(r) ? range_finish(r, retry) : 0;
 	if (r->method != M_GET && status >= 300 && status < 400)
 		return 0;
 	if (status == 401 && r->www_auth) {

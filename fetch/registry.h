@@ -22,17 +22,22 @@ struct fetch_opts {
 	const char *platform_variant; /* "v8", or NULL */
 	long connect_timeout_ms;      /* 0 = default 10 s */
 	long low_speed_timeout_s; /* abort a transfer slower than 1 KiB/s for this long; 0 = 30 s */
-	int max_attempts;	  /* per request and host, for connection errors and 5xx; 0 = 3 */
-	const char *hosts_dir;	  /* containerd certs.d layout (hosts.toml per registry); NULL or
+	/* A whole-blob download (fetch_blob_to_fd) must end by download_base_s + its size /
+	 * download_min_rate seconds, across hosts, retries and waits, whatever its pace: a host
+	 * trickling just above the low-speed floor cannot hold it for days. 0 = 300 s, 64 KiB/s. */
+	long download_base_s;
+	uint64_t download_min_rate; /* bytes a second */
+	int max_attempts;	    /* per request and host, for connection errors and 5xx; 0 = 3 */
+	const char *hosts_dir;	    /* containerd certs.d layout (hosts.toml per registry); NULL or
 				    * "": each registry alone, with the defaults of fetch_hosts_load */
-	int strict_cache;	  /* never contact a registry's upstream `server`: mirrors only */
-	long read_timeout_ms;	  /* overall deadline of one fetch_blob_range[_verify] call, across
+	int strict_cache;	    /* never contact a registry's upstream `server`: mirrors only */
+	long read_timeout_ms;	/* overall deadline of one fetch_blob_range[_verify] call, across
 				    * hosts, retries and waits (curl's timeout is capped by what is
 				    * left); past it the call fails with -ETIMEDOUT. 0 = none */
-	long retry_after_max_s;	  /* longest wait for a host's Retry-After; a longer one fails the
+	long retry_after_max_s; /* longest wait for a host's Retry-After; a longer one fails the
 				    * request on that host instead of sending early. 0 = 10 s */
-	int max_per_host;	  /* in-flight requests per host, all threads; 0 = 8 */
-	int breaker_failures; /* consecutive failures (connect errors, timeouts, 5xx) that open a
+	int max_per_host;	/* in-flight requests per host, all threads; 0 = 8 */
+	int breaker_failures;	/* consecutive failures (connect errors, timeouts, 5xx) that open a
 				    * host's circuit; 0 = 5 */
 	long breaker_cooldown_ms; /* first open period, doubling up to 2 min; 0 = 10 s */
 };
@@ -121,7 +126,9 @@ typedef int (*fetch_progress_fn)(void *ctx, uint64_t done, uint64_t total);
  * disk); a size above FETCH_BLOB_SIZE_MAX (1 TiB) is refused before any request.
  * Returns 0, or negative errno with strata_err set: -EBADMSG "blob sha256:... digest mismatch
  * (got sha256:...)" or "... is larger than its descriptor says", -EFBIG for a size above the cap,
- * -ENOENT "blob unknown", and the network errors above. On failure the fd's content is
+ * -ENOENT "blob unknown", -ETIMEDOUT "... download deadline of Ns (...) expired" when the
+ * whole download (hosts, retries, waits) took longer than the client's download_base_s +
+ * expected_size / download_min_rate, and the network errors above. On failure the fd's content is
  * unspecified (the caller discards it). progress may be NULL; its total is expected_size.
  */
 int fetch_blob_to_fd(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
@@ -148,6 +155,35 @@ int fetch_blob_range(struct fetch_client *c, const struct fetch_ref *ref, const 
 int fetch_blob_range_verify(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
 			    uint64_t off, size_t len, void *buf,
 			    int (*verify)(void *vctx, const void *buf, size_t len), void *vctx);
+
+/*
+ * Where fetch_blob_range_stream() hands a range's bytes as they arrive, so that no buffer holds the
+ * range. Each host (and each retry) sends the range from its first byte: start() comes first and
+ * must forget what an earlier attempt gave. data() takes the next len bytes and returns 0 for more,
+ * 1 when it needs no more (the transfer is stopped there: not an error), or a negative errno with
+ * strata_err set (-EBADMSG: the bytes do not verify, the next host is tried; -ENOMEM or -ECANCELED
+ * end the call). finish() runs when a host's answer ended (every byte, or data() said 1): 0
+ * accepts it, -EBADMSG tries the next host. The callbacks run on the calling thread.
+ */
+struct fetch_range_sink {
+	int (*start)(void *ctx);
+	int (*data)(void *ctx, const void *buf, size_t len);
+	int (*finish)(void *ctx);
+	void *ctx;
+};
+
+/*
+ * Reads bytes [off, off + len) of blob `digest` as fetch_blob_range does (Range GET, redirects,
+ * retries, next hosts, a 200 answer's prefix skipped, the client's read timeout), handing them to
+ * sink as they arrive instead of into a buffer: memory stays bounded (curl's 256 KiB buffer)
+ * whatever len is, and a sink that has what it needs stops the transfer. For len 0 start() and
+ * finish() are called without a request. Returns 0 once finish() accepted a host's bytes, -EPIPE
+ * when the blob ends before off + len (and data() did not stop it first), -EBADMSG when no host's
+ * bytes were accepted, data()'s other errors, or the errors of fetch_blob_range; strata_err set.
+ * Thread-safe when the sink is (each call uses it from one thread).
+ */
+int fetch_blob_range_stream(struct fetch_client *c, const struct fetch_ref *ref, const char *digest,
+			    uint64_t off, uint64_t len, const struct fetch_range_sink *sink);
 
 /*
  * One deadline for all the fetches of one read: between fetch_read_begin(c) and fetch_read_end()

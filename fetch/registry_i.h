@@ -25,6 +25,10 @@
 #define FETCH_LOW_SPEED_BYTES 1024L
 #define FETCH_DOC_TIMEOUT_MS  120000L
 
+/* The defaults of a whole-blob download's deadline: base + size / min rate (fetch_opts). */
+#define FETCH_DOWNLOAD_BASE_S	300L
+#define FETCH_DOWNLOAD_MIN_RATE (64u << 10)
+
 /* Idle easy handles kept per client: each keeps its own connection cache, so reusing one reuses its
  * keep-alive connections (libcurl does not support sharing a connection cache across threads). */
 #define POOL_MAX 8
@@ -66,6 +70,8 @@ struct fetch_client {
 	char *variant; /* NULL: any */
 	long connect_timeout_ms;
 	long low_speed_s;
+	long download_base_s;
+	uint64_t download_min_rate; /* > 0 */
 	int max_attempts;
 	char *hosts_dir; /* NULL: built-in defaults only */
 	int strict_cache;
@@ -98,8 +104,9 @@ struct fetch_client {
 
 enum method { M_GET, M_HEAD, M_POST, M_PUT };
 
-/* Where a 2xx response body goes: nowhere, memory, a file, or a caller's buffer (a byte range). */
-enum sink_kind { SINK_NONE, SINK_MEM, SINK_FD, SINK_BUF };
+/* Where a 2xx response body goes: nowhere, memory, a file, a caller's buffer (a byte range), or a
+ * caller's callbacks as it arrives (a byte range). */
+enum sink_kind { SINK_NONE, SINK_MEM, SINK_FD, SINK_BUF, SINK_STREAM };
 
 /* One HTTP request with its retries: what to send, where the 2xx body goes, and what came back. */
 struct req {
@@ -134,13 +141,19 @@ struct req {
 	fetch_progress_fn progress;
 	void *pctx;
 	/* SINK_BUF: bytes [range_off, range_off + range_len) of the blob into buf, sent with a Range
-	 * header; a 206 body starts at range_off, any other 2xx body at 0 (the prefix is skipped) */
+	 * header; a 206 body starts at range_off, any other 2xx body at 0 (the prefix is skipped).
+	 * SINK_STREAM: the same bytes to stream->data() instead (stream->start() before the first of
+	 * each attempt) */
 	char *buf;
+	const struct fetch_range_sink *stream;
+	int stream_started; /* start() was called for this attempt's bytes */
+	int stream_enough;  /* data() asked to stop: the range is complete as far as it cares */
 	uint64_t range_off;
 	size_t range_len;
 	size_t have;	   /* bytes of buf filled */
 	uint64_t body_pos; /* bytes of the current 2xx body seen */
-	int range_done;	   /* have == range_len and the callback stopped the transfer on purpose */
+	int range_done; /* have == range_len (or stream_enough) and the callback stopped the transfer
+			 * on purpose */
 
 	/* the current response; reset at each status line (redirects, retries) */
 	long status;
@@ -159,12 +172,13 @@ struct req {
 	int transport_err; /* the last attempt failed below HTTP (connection, TLS, cut transfer) */
 	int status_err;	   /* the last attempt ended in a non-2xx final status (r->status), which
 			    * fetch_http_perform() turned into an errno; retry.c judges 429/5xx */
-	char retry_after[64];  /* the current response's Retry-After value, or "" */
-	struct host_state *hs; /* the state of r->host, set by fetch_retry_request() */
-	int last_endpoint;     /* no later hosts.toml endpoint could take r: an open breaker must
+	char retry_after[64];	 /* the current response's Retry-After value, or "" */
+	struct host_state *hs;	 /* the state of r->host, set by fetch_retry_request() */
+	int last_endpoint;	 /* no later hosts.toml endpoint could take r: an open breaker must
 				  not fail it fast (set by fetch_route_request()) */
-	int64_t deadline_ms;   /* CLOCK_MONOTONIC end of the whole call, or 0 */
-	long timeout_ms;       /* what the deadline was set from, for messages */
+	int64_t deadline_ms;	 /* CLOCK_MONOTONIC end of the whole call, or 0 */
+	long timeout_ms;	 /* what the deadline was set from, for messages */
+	char deadline_what[128]; /* names the deadline in messages; "": the read timeout */
 	char errbuf[CURL_ERROR_SIZE];
 
 	/* Set by fetch_route_init(): the request goes to the eligible hosts of ref's registry in

@@ -144,6 +144,8 @@ int fetch_deadline_err(const struct req *r, int rc)
 
 	if (rc < 0)
 		snprintf(last, sizeof(last), " (last error: %s)", strata_errmsg(rc));
+	if (r->deadline_what[0])
+		return strata_err(ETIMEDOUT, "%s: %s expired%s", r->what, r->deadline_what, last);
 	return strata_err(ETIMEDOUT, "%s: read timeout of %lds expired%s", r->what,
 			  (r->timeout_ms + 999) / 1000, last);
 }

@@ -2,8 +2,8 @@
 /*
  * Where a read is served: fs_op_read asks chunk_get for each chunk (the decoded-chunk cache, the
  * store, the writer's queue), and a miss goes to the network through fs_fetch_shared (one fetch
- * per span, shared by the readers that need it) and fetch_span (range read, decode, verify,
- * store).
+ * per span, shared by the readers that need it) and fetch_span (a range read decoded, verified and
+ * stored as it arrives).
  */
 #include <assert.h>
 #include <errno.h>
@@ -30,7 +30,8 @@
 	       --chunk-size 65536: smaller decode units for random reads) does not mean more
 	       requests on a cold read; 8 chunks of the default 1 MiB either way */
 #define BACK_OVERLAP \
-	(64u << 10) /* spans sharing more than this make a miss take the chunk before */
+	(64u << 10)	       /* spans sharing more than this make a miss take the chunk before */
+#define DEC_PIECE (256u << 10) /* a span's decode buffer holds a chunk and this much more */
 
 /* A span being fetched; readers that need the same span wait for it instead of fetching again. */
 struct inflight {
@@ -41,16 +42,28 @@ struct inflight {
 	struct inflight *next;
 };
 
-/* fetch_span()'s verifier: decodes a host's compressed bytes into plain and checks the chunks that
- * were asked for, so that a host sending bad bytes is followed by the next host. */
-struct span_check {
-	const struct fs_layer *l;
+/*
+ * fetch_span()'s sink: decodes a host's compressed bytes as they arrive, checks each chunk against its
+ * digest once its last byte is decoded, stores it, and stops the transfer once the chunks it should
+ * decode are done. Memory holds one chunk and a piece of decoded bytes (plus the decoder's state),
+ * whatever the span's length: a single-frame zstd layer or a TOC's one huge gzip member cannot make
+ * a read allocate its span.
+ */
+struct span_stream {
+	struct fs_engine *eng;
+	struct fs_layer *l;
+	const struct index_chunk *c; /* the chunk the read needs */
 	const struct index_span *sp;
-	const uint8_t *window;
-	uint64_t uoff, need_end, dec_start;
-	uint64_t dec_end_max; /* what to decode at most */
-	uint64_t dec_end;     /* what was decoded: dec_end_max, or need_end for an eStargz tail */
-	uint8_t *plain;
+	const uint8_t *window;	 /* the span checkpoint's window, or NULL */
+	uint64_t uoff, need_end; /* chunks in here must verify, or the host's bytes are bad */
+	uint64_t dec_start, dec_end_max; /* chunks in here are stored when they verify */
+	struct index_span_dec *dec;	 /* this attempt's decoder */
+	uint8_t *plain;			 /* decoded tar bytes [pbase, pbase + plen) */
+	size_t plen, pcap;
+	uint64_t pbase;
+	uint32_t k;	  /* the next chunk to check, in tar order (index_layer_chunk_by_offset) */
+	int found_needed; /* c verified */
+	int store_rc;	  /* a store failure: the span stopped there, fetch_span returns it */
 };
 
 /* fs_get_window()'s verifier: the window of checkpoint cp, decompressed into window. */
@@ -68,7 +81,9 @@ static void miss_range(struct fs_engine *eng, const struct index_layer *idx,
 		       const struct index_inode *in, uint32_t ci, uint64_t *uoff, uint64_t *uend);
 static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct index_chunk *c,
 		      uint64_t uoff, uint64_t need_end);
-static int span_verify(void *ctx, const void *comp, size_t clen);
+static int span_start(void *ctx);
+static int span_data(void *ctx, const void *buf, size_t len);
+static int span_finish(void *ctx);
 static void cache_verified(struct fs_engine *eng, const struct index_chunk *o, const uint8_t *data);
 static int window_verify(void *ctx, const void *raw, size_t len);
 
@@ -392,35 +407,38 @@ static void miss_range(struct fs_engine *eng, const struct index_layer *idx,
 }
 
 /*
- * Fetches the span holding tar bytes [uoff, need_end) of layer l (which contain chunk c), decodes
- * it, verifies every whole chunk it yields against its digest, and stores those chunks. Only bytes
- * that matched a digest are stored.
+ * Fetches the span holding tar bytes [uoff, need_end) of layer l (which contain chunk c), decoding
+ * it as it arrives (span_data()): every whole chunk it yields is verified against its digest and
+ * stored, and only such chunks. A wanted chunk that does not verify makes the next host try.
  */
 static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct index_chunk *c,
 		      uint64_t uoff, uint64_t need_end)
 {
+	struct fetch_range_sink sink = { span_start, span_data, span_finish, NULL };
 	struct index_span sp;
-	struct span_check sc;
-	uint8_t *comp = NULL, *plain = NULL, *window = NULL;
-	uint64_t dec_start = uoff, dec_end;
-	char hex[UTIL_DIGEST_STR_LEN];
-	int rc, found_needed = 0;
+	struct span_stream ss;
+	uint8_t *window = NULL;
+	int rc;
 
 	rc = index_layer_span(l->idx, uoff, need_end, &sp);
 	if (rc < 0)
 		return rc;
+	memset(&ss, 0, sizeof(ss));
+	ss.eng = eng;
+	ss.l = l;
+	ss.c = c;
+	ss.sp = &sp;
+	ss.uoff = uoff;
+	ss.need_end = need_end;
 	/* Decode the span from its start, so the chunks before the wanted ones are stored too (reads
 	 * come out of tar order: a program's imports, concurrent readers), but skip what lies more
-	 * than MAX_BEHIND before them (a single zstd frame starts at the layer's first byte), and keep
+	 * than MAX_BEHIND before them (a single zstd frame starts at the layer's first byte), and stop
 	 * at most MAX_DECODE beyond what was asked for. */
-	if (uoff - sp.ustart <= MAX_BEHIND)
-		dec_start = sp.ustart;
-	dec_end = sp.uend;
-	if (dec_end - need_end > MAX_DECODE)
-		dec_end = need_end + MAX_DECODE;
-	comp = malloc(sp.cend - sp.cstart ? sp.cend - sp.cstart : 1);
-	plain = malloc(dec_end - dec_start ? dec_end - dec_start : 1);
-	if (!comp || !plain) {
+	ss.dec_start = uoff - sp.ustart <= MAX_BEHIND ? sp.ustart : uoff;
+	ss.dec_end_max = sp.uend - need_end > MAX_DECODE ? need_end + MAX_DECODE : sp.uend;
+	ss.pcap = (size_t)index_layer_chunk_size(l->idx) + DEC_PIECE;
+	ss.plain = malloc(ss.pcap);
+	if (!ss.plain) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -434,114 +452,182 @@ static int fetch_span(struct fs_engine *eng, struct fs_layer *l, const struct in
 		if (rc < 0)
 			goto out;
 	}
-	sc = (struct span_check){ .l = l,
-				  .sp = &sp,
-				  .window = window,
-				  .uoff = uoff,
-				  .need_end = need_end,
-				  .dec_start = dec_start,
-				  .dec_end_max = dec_end,
-				  .plain = plain };
-	/* decoded and the wanted chunks checked per host: bad bytes from a mirror go to the next */
-	rc = fetch_blob_range_verify(eng->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart,
-				     comp, span_verify, &sc);
-	if (rc < 0)
-		goto out;
-	dec_end = sc.dec_end;
-	/* Store every whole chunk of the decoded range whose bytes match its digest. The wanted
-	 * chunks, [uoff, need_end), were checked by span_verify() on these very bytes. */
-	for (uint32_t k = index_layer_chunk_rank(l->idx, dec_start);
-	     k < index_layer_nchunks(l->idx); k++) {
-		const struct index_chunk *o =
-			index_layer_chunk(l->idx, index_layer_chunk_by_offset(l->idx, k));
-		uint8_t digest[32];
-		int put;
-
-		if (o->offset + o->size > dec_end)
-			break;
-		if (o->offset < uoff || o->offset + o->size > need_end) {
-			util_sha256(plain + (o->offset - dec_start), o->size, digest);
-			if (memcmp(digest, o->digest, 32) != 0) {
-				/* beside the read: not stored, fetched again if ever read */
-				util_digest_format(o->digest, hex);
-				strata_log(LOG_WARNING,
-					   "layer %s: chunk %s decoded beside a read does "
-					   "not match its digest; not stored",
-					   l->digest, hex);
-				continue;
-			}
-		}
-		put = fs_writer_queue(eng, o->digest, plain + (o->offset - dec_start), o->size) ?
-			      0 :
-			      store_chunk_put(eng->store, o->digest,
-					      plain + (o->offset - dec_start), o->size);
-		if (put == -ENOSPC) {
-			/* Serve the verified bytes without storing them. */
-			fs_store_full(eng, 1);
-			strata_err_clear();
-		} else if (put < 0) {
-			rc = put;
-			goto out;
-		} else if (put > 0) {
-			fs_store_full(eng, 0); /* written: there is room again */
-		}
-		/* The read and its read-ahead get their chunks from the cache: no store read, no
-		 * decompression and no second hash of bytes verified a moment ago. */
-		if (o->offset >= uoff && o->offset + o->size <= need_end)
-			cache_verified(eng, o, plain + (o->offset - dec_start));
-		if (o == c)
-			found_needed = 1;
-	}
-	if (!found_needed)
+	ss.window = window;
+	sink.ctx = &ss;
+	rc = fetch_blob_range_stream(eng->fetch, l->src, l->digest, sp.cstart, sp.cend - sp.cstart,
+				     &sink);
+	if (rc == 0 && ss.store_rc < 0)
+		rc = ss.store_rc;
+	else if (rc == 0 && !ss.found_needed)
 		rc = strata_err(EIO, "span of %s did not yield the chunk at offset %llu", l->digest,
 				(unsigned long long)c->offset);
 out:
-	free(comp);
-	free(plain);
+	index_span_dec_free(ss.dec);
+	free(ss.plain);
 	free(window);
 	return rc;
 }
 
-/* Returns 0 when comp decodes and every whole chunk inside [uoff, need_end) matches its digest,
- * -EBADMSG (strata_err set) when not, or another negative errno. */
-static int span_verify(void *ctx, const void *comp, size_t clen)
+/* A host starts sending the span: decoding starts over from the span's checkpoint. */
+static int span_start(void *ctx)
 {
-	struct span_check *sc = ctx;
-	const struct index_layer *idx = sc->l->idx;
+	struct span_stream *ss = ctx;
+
+	index_span_dec_free(ss->dec);
+	ss->dec = NULL;
+	ss->pbase = ss->sp->ustart;
+	ss->plen = 0;
+	ss->k = index_layer_chunk_rank(ss->l->idx, ss->dec_start);
+	ss->found_needed = 0;
+	ss->store_rc = 0;
+	return index_span_dec_new(ss->l->idx, ss->sp, ss->window, &ss->dec);
+}
+
+/* Makes room in the decode buffer: drops the bytes before the next chunk to check. Returns 0, or
+ * -EBADMSG when that chunk alone fills the buffer (larger than the index's chunk size). */
+static int span_compact(struct span_stream *ss)
+{
+	const struct index_layer *idx = ss->l->idx;
+	uint64_t dpos = ss->pbase + ss->plen, keep = dpos;
+
+	if (ss->k < index_layer_nchunks(idx)) {
+		uint64_t off =
+			index_layer_chunk(idx, index_layer_chunk_by_offset(idx, ss->k))->offset;
+
+		if (off < keep)
+			keep = off > ss->pbase ? off : ss->pbase;
+	}
+	if (keep == ss->pbase)
+		return strata_err(EBADMSG,
+				  "layer %s: a chunk at tar offset %llu is larger than its "
+				  "index's chunk size",
+				  ss->l->digest, (unsigned long long)keep);
+	memmove(ss->plain, ss->plain + (keep - ss->pbase), (size_t)(dpos - keep));
+	ss->plen = (size_t)(dpos - keep);
+	ss->pbase = keep;
+	return 0;
+}
+
+/* Verifies chunk o (its bytes in data) and stores it. Returns 0; 1 when the store failed
+ * (ss->store_rc: the span stops); -EBADMSG when it is a wanted chunk and does not verify. */
+static int span_chunk(struct span_stream *ss, const struct index_chunk *o, const uint8_t *data)
+{
+	struct fs_engine *eng = ss->eng;
+	int wanted = o->offset >= ss->uoff && o->offset + o->size <= ss->need_end;
 	char hex[UTIL_DIGEST_STR_LEN];
-	int rc;
+	uint8_t digest[32];
+	int put;
 
-	sc->dec_end = sc->dec_end_max;
-	rc = index_layer_extract(idx, sc->sp, sc->window, comp, clen, sc->dec_start, sc->plain,
-				 sc->dec_end - sc->dec_start);
-	if (rc == -EPIPE && sc->dec_end > sc->need_end) {
-		/* The span ends in data the index does not describe (eStargz member tails): keep what
-		 * was asked for. */
-		sc->dec_end = sc->need_end;
-		rc = index_layer_extract(idx, sc->sp, sc->window, comp, clen, sc->dec_start,
-					 sc->plain, sc->dec_end - sc->dec_start);
+	util_sha256(data, o->size, digest);
+	if (memcmp(digest, o->digest, 32) != 0) {
+		util_digest_format(o->digest, hex);
+		if (wanted)
+			return strata_err(EBADMSG, "chunk %s of %s does not match its digest", hex,
+					  ss->l->digest);
+		/* beside the read: not stored, fetched again if ever read */
+		strata_log(LOG_WARNING,
+			   "layer %s: chunk %s decoded beside a read does not match its digest; "
+			   "not stored",
+			   ss->l->digest, hex);
+		return 0;
 	}
-	if (rc == -EPIPE)
-		return strata_err(EBADMSG, "span of %s does not decode", sc->l->digest);
-	if (rc < 0)
-		return rc;
-	for (uint32_t k = index_layer_chunk_rank(idx, sc->uoff); k < index_layer_nchunks(idx);
-	     k++) {
+	put = fs_writer_queue(eng, o->digest, data, o->size) ?
+		      0 :
+		      store_chunk_put(eng->store, o->digest, data, o->size);
+	if (put == -ENOSPC) {
+		/* Serve the verified bytes without storing them. */
+		fs_store_full(eng, 1);
+		strata_err_clear();
+	} else if (put < 0) {
+		ss->store_rc = put;
+		return 1;
+	} else if (put > 0) {
+		fs_store_full(eng, 0); /* written: there is room again */
+	}
+	/* The read and its read-ahead get their chunks from the cache: no store read, no
+	 * decompression and no second hash of bytes verified a moment ago. */
+	if (wanted)
+		cache_verified(eng, o, data);
+	if (o == ss->c)
+		ss->found_needed = 1;
+	return 0;
+}
+
+/* Checks and stores every chunk whose last byte is decoded. Returns 0 for more, 1 when no chunk
+ * is left to decode (or the store failed), or span_chunk()'s -EBADMSG. */
+static int span_chunks(struct span_stream *ss)
+{
+	const struct index_layer *idx = ss->l->idx;
+	uint64_t dpos = ss->pbase + ss->plen;
+
+	for (; ss->k < index_layer_nchunks(idx); ss->k++) {
 		const struct index_chunk *o =
-			index_layer_chunk(idx, index_layer_chunk_by_offset(idx, k));
-		uint8_t digest[32];
+			index_layer_chunk(idx, index_layer_chunk_by_offset(idx, ss->k));
+		int rc;
 
-		if (o->offset + o->size > sc->need_end)
-			break;
-		if (o->offset < sc->uoff)
-			continue;
-		util_sha256(sc->plain + (o->offset - sc->dec_start), o->size, digest);
-		if (memcmp(digest, o->digest, 32) != 0) {
-			util_digest_format(o->digest, hex);
-			return strata_err(EBADMSG, "chunk %s from %s does not match its digest",
-					  hex, sc->l->digest);
-		}
+		if (o->offset + o->size > ss->dec_end_max)
+			return 1;
+		if (o->offset + o->size > dpos)
+			return 0;
+		if (o->offset < ss->pbase)
+			continue; /* overlaps a chunk before it (a lying index): its bytes are gone */
+		rc = span_chunk(ss, o, ss->plain + (o->offset - ss->pbase));
+		if (rc != 0)
+			return rc;
 	}
+	return 1;
+}
+
+/* The next compressed bytes of the span from one host. Returns 0 for more, 1 when the chunks to
+ * decode are done (the transfer stops), or negative errno: -EBADMSG for bytes that do not decode
+ * or verify before the wanted chunks were verified (the next host tries). */
+static int span_data(void *ctx, const void *buf, size_t len)
+{
+	struct span_stream *ss = ctx;
+	const uint8_t *in = buf;
+
+	for (;;) {
+		size_t made;
+		int rc, t;
+
+		if (ss->plen == ss->pcap) {
+			rc = span_compact(ss);
+			if (rc < 0)
+				return rc;
+		}
+		rc = index_span_dec_feed(ss->dec, &in, &len, ss->plain + ss->plen,
+					 ss->pcap - ss->plen, &made);
+		ss->plen += made;
+		t = rc == -ENOMEM ? 0 : span_chunks(ss);
+		if (t != 0)
+			return t;
+		if (rc < 0) {
+			if (rc == -EBADMSG && ss->pbase + ss->plen >= ss->need_end) {
+				strata_err_clear(); /* past what the read needs, all verified */
+				return 1;
+			}
+			return rc;
+		}
+		if (rc == 1)
+			return 1; /* the compressed data ended: span_finish() judges */
+		if (made == 0 && len == 0)
+			return 0;
+	}
+}
+
+/* A host's answer ended (or span_data() stopped it). Returns 0 when the wanted chunks were all
+ * decoded (each verified by span_chunk()), else -EBADMSG. */
+static int span_finish(void *ctx)
+{
+	struct span_stream *ss = ctx;
+
+	if (ss->store_rc < 0)
+		return 0; /* the bytes were good: fetch_span() returns the store's error */
+	if (ss->pbase + ss->plen < ss->need_end)
+		return strata_err(EBADMSG, "span of %s does not decode (%llu of %llu bytes)",
+				  ss->l->digest,
+				  (unsigned long long)(ss->pbase + ss->plen - ss->sp->ustart),
+				  (unsigned long long)(ss->need_end - ss->sp->ustart));
 	return 0;
 }
 

@@ -315,3 +315,107 @@ int index_layer_extract(const struct index_layer *l, const struct index_span *s,
 	zc.wlen = cp->wlen;
 	return index_zran_extract(&zc, window, comp, clen, uoff - cp->uoff, out, len);
 }
+
+/* ---------------------------------------------------------------- streaming decode of a span */
+
+struct index_span_dec {
+	enum index_blob kind; /* TAR (identity), GZIP or ZSTD */
+	struct index_zran_dec *gz;
+	ZSTD_DCtx *zd;
+};
+
+int index_span_dec_new(const struct index_layer *l, const struct index_span *s,
+		       const uint8_t *window, struct index_span_dec **out)
+{
+	const struct index_checkpoint *cp;
+	struct index_span_dec *d;
+	struct index_zran_cp zc;
+	int rc = 0;
+
+	*out = NULL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	if (s->cp == UINT32_MAX) {
+		d->kind = INDEX_BLOB_TAR;
+		*out = d;
+		return 0;
+	}
+	cp = index_layer_checkpoint(l, s->cp);
+	if (cp->kind == INDEX_CP_ZSTD_FRAME) {
+		d->kind = INDEX_BLOB_ZSTD;
+		d->zd = ZSTD_createDCtx();
+		if (!d->zd)
+			rc = strata_err(ENOMEM, "out of memory creating zstd decoder");
+	} else {
+		d->kind = INDEX_BLOB_GZIP;
+		zc.uoff = cp->uoff;
+		zc.coff = cp->coff;
+		zc.bits = cp->bits;
+		zc.kind = cp->kind;
+		zc.wlen = cp->wlen;
+		rc = index_zran_dec_new(&zc, window, &d->gz);
+	}
+	if (rc < 0) {
+		index_span_dec_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+/* index_span_dec_feed() of zstd frames: ZSTD_decompressStream until the input is used and nothing
+ * more comes out, or out is full. */
+static int zstd_feed(ZSTD_DCtx *zd, const uint8_t **in, size_t *in_len, uint8_t *out, size_t cap,
+		     size_t *made)
+{
+	ZSTD_inBuffer ib = { *in, *in_len, 0 };
+	ZSTD_outBuffer ob = { out, cap, 0 };
+	int rc = 0;
+
+	while (ob.pos < ob.size) {
+		size_t ip = ib.pos, op = ob.pos;
+		size_t r = ZSTD_decompressStream(zd, &ob, &ib);
+
+		if (ZSTD_isError(r)) {
+			rc = strata_err(EBADMSG, "corrupt zstd stream: %s", ZSTD_getErrorName(r));
+			break;
+		}
+		if (ib.pos == ip && ob.pos == op)
+			break; /* needs input (zstd always progresses when it has input and room) */
+	}
+	*in += ib.pos;
+	*in_len -= ib.pos;
+	*made = ob.pos;
+	return rc;
+}
+
+int index_span_dec_feed(struct index_span_dec *d, const uint8_t **in, size_t *in_len, uint8_t *out,
+			size_t cap, size_t *made)
+{
+	size_t n;
+
+	*made = 0;
+	switch (d->kind) {
+	case INDEX_BLOB_GZIP:
+		return index_zran_dec_feed(d->gz, in, in_len, out, cap, made);
+	case INDEX_BLOB_ZSTD:
+		return zstd_feed(d->zd, in, in_len, out, cap, made);
+	default:
+		n = *in_len < cap ? *in_len : cap;
+		memcpy(out, *in, n);
+		*in += n;
+		*in_len -= n;
+		*made = n;
+		return 0;
+	}
+}
+
+void index_span_dec_free(struct index_span_dec *d)
+{
+	if (!d)
+		return;
+	index_zran_dec_free(d->gz);
+	ZSTD_freeDCtx(d->zd);
+	free(d);
+}

@@ -231,6 +231,32 @@ int index_layer_extract(const struct index_layer *l, const struct index_span *s,
 			const uint8_t *window, const uint8_t *comp, size_t clen, uint64_t uoff,
 			void *out, size_t len);
 
+struct index_span_dec;
+
+/*
+ * A decoder of span s (planned by index_layer_span) fed the span's compressed bytes as they arrive,
+ * so that a span is never held whole however long it is. window is the span checkpoint's window
+ * (NULL when wlen is 0), borrowed for this call only. Returns 0 and *out (free with
+ * index_span_dec_free), -EINVAL for an invalid checkpoint, -ENOMEM; strata_err set.
+ */
+int index_span_dec_new(const struct index_layer *l, const struct index_span *s,
+		       const uint8_t *window, struct index_span_dec **out);
+
+/*
+ * Decodes the span's next compressed bytes: consumes from *in (advancing *in, lowering *in_len) and
+ * writes the next tar bytes (from s->ustart on) to out, at most cap, their count in *made. Returns 0
+ * when the input ran out (*in_len == 0: call again with more, or with none to collect output that
+ * did not fit) or out is full (*made == cap); 1 when the compressed data ended before the input
+ * did (gzip: zero padding follows the last member); -EBADMSG for corrupt data; -ENOMEM; strata_err
+ * set. Its memory is bounded by the format (zlib's state; a zstd frame's window, at most zstd's
+ * default limit of 128 MiB), not by the span.
+ */
+int index_span_dec_feed(struct index_span_dec *d, const uint8_t **in, size_t *in_len, uint8_t *out,
+			size_t cap, size_t *made);
+
+/* Frees d; NULL is accepted. */
+void index_span_dec_free(struct index_span_dec *d);
+
 /* Finds name in directory dir. Returns the inode number, or -ENOENT / -ENOTDIR. */
 int64_t index_layer_lookup(const struct index_layer *l, uint32_t dir, const char *name, size_t len);
 

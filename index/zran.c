@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* zran-style gzip random access: a multi-member gzip inflater that records member and deflate-block
- * checkpoints with their 32 KiB windows, and extraction of a range starting at one checkpoint. */
+ * checkpoints with their 32 KiB windows (extraction from one is zran_extract.c). */
 #include "zran.h"
 
 #include <assert.h>
@@ -14,9 +14,9 @@
 
 #include "util/log.h"
 #include "util/sha256.h"
+#include "zran_i.h"
 
 #define IN_BUF_SIZE  (64 * 1024)
-#define SCRATCH_SIZE (32 * 1024)
 #define DEFAULT_SPAN (1024 * 1024)
 
 /* gzip header flags (RFC 1952) */
@@ -25,26 +25,6 @@
 #define GZ_FNAME     0x08
 #define GZ_FCOMMENT  0x10
 #define GZ_FRESERVED 0xe0
-
-/* Where the incremental gzip member header parser is. */
-enum hdr_step {
-	H_FIXED,   /* the 10 fixed bytes: magic, CM, FLG, MTIME, XFL, OS */
-	H_XLEN,	   /* FEXTRA: 2-byte length */
-	H_EXTRA,   /* FEXTRA: xlen bytes */
-	H_NAME,	   /* FNAME: up to and including a zero byte */
-	H_COMMENT, /* FCOMMENT: up to and including a zero byte */
-	H_HCRC,	   /* FHCRC: low 16 bits of the CRC-32 of the header so far */
-	H_DONE,
-};
-
-struct gzhdr {
-	enum hdr_step step;
-	uint8_t flg;
-	uint32_t n;    /* bytes seen in the current step */
-	uint32_t xlen; /* FEXTRA length */
-	uint16_t hcrc; /* FHCRC value being assembled */
-	uint32_t crc;  /* CRC-32 of the header bytes before FHCRC */
-};
 
 /* Where the streaming inflater is in the gzip stream. */
 enum zstate {
@@ -69,7 +49,7 @@ struct index_zran {
 	z_stream zs; /* raw inflate (windowBits -15); members are framed here */
 	bool zs_init;
 	enum zstate st;
-	struct gzhdr hdr;
+	struct index_gzhdr hdr;
 	uint64_t hdr_coff; /* compressed offset of the current member's first header byte */
 	uint8_t trailer[8];
 	unsigned tlen;
@@ -90,7 +70,7 @@ struct index_zran {
 
 /* ---- gzip member header parser (shared by the streaming reader and extract) ---- */
 
-static void hdr_init(struct gzhdr *h)
+void index_gzhdr_init(struct index_gzhdr *h)
 {
 	memset(h, 0, sizeof(*h));
 	h->step = H_FIXED;
@@ -98,7 +78,7 @@ static void hdr_init(struct gzhdr *h)
 }
 
 /* Moves to the first header part after `from` that the flags say is present. */
-static void hdr_next(struct gzhdr *h, enum hdr_step from)
+static void hdr_next(struct index_gzhdr *h, enum hdr_step from)
 {
 	h->n = 0;
 	switch (from) {
@@ -138,7 +118,7 @@ static void hdr_next(struct gzhdr *h, enum hdr_step from)
  * Feeds header bytes p[0..len) to h and stops at the end of the header. Returns the number of bytes
  * consumed (h->step == H_DONE once the header is complete), or -EBADMSG with strata_err set.
  */
-static ssize_t hdr_feed(struct gzhdr *h, const uint8_t *p, size_t len)
+ssize_t index_gzhdr_feed(struct index_gzhdr *h, const uint8_t *p, size_t len)
 {
 	size_t i;
 
@@ -201,13 +181,13 @@ static ssize_t hdr_feed(struct gzhdr *h, const uint8_t *p, size_t len)
 	return (ssize_t)i;
 }
 
-static uint32_t get_le32(const uint8_t *p)
+uint32_t index_get_le32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* Converts a failed inflate() return into a negative errno with the message set. */
-static int zlib_error(const z_stream *s, int zrc)
+int index_zlib_error(const z_stream *s, int zrc)
 {
 	if (zrc == Z_MEM_ERROR)
 		return strata_err(ENOMEM, "out of memory in gzip decoder");
@@ -242,7 +222,7 @@ int index_zran_new(struct index_reader src, uint64_t span, struct index_zran **o
 	}
 	z->zs_init = true;
 	z->st = ZS_HEADER;
-	hdr_init(&z->hdr);
+	index_gzhdr_init(&z->hdr);
 	*out = z;
 	z = NULL;
 out:
@@ -401,7 +381,7 @@ static void take(struct index_zran *z, size_t n)
 static int step_header(struct index_zran *z)
 {
 	struct index_zran_cp cp = { 0 };
-	ssize_t n = hdr_feed(&z->hdr, z->in + z->in_pos, z->in_len - z->in_pos);
+	ssize_t n = index_gzhdr_feed(&z->hdr, z->in + z->in_pos, z->in_len - z->in_pos);
 
 	if (n < 0)
 		return (int)n;
@@ -452,7 +432,7 @@ static ssize_t step_deflate(struct index_zran *z, uint8_t *buf, size_t len)
 			return strata_err(EPIPE, "truncated gzip stream");
 		return (ssize_t)made;
 	default:
-		return zlib_error(&z->zs, zrc);
+		return index_zlib_error(&z->zs, zrc);
 	}
 	/* 128: stopped right after a block's end code; 64: that block was the member's last */
 	if ((z->zs.data_type & 128) && !(z->zs.data_type & 64)) {
@@ -477,9 +457,9 @@ static int step_trailer(struct index_zran *z)
 	take(z, n);
 	if (z->tlen < sizeof(z->trailer))
 		return 0;
-	if (get_le32(z->trailer) != z->crc)
+	if (index_get_le32(z->trailer) != z->crc)
 		return strata_err(EBADMSG, "corrupt gzip stream: crc mismatch");
-	if (get_le32(z->trailer + 4) != (uint32_t)z->member_out)
+	if (index_get_le32(z->trailer + 4) != (uint32_t)z->member_out)
 		return strata_err(EBADMSG, "corrupt gzip stream: length mismatch");
 	z->st = ZS_BETWEEN;
 	return 0;
@@ -536,7 +516,7 @@ static ssize_t zran_read(struct index_zran *z, uint8_t *buf, size_t len)
 			} else {
 				z->st = ZS_HEADER;
 				z->hdr_coff = z->consumed;
-				hdr_init(&z->hdr);
+				index_gzhdr_init(&z->hdr);
 			}
 			break;
 		case ZS_PADDING:
@@ -634,157 +614,4 @@ void index_zran_free(struct index_zran *z)
 	free(z->cps);
 	free(z->in);
 	free(z);
-}
-
-/* ---- extraction from a checkpoint ---- */
-
-/* Starts s (raw inflate, initialised) at a checkpoint. Returns the number of comp bytes used (the
- * primed partial byte), or negative errno. */
-static ssize_t extract_start(z_stream *s, const struct index_zran_cp *cp, const uint8_t *window,
-			     const uint8_t *comp, size_t clen)
-{
-	if (cp->kind == INDEX_ZRAN_MEMBER) {
-		if (cp->bits || cp->wlen)
-			return strata_err(EINVAL,
-					  "gzip extract: member checkpoint with bits or window");
-		return 0;
-	}
-	if (cp->kind != INDEX_ZRAN_BLOCK || cp->bits > 7 || cp->wlen > INDEX_ZRAN_WINDOW ||
-	    (cp->wlen && !window))
-		return strata_err(EINVAL, "gzip extract: invalid checkpoint");
-	if (cp->bits) {
-		if (clen < 1)
-			return strata_err(EPIPE,
-					  "gzip extract: compressed data ends before the range");
-		if (inflatePrime(s, cp->bits, comp[0] >> (8 - cp->bits)) != Z_OK)
-			return strata_err(EINVAL, "gzip extract: inflatePrime failed");
-	}
-	if (cp->wlen && inflateSetDictionary(s, window, cp->wlen) != Z_OK)
-		return strata_err(EINVAL, "gzip extract: inflateSetDictionary failed");
-	return cp->bits ? 1 : 0;
-}
-
-int index_zran_extract(const struct index_zran_cp *cp, const uint8_t *window, const uint8_t *comp,
-		       size_t clen, uint64_t skip, void *out, size_t len)
-{
-	z_stream s;
-	struct gzhdr h;
-	enum zstate st;
-	uint8_t *scratch = NULL;
-	size_t pos, made = 0;
-	ssize_t n;
-	int rc = 0, zrc;
-
-	assert(cp && (comp || clen == 0) && (out || len == 0));
-	memset(&s, 0, sizeof(s));
-	zrc = inflateInit2(&s, -MAX_WBITS);
-	if (zrc != Z_OK)
-		return strata_err(ENOMEM, "out of memory creating gzip decoder");
-	n = extract_start(&s, cp, window, comp, clen);
-	if (n < 0) {
-		rc = (int)n;
-		goto out;
-	}
-	pos = (size_t)n;
-	st = cp->kind == INDEX_ZRAN_MEMBER ? ZS_HEADER : ZS_DEFLATE;
-	hdr_init(&h);
-	if (skip > 0) {
-		scratch = malloc(SCRATCH_SIZE);
-		if (!scratch) {
-			rc = strata_err(ENOMEM, "out of memory extracting from gzip");
-			goto out;
-		}
-	}
-	while (made < len) {
-		if (pos == clen && st != ZS_DEFLATE) {
-			rc = strata_err(EPIPE,
-					"gzip extract: compressed data ends before the range");
-			goto out;
-		}
-		switch (st) {
-		case ZS_HEADER:
-			n = hdr_feed(&h, comp + pos, clen - pos);
-			if (n < 0) {
-				rc = (int)n;
-				goto out;
-			}
-			pos += (size_t)n;
-			if (h.step == H_DONE) {
-				if (inflateReset(&s) != Z_OK) {
-					rc = strata_err(EINVAL,
-							"gzip extract: inflateReset failed");
-					goto out;
-				}
-				st = ZS_DEFLATE;
-			}
-			break;
-		case ZS_DEFLATE: {
-			size_t in_avail = clen - pos, want;
-			uint8_t *dst;
-
-			if (skip > 0) {
-				dst = scratch;
-				want = skip < SCRATCH_SIZE ? (size_t)skip : SCRATCH_SIZE;
-			} else {
-				dst = (uint8_t *)out + made;
-				want = len - made;
-			}
-			s.next_in = (Bytef *)(uintptr_t)(comp + pos);
-			s.avail_in = in_avail > UINT_MAX ? UINT_MAX : (uInt)in_avail;
-			s.next_out = dst;
-			s.avail_out = want > UINT_MAX ? UINT_MAX : (uInt)want;
-			in_avail = s.avail_in;
-			want = s.avail_out;
-			zrc = inflate(&s, Z_NO_FLUSH);
-			pos += in_avail - s.avail_in;
-			want -= s.avail_out;
-			if (skip > 0)
-				skip -= want;
-			else
-				made += want;
-			if (zrc == Z_STREAM_END) {
-				st = ZS_TRAILER;
-			} else if (zrc == Z_BUF_ERROR) {
-				if (pos == clen) {
-					rc = strata_err(EPIPE,
-							"gzip extract: compressed data ends before "
-							"the range");
-				} else {
-					rc = strata_err(EBADMSG,
-							"corrupt gzip stream: decoder stalled");
-				}
-				goto out;
-			} else if (zrc != Z_OK) {
-				rc = zlib_error(&s, zrc);
-				goto out;
-			}
-			break;
-		}
-		case ZS_TRAILER:
-			if (clen - pos < 8) {
-				rc = strata_err(
-					EPIPE,
-					"gzip extract: compressed data ends before the range");
-				goto out;
-			}
-			pos += 8; /* not checked: extraction starts mid-member; the caller checks digests */
-			st = ZS_BETWEEN;
-			break;
-		case ZS_BETWEEN:
-		case ZS_PADDING:
-			if (comp[pos] == 0) {
-				rc = strata_err(
-					EPIPE,
-					"gzip extract: the range extends past the gzip stream");
-				goto out;
-			}
-			hdr_init(&h);
-			st = ZS_HEADER;
-			break;
-		}
-	}
-out:
-	inflateEnd(&s);
-	free(scratch);
-	return rc;
 }

@@ -75,6 +75,31 @@ uint64_t index_zran_consumed(const struct index_zran *z);
 
 void index_zran_free(struct index_zran *z);
 
+struct index_zran_dec;
+
+/*
+ * A gzip decoder starting at checkpoint cp, fed the compressed bytes from cp->coff - (cp->bits ? 1
+ * : 0) on as they arrive; window (cp->wlen bytes, NULL for MEMBER) is borrowed for this call only.
+ * Returns 0 and *out (free with index_zran_dec_free), -EINVAL for an invalid checkpoint, -ENOMEM;
+ * strata_err set.
+ */
+int index_zran_dec_new(const struct index_zran_cp *cp, const uint8_t *window,
+		       struct index_zran_dec **out);
+
+/*
+ * Decodes the next compressed bytes: consumes from *in (advancing *in, lowering *in_len) and writes
+ * the next uncompressed bytes (from cp->uoff on, across member boundaries) to out, at most cap, their
+ * count in *made. Returns 0 when it stopped because the input ran out (*in_len == 0: call again
+ * with more, or with none to collect output that did not fit) or out is full (*made == cap), 1 when
+ * the gzip stream ended (zero padding follows: *in holds no more data), -EBADMSG for corrupt data,
+ * -ENOMEM; strata_err set. Memory stays bounded (zlib's state) whatever the stream's length.
+ */
+int index_zran_dec_feed(struct index_zran_dec *d, const uint8_t **in, size_t *in_len, uint8_t *out,
+			size_t cap, size_t *made);
+
+/* Frees d; NULL is accepted. */
+void index_zran_dec_free(struct index_zran_dec *d);
+
 /*
  * Inflates from checkpoint cp: comp holds the compressed bytes starting at cp->coff - (cp->bits ? 1 : 0)
  * (clen of them; the caller fetched them with a range request), window the cp->wlen bytes recorded

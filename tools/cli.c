@@ -24,6 +24,8 @@ int cli_fetch_client(struct cli *c, struct fetch_client **out)
 	fo.hosts_dir = c->hosts_dir;
 	fo.strict_cache = c->strict_cache;
 	fo.low_speed_timeout_s = c->low_speed_s;
+	fo.download_base_s = c->download_base_s;
+	fo.download_min_rate = c->download_min_rate;
 	rc = fetch_client_new(&fo, out);
 	return rc < 0 ? cli_fail(c, "%s", strata_errmsg(rc)) : 0;
 }
@@ -175,6 +177,10 @@ int cli_apply_config(struct cli *c)
 		c->allow_other = cfg.allow_other;
 	if (!c->low_speed_s && cfg.has_low_speed_timeout)
 		c->low_speed_s = cfg.low_speed_timeout;
+	if (!c->download_base_s && cfg.has_download_deadline_base)
+		c->download_base_s = cfg.download_deadline_base;
+	if (!c->download_min_rate && cfg.has_download_min_rate)
+		c->download_min_rate = cfg.download_min_rate;
 	if (!c->artifact_trust[0])
 		snprintf(c->artifact_trust, sizeof(c->artifact_trust), "%s", cfg.artifact_trust);
 	if (!c->snapshotter_socket && cfg.snapshotter_socket) {

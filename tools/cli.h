@@ -31,9 +31,11 @@ struct cli {
 	uint64_t index_cache; /* mount's cache caps (config file, mount flags); 0 = default */
 	uint64_t chunk_cache;
 	uint64_t block_cache;
-	int allow_other;  /* mount: other users may read the mount (flag, else the config) */
-	long low_speed_s; /* registry transfers: the config's low_speed_timeout; 0 = default */
-	char *config_hosts_dir;	 /* owned: hosts_dir as the config file set it (free it) */
+	int allow_other;      /* mount: other users may read the mount (flag, else the config) */
+	long low_speed_s;     /* registry transfers: the config's low_speed_timeout; 0 = default */
+	long download_base_s; /* the config's download_deadline_base; 0 = default */
+	uint64_t download_min_rate; /* the config's download_min_rate; 0 = default */
+	char *config_hosts_dir;	    /* owned: hosts_dir as the config file set it (free it) */
 	char artifact_trust[16]; /* config artifact_trust: "repository", "signed", "none" or "" */
 	char **trusted_keys;	 /* owned: config trusted_keys (paths of PEM public keys) */
 	size_t ntrusted_keys;

@@ -300,6 +300,23 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 				"low_speed_timeout: expected a number of seconds from 1 to 3600");
 		cfg->low_speed_timeout = (long)v->num;
 		cfg->has_low_speed_timeout = 1;
+	} else if (strcmp(key, "download_deadline_base") == 0) {
+		if (v->type != V_INT || v->num < 1 || v->num > 86400)
+			return fail(err, cap, name, line,
+				    "download_deadline_base: expected a number of seconds from 1 to "
+				    "86400");
+		cfg->download_deadline_base = (long)v->num;
+		cfg->has_download_deadline_base = 1;
+	} else if (strcmp(key, "download_min_rate") == 0) {
+		if (v->type == V_INT && v->num > 0)
+			cfg->download_min_rate = (uint64_t)v->num;
+		else if (v->type != V_STRING ||
+			 config_parse_size(v->str, &cfg->download_min_rate) < 0 ||
+			 cfg->download_min_rate == 0)
+			return fail(err, cap, name, line,
+				    "download_min_rate: expected bytes a second greater than 0 such "
+				    "as \"64K\"");
+		cfg->has_download_min_rate = 1;
 	} else if (strcmp(key, "allow_other") == 0) {
 		if (v->type != V_BOOL)
 			return fail(err, cap, name, line, "allow_other: expected true or false");
@@ -345,8 +362,9 @@ static int set_key(struct config *cfg, const char *key, const struct value *v, c
 		return fail(err, cap, name, line,
 			    "unknown key '%s' (known: quota, quota_low_water, hosts_dir, "
 			    "strict_cache, read_timeout, index_cache, chunk_cache, block_cache, "
-			    "allow_other, low_speed_timeout, artifact_trust, trusted_keys, "
-			    "snapshotter_socket, images, pin)",
+			    "allow_other, low_speed_timeout, download_deadline_base, "
+			    "download_min_rate, artifact_trust, trusted_keys, snapshotter_socket, "
+			    "images, pin)",
 			    key);
 	}
 	return 0;
@@ -369,7 +387,9 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 					    "trusted_keys",
 					    "snapshotter_socket",
 					    "images",
-					    "pin" };
+					    "pin",
+					    "download_deadline_base",
+					    "download_min_rate" };
 	int seen[sizeof(keys) / sizeof(keys[0])] = { 0 };
 	struct value *v = malloc(sizeof(*v));
 	char *copy = malloc(len + 1), *line, *next;

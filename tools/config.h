@@ -12,14 +12,16 @@ struct config {
 	unsigned low_water; /* quota_low_water: percent of the quota eviction goes down to */
 	char *hosts_dir;    /* malloc'd, or NULL */
 	int strict_cache;
-	long read_timeout;	 /* seconds, 1-86400 */
-	uint64_t index_cache;	 /* bytes of decoded layer indexes a daemon keeps loaded */
-	uint64_t chunk_cache;	 /* bytes of decoded chunks a daemon keeps */
-	uint64_t block_cache;	 /* bytes of RocksDB block cache */
-	int allow_other;	 /* mount: let other users read the mount */
-	long low_speed_timeout;	 /* seconds a transfer may stay below 1 KiB/s, 1-3600 */
-	char artifact_trust[16]; /* "repository", "signed", "none", or "" (not set) */
-	char **trusted_keys;	 /* malloc'd paths of PEM public keys (artifact_trust "signed") */
+	long read_timeout;	     /* seconds, 1-86400 */
+	uint64_t index_cache;	     /* bytes of decoded layer indexes a daemon keeps loaded */
+	uint64_t chunk_cache;	     /* bytes of decoded chunks a daemon keeps */
+	uint64_t block_cache;	     /* bytes of RocksDB block cache */
+	int allow_other;	     /* mount: let other users read the mount */
+	long low_speed_timeout;	     /* seconds a transfer may stay below 1 KiB/s, 1-3600 */
+	long download_deadline_base; /* seconds every whole-blob download gets, 1-86400 */
+	uint64_t download_min_rate;  /* bytes/s a whole-blob download must average beyond it */
+	char artifact_trust[16];     /* "repository", "signed", "none", or "" (not set) */
+	char **trusted_keys; /* malloc'd paths of PEM public keys (artifact_trust "signed") */
 	size_t ntrusted_keys;
 	char *snapshotter_socket; /* malloc'd absolute path (mount: containerd snapshotter), or NULL */
 	char **images;		  /* malloc'd references the daemon pulls at start */
@@ -28,7 +30,7 @@ struct config {
 	size_t npins;
 	int has_quota, has_low_water, has_strict_cache, has_read_timeout;
 	int has_index_cache, has_chunk_cache, has_block_cache, has_allow_other;
-	int has_low_speed_timeout;
+	int has_low_speed_timeout, has_download_deadline_base, has_download_min_rate;
 };
 
 #define CONFIG_LOW_WATER_DEFAULT 90
@@ -40,6 +42,7 @@ struct config {
  * (size string like "20G", or bytes), quota_low_water (1-100), hosts_dir (string), strict_cache
  * (boolean), read_timeout (seconds, 1-86400), index_cache, chunk_cache, block_cache (sizes like
  * quota, greater than 0), allow_other (boolean), low_speed_timeout (seconds, 1-3600),
+ * download_deadline_base (seconds, 1-86400), download_min_rate (a size a second, > 0),
  * artifact_trust ("repository", "signed" or "none"), trusted_keys (a one-line array of
  * 1-16 "paths" of PEM public keys), snapshotter_socket (an absolute "path"), images and pin (one-line arrays of 1-16 "references" a
  * daemon pulls, and pulls and pins, when it starts). Returns 0, or -EINVAL with "NAME:LINE: message" in

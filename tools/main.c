@@ -58,7 +58,8 @@ static const char usage_text[] =
 	"  --store DIR       store directory (default " DEFAULT_STORE ")\n"
 	"  --config FILE     configuration file (key = value: quota, quota_low_water,\n"
 	"                    hosts_dir, strict_cache, read_timeout, index_cache, chunk_cache,\n"
-	"                    block_cache, allow_other, low_speed_timeout); flags override it\n"
+	"                    block_cache, allow_other, low_speed_timeout, download_deadline_base,\n"
+	"                    download_min_rate, artifact_trust, trusted_keys); flags override it\n"
 	"  --hosts-dir DIR   containerd certs.d layout for mirrors (default " DEFAULT_HOSTS_DIR
 	")\n"
 	"  --strict-cache    never fall back to the upstream registry\n"

@@ -252,6 +252,131 @@ def estargz_lie(kind):
     return w.finish(lie)
 
 
+# ---------------------------------------------------------------------------- huge spans
+
+HUGE_CHUNK = 1 << 20
+
+
+def huge_content(mib):
+    """The pieces (1 MiB each) of the huge file: a line naming the MiB, then zeros. Compressible,
+    distinct per chunk, cheap to make; huge_piece(i) is piece i."""
+    return (huge_piece(i) for i in range(mib))
+
+
+def huge_piece(i):
+    head = b"MiB %08d of the huge file\n" % i
+    return head + bytes(HUGE_CHUNK - len(head))
+
+
+class BlobFile:
+    """A blob written to the layout as it is made (never whole in memory), hashed as it goes, and
+    the sha256 of the tar it holds (the diff_id), fed separately."""
+
+    def __init__(self, lay):
+        self.lay = lay
+        self.path = os.path.join(lay.blobdir, "incoming.tmp")
+        self.f = open(self.path, "wb")
+        self.sha = hashlib.sha256()
+        self.tar_sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, b):
+        self.f.write(b)
+        self.sha.update(b)
+        self.size += len(b)
+
+    def tell(self):
+        return self.size
+
+    def finish(self):
+        self.f.close()
+        hexd = self.sha.hexdigest()
+        os.rename(self.path, os.path.join(self.lay.blobdir, hexd))
+        return "sha256:" + hexd, self.size, "sha256:" + self.tar_sha.hexdigest()
+
+
+def zstd_raw_frame_writer(out):
+    """Writes one zstd frame of raw (stored) blocks to out.write, by hand (RFC 8878): what any
+    zstd encoder gives for data it cannot shrink, here made cheaply of data that would shrink.
+    Returns (put(bytes), end())."""
+    out.write(b"\x28\xb5\x2f\xfd" + b"\x00" + bytes([(20 - 10) << 3]))  # no size, 1 MiB window
+    pending = bytearray()
+    block = 128 << 10
+
+    def put(b):
+        pending.extend(b)
+        while len(pending) > block:  # at least one byte stays for the last block
+            out.write((block << 3).to_bytes(3, "little") + bytes(pending[:block]))
+            del pending[:block]
+
+    def end():
+        out.write(((len(pending) << 3) | 1).to_bytes(3, "little") + bytes(pending))
+        pending.clear()
+
+    return put, end
+
+
+def huge_zstd(lay, mib):
+    """A tar of one file of mib MiB in one zstd frame of raw blocks: mib MiB on the wire, and a
+    span of the whole blob for any read (a frame is the only place zstd decoding can start)."""
+    b = BlobFile(lay)
+    put, end = zstd_raw_frame_writer(b)
+
+    def tar(x):
+        b.tar_sha.update(x)
+        put(x)
+    tar(raw_header(b"huge.bin", mib * HUGE_CHUNK))
+    for piece in huge_content(mib):
+        tar(piece)
+    tar(END)
+    end()
+    return b.finish()
+
+
+def huge_estargz(lay, mib):
+    """An eStargz blob whose TOC (verified by its annotation) puts a file of mib MiB, in 1 MiB
+    chunks, all in one gzip member (innerOffset), stored blocks: mib MiB on the wire, and one span
+    of the whole member for a read of any chunk. Returns (digest, size, diff_id, toc digest)."""
+    b = BlobFile(lay)
+    entries = []
+
+    def member(pieces):
+        off = b.tell()
+        c = zlib.compressobj(0, zlib.DEFLATED, 31)
+        for x in pieces:
+            b.tar_sha.update(x)
+            b.write(c.compress(x))
+        b.write(c.flush())
+        return off
+
+    small = b"still served\n" * 10
+    member([raw_header(b"a.txt", len(small))])
+    off = member([small + bytes((-len(small)) % BLOCK)])
+    entries.append({"type": "reg", "name": "a.txt", "mode": 0o644, "size": len(small),
+                     "modtime": "2020-09-13T12:26:40Z", "offset": off,
+                     "chunkDigest": sha256_digest(small)})
+    member([raw_header(b"huge.bin", mib * HUGE_CHUNK)])
+    off = member(huge_content(mib))
+    for i in range(mib):
+        e = {"type": "reg" if i == 0 else "chunk", "offset": off, "innerOffset": i * HUGE_CHUNK,
+             "chunkOffset": i * HUGE_CHUNK, "chunkSize": HUGE_CHUNK,
+             "chunkDigest": sha256_digest(huge_piece(i))}
+        if i == 0:
+            e.update({"name": "huge.bin", "mode": 0o644, "size": mib * HUGE_CHUNK,
+                      "modtime": "2020-09-13T12:26:40Z"})
+        entries.append(e)
+    toc_json = json.dumps({"version": 1, "entries": entries}).encode()
+    toc_off = b.tell()
+    member([raw_header(b"stargz.index.json", len(toc_json)) + toc_json +
+            b"\0" * ((-len(toc_json)) % BLOCK) + END])
+    extra = b"SG" + (22).to_bytes(2, "little") + b"%016xSTARGZ" % toc_off
+    c = zlib.compressobj(0, zlib.DEFLATED, -15)
+    b.write(b"\x1f\x8b\x08\x04" + b"\0" * 4 + b"\0\xff" + len(extra).to_bytes(2, "little") +
+            extra + c.compress(b"") + c.flush() + b"\0" * 8)
+    digest, size, diff_id = b.finish()
+    return digest, size, diff_id, sha256_digest(toc_json)
+
+
 # ---------------------------------------------------------------------------- the layout
 
 # name -> (builder, what it attacks, expect, expect_error regex)
@@ -335,6 +460,27 @@ def cmd_layout(args):
         lay.tag("hostile:" + name, desc, rec, "%d entries" % count,
                 expect="error" if count > 400000 else "serve",
                 expect_error=r"more than 400000 entries" if count > 400000 else None)
+    if "huge-zstd" in only:  # large: only when asked for by name
+        digest, size, diff_id = huge_zstd(lay, args.huge_mib)
+        what = "one file of %d MiB in one zstd frame of raw blocks" % args.huge_mib
+        lay.layers["hostile-huge-zstd"] = {"digest": digest, "size": size, "diff_id": diff_id,
+                                           "compression": "zstd", "producer": "mkhostile",
+                                           "blob": "blobs/sha256/" + digest[7:], "description": what}
+        desc, rec = lay.make_manifest(["hostile-huge-zstd"], arch)
+        lay.tag("hostile:huge-zstd", desc, rec, what, expect="serve", expect_error=None,
+                huge_mib=args.huge_mib)
+    if "huge-estargz" in only:
+        digest, size, diff_id, toc_digest = huge_estargz(lay, args.huge_mib)
+        what = "an eStargz TOC putting a %d MiB file in one gzip member" % args.huge_mib
+        lay.layers["hostile-huge-estargz"] = {"digest": digest, "size": size, "diff_id": diff_id,
+                                              "compression": "gzip",
+                                              "producer": "mkhostile-estargz",
+                                              "blob": "blobs/sha256/" + digest[7:],
+                                              "description": what}
+        desc, rec = lay.make_manifest(["hostile-huge-estargz"], arch, overrides={0: {
+            "annotations": {TOC_DIGEST_ANNOTATION: toc_digest}}})
+        lay.tag("hostile:huge-estargz", desc, rec, what, expect="serve", expect_error=None,
+                huge_mib=args.huge_mib)
     for name, (what, expect, err) in ESTARGZ_ATTACKS.items():
         if not want(name):
             continue
@@ -358,6 +504,10 @@ def cmd_list(_args):
     print("hostile:%-18s %-6s %s" % ("size-huge", "error", "descriptor size near 2^63"))
     print("hostile:%-18s %-6s %s" % ("many-1m", "error", "1,000,000 entries (only with --only)"))
     print("hostile:%-18s %-6s %s" % ("many-cap", "serve", "399,000 entries (only with --only)"))
+    print("hostile:%-18s %-6s %s" % ("huge-zstd", "serve",
+                                     "a file in one zstd frame of --huge-mib MiB (only with --only)"))
+    print("hostile:%-18s %-6s %s" % ("huge-estargz", "serve",
+                                     "a TOC with a --huge-mib MiB gzip member (only with --only)"))
     for name, (what, expect, _) in ESTARGZ_ATTACKS.items():
         print("hostile:%-18s %-6s %s" % (name, expect, what))
 
@@ -370,6 +520,8 @@ def main(argv=None):
     lo.add_argument("--out", required=True)
     lo.add_argument("--only", nargs="*", help="only these attacks (names without hostile:)")
     lo.add_argument("--bomb-gib", type=int, default=1, help="GiB of zeros in the gzip bomb")
+    lo.add_argument("--huge-mib", type=int, default=512,
+                    help="MiB of the file in huge-zstd and huge-estargz (and of their blobs)")
     sub.add_parser("list", help="the images and what each attacks")
     args = ap.parse_args(argv)
     try:

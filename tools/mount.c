@@ -101,6 +101,8 @@ static int daemon_open(struct daemon *d)
 	fopts.strict_cache = c->strict_cache;
 	fopts.read_timeout_ms = d->read_timeout_s * 1000;
 	fopts.low_speed_timeout_s = c->low_speed_s;
+	fopts.download_base_s = c->download_base_s;
+	fopts.download_min_rate = c->download_min_rate;
 	rc = fetch_client_new(&fopts, &d->fc);
 	if (rc < 0)
 		return rc;

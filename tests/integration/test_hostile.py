@@ -7,8 +7,9 @@ streamer survives a hostile layer (that layer fails, the mount and the other lay
 Images (see `mkhostile.py list`): deep PAX paths (stack overflow by recursion), 16 MiB PAX xattrs,
 60,000 xattrs on one file, 300-byte names, a member claiming 1 TiB, hard links to missing or later
 members, symlink loops, "..", a 1 GiB gzip bomb, descriptor sizes 0 and 2^63, eStargz TOCs that
-verify against their annotation but lie about chunk order, offsets, members or digests, and layers
-of 1,000,000 and 399,000 entries (the limit is 400,000).
+verify against their annotation but lie about chunk order, offsets, members or digests, layers
+of 1,000,000 and 399,000 entries (the limit is 400,000), and spans as long as the blob: a file in
+one zstd frame, and a TOC putting a file in one gzip member (a read's span is the whole member).
 """
 
 import errno
@@ -28,9 +29,11 @@ from harness import treecmp
 from harness.fs import bounded, read_file
 from harness.images import Fixtures
 from harness.registry import Registry
-from harness.strata import notes
+from harness.strata import Strata, notes
 
 MKHOSTILE = Path(__file__).resolve().parents[2] / "tools" / "mkhostile.py"
+sys.path.insert(0, str(MKHOSTILE.parent))
+import mkhostile  # noqa: E402
 RSS_LIMIT_KIB = 256 << 10
 PULL_TIMEOUT = 300
 note = notes("hostile")
@@ -271,3 +274,54 @@ def test_million_entries(strata, mount, many):
     assert len(names) == 399
     assert len(bounded(m, lambda: os.listdir(os.path.join(layer, "d0398")))) == 999
     assert daemon_peak_kib(m) < RSS_LIMIT_KIB
+
+
+@pytest.fixture(scope="module")
+def huge(strata_bin, tmp_path_factory):
+    yield from _registry(tmp_path_factory, "huge", "huge-zstd", "huge-estargz")
+
+
+def read_huge(m, fx, name):
+    """Reads huge.bin's last MiB first (its span starts at the blob's or member's first byte:
+    everything before it is decoded on the way), then its first and a middle one. Returns the
+    daemon's peak RSS in KiB."""
+    mib = fx.image("hostile:" + name)["huge_mib"]
+    path = os.path.join(m.layer(digest_of(fx, name)), "huge.bin")
+    t = time.monotonic()
+    for i in (mib - 1, 0, mib // 2):
+        assert read_file(m, path, i << 20, 1 << 20) == mkhostile.huge_piece(i), i
+    assert m.proc.poll() is None
+    peak = daemon_peak_kib(m)
+    note("%s: %d MiB blob, 3 reads in %.1f s, daemon peak RSS %d KiB" % (
+        name, fx.image("hostile:" + name)["layers"][0]["size"] >> 20, time.monotonic() - t, peak))
+    return peak
+
+
+def test_single_zstd_frame_read_is_bounded(strata, mount, huge, strata_bin, tmp_path):
+    """A layer that is one zstd frame: any read's span is the whole blob. The daemon decodes it as
+    it arrives and keeps a chunk at a time: its memory does not grow with the blob (it held the
+    whole span before)."""
+    name = "huge-zstd"
+    ref = huge.ref("hostile:" + name)
+    # the index comes from an artifact built by another store: this one has no chunk, so every
+    # read goes to the registry
+    Strata(strata_bin, tmp_path / "indexer")("--json", "index", "--push", ref, timeout=600)
+    rc, out, err, _ = pull(strata, ref, "--json")
+    assert rc == 0, err
+    assert json.loads(out.splitlines()[-1])["index_sources"] == ["artifact"], out
+    peak = read_huge(mount(), huge, name)
+    assert peak < RSS_LIMIT_KIB, peak
+
+
+def test_toc_with_one_huge_member_read_is_bounded(strata, mount, huge):
+    """An eStargz TOC (verified by its annotation) that puts a file's chunks in one huge gzip
+    member: a read of its last chunk decodes the member from its start, in bounded memory."""
+    name = "huge-estargz"
+    rc, out, err, _ = pull(strata, huge.ref("hostile:" + name), "--json")
+    assert rc == 0, err
+    assert json.loads(out.splitlines()[-1])["index_sources"] == ["estargz"], out
+    m = mount()
+    peak = read_huge(m, huge, name)
+    root = m.layer(digest_of(huge, name))
+    assert read_file(m, os.path.join(root, "a.txt")) == b"still served\n" * 10
+    assert peak < RSS_LIMIT_KIB, peak

@@ -111,6 +111,20 @@ def test_slowloris_is_cut_off(strata_bin, reg, front, tmp_path, mode):
     assert took < 45, took
 
 
+def test_trickled_download_meets_its_deadline(strata_bin, reg, front, tmp_path):
+    """A layer trickled at 2 KiB/s stays above the 1 KiB/s low-speed floor for ever (a 1 GiB
+    layer would take six days); a whole-blob download has a deadline scaled to its size,
+    download_deadline_base + size / download_min_rate: 3 s + size / 64 MiB/s here."""
+    conf = tmp_path / "strata.toml"
+    conf.write_text('download_deadline_base = 3\ndownload_min_rate = "64M"\n')
+    front.mode = "slow_blob"
+    line, took = pull_fails(strata_bin, new_store(tmp_path, "dl"), "%s/%s" % (front.host, IMAGE),
+                            "--index=build", config=conf, timeout=90)
+    assert front.hits >= 1, line
+    assert "download deadline of 3s" in line and "download_min_rate" in line, line
+    assert took < 30, took
+
+
 def test_redirect_loop_ends(strata_bin, reg, front, tmp_path):
     front.mode = "redirect_loop"
     line, _ = pull_fails(strata_bin, new_store(tmp_path, "r"), "%s/%s" % (front.host, IMAGE),

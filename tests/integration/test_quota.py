@@ -310,7 +310,8 @@ def test_config_file(qenv, strata, store, tmp_path):
     assert p.returncode == 1, p
     assert p.stderr.strip() == "strata: %s:3: unknown key 'quoat' (known: quota, quota_low_water, " \
         "hosts_dir, strict_cache, read_timeout, index_cache, chunk_cache, block_cache, " \
-        "allow_other, low_speed_timeout, artifact_trust, trusted_keys, snapshotter_socket, images, pin)" % bad, \
+        "allow_other, low_speed_timeout, download_deadline_base, download_min_rate, " \
+        "artifact_trust, trusted_keys, snapshotter_socket, images, pin)" % bad, \
         p.stderr
     bad.write_text('quota = "20X"\n')
     p = strata("--config", bad, "gc", check=False)

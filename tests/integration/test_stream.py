@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness.fs import bounded, force_unmount, read_bytes
+from harness.fs import bounded, force_unmount, read_bytes, read_file
 from harness.images import BigFixtures, run_mkfixture
 from harness.nginx import SlowNginx, format_requests
 from harness.registry import Registry
@@ -50,8 +50,10 @@ def isdir(m, path):
     return bounded(m, lambda: os.path.isdir(path), "isdir(%s)" % path)
 
 
-def assert_same_file(strata_path, tar_path):
-    assert read_bytes(strata_path) == read_bytes(tar_path), strata_path
+def assert_same_file(m, strata_path, tar_path):
+    """A file read through m's mount is the tar's, bounded: a hung read kills m's daemon and fails
+    the test (so its fixture unmounts) instead of holding the test, and the mount, for ever."""
+    assert read_file(m, strata_path) == read_bytes(tar_path), strata_path
 
 
 def pull_json(strata, ref):
@@ -78,7 +80,7 @@ def test_pull_in_daemon_streams_and_lookup_waits(strata, mount, sbig, sbig_tree)
     layer = m.layer(sbig.digest)
     assert isdir(m, layer)
     for rel in sbig.files:
-        assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
+        assert_same_file(m, os.path.join(layer, rel), os.path.join(sbig_tree, rel))
     reqs = ng.requests()
     gets = [r for r in ng.blob_requests(sbig.digest, reqs, method="GET") if r["status"] in (200, 206)]
     body = sum(r["bytes"] for r in gets)
@@ -87,7 +89,7 @@ def test_pull_in_daemon_streams_and_lookup_waits(strata, mount, sbig, sbig_tree)
     assert body < sbig.layer["size"] + (1 << 20), format_requests(reqs)
     assert len([r for r in gets if not r["range"]]) == 1, format_requests(reqs)
     # the layer is now an ordinary one: listed, in `ls`, fsck clean (also through the daemon)
-    assert sbig.digest in os.listdir(m.layers)
+    assert sbig.digest in bounded(m, lambda: os.listdir(m.layers), "listing layers/")
     fsck_clean(strata)
     # pulling again changes nothing and fetches no blob
     ng.clear()
@@ -115,7 +117,7 @@ def test_pending_survives_kill_and_resumes(strata, mount, sbig, sbig_tree, store
     layer = m2.layer(sbig.digest)
     assert isdir(m2, layer)
     for rel in sbig.files:
-        assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
+        assert_same_file(m2, os.path.join(layer, rel), os.path.join(sbig_tree, rel))
     fsck_clean(strata)
 
 
@@ -150,7 +152,7 @@ def test_stream_failure_is_bounded_and_recovers(strata, mount, sbig, sbig_tree, 
     layer = m.layer(sbig.digest)
     assert isdir(m, layer), m.stderr()[-3000:]
     for rel in list(sbig.files)[:3]:
-        assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
+        assert_same_file(m, os.path.join(layer, rel), os.path.join(sbig_tree, rel))
 
 
 def test_rm_and_gc_forget_a_pending_layer(strata, mount, sbig):
@@ -182,7 +184,7 @@ def test_takeover_while_streaming(strata_bin, strata, sbig, sbig_tree, store, tm
         layer = d.layer(sbig.digest)
         assert isdir(d, layer), d.stderr()
         for rel in sbig.files:
-            assert_same_file(os.path.join(layer, rel), os.path.join(sbig_tree, rel))
+            assert_same_file(d, os.path.join(layer, rel), os.path.join(sbig_tree, rel))
         fsck_clean(strata)
     finally:
         d.cleanup()

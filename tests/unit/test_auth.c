@@ -161,6 +161,21 @@ static void test_challenge_http_realm_only_on_loopback(void **state)
 	fetch_challenge_clear(&c);
 }
 
+/* A token request from an https realm is never redirected to plain http (its Basic credentials
+ * and the token would cross the network in clear); a plain http realm (loopback only) may be. */
+static void test_token_redirect_protocols(void **state)
+{
+	(void)state;
+	assert_string_equal(fetch_token_redirect_protocols("https://auth.example.com/token"),
+			    "https");
+	assert_string_equal(fetch_token_redirect_protocols("HTTPS://auth.example.com/token"),
+			    "https");
+	assert_string_equal(fetch_token_redirect_protocols("https://127.0.0.1:5001/token"),
+			    "https");
+	assert_string_equal(fetch_token_redirect_protocols("http://127.0.0.1:5001/token"),
+			    "http,https");
+}
+
 static void test_challenge_multiple(void **state)
 {
 	struct fetch_challenge c;
@@ -942,6 +957,7 @@ int main(void)
 		cmocka_unit_test(test_challenge_docker_hub),
 		cmocka_unit_test(test_challenge_escapes),
 		cmocka_unit_test(test_challenge_multiple),
+		cmocka_unit_test(test_token_redirect_protocols),
 		cmocka_unit_test(test_challenge_http_realm_only_on_loopback),
 		cmocka_unit_test(test_challenge_bad),
 		cmocka_unit_test(test_base64_encode),

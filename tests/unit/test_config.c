@@ -271,6 +271,32 @@ static void test_size(void **state)
 	assert_int_equal(config_parse_size("99999999999T", &v), -EINVAL);
 }
 
+static void test_download_deadline(void **state)
+{
+	struct config cfg;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(parse("download_deadline_base = 60\ndownload_min_rate = \"256K\"\n", &cfg,
+			       err),
+			 0);
+	assert_true(cfg.has_download_deadline_base && cfg.download_deadline_base == 60);
+	assert_true(cfg.has_download_min_rate && cfg.download_min_rate == 256 * 1024);
+	config_free(&cfg);
+	assert_int_equal(parse("download_min_rate = 1000\n", &cfg, err), 0);
+	assert_true(cfg.download_min_rate == 1000 && !cfg.has_download_deadline_base);
+	config_free(&cfg);
+	assert_int_equal(parse("download_deadline_base = 0\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "strata.toml:1: download_deadline_base: expected a number"));
+	assert_int_equal(parse("download_deadline_base = 86401\n", &cfg, err), -EINVAL);
+	assert_int_equal(parse("download_min_rate = 0\n", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "download_min_rate: expected bytes a second"));
+	assert_int_equal(parse("download_min_rate = \"0\"\n", &cfg, err), -EINVAL);
+	assert_int_equal(parse("download_min_rate = \"fast\"\n", &cfg, err), -EINVAL);
+	assert_int_equal(parse("download_min_rate = 5\ndownload_min_rate = 6\n", &cfg, err),
+			 -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -284,6 +310,7 @@ int main(void)
 		cmocka_unit_test(test_size),
 		cmocka_unit_test(test_snapshotter_socket),
 		cmocka_unit_test(test_images_and_pin),
+		cmocka_unit_test(test_download_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -309,6 +309,40 @@ static int count_window(void *ctx, const uint8_t digest[32], const void *data, s
 	return 0;
 }
 
+/* What a span read does: the span's compressed bytes fed to a streamed decoder in pieces of 1 to
+ * 9000 bytes with 1 to 70000 bytes of room; tar bytes [uoff, uoff + len) kept into out. */
+static void span_dec_at(const struct index_layer *l, const struct index_span *sp,
+			const uint8_t *window, const uint8_t *comp, size_t clen, uint64_t uoff,
+			uint8_t *out, size_t len)
+{
+	static uint32_t seed = 7;
+	uint8_t *room = malloc(70000);
+	struct index_span_dec *d;
+	uint64_t pos = sp->ustart;
+	size_t got = 0;
+
+	assert_non_null(room);
+	assert_int_equal(index_span_dec_new(l, sp, window, &d), 0);
+	while (got < len) {
+		size_t n = 1 + rand_r(&seed) % 9000, cap = 1 + rand_r(&seed) % 70000, made;
+		size_t before;
+		int rc;
+
+		if (n > clen)
+			n = clen;
+		before = n;
+		rc = index_span_dec_feed(d, &comp, &n, room, cap, &made);
+		assert_true(rc == 0 || rc == 1);
+		clen -= before - n;
+		for (size_t k = 0; k < made; k++, pos++)
+			if (pos >= uoff && pos < uoff + len)
+				out[got++] = room[k];
+		assert_true(made > 0 || clen > 0 || got == len); /* never short of the span */
+	}
+	index_span_dec_free(d);
+	free(room);
+}
+
 /* For every chunk: plan its span, decode from exactly the planned compressed bytes, check it. */
 static void check_random_access(const struct index_layer *l, const uint8_t *blob, size_t blob_len,
 				const uint8_t *tar)
@@ -341,6 +375,11 @@ static void check_random_access(const struct index_layer *l, const uint8_t *blob
 		assert_int_equal(index_layer_extract(l, &sp, window, blob + sp.cstart,
 						     sp.cend - sp.cstart, c->offset, out, c->size),
 				 0);
+		util_sha256(out, c->size, d);
+		assert_memory_equal(d, c->digest, 32);
+		memset(out, 0, c->size);
+		span_dec_at(l, &sp, window, blob + sp.cstart, sp.cend - sp.cstart, c->offset, out,
+			    c->size);
 		util_sha256(out, c->size, d);
 		assert_memory_equal(d, c->digest, 32);
 		free(out);

@@ -506,6 +506,113 @@ static ssize_t read_result(const uint8_t *gzp, size_t cut, const uint8_t *in, si
 	return rc;
 }
 
+/*
+ * Feeds the bytes from checkpoint i's start to the end of gz to a streamed decoder in pieces of
+ * varying sizes (1 byte up to piece), with output room varying likewise (1 byte up to room), and
+ * checks that it yields in[cp->uoff, in_len) exactly, then reports the end of the stream (1) at the
+ * zero padding when there is some. Returns the number of feed calls.
+ */
+static size_t check_streamed(const struct index_zran *z, size_t i, const struct bytebuf *gz,
+			     size_t padding, const uint8_t *in, size_t in_len, size_t piece,
+			     size_t room, uint64_t seed)
+{
+	const struct index_zran_cp *cp = index_zran_cp(z, i);
+	const uint8_t *p = gz->p + comp_start(cp);
+	size_t left = gz->len - comp_start(cp), got = 0, calls = 0;
+	uint8_t *out = malloc(in_len - cp->uoff + 1);
+	struct index_zran_dec *d;
+	int rc = 0;
+
+	assert_non_null(out);
+	assert_int_equal(index_zran_dec_new(cp, index_zran_window(z, i), &d), 0);
+	while (left > 0 || rc == 0) {
+		size_t n = 1 + xorshift64(&seed) % piece, cap = 1 + xorshift64(&seed) % room;
+		size_t made, before;
+
+		if (n > left)
+			n = left;
+		if (cap > in_len - cp->uoff + 1 - got)
+			cap = in_len - cp->uoff + 1 - got;
+		before = n;
+		rc = index_zran_dec_feed(d, &p, &n, out + got, cap, &made);
+		calls++;
+		assert_true(rc == 0 || rc == 1);
+		left -= before - n;
+		got += made;
+		if (rc == 1)
+			break;
+		if (left == 0 && made == 0)
+			break; /* all input used, no output left */
+	}
+	assert_int_equal(got, in_len - cp->uoff);
+	assert_memory_equal(out, in + cp->uoff, got);
+	assert_int_equal(rc, padding ? 1 : 0);
+	assert_int_equal(left, padding); /* the padding stays unread */
+	index_zran_dec_free(d);
+	free(out);
+	return calls;
+}
+
+/* The streamed decoder (what a span read uses) gives what one-shot extraction gives, whatever the
+ * pieces the network delivers and the room the caller has, across members, with zero padding at
+ * the end; corrupt bytes are an error, not a stall. */
+static void test_streamed(void **state)
+{
+	static const size_t sizes[] = { 0, 100 * KiB, 3 * MiB };
+	size_t len = sizes[1] + sizes[2], coffs[3];
+	uint8_t *in = fill_words(len, 21);
+	struct bytebuf gz = members_of(in, sizes, 3, coffs);
+	struct index_zran *z;
+	struct index_zran_dec *d;
+	struct memsrc m;
+	uint64_t seed = 99;
+	uint8_t out[4096];
+	size_t n, made;
+	const uint8_t *p;
+	int rc;
+
+	(void)state;
+	z = index_of(&gz, in, len, 16 * KiB, 5000, 70000, &m);
+	for (size_t i = 0; i < index_zran_count(z); i += 7) {
+		check_streamed(z, i, &gz, 0, in, len, 1 + xorshift64(&seed) % 70000,
+			       1 + xorshift64(&seed) % 70000, i);
+		if (i % 21 == 0) /* byte by byte */
+			check_streamed(z, i, &gz, 0, in, len, 1, 1 + xorshift64(&seed) % 300, i);
+	}
+	/* zero padding after the last member: the decoder reports the end and leaves it */
+	gz.p = realloc(gz.p, gz.len + 512);
+	assert_non_null(gz.p);
+	memset(gz.p + gz.len, 0, 512);
+	gz.len += 512;
+	check_streamed(z, 0, &gz, 512, in, len, 50000, 90000, 5);
+	check_streamed(z, index_zran_count(z) - 1, &gz, 512, in, len, 3, 5000, 6);
+
+	/* a bad member header, and a reserved deflate block type, are errors, never a decoder
+	 * waiting for input */
+	for (int bad = 0; bad < 2; bad++) {
+		size_t at = bad == 0 ? coffs[2] : coffs[2] + 10; /* a 10-byte header: no FNAME */
+		uint8_t keep = gz.p[at];
+
+		gz.p[at] = bad == 0 ? 0x1e : 0x07; /* magic; BFINAL with BTYPE 11 */
+		assert_int_equal(index_zran_dec_new(index_zran_cp(z, 0), NULL, &d), 0);
+		p = gz.p;
+		n = gz.len;
+		do {
+			size_t before = n;
+
+			rc = index_zran_dec_feed(d, &p, &n, out,
+						 1 + xorshift64(&seed) % sizeof(out), &made);
+			assert_true(rc < 0 || (rc == 0 && (made > 0 || n < before)));
+		} while (rc == 0 && n > 0);
+		assert_int_equal(rc, -EBADMSG);
+		index_zran_dec_free(d);
+		gz.p[at] = keep;
+	}
+	index_zran_free(z);
+	free(gz.p);
+	free(in);
+}
+
 static void test_errors(void **state)
 {
 	size_t len = 300 * KiB;
@@ -797,8 +904,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_compressible), cmocka_unit_test(test_incompressible),
 		cmocka_unit_test(test_zeros),	     cmocka_unit_test(test_members),
-		cmocka_unit_test(test_errors),	     cmocka_unit_test(test_windows),
-		cmocka_unit_test(test_window_sink),  cmocka_unit_test(test_cli_tools),
+		cmocka_unit_test(test_errors),	     cmocka_unit_test(test_streamed),
+		cmocka_unit_test(test_windows),	     cmocka_unit_test(test_window_sink),
+		cmocka_unit_test(test_cli_tools),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

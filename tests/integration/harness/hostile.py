@@ -57,6 +57,8 @@ class HostileFront(ForwardingProxy):
       endless_headers  a manifest GET gets 200 and 1 KiB headers until the client leaves
       slow_body        a manifest GET gets its real headers and then 5 bytes a second
       slow_headers     a manifest GET gets a status line and then 5 header bytes a second
+      slow_blob        a whole-blob GET gets its real headers and then 2 KiB a second (above
+                       the 1 KiB/s low-speed floor: only a deadline on the whole download ends it)
       redirect_loop    a blob GET is redirected to itself, forever
       range_missing    a ranged blob GET gets 206 without Content-Range (the right bytes)
       range_shifted    a ranged blob GET gets 206 with the bytes and Content-Range one byte later
@@ -207,6 +209,17 @@ class HostileFront(ForwardingProxy):
             h.end_headers()
             h.wfile.flush()
             self._trickle(h, body)
+            return True
+        if mode == "slow_blob" and is_blob and not h.headers.get("Range"):
+            status, headers, body = self._upstream(h)
+            self.hits += 1
+            h.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ("connection", "transfer-encoding"):
+                    h.send_header(k, v)
+            h.end_headers()
+            h.wfile.flush()
+            self._trickle(h, body, rate=2048)
             return True
         if mode == "slow_headers" and is_manifest:
             self.hits += 1
