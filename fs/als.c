@@ -625,6 +625,24 @@ static int als_entry(struct fs *f, fuse_ino_t ino, struct fs_layer *fl, uint32_t
 	}
 }
 
+/* What als_dir_entry lists: MNT/store, a reference's layers, a layer or a diff/ directory. */
+struct als_dir {
+	struct fs *f;
+	fuse_ino_t ino;
+	struct fs_layer *fl;
+	uint32_t lnode;
+	struct alayer *l;
+	json_t *layers;
+	const char *ref;
+};
+
+static int als_dir_entry(void *ctx, size_t i, int plus, char *name, struct stat *st)
+{
+	struct als_dir *v = ctx;
+
+	return als_entry(v->f, v->ino, v->fl, v->lnode, v->l, v->layers, v->ref, i, plus, name, st);
+}
+
 int fs_als_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, off_t off, int plus,
 		   char **out, size_t *used)
 {
@@ -634,8 +652,6 @@ int fs_als_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, of
 	struct aref *r = NULL;
 	json_t *layers = NULL;
 	uint32_t lnode = 0;
-	char name[NAME_MAX + 1];
-	char *buf = NULL;
 	int rc = 0;
 
 	*out = NULL;
@@ -661,36 +677,11 @@ int fs_als_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, of
 			rc = -ENOTDIR;
 		}
 	}
-	if (rc == 0 && !(buf = malloc(size)))
-		rc = -ENOMEM;
-	*out = buf;
-	for (off_t idx = off; rc == 0; idx++) {
-		struct fuse_entry_param e;
-		size_t need;
+	if (rc == 0) {
+		struct als_dir v = { f, ino, fl, lnode, l, layers, r ? r->ref : NULL };
 
-		memset(&e, 0, sizeof(e));
-		if (idx < 2) {
-			strcpy(name, idx == 0 ? "." : "..");
-			e.attr.st_ino = ino;
-			e.attr.st_mode = S_IFDIR;
-		} else {
-			rc = als_entry(f, ino, fl, lnode, l, layers, r ? r->ref : NULL,
-				       (size_t)idx - 2, plus, name, &e.attr);
-			if (rc <= 0)
-				break;
-			rc = 0;
-			e.ino = e.attr.st_ino;
-			e.attr_timeout = e.entry_timeout = FS_CONTENT_TIMEOUT;
-		}
-		if (plus)
-			need = fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e,
-						      idx + 1);
-		else
-			need = fuse_add_direntry(req, buf + *used, size - *used, name, &e.attr,
-						 idx + 1);
-		if (need > size - *used)
-			break;
-		*used += need;
+		rc = fs_dir_fill(req, ino, size, off, plus, FS_CONTENT_TIMEOUT, als_dir_entry, &v,
+				 out, used);
 	}
 	fs_layer_put(&f->eng, fl);
 	json_decref(layers);

@@ -118,6 +118,20 @@ void fs_node_stat(const struct fs_layer *l, uint32_t node, struct stat *st);
  * referenced (fs_layer_put), or negative errno. */
 int fs_layer_load_wait(struct fs *f, const char *digest, struct fs_layer **out);
 
+/* One entry of a listing fs_dir_fill makes: i counts from 0 after "." and "..". Fills name
+ * (NAME_MAX + 1 bytes) and attr (st_ino and st_mode; all of it when plus). Returns 1, 0 past the
+ * last entry, or negative errno. */
+typedef int (*fs_dir_entry_fn)(void *ctx, size_t i, int plus, char *name, struct stat *attr);
+
+/*
+ * Lists directory ino (of a view strata makes up: images/, store/) from offset off into a new
+ * buffer of size bytes (*out, the caller frees it, also on error; *used the bytes filled): "." and
+ * "..", then fn's entries, each valid for timeout seconds, until the buffer is full or fn ends.
+ * Returns 0 or fn's error.
+ */
+int fs_dir_fill(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus, double timeout,
+		fs_dir_entry_fn fn, void *ctx, char **out, size_t *used);
+
 /* Frees the handles of layers/ (no request may run). */
 void fs_dir_handles_free(struct fs *f);
 

@@ -582,32 +582,18 @@ static int view_entry(struct fs *f, fuse_ino_t ino, const struct image_list *il,
 	}
 }
 
-int fs_view_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, off_t off, int plus,
-		    char **out, size_t *used)
+int fs_dir_fill(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus, double timeout,
+		fs_dir_entry_fn fn, void *ctx, char **out, size_t *used)
 {
-	struct image_list il = { .f = f };
-	const struct fs_merged *m = NULL;
-	struct rimage *im = NULL;
-	uint32_t node = 0;
 	char name[NAME_MAX + 1];
-	char *buf;
+	char *buf = malloc(size);
 	int rc = 0;
 
-	if (fs_als_ino(ino))
-		return fs_als_readdir(req, f, ino, size, off, plus, out, used);
-	*out = NULL;
-	*used = 0;
-	if (ino == INO_IMAGES)
-		rc = store_image_list(f->eng.store, image_list_cb, &il);
-	else
-		rc = view_node(f, ino, &im, &m, &node);
-	if (rc == 0 && m && m->nodes[node].mode != S_IFDIR)
-		rc = -ENOTDIR;
-	buf = rc == 0 ? malloc(size) : NULL;
-	if (rc == 0 && !buf)
-		rc = -ENOMEM;
 	*out = buf;
-	for (off_t idx = off; rc == 0; idx++) {
+	*used = 0;
+	if (!buf)
+		return -ENOMEM;
+	for (off_t idx = off;; idx++) {
 		struct fuse_entry_param e;
 		size_t need;
 
@@ -617,14 +603,12 @@ int fs_view_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, o
 			e.attr.st_ino = ino;
 			e.attr.st_mode = S_IFDIR;
 		} else {
-			rc = view_entry(f, ino, &il, im, m, node, (size_t)idx - 2, plus, name,
-					&e.attr);
+			rc = fn(ctx, (size_t)idx - 2, plus, name, &e.attr);
 			if (rc <= 0)
 				break;
 			rc = 0;
 			e.ino = e.attr.st_ino;
-			e.attr_timeout = e.entry_timeout = ino == INO_IMAGES ? FS_VIEW_TIMEOUT :
-									       FS_CONTENT_TIMEOUT;
+			e.attr_timeout = e.entry_timeout = timeout;
 		}
 		if (plus)
 			need = fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e,
@@ -636,8 +620,48 @@ int fs_view_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, o
 			break;
 		*used += need;
 	}
-	free(il.names);
-	free(il.inos);
+	return rc;
+}
+
+/* What view_dir_entry lists: images/ (il) or a merged directory (im, m, node). */
+struct view_dir {
+	struct fs *f;
+	fuse_ino_t ino;
+	struct image_list il;
+	const struct fs_merged *m;
+	struct rimage *im;
+	uint32_t node;
+};
+
+static int view_dir_entry(void *ctx, size_t i, int plus, char *name, struct stat *st)
+{
+	struct view_dir *v = ctx;
+
+	return view_entry(v->f, v->ino, &v->il, v->im, v->m, v->node, i, plus, name, st);
+}
+
+int fs_view_readdir(fuse_req_t req, struct fs *f, fuse_ino_t ino, size_t size, off_t off, int plus,
+		    char **out, size_t *used)
+{
+	struct view_dir v = { .f = f, .ino = ino, .il = { .f = f } };
+	int rc;
+
+	if (fs_als_ino(ino))
+		return fs_als_readdir(req, f, ino, size, off, plus, out, used);
+	*out = NULL;
+	*used = 0;
+	if (ino == INO_IMAGES)
+		rc = store_image_list(f->eng.store, image_list_cb, &v.il);
+	else
+		rc = view_node(f, ino, &v.im, &v.m, &v.node);
+	if (rc == 0 && v.m && v.m->nodes[v.node].mode != S_IFDIR)
+		rc = -ENOTDIR;
+	if (rc == 0)
+		rc = fs_dir_fill(req, ino, size, off, plus,
+				 ino == INO_IMAGES ? FS_VIEW_TIMEOUT : FS_CONTENT_TIMEOUT,
+				 view_dir_entry, &v, out, used);
+	free(v.il.names);
+	free(v.il.inos);
 	return rc;
 }
 
