@@ -132,6 +132,14 @@ typedef int (*fs_dir_entry_fn)(void *ctx, size_t i, int plus, char *name, struct
 int fs_dir_fill(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus, double timeout,
 		fs_dir_entry_fn fn, void *ctx, char **out, size_t *used);
 
+/* For an inode of the images/ view, *ino becomes the layer inode it shows (other inodes are left
+ * as they are). Returns 0, -EISDIR for a directory of the view itself, or negative errno. */
+int fs_view_layer_ino(struct fs *f, fuse_ino_t *ino);
+
+/* getxattr and listxattr (xattr.c). */
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+
 /* Frees the handles of layers/ (no request may run). */
 void fs_dir_handles_free(struct fs *f);
 

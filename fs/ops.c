@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The FUSE operations but read (read.c): lookup, attributes, links, directories, open, xattrs,
- * statfs, over MNT/layers/sha256:<hex>/. */
+/* The FUSE operations but read (read.c) and xattrs (xattr.c): lookup, attributes, links,
+ * directories, open, statfs, over MNT/layers/sha256:<hex>/. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -171,9 +171,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, timeout);
 }
 
-/* For an inode of the images/ view, *ino becomes the layer inode it shows. Returns 0, -EISDIR
- * for a directory of the view itself, or negative errno. */
-static int layer_ino(struct fs *f, fuse_ino_t *ino)
+int fs_view_layer_ino(struct fs *f, fuse_ino_t *ino)
 {
 	fuse_ino_t src;
 	uint32_t mode;
@@ -197,7 +195,7 @@ static int do_readlink(struct fs *f, fuse_ino_t ino, char **target)
 	struct fs_layer *l;
 	uint32_t node;
 	int link;
-	int rc = layer_ino(f, &ino);
+	int rc = fs_view_layer_ino(f, &ino);
 
 	*target = NULL;
 	if (rc < 0)
@@ -582,7 +580,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_open(req, fi);
 		return;
 	}
-	rc = layer_ino(f, &ino);
+	rc = fs_view_layer_ino(f, &ino);
 	if (rc == 0)
 		rc = do_open(f, ino, fi);
 
@@ -597,7 +595,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *f = fuse_req_userdata(req);
 
 	(void)fi;
-	if (layer_ino(f, &ino) == 0) /* the number op_open counted */
+	if (fs_view_layer_ino(f, &ino) == 0) /* the number op_open counted */
 		fs_open_count(f, ino, -1);
 	fuse_reply_err(req, 0);
 }
@@ -613,7 +611,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fs_als_read(req, f, ino, size, off);
 		return;
 	}
-	rc = layer_ino(f, &ino);
+	rc = fs_view_layer_ino(f, &ino);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -632,7 +630,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	rc = layer_ino(f, &ino);
+	rc = fs_view_layer_ino(f, &ino);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -656,133 +654,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -fs_als_release(fuse_req_userdata(req), parent, name));
 }
 
-/* ---------------------------------------------------------------- xattrs, statfs */
-
-/* Finds xattr name of ino. Returns 0 with *l referenced (fs_layer_put) and *x in its index, or
- * negative errno (-ENODATA: no such xattr; *l is NULL then). */
-static int find_xattr(struct fs *f, fuse_ino_t ino, const char *name, struct fs_layer **l,
-		      const struct index_xattr **x)
-{
-	const struct index_inode *in;
-	uint32_t node;
-	size_t nlen = strlen(name);
-	int rc;
-
-	*l = NULL;
-	*x = NULL;
-	if (ino <= INO_STORE)
-		return -ENODATA;
-	if (fs_view_ino(ino) && fs_view_hidden_xattr(name, nlen))
-		return -ENODATA;
-	rc = layer_ino(f, &ino);
-	if (rc < 0)
-		return rc == -EISDIR ? -ENODATA : rc;
-	rc = fs_layer_of(&f->eng, ino, l, &node);
-	if (rc < 0)
-		return rc;
-	in = index_layer_inode((*l)->idx, node);
-	for (uint32_t i = 0; i < in->nxattrs; i++) {
-		const struct index_xattr *c = index_layer_xattr((*l)->idx, in->xattr_first + i);
-
-		if (c->name_len != nlen ||
-		    memcmp(index_layer_str((*l)->idx, c->name_off), name, nlen))
-			continue;
-		*x = c;
-		return 0;
-	}
-	fs_layer_put(&f->eng, *l);
-	*l = NULL;
-	return -ENODATA;
-}
-
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-	struct fs *f = fuse_req_userdata(req);
-	const struct index_xattr *x;
-	struct fs_layer *l;
-	int rc = find_xattr(f, ino, name, &l, &x);
-
-	if (rc == 0 && size != 0 && size < x->value_len)
-		rc = -ERANGE;
-	if (rc < 0)
-		fuse_reply_err(req, -rc);
-	else if (size == 0)
-		fuse_reply_xattr(req, x->value_len);
-	else /* from the index itself: put after the reply */
-		fuse_reply_buf(req, index_layer_str(l->idx, x->value_off), x->value_len);
-	fs_layer_put(&f->eng, l);
-}
-
-/* The names of ino's xattrs as listxattr returns them (each NUL-terminated): their length in
- * *total and, unless size (the caller's buffer) is 0, the names in *buf (malloc'd). Returns 0,
- * -ERANGE when they do not fit size, or negative errno. */
-static int list_xattrs(struct fs *f, fuse_ino_t ino, size_t size, char **buf, size_t *total)
-{
-	const struct index_inode *in;
-	struct fs_layer *l;
-	uint32_t node;
-	size_t pos = 0;
-	int view = fs_view_ino(ino);
-	int rc;
-
-	*buf = NULL;
-	*total = 0;
-	if (ino <= INO_STORE)
-		return 0;
-	rc = layer_ino(f, &ino);
-	if (rc < 0)
-		return rc == -EISDIR ? 0 : rc;
-	rc = fs_layer_of(&f->eng, ino, &l, &node);
-	if (rc < 0)
-		return rc;
-	in = index_layer_inode(l->idx, node);
-	for (uint32_t i = 0; i < in->nxattrs; i++) {
-		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
-
-		if (!view ||
-		    !fs_view_hidden_xattr(index_layer_str(l->idx, x->name_off), x->name_len))
-			*total += x->name_len + 1;
-	}
-	if (size == 0)
-		goto out;
-	if (size < *total) {
-		rc = -ERANGE;
-		goto out;
-	}
-	*buf = malloc(*total ? *total : 1);
-	if (!*buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (uint32_t i = 0; i < in->nxattrs; i++) {
-		const struct index_xattr *x = index_layer_xattr(l->idx, in->xattr_first + i);
-
-		if (view && fs_view_hidden_xattr(index_layer_str(l->idx, x->name_off), x->name_len))
-			continue;
-		memcpy(*buf + pos, index_layer_str(l->idx, x->name_off), x->name_len);
-		pos += x->name_len;
-		(*buf)[pos++] = '\0';
-	}
-out:
-	fs_layer_put(&f->eng, l);
-	return rc;
-}
-
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct fs *f = fuse_req_userdata(req);
-	char *buf;
-	size_t total;
-	int rc = list_xattrs(f, ino, size, &buf, &total);
-
-	if (rc < 0)
-		fuse_reply_err(req, -rc);
-	else if (size == 0)
-		fuse_reply_xattr(req, total);
-	else
-		fuse_reply_buf(req, buf, total);
-	free(buf);
-}
+/* ---------------------------------------------------------------- statfs */
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
@@ -831,6 +703,6 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.statfs = op_statfs,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
 };
