@@ -134,6 +134,18 @@ class HostileFront(ForwardingProxy):
         except OSError:
             pass
 
+    def _relay_trickled(self, h, **trickle):
+        """Answers with the upstream's status and headers at once, then its body trickled."""
+        status, headers, body = self._upstream(h)
+        self.hits += 1
+        h.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("connection", "transfer-encoding"):
+                h.send_header(k, v)
+        h.end_headers()
+        h.wfile.flush()
+        self._trickle(h, body, **trickle)
+
     def _trickle(self, handler, data, rate=5, limit_s=120):
         """data, `rate` bytes a second, until the client leaves (at most limit_s)."""
         handler.close_connection = True
@@ -200,26 +212,10 @@ class HostileFront(ForwardingProxy):
             self._endless(h, b"X-Pad: " + b"a" * 1017 + b"\r\n", headers=True)
             return True
         if mode == "slow_body" and is_manifest:
-            status, headers, body = self._upstream(h)
-            self.hits += 1
-            h.send_response(status)
-            for k, v in headers:
-                if k.lower() not in ("connection", "transfer-encoding"):
-                    h.send_header(k, v)
-            h.end_headers()
-            h.wfile.flush()
-            self._trickle(h, body)
+            self._relay_trickled(h)
             return True
         if mode == "slow_blob" and is_blob and not h.headers.get("Range"):
-            status, headers, body = self._upstream(h)
-            self.hits += 1
-            h.send_response(status)
-            for k, v in headers:
-                if k.lower() not in ("connection", "transfer-encoding"):
-                    h.send_header(k, v)
-            h.end_headers()
-            h.wfile.flush()
-            self._trickle(h, body, rate=2048)
+            self._relay_trickled(h, rate=2048)
             return True
         if mode == "slow_headers" and is_manifest:
             self.hits += 1
